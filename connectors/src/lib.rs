@@ -1,0 +1,85 @@
+//! OpenClaw's connectors. Each lives in its own folder and implements [`Connector`]; the
+//! engine only sees the [`SourceReader`]s they build.
+
+use std::collections::BTreeMap;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use openclaw_engine::source::SourceReader;
+
+pub mod datagen;
+pub mod nexmark;
+
+/// `WITH (...)` options of a source, keys lowercased.
+pub type Options = BTreeMap<String, String>;
+
+/// A mistake in a source's definition: the user's fault, reported with SQLSTATE 22023/42601.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectorError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl ConnectorError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), hint: None }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// A kind of source, named by `connector = '...'`.
+pub trait Connector: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// Checks the options and the declared columns, and returns the source's schema (the
+    /// declared columns, or the connector's own when none were declared).
+    fn validate(&self, declared: &SchemaRef, options: &Options) -> Result<SchemaRef, ConnectorError>;
+
+    /// A new reader of the whole stream, from its beginning.
+    fn reader(&self, schema: &SchemaRef, options: &Options) -> Result<Box<dyn SourceReader>, ConnectorError>;
+}
+
+/// The connector named `name`.
+pub fn connector(name: &str) -> Option<&'static dyn Connector> {
+    match name.to_ascii_lowercase().as_str() {
+        "nexmark" => Some(&nexmark::NexmarkConnector),
+        "datagen" => Some(&datagen::DatagenConnector),
+        _ => None,
+    }
+}
+
+/// Names of every connector, for hints.
+pub const CONNECTORS: &[&str] = &["nexmark", "datagen"];
+
+pub(crate) fn parse_opt<T: std::str::FromStr>(options: &Options, key: &str) -> Result<Option<T>, ConnectorError> {
+    match options.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| ConnectorError::new(format!("invalid value for option \"{key}\": \"{v}\""))),
+    }
+}
+
+/// Casts generated columns to the declared types and orders them as declared.
+pub(crate) fn conform(
+    declared: &SchemaRef,
+    mut columns: impl FnMut(&str) -> Option<datafusion::arrow::array::ArrayRef>,
+) -> openclaw_engine::EngineResult<datafusion::arrow::array::RecordBatch> {
+    use datafusion::arrow::compute::cast;
+    let cols = declared
+        .fields()
+        .iter()
+        .map(|f| {
+            let col = columns(f.name()).ok_or_else(|| {
+                openclaw_engine::EngineError::Internal(format!("no generated column \"{}\"", f.name()))
+            })?;
+            Ok(cast(&col, f.data_type())?)
+        })
+        .collect::<openclaw_engine::EngineResult<Vec<_>>>()?;
+    Ok(datafusion::arrow::array::RecordBatch::try_new(declared.clone(), cols)?)
+}

@@ -1,0 +1,18 @@
+/// Limits and pacing of the dataflow, shared by every operator.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Most rows in one chunk that a source or a backfill emits.
+    pub chunk_size_rows: usize,
+    /// Capacity of every channel between two tasks, in chunks. Together with
+    /// `chunk_size_rows` this bounds the rows in flight on an edge.
+    pub channel_capacity_chunks: usize,
+    /// How often the coordinator injects a barrier on its own, and the longest a source holds a
+    /// partial chunk before emitting it.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { chunk_size_rows: 4096, channel_capacity_chunks: 16, flush_interval_ms: 1000 }
+    }
+}

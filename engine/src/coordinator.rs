@@ -1,0 +1,149 @@
+//! Injects barriers at every root of the dataflow and learns when every sink has passed them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Barrier, BarrierKind, EngineError, EngineResult, Mutation, ObjectId};
+
+/// A task that starts streams: a table writer or a source reader. Several roots may belong to
+/// one object (each view reading a source has its own reader), so roots have their own ids.
+pub type RootId = u64;
+
+/// Most barriers queued at one root.
+pub const ROOT_BARRIER_QUEUE: usize = 16;
+
+#[derive(Default)]
+struct State {
+    next_epoch: u64,
+    next_root: RootId,
+    roots: BTreeMap<RootId, mpsc::Sender<Barrier>>,
+    sinks: BTreeSet<ObjectId>,
+    inflight: BTreeMap<u64, Inflight>,
+}
+
+struct Inflight {
+    remaining: BTreeSet<ObjectId>,
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// The barrier coordinator.
+pub struct Coordinator {
+    state: Mutex<State>,
+    /// Serialises injections so that every root sees epochs in the same order.
+    inject: tokio::sync::Mutex<()>,
+}
+
+impl Default for Coordinator {
+    fn default() -> Self {
+        Self { state: Mutex::new(State { next_epoch: 1, next_root: 1, ..State::default() }), inject: Default::default() }
+    }
+}
+
+impl Coordinator {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("coordinator lock")
+    }
+
+    /// Registers a root; barriers injected from now on reach it through `tx`.
+    pub fn register_root(&self, tx: mpsc::Sender<Barrier>) -> RootId {
+        let mut s = self.lock();
+        let id = s.next_root;
+        s.next_root += 1;
+        s.roots.insert(id, tx);
+        id
+    }
+
+    pub fn unregister_root(&self, id: RootId) {
+        self.lock().roots.remove(&id);
+    }
+
+    /// Registers a sink; barriers injected from now on wait for its acknowledgement.
+    pub fn register_sink(&self, id: ObjectId) {
+        self.lock().sinks.insert(id);
+    }
+
+    /// Forgets a sink (dropped or failed); epochs that waited only for it complete.
+    pub fn unregister_sink(&self, id: ObjectId) {
+        let mut s = self.lock();
+        s.sinks.remove(&id);
+        let epochs: Vec<u64> = s.inflight.keys().copied().collect();
+        for epoch in epochs {
+            Self::ack_locked(&mut s, id, epoch);
+        }
+    }
+
+    /// Called by a sink when barrier `epoch` has passed it.
+    pub fn ack(&self, sink: ObjectId, epoch: u64) {
+        Self::ack_locked(&mut self.lock(), sink, epoch);
+    }
+
+    fn ack_locked(s: &mut State, sink: ObjectId, epoch: u64) {
+        let Some(inflight) = s.inflight.get_mut(&epoch) else { return };
+        inflight.remaining.remove(&sink);
+        if inflight.remaining.is_empty() {
+            let done = s.inflight.remove(&epoch).expect("present");
+            done.waiters.into_iter().for_each(|w| {
+                let _ = w.send(());
+            });
+        }
+    }
+
+    /// Injects a barrier at every root and waits until every sink registered now has passed it.
+    pub async fn inject_and_wait(&self, kind: BarrierKind, mutation: Option<Mutation>) -> EngineResult<u64> {
+        let (epoch, done) = self.inject(kind, mutation).await;
+        done.await.map_err(|_| EngineError::Closed)?;
+        Ok(epoch)
+    }
+
+    /// Injects a barrier; the receiver resolves when every sink registered now has passed it.
+    pub async fn inject(&self, kind: BarrierKind, mutation: Option<Mutation>) -> (u64, oneshot::Receiver<()>) {
+        let _serial = self.inject.lock().await;
+        let (tx, rx) = oneshot::channel();
+        let (barrier, roots) = {
+            let mut s = self.lock();
+            let epoch = s.next_epoch;
+            s.next_epoch += 1;
+            let remaining = s.sinks.clone();
+            if remaining.is_empty() {
+                let _ = tx.send(());
+            } else {
+                s.inflight.insert(epoch, Inflight { remaining, waiters: vec![tx] });
+            }
+            let roots: Vec<(RootId, mpsc::Sender<Barrier>)> =
+                s.roots.iter().map(|(id, tx)| (*id, tx.clone())).collect();
+            (Barrier { epoch, kind, mutation: mutation.map(Arc::new) }, roots)
+        };
+        for (id, root) in roots {
+            if root.send(barrier.clone()).await.is_err() {
+                self.unregister_root(id);
+            }
+        }
+        (barrier.epoch, rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn barrier_completes_when_every_sink_acks() {
+        let c = Coordinator::new();
+        let (tx, mut rx) = mpsc::channel(4);
+        c.register_root(tx);
+        c.register_sink(7);
+        c.register_sink(8);
+        let (epoch, mut done) = c.inject(BarrierKind::Flush, None).await;
+        assert_eq!(rx.recv().await.unwrap().epoch, epoch);
+        c.ack(7, epoch);
+        assert!(done.try_recv().is_err());
+        c.unregister_sink(8);
+        assert!(done.try_recv().is_ok());
+    }
+}

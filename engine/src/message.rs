@@ -1,0 +1,65 @@
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+
+use crate::{ObjectId, StreamChunk};
+
+/// What flows on every edge of the dataflow.
+#[derive(Debug, Clone)]
+pub enum Message {
+    Chunk(StreamChunk),
+    Watermark(Watermark),
+    Barrier(Barrier),
+}
+
+/// Event time below which no more rows will arrive, in microseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Watermark {
+    pub time_us: i64,
+}
+
+/// Why a barrier was injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BarrierKind {
+    /// Periodic: makes progress visible; bounded sources pass it at once.
+    Periodic,
+    /// `FLUSH`: bounded sources hold it until they are exhausted, so that a flushed view holds
+    /// everything a bounded source will ever produce.
+    Flush,
+}
+
+/// A barrier splits every stream into epochs. Operators align it across their inputs.
+#[derive(Debug, Clone)]
+pub struct Barrier {
+    pub epoch: u64,
+    pub kind: BarrierKind,
+    /// A change to the shape of the dataflow that takes effect at this barrier.
+    pub mutation: Option<std::sync::Arc<Mutation>>,
+}
+
+/// A change to the dataflow carried by a barrier, so that it happens at a consistent cut.
+#[derive(Debug)]
+pub enum Mutation {
+    /// New downstream views attach to existing tables or views.
+    Subscribe(Vec<Subscription>),
+}
+
+/// A new downstream edge. The upstream object, on seeing the barrier, sends its whole current
+/// content as inserts, then the barrier, then everything after it.
+#[derive(Debug)]
+pub struct Subscription {
+    pub upstream: ObjectId,
+    /// Taken exactly once by the upstream.
+    pub sender: Mutex<Option<mpsc::Sender<Message>>>,
+}
+
+impl Barrier {
+    /// The senders of the subscriptions to `object` that this barrier carries.
+    pub fn take_subscriptions(&self, object: ObjectId) -> Vec<mpsc::Sender<Message>> {
+        let Some(Mutation::Subscribe(subs)) = self.mutation.as_deref() else { return vec![] };
+        subs.iter()
+            .filter(|s| s.upstream == object)
+            .filter_map(|s| s.sender.lock().expect("subscription lock").take())
+            .collect()
+    }
+}

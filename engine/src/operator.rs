@@ -1,0 +1,112 @@
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::{Barrier, Coordinator, EngineConfig, EngineResult, Message, StreamChunk, Watermark};
+
+/// One step of the dataflow. The runtime loop ([`crate::runtime::run_operator`]) calls these
+/// methods; only [`Operator::process_batch`] has no default.
+///
+/// Contract: the runtime delivers messages of each input in order; it calls
+/// `handle_checkpoint` once per barrier, after the barrier has arrived on every input (aligned)
+/// and before forwarding it; operators must have applied every earlier chunk to their state by
+/// then.
+#[async_trait]
+pub trait Operator: Send + 'static {
+    /// A short name for logs, metrics and `EXPLAIN`.
+    fn name(&self) -> String;
+
+    /// Called once before the first message.
+    async fn on_start(&mut self, _ctx: &mut OperatorContext) -> EngineResult<()> {
+        Ok(())
+    }
+
+    /// Processes one chunk that arrived on input `input`; emits results through `ctx`.
+    async fn process_batch(
+        &mut self,
+        input: usize,
+        chunk: StreamChunk,
+        ctx: &mut OperatorContext,
+    ) -> EngineResult<()>;
+
+    /// Called when the minimum watermark over all inputs advances. Default: forward it.
+    async fn handle_watermark(&mut self, wm: Watermark, ctx: &mut OperatorContext) -> EngineResult<()> {
+        ctx.outputs.send(Message::Watermark(wm)).await
+    }
+
+    /// Called with an aligned barrier before the runtime forwards it. Default: nothing.
+    async fn handle_checkpoint(&mut self, _barrier: &Barrier, _ctx: &mut OperatorContext) -> EngineResult<()> {
+        Ok(())
+    }
+
+    /// Called once when every input has closed.
+    async fn on_close(&mut self, _ctx: &mut OperatorContext) -> EngineResult<()> {
+        Ok(())
+    }
+}
+
+/// What an operator may touch besides its own fields.
+pub struct OperatorContext {
+    pub outputs: Outputs,
+    pub config: Arc<EngineConfig>,
+    pub coordinator: Arc<Coordinator>,
+    /// Rows received, over all inputs.
+    pub rows_in: u64,
+}
+
+impl OperatorContext {
+    pub fn new(outputs: Outputs, config: Arc<EngineConfig>, coordinator: Arc<Coordinator>) -> Self {
+        Self { outputs, config, coordinator, rows_in: 0 }
+    }
+
+    /// Emits a chunk downstream; empty chunks are dropped here.
+    pub async fn collect(&mut self, chunk: StreamChunk) -> EngineResult<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.outputs.send(Message::Chunk(chunk)).await
+    }
+}
+
+/// The downstream edges of a task. Every edge is a bounded channel. An edge whose receiver
+/// is gone (its view was dropped) is removed, not treated as an error.
+#[derive(Default)]
+pub struct Outputs {
+    senders: Vec<mpsc::Sender<Message>>,
+}
+
+impl Outputs {
+    pub fn new(senders: Vec<mpsc::Sender<Message>>) -> Self {
+        Self { senders }
+    }
+
+    pub fn add(&mut self, sender: mpsc::Sender<Message>) {
+        self.senders.push(sender);
+    }
+
+    pub fn len(&self) -> usize {
+        self.senders.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.senders.is_empty()
+    }
+
+    /// Sends `msg` to every edge, waiting while a receiver is full (backpressure).
+    pub async fn send(&mut self, msg: Message) -> EngineResult<()> {
+        let mut closed = vec![];
+        let last = self.senders.len().saturating_sub(1);
+        let mut msg = Some(msg);
+        for (i, tx) in self.senders.iter().enumerate() {
+            let m = if i == last { msg.take().expect("sent once") } else { msg.clone().expect("kept") };
+            if tx.send(m).await.is_err() {
+                closed.push(i);
+            }
+        }
+        for i in closed.into_iter().rev() {
+            self.senders.swap_remove(i);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,185 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{RecordBatch, UInt32Array};
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::datatypes::SchemaRef;
+use openclaw_storage::{ReadSnapshot, RowCodec, StateWrite, Store};
+use tokio::sync::mpsc;
+
+use crate::{
+    internal_err, Barrier, EngineResult, Message, ObjectId, Operator, OperatorContext, StreamChunk,
+};
+
+/// How the rows of a table or view are laid out in their column family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// key = the whole row, value = its multiplicity (i64, little endian). Any changelog can
+    /// be applied to it, so views use it whatever their plan.
+    Multiset,
+    /// key = the primary-key columns, value = the whole row.
+    Keyed(Vec<usize>),
+    /// key = a hidden, increasing row id (u64, big endian), value = the whole row.
+    RowId,
+}
+
+/// The stored content of one table or view: where it lives and how to read it back.
+pub struct MaterializedState {
+    pub store: Store,
+    pub cf: Arc<str>,
+    pub layout: Layout,
+    row_codec: RowCodec,
+}
+
+impl MaterializedState {
+    pub fn new(store: Store, cf: &str, schema: SchemaRef, layout: Layout) -> EngineResult<Self> {
+        store.create_cf(cf)?;
+        Ok(Self { store, cf: Arc::from(cf), layout, row_codec: RowCodec::new(schema)? })
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        self.row_codec.schema()
+    }
+
+    pub fn row_codec(&self) -> &RowCodec {
+        &self.row_codec
+    }
+
+    /// Reads up to about `max_rows` rows after key `after`, as of `snapshot`. Returns the rows
+    /// and the last key read (`None` when the scan is finished).
+    pub fn read_page(
+        &self,
+        snapshot: Option<&ReadSnapshot>,
+        after: Option<&[u8]>,
+        max_rows: usize,
+    ) -> EngineResult<(RecordBatch, Option<Vec<u8>>)> {
+        let mut encoded: Vec<Vec<u8>> = Vec::new();
+        let mut counts: Vec<u32> = Vec::new();
+        let mut last_key = None;
+        let mut rows = 0usize;
+        let multiset = self.layout == Layout::Multiset;
+        self.store.scan_from(&self.cf, after, snapshot, |key, value| {
+            if multiset {
+                let count = decode_count(value);
+                encoded.push(key.to_vec());
+                counts.push(count as u32);
+                rows += count as usize;
+            } else {
+                encoded.push(value.to_vec());
+                rows += 1;
+            }
+            if rows >= max_rows {
+                last_key = Some(key.to_vec());
+                return false;
+            }
+            true
+        })?;
+        let batch = self.row_codec.decode(encoded.iter().map(|r| r.as_slice()))?;
+        if !multiset || counts.iter().all(|&c| c == 1) {
+            return Ok((batch, last_key));
+        }
+        let indices: UInt32Array =
+            counts.iter().enumerate().flat_map(|(i, &c)| std::iter::repeat_n(i as u32, c as usize)).collect();
+        Ok((take_record_batch(&batch, &indices)?, last_key))
+    }
+
+    /// Reads every row, in pages of `page_rows`.
+    pub fn read_all(&self, snapshot: Option<&ReadSnapshot>, page_rows: usize) -> EngineResult<Vec<RecordBatch>> {
+        let mut out = vec![];
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let (batch, last) = self.read_page(snapshot, after.as_deref(), page_rows)?;
+            if batch.num_rows() > 0 {
+                out.push(batch);
+            }
+            match last {
+                Some(k) => after = Some(k),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Sends the whole content as insert chunks to a new subscriber (its backfill).
+    pub async fn send_snapshot(&self, tx: &mpsc::Sender<Message>, chunk_rows: usize) -> EngineResult<()> {
+        let snapshot = self.store.snapshot();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let (batch, last) = self.read_page(Some(&snapshot), after.as_deref(), chunk_rows)?;
+            if batch.num_rows() > 0 && tx.send(Message::Chunk(StreamChunk::inserts(batch))).await.is_err() {
+                return Ok(()); // the subscriber went away during its backfill
+            }
+            match last {
+                Some(k) => after = Some(k),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Applies a changelog chunk to a multiset layout: multiplicities go up and down, and a
+    /// row whose multiplicity reaches zero is deleted.
+    pub fn apply_multiset(&self, chunk: &StreamChunk) -> EngineResult<()> {
+        debug_assert_eq!(self.layout, Layout::Multiset);
+        let rows = self.row_codec.encode(chunk.columns())?;
+        let mut deltas: HashMap<&[u8], i64> = HashMap::with_capacity(chunk.num_rows());
+        for (i, op) in chunk.ops().iter().enumerate() {
+            *deltas.entry(rows.row(i).data()).or_default() += op.sign();
+        }
+        deltas.retain(|_, d| *d != 0);
+        let keys: Vec<&[u8]> = deltas.keys().copied().collect();
+        let current = self.store.multi_get(&self.cf, &keys)?;
+        let mut write = StateWrite::default();
+        for (key, old) in keys.iter().zip(current) {
+            let old = old.as_deref().map(decode_count).unwrap_or(0);
+            let new = old + deltas[key];
+            if new < 0 {
+                internal_err!("row deleted more often than inserted in \"{}\" (count {new})", self.cf);
+            }
+            if new == 0 {
+                write.delete(&self.cf, key.to_vec());
+            } else {
+                write.put(&self.cf, key.to_vec(), new.to_le_bytes().to_vec());
+            }
+        }
+        self.store.write(write)?;
+        Ok(())
+    }
+}
+
+fn decode_count(value: &[u8]) -> i64 {
+    i64::from_le_bytes(value.try_into().expect("an 8-byte multiplicity"))
+}
+
+/// The last operator of a view: applies the changelog to the view's stored content, serves
+/// subscriptions of downstream views, and acknowledges barriers as a sink.
+pub struct MaterializeOperator {
+    object: ObjectId,
+    state: Arc<MaterializedState>,
+}
+
+impl MaterializeOperator {
+    pub fn new(object: ObjectId, state: Arc<MaterializedState>) -> Self {
+        Self { object, state }
+    }
+}
+
+#[async_trait]
+impl Operator for MaterializeOperator {
+    fn name(&self) -> String {
+        format!("Materialize(state = \"{}\")", self.state.cf)
+    }
+
+    async fn process_batch(&mut self, _input: usize, chunk: StreamChunk, ctx: &mut OperatorContext) -> EngineResult<()> {
+        self.state.apply_multiset(&chunk)?;
+        ctx.collect(chunk).await
+    }
+
+    async fn handle_checkpoint(&mut self, barrier: &Barrier, ctx: &mut OperatorContext) -> EngineResult<()> {
+        for tx in barrier.take_subscriptions(self.object) {
+            self.state.send_snapshot(&tx, ctx.config.chunk_size_rows).await?;
+            ctx.outputs.add(tx);
+        }
+        ctx.coordinator.ack(self.object, barrier.epoch);
+        Ok(())
+    }
+}

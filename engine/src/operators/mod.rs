@@ -1,0 +1,12 @@
+//! The streaming operators. Stateless ones evaluate DataFusion `PhysicalExpr`s over whole
+//! batches; stateful ones keep their state in RocksDB through `openclaw-storage`.
+
+mod filter;
+pub mod materialize;
+mod project;
+mod union;
+
+pub use filter::FilterOperator;
+pub use materialize::{MaterializeOperator, MaterializedState};
+pub use project::ProjectOperator;
+pub use union::UnionOperator;

@@ -1,0 +1,86 @@
+//! Roots of the dataflow that read from outside: the generator, datagen, and later Kafka.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use tokio::sync::mpsc;
+
+use crate::{Barrier, BarrierKind, EngineResult, Message, Outputs, StreamChunk};
+
+/// Most barriers a source holds back while a bounded stream is still being read.
+const MAX_DEFERRED_BARRIERS: usize = 64;
+
+/// Reads one stream of rows. Implemented by each connector.
+#[async_trait]
+pub trait SourceReader: Send + 'static {
+    /// The schema of every chunk it returns.
+    fn schema(&self) -> SchemaRef;
+
+    /// The next chunk of inserts, at most `max_rows` rows; `None` once a bounded stream is
+    /// exhausted. May wait (a rate limit, or no data yet); must return within about
+    /// `flush_interval_ms` so that barriers are not held up.
+    async fn next_chunk(&mut self, max_rows: usize) -> EngineResult<Option<StreamChunk>>;
+
+    /// Events read so far (for progress reporting).
+    fn position(&self) -> u64;
+}
+
+/// Progress of a running source reader, shared with `SHOW SOURCES`.
+#[derive(Default)]
+pub struct SourceProgress {
+    pub rows: std::sync::atomic::AtomicU64,
+    pub exhausted: std::sync::atomic::AtomicBool,
+}
+
+/// Runs a source reader as a root: emits its chunks, and barriers from the coordinator in
+/// between. A `FLUSH` barrier waits until a bounded source is exhausted, and every barrier
+/// after it waits behind it, so epochs stay in order.
+pub async fn run_source(
+    mut reader: Box<dyn SourceReader>,
+    mut barriers: mpsc::Receiver<Barrier>,
+    mut outputs: Outputs,
+    chunk_rows: usize,
+    progress: Arc<SourceProgress>,
+) -> EngineResult<()> {
+    use std::sync::atomic::Ordering;
+    let mut deferred: VecDeque<Barrier> = VecDeque::new();
+    let mut exhausted = false;
+    loop {
+        if exhausted {
+            while let Some(b) = deferred.pop_front() {
+                outputs.send(Message::Barrier(b)).await?;
+            }
+            match barriers.recv().await {
+                Some(b) => outputs.send(Message::Barrier(b)).await?,
+                None => return Ok(()),
+            }
+            if outputs.is_empty() {
+                return Ok(());
+            }
+            continue;
+        }
+        while deferred.len() < MAX_DEFERRED_BARRIERS {
+            let Ok(b) = barriers.try_recv() else { break };
+            if deferred.is_empty() && b.kind == BarrierKind::Periodic {
+                outputs.send(Message::Barrier(b)).await?;
+            } else {
+                deferred.push_back(b);
+            }
+        }
+        match reader.next_chunk(chunk_rows).await? {
+            Some(chunk) => {
+                progress.rows.fetch_add(chunk.num_rows() as u64, Ordering::Relaxed);
+                outputs.send(Message::Chunk(chunk)).await?;
+            }
+            None => {
+                exhausted = true;
+                progress.exhausted.store(true, Ordering::Relaxed);
+            }
+        }
+        if outputs.is_empty() {
+            return Ok(()); // every reader of this stream is gone
+        }
+    }
+}

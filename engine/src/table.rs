@@ -1,0 +1,182 @@
+//! The writer of a table: the root that applies `INSERT`, `UPDATE` and `DELETE` to the
+//! table's stored rows and emits the resulting changelog to the views that read it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use openclaw_storage::{RowCodec, StateWrite};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::operators::materialize::Layout;
+use crate::operators::MaterializedState;
+use crate::{Barrier, EngineResult, Message, ObjectId, Op, Outputs, StreamChunk};
+
+/// Most write requests queued at one table before writers wait.
+pub const TABLE_REQUEST_QUEUE: usize = 64;
+
+/// A change submitted by a session.
+pub enum TableWrite {
+    /// Rows to upsert (a table with a primary key) or append (without one).
+    Upsert(RecordBatch),
+    /// Rows to delete, matched by primary key.
+    Delete(RecordBatch),
+}
+
+pub struct TableRequest {
+    pub write: TableWrite,
+    /// Answered with the number of rows affected once the change is stored and sent on.
+    pub done: oneshot::Sender<EngineResult<usize>>,
+}
+
+/// Applies writes to one table.
+pub struct TableWriter {
+    object: ObjectId,
+    state: Arc<MaterializedState>,
+    key_codec: Option<RowCodec>,
+    next_row_id: u64,
+    outputs: Outputs,
+}
+
+impl TableWriter {
+    pub fn new(object: ObjectId, state: Arc<MaterializedState>) -> EngineResult<Self> {
+        let key_codec = match &state.layout {
+            Layout::Keyed(cols) => Some(RowCodec::new(Arc::new(state.schema().project(cols)?))?),
+            _ => None,
+        };
+        let next_row_id = Self::last_row_id(&state)? + 1;
+        Ok(Self { object, state, key_codec, next_row_id, outputs: Outputs::default() })
+    }
+
+    fn last_row_id(state: &MaterializedState) -> EngineResult<u64> {
+        if state.layout != Layout::RowId {
+            return Ok(0);
+        }
+        let mut last = 0;
+        state.store.scan(&state.cf, None, |k, _| {
+            last = u64::from_be_bytes(k.try_into().expect("8-byte row id"));
+            true
+        })?;
+        Ok(last)
+    }
+
+    /// Serves write requests and barriers until both channels close.
+    pub async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<TableRequest>,
+        mut barriers: mpsc::Receiver<Barrier>,
+        chunk_rows: usize,
+    ) -> EngineResult<()> {
+        loop {
+            tokio::select! {
+                biased;
+                barrier = barriers.recv() => match barrier {
+                    Some(b) => self.on_barrier(b, chunk_rows).await?,
+                    None => return Ok(()),
+                },
+                request = requests.recv() => match request {
+                    Some(req) => {
+                        let result = self.apply(req.write).await;
+                        let failed = result.is_err();
+                        let _ = req.done.send(result);
+                        if failed {
+                            tracing::warn!(table = self.object, "table write failed");
+                        }
+                    }
+                    None => return Ok(()),
+                },
+            }
+        }
+    }
+
+    async fn on_barrier(&mut self, barrier: Barrier, chunk_rows: usize) -> EngineResult<()> {
+        for tx in barrier.take_subscriptions(self.object) {
+            self.state.send_snapshot(&tx, chunk_rows).await?;
+            self.outputs.add(tx);
+        }
+        self.outputs.send(Message::Barrier(barrier)).await
+    }
+
+    async fn apply(&mut self, write: TableWrite) -> EngineResult<usize> {
+        let (changes, n) = match write {
+            TableWrite::Upsert(batch) => (self.upsert(&batch)?, batch.num_rows()),
+            TableWrite::Delete(batch) => self.delete(&batch)?,
+        };
+        if let Some(chunk) = changes {
+            self.outputs.send(Message::Chunk(chunk)).await?;
+        }
+        Ok(n)
+    }
+
+    fn upsert(&mut self, batch: &RecordBatch) -> EngineResult<Option<StreamChunk>> {
+        let rows = self.state.row_codec().encode(batch.columns())?;
+        let mut write = StateWrite::default();
+        let Some(key_codec) = &self.key_codec else {
+            for row in rows.iter() {
+                write.put(&self.state.cf, self.next_row_id.to_be_bytes().to_vec(), row.data().to_vec());
+                self.next_row_id += 1;
+            }
+            self.state.store.write(write)?;
+            return Ok(Some(StreamChunk::inserts(batch.clone())));
+        };
+        let keys = key_codec.encode(&key_columns(batch, &self.state.layout))?;
+        let existing = self.lookup(keys.iter().map(|k| k.data()))?;
+        // Later rows of the same batch see earlier ones: the overlay holds this batch's writes.
+        let mut overlay: HashMap<&[u8], Vec<u8>> = HashMap::new();
+        let mut ops = Vec::with_capacity(batch.num_rows());
+        let mut out_rows: Vec<Vec<u8>> = Vec::with_capacity(batch.num_rows());
+        for (i, (key, new_row)) in keys.iter().zip(rows.iter()).enumerate() {
+            let old = overlay.get(key.data()).cloned().or_else(|| existing[i].clone());
+            if let Some(old) = old {
+                ops.extend([Op::UpdateDelete, Op::UpdateInsert]);
+                out_rows.push(old);
+            } else {
+                ops.push(Op::Insert);
+            }
+            out_rows.push(new_row.data().to_vec());
+            overlay.insert(key.data(), new_row.data().to_vec());
+            write.put(&self.state.cf, key.data().to_vec(), new_row.data().to_vec());
+        }
+        self.state.store.write(write)?;
+        let out = self.state.row_codec().decode(out_rows.iter().map(|r| r.as_slice()))?;
+        Ok(Some(StreamChunk::new(ops, out)))
+    }
+
+    fn delete(&mut self, batch: &RecordBatch) -> EngineResult<(Option<StreamChunk>, usize)> {
+        let Some(key_codec) = &self.key_codec else {
+            crate::internal_err!("delete on a table without a primary key");
+        };
+        let keys = key_codec.encode(&key_columns(batch, &self.state.layout))?;
+        let existing = self.lookup(keys.iter().map(|k| k.data()))?;
+        let mut write = StateWrite::default();
+        let mut seen = std::collections::HashSet::new();
+        let mut out_rows = vec![];
+        for (key, old) in keys.iter().zip(existing) {
+            if let Some(old) = old {
+                if seen.insert(key.data()) {
+                    write.delete(&self.state.cf, key.data().to_vec());
+                    out_rows.push(old);
+                }
+            }
+        }
+        let n = out_rows.len();
+        self.state.store.write(write)?;
+        if n == 0 {
+            return Ok((None, 0));
+        }
+        let out = self.state.row_codec().decode(out_rows.iter().map(|r| r.as_slice()))?;
+        Ok((Some(StreamChunk::new(vec![Op::Delete; n], out)), n))
+    }
+
+    fn lookup<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) -> EngineResult<Vec<Option<Vec<u8>>>> {
+        let keys: Vec<&[u8]> = keys.collect();
+        Ok(self.state.store.multi_get(&self.state.cf, &keys)?)
+    }
+}
+
+fn key_columns(batch: &RecordBatch, layout: &Layout) -> Vec<ArrayRef> {
+    match layout {
+        Layout::Keyed(cols) => cols.iter().map(|&c| batch.column(c).clone()).collect(),
+        _ => vec![],
+    }
+}

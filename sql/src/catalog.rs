@@ -1,0 +1,103 @@
+//! The objects a database holds: tables, sources and materialized views, with what runs for
+//! them and what depends on what.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use openclaw_connectors::Connector;
+use openclaw_engine::coordinator::RootId;
+use openclaw_engine::operators::MaterializedState;
+use openclaw_engine::source::SourceProgress;
+use openclaw_engine::table::TableRequest;
+use openclaw_engine::ObjectId;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::error::SqlError;
+use crate::parser::ObjectKind;
+use crate::Options;
+
+pub struct Entry {
+    pub id: ObjectId,
+    pub name: String,
+    pub kind: ObjectKind,
+    pub schema: SchemaRef,
+    /// The statement that created it, normalised.
+    pub definition: String,
+    /// Names of the objects it reads.
+    pub depends_on: Vec<String>,
+    pub detail: Detail,
+}
+
+pub enum Detail {
+    Table {
+        writer: mpsc::Sender<TableRequest>,
+        state: Arc<MaterializedState>,
+        primary_key: Option<Vec<usize>>,
+        root: RootId,
+        task: AbortHandle,
+    },
+    Source {
+        connector: &'static dyn Connector,
+        options: Options,
+        /// Progress of every reader (one per view reading the source).
+        readers: Mutex<Vec<Arc<SourceProgress>>>,
+    },
+    View(ViewRuntime),
+}
+
+pub struct ViewRuntime {
+    pub state: Arc<MaterializedState>,
+    pub tasks: Vec<AbortHandle>,
+    pub roots: Vec<RootId>,
+    /// Set when one of its operators failed; the view then stops and reports this.
+    pub failure: Arc<Mutex<Option<SqlError>>>,
+}
+
+#[derive(Default)]
+pub struct Catalog {
+    next_id: ObjectId,
+    entries: BTreeMap<String, Entry>,
+}
+
+impl Catalog {
+    pub fn next_id(&mut self) -> ObjectId {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        self.entries.get(name)
+    }
+
+    pub fn insert(&mut self, entry: Entry) {
+        let previous = self.entries.insert(entry.name.clone(), entry);
+        assert!(previous.is_none(), "catalog names are unique");
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<Entry> {
+        self.entries.remove(name)
+    }
+
+    pub fn of_kind(&self, kind: ObjectKind) -> impl Iterator<Item = &Entry> {
+        self.entries.values().filter(move |e| e.kind == kind)
+    }
+
+    /// Every object that reads `name`, directly or through others, latest first (the order
+    /// in which they can be dropped).
+    pub fn dependents(&self, name: &str) -> Vec<&Entry> {
+        let mut found: Vec<&Entry> = vec![];
+        let mut frontier = vec![name.to_string()];
+        while let Some(n) = frontier.pop() {
+            for e in self.entries.values() {
+                if e.depends_on.contains(&n) && !found.iter().any(|f| f.id == e.id) {
+                    found.push(e);
+                    frontier.push(e.name.clone());
+                }
+            }
+        }
+        found.sort_by_key(|e| std::cmp::Reverse(e.id));
+        found
+    }
+}

@@ -1,0 +1,380 @@
+//! Executes statements: the one entry point the server calls.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNode;
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::context::{SessionConfig, SessionContext, SessionState};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement;
+use openclaw_engine::{BarrierKind, Coordinator, EngineConfig};
+use openclaw_storage::Store;
+
+use crate::catalog::{Catalog, Detail};
+use crate::error::{SqlError, SqlResult, SqlState};
+use crate::parser::{self, ObjectKind, OcStatement};
+use crate::relation::QuerySnapshot;
+use crate::session::SessionVars;
+
+/// What a statement returns.
+#[derive(Debug)]
+pub enum QueryOutput {
+    Rows { schema: SchemaRef, batches: Vec<RecordBatch> },
+    Command { tag: String, rows: Option<usize> },
+}
+
+impl QueryOutput {
+    pub(crate) fn command(tag: &str) -> Self {
+        QueryOutput::Command { tag: tag.to_string(), rows: None }
+    }
+
+    pub(crate) fn text_rows(columns: &[&str], rows: Vec<Vec<String>>) -> SqlResult<Self> {
+        let schema = Arc::new(Schema::new(
+            columns.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect::<Vec<_>>(),
+        ));
+        let arrays: Vec<ArrayRef> = (0..columns.len())
+            .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[i].as_str()))) as ArrayRef)
+            .collect();
+        let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?;
+        Ok(QueryOutput::Rows { schema, batches: vec![batch] })
+    }
+}
+
+/// One OpenClaw database: its store, its catalog, its running dataflows.
+pub struct Database {
+    pub(crate) ctx: SessionContext,
+    pub(crate) store: Store,
+    pub(crate) config: Arc<EngineConfig>,
+    pub(crate) coordinator: Arc<Coordinator>,
+    /// DDL takes this lock for its whole run, so catalog changes happen one at a time.
+    pub(crate) catalog: tokio::sync::Mutex<Catalog>,
+}
+
+impl Database {
+    /// Opens the database in `store`. The catalog is not durable yet, so state left by an
+    /// earlier run is cleared rather than misread.
+    pub fn open(store: Store, config: EngineConfig) -> SqlResult<Arc<Self>> {
+        let mut session = SessionConfig::new()
+            .with_default_catalog_and_schema("openclaw", "public")
+            .with_information_schema(true)
+            .with_target_partitions(2);
+        let opts = session.options_mut();
+        opts.sql_parser.parse_float_as_decimal = true;
+        opts.sql_parser.map_string_types_to_utf8view = false;
+        opts.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+        let ctx = SessionContext::new_with_config(session);
+        crate::functions::register(&ctx);
+        let db = Self {
+            ctx,
+            store,
+            config: Arc::new(config),
+            coordinator: Coordinator::new(),
+            catalog: Default::default(),
+        };
+        db.clear_stale_state()?;
+        let db = Arc::new(db);
+        db.spawn_periodic_barriers();
+        Ok(db)
+    }
+
+    fn clear_stale_state(&self) -> SqlResult<()> {
+        for cf in self.store.opened_with() {
+            tracing::info!(column_family = %cf, "dropping state of an earlier run (the catalog is not durable yet)");
+            self.store.drop_cf(cf)?;
+        }
+        Ok(())
+    }
+
+    /// Injects a barrier every `flush_interval_ms`, so that progress flows without `FLUSH`.
+    fn spawn_periodic_barriers(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let interval = std::time::Duration::from_millis(self.config.flush_interval_ms.max(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(db) = weak.upgrade() else { return };
+                let coordinator = db.coordinator.clone();
+                drop(db);
+                // Fire and forget: a periodic barrier only advances progress.
+                let _ = coordinator.inject(BarrierKind::Periodic, None).await;
+            }
+        });
+    }
+
+    pub fn coordinator(&self) -> &Arc<Coordinator> {
+        &self.coordinator
+    }
+
+    /// Runs every statement of `sql` in order, stopping at the first error.
+    pub async fn execute(&self, vars: &mut SessionVars, sql: &str) -> Vec<SqlResult<QueryOutput>> {
+        let statements = match parser::parse(sql) {
+            Ok(s) => s,
+            Err(e) => return vec![Err(e)],
+        };
+        let mut out = vec![];
+        for stmt in statements {
+            let result = self.execute_statement(vars, stmt, None).await;
+            let failed = result.is_err();
+            out.push(result);
+            if failed {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Runs one statement with bound parameters (extended protocol).
+    pub async fn execute_one(
+        &self,
+        vars: &mut SessionVars,
+        sql: &str,
+        params: Option<Vec<ScalarValue>>,
+    ) -> SqlResult<QueryOutput> {
+        let mut statements = parser::parse(sql)?;
+        if statements.len() != 1 {
+            return Err(SqlError::new(SqlState::SyntaxError, "cannot insert multiple commands into a prepared statement"));
+        }
+        self.execute_statement(vars, statements.remove(0), params).await
+    }
+
+    /// Parameter types and result schema of one statement, without running it (for
+    /// `Describe`). Statements that only read the catalog are run to learn their schema.
+    pub async fn describe(&self, vars: &mut SessionVars, sql: &str) -> SqlResult<(Vec<Option<DataType>>, Option<SchemaRef>)> {
+        let mut statements = parser::parse(sql)?;
+        let Some(stmt) = statements.pop() else { return Ok((vec![], None)) };
+        match stmt {
+            OcStatement::Standard(s) if is_query(&s) => {
+                let plan = self.plan(&self.query_state(), *s).await?;
+                let types = plan.get_parameter_types()?;
+                let mut params: Vec<(usize, Option<DataType>)> = types
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k.trim_start_matches('$').parse::<usize>().ok()?, v)))
+                    .collect();
+                params.sort_by_key(|(i, _)| *i);
+                let n = params.last().map(|(i, _)| *i).unwrap_or(0);
+                let mut out = vec![None; n];
+                for (i, t) in params {
+                    out[i - 1] = t;
+                }
+                let schema = Arc::new(plan.schema().as_arrow().clone());
+                let returns_rows = !matches!(plan, LogicalPlan::Dml(_));
+                Ok((out, returns_rows.then_some(schema)))
+            }
+            s @ (OcStatement::Show(_) | OcStatement::ShowVar(_) | OcStatement::Describe(_)) => {
+                match self.execute_statement(vars, s, None).await? {
+                    QueryOutput::Rows { schema, .. } => Ok((vec![], Some(schema))),
+                    QueryOutput::Command { .. } => Ok((vec![], None)),
+                }
+            }
+            _ => Ok((vec![], None)),
+        }
+    }
+
+    async fn execute_statement(
+        &self,
+        vars: &mut SessionVars,
+        stmt: OcStatement,
+        params: Option<Vec<ScalarValue>>,
+    ) -> SqlResult<QueryOutput> {
+        match stmt {
+            OcStatement::CreateSource(s) => self.create_source(s).await,
+            OcStatement::CreateView(v) => self.create_view(v).await,
+            OcStatement::ExplainCreateView(v) => self.explain_create_view(v).await,
+            OcStatement::Flush => {
+                self.coordinator.inject_and_wait(BarrierKind::Flush, None).await?;
+                Ok(QueryOutput::command("FLUSH"))
+            }
+            OcStatement::Show(kind) => self.show(kind).await,
+            OcStatement::Describe(name) => self.describe_object(&name).await,
+            OcStatement::Drop { kind, names, if_exists, cascade } => self.drop_objects(kind, &names, if_exists, cascade).await,
+            OcStatement::SetVar { name, value } => {
+                vars.set(&name, &value);
+                Ok(QueryOutput::command("SET"))
+            }
+            OcStatement::ShowVar(name) if name == "all" => {
+                let rows = vars.all().map(|(k, v)| vec![k.clone(), v.clone()]).collect();
+                QueryOutput::text_rows(&["name", "setting"], rows)
+            }
+            OcStatement::ShowVar(name) => {
+                let value = vars.get(&name)?.to_string();
+                QueryOutput::text_rows(&[name.as_str()], vec![vec![value]])
+            }
+            OcStatement::Standard(s) => self.execute_standard(*s, params).await,
+        }
+    }
+
+    async fn execute_standard(&self, stmt: Statement, params: Option<Vec<ScalarValue>>) -> SqlResult<QueryOutput> {
+        match stmt {
+            Statement::StartTransaction { .. } => Ok(QueryOutput::command("BEGIN")),
+            Statement::Commit { .. } => Ok(QueryOutput::command("COMMIT")),
+            Statement::Rollback { .. } => Ok(QueryOutput::command("ROLLBACK")),
+            Statement::CreateTable(ct) => self.create_table(ct).await,
+            Statement::CreateView(v) if !v.materialized => Err(SqlError::not_supported("plain views are not supported")
+                .with_hint("use CREATE MATERIALIZED VIEW, which OpenClaw keeps up to date incrementally")),
+            Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => self.dml(stmt, params).await,
+            s if is_query(&s) => self.select(s, params).await,
+            other => {
+                let first = other.to_string();
+                let word = first.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+                Err(SqlError::not_supported(format!("statement {word} is not supported")))
+            }
+        }
+    }
+
+    /// A session state for one ad-hoc query: every relation it reads sees one snapshot.
+    pub(crate) fn query_state(&self) -> SessionState {
+        let mut state = self.ctx.state();
+        state.config_mut().set_extension(Arc::new(QuerySnapshot(self.store.snapshot())));
+        state
+    }
+
+    pub(crate) async fn plan(&self, state: &SessionState, stmt: Statement) -> SqlResult<LogicalPlan> {
+        Ok(state.statement_to_plan(DFStatement::Statement(Box::new(stmt))).await?)
+    }
+
+    pub(crate) async fn run_plan(
+        &self,
+        state: SessionState,
+        plan: LogicalPlan,
+        params: Option<Vec<ScalarValue>>,
+    ) -> SqlResult<(SchemaRef, Vec<RecordBatch>)> {
+        let plan = match params {
+            Some(p) if !p.is_empty() => plan.with_param_values(ParamValues::from(p))?,
+            _ => plan,
+        };
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        let batches = DataFrame::new(state, plan).collect().await?;
+        Ok((schema, batches))
+    }
+
+    async fn select(&self, stmt: Statement, params: Option<Vec<ScalarValue>>) -> SqlResult<QueryOutput> {
+        let state = self.query_state();
+        let plan = self.plan(&state, stmt).await?;
+        self.check_readable(&plan).await?;
+        let (schema, batches) = self.run_plan(state, plan, params).await?;
+        Ok(QueryOutput::Rows { schema, batches })
+    }
+
+    /// Refuses to read a view whose dataflow failed, with the failure.
+    async fn check_readable(&self, plan: &LogicalPlan) -> SqlResult<()> {
+        let mut names = vec![];
+        plan.apply(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                names.push(scan.table_name.table().to_string());
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        })?;
+        let catalog = self.catalog.lock().await;
+        for name in names {
+            if let Some(Detail::View(v)) = catalog.get(&name).map(|e| &e.detail) {
+                if let Some(failure) = v.failure.lock().expect("failure lock").clone() {
+                    return Err(SqlError::new(failure.code, format!("materialized view \"{name}\" failed: {}", failure.message))
+                        .with_hint("drop and re-create the view after fixing its input"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn show(&self, kind: ObjectKind) -> SqlResult<QueryOutput> {
+        let catalog = self.catalog.lock().await;
+        let entries = catalog.of_kind(kind);
+        match kind {
+            ObjectKind::Table => QueryOutput::text_rows(&["name"], entries.map(|e| vec![e.name.clone()]).collect()),
+            ObjectKind::Source => {
+                let rows = entries
+                    .map(|e| {
+                        let (connector, read) = match &e.detail {
+                            Detail::Source { connector, readers, .. } => {
+                                let readers = readers.lock().expect("readers lock");
+                                let read: u64 = readers.iter().map(|r| r.rows.load(std::sync::atomic::Ordering::Relaxed)).sum();
+                                (connector.name().to_string(), read)
+                            }
+                            _ => (String::new(), 0),
+                        };
+                        vec![e.name.clone(), connector, read.to_string()]
+                    })
+                    .collect();
+                QueryOutput::text_rows(&["name", "connector", "rows_read"], rows)
+            }
+            ObjectKind::MaterializedView => {
+                let rows = entries
+                    .map(|e| {
+                        let status = match &e.detail {
+                            Detail::View(v) => match &*v.failure.lock().expect("failure lock") {
+                                Some(f) => format!("failed: {}", f.message),
+                                None => "running".to_string(),
+                            },
+                            _ => String::new(),
+                        };
+                        vec![e.name.clone(), status, e.definition.clone()]
+                    })
+                    .collect();
+                QueryOutput::text_rows(&["name", "status", "definition"], rows)
+            }
+        }
+    }
+
+    async fn describe_object(&self, name: &datafusion::sql::sqlparser::ast::ObjectName) -> SqlResult<QueryOutput> {
+        let name = crate::database::object_name(name)?;
+        let catalog = self.catalog.lock().await;
+        let entry = catalog.get(&name).ok_or_else(|| undefined(&name))?;
+        let pk: Vec<usize> = match &entry.detail {
+            Detail::Table { primary_key: Some(pk), .. } => pk.clone(),
+            _ => vec![],
+        };
+        let rows = entry
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                vec![
+                    f.name().clone(),
+                    crate::types::pg_type_name(f.data_type()),
+                    if f.is_nullable() { "YES" } else { "NO" }.to_string(),
+                    if pk.contains(&i) { "YES" } else { "NO" }.to_string(),
+                ]
+            })
+            .collect();
+        QueryOutput::text_rows(&["name", "type", "nullable", "primary_key"], rows)
+    }
+
+    /// Keys in the state column families of every table and view, for tests and operators.
+    pub fn state_key_count(&self, cf: &str) -> SqlResult<u64> {
+        Ok(self.store.count_keys(cf)?)
+    }
+}
+
+pub(crate) fn is_query(s: &Statement) -> bool {
+    matches!(s, Statement::Query(_) | Statement::Explain { .. })
+}
+
+pub(crate) fn undefined(name: &str) -> SqlError {
+    SqlError::new(SqlState::UndefinedTable, format!("relation \"{name}\" does not exist"))
+}
+
+/// The catalog name of `name`: unquoted parts fold to lower case, as in PostgreSQL; the
+/// schema, when given, must be `public`.
+pub(crate) fn object_name(name: &datafusion::sql::sqlparser::ast::ObjectName) -> SqlResult<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| {
+            let ident = p.as_ident().cloned().unwrap_or_else(|| datafusion::sql::sqlparser::ast::Ident::new(p.to_string()));
+            if ident.quote_style.is_some() { ident.value } else { ident.value.to_lowercase() }
+        })
+        .collect();
+    match parts.as_slice() {
+        [n] => Ok(n.clone()),
+        [schema, n] if schema == "public" => Ok(n.clone()),
+        _ => Err(SqlError::new(SqlState::UndefinedObject, format!("schema of \"{name}\" does not exist"))
+            .with_hint("OpenClaw has one schema, \"public\"")),
+    }
+}

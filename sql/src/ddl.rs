@@ -1,0 +1,381 @@
+//! `CREATE` and `DROP` of tables, sources and materialized views.
+
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::{Constraint, Constraints};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::sql::sqlparser::ast::{CreateTable, ObjectName, Statement};
+use futures::stream::{FuturesUnordered, StreamExt};
+use openclaw_engine::coordinator::ROOT_BARRIER_QUEUE;
+use openclaw_engine::operators::materialize::Layout;
+use openclaw_engine::operators::{MaterializeOperator, MaterializedState};
+use openclaw_engine::plan::{build_dataflow, StreamNode};
+use openclaw_engine::source::SourceProgress;
+use openclaw_engine::table::{TableWriter, TABLE_REQUEST_QUEUE};
+use openclaw_engine::{BarrierKind, Mutation, ObjectId};
+use tokio::sync::mpsc;
+
+use crate::catalog::{Catalog, Detail, Entry, ViewRuntime};
+use crate::database::{object_name, undefined, Database, QueryOutput};
+use crate::error::{quote, SqlError, SqlResult, SqlState};
+use crate::lower::{lower, ScanResolver};
+use crate::parser::{CreateSource, CreateView, ObjectKind};
+use crate::relation::{SourceRelation, StoredRelation};
+
+impl Database {
+    fn check_new_name(&self, catalog: &Catalog, name: &str) -> SqlResult<()> {
+        match catalog.get(name) {
+            Some(e) => Err(SqlError::new(SqlState::DuplicateObject, format!("{} {} already exists", e.kind.sql_name(), quote(name)))),
+            None => Ok(()),
+        }
+    }
+
+    /// Plans the column list of a `CREATE` through DataFusion, for its type names and
+    /// constraints.
+    async fn plan_columns(&self, create: CreateTable) -> SqlResult<(SchemaRef, Constraints)> {
+        let plan = self.plan(&self.ctx.state(), Statement::CreateTable(create)).await?;
+        let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(cmt)) = plan else {
+            return Err(SqlError::new(SqlState::Internal, "CREATE TABLE planned to something else"));
+        };
+        Ok((Arc::new(cmt.input.schema().as_arrow().clone()), cmt.constraints))
+    }
+
+    pub(crate) async fn create_table(&self, create: CreateTable) -> SqlResult<QueryOutput> {
+        let name = object_name(&create.name)?;
+        if create.query.is_some() {
+            crate::not_supported!("CREATE TABLE ... AS is not supported yet");
+        }
+        if !matches!(create.table_options, datafusion::sql::sqlparser::ast::CreateTableOptions::None) {
+            return Err(SqlError::not_supported("tables with WITH options (connectors) are not supported yet")
+                .with_hint("use CREATE SOURCE for a nexmark or datagen stream"));
+        }
+        let if_not_exists = create.if_not_exists;
+        let mut catalog = self.catalog.lock().await;
+        if if_not_exists && catalog.get(&name).is_some() {
+            return Ok(QueryOutput::command("CREATE TABLE"));
+        }
+        self.check_new_name(&catalog, &name)?;
+        let (schema, constraints) = self.plan_columns(create).await?;
+        let primary_key = constraints.iter().find_map(|c| match c {
+            Constraint::PrimaryKey(cols) => Some(cols.clone()),
+            _ => None,
+        });
+        // Primary-key columns are NOT NULL, as in PostgreSQL.
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let pk = primary_key.as_ref().is_some_and(|pk| pk.contains(&i));
+                f.as_ref().clone().with_nullable(f.is_nullable() && !pk)
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let id = catalog.next_id();
+        let layout = match &primary_key {
+            Some(pk) => Layout::Keyed(pk.clone()),
+            None => Layout::RowId,
+        };
+        let state = Arc::new(MaterializedState::new(self.store.clone(), &format!("table_{id}"), schema.clone(), layout)?);
+        let writer = TableWriter::new(id, state.clone())?;
+        let (req_tx, req_rx) = mpsc::channel(TABLE_REQUEST_QUEUE);
+        let (barrier_tx, barrier_rx) = mpsc::channel(ROOT_BARRIER_QUEUE);
+        let root = self.coordinator.register_root(barrier_tx);
+        let span = tracing::info_span!("table", name = %name);
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            writer.run(req_rx, barrier_rx, self.config.chunk_size_rows),
+            span,
+        ));
+        self.ctx.register_table(name.as_str(), Arc::new(StoredRelation { state: state.clone(), constraints: constraints.clone() }))?;
+        catalog.insert(Entry {
+            id,
+            name: name.clone(),
+            kind: ObjectKind::Table,
+            schema,
+            definition: String::new(),
+            depends_on: vec![],
+            detail: Detail::Table { writer: req_tx, state, primary_key, root, task: task.abort_handle() },
+        });
+        tracing::info!(table = %name, "created table");
+        Ok(QueryOutput::command("CREATE TABLE"))
+    }
+
+    pub(crate) async fn create_source(&self, create: CreateSource) -> SqlResult<QueryOutput> {
+        let name = object_name(&create.name)?;
+        let mut catalog = self.catalog.lock().await;
+        if create.if_not_exists && catalog.get(&name).is_some() {
+            return Ok(QueryOutput::command("CREATE SOURCE"));
+        }
+        self.check_new_name(&catalog, &name)?;
+        let mut options = create.options;
+        let connector_name = options.get("connector").cloned().ok_or_else(|| {
+            SqlError::new(SqlState::InvalidParameterValue, "a source needs a connector")
+                .with_hint(format!("add WITH (connector = '...'); connectors: {}", openclaw_connectors::CONNECTORS.join(", ")))
+        })?;
+        let connector = openclaw_connectors::connector(&connector_name).ok_or_else(|| {
+            SqlError::not_supported(format!("connector {} is not supported", quote(&connector_name)))
+                .with_hint(format!("available connectors: {}", openclaw_connectors::CONNECTORS.join(", ")))
+        })?;
+        if connector.name() == "nexmark" && !options.contains_key("nexmark.base.time") {
+            // Fixed at creation, so every view over the source sees the same timestamps.
+            let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+            options.insert("nexmark.base.time".into(), now_ms.to_string());
+        }
+        let declared = if create.columns.is_empty() {
+            Arc::new(Schema::empty())
+        } else {
+            let sql = format!(
+                "CREATE TABLE {} ({})",
+                create.name,
+                create.columns.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+            );
+            let Some(crate::parser::OcStatement::Standard(stmt)) = crate::parser::parse(&sql)?.pop() else {
+                return Err(SqlError::new(SqlState::Internal, "column list did not re-parse"));
+            };
+            let Statement::CreateTable(ct) = *stmt else {
+                return Err(SqlError::new(SqlState::Internal, "column list did not re-parse"));
+            };
+            self.plan_columns(ct).await?.0
+        };
+        let schema = connector.validate(&declared, &options).map_err(|e| {
+            let err = SqlError::new(SqlState::InvalidParameterValue, e.message);
+            match e.hint {
+                Some(h) => err.with_hint(h),
+                None => err,
+            }
+        })?;
+        let id = catalog.next_id();
+        self.ctx.register_table(name.as_str(), Arc::new(SourceRelation { name: name.clone(), schema: schema.clone() }))?;
+        let mut shown: Vec<String> = options.iter().map(|(k, v)| format!("'{k}' = '{v}'")).collect();
+        shown.sort();
+        catalog.insert(Entry {
+            id,
+            name: name.clone(),
+            kind: ObjectKind::Source,
+            schema,
+            definition: format!("WITH ({})", shown.join(", ")),
+            depends_on: vec![],
+            detail: Detail::Source { connector, options, readers: Mutex::new(vec![]) },
+        });
+        Ok(QueryOutput::command("CREATE SOURCE"))
+    }
+
+    /// Plans and lowers a view's query; returns the streaming plan and the names it reads.
+    async fn plan_view(&self, catalog: &Catalog, view: &CreateView) -> SqlResult<(StreamNode, Vec<String>, Vec<Arc<SourceProgress>>)> {
+        if view.emit_on_window_close {
+            crate::not_supported!("EMIT ON WINDOW CLOSE is not supported yet");
+        }
+        let state = self.ctx.state();
+        let plan = self.plan(&state, Statement::Query(view.query.clone())).await?;
+        let plan = state.optimize(&plan)?;
+        let mut resolver = CatalogResolver { catalog, deps: vec![], progress: vec![] };
+        let node = lower(&plan, &mut resolver)?;
+        // The view's columns carry the names of the query's output.
+        let node = rename(node, Arc::new(plan.schema().as_arrow().clone()));
+        Ok((node, resolver.deps, resolver.progress))
+    }
+
+    pub(crate) async fn create_view(&self, view: CreateView) -> SqlResult<QueryOutput> {
+        let name = object_name(&view.name)?;
+        let mut catalog = self.catalog.lock().await;
+        if view.if_not_exists && catalog.get(&name).is_some() {
+            return Ok(QueryOutput::command("CREATE MATERIALIZED VIEW"));
+        }
+        self.check_new_name(&catalog, &name)?;
+        let (node, deps, progress) = self.plan_view(&catalog, &view).await?;
+        let schema = node.schema();
+        let id = catalog.next_id();
+        let state = Arc::new(MaterializedState::new(self.store.clone(), &format!("mv_{id}"), schema.clone(), Layout::Multiset)?);
+        let sink = MaterializeOperator::new(id, state.clone());
+        self.coordinator.register_sink(id);
+        let dataflow = build_dataflow(node, Box::new(sink), &self.config, &self.coordinator);
+        let failure = Arc::new(Mutex::new(None));
+        let runtime = ViewRuntime {
+            state: state.clone(),
+            tasks: dataflow.tasks.iter().map(|(_, t)| t.abort_handle()).collect(),
+            roots: dataflow.roots.clone(),
+            failure: failure.clone(),
+        };
+        self.supervise(&name, id, dataflow.tasks, dataflow.roots.clone(), failure.clone());
+        // Backfill: the barrier hands each upstream the new edge; it completes once the view
+        // holds everything its inputs held at that barrier.
+        let subscribe = (!dataflow.subscriptions.is_empty()).then(|| Mutation::Subscribe(dataflow.subscriptions));
+        self.coordinator.inject_and_wait(BarrierKind::Periodic, subscribe).await?;
+        if let Some(err) = failure.lock().expect("failure lock").clone() {
+            self.stop_view(id, &runtime);
+            return Err(err);
+        }
+        for p in &progress {
+            for dep in &deps {
+                if let Some(Detail::Source { readers, .. }) = catalog.get(dep).map(|e| &e.detail) {
+                    readers.lock().expect("readers lock").push(p.clone());
+                }
+            }
+        }
+        self.ctx.register_table(
+            name.as_str(),
+            Arc::new(StoredRelation { state, constraints: Constraints::default() }),
+        )?;
+        catalog.insert(Entry {
+            id,
+            name: name.clone(),
+            kind: ObjectKind::MaterializedView,
+            schema,
+            definition: view.query.to_string(),
+            depends_on: deps,
+            detail: Detail::View(runtime),
+        });
+        tracing::info!(view = %name, "created materialized view");
+        Ok(QueryOutput::command("CREATE MATERIALIZED VIEW"))
+    }
+
+    /// Watches a view's tasks: the first failure stops the view and is kept for its readers.
+    fn supervise(
+        &self,
+        name: &str,
+        id: ObjectId,
+        tasks: Vec<(String, tokio::task::JoinHandle<openclaw_engine::EngineResult<()>>)>,
+        roots: Vec<openclaw_engine::coordinator::RootId>,
+        failure: Arc<Mutex<Option<SqlError>>>,
+    ) {
+        let coordinator = self.coordinator.clone();
+        let name = name.to_string();
+        let aborts: Vec<_> = tasks.iter().map(|(_, t)| t.abort_handle()).collect();
+        let mut running: FuturesUnordered<_> = tasks.into_iter().map(|(op, t)| async move { (op, t.await) }).collect();
+        tokio::spawn(async move {
+            while let Some((op, result)) = running.next().await {
+                let err = match result {
+                    Ok(Ok(())) => continue,
+                    Err(join) if join.is_cancelled() => return,
+                    Ok(Err(e)) => SqlError::from(e),
+                    Err(join) => SqlError::new(SqlState::Internal, format!("operator {op} panicked: {join}")),
+                };
+                tracing::error!(view = %name, operator = %op, error = %err.message, "materialized view failed");
+                *failure.lock().expect("failure lock") = Some(err);
+                break;
+            }
+            coordinator.unregister_sink(id);
+            roots.iter().for_each(|r| coordinator.unregister_root(*r));
+            aborts.iter().for_each(|a| a.abort());
+        });
+    }
+
+    fn stop_view(&self, id: ObjectId, view: &ViewRuntime) {
+        view.tasks.iter().for_each(|t| t.abort());
+        self.coordinator.unregister_sink(id);
+        view.roots.iter().for_each(|r| self.coordinator.unregister_root(*r));
+        let _ = self.store.drop_cf(&view.state.cf);
+    }
+
+    pub(crate) async fn explain_create_view(&self, view: CreateView) -> SqlResult<QueryOutput> {
+        let catalog = self.catalog.lock().await;
+        let (node, _, _) = self.plan_view(&catalog, &view).await?;
+        let mut text = format!("Materialize: {} (state: multiset of rows in RocksDB)\n", view.name);
+        node.explain(&mut text, 1);
+        let rows = text.lines().map(|l| vec![l.to_string()]).collect();
+        QueryOutput::text_rows(&["QUERY PLAN"], rows)
+    }
+
+    pub(crate) async fn drop_objects(&self, kind: ObjectKind, names: &[ObjectName], if_exists: bool, cascade: bool) -> SqlResult<QueryOutput> {
+        let tag = format!("DROP {}", kind.sql_name().to_uppercase());
+        let mut catalog = self.catalog.lock().await;
+        for name in names {
+            let name = object_name(name)?;
+            let Some(entry) = catalog.get(&name) else {
+                if if_exists {
+                    continue;
+                }
+                return Err(undefined(&name).with_hint(format!("no {} named {} exists", kind.sql_name(), quote(&name))));
+            };
+            if entry.kind != kind {
+                return Err(SqlError::new(SqlState::WrongObjectType, format!("{} is not a {}", quote(&name), kind.sql_name()))
+                    .with_hint(format!("use DROP {}", entry.kind.sql_name().to_uppercase())));
+            }
+            let dependents: Vec<(String, ObjectKind)> = catalog.dependents(&name).iter().map(|e| (e.name.clone(), e.kind)).collect();
+            if !dependents.is_empty() && !cascade {
+                let detail: Vec<String> = dependents
+                    .iter()
+                    .map(|(d, k)| format!("{} {} depends on {} {}", k.sql_name(), quote(d), kind.sql_name(), quote(&name)))
+                    .collect();
+                return Err(SqlError::new(
+                    SqlState::DependentObjectsStillExist,
+                    format!("cannot drop {} {} because other objects depend on it", kind.sql_name(), quote(&name)),
+                )
+                .with_detail(detail.join("\n"))
+                .with_hint("use DROP ... CASCADE to drop the dependent objects too"));
+            }
+            for (dependent, _) in dependents {
+                self.drop_one(&mut catalog, &dependent)?;
+            }
+            self.drop_one(&mut catalog, &name)?;
+        }
+        Ok(QueryOutput::command(&tag))
+    }
+
+    fn drop_one(&self, catalog: &mut Catalog, name: &str) -> SqlResult<()> {
+        let Some(entry) = catalog.remove(name) else { return Ok(()) };
+        self.ctx.deregister_table(name)?;
+        match &entry.detail {
+            Detail::Table { root, task, state, .. } => {
+                task.abort();
+                self.coordinator.unregister_root(*root);
+                self.store.drop_cf(&state.cf)?;
+            }
+            Detail::View(view) => self.stop_view(entry.id, view),
+            Detail::Source { .. } => {}
+        }
+        tracing::info!(object = %name, kind = entry.kind.sql_name(), "dropped");
+        Ok(())
+    }
+}
+
+/// Relabels the output of `node` with the view's column names.
+fn rename(node: StreamNode, schema: SchemaRef) -> StreamNode {
+    if node.schema().fields().iter().map(|f| f.name()).eq(schema.fields().iter().map(|f| f.name())) {
+        return node;
+    }
+    let base = node.schema();
+    let exprs = (0..base.fields().len())
+        .map(|i| Arc::new(datafusion::physical_plan::expressions::Column::new(base.field(i).name(), i)) as _)
+        .collect();
+    let fields: Vec<Field> = base
+        .fields()
+        .iter()
+        .zip(schema.fields())
+        .map(|(b, s)| b.as_ref().clone().with_name(s.name()))
+        .collect();
+    StreamNode::Project { exprs, schema: Arc::new(Schema::new(fields)), input: Box::new(node) }
+}
+
+struct CatalogResolver<'a> {
+    catalog: &'a Catalog,
+    deps: Vec<String>,
+    progress: Vec<Arc<SourceProgress>>,
+}
+
+impl ScanResolver for CatalogResolver<'_> {
+    fn resolve(&mut self, name: &str) -> SqlResult<StreamNode> {
+        let entry = self.catalog.get(name).ok_or_else(|| undefined(name))?;
+        if !self.deps.contains(&entry.name) {
+            self.deps.push(entry.name.clone());
+        }
+        match &entry.detail {
+            Detail::Table { .. } => Ok(StreamNode::Subscribe { object: entry.id, name: name.to_string(), schema: entry.schema.clone() }),
+            Detail::View(v) => {
+                if let Some(f) = v.failure.lock().expect("failure lock").clone() {
+                    return Err(SqlError::new(SqlState::ObjectNotInPrerequisiteState, format!("materialized view {} failed: {}", quote(name), f.message)));
+                }
+                Ok(StreamNode::Subscribe { object: entry.id, name: name.to_string(), schema: entry.schema.clone() })
+            }
+            Detail::Source { connector, options, .. } => {
+                let reader = connector
+                    .reader(&entry.schema, options)
+                    .map_err(|e| SqlError::new(SqlState::InvalidParameterValue, e.message))?;
+                let progress = Arc::new(SourceProgress::default());
+                self.progress.push(progress.clone());
+                Ok(StreamNode::Source { name: name.to_string(), reader, progress })
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Errors as PostgreSQL reports them: a SQLSTATE, a lowercase message, and an optional detail,
+//! hint and cursor position.
+
+use datafusion::error::DataFusionError;
+use openclaw_engine::EngineError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlState {
+    SyntaxError,
+    UndefinedTable,
+    UndefinedColumn,
+    UndefinedFunction,
+    DatatypeMismatch,
+    DuplicateObject,
+    DependentObjectsStillExist,
+    FeatureNotSupported,
+    InvalidParameterValue,
+    DivisionByZero,
+    NumericValueOutOfRange,
+    InvalidTextRepresentation,
+    DataException,
+    WrongObjectType,
+    StatementTooComplex,
+    NotNullViolation,
+    ObjectNotInPrerequisiteState,
+    UndefinedObject,
+    Internal,
+}
+
+impl SqlState {
+    pub fn code(self) -> &'static str {
+        match self {
+            SqlState::SyntaxError => "42601",
+            SqlState::UndefinedTable => "42P01",
+            SqlState::UndefinedColumn => "42703",
+            SqlState::UndefinedFunction => "42883",
+            SqlState::DatatypeMismatch => "42804",
+            SqlState::DuplicateObject => "42P07",
+            SqlState::DependentObjectsStillExist => "2BP01",
+            SqlState::FeatureNotSupported => "0A000",
+            SqlState::InvalidParameterValue => "22023",
+            SqlState::DivisionByZero => "22012",
+            SqlState::NumericValueOutOfRange => "22003",
+            SqlState::InvalidTextRepresentation => "22P02",
+            SqlState::DataException => "22000",
+            SqlState::WrongObjectType => "42809",
+            SqlState::StatementTooComplex => "54001",
+            SqlState::NotNullViolation => "23502",
+            SqlState::ObjectNotInPrerequisiteState => "55000",
+            SqlState::UndefinedObject => "42704",
+            SqlState::Internal => "XX000",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlError {
+    pub code: SqlState,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+    /// 1-based character offset into the statement.
+    pub position: Option<usize>,
+}
+
+impl SqlError {
+    pub fn new(code: SqlState, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), detail: None, hint: None, position: None }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn not_supported(what: impl Into<String>) -> Self {
+        Self::new(SqlState::FeatureNotSupported, what)
+    }
+}
+
+impl std::fmt::Display for SqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.message)
+    }
+}
+
+impl std::error::Error for SqlError {}
+
+pub type SqlResult<T> = Result<T, SqlError>;
+
+/// Returns early with a 0A000 error.
+#[macro_export]
+macro_rules! not_supported {
+    ($($arg:tt)*) => { return Err($crate::error::SqlError::not_supported(format!($($arg)*))) };
+}
+
+impl From<DataFusionError> for SqlError {
+    fn from(e: DataFusionError) -> Self {
+        from_datafusion(e)
+    }
+}
+
+impl From<EngineError> for SqlError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::DataFusion(e) => from_datafusion(e),
+            EngineError::Arrow(e) => from_message(&e.to_string()),
+            EngineError::Execution(m) => SqlError::new(SqlState::DataException, m),
+            other => SqlError::new(SqlState::Internal, other.to_string()),
+        }
+    }
+}
+
+impl From<openclaw_storage::StorageError> for SqlError {
+    fn from(e: openclaw_storage::StorageError) -> Self {
+        SqlError::new(SqlState::Internal, e.to_string())
+    }
+}
+
+fn from_datafusion(e: DataFusionError) -> SqlError {
+    match e.find_root() {
+        DataFusionError::SQL(e, _) => SqlError::new(SqlState::SyntaxError, lower_first(&e.to_string())),
+        DataFusionError::SchemaError(e, _) => {
+            let msg = e.to_string();
+            if msg.contains("No field named") {
+                let col = msg.split("No field named ").nth(1).unwrap_or("");
+                let col = col.split(". ").next().unwrap_or(col).trim_end_matches('.');
+                let col = col.rsplit('.').next().unwrap_or(col);
+                let mut err = SqlError::new(SqlState::UndefinedColumn, format!("column {} does not exist", quote(col)));
+                if let Some(valid) = msg.split("Valid fields are ").nth(1) {
+                    err = err.with_hint(format!("valid columns are {}", valid.trim_end_matches('.')));
+                }
+                err
+            } else if msg.contains("mbiguous") {
+                SqlError::new(SqlState::UndefinedColumn, lower_first(&msg))
+            } else {
+                SqlError::new(SqlState::UndefinedTable, lower_first(&msg))
+            }
+        }
+        DataFusionError::NotImplemented(m) => SqlError::not_supported(lower_first(m)),
+        DataFusionError::Plan(m) => from_plan_message(m),
+        DataFusionError::ArrowError(e, _) => from_message(&e.to_string()),
+        DataFusionError::Execution(m) => from_message(m),
+        DataFusionError::External(e) => match e.downcast_ref::<EngineError>() {
+            Some(EngineError::Execution(m)) => from_message(m),
+            _ => from_message(&e.to_string()),
+        },
+        other => from_message(&other.to_string()),
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for SqlError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        from_message(&e.to_string())
+    }
+}
+
+fn from_plan_message(m: &str) -> SqlError {
+    if let Some(rest) = m.strip_prefix("table '").or_else(|| m.strip_prefix("Table '")) {
+        let name = rest.split('\'').next().unwrap_or(rest);
+        let name = name.rsplit('.').next().unwrap_or(name);
+        return SqlError::new(SqlState::UndefinedTable, format!("relation {} does not exist", quote(name)));
+    }
+    if m.contains("Invalid function") || m.contains("No function matches") || m.contains("not found in registry") {
+        return SqlError::new(SqlState::UndefinedFunction, lower_first(m))
+            .with_hint("no function matches the given name and argument types");
+    }
+    if m.contains("Cannot coerce")
+        || m.contains("cannot be coerced")
+        || m.contains("Cannot infer common")
+        || m.contains("Unsupported CAST")
+        || m.contains("does not support")
+        || m.contains("Failed to coerce")
+        || m.contains("coercion")
+    {
+        let code = if m.contains("function") || m.contains("operator") || m.contains("argument") {
+            SqlState::UndefinedFunction
+        } else {
+            SqlState::DatatypeMismatch
+        };
+        return SqlError::new(code, lower_first(m));
+    }
+    SqlError::new(SqlState::SyntaxError, lower_first(m))
+}
+
+fn from_message(m: &str) -> SqlError {
+    let lower = m.to_ascii_lowercase();
+    if lower.contains("divide by zero") || lower.contains("division by zero") {
+        return SqlError::new(SqlState::DivisionByZero, "division by zero");
+    }
+    if lower.contains("overflow") {
+        return SqlError::new(SqlState::NumericValueOutOfRange, lower_first(m));
+    }
+    if lower.contains("cannot cast") || lower.contains("can't cast") || lower.contains("cast error") || lower.contains("parser error") {
+        return SqlError::new(SqlState::InvalidTextRepresentation, lower_first(m));
+    }
+    SqlError::new(SqlState::DataException, lower_first(m))
+}
+
+pub(crate) fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.trim_matches('"'))
+}
+
+fn lower_first(s: &str) -> String {
+    let s = s.trim();
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,22 @@
+//! OpenClaw's SQL front: statements are parsed by sqlparser (through [`parser`]), planned and
+//! optimised by DataFusion, and views are lowered ([`lower`]) from DataFusion's logical plan
+//! into the engine's streaming plan. [`Database`] executes statements for the server.
+
+pub mod catalog;
+pub mod database;
+mod ddl;
+mod dml;
+pub mod error;
+pub mod functions;
+pub mod lower;
+pub mod parser;
+pub mod relation;
+pub mod session;
+pub mod types;
+
+pub use database::{Database, QueryOutput};
+pub use error::{SqlError, SqlResult, SqlState};
+pub use session::SessionVars;
+
+/// `WITH (...)` options, keys lowercased.
+pub type Options = openclaw_connectors::Options;

@@ -1,0 +1,110 @@
+//! Lowers DataFusion's optimised logical plan, node by node, into the engine's streaming plan.
+//! A node without a streaming operator is refused with 0A000, naming it: never a batch
+//! fallback, never a wrong answer.
+
+use std::sync::Arc;
+
+use datafusion::common::DFSchema;
+use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
+use datafusion::physical_plan::expressions::Column;
+use openclaw_engine::plan::StreamNode;
+
+use crate::error::{SqlError, SqlResult, SqlState};
+
+/// Deepest streaming plan accepted; the lowering recurses on it.
+pub const MAX_PLAN_DEPTH: usize = 64;
+
+/// Resolves a scanned relation (by its catalog name) to the node that produces its rows.
+pub trait ScanResolver {
+    fn resolve(&mut self, name: &str) -> SqlResult<StreamNode>;
+}
+
+pub fn lower(plan: &LogicalPlan, resolver: &mut dyn ScanResolver) -> SqlResult<StreamNode> {
+    Lowering { resolver, props: ExecutionProps::new() }.lower(plan, 0)
+}
+
+struct Lowering<'a> {
+    resolver: &'a mut dyn ScanResolver,
+    props: ExecutionProps,
+}
+
+impl Lowering<'_> {
+    fn expr(&self, e: &Expr, schema: &DFSchema) -> SqlResult<Arc<dyn PhysicalExpr>> {
+        Ok(create_physical_expr(e, schema, &self.props, &PhysicalPlanningContext::default())?)
+    }
+
+    fn lower(&mut self, plan: &LogicalPlan, depth: usize) -> SqlResult<StreamNode> {
+        if depth > MAX_PLAN_DEPTH {
+            return Err(SqlError::new(SqlState::StatementTooComplex, "materialized view plan is too deep")
+                .with_hint(format!("a view may nest at most {MAX_PLAN_DEPTH} operators")));
+        }
+        match plan {
+            LogicalPlan::Projection(p) => {
+                let input = self.lower(&p.input, depth + 1)?;
+                let exprs = p.expr.iter().map(|e| self.expr(e, p.input.schema())).collect::<SqlResult<_>>()?;
+                let schema = Arc::new(p.schema.as_arrow().clone());
+                Ok(StreamNode::Project { exprs, schema, input: Box::new(input) })
+            }
+            LogicalPlan::Filter(f) => {
+                let predicate = self.expr(&f.predicate, f.input.schema())?;
+                let input = self.lower(&f.input, depth + 1)?;
+                Ok(StreamNode::Filter { predicate, input: Box::new(input) })
+            }
+            LogicalPlan::SubqueryAlias(a) => self.lower(&a.input, depth + 1),
+            LogicalPlan::Union(u) => {
+                let inputs = u.inputs.iter().map(|i| self.lower(i, depth + 1)).collect::<SqlResult<_>>()?;
+                Ok(StreamNode::Union { inputs, schema: Arc::new(u.schema.as_arrow().clone()) })
+            }
+            LogicalPlan::TableScan(scan) => {
+                if scan.fetch.is_some() {
+                    return Err(unsupported("Limit"));
+                }
+                let name = scan.table_name.table().to_string();
+                let mut node = self.resolver.resolve(&name)?;
+                let source_schema = DFSchema::try_from_qualified_schema(scan.table_name.clone(), &node.schema())?;
+                if let Some(predicate) = conjunction(scan.filters.iter().cloned()) {
+                    let predicate = self.expr(&predicate, &source_schema)?;
+                    node = StreamNode::Filter { predicate, input: Box::new(node) };
+                }
+                if let Some(indices) = &scan.projection {
+                    let base = node.schema();
+                    let exprs: Vec<Arc<dyn PhysicalExpr>> = indices
+                        .iter()
+                        .map(|&i| Arc::new(Column::new(base.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
+                        .collect();
+                    let schema = Arc::new(base.project(indices)?);
+                    node = StreamNode::Project { exprs, schema, input: Box::new(node) };
+                }
+                Ok(node)
+            }
+            other => Err(unsupported(node_name(other))),
+        }
+    }
+}
+
+fn node_name(plan: &LogicalPlan) -> &'static str {
+    match plan {
+        LogicalPlan::Aggregate(_) => "Aggregate",
+        LogicalPlan::Join(_) => "Join",
+        LogicalPlan::Window(_) => "Window",
+        LogicalPlan::Sort(_) => "Sort",
+        LogicalPlan::Limit(_) => "Limit",
+        LogicalPlan::Distinct(_) => "Distinct",
+        LogicalPlan::Values(_) => "Values",
+        LogicalPlan::EmptyRelation(_) => "EmptyRelation",
+        LogicalPlan::Subquery(_) => "Subquery",
+        LogicalPlan::Unnest(_) => "Unnest",
+        LogicalPlan::RecursiveQuery(_) => "RecursiveQuery",
+        LogicalPlan::Repartition(_) => "Repartition",
+        _ => "this plan node",
+    }
+}
+
+fn unsupported(node: &str) -> SqlError {
+    SqlError::not_supported(format!("streaming operator \"{node}\" is not supported yet in materialized views"))
+        .with_hint("materialized views support projections, filters, scalar functions, CASE, CAST and UNION ALL; run the query as an ad-hoc SELECT instead")
+}

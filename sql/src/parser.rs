@@ -1,0 +1,321 @@
+//! Statement layer over sqlparser: OpenClaw's own statements (`CREATE SOURCE`, `FLUSH`,
+//! `SHOW SOURCES`, ...) are recognised by their leading keywords and parsed with sqlparser's
+//! own building blocks; every other statement goes to sqlparser whole.
+
+use datafusion::sql::sqlparser::ast::{ColumnDef, ObjectName, Query, Statement, TableConstraint};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+
+use crate::error::{SqlError, SqlState};
+use crate::Options;
+
+/// Deepest nesting of parentheses the parser accepts (sqlparser recurses on it).
+const MAX_PARSE_DEPTH: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Table,
+    Source,
+    MaterializedView,
+}
+
+impl ObjectKind {
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            ObjectKind::Table => "table",
+            ObjectKind::Source => "source",
+            ObjectKind::MaterializedView => "materialized view",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct CreateSource {
+    pub name: ObjectName,
+    pub if_not_exists: bool,
+    pub columns: Vec<ColumnDef>,
+    pub constraints: Vec<TableConstraint>,
+    pub options: Options,
+}
+
+#[derive(Debug)]
+pub struct CreateView {
+    pub name: ObjectName,
+    pub if_not_exists: bool,
+    pub query: Box<Query>,
+    pub emit_on_window_close: bool,
+}
+
+#[derive(Debug)]
+pub enum OcStatement {
+    CreateSource(CreateSource),
+    CreateView(CreateView),
+    ExplainCreateView(CreateView),
+    Flush,
+    Show(ObjectKind),
+    Describe(ObjectName),
+    /// `SET name = value` / `SET name TO value` / `SET TIME ZONE value`.
+    SetVar { name: String, value: String },
+    /// `SHOW name` of a session variable (or `ALL`).
+    ShowVar(String),
+    Drop { kind: ObjectKind, names: Vec<ObjectName>, if_exists: bool, cascade: bool },
+    /// Anything else, parsed by sqlparser.
+    Standard(Box<Statement>),
+}
+
+/// Splits `sql` into statements and parses each.
+pub fn parse(sql: &str) -> Result<Vec<OcStatement>, SqlError> {
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| syntax_error(sql, &e.to_string()))?;
+    let mut out = vec![];
+    for group in tokens.split(|t| t.token == Token::SemiColon) {
+        if group.iter().all(|t| matches!(t.token, Token::Whitespace(_) | Token::EOF)) {
+            continue;
+        }
+        out.push(parse_one(group.to_vec()).map_err(|e| syntax_error(sql, &e.to_string()))?);
+    }
+    Ok(out)
+}
+
+fn words(tokens: &[TokenWithSpan], n: usize) -> Vec<String> {
+    tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .take(n)
+        .map(|t| match &t.token {
+            Token::Word(w) if w.quote_style.is_none() => w.value.to_ascii_uppercase(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError> {
+    let w = words(&tokens, 4);
+    let w: Vec<&str> = w.iter().map(String::as_str).collect();
+    let dialect = PostgreSqlDialect {};
+    let mut p = Parser::new(&dialect).with_recursion_limit(MAX_PARSE_DEPTH).with_tokens_with_locations(tokens);
+    let stmt = match w.as_slice() {
+        ["CREATE", "SOURCE", ..] => {
+            p.next_token();
+            p.next_token();
+            OcStatement::CreateSource(create_source(&mut p)?)
+        }
+        ["CREATE", "MATERIALIZED", "VIEW", ..] => {
+            let _ = p.parse_keywords(&[Keyword::CREATE, Keyword::MATERIALIZED, Keyword::VIEW]);
+            OcStatement::CreateView(create_view(&mut p)?)
+        }
+        ["EXPLAIN", "CREATE", "MATERIALIZED", "VIEW"] => {
+            let _ = p.parse_keywords(&[Keyword::EXPLAIN, Keyword::CREATE, Keyword::MATERIALIZED, Keyword::VIEW]);
+            OcStatement::ExplainCreateView(create_view(&mut p)?)
+        }
+        ["FLUSH"] => {
+            p.next_token();
+            OcStatement::Flush
+        }
+        ["SHOW", "TABLES"] => show(&mut p, 2, ObjectKind::Table),
+        ["SHOW", "SOURCES"] => show(&mut p, 2, ObjectKind::Source),
+        ["SHOW", "MATERIALIZED", "VIEWS"] => show(&mut p, 3, ObjectKind::MaterializedView),
+        ["DESCRIBE" | "DESC", ..] => {
+            p.next_token();
+            OcStatement::Describe(p.parse_object_name(false)?)
+        }
+        ["SET", ..] => {
+            p.next_token();
+            set_var(&mut p)?
+        }
+        ["SHOW", ..] => {
+            p.next_token();
+            OcStatement::ShowVar(rest_text(&mut p).to_ascii_lowercase())
+        }
+        ["DROP", "TABLE", ..] => drop_stmt(&mut p, 2, ObjectKind::Table)?,
+        ["DROP", "SOURCE", ..] => drop_stmt(&mut p, 2, ObjectKind::Source)?,
+        ["DROP", "MATERIALIZED", "VIEW", ..] => drop_stmt(&mut p, 3, ObjectKind::MaterializedView)?,
+        _ => OcStatement::Standard(Box::new(p.parse_statement()?)),
+    };
+    if p.peek_token().token != Token::EOF {
+        return p.expected("end of statement", p.peek_token());
+    }
+    Ok(stmt)
+}
+
+fn set_var(p: &mut Parser) -> Result<OcStatement, ParserError> {
+    let _ = p.parse_one_of_keywords(&[Keyword::SESSION, Keyword::LOCAL]);
+    if p.parse_keywords(&[Keyword::TIME, Keyword::ZONE]) {
+        return Ok(OcStatement::SetVar { name: "timezone".into(), value: rest_text(p) });
+    }
+    let mut name = p.parse_identifier()?.value;
+    while p.consume_token(&Token::Period) {
+        name.push('.');
+        name.push_str(&p.parse_identifier()?.value);
+    }
+    if !p.consume_token(&Token::Eq) && !p.parse_keyword(Keyword::TO) {
+        return p.expected("= or TO", p.peek_token());
+    }
+    Ok(OcStatement::SetVar { name: name.to_ascii_lowercase(), value: rest_text(p) })
+}
+
+/// The remaining tokens as text: quoted strings lose their quotes, lists join with ", ".
+fn rest_text(p: &mut Parser) -> String {
+    let mut out = String::new();
+    loop {
+        let t = p.next_token().token;
+        match t {
+            Token::EOF => return out.trim().to_string(),
+            Token::SingleQuotedString(s) => out.push_str(&s),
+            Token::Comma => out.push_str(", "),
+            Token::Word(w) => {
+                if !out.is_empty() && !out.ends_with(' ') && !out.ends_with('.') {
+                    out.push(' ');
+                }
+                out.push_str(&w.value);
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+}
+
+fn show(p: &mut Parser, n: usize, kind: ObjectKind) -> OcStatement {
+    (0..n).for_each(|_| {
+        p.next_token();
+    });
+    OcStatement::Show(kind)
+}
+
+fn if_not_exists(p: &mut Parser) -> bool {
+    p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS])
+}
+
+fn create_source(p: &mut Parser) -> Result<CreateSource, ParserError> {
+    let if_not_exists = if_not_exists(p);
+    let name = p.parse_object_name(false)?;
+    let (columns, constraints) = p.parse_columns()?;
+    let options = if p.parse_keyword(Keyword::WITH) { with_options(p)? } else { Options::new() };
+    Ok(CreateSource { name, if_not_exists, columns, constraints, options })
+}
+
+/// `( key = value, ... )` where a key is a dotted name or a quoted string.
+pub(crate) fn with_options(p: &mut Parser) -> Result<Options, ParserError> {
+    p.expect_token(&Token::LParen)?;
+    let mut options = Options::new();
+    loop {
+        let key = match p.next_token().token {
+            Token::SingleQuotedString(s) => s,
+            Token::Word(w) => {
+                let mut key = w.value;
+                while p.consume_token(&Token::Period) {
+                    key.push('.');
+                    key.push_str(&p.parse_identifier()?.value);
+                }
+                key
+            }
+            _ => return p.expected("an option name", p.peek_token()),
+        };
+        p.expect_token(&Token::Eq)?;
+        let value = match p.next_token().token {
+            Token::SingleQuotedString(s) | Token::Number(s, _) => s,
+            Token::Word(w) => w.value,
+            _ => return p.expected("an option value", p.peek_token()),
+        };
+        options.insert(key.to_ascii_lowercase(), value);
+        if !p.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    p.expect_token(&Token::RParen)?;
+    Ok(options)
+}
+
+fn create_view(p: &mut Parser) -> Result<CreateView, ParserError> {
+    let if_not_exists = if_not_exists(p);
+    let name = p.parse_object_name(false)?;
+    p.expect_keyword(Keyword::AS)?;
+    let query = p.parse_query()?;
+    let emit_on_window_close = match words(&p_rest(p), 4).as_slice() {
+        [a, b, c, d] if a == "EMIT" && b == "ON" && c == "WINDOW" && d == "CLOSE" => {
+            (0..4).for_each(|_| {
+                p.next_token();
+            });
+            true
+        }
+        _ => false,
+    };
+    Ok(CreateView { name, if_not_exists, query, emit_on_window_close })
+}
+
+/// The next few tokens, for keyword checks sqlparser has no keyword for.
+fn p_rest(p: &Parser) -> Vec<TokenWithSpan> {
+    p.peek_tokens_with_location::<8>().to_vec()
+}
+
+fn drop_stmt(p: &mut Parser, n: usize, kind: ObjectKind) -> Result<OcStatement, ParserError> {
+    (0..n).for_each(|_| {
+        p.next_token();
+    });
+    let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+    let names = p.parse_comma_separated(|p| p.parse_object_name(false))?;
+    let cascade = match p.parse_one_of_keywords(&[Keyword::CASCADE, Keyword::RESTRICT]) {
+        Some(Keyword::CASCADE) => true,
+        _ => false,
+    };
+    Ok(OcStatement::Drop { kind, names, if_exists, cascade })
+}
+
+/// A syntax error (42601) with the position sqlparser reported, as a 1-based character
+/// offset into `sql`, which is what PostgreSQL's error position field holds.
+pub(crate) fn syntax_error(sql: &str, message: &str) -> SqlError {
+    let message = message.trim_start_matches("sql parser error: ");
+    let (text, position) = match message.rfind(" at Line: ") {
+        Some(at) => (&message[..at], line_col(&message[at + 10..]).map(|(l, c)| offset(sql, l, c))),
+        None => (message, None),
+    };
+    let mut text = text.to_string();
+    if let Some(first) = text.get_mut(0..1) {
+        first.make_ascii_lowercase();
+    }
+    let mut err = SqlError::new(SqlState::SyntaxError, format!("syntax error: {text}"));
+    err.position = position;
+    err
+}
+
+fn line_col(s: &str) -> Option<(usize, usize)> {
+    let (line, rest) = s.split_once(", Column: ")?;
+    let col: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    Some((line.trim().parse().ok()?, col.parse().ok()?))
+}
+
+fn offset(sql: &str, line: usize, col: usize) -> usize {
+    let before: usize = sql.split('\n').take(line.saturating_sub(1)).map(|l| l.chars().count() + 1).sum();
+    before + col
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_openclaw_statements() {
+        let stmts = parse(
+            "CREATE SOURCE bid (auction BIGINT) WITH (connector = 'nexmark', 'nexmark.table.type' = 'bid', nexmark.event.num = 10);
+             FLUSH; SHOW MATERIALIZED VIEWS; DROP SOURCE IF EXISTS bid CASCADE; SELECT 1",
+        )
+        .unwrap();
+        assert_eq!(stmts.len(), 5);
+        let OcStatement::CreateSource(src) = &stmts[0] else { panic!("{:?}", stmts[0]) };
+        assert_eq!(src.options["nexmark.table.type"], "bid");
+        assert_eq!(src.options["nexmark.event.num"], "10");
+        assert!(matches!(stmts[1], OcStatement::Flush));
+        assert!(matches!(stmts[3], OcStatement::Drop { kind: ObjectKind::Source, if_exists: true, cascade: true, .. }));
+        assert!(matches!(stmts[4], OcStatement::Standard(_)));
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_position() {
+        let err = parse("SELECT 1;\nSELEC 2").unwrap_err();
+        assert_eq!(err.code, SqlState::SyntaxError);
+        assert_eq!(err.position, Some(11));
+    }
+}

@@ -1,0 +1,65 @@
+//! Per-connection settings: what `SET` changes and `SHOW` reads, with PostgreSQL's defaults so
+//! that psql and drivers find what they ask for at start-up.
+
+use std::collections::BTreeMap;
+
+use crate::error::{SqlError, SqlState};
+
+pub const SERVER_VERSION: &str = "15.0 (OpenClaw)";
+
+pub struct SessionVars {
+    vars: BTreeMap<String, String>,
+}
+
+impl Default for SessionVars {
+    fn default() -> Self {
+        let defaults = [
+            ("application_name", ""),
+            ("client_encoding", "UTF8"),
+            ("client_min_messages", "notice"),
+            ("datestyle", "ISO, MDY"),
+            ("default_transaction_isolation", "read committed"),
+            ("default_transaction_read_only", "off"),
+            ("extra_float_digits", "1"),
+            ("integer_datetimes", "on"),
+            ("intervalstyle", "postgres"),
+            ("is_superuser", "on"),
+            ("lc_messages", "C"),
+            ("max_identifier_length", "63"),
+            ("search_path", "public"),
+            ("server_encoding", "UTF8"),
+            ("server_version", SERVER_VERSION),
+            ("server_version_num", "150000"),
+            ("standard_conforming_strings", "on"),
+            ("statement_timeout", "0"),
+            ("timezone", "UTC"),
+            ("transaction_isolation", "read committed"),
+            ("transaction_read_only", "off"),
+        ];
+        Self { vars: defaults.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+    }
+}
+
+impl SessionVars {
+    fn key(name: &str) -> String {
+        match name.to_ascii_lowercase().as_str() {
+            "time zone" | "time_zone" => "timezone".into(),
+            "transaction isolation level" => "transaction_isolation".into(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.vars.insert(Self::key(name), value.to_string());
+    }
+
+    pub fn get(&self, name: &str) -> Result<&str, SqlError> {
+        self.vars.get(&Self::key(name)).map(String::as_str).ok_or_else(|| {
+            SqlError::new(SqlState::UndefinedObject, format!("unrecognized configuration parameter \"{name}\""))
+        })
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.vars.iter()
+    }
+}

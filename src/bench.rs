@@ -1,0 +1,79 @@
+//! `openclaw bench nexmark`: runs a Nexmark query as a materialized view over the built-in
+//! generator, in-process, and prints events per second.
+
+use std::time::Instant;
+
+use clap::Args;
+use openclaw_sql::{Database, QueryOutput, SessionVars};
+use openclaw_storage::Store;
+
+use crate::server::BoxError;
+use crate::EngineArgs;
+
+#[derive(Args)]
+pub struct NexmarkArgs {
+    /// The query: q0, q1, q2, q21 or q22.
+    #[arg(long, default_value = "q1")]
+    query: String,
+    /// Events to generate (all types; 46 of every 50 are bids).
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+    /// Directory for the benchmark's state; a fresh temporary one by default.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+const BID_COLUMNS: &str = "auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time TIMESTAMP, extra VARCHAR";
+
+fn query(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "q0" => "SELECT auction, bidder, price, date_time FROM bid",
+        "q1" => "SELECT auction, bidder, 0.908 * price AS price, date_time FROM bid",
+        "q2" => "SELECT auction, price FROM bid WHERE auction = 1007 OR auction = 1020 OR auction = 2001 OR auction = 2019 OR auction = 2087",
+        "q21" => "SELECT auction, bidder, price, channel, CASE WHEN lower(channel) = 'apple' THEN '0' WHEN lower(channel) = 'google' THEN '1' WHEN lower(channel) = 'facebook' THEN '2' WHEN lower(channel) = 'baidu' THEN '3' ELSE split_part(split_part(url, 'channel_id=', 2), '&', 1) END AS channel_id FROM bid WHERE url LIKE '%channel_id=%' OR lower(channel) IN ('apple', 'google', 'facebook', 'baidu')",
+        "q22" => "SELECT auction, bidder, price, channel, split_part(url, '/', 4) AS dir1, split_part(url, '/', 5) AS dir2, split_part(url, '/', 6) AS dir3 FROM bid",
+        _ => return None,
+    })
+}
+
+async fn run(db: &Database, vars: &mut SessionVars, sql: &str) -> Result<Vec<QueryOutput>, BoxError> {
+    let mut out = vec![];
+    for r in db.execute(vars, sql).await {
+        out.push(r.map_err(|e| format!("{sql}: {} ({})", e.message, e.code.code()))?);
+    }
+    Ok(out)
+}
+
+pub async fn nexmark(args: NexmarkArgs) -> Result<(), BoxError> {
+    let sql = query(&args.query).ok_or_else(|| format!("unknown query {:?}; choose q0, q1, q2, q21 or q22", args.query))?;
+    let dir = args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("openclaw-bench-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir);
+    let db = Database::open(Store::open(&dir)?, args.engine.engine_config())?;
+    let mut vars = SessionVars::default();
+    run(&db, &mut vars, &format!(
+        "CREATE SOURCE bid ({BID_COLUMNS}) WITH (connector = 'nexmark', 'nexmark.table.type' = 'bid', 'nexmark.event.num' = '{}')",
+        args.events
+    ))
+    .await?;
+    let started = Instant::now();
+    run(&db, &mut vars, &format!("CREATE MATERIALIZED VIEW {} AS {sql}", args.query)).await?;
+    run(&db, &mut vars, "FLUSH").await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let rows = match run(&db, &mut vars, &format!("SELECT count(*) FROM {}", args.query)).await?.pop() {
+        Some(QueryOutput::Rows { batches, .. }) => datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string(),
+        _ => String::new(),
+    };
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let eps = args.events as f64 / elapsed;
+    println!("query: nexmark {} ({} events, {} bids)", args.query, args.events, args.events / 50 * 46);
+    println!("view rows:\n{rows}");
+    println!("elapsed: {elapsed:.2} s");
+    println!("throughput: {eps:.0} events/s; {:.0} events/s per core ({cores} cores)", eps / cores as f64);
+    drop(db);
+    if args.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}

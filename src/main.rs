@@ -1,0 +1,117 @@
+//! The `openclaw` binary: `serve` runs the server (pgwire and HTTP fronts over one database);
+//! `bench` runs a Nexmark query in-process and prints its throughput.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+mod bench;
+mod server;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "openclaw", version, about = "OpenClaw: a streaming SQL engine that speaks the Postgres wire protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: Postgres wire protocol for SQL, HTTP for health.
+    Serve(ServeArgs),
+    /// Run a benchmark in-process and print its throughput.
+    Bench {
+        #[command(subcommand)]
+        bench: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// A Nexmark query as a materialized view over the built-in generator.
+    Nexmark(bench::NexmarkArgs),
+}
+
+/// Limits and pacing shared by `serve` and `bench`.
+#[derive(Args, Clone)]
+pub struct EngineArgs {
+    /// Most rows in one micro-batch (chunk).
+    #[arg(long, env = "OPENCLAW_CHUNK_SIZE", default_value_t = 4096)]
+    chunk_size: usize,
+    /// Capacity of each channel between operators, in chunks.
+    #[arg(long, env = "OPENCLAW_CHANNEL_CAPACITY", default_value_t = 16)]
+    channel_capacity: usize,
+    /// How often progress is pushed through the dataflow without a FLUSH (e.g. 1s, 200ms).
+    #[arg(long, env = "OPENCLAW_FLUSH_INTERVAL", default_value = "1s")]
+    flush_interval: humantime::Duration,
+}
+
+impl EngineArgs {
+    fn engine_config(&self) -> openclaw_engine::EngineConfig {
+        openclaw_engine::EngineConfig {
+            chunk_size_rows: self.chunk_size.max(1),
+            channel_capacity_chunks: self.channel_capacity.max(1),
+            flush_interval_ms: self.flush_interval.as_millis().max(1) as u64,
+        }
+    }
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Directory for all state (RocksDB).
+    #[arg(long, env = "OPENCLAW_DATA_DIR", default_value = "./openclaw-data")]
+    data_dir: PathBuf,
+    /// Address of the Postgres wire protocol listener.
+    #[arg(long, env = "OPENCLAW_PG_LISTEN", default_value = "127.0.0.1:5433")]
+    pg_listen: SocketAddr,
+    /// Address of the HTTP listener (GET /health).
+    #[arg(long, env = "OPENCLAW_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+    http_listen: SocketAddr,
+    /// Most concurrent client connections.
+    #[arg(long, env = "OPENCLAW_MAX_CONNECTIONS", default_value_t = 256)]
+    max_connections: usize,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OPENCLAW_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("openclaw").build();
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("openclaw: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => server::serve(server::ServeConfig {
+                data_dir: args.data_dir,
+                pg_listen: args.pg_listen,
+                http_listen: args.http_listen,
+                max_connections: args.max_connections,
+                engine: args.engine.engine_config(),
+            })
+            .await,
+            Command::Bench { bench: BenchCommand::Nexmark(args) } => bench::nexmark(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("openclaw: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The server: one database, a Postgres wire protocol front and an HTTP front.
+
+mod http;
+mod pg;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openclaw_engine::EngineConfig;
+use openclaw_sql::Database;
+use openclaw_storage::Store;
+
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub pg_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub max_connections: usize,
+    pub engine: EngineConfig,
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub async fn serve(config: ServeConfig) -> Result<(), BoxError> {
+    let store = Store::open(&config.data_dir)?;
+    let db: Arc<Database> = Database::open(store, config.engine.clone())?;
+    let pg = tokio::net::TcpListener::bind(config.pg_listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.pg_listen))?;
+    let http = tokio::net::TcpListener::bind(config.http_listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.http_listen))?;
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        pg = %pg.local_addr()?,
+        http = %http.local_addr()?,
+        "openclaw is serving; connect with: psql -h {} -p {} -U openclaw",
+        config.pg_listen.ip(),
+        pg.local_addr()?.port()
+    );
+    let pg_task = tokio::spawn(pg::serve(pg, db.clone(), config.max_connections));
+    let http_task = tokio::spawn(http::serve(http));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    pg_task.abort();
+    http_task.abort();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,260 @@
+//! The Postgres wire protocol front, on the `pgwire` crate: simple and extended query
+//! protocols, Arrow results encoded by `arrow-pg` in text or binary.
+
+use std::sync::Arc;
+
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
+use futures::stream;
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use openclaw_sql::{Database, QueryOutput, SessionVars, SqlError};
+use tokio::sync::{Mutex, Semaphore};
+
+pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>, max_connections: usize) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max_connections, "refusing connection: too many connections");
+            drop(socket);
+            continue;
+        };
+        let handlers = Arc::new(Session::new(db.clone()));
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// One client connection: its settings, and the handlers pgwire calls. Clones share the
+/// connection's state, so the simple and extended handlers see the same settings.
+#[derive(Clone)]
+pub struct Session {
+    db: Arc<Database>,
+    vars: Arc<Mutex<SessionVars>>,
+    parser: Arc<SqlText>,
+}
+
+impl Session {
+    fn new(db: Arc<Database>) -> Self {
+        Self { db, vars: Arc::new(Mutex::new(SessionVars::default())), parser: Arc::new(SqlText) }
+    }
+}
+
+impl PgWireServerHandlers for Session {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::new(self.clone())
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::new(self.clone())
+    }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        Arc::new(Startup)
+    }
+}
+
+struct Startup;
+impl NoopStartupHandler for Startup {}
+
+/// The extended protocol stores statements as SQL text; planning happens at describe and
+/// execute, with the catalog as it is then.
+pub struct SqlText;
+
+#[async_trait]
+impl QueryParser for SqlText {
+    type Statement = String;
+
+    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<String>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        Ok(Some(sql.to_string()))
+    }
+
+    fn get_parameter_types(&self, _stmt: &String) -> PgWireResult<Vec<Type>> {
+        Ok(vec![])
+    }
+
+    fn get_result_schema(&self, _stmt: &String, _format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(vec![])
+    }
+}
+
+fn pg_error(e: SqlError) -> PgWireError {
+    let mut info = ErrorInfo::new("ERROR".to_string(), e.code.code().to_string(), e.message);
+    info.detail = e.detail;
+    info.hint = e.hint;
+    info.position = e.position.map(|p| p.to_string());
+    PgWireError::UserError(Box::new(info))
+}
+
+fn to_response(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
+    match output {
+        QueryOutput::Command { tag, rows } => {
+            let t = match tag.strip_suffix(" 0") {
+                Some(cmd) => Tag::new(cmd).with_oid(0),
+                None => Tag::new(&tag),
+            };
+            Ok(Response::Execution(match rows {
+                Some(n) => t.with_rows(n),
+                None => t,
+            }))
+        }
+        QueryOutput::Rows { schema, batches } => {
+            let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, None)?);
+            let rows = batches.into_iter().flat_map({
+                let fields = fields.clone();
+                move |b| encode_recordbatch(fields.clone(), b)
+            });
+            Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
+        }
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Session {
+    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut vars = self.vars.lock().await;
+        let results = self.db.execute(&mut vars, query).await;
+        let mut out = Vec::with_capacity(results.len());
+        for r in results {
+            out.push(match r {
+                Ok(output) => to_response(output, &Format::UnifiedText)?,
+                Err(e) => Response::Error(Box::new(error_info(e))),
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn error_info(e: SqlError) -> ErrorInfo {
+    match pg_error(e) {
+        PgWireError::UserError(info) => *info,
+        _ => unreachable!("pg_error makes user errors"),
+    }
+}
+
+/// The parameter types of a statement: the client's where it gave them, else the planner's.
+async fn parameter_types(session: &Session, stmt: &StoredStatement<String>) -> PgWireResult<Vec<Type>> {
+    let mut vars = session.vars.lock().await;
+    let (inferred, _) = session.db.describe(&mut vars, &stmt.statement).await.map_err(pg_error)?;
+    let n = inferred.len().max(stmt.parameter_types.len());
+    (0..n)
+        .map(|i| match stmt.parameter_types.get(i).cloned().flatten() {
+            Some(t) => Ok(t),
+            None => match inferred.get(i).cloned().flatten() {
+                Some(dt) => into_pg_type(&dt),
+                None => Ok(Type::UNKNOWN),
+            },
+        })
+        .collect()
+}
+
+fn decode_param(portal: &Portal<String>, i: usize, ty: &Type) -> PgWireResult<ScalarValue> {
+    Ok(match *ty {
+        Type::BOOL => ScalarValue::Boolean(portal.parameter::<bool>(i, ty)?),
+        Type::INT2 => ScalarValue::Int16(portal.parameter::<i16>(i, ty)?),
+        Type::INT4 => ScalarValue::Int32(portal.parameter::<i32>(i, ty)?),
+        Type::INT8 => ScalarValue::Int64(portal.parameter::<i64>(i, ty)?),
+        Type::FLOAT4 => ScalarValue::Float32(portal.parameter::<f32>(i, ty)?),
+        Type::FLOAT8 => ScalarValue::Float64(portal.parameter::<f64>(i, ty)?),
+        Type::NUMERIC => match portal.parameter::<rust_decimal::Decimal>(i, ty)? {
+            Some(d) => ScalarValue::Decimal128(Some(d.mantissa()), 38, d.scale() as i8),
+            None => ScalarValue::Decimal128(None, 38, 0),
+        },
+        Type::DATE => ScalarValue::Date32(
+            portal
+                .parameter::<chrono::NaiveDate>(i, ty)?
+                .map(|d| (d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32),
+        ),
+        Type::TIMESTAMP => ScalarValue::TimestampMicrosecond(
+            portal.parameter::<chrono::NaiveDateTime>(i, ty)?.map(|t| t.and_utc().timestamp_micros()),
+            None,
+        ),
+        Type::TIMESTAMPTZ => ScalarValue::TimestampMicrosecond(
+            portal.parameter::<chrono::DateTime<chrono::FixedOffset>>(i, ty)?.map(|t| t.timestamp_micros()),
+            Some("+00:00".into()),
+        ),
+        Type::BYTEA => ScalarValue::Binary(portal.parameter::<Vec<u8>>(i, ty)?),
+        _ => ScalarValue::Utf8(portal.parameter::<String>(i, ty)?),
+    })
+}
+
+async fn result_fields(session: &Session, sql: &str, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
+    let mut vars = session.vars.lock().await;
+    let (_, schema): (_, Option<SchemaRef>) = session.db.describe(&mut vars, sql).await.map_err(pg_error)?;
+    match schema {
+        Some(schema) => arrow_schema_to_pg_fields(&schema, format, None),
+        None => Ok(vec![]),
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Session {
+    type Statement = String;
+    type QueryParser = SqlText;
+
+    fn query_parser(&self) -> Arc<SqlText> {
+        self.parser.clone()
+    }
+
+    async fn do_describe_statement<C>(&self, _client: &mut C, stmt: &StoredStatement<String>) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let params = parameter_types(self, stmt).await?;
+        let fields = result_fields(self, &stmt.statement, &Format::UnifiedBinary).await?;
+        Ok(DescribeStatementResponse::new(params, fields))
+    }
+
+    async fn do_describe_portal<C>(&self, _client: &mut C, portal: &Portal<String>) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let fields = result_fields(self, &portal.statement.statement, &portal.result_column_format).await?;
+        Ok(DescribePortalResponse::new(fields))
+    }
+
+    async fn do_query<C>(&self, _client: &mut C, portal: &Portal<String>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let params = if portal.parameter_len() == 0 {
+            None
+        } else {
+            let types = parameter_types(self, &portal.statement).await?;
+            let values = (0..portal.parameter_len())
+                .map(|i| decode_param(portal, i, types.get(i).unwrap_or(&Type::UNKNOWN)))
+                .collect::<PgWireResult<Vec<_>>>()?;
+            Some(values)
+        };
+        let mut vars = self.vars.lock().await;
+        let output = self.db.execute_one(&mut vars, &portal.statement.statement, params).await;
+        match output {
+            Ok(o) => to_response(o, &portal.result_column_format),
+            Err(e) => Err(pg_error(e)),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! OpenClaw's state store: one RocksDB database per data directory, one column family per
+//! table, view or operator state. Rows are encoded with Arrow's row format, so that keys sort
+//! like the values they encode and values decode straight back into Arrow columns.
+
+mod codec;
+mod error;
+mod store;
+
+pub use codec::RowCodec;
+pub use error::{StorageError, StorageResult};
+pub use store::{ReadSnapshot, StateWrite, Store, FORMAT_VERSION};

@@ -1,0 +1,269 @@
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{
+    ColumnFamilyDescriptor, DBWithThreadMode, IteratorMode, MultiThreaded, Options, ReadOptions,
+    SnapshotWithThreadMode, WriteBatch,
+};
+
+use crate::{StorageError, StorageResult};
+
+type Db = DBWithThreadMode<MultiThreaded>;
+
+/// Version of the on-disk encoding. Bumped whenever keys or values change shape, so that an
+/// old data directory is refused with a message instead of being misread.
+pub const FORMAT_VERSION: u32 = 1;
+const FORMAT_FILE: &str = "OPENCLAW_FORMAT";
+
+/// The state store of one data directory: a RocksDB database with a column family per table,
+/// view or operator state.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Db>,
+    dir: PathBuf,
+    /// Column families found when the store was opened.
+    opened_with: Arc<Vec<String>>,
+}
+
+impl Store {
+    /// Opens (or creates) the store under `dir`, with every column family it already has.
+    pub fn open(dir: &Path) -> StorageResult<Self> {
+        std::fs::create_dir_all(dir)?;
+        check_format(dir)?;
+        let path = dir.join("state");
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Two background jobs match the two cores of the target machine.
+        opts.increase_parallelism(2);
+        let existing = Db::list_cf(&opts, &path).unwrap_or_else(|_| vec!["default".to_string()]);
+        let cfs = existing
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = Db::open_cf_descriptors(&opts, &path, cfs)?;
+        let opened_with = Arc::new(existing.into_iter().filter(|n| n != "default").collect());
+        Ok(Self { db: Arc::new(db), dir: dir.to_path_buf(), opened_with })
+    }
+
+    /// The column families (besides RocksDB's default) the store had when it was opened.
+    pub fn opened_with(&self) -> &[String] {
+        &self.opened_with
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates the column family `name`; creating one that exists is a no-op.
+    pub fn create_cf(&self, name: &str) -> StorageResult<()> {
+        if self.db.cf_handle(name).is_none() {
+            self.db.create_cf(name, &Options::default())?;
+        }
+        Ok(())
+    }
+
+    /// Drops the column family `name` and everything in it; dropping a missing one is a no-op.
+    pub fn drop_cf(&self, name: &str) -> StorageResult<()> {
+        if self.db.cf_handle(name).is_some() {
+            self.db.drop_cf(name)?;
+        }
+        Ok(())
+    }
+
+    pub fn has_cf(&self, name: &str) -> bool {
+        self.db.cf_handle(name).is_some()
+    }
+
+    /// Applies a batch of writes atomically.
+    pub fn write(&self, write: StateWrite) -> StorageResult<()> {
+        if write.ops.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        for op in write.ops {
+            let cf = self.cf(&op.cf)?;
+            match op.value {
+                Some(value) => batch.put_cf(&cf, &op.key, value),
+                None => batch.delete_cf(&cf, &op.key),
+            }
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Point lookups of many keys in one column family, in key order of the request.
+    pub fn multi_get(&self, cf: &str, keys: &[&[u8]]) -> StorageResult<Vec<Option<Vec<u8>>>> {
+        let handle = self.cf(cf)?;
+        self.db
+            .batched_multi_get_cf(&handle, keys.iter().copied(), false)
+            .into_iter()
+            .map(|r| Ok(r?.map(|slice| slice.to_vec())))
+            .collect()
+    }
+
+    /// A consistent, point-in-time view of every column family.
+    pub fn snapshot(&self) -> ReadSnapshot {
+        ReadSnapshot::new(Arc::clone(&self.db))
+    }
+
+    /// Calls `visit` with every key and value of `cf`, in key order, as of `snapshot` (or now).
+    /// Stops early when `visit` returns `false`.
+    pub fn scan(
+        &self,
+        cf: &str,
+        snapshot: Option<&ReadSnapshot>,
+        visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> StorageResult<()> {
+        self.scan_from(cf, None, snapshot, visit)
+    }
+
+    /// Like [`Self::scan`], starting at the first key strictly after `after` (when given), so
+    /// that a long scan can be taken in pages.
+    pub fn scan_from(
+        &self,
+        cf: &str,
+        after: Option<&[u8]>,
+        snapshot: Option<&ReadSnapshot>,
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> StorageResult<()> {
+        let handle = self.cf(cf)?;
+        let mut read = ReadOptions::default();
+        if let Some(snapshot) = snapshot {
+            read.set_snapshot(&snapshot.snapshot);
+        }
+        let mode = match after {
+            Some(key) => IteratorMode::From(key, rocksdb::Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        for item in self.db.iterator_cf_opt(&handle, read, mode) {
+            let (key, value) = item?;
+            if after.is_some_and(|a| a == &key[..]) {
+                continue;
+            }
+            if !visit(&key, &value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of keys in `cf`, counted by a full scan (for tests and `SHOW`).
+    pub fn count_keys(&self, cf: &str) -> StorageResult<u64> {
+        let mut n = 0;
+        self.scan(cf, None, |_, _| {
+            n += 1;
+            true
+        })?;
+        Ok(n)
+    }
+
+    fn cf(&self, name: &str) -> StorageResult<Arc<rocksdb::BoundColumnFamily<'_>>> {
+        self.db.cf_handle(name).ok_or_else(|| StorageError::MissingColumnFamily(name.to_string()))
+    }
+}
+
+fn check_format(dir: &Path) -> StorageResult<()> {
+    let file = dir.join(FORMAT_FILE);
+    match std::fs::read_to_string(&file) {
+        Ok(found) if found.trim() == FORMAT_VERSION.to_string() => Ok(()),
+        Ok(found) => Err(StorageError::IncompatibleFormat {
+            dir: dir.display().to_string(),
+            found: found.trim().to_string(),
+            expected: FORMAT_VERSION,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&file, format!("{FORMAT_VERSION}\n"))?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes to apply atomically across column families.
+#[derive(Default)]
+pub struct StateWrite {
+    ops: Vec<WriteOp>,
+}
+
+struct WriteOp {
+    cf: Arc<str>,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+}
+
+impl StateWrite {
+    pub fn put(&mut self, cf: &Arc<str>, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push(WriteOp { cf: Arc::clone(cf), key, value: Some(value) });
+    }
+
+    pub fn delete(&mut self, cf: &Arc<str>, key: Vec<u8>) {
+        self.ops.push(WriteOp { cf: Arc::clone(cf), key, value: None });
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// An owned RocksDB snapshot: every read through it sees the database as of its creation.
+pub struct ReadSnapshot {
+    // Declared before `_db` so that it is dropped first: the snapshot must not outlive the DB.
+    snapshot: SnapshotWithThreadMode<'static, Db>,
+    _db: Arc<Db>,
+}
+
+impl ReadSnapshot {
+    fn new(db: Arc<Db>) -> Self {
+        let snapshot = db.snapshot();
+        // SAFETY: the snapshot borrows the DB, which this struct keeps alive through `_db` and
+        // drops after the snapshot (field order). The DB is never moved out of its Arc.
+        let snapshot = unsafe {
+            std::mem::transmute::<SnapshotWithThreadMode<'_, Db>, SnapshotWithThreadMode<'static, Db>>(
+                snapshot,
+            )
+        };
+        Self { snapshot, _db: db }
+    }
+}
+
+// SAFETY: a RocksDB snapshot is an immutable handle that RocksDB allows reading from any thread.
+unsafe impl Send for ReadSnapshot {}
+unsafe impl Sync for ReadSnapshot {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_hides_later_writes_and_reopen_keeps_column_families() {
+        let dir = std::env::temp_dir().join(format!("openclaw-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let store = Store::open(&dir).unwrap();
+            store.create_cf("t").unwrap();
+            let cf: Arc<str> = Arc::from("t");
+            let mut w = StateWrite::default();
+            w.put(&cf, b"a".to_vec(), b"1".to_vec());
+            store.write(w).unwrap();
+            let snap = store.snapshot();
+            let mut w = StateWrite::default();
+            w.put(&cf, b"b".to_vec(), b"2".to_vec());
+            store.write(w).unwrap();
+            let mut seen = 0;
+            store.scan("t", Some(&snap), |_, _| { seen += 1; true }).unwrap();
+            assert_eq!(seen, 1);
+            assert_eq!(store.count_keys("t").unwrap(), 2);
+        }
+        let store = Store::open(&dir).unwrap();
+        assert!(store.has_cf("t"));
+        assert_eq!(store.count_keys("t").unwrap(), 2);
+        std::fs::write(dir.join(FORMAT_FILE), "999").unwrap();
+        drop(store);
+        assert!(matches!(Store::open(&dir), Err(StorageError::IncompatibleFormat { .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,101 @@
+//! tokio-postgres over the extended protocol: every listed type round-trips through a table
+//! (binary parameters in, binary results out), and errors carry their SQLSTATE.
+
+mod common;
+
+use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
+use rust_decimal::Decimal;
+use std::str::FromStr;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_round_trips_with_the_extended_protocol() {
+    let server = common::TestServer::start("pg-types");
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE all_types (id BIGINT PRIMARY KEY, b BOOLEAN, i2 SMALLINT, i4 INT, i8 BIGINT, f4 REAL, f8 DOUBLE PRECISION, \
+             n NUMERIC(12,3), t TEXT, v VARCHAR, d DATE, ts TIMESTAMP, tz TIMESTAMPTZ, iv INTERVAL, by BYTEA)",
+        )
+        .await
+        .unwrap();
+    let ts = NaiveDate::from_ymd_opt(2024, 2, 29).unwrap().and_hms_micro_opt(13, 45, 7, 123456).unwrap();
+    let tz = Utc.with_ymd_and_hms(2023, 12, 31, 23, 59, 59).unwrap();
+    let n = Decimal::from_str("12345.678").unwrap();
+    let insert = client
+        .prepare("INSERT INTO all_types (id, b, i2, i4, i8, f4, f8, n, t, v, d, ts, tz, by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
+        .await
+        .unwrap();
+    let rows = client
+        .execute(
+            &insert,
+            &[&1i64, &true, &-7i16, &42i32, &(i64::MAX - 1), &1.5f32, &-2.25f64, &n, &"héllo", &"vc", &NaiveDate::from_ymd_opt(2020, 1, 2).unwrap(), &ts, &tz, &vec![0u8, 1, 255]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    client.batch_execute("UPDATE all_types SET iv = INTERVAL '1 day 2 hours' WHERE id = 1").await.unwrap();
+
+    let row = client.query_one("SELECT b, i2, i4, i8, f4, f8, n, t, v, d, ts, tz, by FROM all_types WHERE id = $1", &[&1i64]).await.unwrap();
+    assert!(row.get::<_, bool>(0));
+    assert_eq!(row.get::<_, i16>(1), -7);
+    assert_eq!(row.get::<_, i32>(2), 42);
+    assert_eq!(row.get::<_, i64>(3), i64::MAX - 1);
+    assert_eq!(row.get::<_, f32>(4), 1.5);
+    assert_eq!(row.get::<_, f64>(5), -2.25);
+    assert_eq!(row.get::<_, Decimal>(6), n);
+    assert_eq!(row.get::<_, String>(7), "héllo");
+    assert_eq!(row.get::<_, String>(8), "vc");
+    assert_eq!(row.get::<_, NaiveDate>(9), NaiveDate::from_ymd_opt(2020, 1, 2).unwrap());
+    assert_eq!(row.get::<_, NaiveDateTime>(10), ts);
+    assert_eq!(row.get::<_, chrono::DateTime<Utc>>(11), tz);
+    assert_eq!(row.get::<_, Vec<u8>>(12), vec![0u8, 1, 255]);
+
+    // Type OIDs as PostgreSQL reports them.
+    let stmt = client.prepare("SELECT b, i2, i4, i8, f4, f8, n, t, d, ts, tz, iv, by FROM all_types").await.unwrap();
+    let oids: Vec<u32> = stmt.columns().iter().map(|c| c.type_().oid()).collect();
+    assert_eq!(oids, vec![16, 21, 23, 20, 700, 701, 1700, 25, 1082, 1114, 1184, 1186, 17]);
+
+    // The text forms, through the simple protocol, are PostgreSQL's.
+    let text = client.simple_query("SELECT n, ts, tz, iv, d, b FROM all_types").await.unwrap();
+    let tokio_postgres::SimpleQueryMessage::Row(r) = &text[1] else { panic!("expected a row: {text:?}") };
+    assert_eq!(r.get(0), Some("12345.678"));
+    assert_eq!(r.get(1), Some("2024-02-29 13:45:07.123456"));
+    assert_eq!(r.get(2), Some("2023-12-31 23:59:59+00"));
+    assert_eq!(r.get(3), Some("1 day 02:00:00"));
+    assert_eq!(r.get(4), Some("2020-01-02"));
+    assert_eq!(r.get(5), Some("t"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_sqlstate_and_position_and_sessions_survive() {
+    let server = common::TestServer::start("pg-errors");
+    let a = server.connect().await;
+    let b = server.connect().await;
+    let err = a.simple_query("SELECT * FROM\n nowhere").await.unwrap_err();
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "42P01");
+    let err = a.simple_query("SELECT 1 +* 2").await.unwrap_err();
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "42601");
+    assert!(matches!(db.position(), Some(tokio_postgres::error::ErrorPosition::Original(p)) if *p > 0), "{db:?}");
+    // Both sessions keep working.
+    assert_eq!(a.query_one("SELECT 1::BIGINT", &[]).await.unwrap().get::<_, i64>(0), 1);
+    assert_eq!(b.query_one("SELECT 2::BIGINT", &[]).await.unwrap().get::<_, i64>(0), 2);
+    // psql's and drivers' session chatter.
+    a.batch_execute("SET extra_float_digits = 3; SET application_name = 'test'; BEGIN; COMMIT").await.unwrap();
+    let v = a.simple_query("SHOW application_name").await.unwrap();
+    let tokio_postgres::SimpleQueryMessage::Row(r) = &v[1] else { panic!("{v:?}") };
+    assert_eq!(r.get(0), Some("test"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_endpoint_answers() {
+    let server = common::TestServer::start("http");
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.http_port)).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("ok\n"), "{out}");
+}
