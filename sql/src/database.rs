@@ -254,11 +254,12 @@ impl Database {
     }
 
     async fn select(&self, stmt: Statement, params: Option<Vec<ScalarValue>>) -> SqlResult<QueryOutput> {
+        let names = crate::naming::pg_column_names(&stmt);
         let state = self.query_state();
         let plan = self.plan(&state, stmt).await?;
         self.check_readable(&plan).await?;
         let (schema, batches) = self.run_plan(state, plan, params).await?;
-        Ok(QueryOutput::Rows { schema, batches })
+        crate::naming::rename_output(schema, batches, names)
     }
 
     /// Refuses to read a view whose dataflow failed, with the failure.

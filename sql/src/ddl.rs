@@ -87,7 +87,7 @@ impl Database {
             writer.run(req_rx, barrier_rx, self.config.chunk_size_rows),
             span,
         ));
-        self.ctx.register_table(name.as_str(), Arc::new(StoredRelation { state: state.clone(), constraints: constraints.clone() }))?;
+        self.ctx.register_table(name.as_str(), Arc::new(StoredRelation::new(state.clone(), constraints.clone())))?;
         catalog.insert(Entry {
             id,
             name: name.clone(),
@@ -215,7 +215,7 @@ impl Database {
         }
         self.ctx.register_table(
             name.as_str(),
-            Arc::new(StoredRelation { state, constraints: Constraints::default() }),
+            Arc::new(StoredRelation::new(state, Constraints::default())),
         )?;
         catalog.insert(Entry {
             id,

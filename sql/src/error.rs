@@ -24,6 +24,7 @@ pub enum SqlState {
     NotNullViolation,
     ObjectNotInPrerequisiteState,
     UndefinedObject,
+    AmbiguousColumn,
     Internal,
 }
 
@@ -48,6 +49,7 @@ impl SqlState {
             SqlState::NotNullViolation => "23502",
             SqlState::ObjectNotInPrerequisiteState => "55000",
             SqlState::UndefinedObject => "42704",
+            SqlState::AmbiguousColumn => "42702",
             SqlState::Internal => "XX000",
         }
     }
@@ -125,23 +127,21 @@ impl From<openclaw_storage::StorageError> for SqlError {
 fn from_datafusion(e: DataFusionError) -> SqlError {
     match e.find_root() {
         DataFusionError::SQL(e, _) => SqlError::new(SqlState::SyntaxError, lower_first(&e.to_string())),
-        DataFusionError::SchemaError(e, _) => {
-            let msg = e.to_string();
-            if msg.contains("No field named") {
-                let col = msg.split("No field named ").nth(1).unwrap_or("");
-                let col = col.split(". ").next().unwrap_or(col).trim_end_matches('.');
-                let col = col.rsplit('.').next().unwrap_or(col);
-                let mut err = SqlError::new(SqlState::UndefinedColumn, format!("column {} does not exist", quote(col)));
-                if let Some(valid) = msg.split("Valid fields are ").nth(1) {
-                    err = err.with_hint(format!("valid columns are {}", valid.trim_end_matches('.')));
+        DataFusionError::SchemaError(e, _) => match e.as_ref() {
+            datafusion::common::SchemaError::FieldNotFound { field, valid_fields } => {
+                let err = SqlError::new(SqlState::UndefinedColumn, format!("column {} does not exist", quote(field.name())));
+                let names: Vec<String> = valid_fields.iter().map(|f| f.name().to_string()).collect();
+                if names.is_empty() {
+                    err
+                } else {
+                    err.with_hint(format!("columns in scope: {}", names.join(", ")))
                 }
-                err
-            } else if msg.contains("mbiguous") {
-                SqlError::new(SqlState::UndefinedColumn, lower_first(&msg))
-            } else {
-                SqlError::new(SqlState::UndefinedTable, lower_first(&msg))
             }
-        }
+            datafusion::common::SchemaError::AmbiguousReference { field } => {
+                SqlError::new(SqlState::AmbiguousColumn, format!("column reference {} is ambiguous", quote(field.name())))
+            }
+            other => SqlError::new(SqlState::DuplicateObject, lower_first(&other.to_string())),
+        },
         DataFusionError::NotImplemented(m) => SqlError::not_supported(lower_first(m)),
         DataFusionError::Plan(m) => from_plan_message(m),
         DataFusionError::ArrowError(e, _) => from_message(&e.to_string()),
@@ -165,6 +165,14 @@ fn from_plan_message(m: &str) -> SqlError {
         let name = rest.split('\'').next().unwrap_or(rest);
         let name = name.rsplit('.').next().unwrap_or(name);
         return SqlError::new(SqlState::UndefinedTable, format!("relation {} does not exist", quote(name)));
+    }
+    if m.contains("non-boolean predicate") {
+        return SqlError::new(SqlState::DatatypeMismatch, "argument of WHERE must be type boolean");
+    }
+    if m.contains("cannot coerce arithmetic expression") || m.contains("Cannot coerce arithmetic expression") {
+        let what = m.split("expression ").nth(1).unwrap_or(m).split(" to valid types").next().unwrap_or(m);
+        return SqlError::new(SqlState::UndefinedFunction, format!("operator does not exist: {what}"))
+            .with_hint("no operator matches the given name and argument types; you might need to add explicit type casts");
     }
     if m.contains("Invalid function") || m.contains("No function matches") || m.contains("not found in registry") {
         return SqlError::new(SqlState::UndefinedFunction, lower_first(m))

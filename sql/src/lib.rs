@@ -9,6 +9,7 @@ mod dml;
 pub mod error;
 pub mod functions;
 pub mod lower;
+mod naming;
 pub mod parser;
 pub mod relation;
 pub mod session;

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::{not_impl_err, Constraints};
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -22,10 +23,21 @@ pub struct QuerySnapshot(pub ReadSnapshot);
 const SCAN_PAGE_ROWS: usize = 8192;
 
 /// A table or view: its stored rows.
+///
+/// DataFusion sees every column as nullable, so that `NOT NULL` is checked by the table writer
+/// with PostgreSQL's message and column name rather than by DataFusion's plan checks.
 #[derive(Clone)]
 pub struct StoredRelation {
     pub state: Arc<MaterializedState>,
     pub constraints: Constraints,
+    schema: SchemaRef,
+}
+
+impl StoredRelation {
+    pub fn new(state: Arc<MaterializedState>, constraints: Constraints) -> Self {
+        let fields: Vec<Field> = state.schema().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+        Self { state, constraints, schema: Arc::new(Schema::new(fields)) }
+    }
 }
 
 impl std::fmt::Debug for StoredRelation {
@@ -37,7 +49,7 @@ impl std::fmt::Debug for StoredRelation {
 #[async_trait]
 impl TableProvider for StoredRelation {
     fn schema(&self) -> SchemaRef {
-        self.state.schema().clone()
+        self.schema.clone()
     }
 
     fn constraints(&self) -> Option<&Constraints> {
@@ -59,7 +71,10 @@ impl TableProvider for StoredRelation {
         let batches = self
             .state
             .read_all(snapshot.as_ref().map(|s| &s.0), SCAN_PAGE_ROWS)
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
+            .into_iter()
+            .map(|b| RecordBatch::try_new(self.schema.clone(), b.columns().to_vec()))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(MemorySourceConfig::try_new_exec(&[batches], self.schema(), projection.cloned())?)
     }
 }

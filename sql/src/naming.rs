@@ -1,0 +1,65 @@
+//! Output column names as PostgreSQL gives them: an unaliased expression is named after its
+//! function (`count`, `upper`), and anything else is `?column?`, where DataFusion would print
+//! the expression (`Int64(1)`).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::sql::sqlparser::ast::{Expr, SelectItem, SetExpr, Statement};
+
+use crate::database::QueryOutput;
+use crate::error::SqlResult;
+
+/// PostgreSQL's name for each output column of `stmt`, where it differs from DataFusion's
+/// (`None` keeps DataFusion's). `None` overall when the select list has a wildcard.
+pub fn pg_column_names(stmt: &Statement) -> Option<Vec<Option<String>>> {
+    let Statement::Query(q) = stmt else { return None };
+    let SetExpr::Select(select) = q.body.as_ref() else { return None };
+    select
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::UnnamedExpr(e) => Some(name_of(e)),
+            SelectItem::ExprWithAlias { .. } => Some(None),
+            _ => None,
+        })
+        .collect()
+}
+
+fn name_of(e: &Expr) -> Option<String> {
+    let mut e = e;
+    // Parentheses and casts keep the name of what they wrap; the depth is the user's, so walk
+    // it in a loop rather than recursively.
+    loop {
+        match e {
+            Expr::Nested(inner) => e = inner,
+            Expr::Cast { expr, .. } => e = expr,
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => return None,
+            Expr::Function(f) => return f.name.0.last().map(|p| p.to_string().trim_matches('"').to_lowercase()),
+            Expr::Case { .. } => return Some("case".into()),
+            _ => return Some("?column?".into()),
+        }
+    }
+}
+
+pub fn rename_output(schema: SchemaRef, batches: Vec<RecordBatch>, names: Option<Vec<Option<String>>>) -> SqlResult<QueryOutput> {
+    let Some(names) = names.filter(|n| n.len() == schema.fields().len() && n.iter().any(Option::is_some)) else {
+        return Ok(QueryOutput::Rows { schema, batches });
+    };
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .zip(&names)
+        .map(|(f, n)| match n {
+            Some(n) => f.as_ref().clone().with_name(n),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let batches = batches
+        .into_iter()
+        .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(QueryOutput::Rows { schema, batches })
+}
