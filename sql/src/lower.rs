@@ -47,7 +47,7 @@ impl Lowering<'_> {
                 let input = self.lower(&p.input, depth + 1)?;
                 let exprs = p.expr.iter().map(|e| self.expr(e, p.input.schema())).collect::<SqlResult<_>>()?;
                 let schema = Arc::new(p.schema.as_arrow().clone());
-                Ok(StreamNode::Project { exprs, schema, input: Box::new(input) })
+                Ok(project(exprs, schema, input))
             }
             LogicalPlan::Filter(f) => {
                 let predicate = self.expr(&f.predicate, f.input.schema())?;
@@ -77,13 +77,26 @@ impl Lowering<'_> {
                         .map(|&i| Arc::new(Column::new(base.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
                         .collect();
                     let schema = Arc::new(base.project(indices)?);
-                    node = StreamNode::Project { exprs, schema, input: Box::new(node) };
+                    node = project(exprs, schema, node);
                 }
                 Ok(node)
             }
             other => Err(unsupported(node_name(other))),
         }
     }
+}
+
+/// A projection node, or its input alone when the projection only passes every column
+/// through in order (column names do not matter inside the plan; the view's are set at its top).
+fn project(exprs: Vec<Arc<dyn PhysicalExpr>>, schema: datafusion::arrow::datatypes::SchemaRef, input: StreamNode) -> StreamNode {
+    let width = input.schema().fields().len();
+    let identity = exprs.len() == width
+        && exprs.iter().enumerate().all(|(i, e)| e.downcast_ref::<Column>().is_some_and(|c| c.index() == i))
+        && input.schema().fields().iter().zip(schema.fields()).all(|(a, b)| a.data_type() == b.data_type());
+    if identity {
+        return input;
+    }
+    StreamNode::Project { exprs, schema, input: Box::new(input) }
 }
 
 fn node_name(plan: &LogicalPlan) -> &'static str {

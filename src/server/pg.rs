@@ -121,6 +121,11 @@ fn to_response(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
         }
         QueryOutput::Rows { schema, batches } => {
             let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, None)?);
+            let batches = batches
+                .into_iter()
+                .map(|b| super::pg_text::apply(b, &fields))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
             let rows = batches.into_iter().flat_map({
                 let fields = fields.clone();
                 move |b| encode_recordbatch(fields.clone(), b)
