@@ -66,6 +66,8 @@ impl Database {
         opts.sql_parser.parse_float_as_decimal = true;
         opts.sql_parser.map_string_types_to_utf8view = false;
         opts.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+        // The session time zone is UTC, so TIMESTAMPTZ columns carry a zone.
+        opts.execution.time_zone = Some("+00:00".to_string());
         let ctx = SessionContext::new_with_config(session);
         crate::functions::register(&ctx);
         let db = Self {
@@ -149,7 +151,7 @@ impl Database {
         let mut statements = parser::parse(sql)?;
         let Some(stmt) = statements.pop() else { return Ok((vec![], None)) };
         match stmt {
-            OcStatement::Standard(s) if is_query(&s) => {
+            OcStatement::Standard(s) if is_query(&s) || matches!(*s, Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)) => {
                 let plan = self.plan(&self.query_state(), *s).await?;
                 let types = plan.get_parameter_types()?;
                 let mut params: Vec<(usize, Option<DataType>)> = types
