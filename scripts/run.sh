@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-# The dev profile (optimised at opt-level 1) shares its build with the test suite.
-cargo build --bin openclaw
+# The same build as scripts/test.sh (dev profile, optimised at opt-level 1, every target), so
+# that running and testing share one set of compiled dependencies.
+cargo build --workspace --all-targets
 exec "$CARGO_TARGET_DIR/debug/openclaw" serve "$@"

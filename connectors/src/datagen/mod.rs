@@ -20,6 +20,9 @@ use crate::{parse_opt, Connector, ConnectorError, Options};
 
 pub struct DatagenConnector;
 
+/// Longest random string datagen makes, in characters.
+const MAX_STRING_LENGTH: usize = 65_536;
+
 #[derive(Debug, Clone)]
 enum Rule {
     Sequence { start: i64, end: Option<i64> },
@@ -36,12 +39,18 @@ fn rule(options: &Options, col: &str, dt: &DataType) -> Result<Rule, ConnectorEr
             }
             Ok(Rule::Sequence { start: parse_opt(options, &key("start"))?.unwrap_or(1), end: parse_opt(options, &key("end"))? })
         }
-        "random" => Ok(Rule::Random {
-            min: parse_opt(options, &key("min"))?.unwrap_or(0.0),
-            max: parse_opt(options, &key("max"))?.unwrap_or(1000.0),
-            length: parse_opt(options, &key("length"))?.unwrap_or(10),
-            seed: parse_opt(options, &key("seed"))?.unwrap_or(0),
-        }),
+        "random" => {
+            let min: f64 = parse_opt(options, &key("min"))?.unwrap_or(0.0);
+            let max: f64 = parse_opt(options, &key("max"))?.unwrap_or(1000.0);
+            let length: usize = parse_opt(options, &key("length"))?.unwrap_or(10);
+            if !(min <= max) {
+                return Err(ConnectorError::new(format!("datagen min {min} is above max {max} for \"{col}\"")));
+            }
+            if length > MAX_STRING_LENGTH {
+                return Err(ConnectorError::new(format!("datagen length {length} for \"{col}\" is above {MAX_STRING_LENGTH}")));
+            }
+            Ok(Rule::Random { min, max, length, seed: parse_opt(options, &key("seed"))?.unwrap_or(0) })
+        }
         other => Err(ConnectorError::new(format!("invalid datagen kind \"{other}\" for \"{col}\""))
             .with_hint("use 'sequence' or 'random'")),
     }
