@@ -93,7 +93,10 @@ async fn run_file(path: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqllogictest_files() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
+    // The manifest dir at run time: a shared target dir may hold a binary built in another
+    // checkout, whose compile-time path would point at that checkout's files.
+    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let dir = Path::new(&root).join("tests/slt");
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "slt")).collect();
     files.sort();
     assert!(!files.is_empty(), "no .slt files in {}", dir.display());

@@ -151,7 +151,9 @@ impl Database {
         let mut statements = parser::parse(sql)?;
         let Some(stmt) = statements.pop() else { return Ok((vec![], None)) };
         match stmt {
-            OcStatement::Standard(s) if is_query(&s) || matches!(*s, Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)) => {
+            OcStatement::Standard(mut s) if is_query(&s) || matches!(*s, Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)) => {
+                let names = crate::naming::pg_column_names(&s);
+                crate::naming::alias_unnamed(&mut s);
                 let plan = self.plan(&self.query_state(), *s).await?;
                 let types = plan.get_parameter_types()?;
                 let mut params: Vec<(usize, Option<DataType>)> = types
@@ -164,7 +166,7 @@ impl Database {
                 for (i, t) in params {
                     out[i - 1] = t;
                 }
-                let schema = Arc::new(plan.schema().as_arrow().clone());
+                let schema = crate::naming::rename_schema(Arc::new(plan.schema().as_arrow().clone()), &names);
                 let returns_rows = !matches!(plan, LogicalPlan::Dml(_));
                 Ok((out, returns_rows.then_some(schema)))
             }
@@ -255,8 +257,9 @@ impl Database {
         Ok((schema, batches))
     }
 
-    async fn select(&self, stmt: Statement, params: Option<Vec<ScalarValue>>) -> SqlResult<QueryOutput> {
+    async fn select(&self, mut stmt: Statement, params: Option<Vec<ScalarValue>>) -> SqlResult<QueryOutput> {
         let names = crate::naming::pg_column_names(&stmt);
+        crate::naming::alias_unnamed(&mut stmt);
         let state = self.query_state();
         let plan = self.plan(&state, stmt).await?;
         self.check_readable(&plan).await?;

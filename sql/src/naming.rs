@@ -27,6 +27,22 @@ pub fn pg_column_names(stmt: &Statement) -> Option<Vec<Option<String>>> {
         .collect()
 }
 
+/// Aliases every unnamed, non-column expression of the top-level select list, so that two
+/// equal expressions do not collide in DataFusion (PostgreSQL allows `SELECT 1, 1`); the
+/// output is renamed to PostgreSQL's names afterwards by [`rename_output`].
+pub fn alias_unnamed(stmt: &mut Statement) {
+    let Statement::Query(q) = stmt else { return };
+    let SetExpr::Select(select) = q.body.as_mut() else { return };
+    for (i, item) in select.projection.iter_mut().enumerate() {
+        if let SelectItem::UnnamedExpr(e) = item {
+            if name_of(e).is_some() {
+                let alias = datafusion::sql::sqlparser::ast::Ident::new(format!("__openclaw_column_{i}"));
+                *item = SelectItem::ExprWithAlias { expr: e.clone(), alias };
+            }
+        }
+    }
+}
+
 fn name_of(e: &Expr) -> Option<String> {
     let mut e = e;
     // Parentheses and casts keep the name of what they wrap; the depth is the user's, so walk
@@ -43,20 +59,29 @@ fn name_of(e: &Expr) -> Option<String> {
     }
 }
 
-pub fn rename_output(schema: SchemaRef, batches: Vec<RecordBatch>, names: Option<Vec<Option<String>>>) -> SqlResult<QueryOutput> {
-    let Some(names) = names.filter(|n| n.len() == schema.fields().len() && n.iter().any(Option::is_some)) else {
-        return Ok(QueryOutput::Rows { schema, batches });
+/// `schema` with PostgreSQL's names where `names` has them.
+pub fn rename_schema(schema: SchemaRef, names: &Option<Vec<Option<String>>>) -> SchemaRef {
+    let Some(names) = names.as_ref().filter(|n| n.len() == schema.fields().len() && n.iter().any(Option::is_some)) else {
+        return schema;
     };
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .zip(&names)
+        .zip(names.iter())
         .map(|(f, n)| match n {
             Some(n) => f.as_ref().clone().with_name(n),
             None => f.as_ref().clone(),
         })
         .collect();
-    let schema = Arc::new(Schema::new(fields));
+    Arc::new(Schema::new(fields))
+}
+
+pub fn rename_output(schema: SchemaRef, batches: Vec<RecordBatch>, names: Option<Vec<Option<String>>>) -> SqlResult<QueryOutput> {
+    let renamed = rename_schema(schema.clone(), &names);
+    if Arc::ptr_eq(&renamed, &schema) {
+        return Ok(QueryOutput::Rows { schema, batches });
+    }
+    let schema = renamed;
     let batches = batches
         .into_iter()
         .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
