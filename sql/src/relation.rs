@@ -7,9 +7,12 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::{not_impl_err, Constraints};
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use openclaw_engine::operators::MaterializedState;
@@ -67,15 +70,56 @@ impl TableProvider for StoredRelation {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let snapshot = state.config().get_extension::<QuerySnapshot>();
-        let batches = self
-            .state
-            .read_all(snapshot.as_ref().map(|s| &s.0), SCAN_PAGE_ROWS)
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
-            .into_iter()
-            .map(|b| RecordBatch::try_new(self.schema.clone(), b.columns().to_vec()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(MemorySourceConfig::try_new_exec(&[batches], self.schema(), projection.cloned())?)
+        let scan = PagedScan {
+            state: self.state.clone(),
+            snapshot: state.config().get_extension::<QuerySnapshot>(),
+            schema: self.schema.clone(),
+        };
+        Ok(Arc::new(StreamingTableExec::try_new(self.schema.clone(), vec![Arc::new(scan)], projection, [], false, None)?))
+    }
+}
+
+/// Reads a stored relation page by page, so that a scan holds one page in memory at a time.
+struct PagedScan {
+    state: Arc<MaterializedState>,
+    snapshot: Option<Arc<QuerySnapshot>>,
+    schema: SchemaRef,
+}
+
+impl std::fmt::Debug for PagedScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PagedScan({})", self.state.cf)
+    }
+}
+
+impl PartitionStream for PagedScan {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (state, snapshot, schema) = (self.state.clone(), self.snapshot.clone(), self.schema.clone());
+        // `None` = not started, `Some(None)` = finished, `Some(Some(key))` = resume after key.
+        let pages = futures::stream::unfold(None::<Option<Vec<u8>>>, move |cursor| {
+            let (state, snapshot, schema) = (state.clone(), snapshot.clone(), schema.clone());
+            async move {
+                if matches!(cursor, Some(None)) {
+                    return None;
+                }
+                let after = cursor.flatten();
+                let page = state
+                    .read_page(snapshot.as_ref().map(|s| &s.0), after.as_deref(), SCAN_PAGE_ROWS)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))
+                    .and_then(|(batch, last)| {
+                        Ok((RecordBatch::try_new(schema, batch.columns().to_vec())?, last))
+                    });
+                Some(match page {
+                    Ok((batch, last)) => (Ok(batch), Some(last)),
+                    Err(e) => (Err(e), Some(None)),
+                })
+            }
+        });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), pages))
     }
 }
 
