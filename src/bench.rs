@@ -66,8 +66,11 @@ pub async fn nexmark(args: NexmarkArgs) -> Result<(), BoxError> {
     run(&db, &mut vars, "FLUSH").await?;
     let elapsed = started.elapsed().as_secs_f64();
     let rows = match run(&db, &mut vars, &format!("SELECT count(*) FROM {}", args.query)).await?.pop() {
-        Some(QueryOutput::Rows { batches, .. }) => datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string(),
-        _ => String::new(),
+        Some(output) => {
+            let batches = output.collect().await.map_err(|e| e.message)?;
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string()
+        }
+        None => String::new(),
     };
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let eps = args.events as f64 / elapsed;

@@ -9,6 +9,8 @@ use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::{SessionConfig, SessionContext, SessionState};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use openclaw_engine::{BarrierKind, Coordinator, EngineConfig};
@@ -20,14 +22,38 @@ use crate::parser::{self, ObjectKind, OcStatement};
 use crate::relation::QuerySnapshot;
 use crate::session::SessionVars;
 
-/// What a statement returns.
-#[derive(Debug)]
+/// What a statement returns. Rows come as a stream, so that a large result is sent to the
+/// client as it is read, never held whole in memory.
 pub enum QueryOutput {
-    Rows { schema: SchemaRef, batches: Vec<RecordBatch> },
+    Rows { schema: SchemaRef, stream: SendableRecordBatchStream },
     Command { tag: String, rows: Option<usize> },
 }
 
+impl std::fmt::Debug for QueryOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueryOutput::Rows { schema, .. } => write!(f, "Rows({schema:?})"),
+            QueryOutput::Command { tag, rows } => write!(f, "Command({tag}, {rows:?})"),
+        }
+    }
+}
+
 impl QueryOutput {
+    /// Rows already in memory.
+    pub fn rows(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
+        let stream = futures::stream::iter(batches.into_iter().map(Ok));
+        QueryOutput::Rows { schema: schema.clone(), stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)) }
+    }
+
+    /// Every row, collected (for tests and the benchmark).
+    pub async fn collect(self) -> SqlResult<Vec<RecordBatch>> {
+        use futures::TryStreamExt;
+        match self {
+            QueryOutput::Rows { stream, .. } => Ok(stream.try_collect().await?),
+            QueryOutput::Command { .. } => Ok(vec![]),
+        }
+    }
+
     pub(crate) fn command(tag: &str) -> Self {
         QueryOutput::Command { tag: tag.to_string(), rows: None }
     }
@@ -40,7 +66,7 @@ impl QueryOutput {
             .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[i].as_str()))) as ArrayRef)
             .collect();
         let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?;
-        Ok(QueryOutput::Rows { schema, batches: vec![batch] })
+        Ok(QueryOutput::rows(schema, vec![batch]))
     }
 }
 
@@ -242,19 +268,14 @@ impl Database {
         Ok(state.statement_to_plan(DFStatement::Statement(Box::new(stmt))).await?)
     }
 
+    /// Executes `plan` with its parameters bound, as a stream of batches.
     pub(crate) async fn run_plan(
         &self,
         state: SessionState,
         plan: LogicalPlan,
         params: Option<Vec<ScalarValue>>,
-    ) -> SqlResult<(SchemaRef, Vec<RecordBatch>)> {
-        let plan = match params {
-            Some(p) if !p.is_empty() => plan.with_param_values(ParamValues::from(p))?,
-            _ => plan,
-        };
-        let schema = Arc::new(plan.schema().as_arrow().clone());
-        let batches = DataFrame::new(state, plan).collect().await?;
-        Ok((schema, batches))
+    ) -> SqlResult<SendableRecordBatchStream> {
+        Ok(DataFrame::new(state, bind(plan, params)?).execute_stream().await?)
     }
 
     async fn select(&self, mut stmt: Statement, params: Option<Vec<ScalarValue>>) -> SqlResult<QueryOutput> {
@@ -263,8 +284,10 @@ impl Database {
         let state = self.query_state();
         let plan = self.plan(&state, stmt).await?;
         self.check_readable(&plan).await?;
-        let (schema, batches) = self.run_plan(state, plan, params).await?;
-        crate::naming::rename_output(schema, batches, names)
+        let plan = bind(plan, params)?;
+        let schema = crate::naming::rename_schema(Arc::new(plan.schema().as_arrow().clone()), &names);
+        let stream = DataFrame::new(state, plan).execute_stream().await?;
+        Ok(crate::naming::relabel(schema, stream))
     }
 
     /// Refuses to read a view whose dataflow failed, with the failure.
@@ -356,6 +379,13 @@ impl Database {
     pub fn state_key_count(&self, cf: &str) -> SqlResult<u64> {
         Ok(self.store.count_keys(cf)?)
     }
+}
+
+fn bind(plan: LogicalPlan, params: Option<Vec<ScalarValue>>) -> SqlResult<LogicalPlan> {
+    Ok(match params {
+        Some(p) if !p.is_empty() => plan.with_param_values(ParamValues::from(p))?,
+        _ => plan,
+    })
 }
 
 pub(crate) fn is_query(s: &Statement) -> bool {

@@ -9,6 +9,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::sql::sqlparser::ast::{AssignmentTarget, Statement};
 use openclaw_engine::table::{TableRequest, TableWrite};
+use futures::StreamExt;
 use tokio::sync::oneshot;
 
 use crate::catalog::Detail;
@@ -62,9 +63,10 @@ impl Database {
                     .with_hint("DELETE the row and INSERT it with its new key"));
             }
         }
-        let (_, batches) = self.run_plan(state, (*dml.input).clone(), params).await?;
+        let mut batches = self.run_plan(state, (*dml.input).clone(), params).await?;
         let mut affected = 0;
-        for batch in batches {
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
             if batch.num_rows() == 0 {
                 continue;
             }

@@ -9,7 +9,8 @@ use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::sql::sqlparser::ast::{Expr, SelectItem, SetExpr, Statement};
 
 use crate::database::QueryOutput;
-use crate::error::SqlResult;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::SendableRecordBatchStream;
 
 /// PostgreSQL's name for each output column of `stmt`, where it differs from DataFusion's
 /// (`None` keeps DataFusion's). `None` overall when the select list has a wildcard.
@@ -29,7 +30,7 @@ pub fn pg_column_names(stmt: &Statement) -> Option<Vec<Option<String>>> {
 
 /// Aliases every unnamed, non-column expression of the top-level select list, so that two
 /// equal expressions do not collide in DataFusion (PostgreSQL allows `SELECT 1, 1`); the
-/// output is renamed to PostgreSQL's names afterwards by [`rename_output`].
+/// output is renamed to PostgreSQL's names afterwards by [`relabel`].
 pub fn alias_unnamed(stmt: &mut Statement) {
     let Statement::Query(q) = stmt else { return };
     let SetExpr::Select(select) = q.body.as_mut() else { return };
@@ -76,15 +77,16 @@ pub fn rename_schema(schema: SchemaRef, names: &Option<Vec<Option<String>>>) -> 
     Arc::new(Schema::new(fields))
 }
 
-pub fn rename_output(schema: SchemaRef, batches: Vec<RecordBatch>, names: Option<Vec<Option<String>>>) -> SqlResult<QueryOutput> {
-    let renamed = rename_schema(schema.clone(), &names);
-    if Arc::ptr_eq(&renamed, &schema) {
-        return Ok(QueryOutput::Rows { schema, batches });
-    }
-    let schema = renamed;
-    let batches = batches
-        .into_iter()
-        .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(QueryOutput::Rows { schema, batches })
+/// Relabels every batch of `stream` with `schema` (same columns, PostgreSQL's names).
+pub fn relabel(schema: SchemaRef, stream: SendableRecordBatchStream) -> QueryOutput {
+    use futures::StreamExt;
+    let target = schema.clone();
+    let stream = stream.map(move |batch| {
+        let batch = batch?;
+        if batch.schema().fields().iter().map(|f| f.name()).eq(target.fields().iter().map(|f| f.name())) {
+            return Ok(batch);
+        }
+        Ok(RecordBatch::try_new(target.clone(), batch.columns().to_vec())?)
+    });
+    QueryOutput::Rows { schema: schema.clone(), stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)) }
 }

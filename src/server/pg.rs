@@ -7,7 +7,8 @@ use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
-use futures::stream;
+use futures::{stream, StreamExt};
+use pgwire::messages::data::DataRow;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -119,18 +120,20 @@ fn to_response(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
                 None => t,
             }))
         }
-        QueryOutput::Rows { schema, batches } => {
+        QueryOutput::Rows { schema, stream } => {
             let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, None)?);
-            let batches = batches
-                .into_iter()
-                .map(|b| super::pg_text::apply(b, &fields))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-            let rows = batches.into_iter().flat_map({
-                let fields = fields.clone();
-                move |b| encode_recordbatch(fields.clone(), b)
+            let encode_fields = fields.clone();
+            let rows = stream.flat_map(move |batch| {
+                let rows: Vec<PgWireResult<DataRow>> = match batch
+                    .map_err(|e| pg_error(SqlError::from(e)))
+                    .and_then(|b| super::pg_text::apply(b, &encode_fields).map_err(|e| PgWireError::ApiError(Box::new(e))))
+                {
+                    Ok(b) => encode_recordbatch(encode_fields.clone(), b).collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                stream::iter(rows)
             });
-            Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
+            Ok(Response::Query(QueryResponse::new(fields, rows)))
         }
     }
 }
