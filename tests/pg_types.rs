@@ -103,3 +103,48 @@ async fn health_endpoint_answers() {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.ends_with("ok\n"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sessions_write_and_views_see_every_row() {
+    const SESSIONS: i64 = 8;
+    const ROWS_PER_SESSION: i64 = 200;
+    let server = common::TestServer::start("concurrent");
+    let admin = server.connect().await;
+    admin
+        .batch_execute(
+            "CREATE TABLE kv (k BIGINT PRIMARY KEY, v BIGINT); \
+             CREATE MATERIALIZED VIEW odd AS SELECT k, v * 10 AS v10 FROM kv WHERE v % 2 = 1",
+        )
+        .await
+        .unwrap();
+    let mut tasks = vec![];
+    for s in 0..SESSIONS {
+        let client = server.connect().await;
+        tasks.push(tokio::spawn(async move {
+            let insert = client.prepare("INSERT INTO kv VALUES ($1, $2)").await.unwrap();
+            for i in 0..ROWS_PER_SESSION {
+                let k = s * ROWS_PER_SESSION + i;
+                client.execute(&insert, &[&k, &k]).await.unwrap();
+            }
+            // Every session deletes its first ten rows again.
+            client.execute("DELETE FROM kv WHERE k >= $1 AND k < $2", &[&(s * ROWS_PER_SESSION), &(s * ROWS_PER_SESSION + 10)]).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    admin.batch_execute("FLUSH").await.unwrap();
+    let kept = SESSIONS * (ROWS_PER_SESSION - 10);
+    let row = admin.query_one("SELECT count(*), (SELECT count(*) FROM odd) FROM kv", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i64>(0), kept);
+    assert_eq!(row.get::<_, i64>(1), kept / 2);
+    let diff = admin
+        .query_one(
+            "SELECT count(*) FROM ((SELECT * FROM odd EXCEPT ALL SELECT k, v * 10 FROM kv WHERE v % 2 = 1) \
+             UNION ALL (SELECT k, v * 10 FROM kv WHERE v % 2 = 1 EXCEPT ALL SELECT * FROM odd)) d",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(diff.get::<_, i64>(0), 0);
+}
