@@ -1,9 +1,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rocksdb::compaction_filter::Decision;
 use rocksdb::{
-    ColumnFamilyDescriptor, DBWithThreadMode, IteratorMode, MultiThreaded, Options, ReadOptions,
-    SnapshotWithThreadMode, WriteBatch,
+    ColumnFamilyDescriptor, DBWithThreadMode, IteratorMode, MergeOperands, MultiThreaded, Options,
+    ReadOptions, SnapshotWithThreadMode, WriteBatch,
 };
 
 use crate::{StorageError, StorageResult};
@@ -15,11 +16,68 @@ type Db = DBWithThreadMode<MultiThreaded>;
 pub const FORMAT_VERSION: u32 = 1;
 const FORMAT_FILE: &str = "OPENCLAW_FORMAT";
 
+/// The database together with the options of the column families created after it was
+/// opened: RocksDB keeps raw pointers to their merge operators and compaction filters, so
+/// they must live as long as the database (field order drops the database first).
+pub struct DbAndOptions {
+    db: Db,
+    created_cf_options: std::sync::Mutex<Vec<Options>>,
+}
+
+impl std::ops::Deref for DbAndOptions {
+    type Target = Db;
+    fn deref(&self) -> &Db {
+        &self.db
+    }
+}
+
+/// What a column family holds, which decides its RocksDB options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CfKind {
+    /// Keys and values written with put and delete.
+    Plain,
+    /// Values are i64 counts (little endian) changed with [`StateWrite::add_count`]: RocksDB
+    /// adds them up itself (a merge operator), so a change needs no read before its write.
+    /// A count of zero means absent; compaction drops such keys.
+    Counters,
+}
+
+const ZERO_COUNT: [u8; 8] = 0i64.to_le_bytes();
+
+fn decode_count(bytes: &[u8]) -> i64 {
+    bytes.try_into().map(i64::from_le_bytes).unwrap_or(0)
+}
+
+fn add_counts(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let mut sum = existing.map(decode_count).unwrap_or(0);
+    for op in operands {
+        sum += decode_count(op);
+    }
+    Some(sum.to_le_bytes().to_vec())
+}
+
+fn merge_options() -> Options {
+    let mut opts = Options::default();
+    opts.set_merge_operator_associative("openclaw_add_counts", add_counts);
+    opts
+}
+
+fn cf_options(kind: CfKind) -> Options {
+    let mut opts = Options::default();
+    if kind == CfKind::Counters {
+        opts = merge_options();
+        opts.set_compaction_filter("openclaw_drop_zero_counts", |_level, _key, value| {
+            if value == ZERO_COUNT { Decision::Remove } else { Decision::Keep }
+        });
+    }
+    opts
+}
+
 /// The state store of one data directory: a RocksDB database with a column family per table,
 /// view or operator state.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Db>,
+    db: Arc<DbAndOptions>,
     dir: PathBuf,
     /// Column families found when the store was opened.
     opened_with: Arc<Vec<String>>,
@@ -37,11 +95,14 @@ impl Store {
         // Two background jobs match the two cores of the target machine.
         opts.increase_parallelism(2);
         let existing = Db::list_cf(&opts, &path).unwrap_or_else(|_| vec!["default".to_string()]);
-        let cfs = existing
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        // Every column family reopens with the merge operator: the write-ahead log may hold
+        // merges of counter families, and replaying one without it would fail. (Which families
+        // are counters is not recorded yet, so their compaction filter waits for a restart-safe
+        // catalog.)
+        let cfs = existing.iter().map(|name| ColumnFamilyDescriptor::new(name, merge_options()));
         let db = Db::open_cf_descriptors(&opts, &path, cfs)?;
         let opened_with = Arc::new(existing.into_iter().filter(|n| n != "default").collect());
+        let db = DbAndOptions { db, created_cf_options: Default::default() };
         Ok(Self { db: Arc::new(db), dir: dir.to_path_buf(), opened_with })
     }
 
@@ -55,9 +116,11 @@ impl Store {
     }
 
     /// Creates the column family `name`; creating one that exists is a no-op.
-    pub fn create_cf(&self, name: &str) -> StorageResult<()> {
+    pub fn create_cf(&self, name: &str, kind: CfKind) -> StorageResult<()> {
         if self.db.cf_handle(name).is_none() {
-            self.db.create_cf(name, &Options::default())?;
+            let opts = cf_options(kind);
+            self.db.create_cf(name, &opts)?;
+            self.db.created_cf_options.lock().expect("options lock").push(opts);
         }
         Ok(())
     }
@@ -82,9 +145,10 @@ impl Store {
         let mut batch = WriteBatch::default();
         for op in write.ops {
             let cf = self.cf(&op.cf)?;
-            match op.value {
-                Some(value) => batch.put_cf(&cf, &op.key, value),
-                None => batch.delete_cf(&cf, &op.key),
+            match op.change {
+                Change::Put(value) => batch.put_cf(&cf, &op.key, value),
+                Change::Delete => batch.delete_cf(&cf, &op.key),
+                Change::AddCount(delta) => batch.merge_cf(&cf, &op.key, delta.to_le_bytes()),
             }
         }
         self.db.write(batch)?;
@@ -188,16 +252,27 @@ pub struct StateWrite {
 struct WriteOp {
     cf: Arc<str>,
     key: Vec<u8>,
-    value: Option<Vec<u8>>,
+    change: Change,
+}
+
+enum Change {
+    Put(Vec<u8>),
+    Delete,
+    AddCount(i64),
 }
 
 impl StateWrite {
     pub fn put(&mut self, cf: &Arc<str>, key: Vec<u8>, value: Vec<u8>) {
-        self.ops.push(WriteOp { cf: Arc::clone(cf), key, value: Some(value) });
+        self.ops.push(WriteOp { cf: Arc::clone(cf), key, change: Change::Put(value) });
     }
 
     pub fn delete(&mut self, cf: &Arc<str>, key: Vec<u8>) {
-        self.ops.push(WriteOp { cf: Arc::clone(cf), key, value: None });
+        self.ops.push(WriteOp { cf: Arc::clone(cf), key, change: Change::Delete });
+    }
+
+    /// Adds `delta` to the count under `key` in a [`CfKind::Counters`] column family.
+    pub fn add_count(&mut self, cf: &Arc<str>, key: Vec<u8>, delta: i64) {
+        self.ops.push(WriteOp { cf: Arc::clone(cf), key, change: Change::AddCount(delta) });
     }
 
     pub fn len(&self) -> usize {
@@ -213,12 +288,12 @@ impl StateWrite {
 pub struct ReadSnapshot {
     // Declared before `_db` so that it is dropped first: the snapshot must not outlive the DB.
     snapshot: SnapshotWithThreadMode<'static, Db>,
-    _db: Arc<Db>,
+    _db: Arc<DbAndOptions>,
 }
 
 impl ReadSnapshot {
-    fn new(db: Arc<Db>) -> Self {
-        let snapshot = db.snapshot();
+    fn new(db: Arc<DbAndOptions>) -> Self {
+        let snapshot = db.db.snapshot();
         // SAFETY: the snapshot borrows the DB, which this struct keeps alive through `_db` and
         // drops after the snapshot (field order). The DB is never moved out of its Arc.
         let snapshot = unsafe {
@@ -244,7 +319,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         {
             let store = Store::open(&dir).unwrap();
-            store.create_cf("t").unwrap();
+            store.create_cf("t", CfKind::Plain).unwrap();
+            store.create_cf("c", CfKind::Counters).unwrap();
+            let counts: Arc<str> = Arc::from("c");
+            let mut w = StateWrite::default();
+            w.add_count(&counts, b"k".to_vec(), 2);
+            w.add_count(&counts, b"k".to_vec(), -1);
+            store.write(w).unwrap();
+            assert_eq!(store.multi_get("c", &[b"k"]).unwrap()[0].as_deref(), Some(&1i64.to_le_bytes()[..]));
             let cf: Arc<str> = Arc::from("t");
             let mut w = StateWrite::default();
             w.put(&cf, b"a".to_vec(), b"1".to_vec());
@@ -260,6 +342,7 @@ mod tests {
         }
         let store = Store::open(&dir).unwrap();
         assert!(store.has_cf("t"));
+        store.drop_cf("c").unwrap();
         assert_eq!(store.count_keys("t").unwrap(), 2);
         std::fs::write(dir.join(FORMAT_FILE), "999").unwrap();
         drop(store);

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
-use openclaw_storage::{ReadSnapshot, RowCodec, StateWrite, Store};
+use openclaw_storage::{CfKind, ReadSnapshot, RowCodec, StateWrite, Store};
 use tokio::sync::mpsc;
 
 use crate::{
@@ -34,7 +34,8 @@ pub struct MaterializedState {
 
 impl MaterializedState {
     pub fn new(store: Store, cf: &str, schema: SchemaRef, layout: Layout) -> EngineResult<Self> {
-        store.create_cf(cf)?;
+        let kind = if layout == Layout::Multiset { CfKind::Counters } else { CfKind::Plain };
+        store.create_cf(cf, kind)?;
         Ok(Self { store, cf: Arc::from(cf), layout, row_codec: RowCodec::new(schema)? })
     }
 
@@ -59,9 +60,17 @@ impl MaterializedState {
         let mut last_key = None;
         let mut rows = 0usize;
         let multiset = self.layout == Layout::Multiset;
+        let mut negative = None;
         self.store.scan_from(&self.cf, after, snapshot, |key, value| {
             if multiset {
                 let count = decode_count(value);
+                if count < 0 {
+                    negative = Some(count);
+                    return false;
+                }
+                if count == 0 {
+                    return true; // retracted; compaction will drop the key
+                }
                 encoded.push(key.to_vec());
                 counts.push(count as u32);
                 rows += count as usize;
@@ -75,6 +84,9 @@ impl MaterializedState {
             }
             true
         })?;
+        if let Some(count) = negative {
+            internal_err!("a row of \"{}\" was deleted more often than inserted (count {count})", self.cf);
+        }
         let batch = self.row_codec.decode(encoded.iter().map(|r| r.as_slice()))?;
         if !multiset || counts.iter().all(|&c| c == 1) {
             return Ok((batch, last_key));
@@ -116,8 +128,8 @@ impl MaterializedState {
         }
     }
 
-    /// Applies a changelog chunk to a multiset layout: multiplicities go up and down, and a
-    /// row whose multiplicity reaches zero is deleted.
+    /// Applies a changelog chunk to a multiset layout: each row's count goes up or down by
+    /// merge, with no read before the write. A count that reaches zero reads as absent.
     pub fn apply_multiset(&self, chunk: &StreamChunk) -> EngineResult<()> {
         debug_assert_eq!(self.layout, Layout::Multiset);
         let rows = self.row_codec.encode(chunk.columns())?;
@@ -125,20 +137,10 @@ impl MaterializedState {
         for (i, op) in chunk.ops().iter().enumerate() {
             *deltas.entry(rows.row(i).data()).or_default() += op.sign();
         }
-        deltas.retain(|_, d| *d != 0);
-        let keys: Vec<&[u8]> = deltas.keys().copied().collect();
-        let current = self.store.multi_get(&self.cf, &keys)?;
         let mut write = StateWrite::default();
-        for (key, old) in keys.iter().zip(current) {
-            let old = old.as_deref().map(decode_count).unwrap_or(0);
-            let new = old + deltas[key];
-            if new < 0 {
-                internal_err!("row deleted more often than inserted in \"{}\" (count {new})", self.cf);
-            }
-            if new == 0 {
-                write.delete(&self.cf, key.to_vec());
-            } else {
-                write.put(&self.cf, key.to_vec(), new.to_le_bytes().to_vec());
+        for (key, delta) in deltas {
+            if delta != 0 {
+                write.add_count(&self.cf, key.to_vec(), delta);
             }
         }
         self.store.write(write)?;
