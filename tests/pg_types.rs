@@ -82,9 +82,12 @@ async fn errors_carry_sqlstate_and_position_and_sessions_survive() {
     assert_eq!(a.query_one("SELECT 1::BIGINT", &[]).await.unwrap().get::<_, i64>(0), 1);
     assert_eq!(b.query_one("SELECT 2::BIGINT", &[]).await.unwrap().get::<_, i64>(0), 2);
     // Output columns are named as PostgreSQL names them, and equal expressions may repeat.
-    let stmt = a.prepare("SELECT 1, 1, 2 AS two, upper('a'), count(*) FROM (SELECT 1) x").await.unwrap();
+    let stmt = a
+        .prepare("SELECT 1, 1, 2 AS two, upper('a'), count(*), extract(year FROM DATE '2024-01-01') FROM (SELECT 1) x")
+        .await
+        .unwrap();
     let names: Vec<&str> = stmt.columns().iter().map(|c| c.name()).collect();
-    assert_eq!(names, vec!["?column?", "?column?", "two", "upper", "count"]);
+    assert_eq!(names, vec!["?column?", "?column?", "two", "upper", "count", "extract"]);
     // psql's and drivers' session chatter.
     a.batch_execute("SET extra_float_digits = 3; SET application_name = 'test'; BEGIN; COMMIT").await.unwrap();
     let v = a.simple_query("SHOW application_name").await.unwrap();

@@ -55,6 +55,11 @@ fn name_of(e: &Expr) -> Option<String> {
             Expr::Identifier(_) | Expr::CompoundIdentifier(_) => return None,
             Expr::Function(f) => return f.name.0.last().map(|p| p.to_string().trim_matches('"').to_lowercase()),
             Expr::Case { .. } => return Some("case".into()),
+            Expr::Extract { .. } => return Some("extract".into()),
+            Expr::Substring { .. } => return Some("substring".into()),
+            Expr::Position { .. } => return Some("position".into()),
+            Expr::Ceil { .. } => return Some("ceil".into()),
+            Expr::Floor { .. } => return Some("floor".into()),
             _ => return Some("?column?".into()),
         }
     }
