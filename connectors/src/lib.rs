@@ -54,6 +54,21 @@ pub fn connector(name: &str) -> Option<&'static dyn Connector> {
 /// Names of every connector, for hints.
 pub const CONNECTORS: &[&str] = &["nexmark", "datagen"];
 
+/// Longest a rate-limited reader waits inside one `next_chunk`, so that barriers pass promptly.
+pub(crate) const MAX_PACING_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Waits, at most [`MAX_PACING_WAIT`], until `due` after `started`; true once it is due.
+/// Pacing a rate-limited source is the point of this wait.
+pub(crate) async fn pace(started: std::time::Instant, due: std::time::Duration) -> bool {
+    let elapsed = started.elapsed();
+    if due <= elapsed {
+        return true;
+    }
+    let wait = (due - elapsed).min(MAX_PACING_WAIT);
+    tokio::time::sleep(wait).await;
+    started.elapsed() >= due
+}
+
 pub(crate) fn parse_opt<T: std::str::FromStr>(options: &Options, key: &str) -> Result<Option<T>, ConnectorError> {
     match options.get(key) {
         None => Ok(None),

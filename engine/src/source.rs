@@ -19,8 +19,8 @@ pub trait SourceReader: Send + 'static {
     fn schema(&self) -> SchemaRef;
 
     /// The next chunk of inserts, at most `max_rows` rows; `None` once a bounded stream is
-    /// exhausted. May wait (a rate limit, or no data yet); must return within about
-    /// `flush_interval_ms` so that barriers are not held up.
+    /// exhausted; an empty chunk when nothing is due yet. May wait (a rate limit, or no data
+    /// yet), but must return within about 100 ms so that barriers are not held up.
     async fn next_chunk(&mut self, max_rows: usize) -> EngineResult<Option<StreamChunk>>;
 
     /// Events read so far (for progress reporting).
@@ -70,6 +70,8 @@ pub async fn run_source(
             }
         }
         match reader.next_chunk(chunk_rows).await? {
+            // An empty chunk means "nothing yet" (a rate limit): loop to serve barriers.
+            Some(chunk) if chunk.is_empty() => {}
             Some(chunk) => {
                 progress.rows.fetch_add(chunk.num_rows() as u64, Ordering::Relaxed);
                 outputs.send(Message::Chunk(chunk)).await?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use openclaw_engine::source::SourceReader;
 use openclaw_engine::{EngineResult, StreamChunk};
@@ -164,9 +164,10 @@ impl SourceReader for DatagenReader {
         let mut n = (max_rows as u64).min(remaining);
         if let Some(rate) = self.rate {
             n = n.min((rate / 10).max(1));
-            let due = self.started + Duration::from_secs_f64((self.row + n) as f64 / rate as f64);
-            // Pacing is the point of this wait; at most about 100 ms per chunk.
-            tokio::time::sleep_until(due.into()).await;
+            let due = Duration::from_secs_f64((self.row + n) as f64 / rate as f64);
+            if !crate::pace(self.started, due).await {
+                return Ok(Some(StreamChunk::inserts(RecordBatch::new_empty(self.schema.clone()))));
+            }
         }
         let rows = self.row..self.row + n;
         self.row += n;

@@ -13,9 +13,6 @@ use openclaw_engine::{EngineResult, StreamChunk};
 use super::TableType;
 use crate::{parse_opt, ConnectorError, Options};
 
-/// Longest a rate-limited reader waits inside one `next_chunk`.
-const MAX_WAIT_PER_CHUNK: Duration = Duration::from_millis(100);
-
 /// Reads one Nexmark table: the events of that type among the first `event.num` events.
 pub struct NexmarkReader {
     schema: SchemaRef,
@@ -102,18 +99,15 @@ impl NexmarkReader {
         })
     }
 
-    /// How many rows the next chunk may hold, after waiting for the rate limit.
+    /// How many rows the next chunk may hold under the rate limit (zero: not yet).
     async fn admit(&mut self, max_rows: usize) -> usize {
-        let mut rows = max_rows.min(self.max_chunk_rows);
-        if let Some(gap) = self.min_event_gap {
-            let per_wait = (MAX_WAIT_PER_CHUNK.as_nanos() / gap.as_nanos().max(1)).max(1) as usize;
-            rows = rows.min(per_wait);
-            let due = self.started + gap * (self.emitted + rows as u64) as u32;
-            // The rate limit is the point of this wait: it paces the stream, bounded by
-            // MAX_WAIT_PER_CHUNK so barriers still pass promptly.
-            tokio::time::sleep_until(due.into()).await;
-        }
-        rows
+        let rows = max_rows.min(self.max_chunk_rows);
+        let Some(gap) = self.min_event_gap else { return rows };
+        let per_wait = (crate::MAX_PACING_WAIT.as_nanos() / gap.as_nanos().max(1)).max(1) as usize;
+        let rows = rows.min(per_wait);
+        let due_ns = gap.as_nanos().saturating_mul(u128::from(self.emitted) + rows as u128);
+        let due = Duration::from_nanos(u64::try_from(due_ns).unwrap_or(u64::MAX));
+        if crate::pace(self.started, due).await { rows } else { 0 }
     }
 
     fn exhausted(&self) -> bool {
@@ -136,6 +130,9 @@ impl SourceReader for NexmarkReader {
             return Ok(None);
         }
         let rows = self.admit(max_rows).await;
+        if rows == 0 {
+            return Ok(Some(StreamChunk::inserts(datafusion::arrow::array::RecordBatch::new_empty(self.schema.clone()))));
+        }
         let mut cols = Columns::new(self.table, rows);
         while cols.len < rows && !self.exhausted() {
             let event = self.generator.next().expect("the generator is endless");
@@ -239,5 +236,23 @@ mod tests {
         let expected = EventGenerator::new(cfg)
             .find_map(|e| if let Event::Bid(b) = e { Some(b.auction as i64) } else { None });
         assert_eq!(first_auction, expected);
+    }
+}
+
+#[cfg(test)]
+mod pacing_tests {
+    use super::*;
+
+    /// An absurd rate limit neither panics nor blocks: the reader answers "nothing yet".
+    #[tokio::test]
+    async fn a_huge_event_gap_yields_empty_chunks_without_blocking() {
+        let mut options = Options::new();
+        options.insert("nexmark.table.type".into(), "bid".into());
+        options.insert("nexmark.min.event.gap.in.ns".into(), u64::MAX.to_string());
+        let mut reader = NexmarkReader::new(super::super::table_schema(TableType::Bid), &options).unwrap();
+        let started = Instant::now();
+        let chunk = reader.next_chunk(4096).await.unwrap().unwrap();
+        assert!(chunk.is_empty());
+        assert!(started.elapsed() < crate::MAX_PACING_WAIT * 10);
     }
 }
