@@ -25,6 +25,10 @@ pub trait SourceReader: Send + 'static {
 
     /// Events read so far (for progress reporting).
     fn position(&self) -> u64;
+
+    /// Whether the stream ends. `FLUSH` waits for a bounded stream to be read to its end; an
+    /// unbounded one passes `FLUSH` at once.
+    fn is_bounded(&self) -> bool;
 }
 
 /// Progress of a running source reader, shared with `SHOW SOURCES`.
@@ -63,7 +67,8 @@ pub async fn run_source(
         }
         while deferred.len() < MAX_DEFERRED_BARRIERS {
             let Ok(b) = barriers.try_recv() else { break };
-            if deferred.is_empty() && b.kind == BarrierKind::Periodic {
+            let waits_for_end = b.kind == BarrierKind::Flush && reader.is_bounded();
+            if deferred.is_empty() && !waits_for_end {
                 outputs.send(Message::Barrier(b)).await?;
             } else {
                 deferred.push_back(b);

@@ -176,3 +176,63 @@ async fn table_writer_upserts_by_primary_key_and_emits_updates() {
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A stand-in reader (beside the real connectors, which have their own tests): `limit`
+/// one-row chunks, or endless ones.
+struct Counter {
+    next: i64,
+    limit: Option<i64>,
+}
+
+#[async_trait::async_trait]
+impl openclaw_engine::source::SourceReader for Counter {
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        fixture::schema("I")
+    }
+
+    async fn next_chunk(&mut self, _max_rows: usize) -> openclaw_engine::EngineResult<Option<StreamChunk>> {
+        if self.limit.is_some_and(|l| self.next >= l) {
+            return Ok(None);
+        }
+        self.next += 1;
+        Ok(Some(fixture::parse(&format!("I\n + {}", self.next))))
+    }
+
+    fn position(&self) -> u64 {
+        self.next as u64
+    }
+
+    fn is_bounded(&self) -> bool {
+        self.limit.is_some()
+    }
+}
+
+/// Runs a source until it has emitted a FLUSH barrier; returns what came before it.
+async fn rows_before_flush(limit: Option<i64>) -> usize {
+    let (barrier_tx, barrier_rx) = mpsc::channel(4);
+    let (out_tx, mut out_rx) = mpsc::channel(4);
+    let progress = Arc::new(openclaw_engine::source::SourceProgress::default());
+    let reader = Box::new(Counter { next: 0, limit });
+    let task = tokio::spawn(openclaw_engine::source::run_source(reader, barrier_rx, Outputs::new(vec![out_tx]), 1, progress));
+    barrier_tx.send(Barrier { epoch: 1, kind: BarrierKind::Flush, mutation: None }).await.unwrap();
+    let mut rows = 0;
+    // Bounded, so that a source that never passes the barrier fails the test instead of hanging.
+    while rows <= 1000 {
+        match out_rx.recv().await.expect("the source keeps running") {
+            Message::Chunk(c) => rows += c.num_rows(),
+            Message::Barrier(b) => {
+                assert_eq!(b.epoch, 1);
+                break;
+            }
+            Message::Watermark(_) => {}
+        }
+    }
+    task.abort();
+    rows
+}
+
+#[tokio::test]
+async fn flush_waits_for_the_end_of_a_bounded_source_only() {
+    assert_eq!(rows_before_flush(Some(100)).await, 100, "a bounded source is read to its end first");
+    assert!(rows_before_flush(None).await < 100, "an unbounded source passes FLUSH promptly");
+}

@@ -156,6 +156,10 @@ impl SourceReader for DatagenReader {
         self.row
     }
 
+    fn is_bounded(&self) -> bool {
+        self.limit.is_some()
+    }
+
     async fn next_chunk(&mut self, max_rows: usize) -> EngineResult<Option<StreamChunk>> {
         let remaining = self.limit.map(|l| l.saturating_sub(self.row)).unwrap_or(u64::MAX);
         if remaining == 0 {

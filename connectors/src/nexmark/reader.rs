@@ -125,6 +125,10 @@ impl SourceReader for NexmarkReader {
         self.generator.global_offset()
     }
 
+    fn is_bounded(&self) -> bool {
+        self.event_num.is_some()
+    }
+
     async fn next_chunk(&mut self, max_rows: usize) -> EngineResult<Option<StreamChunk>> {
         if self.exhausted() {
             return Ok(None);
