@@ -67,10 +67,6 @@ impl StreamChunk {
         self.batch.num_rows() == 0
     }
 
-    pub fn into_parts(self) -> (Arc<[Op]>, RecordBatch) {
-        (self.ops, self.batch)
-    }
-
     /// Same ops, new columns (a projection).
     pub fn with_batch(&self, batch: RecordBatch) -> Self {
         Self::new(Arc::clone(&self.ops), batch)

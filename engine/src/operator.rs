@@ -51,13 +51,11 @@ pub struct OperatorContext {
     pub outputs: Outputs,
     pub config: Arc<EngineConfig>,
     pub coordinator: Arc<Coordinator>,
-    /// Rows received, over all inputs.
-    pub rows_in: u64,
 }
 
 impl OperatorContext {
     pub fn new(outputs: Outputs, config: Arc<EngineConfig>, coordinator: Arc<Coordinator>) -> Self {
-        Self { outputs, config, coordinator, rows_in: 0 }
+        Self { outputs, config, coordinator }
     }
 
     /// Emits a chunk downstream; empty chunks are dropped here.
@@ -83,10 +81,6 @@ impl Outputs {
 
     pub fn add(&mut self, sender: mpsc::Sender<Message>) {
         self.senders.push(sender);
-    }
-
-    pub fn len(&self) -> usize {
-        self.senders.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -25,7 +25,6 @@ pub async fn run_operator(
             None => {}
             Some((input, msg)) => match msg {
             Message::Chunk(chunk) => {
-                ctx.rows_in += chunk.num_rows() as u64;
                 op.process_batch(input, chunk, &mut ctx).await?;
             }
             Message::Watermark(wm) => {

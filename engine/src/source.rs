@@ -23,9 +23,6 @@ pub trait SourceReader: Send + 'static {
     /// yet), but must return within about 100 ms so that barriers are not held up.
     async fn next_chunk(&mut self, max_rows: usize) -> EngineResult<Option<StreamChunk>>;
 
-    /// Events read so far (for progress reporting).
-    fn position(&self) -> u64;
-
     /// Whether the stream ends. `FLUSH` waits for a bounded stream to be read to its end; an
     /// unbounded one passes `FLUSH` at once.
     fn is_bounded(&self) -> bool;

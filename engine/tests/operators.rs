@@ -198,10 +198,6 @@ impl openclaw_engine::source::SourceReader for Counter {
         Ok(Some(fixture::parse(&format!("I\n + {}", self.next))))
     }
 
-    fn position(&self) -> u64 {
-        self.next as u64
-    }
-
     fn is_bounded(&self) -> bool {
         self.limit.is_some()
     }

@@ -375,10 +375,6 @@ impl Database {
         QueryOutput::text_rows(&["name", "type", "nullable", "primary_key"], rows)
     }
 
-    /// Keys in the state column families of every table and view, for tests and operators.
-    pub fn state_key_count(&self, cf: &str) -> SqlResult<u64> {
-        Ok(self.store.count_keys(cf)?)
-    }
 }
 
 fn bind(plan: LogicalPlan, params: Option<Vec<ScalarValue>>) -> SqlResult<LogicalPlan> {

@@ -274,14 +274,6 @@ impl StateWrite {
     pub fn add_count(&mut self, cf: &Arc<str>, key: Vec<u8>, delta: i64) {
         self.ops.push(WriteOp { cf: Arc::clone(cf), key, change: Change::AddCount(delta) });
     }
-
-    pub fn len(&self) -> usize {
-        self.ops.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
 }
 
 /// An owned RocksDB snapshot: every read through it sees the database as of its creation.

@@ -152,10 +152,6 @@ impl SourceReader for DatagenReader {
         self.schema.clone()
     }
 
-    fn position(&self) -> u64 {
-        self.row
-    }
-
     fn is_bounded(&self) -> bool {
         self.limit.is_some()
     }
