@@ -8,6 +8,9 @@ pub enum EngineError {
     /// The data made an expression fail (division by zero, a bad cast): the user's input.
     #[error("{0}")]
     Execution(String),
+    /// The plan asks for something the engine cannot do yet.
+    #[error("{0}")]
+    NotSupported(String),
     /// An invariant of the engine broke: a bug.
     #[error("internal error: {0}")]
     Internal(String),

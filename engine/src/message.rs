@@ -12,9 +12,12 @@ pub enum Message {
     Barrier(Barrier),
 }
 
-/// Event time below which no more rows will arrive, in microseconds since the epoch.
+/// A promise about one column of a stream: no row that arrives later has a value below
+/// `time_us` (microseconds since the epoch) in column `column`. Operators that reorder or
+/// compute columns map it to their output (or drop it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Watermark {
+    pub column: usize,
     pub time_us: i64,
 }
 

@@ -30,9 +30,23 @@ pub trait Operator: Send + 'static {
         ctx: &mut OperatorContext,
     ) -> EngineResult<()>;
 
-    /// Called when the minimum watermark over all inputs advances. Default: forward it.
+    /// Called when the watermark of a column, the minimum over all inputs, advances. Default:
+    /// forward it, which is right for operators that keep their input's columns in place.
     async fn handle_watermark(&mut self, wm: Watermark, ctx: &mut OperatorContext) -> EngineResult<()> {
         ctx.outputs.send(Message::Watermark(wm)).await
+    }
+
+    /// Whether the inputs share one schema, so that the runtime merges their watermarks per
+    /// column (the minimum) before [`Self::handle_watermark`]. Operators whose inputs differ
+    /// (joins) return `false` and get each input's own in [`Self::handle_input_watermark`].
+    fn merges_input_watermarks(&self) -> bool {
+        true
+    }
+
+    /// Called with the watermarks of input `input` when [`Self::merges_input_watermarks`] is
+    /// `false`. Default: drop them.
+    async fn handle_input_watermark(&mut self, _input: usize, _wm: Watermark, _ctx: &mut OperatorContext) -> EngineResult<()> {
+        Ok(())
     }
 
     /// Called with an aligned barrier before the runtime forwards it. Default: nothing.

@@ -2,16 +2,19 @@
 //! tasks connected by bounded channels.
 
 use std::fmt::Write;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
+use openclaw_storage::Store;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::coordinator::RootId;
-use crate::operators::{FilterOperator, ProjectOperator, UnionOperator};
+use crate::operators::aggregate::AggregateTables;
+use crate::operators::{AggregateOperator, AggregateSpec, FilterOperator, ProjectOperator, UnionOperator};
 use crate::source::{run_source, SourceProgress, SourceReader};
 use crate::{
     Coordinator, EngineConfig, EngineResult, Message, ObjectId, Operator, OperatorContext, Outputs,
@@ -27,6 +30,7 @@ pub enum StreamNode {
     Filter { predicate: Arc<dyn PhysicalExpr>, input: Box<StreamNode> },
     Project { exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef, input: Box<StreamNode> },
     Union { inputs: Vec<StreamNode>, schema: SchemaRef },
+    Aggregate { spec: AggregateSpec, input: Box<StreamNode> },
 }
 
 impl StreamNode {
@@ -36,11 +40,17 @@ impl StreamNode {
             StreamNode::Source { reader, .. } => reader.schema(),
             StreamNode::Filter { input, .. } => input.schema(),
             StreamNode::Project { schema, .. } | StreamNode::Union { schema, .. } => schema.clone(),
+            StreamNode::Aggregate { spec, .. } => spec.schema.clone(),
         }
     }
 
-    /// One line per node, children indented, as `EXPLAIN` prints it.
+    /// One line per node, children indented, as `EXPLAIN` prints it. Stateful nodes name
+    /// their state tables, numbered in the order [`build_dataflow`] creates them.
     pub fn explain(&self, out: &mut String, depth: usize) {
+        self.explain_numbered(out, depth, &mut 0);
+    }
+
+    fn explain_numbered(&self, out: &mut String, depth: usize, tables: &mut usize) {
         let pad = "  ".repeat(depth);
         let _ = match self {
             StreamNode::Subscribe { name, .. } => writeln!(out, "{pad}StreamScan: {name} (snapshot, then changes)"),
@@ -55,19 +65,39 @@ impl StreamNode {
                 writeln!(out, "{pad}StreamProject: {}", items.join(", "))
             }
             StreamNode::Union { .. } => writeln!(out, "{pad}StreamUnion (all)"),
+            StreamNode::Aggregate { spec, .. } => {
+                let n = spec.group_exprs.len();
+                let groups: Vec<String> = (0..n).map(|i| spec.schema.field(i).name().clone()).collect();
+                let calls: Vec<String> = spec.calls.iter().map(|c| c.expr.name().to_string()).collect();
+                let emit = if spec.emit_on_close.is_some() { ", emit on window close" } else { "" };
+                let t = next_table(tables);
+                writeln!(
+                    out,
+                    "{pad}StreamHashAgg: group by [{}], aggs [{}]{emit} (state: s{t}_groups, s{t}_values)",
+                    groups.join(", "),
+                    calls.join(", ")
+                )
+            }
         };
         for child in self.children() {
-            child.explain(out, depth + 1);
+            child.explain_numbered(out, depth + 1, tables);
         }
     }
 
     fn children(&self) -> Vec<&StreamNode> {
         match self {
             StreamNode::Subscribe { .. } | StreamNode::Source { .. } => vec![],
-            StreamNode::Filter { input, .. } | StreamNode::Project { input, .. } => vec![input],
+            StreamNode::Filter { input, .. } | StreamNode::Project { input, .. } | StreamNode::Aggregate { input, .. } => {
+                vec![input]
+            }
             StreamNode::Union { inputs, .. } => inputs.iter().collect(),
         }
     }
+}
+
+fn next_table(tables: &mut usize) -> usize {
+    *tables += 1;
+    *tables
 }
 
 /// The running tasks of one view, and what it registered with the coordinator.
@@ -76,25 +106,48 @@ pub struct Dataflow {
     pub roots: Vec<RootId>,
     /// Subscriptions to hand to the upstream objects in the barrier that starts the view.
     pub subscriptions: Vec<Subscription>,
+    /// Column families of the operators' state, to drop with the view.
+    pub state_tables: Vec<String>,
+    /// Rows dropped because they arrived behind the watermark of a closed window.
+    pub late_rows: Arc<AtomicU64>,
+}
+
+/// Where the operators of one dataflow keep their state.
+pub struct StateLocation {
+    pub store: Store,
+    /// Prefix of every state column family (the view's own name in the store).
+    pub prefix: String,
 }
 
 /// Spawns the tasks of `plan`, ending in `sink` (the view's materialize operator).
 pub fn build_dataflow(
     plan: StreamNode,
     sink: Box<dyn Operator>,
+    state: &StateLocation,
     config: &Arc<EngineConfig>,
     coordinator: &Arc<Coordinator>,
-) -> Dataflow {
-    let mut df = Dataflow { tasks: vec![], roots: vec![], subscriptions: vec![] };
-    let mut b = Builder { config, coordinator, df: &mut df };
-    let input = b.build(plan);
+) -> EngineResult<Dataflow> {
+    let mut df = Dataflow { tasks: vec![], roots: vec![], subscriptions: vec![], state_tables: vec![], late_rows: Default::default() };
+    let mut b = Builder { config, coordinator, state, tables: 0, df: &mut df };
+    let built = b.build(plan);
+    let input = match built {
+        Ok(input) => input,
+        Err(e) => {
+            // Tasks spawned before the failure hold no state yet; stop them.
+            df.tasks.iter().for_each(|(_, t)| t.abort());
+            df.roots.iter().for_each(|&r| coordinator.unregister_root(r));
+            return Err(e);
+        }
+    };
     b.spawn_operator(sink, vec![input], Outputs::default());
-    df
+    Ok(df)
 }
 
 struct Builder<'a> {
     config: &'a Arc<EngineConfig>,
     coordinator: &'a Arc<Coordinator>,
+    state: &'a StateLocation,
+    tables: usize,
     df: &'a mut Dataflow,
 }
 
@@ -103,8 +156,15 @@ impl Builder<'_> {
         mpsc::channel(self.config.channel_capacity_chunks)
     }
 
+    /// Names (and records) the column family `s<n>_<role>` of the `n`th stateful node.
+    fn table(&mut self, n: usize, role: &str) -> String {
+        let name = format!("{}_s{n}_{role}", self.state.prefix);
+        self.df.state_tables.push(name.clone());
+        name
+    }
+
     /// Builds `node` and returns the receiver of its output.
-    fn build(&mut self, node: StreamNode) -> mpsc::Receiver<Message> {
+    fn build(&mut self, node: StreamNode) -> EngineResult<mpsc::Receiver<Message>> {
         let (tx, rx) = self.channel();
         match node {
             StreamNode::Subscribe { object, .. } => {
@@ -119,19 +179,27 @@ impl Builder<'_> {
                 self.df.tasks.push((format!("source {name}"), tokio::spawn(task.instrument(span))));
             }
             StreamNode::Filter { predicate, input } => {
-                let input = self.build(*input);
+                let input = self.build(*input)?;
                 self.spawn_operator(Box::new(FilterOperator::new(predicate)), vec![input], Outputs::new(vec![tx]));
             }
             StreamNode::Project { exprs, schema, input } => {
-                let input = self.build(*input);
+                let input = self.build(*input)?;
                 self.spawn_operator(Box::new(ProjectOperator::new(exprs, schema)), vec![input], Outputs::new(vec![tx]));
             }
             StreamNode::Union { inputs, schema } => {
-                let inputs = inputs.into_iter().map(|i| self.build(i)).collect();
+                let inputs = inputs.into_iter().map(|i| self.build(i)).collect::<EngineResult<_>>()?;
                 self.spawn_operator(Box::new(UnionOperator::new(schema)), inputs, Outputs::new(vec![tx]));
             }
+            StreamNode::Aggregate { spec, input } => {
+                let n = next_table(&mut self.tables);
+                let tables = AggregateTables { groups: self.table(n, "groups"), values: self.table(n, "values") };
+                let input_schema = input.schema();
+                let op = AggregateOperator::new(spec, self.state.store.clone(), tables, &input_schema, self.df.late_rows.clone())?;
+                let input = self.build(*input)?;
+                self.spawn_operator(Box::new(op), vec![input], Outputs::new(vec![tx]));
+            }
         }
-        rx
+        Ok(rx)
     }
 
     fn spawn_operator(&mut self, op: Box<dyn Operator>, inputs: Vec<mpsc::Receiver<Message>>, outputs: Outputs) {

@@ -1,6 +1,7 @@
 //! The one loop every operator task runs: select over inputs, align barriers, merge
 //! watermarks, and hand the rest to the [`Operator`].
 
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::task::Poll;
 
@@ -15,8 +16,7 @@ pub async fn run_operator(
     mut ctx: OperatorContext,
 ) -> EngineResult<()> {
     let mut merge = InputMerge::new(inputs);
-    let mut watermarks: Vec<Option<Watermark>> = vec![None; merge.len()];
-    let mut emitted_wm: Option<Watermark> = None;
+    let mut watermarks = WatermarkMerge::new(merge.len());
     let mut aligning: Option<Barrier> = None;
     op.on_start(&mut ctx).await?;
     while let Some(next) = merge.next().await {
@@ -27,12 +27,12 @@ pub async fn run_operator(
             Message::Chunk(chunk) => {
                 op.process_batch(input, chunk, &mut ctx).await?;
             }
+            Message::Watermark(wm) if !op.merges_input_watermarks() => {
+                op.handle_input_watermark(input, wm, &mut ctx).await?;
+            }
             Message::Watermark(wm) => {
-                watermarks[input] = Some(wm);
-                let min = merge.live().map(|i| watermarks[i]).min().flatten();
-                if min.is_some() && min > emitted_wm {
-                    emitted_wm = min;
-                    op.handle_watermark(min.expect("checked"), &mut ctx).await?;
+                if let Some(advanced) = watermarks.observe(input, wm, merge.live()) {
+                    op.handle_watermark(advanced, &mut ctx).await?;
                 }
             }
             Message::Barrier(barrier) => {
@@ -52,6 +52,38 @@ pub async fn run_operator(
         }
     }
     op.on_close(&mut ctx).await
+}
+
+/// Per column, the minimum watermark over the live inputs. An input that closed no longer holds
+/// the others back.
+struct WatermarkMerge {
+    /// `latest[input]`: the last watermark of each column seen on that input.
+    latest: Vec<HashMap<usize, i64>>,
+    emitted: HashMap<usize, i64>,
+}
+
+impl WatermarkMerge {
+    fn new(inputs: usize) -> Self {
+        Self { latest: vec![HashMap::new(); inputs], emitted: HashMap::new() }
+    }
+
+    /// Records `wm` from `input`; returns the merged watermark of its column if it advanced.
+    fn observe(&mut self, input: usize, wm: Watermark, live: impl Iterator<Item = usize>) -> Option<Watermark> {
+        let seen = self.latest[input].entry(wm.column).or_insert(i64::MIN);
+        *seen = (*seen).max(wm.time_us);
+        let mut min: Option<i64> = None;
+        for i in live {
+            let v = *self.latest[i].get(&wm.column)?;
+            min = Some(min.map_or(v, |m| m.min(v)));
+        }
+        let min = min?;
+        let emitted = self.emitted.entry(wm.column).or_insert(i64::MIN);
+        if min <= *emitted {
+            return None;
+        }
+        *emitted = min;
+        Some(Watermark { column: wm.column, time_us: min })
+    }
 }
 
 /// Fair merge of several receivers, where an input that delivered a barrier is held back

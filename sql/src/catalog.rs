@@ -49,6 +49,10 @@ pub enum Detail {
 
 pub struct ViewRuntime {
     pub state: Arc<MaterializedState>,
+    /// Column families of its operators' state.
+    pub state_tables: Vec<String>,
+    /// Rows dropped behind the watermark of a closed window.
+    pub late_rows: Arc<std::sync::atomic::AtomicU64>,
     pub tasks: Vec<AbortHandle>,
     pub roots: Vec<RootId>,
     /// Set when one of its operators failed; the view then stops and reports this.

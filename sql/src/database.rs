@@ -335,17 +335,20 @@ impl Database {
             ObjectKind::MaterializedView => {
                 let rows = entries
                     .map(|e| {
-                        let status = match &e.detail {
-                            Detail::View(v) => match &*v.failure.lock().expect("failure lock") {
-                                Some(f) => format!("failed: {}", f.message),
-                                None => "running".to_string(),
-                            },
-                            _ => String::new(),
+                        let (status, late) = match &e.detail {
+                            Detail::View(v) => {
+                                let status = match &*v.failure.lock().expect("failure lock") {
+                                    Some(f) => format!("failed: {}", f.message),
+                                    None => "running".to_string(),
+                                };
+                                (status, v.late_rows.load(std::sync::atomic::Ordering::Relaxed))
+                            }
+                            _ => (String::new(), 0),
                         };
-                        vec![e.name.clone(), status, e.definition.clone()]
+                        vec![e.name.clone(), status, late.to_string(), e.definition.clone()]
                     })
                     .collect();
-                QueryOutput::text_rows(&["name", "status", "definition"], rows)
+                QueryOutput::text_rows(&["name", "status", "late_rows_dropped", "definition"], rows)
             }
         }
     }

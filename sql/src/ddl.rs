@@ -10,7 +10,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use openclaw_engine::coordinator::ROOT_BARRIER_QUEUE;
 use openclaw_engine::operators::materialize::Layout;
 use openclaw_engine::operators::{MaterializeOperator, MaterializedState};
-use openclaw_engine::plan::{build_dataflow, StreamNode};
+use openclaw_engine::plan::{build_dataflow, StateLocation, StreamNode};
 use openclaw_engine::source::SourceProgress;
 use openclaw_engine::table::{TableWriter, TABLE_REQUEST_QUEUE};
 use openclaw_engine::{BarrierKind, Mutation, ObjectId};
@@ -189,10 +189,20 @@ impl Database {
         let state = Arc::new(MaterializedState::new(self.store.clone(), &format!("mv_{id}"), schema.clone(), Layout::Multiset)?);
         let sink = MaterializeOperator::new(id, state.clone());
         self.coordinator.register_sink(id);
-        let dataflow = build_dataflow(node, Box::new(sink), &self.config, &self.coordinator);
+        let location = StateLocation { store: self.store.clone(), prefix: format!("mv_{id}") };
+        let dataflow = match build_dataflow(node, Box::new(sink), &location, &self.config, &self.coordinator) {
+            Ok(df) => df,
+            Err(e) => {
+                self.coordinator.unregister_sink(id);
+                let _ = self.store.drop_cf(&state.cf);
+                return Err(e.into());
+            }
+        };
         let failure = Arc::new(Mutex::new(None));
         let runtime = ViewRuntime {
             state: state.clone(),
+            state_tables: dataflow.state_tables.clone(),
+            late_rows: dataflow.late_rows.clone(),
             tasks: dataflow.tasks.iter().map(|(_, t)| t.abort_handle()).collect(),
             roots: dataflow.roots.clone(),
             failure: failure.clone(),
@@ -266,6 +276,9 @@ impl Database {
         self.coordinator.unregister_sink(id);
         view.roots.iter().for_each(|r| self.coordinator.unregister_root(*r));
         let _ = self.store.drop_cf(&view.state.cf);
+        for table in &view.state_tables {
+            let _ = self.store.drop_cf(table);
+        }
     }
 
     pub(crate) async fn explain_create_view(&self, view: CreateView) -> SqlResult<QueryOutput> {

@@ -113,6 +113,7 @@ impl From<EngineError> for SqlError {
             EngineError::DataFusion(e) => from_datafusion(e),
             EngineError::Arrow(e) => from_message(&e.to_string()),
             EngineError::Execution(m) => SqlError::new(SqlState::DataException, m),
+            EngineError::NotSupported(m) => SqlError::not_supported(m),
             other => SqlError::new(SqlState::Internal, other.to_string()),
         }
     }

@@ -11,6 +11,9 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use datafusion::physical_plan::expressions::Column;
+use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+use openclaw_engine::operators::aggregate::AggCall;
+use openclaw_engine::operators::AggregateSpec;
 use openclaw_engine::plan::StreamNode;
 
 use crate::error::{SqlError, SqlResult, SqlState};
@@ -55,6 +58,7 @@ impl Lowering<'_> {
                 Ok(StreamNode::Filter { predicate, input: Box::new(input) })
             }
             LogicalPlan::SubqueryAlias(a) => self.lower(&a.input, depth + 1),
+            LogicalPlan::Aggregate(agg) => self.aggregate(agg, depth),
             LogicalPlan::Union(u) => {
                 let inputs = u.inputs.iter().map(|i| self.lower(i, depth + 1)).collect::<SqlResult<_>>()?;
                 Ok(StreamNode::Union { inputs, schema: Arc::new(u.schema.as_arrow().clone()) })
@@ -83,6 +87,41 @@ impl Lowering<'_> {
             }
             other => Err(unsupported(node_name(other))),
         }
+    }
+}
+
+impl Lowering<'_> {
+    fn aggregate(&mut self, agg: &datafusion::logical_expr::Aggregate, depth: usize) -> SqlResult<StreamNode> {
+        if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+            return Err(SqlError::not_supported("GROUPING SETS, ROLLUP and CUBE are not supported in materialized views yet")
+                .with_hint("create one view per grouping and combine them with UNION ALL"));
+        }
+        let input_schema = agg.input.schema();
+        let physical_input = input_schema.as_arrow();
+        let group_exprs = agg.group_expr.iter().map(|e| self.expr(e, input_schema)).collect::<SqlResult<_>>()?;
+        let calls = agg
+            .aggr_expr
+            .iter()
+            .map(|e| {
+                let planning = PhysicalPlanningContext::default();
+                let lowered = LoweredAggregateBuilder::new(e, input_schema, physical_input, &self.props, &planning).build()?;
+                let (expr, filter) = (lowered.aggregate, lowered.filter);
+                if !lowered.order_bys.is_empty() {
+                    return Err(SqlError::not_supported(format!(
+                        "aggregate {}(... ORDER BY ...) is not supported in materialized views yet",
+                        expr.fun().name()
+                    )));
+                }
+                Ok(AggCall { expr, filter })
+            })
+            .collect::<SqlResult<Vec<_>>>()?;
+        if calls.len() > usize::from(u8::MAX) {
+            return Err(SqlError::new(SqlState::StatementTooComplex, "too many aggregate calls in one GROUP BY")
+                .with_hint("a materialized view may compute at most 255 aggregates per GROUP BY"));
+        }
+        let input = self.lower(&agg.input, depth + 1)?;
+        let spec = AggregateSpec { group_exprs, calls, schema: Arc::new(agg.schema.as_arrow().clone()), emit_on_close: None };
+        Ok(StreamNode::Aggregate { spec, input: Box::new(input) })
     }
 }
 
@@ -119,5 +158,5 @@ fn node_name(plan: &LogicalPlan) -> &'static str {
 
 fn unsupported(node: &str) -> SqlError {
     SqlError::not_supported(format!("streaming operator \"{node}\" is not supported yet in materialized views"))
-        .with_hint("materialized views support projections, filters, scalar functions, CASE, CAST and UNION ALL; run the query as an ad-hoc SELECT instead")
+        .with_hint("run the query as an ad-hoc SELECT instead")
 }

@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
+use arrow::compute::SortOptions;
 use arrow::row::{RowConverter, Rows, SortField};
 
 use crate::StorageResult;
@@ -18,10 +19,19 @@ pub struct RowCodec {
 
 impl RowCodec {
     pub fn new(schema: SchemaRef) -> StorageResult<Self> {
+        let options = vec![SortOptions::default(); schema.fields().len()];
+        Self::with_order(schema, &options)
+    }
+
+    /// A codec whose encoding sorts each column as `options` says (descending, nulls first),
+    /// for keys that must iterate in a query's `ORDER BY` order.
+    pub fn with_order(schema: SchemaRef, options: &[SortOptions]) -> StorageResult<Self> {
+        assert_eq!(options.len(), schema.fields().len(), "one sort option per column");
         let fields = schema
             .fields()
             .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
+            .zip(options)
+            .map(|(f, o)| SortField::new_with_options(f.data_type().clone(), *o))
             .collect();
         Ok(Self { converter: RowConverter::new(fields)?, schema })
     }

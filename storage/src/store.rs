@@ -211,6 +211,41 @@ impl Store {
         Ok(())
     }
 
+    /// Calls `visit` with every key of `cf` that starts with `prefix`, in key order (or in
+    /// reverse order when `reverse`), until `visit` returns `false`.
+    pub fn scan_prefix(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        reverse: bool,
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> StorageResult<()> {
+        let handle = self.cf(cf)?;
+        let mut read = ReadOptions::default();
+        read.set_iterate_lower_bound(prefix.to_vec());
+        if let Some(upper) = prefix_successor(prefix) {
+            read.set_iterate_upper_bound(upper);
+        }
+        let mode = if reverse { IteratorMode::End } else { IteratorMode::Start };
+        for item in self.db.iterator_cf_opt(&handle, read, mode) {
+            let (key, value) = item?;
+            debug_assert!(key.starts_with(prefix), "iterator bounds keep scans inside the prefix");
+            if !visit(&key, &value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every key of `cf` in `[from, to)`.
+    pub fn delete_range(&self, cf: &str, from: &[u8], to: &[u8]) -> StorageResult<()> {
+        let handle = self.cf(cf)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(&handle, from, to);
+        self.db.write(batch)?;
+        Ok(())
+    }
+
     /// Number of keys in `cf`, counted by a full scan (for tests and `SHOW`).
     pub fn count_keys(&self, cf: &str) -> StorageResult<u64> {
         let mut n = 0;
@@ -224,6 +259,18 @@ impl Store {
     fn cf(&self, name: &str) -> StorageResult<Arc<rocksdb::BoundColumnFamily<'_>>> {
         self.db.cf_handle(name).ok_or_else(|| StorageError::MissingColumnFamily(name.to_string()))
     }
+}
+
+/// The smallest key greater than every key starting with `prefix` (`None` when there is none).
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut upper = prefix.to_vec();
+    while let Some(last) = upper.pop() {
+        if last < u8::MAX {
+            upper.push(last + 1);
+            return Some(upper);
+        }
+    }
+    None
 }
 
 fn check_format(dir: &Path) -> StorageResult<()> {

@@ -1,11 +1,13 @@
 //! The streaming operators. Stateless ones evaluate DataFusion `PhysicalExpr`s over whole
 //! batches; stateful ones keep their state in RocksDB through `openclaw-storage`.
 
+pub mod aggregate;
 mod filter;
 pub mod materialize;
 mod project;
 mod union;
 
+pub use aggregate::{AggregateOperator, AggregateSpec};
 pub use filter::FilterOperator;
 pub use materialize::{MaterializeOperator, MaterializedState};
 pub use project::ProjectOperator;
