@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use crate::coordinator::RootId;
 use crate::operators::aggregate::AggregateTables;
-use crate::operators::{AggregateOperator, AggregateSpec, FilterOperator, ProjectOperator, UnionOperator};
+use crate::operators::{AggregateOperator, AggregateSpec, FilterOperator, JoinOperator, JoinSpec, ProjectOperator, UnionOperator};
 use crate::source::{run_source, SourceProgress, SourceReader};
 use crate::{
     Coordinator, EngineConfig, EngineResult, Message, ObjectId, Operator, OperatorContext, Outputs,
@@ -31,6 +31,7 @@ pub enum StreamNode {
     Project { exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef, input: Box<StreamNode> },
     Union { inputs: Vec<StreamNode>, schema: SchemaRef },
     Aggregate { spec: AggregateSpec, input: Box<StreamNode> },
+    Join { spec: JoinSpec, inputs: Box<[StreamNode; 2]> },
 }
 
 impl StreamNode {
@@ -41,6 +42,7 @@ impl StreamNode {
             StreamNode::Filter { input, .. } => input.schema(),
             StreamNode::Project { schema, .. } | StreamNode::Union { schema, .. } => schema.clone(),
             StreamNode::Aggregate { spec, .. } => spec.schema.clone(),
+            StreamNode::Join { spec, .. } => spec.schema.clone(),
         }
     }
 
@@ -78,6 +80,18 @@ impl StreamNode {
                     calls.join(", ")
                 )
             }
+            StreamNode::Join { spec, .. } => {
+                let t = next_table(tables);
+                let keys = |i: usize| spec.keys[i].iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ");
+                let filter = spec.filter.as_ref().map(|f| format!(", filter {f}")).unwrap_or_default();
+                writeln!(
+                    out,
+                    "{pad}StreamHashJoin: {:?}, [{}] = [{}]{filter} (state: s{t}_left, s{t}_right)",
+                    spec.kind,
+                    keys(0),
+                    keys(1)
+                )
+            }
         };
         for child in self.children() {
             child.explain_numbered(out, depth + 1, tables);
@@ -91,6 +105,7 @@ impl StreamNode {
                 vec![input]
             }
             StreamNode::Union { inputs, .. } => inputs.iter().collect(),
+            StreamNode::Join { inputs, .. } => inputs.iter().collect(),
         }
     }
 }
@@ -197,6 +212,14 @@ impl Builder<'_> {
                 let op = AggregateOperator::new(spec, self.state.store.clone(), tables, &input_schema, self.df.late_rows.clone())?;
                 let input = self.build(*input)?;
                 self.spawn_operator(Box::new(op), vec![input], Outputs::new(vec![tx]));
+            }
+            StreamNode::Join { spec, inputs } => {
+                let n = next_table(&mut self.tables);
+                let tables = [self.table(n, "left"), self.table(n, "right")];
+                let op = JoinOperator::new(spec, self.state.store.clone(), tables)?;
+                let [left, right] = *inputs;
+                let inputs = vec![self.build(left)?, self.build(right)?];
+                self.spawn_operator(Box::new(op), inputs, Outputs::new(vec![tx]));
             }
         }
         Ok(rx)

@@ -14,6 +14,7 @@ pub mod parser;
 pub mod relation;
 pub mod session;
 pub mod types;
+pub mod windows;
 
 pub use database::{Database, QueryOutput};
 pub use error::{SqlError, SqlResult, SqlState};

@@ -13,7 +13,7 @@ use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use datafusion::physical_plan::expressions::Column;
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use openclaw_engine::operators::aggregate::AggCall;
-use openclaw_engine::operators::AggregateSpec;
+use openclaw_engine::operators::{AggregateSpec, JoinKind, JoinSpec};
 use openclaw_engine::plan::StreamNode;
 
 use crate::error::{SqlError, SqlResult, SqlState};
@@ -59,6 +59,7 @@ impl Lowering<'_> {
             }
             LogicalPlan::SubqueryAlias(a) => self.lower(&a.input, depth + 1),
             LogicalPlan::Aggregate(agg) => self.aggregate(agg, depth),
+            LogicalPlan::Join(join) => self.join(join, depth),
             LogicalPlan::Union(u) => {
                 let inputs = u.inputs.iter().map(|i| self.lower(i, depth + 1)).collect::<SqlResult<_>>()?;
                 Ok(StreamNode::Union { inputs, schema: Arc::new(u.schema.as_arrow().clone()) })
@@ -122,6 +123,47 @@ impl Lowering<'_> {
         let input = self.lower(&agg.input, depth + 1)?;
         let spec = AggregateSpec { group_exprs, calls, schema: Arc::new(agg.schema.as_arrow().clone()), emit_on_close: None };
         Ok(StreamNode::Aggregate { spec, input: Box::new(input) })
+    }
+}
+
+impl Lowering<'_> {
+    fn join(&mut self, join: &datafusion::logical_expr::Join, depth: usize) -> SqlResult<StreamNode> {
+        use datafusion::common::{JoinType, NullEquality};
+        let kind = match join.join_type {
+            JoinType::Inner => JoinKind::Inner,
+            JoinType::Left => JoinKind::Left,
+            JoinType::Right => JoinKind::Right,
+            JoinType::Full => JoinKind::Full,
+            other => {
+                return Err(SqlError::not_supported(format!("{other} joins are not supported in materialized views yet"))
+                    .with_hint("IN and EXISTS subqueries plan to semi and anti joins; write them as joins"))
+            }
+        };
+        if join.on.is_empty() {
+            return Err(SqlError::not_supported("joins without an equality condition are not supported in materialized views")
+                .with_hint("join on at least one pair of equal columns (a cross join keeps every pair of rows)"));
+        }
+        if join.null_equality == NullEquality::NullEqualsNull {
+            return Err(SqlError::not_supported("joins where NULL equals NULL are not supported in materialized views yet"));
+        }
+        let left_schema = join.left.schema();
+        let right_schema = join.right.schema();
+        let left_keys = join.on.iter().map(|(l, _)| self.expr(l, left_schema)).collect::<SqlResult<Vec<_>>>()?;
+        let right_keys = join.on.iter().map(|(_, r)| self.expr(r, right_schema)).collect::<SqlResult<Vec<_>>>()?;
+        let filter = match &join.filter {
+            Some(f) => Some(self.expr(f, &left_schema.join(right_schema)?)?),
+            None => None,
+        };
+        let left = self.lower(&join.left, depth + 1)?;
+        let right = self.lower(&join.right, depth + 1)?;
+        let spec = JoinSpec {
+            kind,
+            keys: [left_keys, right_keys],
+            filter,
+            schema: Arc::new(join.schema.as_arrow().clone()),
+            input_schemas: [left.schema(), right.schema()],
+        };
+        Ok(StreamNode::Join { spec, inputs: Box::new([left, right]) })
     }
 }
 

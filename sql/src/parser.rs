@@ -76,7 +76,14 @@ pub fn parse(sql: &str) -> Result<Vec<OcStatement>, SqlError> {
         if group.iter().all(|t| matches!(t.token, Token::Whitespace(_) | Token::EOF)) {
             continue;
         }
-        out.push(parse_one(group.to_vec()).map_err(|e| syntax_error(sql, &e.to_string()))?);
+        let tokens = crate::windows::desugar_flink_windows(group.to_vec());
+        let mut stmt = parse_one(tokens).map_err(|e| syntax_error(sql, &e.to_string()))?;
+        match &mut stmt {
+            OcStatement::Standard(s) => crate::windows::rewrite(s.as_mut())?,
+            OcStatement::CreateView(v) | OcStatement::ExplainCreateView(v) => crate::windows::rewrite(v.query.as_mut())?,
+            _ => {}
+        }
+        out.push(stmt);
     }
     Ok(out)
 }

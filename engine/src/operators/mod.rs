@@ -3,12 +3,14 @@
 
 pub mod aggregate;
 mod filter;
+pub mod join;
 pub mod materialize;
 mod project;
 mod union;
 
 pub use aggregate::{AggregateOperator, AggregateSpec};
 pub use filter::FilterOperator;
+pub use join::{JoinKind, JoinOperator, JoinSpec};
 pub use materialize::{MaterializeOperator, MaterializedState};
 pub use project::ProjectOperator;
 pub use union::UnionOperator;

@@ -1,0 +1,350 @@
+//! Equi-join of two changelog streams (inner, left, right, full outer), with an optional extra
+//! condition on the joined row. Each side's rows live in RocksDB, keyed by join key then row:
+//!
+//! `side table`: key bytes ‖ row bytes → (multiplicity: i64, degree: i64)
+//!
+//! The degree is how many rows of the other side the row currently joins with. An outer side
+//! needs it: a preserved row whose degree falls to zero is emitted padded with NULLs, and the
+//! padded row is retracted when its degree rises again.
+//!
+//! A change on one side looks up the other side's rows with the same key (a prefix scan),
+//! evaluates the extra condition, emits the joined changes, adjusts the degrees of the matched
+//! rows, and stores itself. A row with a NULL key never matches.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{new_null_array, Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, take};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::expressions::Column;
+use openclaw_storage::{CfKind, RowCodec, StateWrite, Store};
+
+use crate::{internal_err, EngineResult, Message, Op, Operator, OperatorContext, StreamChunk, Watermark};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    Inner,
+    Left,
+    Right,
+    Full,
+}
+
+impl JoinKind {
+    /// Whether rows of `side` (0 left, 1 right) without a match appear padded with NULLs.
+    fn preserves(self, side: usize) -> bool {
+        matches!((self, side), (JoinKind::Left | JoinKind::Full, 0) | (JoinKind::Right | JoinKind::Full, 1))
+    }
+}
+
+pub struct JoinSpec {
+    pub kind: JoinKind,
+    /// Key expressions over each side's rows, pairwise equal in type.
+    pub keys: [Vec<Arc<dyn PhysicalExpr>>; 2],
+    /// Extra condition over the joined row (left columns, then right columns).
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// Left columns, then right columns.
+    pub schema: SchemaRef,
+    pub input_schemas: [SchemaRef; 2],
+}
+
+/// One side's stored rows.
+struct Side {
+    cf: Arc<str>,
+    rows: RowCodec,
+}
+
+pub struct JoinOperator {
+    spec: JoinSpec,
+    store: Store,
+    sides: [Side; 2],
+    key_codec: RowCodec,
+    /// Per side, per input column: its latest watermark.
+    watermarks: [HashMap<usize, i64>; 2],
+}
+
+/// Multiplicity and degree of one stored row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Entry {
+    count: i64,
+    degree: i64,
+}
+
+impl Entry {
+    fn encode(self) -> Vec<u8> {
+        let mut v = self.count.to_le_bytes().to_vec();
+        v.extend_from_slice(&self.degree.to_le_bytes());
+        v
+    }
+
+    fn decode(v: &[u8]) -> Self {
+        let count = i64::from_le_bytes(v[..8].try_into().expect("16-byte join entry"));
+        let degree = i64::from_le_bytes(v[8..16].try_into().expect("16-byte join entry"));
+        Self { count, degree }
+    }
+}
+
+impl JoinOperator {
+    pub fn new(spec: JoinSpec, store: Store, tables: [String; 2]) -> EngineResult<Self> {
+        let key_fields: Vec<Field> = spec.keys[0]
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Ok(Field::new(format!("k{i}"), e.data_type(&spec.input_schemas[0])?, true)))
+            .collect::<EngineResult<_>>()?;
+        let side = |i: usize| -> EngineResult<Side> {
+            store.create_cf(&tables[i], CfKind::Plain)?;
+            Ok(Side { cf: Arc::from(tables[i].as_str()), rows: RowCodec::new(nullable(&spec.input_schemas[i]))? })
+        };
+        let sides = [side(0)?, side(1)?];
+        Ok(Self { key_codec: RowCodec::new(Arc::new(Schema::new(key_fields)))?, sides, spec, store, watermarks: Default::default() })
+    }
+
+    fn keys(&self, side: usize, batch: &RecordBatch) -> EngineResult<(Vec<Vec<u8>>, Vec<bool>)> {
+        let n = batch.num_rows();
+        let cols = self.spec.keys[side]
+            .iter()
+            .zip(self.key_codec.schema().fields())
+            .map(|(e, f)| {
+                let c = e.evaluate(batch)?.into_array(n)?;
+                Ok(if c.data_type() == f.data_type() { c } else { datafusion::arrow::compute::cast(&c, f.data_type())? })
+            })
+            .collect::<EngineResult<Vec<ArrayRef>>>()?;
+        let has_null: Vec<bool> = (0..n).map(|i| cols.iter().any(|c| c.is_null(i))).collect();
+        let rows = self.key_codec.encode(&cols)?;
+        Ok((rows.iter().map(|r| r.as_ref().to_vec()).collect(), has_null))
+    }
+
+    /// The other side's rows under `key`, with pending changes of this chunk applied.
+    fn lookup(&self, side: usize, key: &[u8], overlay: &Overlay) -> EngineResult<Vec<(Vec<u8>, Entry)>> {
+        let mut found: Vec<(Vec<u8>, Entry)> = vec![];
+        self.store.scan_prefix(&self.sides[side].cf, key, false, |k, v| {
+            found.push((k.to_vec(), Entry::decode(v)));
+            true
+        })?;
+        if let Some(pending) = overlay.get(&(side, key.to_vec())) {
+            for (full, entry) in found.iter_mut() {
+                if let Some(e) = pending.get(full) {
+                    *entry = *e;
+                }
+            }
+            // Rows inserted earlier in this chunk are only in the overlay.
+            for (full, e) in pending {
+                if !found.iter().any(|(f, _)| f == full) {
+                    found.push((full.clone(), *e));
+                }
+            }
+        }
+        found.retain(|(_, e)| e.count > 0);
+        Ok(found)
+    }
+
+    fn apply(&mut self, side: usize, chunk: &StreamChunk) -> EngineResult<StreamChunk> {
+        let other = 1 - side;
+        let batch = chunk.batch();
+        let (keys, null_key) = self.keys(side, batch)?;
+        let own_rows = self.sides[side].rows.encode(batch.columns())?;
+        let mut overlay: Overlay = HashMap::new();
+        let mut out = Output::default();
+        for i in 0..chunk.num_rows() {
+            let sign = chunk.ops()[i].sign();
+            let this = batch.slice(i, 1);
+            let mut matched_total = 0i64;
+            if !null_key[i] {
+                let candidates = self.lookup(other, &keys[i], &overlay)?;
+                let matched = self.matching(side, &this, &candidates, keys[i].len())?;
+                for (full, entry, other_row) in matched {
+                    matched_total += entry.count;
+                    out.push_joined(side, &this, &other_row, entry.count, sign);
+                    if self.spec.kind.preserves(other) {
+                        let degree = entry.degree + sign;
+                        if entry.degree == 0 && degree > 0 {
+                            out.push_padded(other, &other_row, entry.count, -1, &self.spec);
+                        } else if entry.degree > 0 && degree == 0 {
+                            out.push_padded(other, &other_row, entry.count, 1, &self.spec);
+                        }
+                        overlay.entry((other, keys[i].clone())).or_default().insert(full, Entry { count: entry.count, degree });
+                    }
+                }
+            }
+            if self.spec.kind.preserves(side) && matched_total == 0 {
+                out.push_padded(side, &this, 1, sign, &self.spec);
+            }
+            if null_key[i] {
+                continue; // it can never match, so it is not stored
+            }
+            let mut full = keys[i].clone();
+            full.extend_from_slice(own_rows.row(i).as_ref());
+            let pending = overlay.get(&(side, keys[i].clone())).and_then(|p| p.get(&full));
+            let current = match pending {
+                Some(e) => *e,
+                None => self.store.multi_get(&self.sides[side].cf, &[&full])?[0].as_deref().map(Entry::decode).unwrap_or_default(),
+            };
+            let next = Entry { count: current.count + sign, degree: matched_total };
+            if next.count < 0 {
+                internal_err!("join state \"{}\" deleted a row it does not hold", self.sides[side].cf);
+            }
+            overlay.entry((side, keys[i].clone())).or_default().insert(full, next);
+        }
+        let mut write = StateWrite::default();
+        for ((s, _), pending) in overlay {
+            for (full, e) in pending {
+                if e.count == 0 {
+                    write.delete(&self.sides[s].cf, full);
+                } else {
+                    write.put(&self.sides[s].cf, full, e.encode());
+                }
+            }
+        }
+        self.store.write(write)?;
+        out.finish(&self.spec.schema)
+    }
+
+    /// The candidates that satisfy the extra condition, decoded.
+    fn matching(&self, side: usize, this: &RecordBatch, candidates: &[(Vec<u8>, Entry)], key_len: usize) -> EngineResult<Vec<(Vec<u8>, Entry, RecordBatch)>> {
+        if candidates.is_empty() {
+            return Ok(vec![]);
+        }
+        let other = 1 - side;
+        let rows = self.sides[other].rows.decode(candidates.iter().map(|(full, _)| &full[key_len..]))?;
+        let rows = RecordBatch::try_new(self.spec.input_schemas[other].clone(), rows.columns().to_vec())?;
+        let mask = match &self.spec.filter {
+            None => None,
+            Some(f) => {
+                let repeated = take_rows(this, &UInt32Array::from(vec![0u32; rows.num_rows()]))?;
+                let joined = if side == 0 { concat_columns(&repeated, &rows, &self.spec.schema)? } else { concat_columns(&rows, &repeated, &self.spec.schema)? };
+                Some(f.evaluate(&joined)?.into_array(rows.num_rows())?.as_boolean().clone())
+            }
+        };
+        Ok(candidates
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| mask.as_ref().is_none_or(|m| m.is_valid(*j) && m.value(*j)))
+            .map(|(j, (full, e))| (full.clone(), *e, rows.slice(j, 1)))
+            .collect())
+    }
+
+    fn key_column_pairs(&self) -> Vec<(usize, usize)> {
+        let col = |e: &Arc<dyn PhysicalExpr>| e.downcast_ref::<Column>().map(|c| c.index());
+        self.spec.keys[0].iter().zip(&self.spec.keys[1]).filter_map(|(l, r)| Some((col(l)?, col(r)?))).collect()
+    }
+}
+
+/// Changes of the current chunk not yet written: (side, join key) → full key → entry.
+type Overlay = HashMap<(usize, Vec<u8>), HashMap<Vec<u8>, Entry>>;
+
+/// Joined output rows, gathered as small batches with one op each.
+#[derive(Default)]
+struct Output {
+    batches: Vec<RecordBatch>,
+    ops: Vec<Op>,
+}
+
+impl Output {
+    fn push(&mut self, batch: RecordBatch, count: i64, sign: i64) {
+        let op = if sign > 0 { Op::Insert } else { Op::Delete };
+        for _ in 0..count {
+            self.ops.push(op);
+            self.batches.push(batch.clone());
+        }
+    }
+
+    fn push_joined(&mut self, side: usize, this: &RecordBatch, other: &RecordBatch, count: i64, sign: i64) {
+        let (l, r) = if side == 0 { (this, other) } else { (other, this) };
+        let mut cols = l.columns().to_vec();
+        cols.extend(r.columns().iter().cloned());
+        self.push(RecordBatch::try_new(joined_schema(l, r), cols).expect("joined row"), count, sign);
+    }
+
+    /// `row` of `side` with the other side's columns NULL.
+    fn push_padded(&mut self, side: usize, row: &RecordBatch, count: i64, sign: i64, spec: &JoinSpec) {
+        let other = &spec.input_schemas[1 - side];
+        let nulls: Vec<ArrayRef> = other.fields().iter().map(|f| new_null_array(f.data_type(), 1)).collect();
+        let mut cols = vec![];
+        if side == 0 {
+            cols.extend(row.columns().iter().cloned());
+            cols.extend(nulls);
+        } else {
+            cols.extend(nulls);
+            cols.extend(row.columns().iter().cloned());
+        }
+        let schema = Arc::new(Schema::new(cols.iter().enumerate().map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true)).collect::<Vec<_>>()));
+        self.push(RecordBatch::try_new(schema, cols).expect("padded row"), count, sign);
+    }
+
+    fn finish(self, schema: &SchemaRef) -> EngineResult<StreamChunk> {
+        let batches: Vec<RecordBatch> = self
+            .batches
+            .into_iter()
+            .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+            .collect::<Result<_, _>>()?;
+        let batch = concat_batches(schema, &batches)?;
+        Ok(StreamChunk::new(self.ops, batch))
+    }
+}
+
+fn joined_schema(l: &RecordBatch, r: &RecordBatch) -> SchemaRef {
+    let fields: Vec<Field> = l
+        .schema()
+        .fields()
+        .iter()
+        .chain(r.schema().fields().iter())
+        .enumerate()
+        .map(|(i, f)| Field::new(format!("c{i}"), f.data_type().clone(), true))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+fn nullable(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(Schema::new(schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>()))
+}
+
+fn take_rows(batch: &RecordBatch, idx: &UInt32Array) -> EngineResult<RecordBatch> {
+    let cols = batch.columns().iter().map(|c| take(c, idx, None)).collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(batch.schema(), cols)?)
+}
+
+fn concat_columns(l: &RecordBatch, r: &RecordBatch, schema: &SchemaRef) -> EngineResult<RecordBatch> {
+    let mut cols = l.columns().to_vec();
+    cols.extend(r.columns().iter().cloned());
+    Ok(RecordBatch::try_new(nullable(schema), cols)?)
+}
+
+#[async_trait]
+impl Operator for JoinOperator {
+    fn name(&self) -> String {
+        format!("Join({:?}; state = \"{}\", \"{}\")", self.spec.kind, self.sides[0].cf, self.sides[1].cf)
+    }
+
+    async fn process_batch(&mut self, input: usize, chunk: StreamChunk, ctx: &mut OperatorContext) -> EngineResult<()> {
+        let out = self.apply(input, &chunk)?;
+        ctx.collect(out).await
+    }
+
+    fn merges_input_watermarks(&self) -> bool {
+        false
+    }
+
+    /// An equi-key column pair whose both sides have watermarks gets the smaller one: every
+    /// future joined row includes a future row of one side, whose key is at least its side's.
+    async fn handle_input_watermark(&mut self, input: usize, wm: Watermark, ctx: &mut OperatorContext) -> EngineResult<()> {
+        let seen = self.watermarks[input].entry(wm.column).or_insert(i64::MIN);
+        *seen = (*seen).max(wm.time_us);
+        let left_width = self.spec.input_schemas[0].fields().len();
+        for (l, r) in self.key_column_pairs() {
+            if wm.column != if input == 0 { l } else { r } {
+                continue;
+            }
+            let (Some(&a), Some(&b)) = (self.watermarks[0].get(&l), self.watermarks[1].get(&r)) else { continue };
+            let time_us = a.min(b);
+            if !self.spec.kind.preserves(1) {
+                ctx.outputs.send(Message::Watermark(Watermark { column: l, time_us })).await?;
+            }
+            if !self.spec.kind.preserves(0) {
+                ctx.outputs.send(Message::Watermark(Watermark { column: left_width + r, time_us })).await?;
+            }
+        }
+        Ok(())
+    }
+}
