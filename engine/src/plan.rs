@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use crate::coordinator::RootId;
 use crate::operators::aggregate::AggregateTables;
-use crate::operators::{AggregateOperator, AggregateSpec, FilterOperator, JoinOperator, JoinSpec, ProjectOperator, UnionOperator};
+use crate::operators::{AggregateOperator, AggregateSpec, FilterOperator, JoinOperator, JoinSpec, ProjectOperator, TopNOperator, TopNSpec, UnionOperator};
 use crate::source::{run_source, SourceProgress, SourceReader};
 use crate::{
     Coordinator, EngineConfig, EngineResult, Message, ObjectId, Operator, OperatorContext, Outputs,
@@ -32,6 +32,7 @@ pub enum StreamNode {
     Union { inputs: Vec<StreamNode>, schema: SchemaRef },
     Aggregate { spec: AggregateSpec, input: Box<StreamNode> },
     Join { spec: JoinSpec, inputs: Box<[StreamNode; 2]> },
+    TopN { spec: TopNSpec, input: Box<StreamNode> },
 }
 
 impl StreamNode {
@@ -43,6 +44,7 @@ impl StreamNode {
             StreamNode::Project { schema, .. } | StreamNode::Union { schema, .. } => schema.clone(),
             StreamNode::Aggregate { spec, .. } => spec.schema.clone(),
             StreamNode::Join { spec, .. } => spec.schema.clone(),
+            StreamNode::TopN { spec, .. } => spec.schema.clone(),
         }
     }
 
@@ -92,6 +94,22 @@ impl StreamNode {
                     keys(1)
                 )
             }
+            StreamNode::TopN { spec, .. } => {
+                let t = next_table(tables);
+                let part: Vec<String> = spec.partition_by.iter().map(|e| e.to_string()).collect();
+                let order: Vec<String> = spec
+                    .order_by
+                    .iter()
+                    .map(|(e, o)| format!("{e}{}", if o.descending { " DESC" } else { "" }))
+                    .collect();
+                writeln!(
+                    out,
+                    "{pad}StreamGroupTopN: limit {}, partition by [{}], order by [{}] (state: s{t}_rows)",
+                    spec.limit,
+                    part.join(", "),
+                    order.join(", ")
+                )
+            }
         };
         for child in self.children() {
             child.explain_numbered(out, depth + 1, tables);
@@ -101,7 +119,10 @@ impl StreamNode {
     fn children(&self) -> Vec<&StreamNode> {
         match self {
             StreamNode::Subscribe { .. } | StreamNode::Source { .. } => vec![],
-            StreamNode::Filter { input, .. } | StreamNode::Project { input, .. } | StreamNode::Aggregate { input, .. } => {
+            StreamNode::Filter { input, .. }
+            | StreamNode::Project { input, .. }
+            | StreamNode::Aggregate { input, .. }
+            | StreamNode::TopN { input, .. } => {
                 vec![input]
             }
             StreamNode::Union { inputs, .. } => inputs.iter().collect(),
@@ -210,6 +231,12 @@ impl Builder<'_> {
                 let tables = AggregateTables { groups: self.table(n, "groups"), values: self.table(n, "values") };
                 let input_schema = input.schema();
                 let op = AggregateOperator::new(spec, self.state.store.clone(), tables, &input_schema, self.df.late_rows.clone())?;
+                let input = self.build(*input)?;
+                self.spawn_operator(Box::new(op), vec![input], Outputs::new(vec![tx]));
+            }
+            StreamNode::TopN { spec, input } => {
+                let n = next_table(&mut self.tables);
+                let op = TopNOperator::new(spec, self.state.store.clone(), self.table(n, "rows"))?;
                 let input = self.build(*input)?;
                 self.spawn_operator(Box::new(op), vec![input], Outputs::new(vec![tx]));
             }

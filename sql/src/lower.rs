@@ -13,7 +13,7 @@ use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use datafusion::physical_plan::expressions::Column;
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use openclaw_engine::operators::aggregate::AggCall;
-use openclaw_engine::operators::{AggregateSpec, JoinKind, JoinSpec};
+use openclaw_engine::operators::{AggregateSpec, JoinKind, JoinSpec, TopNSpec};
 use openclaw_engine::plan::StreamNode;
 
 use crate::error::{SqlError, SqlResult, SqlState};
@@ -52,6 +52,7 @@ impl Lowering<'_> {
                 let schema = Arc::new(p.schema.as_arrow().clone());
                 Ok(project(exprs, schema, input))
             }
+            LogicalPlan::Filter(f) if window_below(&f.input).is_some() => self.top_n(f, depth),
             LogicalPlan::Filter(f) => {
                 let predicate = self.expr(&f.predicate, f.input.schema())?;
                 let input = self.lower(&f.input, depth + 1)?;
@@ -165,6 +166,110 @@ impl Lowering<'_> {
         };
         Ok(StreamNode::Join { spec, inputs: Box::new([left, right]) })
     }
+}
+
+impl Lowering<'_> {
+    /// `Filter(rn <= N [AND …]) ← Window(row_number() OVER (…))` becomes a top-N; any other
+    /// conjunct of the filter stays as a filter above it.
+    fn top_n(&mut self, f: &datafusion::logical_expr::Filter, depth: usize) -> SqlResult<StreamNode> {
+        use datafusion::logical_expr::expr::WindowFunction;
+        use datafusion::logical_expr::utils::split_conjunction;
+        let (projection, window) = window_below(&f.input).expect("checked by the caller");
+        let [Expr::WindowFunction(wf)] = window.window_expr.as_slice() else {
+            return Err(unsupported("Window"));
+        };
+        let WindowFunction { fun, params } = wf.as_ref();
+        if fun.name() != "row_number" {
+            return Err(SqlError::not_supported(format!("window function {}() is not supported in materialized views yet", fun.name()))
+                .with_hint("use ROW_NUMBER() OVER (PARTITION BY … ORDER BY …) filtered by rn <= N"));
+        }
+        let rn_name = window.schema.field(window.schema.fields().len() - 1).name().clone();
+        let mut limit: Option<usize> = None;
+        let mut rest = vec![];
+        for conjunct in split_conjunction(&f.predicate) {
+            match row_number_bound(conjunct, &rn_name) {
+                Some(n) => limit = Some(limit.map_or(n, |l: usize| l.min(n))),
+                None => rest.push(conjunct.clone()),
+            }
+        }
+        let Some(limit) = limit else {
+            return Err(SqlError::not_supported("ROW_NUMBER() without a bound is not supported in materialized views")
+                .with_hint("filter the row number with rn <= N, rn < N or rn = 1"));
+        };
+        if limit > openclaw_engine::operators::top_n::MAX_TOP_N {
+            return Err(SqlError::new(SqlState::ProgramLimitExceeded, format!("top-N bound {limit} is too large"))
+                .with_hint(format!("a materialized view may keep at most the top {} rows per partition", openclaw_engine::operators::top_n::MAX_TOP_N)));
+        }
+        let input_schema = window.input.schema();
+        let partition_by = params.partition_by.iter().map(|e| self.expr(e, input_schema)).collect::<SqlResult<_>>()?;
+        let order_by = params
+            .order_by
+            .iter()
+            .map(|s| {
+                let options = datafusion::arrow::compute::SortOptions { descending: !s.asc, nulls_first: s.nulls_first };
+                Ok((self.expr(&s.expr, input_schema)?, options))
+            })
+            .collect::<SqlResult<_>>()?;
+        let input = self.lower(&window.input, depth + 1)?;
+        let spec = TopNSpec {
+            partition_by,
+            order_by,
+            limit,
+            schema: Arc::new(window.schema.as_arrow().clone()),
+            input_schema: input.schema(),
+        };
+        let mut node = StreamNode::TopN { spec, input: Box::new(input) };
+        if let Some(p) = projection {
+            let exprs = p.expr.iter().map(|e| self.expr(e, &window.schema)).collect::<SqlResult<_>>()?;
+            node = project(exprs, Arc::new(p.schema.as_arrow().clone()), node);
+        }
+        if let Some(predicate) = conjunction(rest) {
+            node = StreamNode::Filter { predicate: self.expr(&predicate, f.input.schema())?, input: Box::new(node) };
+        }
+        Ok(node)
+    }
+}
+
+/// The window under a filter, directly or through a projection of plain columns.
+fn window_below(plan: &LogicalPlan) -> Option<(Option<&datafusion::logical_expr::Projection>, &datafusion::logical_expr::Window)> {
+    match plan {
+        LogicalPlan::Window(w) => Some((None, w)),
+        LogicalPlan::Projection(p) => match p.input.as_ref() {
+            LogicalPlan::Window(w) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => Some((Some(p), w)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// N when `e` is `rn <= N`, `rn < N + 1` or `rn = 1` over the row-number column `rn`.
+fn row_number_bound(e: &Expr, rn: &str) -> Option<usize> {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else { return None };
+    let is_rn = |e: &Expr| matches!(e, Expr::Column(c) if c.name == rn);
+    let lit = |e: &Expr| match e {
+        Expr::Literal(v, _) => v.cast_to(&datafusion::arrow::datatypes::DataType::Int64).ok().and_then(|v| match v {
+            datafusion::common::ScalarValue::Int64(Some(n)) => Some(n),
+            _ => None,
+        }),
+        Expr::Cast(c) => match c.expr.as_ref() {
+            Expr::Literal(datafusion::common::ScalarValue::Int64(Some(n)), _) => Some(*n),
+            _ => None,
+        },
+        _ => None,
+    };
+    let (n, op) = match (is_rn(left), is_rn(right)) {
+        (true, false) => (lit(right)?, *op),
+        (false, true) => (lit(left)?, op.swap()?),
+        _ => return None,
+    };
+    let bound = match op {
+        Operator::LtEq => n,
+        Operator::Lt => n - 1,
+        Operator::Eq if n == 1 => 1,
+        _ => return None,
+    };
+    usize::try_from(bound).ok().filter(|&b| b >= 1)
 }
 
 /// A projection node, or its input alone when the projection only passes every column

@@ -6,6 +6,7 @@ mod filter;
 pub mod join;
 pub mod materialize;
 mod project;
+pub mod top_n;
 mod union;
 
 pub use aggregate::{AggregateOperator, AggregateSpec};
@@ -13,4 +14,5 @@ pub use filter::FilterOperator;
 pub use join::{JoinKind, JoinOperator, JoinSpec};
 pub use materialize::{MaterializeOperator, MaterializedState};
 pub use project::ProjectOperator;
+pub use top_n::{TopNOperator, TopNSpec};
 pub use union::UnionOperator;
