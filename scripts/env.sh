@@ -16,6 +16,7 @@ if [ -n "$need_apt" ]; then
 fi
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/openclaw/target}"
-if command -v mold >/dev/null 2>&1; then
+# Added once even when sourced twice: a changed RUSTFLAGS rebuilds every dependency.
+if command -v mold >/dev/null 2>&1 && [[ "${RUSTFLAGS:-}" != *fuse-ld=mold* ]]; then
     export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-fuse-ld=mold"
 fi

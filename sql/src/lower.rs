@@ -135,9 +135,13 @@ impl Lowering<'_> {
             JoinType::Left => JoinKind::Left,
             JoinType::Right => JoinKind::Right,
             JoinType::Full => JoinKind::Full,
+            JoinType::LeftSemi => JoinKind::Semi(0),
+            JoinType::RightSemi => JoinKind::Semi(1),
+            JoinType::LeftAnti if !join.null_aware => JoinKind::Anti(0),
+            JoinType::RightAnti => JoinKind::Anti(1),
             other => {
                 return Err(SqlError::not_supported(format!("{other} joins are not supported in materialized views yet"))
-                    .with_hint("IN and EXISTS subqueries plan to semi and anti joins; write them as joins"))
+                    .with_hint("NOT IN with a subquery plans to a null-aware anti join; use NOT EXISTS"))
             }
         };
         if join.on.is_empty() {

@@ -34,7 +34,7 @@ pub(crate) fn config_field(key: &str) -> Option<&'static str> {
         "hot_bidder_ratio", "hot_channel_ratio", "first_event_id", "first_event_number",
         "num_categories", "auction_id_lead", "person_proportion", "auction_proportion",
         "bid_proportion", "first_auction_id", "first_person_id", "first_category_id",
-        "person_id_lead", "base_time",
+        "person_id_lead", "base_time", "first_rate", "next_rate",
     ];
     let field = key.strip_prefix("nexmark.")?.replace('.', "_");
     FIELDS.iter().copied().find(|f| *f == field)
@@ -68,6 +68,9 @@ fn generator_config(options: &Options) -> Result<NexmarkConfig, ConnectorError> 
             "first_category_id" => cfg.first_category_id = v,
             "person_id_lead" => cfg.person_id_lead = v,
             "base_time" => cfg.base_time = v as u64,
+            // Events per second of event time: spreads timestamps, not a wall-clock pace.
+            "first_rate" => cfg.first_rate = v.max(1),
+            "next_rate" => cfg.next_rate = v.max(1),
             _ => unreachable!("config_field returns only listed fields"),
         }
     }

@@ -30,12 +30,34 @@ pub enum JoinKind {
     Left,
     Right,
     Full,
+    /// Rows of the given side (0 left, 1 right) that have a match, once each.
+    Semi(usize),
+    /// Rows of the given side that have no match.
+    Anti(usize),
 }
 
 impl JoinKind {
     /// Whether rows of `side` (0 left, 1 right) without a match appear padded with NULLs.
     fn preserves(self, side: usize) -> bool {
         matches!((self, side), (JoinKind::Left | JoinKind::Full, 0) | (JoinKind::Right | JoinKind::Full, 1))
+    }
+
+    /// For semi and anti joins: whether a row of the output side with `degree` matches is in
+    /// the output.
+    fn filters(self, side: usize) -> Option<fn(i64) -> bool> {
+        match self {
+            JoinKind::Semi(s) if s == side => Some(|d| d > 0),
+            JoinKind::Anti(s) if s == side => Some(|d| d == 0),
+            _ => None,
+        }
+    }
+
+    fn tracks_degree(self, side: usize) -> bool {
+        self.preserves(side) || self.filters(side).is_some()
+    }
+
+    fn emits_joined(self) -> bool {
+        !matches!(self, JoinKind::Semi(_) | JoinKind::Anti(_))
     }
 }
 
@@ -61,6 +83,8 @@ pub struct JoinOperator {
     store: Store,
     sides: [Side; 2],
     key_codec: RowCodec,
+    /// Left columns then right columns: what the extra condition reads.
+    both_schema: SchemaRef,
     /// Per side, per input column: its latest watermark.
     watermarks: [HashMap<usize, i64>; 2],
 }
@@ -98,7 +122,9 @@ impl JoinOperator {
             Ok(Side { cf: Arc::from(tables[i].as_str()), rows: RowCodec::new(nullable(&spec.input_schemas[i]))? })
         };
         let sides = [side(0)?, side(1)?];
-        Ok(Self { key_codec: RowCodec::new(Arc::new(Schema::new(key_fields)))?, sides, spec, store, watermarks: Default::default() })
+        let both: Vec<Field> = spec.input_schemas.iter().flat_map(|s| s.fields().iter().map(|f| f.as_ref().clone().with_nullable(true))).collect();
+        let both_schema = Arc::new(Schema::new(both));
+        Ok(Self { both_schema, key_codec: RowCodec::new(Arc::new(Schema::new(key_fields)))?, sides, spec, store, watermarks: Default::default() })
     }
 
     fn keys(&self, side: usize, batch: &RecordBatch) -> EngineResult<(Vec<Vec<u8>>, Vec<bool>)> {
@@ -154,15 +180,25 @@ impl JoinOperator {
             if !null_key[i] {
                 let candidates = self.lookup(other, &keys[i], &overlay)?;
                 let matched = self.matching(side, &this, &candidates, keys[i].len())?;
+                let kind = self.spec.kind;
                 for (full, entry, other_row) in matched {
                     matched_total += entry.count;
-                    out.push_joined(side, &this, &other_row, entry.count, sign);
-                    if self.spec.kind.preserves(other) {
+                    if kind.emits_joined() {
+                        out.push_joined(side, &this, &other_row, entry.count, sign);
+                    }
+                    if kind.tracks_degree(other) {
                         let degree = entry.degree + sign;
-                        if entry.degree == 0 && degree > 0 {
+                        if kind.preserves(other) && entry.degree == 0 && degree > 0 {
                             out.push_padded(other, &other_row, entry.count, -1, &self.spec);
-                        } else if entry.degree > 0 && degree == 0 {
+                        } else if kind.preserves(other) && entry.degree > 0 && degree == 0 {
                             out.push_padded(other, &other_row, entry.count, 1, &self.spec);
+                        }
+                        if let Some(shown) = kind.filters(other) {
+                            match (shown(entry.degree), shown(degree)) {
+                                (false, true) => out.push(other_row.clone(), entry.count, 1),
+                                (true, false) => out.push(other_row.clone(), entry.count, -1),
+                                _ => {}
+                            }
                         }
                         overlay.entry((other, keys[i].clone())).or_default().insert(full, Entry { count: entry.count, degree });
                     }
@@ -170,6 +206,9 @@ impl JoinOperator {
             }
             if self.spec.kind.preserves(side) && matched_total == 0 {
                 out.push_padded(side, &this, 1, sign, &self.spec);
+            }
+            if self.spec.kind.filters(side).is_some_and(|shown| shown(matched_total)) {
+                out.push(this.clone(), 1, sign);
             }
             if null_key[i] {
                 continue; // it can never match, so it is not stored
@@ -213,7 +252,7 @@ impl JoinOperator {
             None => None,
             Some(f) => {
                 let repeated = take_rows(this, &UInt32Array::from(vec![0u32; rows.num_rows()]))?;
-                let joined = if side == 0 { concat_columns(&repeated, &rows, &self.spec.schema)? } else { concat_columns(&rows, &repeated, &self.spec.schema)? };
+                let joined = if side == 0 { concat_columns(&repeated, &rows, &self.both_schema)? } else { concat_columns(&rows, &repeated, &self.both_schema)? };
                 Some(f.evaluate(&joined)?.into_array(rows.num_rows())?.as_boolean().clone())
             }
         };
@@ -308,7 +347,7 @@ fn take_rows(batch: &RecordBatch, idx: &UInt32Array) -> EngineResult<RecordBatch
 fn concat_columns(l: &RecordBatch, r: &RecordBatch, schema: &SchemaRef) -> EngineResult<RecordBatch> {
     let mut cols = l.columns().to_vec();
     cols.extend(r.columns().iter().cloned());
-    Ok(RecordBatch::try_new(nullable(schema), cols)?)
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }
 
 #[async_trait]

@@ -13,4 +13,7 @@ pub fn register(ctx: &SessionContext) {
     for (name, value) in [("version", version.as_str()), ("current_database", "openclaw"), ("current_schema", "public")] {
         ctx.register_udf(ScalarUDF::from(session_info::ConstantText::new(name, value)));
     }
+    // HyperLogLog distinct count under the name RisingWave and Flink use.
+    let hll = datafusion::functions_aggregate::approx_distinct::approx_distinct_udaf();
+    ctx.register_udaf(hll.as_ref().clone().with_aliases(["approx_count_distinct"]));
 }
