@@ -83,18 +83,46 @@ impl Coordinator {
         Self::ack_locked(&mut self.lock(), sink, epoch);
     }
 
+    /// A sink that passed `epoch` will never see an earlier barrier it has not acknowledged
+    /// (a view created after that barrier was injected), so it is done with all of them.
     fn ack_locked(s: &mut State, sink: ObjectId, epoch: u64) {
-        let Some(inflight) = s.inflight.get_mut(&epoch) else { return };
-        inflight.remaining.remove(&sink);
-        if inflight.remaining.is_empty() {
-            let done = s.inflight.remove(&epoch).expect("present");
-            done.waiters.into_iter().for_each(|w| {
-                let _ = w.send(());
-            });
+        let epochs: Vec<u64> = s.inflight.range(..=epoch).map(|(e, _)| *e).collect();
+        for e in epochs {
+            let inflight = s.inflight.get_mut(&e).expect("listed");
+            inflight.remaining.remove(&sink);
+            if inflight.remaining.is_empty() {
+                let done = s.inflight.remove(&e).expect("present");
+                done.waiters.into_iter().for_each(|w| {
+                    let _ = w.send(());
+                });
+            }
         }
     }
 
     /// Injects a barrier at every root and waits until every sink registered now has passed it.
+    /// Reserves the id of a root that [`Self::inject_attaching`] will register.
+    pub fn reserve_root(&self) -> RootId {
+        let mut s = self.lock();
+        let id = s.next_root;
+        s.next_root += 1;
+        id
+    }
+
+    /// Injects a barrier and, atomically with choosing its epoch, registers the roots of a new
+    /// dataflow: the barrier is the first the new roots see. A dataflow that read an earlier
+    /// barrier on one input and not on another (a source registered just before a periodic
+    /// barrier, next to a subscription that starts at this one) could never align.
+    pub async fn inject_attaching(
+        &self,
+        kind: BarrierKind,
+        mutation: Option<Mutation>,
+        roots: Vec<(RootId, mpsc::Sender<Barrier>)>,
+    ) -> EngineResult<u64> {
+        let (epoch, done) = self.inject_inner(kind, mutation, roots).await;
+        done.await.map_err(|_| EngineError::Closed)?;
+        Ok(epoch)
+    }
+
     pub async fn inject_and_wait(&self, kind: BarrierKind, mutation: Option<Mutation>) -> EngineResult<u64> {
         let (epoch, done) = self.inject(kind, mutation).await;
         done.await.map_err(|_| EngineError::Closed)?;
@@ -103,10 +131,20 @@ impl Coordinator {
 
     /// Injects a barrier; the receiver resolves when every sink registered now has passed it.
     pub async fn inject(&self, kind: BarrierKind, mutation: Option<Mutation>) -> (u64, oneshot::Receiver<()>) {
+        self.inject_inner(kind, mutation, vec![]).await
+    }
+
+    async fn inject_inner(
+        &self,
+        kind: BarrierKind,
+        mutation: Option<Mutation>,
+        new_roots: Vec<(RootId, mpsc::Sender<Barrier>)>,
+    ) -> (u64, oneshot::Receiver<()>) {
         let _serial = self.inject.lock().await;
         let (tx, rx) = oneshot::channel();
         let (barrier, roots) = {
             let mut s = self.lock();
+            s.roots.extend(new_roots);
             let epoch = s.next_epoch;
             s.next_epoch += 1;
             let remaining = s.sinks.clone();

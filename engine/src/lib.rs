@@ -18,6 +18,7 @@ pub mod plan;
 pub mod runtime;
 pub mod source;
 pub mod table;
+pub mod watermark;
 
 pub use chunk::{Op, StreamChunk};
 pub use config::EngineConfig;

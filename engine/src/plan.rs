@@ -14,6 +14,9 @@ use tracing::Instrument;
 
 use crate::coordinator::RootId;
 use crate::operators::aggregate::AggregateTables;
+use crate::operators::project::monotone_in;
+use crate::watermark::WatermarkSpec;
+use datafusion::physical_plan::expressions::Column;
 use crate::operators::{AggregateOperator, AggregateSpec, FilterOperator, JoinOperator, JoinSpec, ProjectOperator, TopNOperator, TopNSpec, UnionOperator};
 use crate::source::{run_source, SourceProgress, SourceReader};
 use crate::{
@@ -24,9 +27,9 @@ use crate::{
 /// A node of a streaming plan.
 pub enum StreamNode {
     /// The rows of an existing table or view: its current content, then every change.
-    Subscribe { object: ObjectId, name: String, schema: SchemaRef },
+    Subscribe { object: ObjectId, name: String, schema: SchemaRef, watermark_columns: Vec<usize> },
     /// A new reader of a source, owned by this dataflow.
-    Source { name: String, reader: Box<dyn SourceReader>, progress: Arc<SourceProgress> },
+    Source { name: String, reader: Box<dyn SourceReader>, progress: Arc<SourceProgress>, watermark: Option<WatermarkSpec> },
     Filter { predicate: Arc<dyn PhysicalExpr>, input: Box<StreamNode> },
     Project { exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef, input: Box<StreamNode> },
     Union { inputs: Vec<StreamNode>, schema: SchemaRef },
@@ -45,6 +48,45 @@ impl StreamNode {
             StreamNode::Aggregate { spec, .. } => spec.schema.clone(),
             StreamNode::Join { spec, .. } => spec.schema.clone(),
             StreamNode::TopN { spec, .. } => spec.schema.clone(),
+        }
+    }
+
+    /// The output columns that carry watermarks (event time that only moves forward).
+    pub fn watermark_columns(&self) -> Vec<usize> {
+        match self {
+            StreamNode::Subscribe { watermark_columns, .. } => watermark_columns.clone(),
+            StreamNode::Source { watermark, .. } => watermark.iter().map(|w| w.column).collect(),
+            StreamNode::Filter { input, .. } | StreamNode::TopN { input, .. } => input.watermark_columns(),
+            StreamNode::Project { exprs, input, .. } => {
+                let inputs = input.watermark_columns();
+                (0..exprs.len()).filter(|&i| inputs.iter().any(|&c| monotone_in(&exprs[i], c))).collect()
+            }
+            StreamNode::Union { inputs, .. } => {
+                let mut cols = inputs.first().map(|i| i.watermark_columns()).unwrap_or_default();
+                for i in &inputs[1..] {
+                    let other = i.watermark_columns();
+                    cols.retain(|c| other.contains(c));
+                }
+                cols
+            }
+            StreamNode::Aggregate { spec, input } => {
+                let inputs = input.watermark_columns();
+                spec.group_exprs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| e.downcast_ref::<Column>().is_some_and(|c| inputs.contains(&c.index())))
+                    .map(|(i, _)| i)
+                    .collect()
+            }
+            StreamNode::Join { spec, inputs } => {
+                let (l, r) = (inputs[0].watermark_columns(), inputs[1].watermark_columns());
+                let left_width = spec.input_schemas[0].fields().len();
+                spec.watermark_pairs()
+                    .into_iter()
+                    .filter(|(a, b)| l.contains(a) && r.contains(b))
+                    .flat_map(|(a, b)| spec.watermark_outputs(a, b, left_width))
+                    .collect()
+            }
         }
     }
 
@@ -140,6 +182,9 @@ fn next_table(tables: &mut usize) -> usize {
 pub struct Dataflow {
     pub tasks: Vec<(String, JoinHandle<EngineResult<()>>)>,
     pub roots: Vec<RootId>,
+    /// The barrier inputs of `roots`, registered with the barrier that starts the dataflow
+    /// ([`Coordinator::inject_attaching`]).
+    pub pending_roots: Vec<(RootId, mpsc::Sender<crate::Barrier>)>,
     /// Subscriptions to hand to the upstream objects in the barrier that starts the view.
     pub subscriptions: Vec<Subscription>,
     /// Column families of the operators' state, to drop with the view.
@@ -163,7 +208,7 @@ pub fn build_dataflow(
     config: &Arc<EngineConfig>,
     coordinator: &Arc<Coordinator>,
 ) -> EngineResult<Dataflow> {
-    let mut df = Dataflow { tasks: vec![], roots: vec![], subscriptions: vec![], state_tables: vec![], late_rows: Default::default() };
+    let mut df = Dataflow { tasks: vec![], roots: vec![], pending_roots: vec![], subscriptions: vec![], state_tables: vec![], late_rows: Default::default() };
     let mut b = Builder { config, coordinator, state, tables: 0, df: &mut df };
     let built = b.build(plan);
     let input = match built {
@@ -171,7 +216,6 @@ pub fn build_dataflow(
         Err(e) => {
             // Tasks spawned before the failure hold no state yet; stop them.
             df.tasks.iter().for_each(|(_, t)| t.abort());
-            df.roots.iter().for_each(|&r| coordinator.unregister_root(r));
             return Err(e);
         }
     };
@@ -206,11 +250,13 @@ impl Builder<'_> {
             StreamNode::Subscribe { object, .. } => {
                 self.df.subscriptions.push(Subscription { upstream: object, sender: std::sync::Mutex::new(Some(tx)) });
             }
-            StreamNode::Source { name, reader, progress } => {
+            StreamNode::Source { name, reader, progress, watermark } => {
                 let (btx, brx) = mpsc::channel(crate::coordinator::ROOT_BARRIER_QUEUE);
-                self.df.roots.push(self.coordinator.register_root(btx));
+                let id = self.coordinator.reserve_root();
+                self.df.roots.push(id);
+                self.df.pending_roots.push((id, btx));
                 let chunk_rows = self.config.chunk_size_rows;
-                let task = run_source(reader, brx, Outputs::new(vec![tx]), chunk_rows, progress);
+                let task = run_source(reader, brx, Outputs::new(vec![tx]), chunk_rows, progress, watermark);
                 let span = tracing::info_span!("source", name = %name);
                 self.df.tasks.push((format!("source {name}"), tokio::spawn(task.instrument(span))));
             }
@@ -219,8 +265,9 @@ impl Builder<'_> {
                 self.spawn_operator(Box::new(FilterOperator::new(predicate)), vec![input], Outputs::new(vec![tx]));
             }
             StreamNode::Project { exprs, schema, input } => {
+                let op = ProjectOperator::new(exprs, schema).with_input(input.schema());
                 let input = self.build(*input)?;
-                self.spawn_operator(Box::new(ProjectOperator::new(exprs, schema)), vec![input], Outputs::new(vec![tx]));
+                self.spawn_operator(Box::new(op), vec![input], Outputs::new(vec![tx]));
             }
             StreamNode::Union { inputs, schema } => {
                 let inputs = inputs.into_iter().map(|i| self.build(i)).collect::<EngineResult<_>>()?;

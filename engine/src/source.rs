@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use tokio::sync::mpsc;
 
+use crate::watermark::{WatermarkGenerator, WatermarkSpec};
 use crate::{Barrier, BarrierKind, EngineResult, Message, Outputs, StreamChunk};
 
 /// Most barriers a source holds back while a bounded stream is still being read.
@@ -33,6 +34,8 @@ pub trait SourceReader: Send + 'static {
 pub struct SourceProgress {
     pub rows: std::sync::atomic::AtomicU64,
     pub exhausted: std::sync::atomic::AtomicBool,
+    /// The last watermark emitted, in microseconds (0 before the first).
+    pub watermark_us: std::sync::atomic::AtomicI64,
 }
 
 /// Runs a source reader as a root: emits its chunks, and barriers from the coordinator in
@@ -44,7 +47,9 @@ pub async fn run_source(
     mut outputs: Outputs,
     chunk_rows: usize,
     progress: Arc<SourceProgress>,
+    watermark: Option<WatermarkSpec>,
 ) -> EngineResult<()> {
+    let mut watermark = watermark.map(WatermarkGenerator::new);
     use std::sync::atomic::Ordering;
     let mut deferred: VecDeque<Barrier> = VecDeque::new();
     let mut exhausted = false;
@@ -76,9 +81,20 @@ pub async fn run_source(
             Some(chunk) if chunk.is_empty() => {}
             Some(chunk) => {
                 progress.rows.fetch_add(chunk.num_rows() as u64, Ordering::Relaxed);
+                let advanced = match &mut watermark {
+                    Some(w) => w.observe(chunk.batch())?,
+                    None => None,
+                };
                 outputs.send(Message::Chunk(chunk)).await?;
+                if let Some(wm) = advanced {
+                    progress.watermark_us.store(wm.time_us, Ordering::Relaxed);
+                    outputs.send(Message::Watermark(wm)).await?;
+                }
             }
             None => {
+                if let Some(wm) = watermark.as_mut().and_then(|w| w.finish()) {
+                    outputs.send(Message::Watermark(wm)).await?;
+                }
                 exhausted = true;
                 progress.exhausted.store(true, Ordering::Relaxed);
             }

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::operators::materialize::Layout;
 use crate::operators::MaterializedState;
+use crate::watermark::{WatermarkGenerator, WatermarkSpec};
 use crate::{Barrier, EngineResult, Message, ObjectId, Op, Outputs, StreamChunk};
 
 /// Most write requests queued at one table before writers wait.
@@ -36,16 +37,18 @@ pub struct TableWriter {
     key_codec: Option<RowCodec>,
     next_row_id: u64,
     outputs: Outputs,
+    watermark: Option<WatermarkGenerator>,
 }
 
 impl TableWriter {
-    pub fn new(object: ObjectId, state: Arc<MaterializedState>) -> EngineResult<Self> {
+    pub fn new(object: ObjectId, state: Arc<MaterializedState>, watermark: Option<WatermarkSpec>) -> EngineResult<Self> {
         let key_codec = match &state.layout {
             Layout::Keyed(cols) => Some(RowCodec::new(Arc::new(state.schema().project(cols)?))?),
             _ => None,
         };
         let next_row_id = Self::last_row_id(&state)? + 1;
-        Ok(Self { object, state, key_codec, next_row_id, outputs: Outputs::default() })
+        let watermark = watermark.map(WatermarkGenerator::new);
+        Ok(Self { object, state, key_codec, next_row_id, outputs: Outputs::default(), watermark })
     }
 
     fn last_row_id(state: &MaterializedState) -> EngineResult<u64> {
@@ -92,6 +95,9 @@ impl TableWriter {
     async fn on_barrier(&mut self, barrier: Barrier, chunk_rows: usize) -> EngineResult<()> {
         for tx in barrier.take_subscriptions(self.object) {
             self.state.send_snapshot(&tx, chunk_rows).await?;
+            if let Some(wm) = self.watermark.as_ref().and_then(|w| w.current()) {
+                let _ = tx.send(Message::Watermark(wm)).await;
+            }
             self.outputs.add(tx);
         }
         self.outputs.send(Message::Barrier(barrier)).await
@@ -103,7 +109,14 @@ impl TableWriter {
             TableWrite::Delete(batch) => self.delete(&batch)?,
         };
         if let Some(chunk) = changes {
+            let advanced = match &mut self.watermark {
+                Some(w) => w.observe(chunk.batch())?,
+                None => None,
+            };
             self.outputs.send(Message::Chunk(chunk)).await?;
+            if let Some(wm) = advanced {
+                self.outputs.send(Message::Watermark(wm)).await?;
+            }
         }
         Ok(n)
     }

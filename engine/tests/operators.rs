@@ -146,7 +146,7 @@ async fn table_writer_upserts_by_primary_key_and_emits_updates() {
          + 1 z",
     );
     let state = Arc::new(MaterializedState::new(store.clone(), "table_1", rows.schema(), Layout::Keyed(vec![0])).unwrap());
-    let writer = TableWriter::new(1, state.clone()).unwrap();
+    let writer = TableWriter::new(1, state.clone(), None).unwrap();
     let (req_tx, req_rx) = mpsc::channel(4);
     let (barrier_tx, barrier_rx) = mpsc::channel(4);
     let (sub_tx, mut sub_rx) = mpsc::channel(16);
@@ -209,7 +209,7 @@ async fn rows_before_flush(limit: Option<i64>) -> usize {
     let (out_tx, mut out_rx) = mpsc::channel(4);
     let progress = Arc::new(openclaw_engine::source::SourceProgress::default());
     let reader = Box::new(Counter { next: 0, limit });
-    let task = tokio::spawn(openclaw_engine::source::run_source(reader, barrier_rx, Outputs::new(vec![out_tx]), 1, progress));
+    let task = tokio::spawn(openclaw_engine::source::run_source(reader, barrier_rx, Outputs::new(vec![out_tx]), 1, progress, None));
     barrier_tx.send(Barrier { epoch: 1, kind: BarrierKind::Flush, mutation: None }).await.unwrap();
     let mut rows = 0;
     // Bounded, so that a source that never passes the barrier fails the test instead of hanging.

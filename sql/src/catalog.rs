@@ -27,6 +27,9 @@ pub struct Entry {
     pub definition: String,
     /// Names of the objects it reads.
     pub depends_on: Vec<String>,
+    /// Columns whose watermarks it emits: a table's or source's declared one, or those a
+    /// view's plan carries through.
+    pub watermark_columns: Vec<usize>,
     pub detail: Detail,
 }
 
@@ -39,6 +42,7 @@ pub enum Detail {
         task: AbortHandle,
     },
     Source {
+        watermark: Option<openclaw_engine::watermark::WatermarkSpec>,
         connector: &'static dyn Connector,
         options: Options,
         /// Progress of every reader (one per view reading the source).

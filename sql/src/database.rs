@@ -214,6 +214,8 @@ impl Database {
     ) -> SqlResult<QueryOutput> {
         match stmt {
             OcStatement::CreateSource(s) => self.create_source(s).await,
+            OcStatement::CreateTable(ct, watermark) => self.create_table(*ct, watermark).await,
+            OcStatement::ShowStateTables => self.show_state_tables().await,
             OcStatement::CreateView(v) => self.create_view(v).await,
             OcStatement::ExplainCreateView(v) => self.explain_create_view(v).await,
             OcStatement::Flush => {
@@ -244,7 +246,7 @@ impl Database {
             Statement::StartTransaction { .. } => Ok(QueryOutput::command("BEGIN")),
             Statement::Commit { .. } => Ok(QueryOutput::command("COMMIT")),
             Statement::Rollback { .. } => Ok(QueryOutput::command("ROLLBACK")),
-            Statement::CreateTable(ct) => self.create_table(ct).await,
+            Statement::CreateTable(ct) => self.create_table(ct, None).await,
             Statement::CreateView(v) if !v.materialized => Err(SqlError::not_supported("plain views are not supported")
                 .with_hint("use CREATE MATERIALIZED VIEW, which OpenClaw keeps up to date incrementally")),
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => self.dml(stmt, params).await,
@@ -351,6 +353,20 @@ impl Database {
                 QueryOutput::text_rows(&["name", "status", "late_rows_dropped", "definition"], rows)
             }
         }
+    }
+
+    /// Every operator state table of every view, with its exact key count (a full scan).
+    async fn show_state_tables(&self) -> SqlResult<QueryOutput> {
+        let catalog = self.catalog.lock().await;
+        let mut rows = vec![];
+        for e in catalog.of_kind(ObjectKind::MaterializedView) {
+            let Detail::View(v) = &e.detail else { continue };
+            for table in &v.state_tables {
+                let keys = self.store.count_keys(table)?;
+                rows.push(vec![e.name.clone(), table.clone(), keys.to_string()]);
+            }
+        }
+        QueryOutput::text_rows(&["view", "state_table", "keys"], rows)
     }
 
     async fn describe_object(&self, name: &datafusion::sql::sqlparser::ast::ObjectName) -> SqlResult<QueryOutput> {

@@ -20,7 +20,7 @@ use crate::catalog::{Catalog, Detail, Entry, ViewRuntime};
 use crate::database::{object_name, undefined, Database, QueryOutput};
 use crate::error::{quote, SqlError, SqlResult, SqlState};
 use crate::lower::{lower, ScanResolver};
-use crate::parser::{CreateSource, CreateView, ObjectKind};
+use crate::parser::{CreateSource, CreateView, ObjectKind, WatermarkDecl};
 use crate::relation::{SourceRelation, StoredRelation};
 
 impl Database {
@@ -41,7 +41,7 @@ impl Database {
         Ok((Arc::new(cmt.input.schema().as_arrow().clone()), cmt.constraints))
     }
 
-    pub(crate) async fn create_table(&self, create: CreateTable) -> SqlResult<QueryOutput> {
+    pub(crate) async fn create_table(&self, create: CreateTable, watermark: Option<WatermarkDecl>) -> SqlResult<QueryOutput> {
         let name = object_name(&create.name)?;
         if create.query.is_some() {
             crate::not_supported!("CREATE TABLE ... AS is not supported yet");
@@ -72,13 +72,14 @@ impl Database {
             })
             .collect();
         let schema = Arc::new(Schema::new(fields));
+        let watermark = watermark.map(|w| resolve_watermark(&w, &schema)).transpose()?;
         let id = catalog.next_id();
         let layout = match &primary_key {
             Some(pk) => Layout::Keyed(pk.clone()),
             None => Layout::RowId,
         };
         let state = Arc::new(MaterializedState::new(self.store.clone(), &format!("table_{id}"), schema.clone(), layout)?);
-        let writer = TableWriter::new(id, state.clone())?;
+        let writer = TableWriter::new(id, state.clone(), watermark)?;
         let (req_tx, req_rx) = mpsc::channel(TABLE_REQUEST_QUEUE);
         let (barrier_tx, barrier_rx) = mpsc::channel(ROOT_BARRIER_QUEUE);
         let root = self.coordinator.register_root(barrier_tx);
@@ -95,6 +96,7 @@ impl Database {
             schema,
             definition: String::new(),
             depends_on: vec![],
+            watermark_columns: watermark.iter().map(|w| w.column).collect(),
             detail: Detail::Table { writer: req_tx, state, primary_key, root, task: task.abort_handle() },
         });
         tracing::info!(table = %name, "created table");
@@ -130,13 +132,10 @@ impl Database {
                 create.name,
                 create.columns.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
             );
-            let Some(crate::parser::OcStatement::Standard(stmt)) = crate::parser::parse(&sql)?.pop() else {
+            let Some(crate::parser::OcStatement::CreateTable(ct, _)) = crate::parser::parse(&sql)?.pop() else {
                 return Err(SqlError::new(SqlState::Internal, "column list did not re-parse"));
             };
-            let Statement::CreateTable(ct) = *stmt else {
-                return Err(SqlError::new(SqlState::Internal, "column list did not re-parse"));
-            };
-            self.plan_columns(ct).await?.0
+            self.plan_columns(*ct).await?.0
         };
         let schema = connector.validate(&declared, &options).map_err(|e| {
             let err = SqlError::new(SqlState::InvalidParameterValue, e.message);
@@ -145,6 +144,7 @@ impl Database {
                 None => err,
             }
         })?;
+        let watermark = create.watermark.as_ref().map(|w| resolve_watermark(w, &schema)).transpose()?;
         let id = catalog.next_id();
         self.ctx.register_table(name.as_str(), Arc::new(SourceRelation { name: name.clone(), schema: schema.clone() }))?;
         let mut shown: Vec<String> = options.iter().map(|(k, v)| format!("'{k}' = '{v}'")).collect();
@@ -156,21 +156,22 @@ impl Database {
             schema,
             definition: format!("WITH ({})", shown.join(", ")),
             depends_on: vec![],
-            detail: Detail::Source { connector, options, readers: Mutex::new(vec![]) },
+            watermark_columns: watermark.iter().map(|w| w.column).collect(),
+            detail: Detail::Source { watermark, connector, options, readers: Mutex::new(vec![]) },
         });
         Ok(QueryOutput::command("CREATE SOURCE"))
     }
 
     /// Plans and lowers a view's query; returns the streaming plan and the names it reads.
     async fn plan_view(&self, catalog: &Catalog, view: &CreateView) -> SqlResult<(StreamNode, Vec<String>, Vec<Arc<SourceProgress>>)> {
-        if view.emit_on_window_close {
-            crate::not_supported!("EMIT ON WINDOW CLOSE is not supported yet");
-        }
         let state = self.ctx.state();
         let plan = self.plan(&state, Statement::Query(view.query.clone())).await?;
         let plan = state.optimize(&plan)?;
         let mut resolver = CatalogResolver { catalog, deps: vec![], progress: vec![] };
-        let node = lower(&plan, &mut resolver)?;
+        let mut node = lower(&plan, &mut resolver)?;
+        if view.emit_on_window_close {
+            emit_on_window_close(&mut node)?;
+        }
         // The view's columns carry the names of the query's output.
         let node = rename(node, Arc::new(plan.schema().as_arrow().clone()));
         Ok((node, resolver.deps, resolver.progress))
@@ -185,6 +186,7 @@ impl Database {
         self.check_new_name(&catalog, &name)?;
         let (node, deps, progress) = self.plan_view(&catalog, &view).await?;
         let schema = node.schema();
+        let watermark_columns = node.watermark_columns();
         let id = catalog.next_id();
         let state = Arc::new(MaterializedState::new(self.store.clone(), &format!("mv_{id}"), schema.clone(), Layout::Multiset)?);
         let sink = MaterializeOperator::new(id, state.clone());
@@ -211,7 +213,7 @@ impl Database {
         // Backfill: the barrier hands each upstream the new edge; it completes once the view
         // holds everything its inputs held at that barrier.
         let subscribe = (!dataflow.subscriptions.is_empty()).then(|| Mutation::Subscribe(dataflow.subscriptions));
-        self.coordinator.inject_and_wait(BarrierKind::Periodic, subscribe).await?;
+        self.coordinator.inject_attaching(BarrierKind::Periodic, subscribe, dataflow.pending_roots).await?;
         if let Some(err) = failure.lock().expect("failure lock").clone() {
             self.stop_view(id, &runtime);
             return Err(err);
@@ -234,6 +236,7 @@ impl Database {
             schema,
             definition: view.query.to_string(),
             depends_on: deps,
+            watermark_columns,
             detail: Detail::View(runtime),
         });
         tracing::info!(view = %name, "created materialized view");
@@ -343,6 +346,49 @@ impl Database {
     }
 }
 
+/// Makes the aggregation at the top of a view (under projections and filters) emit each group
+/// once, when the watermark of one of its group columns passes it.
+fn emit_on_window_close(node: &mut StreamNode) -> SqlResult<()> {
+    let mut node = node;
+    loop {
+        match node {
+            StreamNode::Project { input, .. } | StreamNode::Filter { input, .. } => node = input,
+            StreamNode::Aggregate { spec, input } => {
+                let carried = input.watermark_columns();
+                let window = spec.group_exprs.iter().position(|e| {
+                    e.downcast_ref::<datafusion::physical_plan::expressions::Column>().is_some_and(|c| carried.contains(&c.index()))
+                });
+                let Some(window) = window else {
+                    return Err(SqlError::new(
+                        SqlState::InvalidObjectDefinition,
+                        "EMIT ON WINDOW CLOSE needs a GROUP BY column that carries a watermark",
+                    )
+                    .with_hint("declare WATERMARK FOR the time column of the input and group by window_start or window_end of TUMBLE or HOP"));
+                };
+                spec.emit_on_close = Some(window);
+                return Ok(());
+            }
+            _ => {
+                return Err(SqlError::not_supported("EMIT ON WINDOW CLOSE is supported only for views that end in a GROUP BY")
+                    .with_hint("group by a window column of TUMBLE or HOP"))
+            }
+        }
+    }
+}
+
+/// The column index of a declared watermark, which must be a timestamp or a date.
+fn resolve_watermark(w: &WatermarkDecl, schema: &SchemaRef) -> SqlResult<openclaw_engine::watermark::WatermarkSpec> {
+    let column = schema.index_of(&w.column).map_err(|_| {
+        SqlError::new(SqlState::UndefinedColumn, format!("column {} of the watermark does not exist", quote(&w.column)))
+    })?;
+    let dt = schema.field(column).data_type();
+    if !matches!(dt, datafusion::arrow::datatypes::DataType::Timestamp(..) | datafusion::arrow::datatypes::DataType::Date32) {
+        return Err(SqlError::new(SqlState::DatatypeMismatch, format!("watermark column {} must be a timestamp, not {dt}", quote(&w.column)))
+            .with_hint("declare WATERMARK FOR on a TIMESTAMP column"));
+    }
+    Ok(openclaw_engine::watermark::WatermarkSpec { column, delay_us: w.delay_us })
+}
+
 /// Relabels the output of `node` with the view's column names.
 fn rename(node: StreamNode, schema: SchemaRef) -> StreamNode {
     if node.schema().fields().iter().map(|f| f.name()).eq(schema.fields().iter().map(|f| f.name())) {
@@ -374,20 +420,30 @@ impl ScanResolver for CatalogResolver<'_> {
             self.deps.push(entry.name.clone());
         }
         match &entry.detail {
-            Detail::Table { .. } => Ok(StreamNode::Subscribe { object: entry.id, name: name.to_string(), schema: entry.schema.clone() }),
+            Detail::Table { .. } => Ok(StreamNode::Subscribe {
+                    object: entry.id,
+                    name: name.to_string(),
+                    schema: entry.schema.clone(),
+                    watermark_columns: entry.watermark_columns.clone(),
+                }),
             Detail::View(v) => {
                 if let Some(f) = v.failure.lock().expect("failure lock").clone() {
                     return Err(SqlError::new(SqlState::ObjectNotInPrerequisiteState, format!("materialized view {} failed: {}", quote(name), f.message)));
                 }
-                Ok(StreamNode::Subscribe { object: entry.id, name: name.to_string(), schema: entry.schema.clone() })
+                Ok(StreamNode::Subscribe {
+                    object: entry.id,
+                    name: name.to_string(),
+                    schema: entry.schema.clone(),
+                    watermark_columns: entry.watermark_columns.clone(),
+                })
             }
-            Detail::Source { connector, options, .. } => {
+            Detail::Source { connector, options, watermark, .. } => {
                 let reader = connector
                     .reader(&entry.schema, options)
                     .map_err(|e| SqlError::new(SqlState::InvalidParameterValue, e.message))?;
                 let progress = Arc::new(SourceProgress::default());
                 self.progress.push(progress.clone());
-                Ok(StreamNode::Source { name: name.to_string(), reader, progress })
+                Ok(StreamNode::Source { name: name.to_string(), reader, progress, watermark: *watermark })
             }
         }
     }

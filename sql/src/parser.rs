@@ -38,6 +38,14 @@ pub struct CreateSource {
     pub columns: Vec<ColumnDef>,
     pub constraints: Vec<TableConstraint>,
     pub options: Options,
+    pub watermark: Option<WatermarkDecl>,
+}
+
+/// `WATERMARK FOR column AS column - INTERVAL …` in a column list.
+#[derive(Debug, Clone)]
+pub struct WatermarkDecl {
+    pub column: String,
+    pub delay_us: i64,
 }
 
 #[derive(Debug)]
@@ -51,10 +59,14 @@ pub struct CreateView {
 #[derive(Debug)]
 pub enum OcStatement {
     CreateSource(CreateSource),
+    /// `CREATE TABLE`, with its watermark when it declares one.
+    CreateTable(Box<datafusion::sql::sqlparser::ast::CreateTable>, Option<WatermarkDecl>),
     CreateView(CreateView),
     ExplainCreateView(CreateView),
     Flush,
     Show(ObjectKind),
+    /// `SHOW STATE TABLES`: the operators' state tables and their key counts.
+    ShowStateTables,
     Describe(ObjectName),
     /// `SET name = value` / `SET name TO value` / `SET TIME ZONE value`.
     SetVar { name: String, value: String },
@@ -77,7 +89,20 @@ pub fn parse(sql: &str) -> Result<Vec<OcStatement>, SqlError> {
             continue;
         }
         let tokens = crate::windows::desugar_flink_windows(group.to_vec());
+        let (tokens, watermark) = extract_watermark(tokens).map_err(|e| syntax_error(sql, &e.to_string()))?;
         let mut stmt = parse_one(tokens).map_err(|e| syntax_error(sql, &e.to_string()))?;
+        stmt = match (stmt, watermark) {
+            (OcStatement::Standard(s), wm) if matches!(*s, Statement::CreateTable(_)) => {
+                let Statement::CreateTable(ct) = *s else { unreachable!("matched") };
+                OcStatement::CreateTable(Box::new(ct), wm)
+            }
+            (OcStatement::CreateSource(mut cs), wm) => {
+                cs.watermark = wm;
+                OcStatement::CreateSource(cs)
+            }
+            (_, Some(_)) => return Err(syntax_error(sql, "WATERMARK FOR is allowed only in CREATE TABLE and CREATE SOURCE")),
+            (stmt, None) => stmt,
+        };
         match &mut stmt {
             OcStatement::Standard(s) => crate::windows::rewrite(s.as_mut())?,
             OcStatement::CreateView(v) | OcStatement::ExplainCreateView(v) => crate::windows::rewrite(v.query.as_mut())?,
@@ -126,6 +151,12 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError> {
         ["SHOW", "TABLES"] => show(&mut p, 2, ObjectKind::Table),
         ["SHOW", "SOURCES"] => show(&mut p, 2, ObjectKind::Source),
         ["SHOW", "MATERIALIZED", "VIEWS"] => show(&mut p, 3, ObjectKind::MaterializedView),
+        ["SHOW", "STATE", "TABLES"] => {
+            for _ in 0..3 {
+                p.next_token();
+            }
+            OcStatement::ShowStateTables
+        }
         ["DESCRIBE" | "DESC", ..] => {
             p.next_token();
             OcStatement::Describe(p.parse_object_name(false)?)
@@ -201,7 +232,71 @@ fn create_source(p: &mut Parser) -> Result<CreateSource, ParserError> {
     let name = p.parse_object_name(false)?;
     let (columns, constraints) = p.parse_columns()?;
     let options = if p.parse_keyword(Keyword::WITH) { with_options(p)? } else { Options::new() };
-    Ok(CreateSource { name, if_not_exists, columns, constraints, options })
+    Ok(CreateSource { name, if_not_exists, columns, constraints, options, watermark: None })
+}
+
+/// Cuts `, WATERMARK FOR col AS expr` out of a column list (sqlparser does not know it).
+fn extract_watermark(tokens: Vec<TokenWithSpan>) -> Result<(Vec<TokenWithSpan>, Option<WatermarkDecl>), ParserError> {
+    let w = words(&tokens, 2);
+    if !(w.len() == 2 && w[0] == "CREATE" && (w[1] == "TABLE" || w[1] == "SOURCE")) {
+        return Ok((tokens, None));
+    }
+    let next_word = |i: usize| tokens[i + 1..].iter().find(|t| !matches!(t.token, Token::Whitespace(_)));
+    let is_watermark = |(i, t): &(usize, &TokenWithSpan)| {
+        matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("watermark"))
+            && matches!(next_word(*i).map(|t| &t.token), Some(Token::Word(w)) if w.keyword == Keyword::FOR)
+    };
+    let Some((start, _)) = tokens.iter().enumerate().find(is_watermark) else { return Ok((tokens, None)) };
+    // The clause runs to the next comma or closing parenthesis at its own depth.
+    let mut depth = 0i32;
+    let mut end = tokens.len();
+    for (i, t) in tokens.iter().enumerate().skip(start) {
+        match t.token {
+            Token::LParen => depth += 1,
+            Token::RParen if depth == 0 => {
+                end = i;
+                break;
+            }
+            Token::RParen => depth -= 1,
+            Token::Comma if depth == 0 => {
+                end = i;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let clause: Vec<TokenWithSpan> = tokens[start..end].to_vec();
+    // Drop the comma before the clause (or after it, when the clause comes first).
+    let before = tokens[..start].iter().rposition(|t| !matches!(t.token, Token::Whitespace(_)));
+    let (cut_from, cut_to) = match before {
+        Some(b) if tokens[b].token == Token::Comma => (b, end),
+        _ if end < tokens.len() && tokens[end].token == Token::Comma => (start, end + 1),
+        _ => (start, end),
+    };
+    let mut rest = tokens[..cut_from].to_vec();
+    rest.extend_from_slice(&tokens[cut_to..]);
+    let dialect = PostgreSqlDialect {};
+    let mut p = Parser::new(&dialect).with_tokens_with_locations(clause);
+    p.next_token(); // WATERMARK
+    p.expect_keyword(Keyword::FOR)?;
+    let column = p.parse_identifier()?.value;
+    p.expect_keyword(Keyword::AS)?;
+    let expr = p.parse_expr()?;
+    use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr};
+    let delay_us = match &expr {
+        Expr::Identifier(id) if id.value == column => 0,
+        Expr::BinaryOp { left, op: BinaryOperator::Minus, right } if matches!(left.as_ref(), Expr::Identifier(id) if id.value == column) => {
+            crate::windows::interval_micros(right)
+                .filter(|d| *d >= 0)
+                .ok_or_else(|| ParserError::ParserError(format!("watermark delay must be a literal interval, found {right}")))?
+        }
+        _ => {
+            return Err(ParserError::ParserError(format!(
+                "watermark must be \"{column}\" or \"{column}\" - INTERVAL '...', found {expr}"
+            )))
+        }
+    };
+    Ok((rest, Some(WatermarkDecl { column, delay_us })))
 }
 
 /// `( key = value, ... )` where a key is a dotted name or a quoted string.

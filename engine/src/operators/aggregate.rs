@@ -446,6 +446,10 @@ impl AggregateOperator {
     /// The encoding of a group key prefix holding only the window column at `closed_us`: every
     /// key of a closed group sorts below it.
     fn window_bound(&self, w: usize, closed_us: i64) -> EngineResult<Vec<u8>> {
+        if closed_us == i64::MAX {
+            // The end of the input: above every encoded key (valid values start with 0x01).
+            return Ok(vec![0xFF]);
+        }
         let field = self.spec.schema.field(w).clone().with_nullable(true);
         let codec = RowCodec::new(Arc::new(Schema::new(vec![field.clone()])))?;
         let micros = ScalarValue::TimestampMicrosecond(Some(closed_us), None).to_array()?;

@@ -72,6 +72,33 @@ pub struct JoinSpec {
     pub input_schemas: [SchemaRef; 2],
 }
 
+impl JoinSpec {
+    /// Pairs of (left, right) input columns that are equi-join keys as plain columns.
+    pub fn watermark_pairs(&self) -> Vec<(usize, usize)> {
+        let col = |e: &Arc<dyn PhysicalExpr>| e.downcast_ref::<Column>().map(|c| c.index());
+        self.keys[0].iter().zip(&self.keys[1]).filter_map(|(l, r)| Some((col(l)?, col(r)?))).collect()
+    }
+
+    /// The output columns that carry the watermark of key pair (`l`, `r`): a column of a side
+    /// that is never padded with NULLs.
+    pub fn watermark_outputs(&self, l: usize, r: usize, left_width: usize) -> Vec<usize> {
+        match self.kind {
+            JoinKind::Semi(0) | JoinKind::Anti(0) => vec![l],
+            JoinKind::Semi(_) | JoinKind::Anti(_) => vec![r],
+            kind => {
+                let mut out = vec![];
+                if !kind.preserves(1) {
+                    out.push(l);
+                }
+                if !kind.preserves(0) {
+                    out.push(left_width + r);
+                }
+                out
+            }
+        }
+    }
+}
+
 /// One side's stored rows.
 struct Side {
     cf: Arc<str>,
@@ -264,10 +291,6 @@ impl JoinOperator {
             .collect())
     }
 
-    fn key_column_pairs(&self) -> Vec<(usize, usize)> {
-        let col = |e: &Arc<dyn PhysicalExpr>| e.downcast_ref::<Column>().map(|c| c.index());
-        self.spec.keys[0].iter().zip(&self.spec.keys[1]).filter_map(|(l, r)| Some((col(l)?, col(r)?))).collect()
-    }
 }
 
 /// Changes of the current chunk not yet written: (side, join key) → full key → entry.
@@ -371,17 +394,14 @@ impl Operator for JoinOperator {
         let seen = self.watermarks[input].entry(wm.column).or_insert(i64::MIN);
         *seen = (*seen).max(wm.time_us);
         let left_width = self.spec.input_schemas[0].fields().len();
-        for (l, r) in self.key_column_pairs() {
+        for (l, r) in self.spec.watermark_pairs() {
             if wm.column != if input == 0 { l } else { r } {
                 continue;
             }
             let (Some(&a), Some(&b)) = (self.watermarks[0].get(&l), self.watermarks[1].get(&r)) else { continue };
             let time_us = a.min(b);
-            if !self.spec.kind.preserves(1) {
-                ctx.outputs.send(Message::Watermark(Watermark { column: l, time_us })).await?;
-            }
-            if !self.spec.kind.preserves(0) {
-                ctx.outputs.send(Message::Watermark(Watermark { column: left_width + r, time_us })).await?;
+            for column in self.spec.watermark_outputs(l, r, left_width) {
+                ctx.outputs.send(Message::Watermark(Watermark { column, time_us })).await?;
             }
         }
         Ok(())

@@ -5,7 +5,7 @@ pub mod aggregate;
 mod filter;
 pub mod join;
 pub mod materialize;
-mod project;
+pub mod project;
 pub mod top_n;
 mod union;
 

@@ -1,22 +1,91 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 
-use crate::{EngineResult, Operator, OperatorContext, StreamChunk};
+use crate::watermark::{as_micros, watermark_value};
+use crate::{EngineResult, Message, Operator, OperatorContext, StreamChunk, Watermark};
 
 /// Computes new columns from each row; ops pass through unchanged.
 pub struct ProjectOperator {
     exprs: Vec<Arc<dyn PhysicalExpr>>,
     schema: SchemaRef,
+    /// Known once the plan is built ([`Self::with_input`]) or the first chunk arrives.
+    input_schema: Option<SchemaRef>,
 }
 
 impl ProjectOperator {
     pub fn new(exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef) -> Self {
         assert_eq!(exprs.len(), schema.fields().len());
-        Self { exprs, schema }
+        Self { exprs, schema, input_schema: None }
+    }
+
+    /// The input's schema, which mapping watermarks needs.
+    pub fn with_input(mut self, input: SchemaRef) -> Self {
+        self.input_schema = Some(input);
+        self
+    }
+}
+
+/// Whether `expr` never decreases when input column `column` grows and the other columns it
+/// reads are constants: then a watermark on `column` carries over to the expression.
+pub fn monotone_in(expr: &Arc<dyn PhysicalExpr>, column: usize) -> bool {
+    use datafusion::logical_expr::Operator as BinOp;
+    use datafusion::physical_expr::ScalarFunctionExpr;
+    use datafusion::physical_plan::expressions::{BinaryExpr, CastExpr, Column, Literal};
+    if let Some(c) = expr.downcast_ref::<Column>() {
+        return c.index() == column;
+    }
+    if let Some(cast) = expr.downcast_ref::<CastExpr>() {
+        return cast.cast_type().is_temporal() && monotone_in(cast.expr(), column);
+    }
+    if let Some(b) = expr.downcast_ref::<BinaryExpr>() {
+        let constant = |e: &Arc<dyn PhysicalExpr>| e.downcast_ref::<Literal>().is_some();
+        return match b.op() {
+            BinOp::Plus => (monotone_in(b.left(), column) && constant(b.right())) || (constant(b.left()) && monotone_in(b.right(), column)),
+            BinOp::Minus => monotone_in(b.left(), column) && constant(b.right()),
+            _ => false,
+        };
+    }
+    if let Some(f) = expr.downcast_ref::<ScalarFunctionExpr>() {
+        let args = f.args();
+        let constant = |e: &Arc<dyn PhysicalExpr>| e.downcast_ref::<Literal>().is_some();
+        return match f.name() {
+            // date_bin(stride, ts[, origin]) and date_trunc(unit, ts)
+            "date_bin" | "date_trunc" => {
+                args.len() >= 2 && constant(&args[0]) && monotone_in(&args[1], column) && args[2..].iter().all(constant)
+            }
+            _ => false,
+        };
+    }
+    false
+}
+
+impl ProjectOperator {
+    /// The watermark of output `out` given the input column's, by evaluating the expression
+    /// on a row holding just that value. The end-of-input watermark maps to itself.
+    fn map_watermark(&self, out: usize, wm: Watermark, input: &SchemaRef) -> Option<Watermark> {
+        if wm.time_us == i64::MAX {
+            return Some(Watermark { column: out, time_us: i64::MAX });
+        }
+        let columns: Vec<ArrayRef> = input
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                if i == wm.column {
+                    watermark_value(wm.time_us, f.data_type())
+                } else {
+                    Some(new_null_array(f.data_type(), 1))
+                }
+            })
+            .collect::<Option<_>>()?;
+        let nullable = Arc::new(Schema::new(input.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>()));
+        let row = RecordBatch::try_new(nullable, columns).ok()?;
+        let value = self.exprs[out].evaluate(&row).ok()?.into_array(1).ok()?;
+        as_micros(value.as_ref()).map(|time_us| Watermark { column: out, time_us })
     }
 }
 
@@ -36,5 +105,17 @@ impl Operator for ProjectOperator {
             .collect::<Result<Vec<_>, _>>()?;
         let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
         ctx.collect(chunk.with_batch(batch)).await
+    }
+
+    async fn handle_watermark(&mut self, wm: Watermark, ctx: &mut OperatorContext) -> EngineResult<()> {
+        let Some(input) = self.input_schema.clone() else { return Ok(()) };
+        for out in 0..self.exprs.len() {
+            if monotone_in(&self.exprs[out], wm.column) {
+                if let Some(mapped) = self.map_watermark(out, wm, &input) {
+                    ctx.outputs.send(Message::Watermark(mapped)).await?;
+                }
+            }
+        }
+        Ok(())
     }
 }
