@@ -232,3 +232,156 @@ async fn flush_waits_for_the_end_of_a_bounded_source_only() {
     assert_eq!(rows_before_flush(Some(100)).await, 100, "a bounded source is read to its end first");
     assert!(rows_before_flush(None).await < 100, "an unbounded source passes FLUSH promptly");
 }
+
+fn agg(udaf: Arc<datafusion::logical_expr::AggregateUDF>, arg: Arc<dyn PhysicalExpr>, schema: &Arc<Schema>, name: &str) -> openclaw_engine::operators::aggregate::AggCall {
+    let expr = datafusion::physical_expr::aggregate::AggregateExprBuilder::new(udaf, vec![arg])
+        .schema(schema.clone())
+        .alias(name)
+        .build()
+        .unwrap();
+    openclaw_engine::operators::aggregate::AggCall { expr: Arc::new(expr), filter: None }
+}
+
+fn aggregate_op(store: &Store, emit_on_close: Option<usize>, prefix: &str) -> Box<dyn Operator> {
+    use openclaw_engine::operators::aggregate::{AggregateSpec, AggregateTables};
+    let input = fixture::schema("I I");
+    let calls = vec![
+        agg(datafusion::functions_aggregate::count::count_udaf(), col("c1", &input).unwrap(), &input, "n"),
+        agg(datafusion::functions_aggregate::min_max::max_udaf(), col("c1", &input).unwrap(), &input, "hi"),
+    ];
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, true),
+        Field::new("n", DataType::Int64, true),
+        Field::new("hi", DataType::Int64, true),
+    ]));
+    let spec = AggregateSpec { group_exprs: vec![col("c0", &input).unwrap()], calls, schema, emit_on_close };
+    let tables = AggregateTables { groups: format!("{prefix}_groups"), values: format!("{prefix}_values") };
+    Box::new(openclaw_engine::operators::AggregateOperator::new(spec, store.clone(), tables, &input, Default::default()).unwrap())
+}
+
+#[tokio::test]
+async fn aggregate_retracts_and_brings_back_the_next_maximum() {
+    let (store, dir) = temp_store("agg");
+    let input = vec![
+        Message::Chunk(fixture::parse(
+            "I I
+             + 1 10
+             + 1 30
+             + 2 5",
+        )),
+        Message::Chunk(fixture::parse(
+            "I I
+             - 1 30
+             U- 2 5
+             U+ 1 5",
+        )),
+    ];
+    let out = run(aggregate_op(&store, None, "a"), vec![input]).await;
+    assert_eq!(pretty(&out), "+ 1 2 30\n+ 2 1 5\nU- 1 2 30\nU+ 1 2 10\n- 2 1 5\n");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn aggregate_emits_each_window_once_when_the_watermark_passes_it() {
+    use openclaw_engine::Watermark;
+    let (store, dir) = temp_store("eowc");
+    // Group key c0 is the "window"; its watermark closes groups below it.
+    let input = vec![
+        Message::Chunk(fixture::parse(
+            "I I
+             + 1 10
+             + 2 20
+             + 1 11",
+        )),
+        Message::Watermark(Watermark { column: 0, time_us: 2 }),
+        Message::Chunk(fixture::parse(
+            "I I
+             + 1 99
+             + 3 30",
+        )),
+    ];
+    let out = run(aggregate_op(&store, Some(0), "w"), vec![input]).await;
+    // Only inserts (append-only); group 1 closes at watermark 2, the late row is dropped.
+    assert_eq!(pretty(&out), "+ 1 2 11\nwatermark 2\n");
+    let mut keys = 0;
+    store.scan("w_groups", None, |_, _| { keys += 1; true }).unwrap();
+    assert_eq!(keys, 2, "groups 2 and 3 stay open; group 1's state is gone");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn join_retracts_when_one_side_is_deleted_and_pads_outer_rows() {
+    use openclaw_engine::operators::{JoinKind, JoinOperator, JoinSpec};
+    let (store, dir) = temp_store("join");
+    let left = fixture::schema("I T");
+    let right = fixture::schema("I I");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("l0", DataType::Int64, true),
+        Field::new("l1", DataType::Utf8, true),
+        Field::new("r0", DataType::Int64, true),
+        Field::new("r1", DataType::Int64, true),
+    ]));
+    let spec = JoinSpec {
+        kind: JoinKind::Left,
+        keys: [vec![col("c0", &left).unwrap()], vec![col("c0", &right).unwrap()]],
+        filter: None,
+        schema,
+        input_schemas: [left, right],
+    };
+    let op = JoinOperator::new(spec, store.clone(), ["j_l".into(), "j_r".into()]).unwrap();
+    let l = vec![
+        Message::Chunk(fixture::parse(
+            "I T
+             + 1 a
+             + 2 b",
+        )),
+        barrier(1),
+    ];
+    let r = vec![
+        barrier(1),
+        Message::Chunk(fixture::parse(
+            "I I
+             + 1 100
+             - 1 100",
+        )),
+    ];
+    let out = run(Box::new(op), vec![l, r]).await;
+    assert_eq!(
+        pretty(&out),
+        "+ 1 a null null\n+ 2 b null null\nbarrier 1\n- 1 a null null\n+ 1 a 1 100\n- 1 a 1 100\n+ 1 a null null\n"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn top_n_promotes_the_runner_up_when_the_leader_is_deleted() {
+    use datafusion::arrow::compute::SortOptions;
+    use openclaw_engine::operators::{TopNOperator, TopNSpec};
+    let (store, dir) = temp_store("topn");
+    let input = fixture::schema("T I");
+    let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("rn", DataType::UInt64, false));
+    let spec = TopNSpec {
+        partition_by: vec![col("c0", &input).unwrap()],
+        order_by: vec![(col("c1", &input).unwrap(), SortOptions { descending: true, nulls_first: false })],
+        limit: 1,
+        schema: Arc::new(Schema::new(fields)),
+        input_schema: input,
+    };
+    let op = TopNOperator::new(spec, store.clone(), "t_rows".into()).unwrap();
+    let chunks = vec![
+        Message::Chunk(fixture::parse(
+            "T I
+             + x 5
+             + x 9
+             + y 1",
+        )),
+        Message::Chunk(fixture::parse(
+            "T I
+             - x 9",
+        )),
+    ];
+    let out = run(Box::new(op), vec![chunks]).await;
+    assert_eq!(pretty(&out), "+ x 9 1\n+ y 1 1\nU- x 9 1\nU+ x 5 1\n");
+    let _ = std::fs::remove_dir_all(dir);
+}

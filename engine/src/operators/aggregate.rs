@@ -645,3 +645,22 @@ impl Operator for AggregateOperator {
         ctx.outputs.send(Message::Watermark(Watermark { column: out_col, time_us: wm.time_us })).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_state_round_trips() {
+        let schema = Arc::new(Schema::new(vec![Field::new("rows", DataType::Int64, false), Field::new("s", DataType::Float64, true)]));
+        let codec = RowCodec::new(schema.clone()).unwrap();
+        let rows = vec![vec![ScalarValue::Int64(Some(3)), ScalarValue::Float64(Some(1.5))], vec![ScalarValue::Int64(Some(0)), ScalarValue::Float64(None)]];
+        let encoded = codec.encode(&columns_of(&rows, &schema).unwrap()).unwrap();
+        let value = encode_state(encoded.row(0).as_ref(), b"output");
+        let (state, output) = split_state(&value);
+        assert_eq!(output, b"output");
+        let back = codec.decode([state, encoded.row(1).as_ref()]).unwrap();
+        assert_eq!(ScalarValue::try_from_array(back.column(0), 0).unwrap(), rows[0][0]);
+        assert_eq!(ScalarValue::try_from_array(back.column(1), 1).unwrap(), rows[1][1]);
+    }
+}

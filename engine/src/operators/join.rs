@@ -210,23 +210,27 @@ impl JoinOperator {
                 let kind = self.spec.kind;
                 for (full, entry, other_row) in matched {
                     matched_total += entry.count;
+                    let degree = entry.degree + sign;
+                    // A padded row leaves before its first match arrives, and comes back
+                    // after its last match left.
+                    let pads = kind.preserves(other);
+                    if pads && entry.degree == 0 && degree > 0 {
+                        out.push_padded(other, &other_row, entry.count, -1, &self.spec);
+                    }
                     if kind.emits_joined() {
                         out.push_joined(side, &this, &other_row, entry.count, sign);
                     }
+                    if pads && entry.degree > 0 && degree == 0 {
+                        out.push_padded(other, &other_row, entry.count, 1, &self.spec);
+                    }
+                    if let Some(shown) = kind.filters(other) {
+                        match (shown(entry.degree), shown(degree)) {
+                            (false, true) => out.push(other_row.clone(), entry.count, 1),
+                            (true, false) => out.push(other_row.clone(), entry.count, -1),
+                            _ => {}
+                        }
+                    }
                     if kind.tracks_degree(other) {
-                        let degree = entry.degree + sign;
-                        if kind.preserves(other) && entry.degree == 0 && degree > 0 {
-                            out.push_padded(other, &other_row, entry.count, -1, &self.spec);
-                        } else if kind.preserves(other) && entry.degree > 0 && degree == 0 {
-                            out.push_padded(other, &other_row, entry.count, 1, &self.spec);
-                        }
-                        if let Some(shown) = kind.filters(other) {
-                            match (shown(entry.degree), shown(degree)) {
-                                (false, true) => out.push(other_row.clone(), entry.count, 1),
-                                (true, false) => out.push(other_row.clone(), entry.count, -1),
-                                _ => {}
-                            }
-                        }
                         overlay.entry((other, keys[i].clone())).or_default().insert(full, Entry { count: entry.count, degree });
                     }
                 }
@@ -405,5 +409,17 @@ impl Operator for JoinOperator {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn side_entry_round_trips() {
+        for e in [Entry { count: 1, degree: 0 }, Entry { count: 7, degree: 123_456_789_000 }] {
+            assert_eq!(Entry::decode(&e.encode()), e);
+        }
     }
 }

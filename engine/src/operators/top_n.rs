@@ -169,3 +169,24 @@ impl Operator for TopNOperator {
         ctx.collect(out).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::DataType;
+
+    #[test]
+    fn entries_sort_best_first_and_decode_back() {
+        let schema = Arc::new(Schema::new(vec![Field::new("o", DataType::Int64, true), Field::new("v", DataType::Int64, true)]));
+        let desc = SortOptions { descending: true, nulls_first: false };
+        let codec = RowCodec::with_order(schema, &[desc, SortOptions::default()]).unwrap();
+        let cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![1, 9, 5])), Arc::new(Int64Array::from(vec![10, 90, 50]))];
+        let rows = codec.encode(&cols).unwrap();
+        let mut keys: Vec<Vec<u8>> = rows.iter().map(|r| r.as_ref().to_vec()).collect();
+        keys.sort();
+        let back = codec.decode(keys.iter().map(|k| k.as_slice())).unwrap();
+        let order: Vec<i64> = back.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec();
+        assert_eq!(order, vec![9, 5, 1], "descending ORDER BY reads best first");
+    }
+}
