@@ -48,6 +48,10 @@ pub struct EngineArgs {
     /// How often progress is pushed through the dataflow without a FLUSH (e.g. 1s, 200ms).
     #[arg(long, env = "OPENCLAW_FLUSH_INTERVAL", default_value = "1s")]
     flush_interval: humantime::Duration,
+    /// Memory for operator and table state (RocksDB block cache and write buffers), in MiB;
+    /// state beyond it stays on disk.
+    #[arg(long, env = "OPENCLAW_STATE_CACHE_MB", default_value_t = 256)]
+    pub state_cache_mb: usize,
 }
 
 impl EngineArgs {
@@ -101,6 +105,7 @@ fn main() -> std::process::ExitCode {
                 pg_listen: args.pg_listen,
                 http_listen: args.http_listen,
                 max_connections: args.max_connections,
+                state_cache_bytes: args.engine.state_cache_mb.max(8) << 20,
                 engine: args.engine.engine_config(),
             })
             .await,

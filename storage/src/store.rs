@@ -56,16 +56,25 @@ fn add_counts(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) ->
     Some(sum.to_le_bytes().to_vec())
 }
 
-fn merge_options() -> Options {
+/// Default size of the state cache (RocksDB's block cache plus its memtables).
+pub const DEFAULT_STATE_CACHE_BYTES: usize = 256 << 20;
+
+/// Options every column family shares: the merge operator (see [`Store::open`]) and the one
+/// block cache that bounds how much state is held in memory.
+fn merge_options(cache: &rocksdb::Cache) -> Options {
     let mut opts = Options::default();
     opts.set_merge_operator_associative("openclaw_add_counts", add_counts);
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_bloom_filter(10.0, false);
+    opts.set_block_based_table_factory(&table);
     opts
 }
 
-fn cf_options(kind: CfKind) -> Options {
-    let mut opts = Options::default();
+fn cf_options(kind: CfKind, cache: &rocksdb::Cache) -> Options {
+    let mut opts = merge_options(cache);
     if kind == CfKind::Counters {
-        opts = merge_options();
         opts.set_compaction_filter("openclaw_drop_zero_counts", |_level, _key, value| {
             if value == ZERO_COUNT { Decision::Remove } else { Decision::Keep }
         });
@@ -78,6 +87,7 @@ fn cf_options(kind: CfKind) -> Options {
 #[derive(Clone)]
 pub struct Store {
     db: Arc<DbAndOptions>,
+    cache: rocksdb::Cache,
     dir: PathBuf,
     /// Column families found when the store was opened.
     opened_with: Arc<Vec<String>>,
@@ -86,7 +96,15 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store under `dir`, with every column family it already has.
     pub fn open(dir: &Path) -> StorageResult<Self> {
+        Self::open_with_cache(dir, DEFAULT_STATE_CACHE_BYTES)
+    }
+
+    /// Opens the store with a memory budget for state: half for the shared LRU block cache
+    /// in front of every column family, half for the write buffers (memtables). State larger
+    /// than that lives on disk.
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> StorageResult<Self> {
         std::fs::create_dir_all(dir)?;
+        let cache = rocksdb::Cache::new_lru_cache(cache_bytes / 2);
         check_format(dir)?;
         let path = dir.join("state");
         let mut opts = Options::default();
@@ -94,16 +112,17 @@ impl Store {
         opts.create_missing_column_families(true);
         // Two background jobs match the two cores of the target machine.
         opts.increase_parallelism(2);
+        opts.set_db_write_buffer_size(cache_bytes / 2);
         let existing = Db::list_cf(&opts, &path).unwrap_or_else(|_| vec!["default".to_string()]);
         // Every column family reopens with the merge operator: the write-ahead log may hold
         // merges of counter families, and replaying one without it would fail. (Which families
         // are counters is not recorded yet, so their compaction filter waits for a restart-safe
         // catalog.)
-        let cfs = existing.iter().map(|name| ColumnFamilyDescriptor::new(name, merge_options()));
+        let cfs = existing.iter().map(|name| ColumnFamilyDescriptor::new(name, merge_options(&cache)));
         let db = Db::open_cf_descriptors(&opts, &path, cfs)?;
         let opened_with = Arc::new(existing.into_iter().filter(|n| n != "default").collect());
         let db = DbAndOptions { db, created_cf_options: Default::default() };
-        Ok(Self { db: Arc::new(db), dir: dir.to_path_buf(), opened_with })
+        Ok(Self { db: Arc::new(db), cache, dir: dir.to_path_buf(), opened_with })
     }
 
     /// The column families (besides RocksDB's default) the store had when it was opened.
@@ -118,7 +137,7 @@ impl Store {
     /// Creates the column family `name`; creating one that exists is a no-op.
     pub fn create_cf(&self, name: &str, kind: CfKind) -> StorageResult<()> {
         if self.db.cf_handle(name).is_none() {
-            let opts = cf_options(kind);
+            let opts = cf_options(kind, &self.cache);
             self.db.create_cf(name, &opts)?;
             self.db.created_cf_options.lock().expect("options lock").push(opts);
         }
