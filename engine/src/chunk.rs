@@ -6,6 +6,13 @@ use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::EngineResult;
 
+/// `schema` with every field nullable: for state rows and padded join rows, where any
+/// column may hold NULL.
+pub fn nullable_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<_> = schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+    Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
+}
+
 /// The change a row makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]

@@ -8,4 +8,4 @@ mod store;
 
 pub use codec::RowCodec;
 pub use error::{StorageError, StorageResult};
-pub use store::{CfKind, ReadSnapshot, StateWrite, Store, FORMAT_VERSION};
+pub use store::{decode_count, CfKind, ReadSnapshot, StateWrite, Store, FORMAT_VERSION};

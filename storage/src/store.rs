@@ -44,7 +44,8 @@ pub enum CfKind {
 
 const ZERO_COUNT: [u8; 8] = 0i64.to_le_bytes();
 
-fn decode_count(bytes: &[u8]) -> i64 {
+/// Reads a count of a [`CfKind::Counters`] family (a malformed value reads as zero).
+pub fn decode_count(bytes: &[u8]) -> i64 {
     bytes.try_into().map(i64::from_le_bytes).unwrap_or(0)
 }
 

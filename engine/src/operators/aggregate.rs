@@ -27,8 +27,9 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::PhysicalExpr;
-use openclaw_storage::{CfKind, RowCodec, StateWrite, Store};
+use openclaw_storage::{decode_count, CfKind, RowCodec, StateWrite, Store};
 
+use crate::chunk::nullable_schema;
 use crate::{internal_err, EngineError, EngineResult, Message, Op, Operator, OperatorContext, StreamChunk, Watermark};
 
 /// One aggregate call of the query, with its `FILTER (WHERE …)` clause.
@@ -152,12 +153,12 @@ impl AggregateOperator {
                 }
             }
         }
-        let output_fields: Vec<Field> = spec.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+
         store.create_cf(&tables.groups, CfKind::Plain)?;
         store.create_cf(&tables.values, CfKind::Counters)?;
         Ok(Self {
             state_codec: RowCodec::new(Arc::new(Schema::new(state_fields)))?,
-            output_codec: RowCodec::new(Arc::new(Schema::new(output_fields)))?,
+            output_codec: RowCodec::new(nullable_schema(&spec.schema))?,
             spec,
             calls,
             store,
@@ -556,10 +557,6 @@ fn encode_state(state: &[u8], output: &[u8]) -> Vec<u8> {
 fn split_state(value: &[u8]) -> (&[u8], &[u8]) {
     let len = u32::from_le_bytes(value[..4].try_into().expect("a length prefix")) as usize;
     (&value[4..4 + len], &value[4 + len..])
-}
-
-fn decode_count(value: &[u8]) -> i64 {
-    value.try_into().map(i64::from_le_bytes).unwrap_or(0)
 }
 
 fn cast_to(col: ArrayRef, to: &DataType) -> EngineResult<ArrayRef> {

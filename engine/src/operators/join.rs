@@ -22,6 +22,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::expressions::Column;
 use openclaw_storage::{CfKind, RowCodec, StateWrite, Store};
 
+use crate::chunk::nullable_schema;
 use crate::{internal_err, EngineResult, Message, Op, Operator, OperatorContext, StreamChunk, Watermark};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +147,7 @@ impl JoinOperator {
             .collect::<EngineResult<_>>()?;
         let side = |i: usize| -> EngineResult<Side> {
             store.create_cf(&tables[i], CfKind::Plain)?;
-            Ok(Side { cf: Arc::from(tables[i].as_str()), rows: RowCodec::new(nullable(&spec.input_schemas[i]))? })
+            Ok(Side { cf: Arc::from(tables[i].as_str()), rows: RowCodec::new(nullable_schema(&spec.input_schemas[i]))? })
         };
         let sides = [side(0)?, side(1)?];
         let both: Vec<Field> = spec.input_schemas.iter().flat_map(|s| s.fields().iter().map(|f| f.as_ref().clone().with_nullable(true))).collect();
@@ -360,10 +361,6 @@ fn joined_schema(l: &RecordBatch, r: &RecordBatch) -> SchemaRef {
         .map(|(i, f)| Field::new(format!("c{i}"), f.data_type().clone(), true))
         .collect();
     Arc::new(Schema::new(fields))
-}
-
-fn nullable(schema: &SchemaRef) -> SchemaRef {
-    Arc::new(Schema::new(schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>()))
 }
 
 fn take_rows(batch: &RecordBatch, idx: &UInt32Array) -> EngineResult<RecordBatch> {

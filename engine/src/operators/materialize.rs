@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
-use openclaw_storage::{CfKind, ReadSnapshot, RowCodec, StateWrite, Store};
+use openclaw_storage::{decode_count, CfKind, ReadSnapshot, RowCodec, StateWrite, Store};
 use tokio::sync::mpsc;
 
 use crate::{
@@ -148,9 +148,6 @@ impl MaterializedState {
     }
 }
 
-fn decode_count(value: &[u8]) -> i64 {
-    i64::from_le_bytes(value.try_into().expect("an 8-byte multiplicity"))
-}
 
 /// The last operator of a view: applies the changelog to the view's stored content, serves
 /// subscriptions of downstream views, and acknowledges barriers as a sink.

@@ -2,9 +2,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch};
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 
+use crate::chunk::nullable_schema;
 use crate::watermark::{as_micros, watermark_value};
 use crate::{EngineResult, Message, Operator, OperatorContext, StreamChunk, Watermark};
 
@@ -82,8 +83,7 @@ impl ProjectOperator {
                 }
             })
             .collect::<Option<_>>()?;
-        let nullable = Arc::new(Schema::new(input.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>()));
-        let row = RecordBatch::try_new(nullable, columns).ok()?;
+        let row = RecordBatch::try_new(nullable_schema(input), columns).ok()?;
         let value = self.exprs[out].evaluate(&row).ok()?.into_array(1).ok()?;
         as_micros(value.as_ref()).map(|time_us| Watermark { column: out, time_us })
     }

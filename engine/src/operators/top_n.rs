@@ -16,7 +16,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
-use openclaw_storage::{CfKind, RowCodec, StateWrite, Store};
+use openclaw_storage::{decode_count, CfKind, RowCodec, StateWrite, Store};
 
 use crate::{EngineResult, Op, Operator, OperatorContext, StreamChunk};
 
@@ -79,7 +79,7 @@ impl TopNOperator {
     fn read_top(&self, partition: &[u8]) -> EngineResult<Vec<Vec<u8>>> {
         let mut top = vec![];
         self.store.scan_prefix(&self.cf, partition, false, |key, value| {
-            let count = i64::from_le_bytes(value.try_into().expect("an 8-byte multiplicity"));
+            let count = decode_count(value);
             for _ in 0..count.max(0) {
                 if top.len() == self.spec.limit {
                     return false;
