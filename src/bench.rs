@@ -22,7 +22,7 @@ pub struct NexmarkArgs {
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
-    engine: EngineArgs,
+    pub engine: EngineArgs,
 }
 
 const BID_COLUMNS: &str = "auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time TIMESTAMP, extra VARCHAR";

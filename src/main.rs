@@ -52,14 +52,25 @@ pub struct EngineArgs {
     /// state beyond it stays on disk.
     #[arg(long, env = "OPENCLAW_STATE_CACHE_MB", default_value_t = 256)]
     pub state_cache_mb: usize,
+    /// Worker threads, and the partitions of each keyed stateful operator (aggregate, join,
+    /// top-N) unless a session sets `streaming_parallelism`. Default: the number of cores.
+    #[arg(long, env = "OPENCLAW_WORKERS")]
+    pub workers: Option<usize>,
 }
 
 impl EngineArgs {
+    /// `--workers`, or the number of cores, within the named limit.
+    fn worker_threads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        self.workers.unwrap_or(cores).clamp(1, openclaw_engine::operators::exchange::MAX_PARALLELISM)
+    }
+
     fn engine_config(&self) -> openclaw_engine::EngineConfig {
         openclaw_engine::EngineConfig {
             chunk_size_rows: self.chunk_size.max(1),
             channel_capacity_chunks: self.channel_capacity.max(1),
             flush_interval_ms: self.flush_interval.as_millis().max(1) as u64,
+            parallelism: self.worker_threads(),
         }
     }
 }
@@ -90,7 +101,15 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("openclaw").build();
+    let workers = match &cli.command {
+        Command::Serve(args) => args.engine.worker_threads(),
+        Command::Bench { bench: BenchCommand::Nexmark(args) } => args.engine.worker_threads(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .thread_name("openclaw")
+        .build();
     let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {

@@ -9,10 +9,13 @@ pub struct EngineConfig {
     /// How often the coordinator injects a barrier on its own, and the longest a source holds a
     /// partial chunk before emitting it.
     pub flush_interval_ms: u64,
+    /// Partitions of each keyed stateful operator when the session does not set
+    /// `streaming_parallelism`: the number of worker threads.
+    pub parallelism: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { chunk_size_rows: 4096, channel_capacity_chunks: 16, flush_interval_ms: 1000 }
+        Self { chunk_size_rows: 4096, channel_capacity_chunks: 16, flush_interval_ms: 1000, parallelism: 1 }
     }
 }

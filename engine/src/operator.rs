@@ -82,38 +82,56 @@ impl OperatorContext {
 }
 
 /// The downstream edges of a task. Every edge is a bounded channel. An edge whose receiver
-/// is gone (its view was dropped) is removed, not treated as an error.
+/// is gone (its view was dropped) is closed, not treated as an error; the other edges keep
+/// their index, so that an exchange can address partition `i` by [`Outputs::send_to`].
 #[derive(Default)]
 pub struct Outputs {
-    senders: Vec<mpsc::Sender<Message>>,
+    senders: Vec<Option<mpsc::Sender<Message>>>,
 }
 
 impl Outputs {
     pub fn new(senders: Vec<mpsc::Sender<Message>>) -> Self {
-        Self { senders }
+        Self { senders: senders.into_iter().map(Some).collect() }
     }
 
+    /// Adds an edge, in the slot of a closed one if there is one, so that a table whose
+    /// views come and go keeps as many slots as it ever had live subscribers.
     pub fn add(&mut self, sender: mpsc::Sender<Message>) {
-        self.senders.push(sender);
+        match self.senders.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => *slot = Some(sender),
+            None => self.senders.push(Some(sender)),
+        }
     }
 
+    /// Whether no edge is open any more.
     pub fn is_empty(&self) -> bool {
-        self.senders.is_empty()
+        self.senders.iter().all(Option::is_none)
+    }
+
+    /// Number of edges, open or closed.
+    pub fn len(&self) -> usize {
+        self.senders.len()
     }
 
     /// Sends `msg` to every edge, waiting while a receiver is full (backpressure).
     pub async fn send(&mut self, msg: Message) -> EngineResult<()> {
-        let mut closed = vec![];
-        let last = self.senders.len().saturating_sub(1);
+        let last = self.senders.iter().rposition(Option::is_some);
         let mut msg = Some(msg);
-        for (i, tx) in self.senders.iter().enumerate() {
-            let m = if i == last { msg.take().expect("sent once") } else { msg.clone().expect("kept") };
-            if tx.send(m).await.is_err() {
-                closed.push(i);
+        for i in 0..self.senders.len() {
+            if self.senders[i].is_none() {
+                continue;
             }
+            let m = if Some(i) == last { msg.take().expect("sent once") } else { msg.clone().expect("kept") };
+            self.send_to(i, m).await?;
         }
-        for i in closed.into_iter().rev() {
-            self.senders.swap_remove(i);
+        Ok(())
+    }
+
+    /// Sends `msg` to edge `index` only; a closed edge drops it.
+    pub async fn send_to(&mut self, index: usize, msg: Message) -> EngineResult<()> {
+        let Some(tx) = &self.senders[index] else { return Ok(()) };
+        if tx.send(msg).await.is_err() {
+            self.senders[index] = None;
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ use crate::operators::aggregate::AggregateTables;
 use crate::operators::project::monotone_in;
 use crate::watermark::WatermarkSpec;
 use datafusion::physical_plan::expressions::Column;
+use crate::operators::exchange::{ExchangeOperator, MAX_PARALLELISM};
 use crate::operators::{AggregateOperator, AggregateSpec, FilterOperator, JoinOperator, JoinSpec, ProjectOperator, TopNOperator, TopNSpec, UnionOperator};
 use crate::source::{run_source, SourceProgress, SourceReader};
 use crate::{
@@ -91,13 +92,36 @@ impl StreamNode {
     }
 
     /// One line per node, children indented, as `EXPLAIN` prints it. Stateful nodes name
-    /// their state tables, numbered in the order [`build_dataflow`] creates them.
-    pub fn explain(&self, out: &mut String, depth: usize) {
-        self.explain_numbered(out, depth, &mut 0);
+    /// their state tables, numbered in the order [`build_dataflow`] creates them, and how many
+    /// partitions they run as when built with `parallelism`.
+    pub fn explain(&self, out: &mut String, depth: usize, parallelism: usize) {
+        self.explain_numbered(out, depth, &mut 0, parallelism);
     }
 
-    fn explain_numbered(&self, out: &mut String, depth: usize, tables: &mut usize) {
+    /// The key expressions, per input, that partition this node's state; `None` for nodes
+    /// without state, or whose state has one key only (a global aggregate, an unpartitioned
+    /// top-N), which run as one partition.
+    pub fn partition_keys(&self) -> Option<Vec<Vec<Arc<dyn PhysicalExpr>>>> {
+        let keys = match self {
+            StreamNode::Aggregate { spec, .. } => vec![spec.group_exprs.clone()],
+            StreamNode::TopN { spec, .. } => vec![spec.partition_by.clone()],
+            StreamNode::Join { spec, .. } => spec.keys.to_vec(),
+            _ => return None,
+        };
+        keys.iter().all(|k| !k.is_empty()).then_some(keys)
+    }
+
+    /// How many partitions this node runs as under `parallelism`.
+    fn partitions(&self, parallelism: usize) -> usize {
+        if self.partition_keys().is_some() { parallelism.clamp(1, MAX_PARALLELISM) } else { 1 }
+    }
+
+    fn explain_numbered(&self, out: &mut String, depth: usize, tables: &mut usize, parallelism: usize) {
         let pad = "  ".repeat(depth);
+        let parts = match self.partitions(parallelism) {
+            1 => String::new(),
+            n => format!(" [{n} partitions by hash]"),
+        };
         let _ = match self {
             StreamNode::Subscribe { name, .. } => writeln!(out, "{pad}StreamScan: {name} (snapshot, then changes)"),
             StreamNode::Source { name, .. } => writeln!(out, "{pad}SourceReader: {name}"),
@@ -119,7 +143,7 @@ impl StreamNode {
                 let t = next_table(tables);
                 writeln!(
                     out,
-                    "{pad}StreamHashAgg: group by [{}], aggs [{}]{emit} (state: s{t}_groups, s{t}_values)",
+                    "{pad}StreamHashAgg: group by [{}], aggs [{}]{emit} (state: s{t}_groups, s{t}_values){parts}",
                     groups.join(", "),
                     calls.join(", ")
                 )
@@ -130,7 +154,7 @@ impl StreamNode {
                 let filter = spec.filter.as_ref().map(|f| format!(", filter {f}")).unwrap_or_default();
                 writeln!(
                     out,
-                    "{pad}StreamHashJoin: {:?}, [{}] = [{}]{filter} (state: s{t}_left, s{t}_right)",
+                    "{pad}StreamHashJoin: {:?}, [{}] = [{}]{filter} (state: s{t}_left, s{t}_right){parts}",
                     spec.kind,
                     keys(0),
                     keys(1)
@@ -146,7 +170,7 @@ impl StreamNode {
                     .collect();
                 writeln!(
                     out,
-                    "{pad}StreamGroupTopN: limit {}, partition by [{}], order by [{}] (state: s{t}_rows)",
+                    "{pad}StreamGroupTopN: limit {}, partition by [{}], order by [{}] (state: s{t}_rows){parts}",
                     spec.limit,
                     part.join(", "),
                     order.join(", ")
@@ -154,7 +178,7 @@ impl StreamNode {
             }
         };
         for child in self.children() {
-            child.explain_numbered(out, depth + 1, tables);
+            child.explain_numbered(out, depth + 1, tables, parallelism);
         }
     }
 
@@ -187,17 +211,32 @@ pub struct Dataflow {
     pub pending_roots: Vec<(RootId, mpsc::Sender<crate::Barrier>)>,
     /// Subscriptions to hand to the upstream objects in the barrier that starts the view.
     pub subscriptions: Vec<Subscription>,
-    /// Column families of the operators' state, to drop with the view.
-    pub state_tables: Vec<String>,
+    /// The operators' state, to show and to drop with the view.
+    pub state_tables: Vec<StateTable>,
     /// Rows dropped because they arrived behind the watermark of a closed window.
     pub late_rows: Arc<AtomicU64>,
 }
 
-/// Where the operators of one dataflow keep their state.
+/// One state table of an operator (`s<n>_<role>` in `EXPLAIN`), split over the column
+/// families of its partitions.
+#[derive(Debug, Clone)]
+pub struct StateTable {
+    /// `<prefix>_s<n>_<role>`.
+    pub name: String,
+    /// One per partition: the name itself when the operator runs as one partition, else
+    /// `<name>_p<k>`. Partitions hold disjoint keys, so their key counts add up.
+    pub column_families: Vec<String>,
+}
+
+/// Where the operators of one dataflow keep their state, and how widely they spread it.
 pub struct StateLocation {
     pub store: Store,
     /// Prefix of every state column family (the view's own name in the store).
     pub prefix: String,
+    /// Partitions of each stateful operator whose state is keyed (the view's
+    /// `streaming_parallelism`). Each partition is its own task, so they run on different
+    /// worker threads; results do not depend on it.
+    pub parallelism: usize,
 }
 
 /// Spawns the tasks of `plan`, ending in `sink` (the view's materialize operator).
@@ -231,21 +270,39 @@ struct Builder<'a> {
     df: &'a mut Dataflow,
 }
 
+/// The tasks of one stateful node: its input receivers, its partitions' operators, and the
+/// sender its (merged) output goes to.
+struct Partitioned {
+    keys: Option<Vec<Vec<Arc<dyn PhysicalExpr>>>>,
+    inputs: Vec<mpsc::Receiver<Message>>,
+    operators: Vec<Box<dyn Operator>>,
+    schema: SchemaRef,
+    output: mpsc::Sender<Message>,
+}
+
 impl Builder<'_> {
     fn channel(&self) -> (mpsc::Sender<Message>, mpsc::Receiver<Message>) {
         mpsc::channel(self.config.channel_capacity_chunks)
     }
 
-    /// Names (and records) the column family `s<n>_<role>` of the `n`th stateful node.
-    fn table(&mut self, n: usize, role: &str) -> String {
+    /// Names (and records) the column families of state table `s<n>_<role>`, one per
+    /// partition; entry `k` belongs to partition `k`.
+    fn table(&mut self, n: usize, role: &str, partitions: usize) -> Vec<String> {
         let name = format!("{}_s{n}_{role}", self.state.prefix);
-        self.df.state_tables.push(name.clone());
-        name
+        let column_families: Vec<String> = match partitions {
+            1 => vec![name.clone()],
+            _ => (0..partitions).map(|k| format!("{name}_p{k}")).collect(),
+        };
+        self.df.state_tables.push(StateTable { name, column_families: column_families.clone() });
+        column_families
     }
 
     /// Builds `node` and returns the receiver of its output.
     fn build(&mut self, node: StreamNode) -> EngineResult<mpsc::Receiver<Message>> {
         let (tx, rx) = self.channel();
+        let parts = node.partitions(self.state.parallelism);
+        let keys = node.partition_keys();
+        let schema = node.schema();
         match node {
             StreamNode::Subscribe { object, .. } => {
                 self.df.subscriptions.push(Subscription { upstream: object, sender: std::sync::Mutex::new(Some(tx)) });
@@ -275,28 +332,74 @@ impl Builder<'_> {
             }
             StreamNode::Aggregate { spec, input } => {
                 let n = next_table(&mut self.tables);
-                let tables = AggregateTables { groups: self.table(n, "groups"), values: self.table(n, "values") };
+                let groups = self.table(n, "groups", parts);
+                let values = self.table(n, "values", parts);
                 let input_schema = input.schema();
-                let op = AggregateOperator::new(spec, self.state.store.clone(), tables, &input_schema, self.df.late_rows.clone())?;
-                let input = self.build(*input)?;
-                self.spawn_operator(Box::new(op), vec![input], Outputs::new(vec![tx]));
+                let operators = (0..parts)
+                    .map(|k| {
+                        let tables = AggregateTables { groups: groups[k].clone(), values: values[k].clone() };
+                        let op = AggregateOperator::new(spec.clone(), self.state.store.clone(), tables, &input_schema, self.df.late_rows.clone())?;
+                        Ok(Box::new(op) as Box<dyn Operator>)
+                    })
+                    .collect::<EngineResult<_>>()?;
+                let inputs = vec![self.build(*input)?];
+                self.spawn_partitioned(Partitioned { keys, inputs, operators, schema, output: tx });
             }
             StreamNode::TopN { spec, input } => {
                 let n = next_table(&mut self.tables);
-                let op = TopNOperator::new(spec, self.state.store.clone(), self.table(n, "rows"))?;
-                let input = self.build(*input)?;
-                self.spawn_operator(Box::new(op), vec![input], Outputs::new(vec![tx]));
+                let rows = self.table(n, "rows", parts);
+                let operators = (0..parts)
+                    .map(|k| Ok(Box::new(TopNOperator::new(spec.clone(), self.state.store.clone(), rows[k].clone())?) as Box<dyn Operator>))
+                    .collect::<EngineResult<_>>()?;
+                let inputs = vec![self.build(*input)?];
+                self.spawn_partitioned(Partitioned { keys, inputs, operators, schema, output: tx });
             }
             StreamNode::Join { spec, inputs } => {
                 let n = next_table(&mut self.tables);
-                let tables = [self.table(n, "left"), self.table(n, "right")];
-                let op = JoinOperator::new(spec, self.state.store.clone(), tables)?;
-                let [left, right] = *inputs;
-                let inputs = vec![self.build(left)?, self.build(right)?];
-                self.spawn_operator(Box::new(op), inputs, Outputs::new(vec![tx]));
+                let (left, right) = (self.table(n, "left", parts), self.table(n, "right", parts));
+                let operators = (0..parts)
+                    .map(|k| {
+                        let tables = [left[k].clone(), right[k].clone()];
+                        Ok(Box::new(JoinOperator::new(spec.clone(), self.state.store.clone(), tables)?) as Box<dyn Operator>)
+                    })
+                    .collect::<EngineResult<_>>()?;
+                let [l, r] = *inputs;
+                let inputs = vec![self.build(l)?, self.build(r)?];
+                self.spawn_partitioned(Partitioned { keys, inputs, operators, schema, output: tx });
             }
         }
         Ok(rx)
+    }
+
+    /// Spawns a stateful node. One partition reads its inputs directly. Several get an
+    /// exchange per input that routes rows by key hash, so partition `k` sees exactly the rows
+    /// of its keys, in input order; a union merges their outputs (aligning barriers and taking
+    /// the minimum watermark, as every union does).
+    fn spawn_partitioned(&mut self, node: Partitioned) {
+        let Partitioned { keys, inputs, mut operators, schema, output } = node;
+        if operators.len() == 1 {
+            let op = operators.pop().expect("one partition");
+            self.spawn_operator(op, inputs, Outputs::new(vec![output]));
+            return;
+        }
+        let keys = keys.expect("only keyed nodes run partitioned");
+        debug_assert_eq!(keys.len(), inputs.len(), "keys for every input");
+        let parts = operators.len();
+        let mut routed: Vec<Vec<mpsc::Receiver<Message>>> = (0..parts).map(|_| vec![]).collect();
+        for (input, keys) in inputs.into_iter().zip(keys) {
+            let (senders, receivers): (Vec<_>, Vec<_>) = (0..parts).map(|_| self.channel()).unzip();
+            self.spawn_operator(Box::new(ExchangeOperator::new(keys, parts)), vec![input], Outputs::new(senders));
+            for (k, rx) in receivers.into_iter().enumerate() {
+                routed[k].push(rx);
+            }
+        }
+        let mut merged = vec![];
+        for (op, inputs) in operators.into_iter().zip(routed) {
+            let (tx, rx) = self.channel();
+            self.spawn_operator(op, inputs, Outputs::new(vec![tx]));
+            merged.push(rx);
+        }
+        self.spawn_operator(Box::new(UnionOperator::new(schema)), merged, Outputs::new(vec![output]));
     }
 
     fn spawn_operator(&mut self, op: Box<dyn Operator>, inputs: Vec<mpsc::Receiver<Message>>, outputs: Outputs) {

@@ -53,8 +53,8 @@ pub enum Detail {
 
 pub struct ViewRuntime {
     pub state: Arc<MaterializedState>,
-    /// Column families of its operators' state.
-    pub state_tables: Vec<String>,
+    /// Its operators' state tables, each with one column family per partition.
+    pub state_tables: Vec<openclaw_engine::plan::StateTable>,
     /// Rows dropped behind the watermark of a closed window.
     pub late_rows: Arc<std::sync::atomic::AtomicU64>,
     pub tasks: Vec<AbortHandle>,

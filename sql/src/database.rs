@@ -216,8 +216,8 @@ impl Database {
             OcStatement::CreateSource(s) => self.create_source(s).await,
             OcStatement::CreateTable(ct, watermark) => self.create_table(*ct, watermark).await,
             OcStatement::ShowStateTables => self.show_state_tables().await,
-            OcStatement::CreateView(v) => self.create_view(v).await,
-            OcStatement::ExplainCreateView(v) => self.explain_create_view(v).await,
+            OcStatement::CreateView(v) => self.create_view(v, vars).await,
+            OcStatement::ExplainCreateView(v) => self.explain_create_view(v, vars).await,
             OcStatement::Flush => {
                 self.coordinator.inject_and_wait(BarrierKind::Flush, None).await?;
                 Ok(QueryOutput::command("FLUSH"))
@@ -226,7 +226,7 @@ impl Database {
             OcStatement::Describe(name) => self.describe_object(&name).await,
             OcStatement::Drop { kind, names, if_exists, cascade } => self.drop_objects(kind, &names, if_exists, cascade).await,
             OcStatement::SetVar { name, value } => {
-                vars.set(&name, &value);
+                vars.set(&name, &value)?;
                 Ok(QueryOutput::command("SET"))
             }
             OcStatement::ShowVar(name) if name == "all" => {
@@ -355,18 +355,23 @@ impl Database {
         }
     }
 
-    /// Every operator state table of every view, with its exact key count (a full scan).
+    /// Every operator state table of every view, with its partitions and its exact key
+    /// count (a full scan of each partition).
     async fn show_state_tables(&self) -> SqlResult<QueryOutput> {
         let catalog = self.catalog.lock().await;
         let mut rows = vec![];
         for e in catalog.of_kind(ObjectKind::MaterializedView) {
             let Detail::View(v) = &e.detail else { continue };
             for table in &v.state_tables {
-                let keys = self.store.count_keys(table)?;
-                rows.push(vec![e.name.clone(), table.clone(), keys.to_string()]);
+                let mut keys = 0;
+                for cf in &table.column_families {
+                    keys += self.store.count_keys(cf)?;
+                }
+                let parts = table.column_families.len().to_string();
+                rows.push(vec![e.name.clone(), table.name.clone(), parts, keys.to_string()]);
             }
         }
-        QueryOutput::text_rows(&["view", "state_table", "keys"], rows)
+        QueryOutput::text_rows(&["view", "state_table", "partitions", "keys"], rows)
     }
 
     async fn describe_object(&self, name: &datafusion::sql::sqlparser::ast::ObjectName) -> SqlResult<QueryOutput> {

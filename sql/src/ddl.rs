@@ -22,6 +22,7 @@ use crate::error::{quote, SqlError, SqlResult, SqlState};
 use crate::lower::{lower, ScanResolver};
 use crate::parser::{CreateSource, CreateView, ObjectKind, WatermarkDecl};
 use crate::relation::{SourceRelation, StoredRelation};
+use crate::session::SessionVars;
 
 impl Database {
     fn check_new_name(&self, catalog: &Catalog, name: &str) -> SqlResult<()> {
@@ -177,7 +178,7 @@ impl Database {
         Ok((node, resolver.deps, resolver.progress))
     }
 
-    pub(crate) async fn create_view(&self, view: CreateView) -> SqlResult<QueryOutput> {
+    pub(crate) async fn create_view(&self, view: CreateView, vars: &SessionVars) -> SqlResult<QueryOutput> {
         let name = object_name(&view.name)?;
         let mut catalog = self.catalog.lock().await;
         if view.if_not_exists && catalog.get(&name).is_some() {
@@ -191,7 +192,8 @@ impl Database {
         let state = Arc::new(MaterializedState::new(self.store.clone(), &format!("mv_{id}"), schema.clone(), Layout::Multiset)?);
         let sink = MaterializeOperator::new(id, state.clone());
         self.coordinator.register_sink(id);
-        let location = StateLocation { store: self.store.clone(), prefix: format!("mv_{id}") };
+        let parallelism = vars.streaming_parallelism()?.unwrap_or(self.config.parallelism);
+        let location = StateLocation { store: self.store.clone(), prefix: format!("mv_{id}"), parallelism };
         let dataflow = match build_dataflow(node, Box::new(sink), &location, &self.config, &self.coordinator) {
             Ok(df) => df,
             Err(e) => {
@@ -279,16 +281,17 @@ impl Database {
         self.coordinator.unregister_sink(id);
         view.roots.iter().for_each(|r| self.coordinator.unregister_root(*r));
         let _ = self.store.drop_cf(&view.state.cf);
-        for table in &view.state_tables {
-            let _ = self.store.drop_cf(table);
+        for cf in view.state_tables.iter().flat_map(|t| &t.column_families) {
+            let _ = self.store.drop_cf(cf);
         }
     }
 
-    pub(crate) async fn explain_create_view(&self, view: CreateView) -> SqlResult<QueryOutput> {
+    pub(crate) async fn explain_create_view(&self, view: CreateView, vars: &SessionVars) -> SqlResult<QueryOutput> {
+        let parallelism = vars.streaming_parallelism()?.unwrap_or(self.config.parallelism);
         let catalog = self.catalog.lock().await;
         let (node, _, _) = self.plan_view(&catalog, &view).await?;
         let mut text = format!("Materialize: {} (state: multiset of rows in RocksDB)\n", view.name);
-        node.explain(&mut text, 1);
+        node.explain(&mut text, 1, parallelism);
         let rows = text.lines().map(|l| vec![l.to_string()]).collect();
         QueryOutput::text_rows(&["QUERY PLAN"], rows)
     }

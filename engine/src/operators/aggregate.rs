@@ -72,6 +72,7 @@ impl Strategy {
 }
 
 /// What the plan says about an aggregation.
+#[derive(Clone)]
 pub struct AggregateSpec {
     pub group_exprs: Vec<Arc<dyn PhysicalExpr>>,
     pub calls: Vec<AggCall>,

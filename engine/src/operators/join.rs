@@ -62,6 +62,7 @@ impl JoinKind {
     }
 }
 
+#[derive(Clone)]
 pub struct JoinSpec {
     pub kind: JoinKind,
     /// Key expressions over each side's rows, pairwise equal in type.

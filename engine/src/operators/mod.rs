@@ -2,6 +2,7 @@
 //! batches; stateful ones keep their state in RocksDB through `openclaw-storage`.
 
 pub mod aggregate;
+pub mod exchange;
 mod filter;
 pub mod join;
 pub mod materialize;

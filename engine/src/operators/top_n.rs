@@ -23,6 +23,7 @@ use crate::{EngineResult, Op, Operator, OperatorContext, StreamChunk};
 /// Largest N accepted: a partition's top N is read twice per touched partition and chunk.
 pub const MAX_TOP_N: usize = 10_000;
 
+#[derive(Clone)]
 pub struct TopNSpec {
     pub partition_by: Vec<Arc<dyn PhysicalExpr>>,
     pub order_by: Vec<(Arc<dyn PhysicalExpr>, SortOptions)>,
