@@ -12,7 +12,8 @@ use crate::EngineArgs;
 
 #[derive(Args)]
 pub struct NexmarkArgs {
-    /// The query: q0, q1, q2, q10, q14, q21 or q22.
+    /// The query: q0, q1, q2, q10, q14, q21, q22 (stateless), or q5, q7, q15, q16, q17, q18,
+    /// q19 (stateful; partitioned over --workers).
     #[arg(long, default_value = "q1")]
     query: String,
     /// Events to generate (all types; 46 of every 50 are bids).
@@ -27,8 +28,9 @@ pub struct NexmarkArgs {
 
 const BID_COLUMNS: &str = "auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time TIMESTAMP, extra VARCHAR";
 
-/// The stateless Nexmark queries, in RisingWave's form (q14 with `count_char` inlined). The
-/// same text is checked against ad-hoc queries in `tests/slt/06_nexmark_queries.slt`.
+/// The Nexmark queries that read bids only, in RisingWave's form (q14 with `count_char`
+/// inlined). The stateless ones are checked against ad-hoc queries in
+/// `tests/slt/06_nexmark_queries.slt`.
 fn query(name: &str) -> Option<&'static str> {
     Some(match name {
         "q0" => "SELECT auction, bidder, price, date_time FROM bid",
@@ -38,6 +40,15 @@ fn query(name: &str) -> Option<&'static str> {
         "q14" => "SELECT auction, bidder, 0.908 * price AS price, CASE WHEN extract(hour from date_time) >= 8 AND extract(hour from date_time) <= 18 THEN 'dayTime' WHEN extract(hour from date_time) <= 6 OR extract(hour from date_time) >= 20 THEN 'nightTime' ELSE 'otherTime' END AS bidTimeType, date_time, extra, length(extra) - length(replace(extra, 'c', '')) AS c_counts FROM bid WHERE 0.908 * price > 1000000 AND 0.908 * price < 50000000",
         "q21" => "SELECT auction, bidder, price, channel, CASE WHEN lower(channel) = 'apple' THEN '0' WHEN lower(channel) = 'google' THEN '1' WHEN lower(channel) = 'facebook' THEN '2' WHEN lower(channel) = 'baidu' THEN '3' ELSE (regexp_match(url, '(&|^)channel_id=([^&]*)'))[2] END AS channel_id FROM bid WHERE (regexp_match(url, '(&|^)channel_id=([^&]*)'))[2] IS NOT NULL OR lower(channel) IN ('apple', 'google', 'facebook', 'baidu')",
         "q22" => "SELECT auction, bidder, price, channel, split_part(url, '/', 4) AS dir1, split_part(url, '/', 5) AS dir2, split_part(url, '/', 6) AS dir3 FROM bid",
+        // Stateful queries over bids only, as in tests/slt/nexmark_queries.py (checked against
+        // ad-hoc queries in 07_nexmark_stateful.slt and 10_parallelism.slt).
+        "q5" => "SELECT AuctionBids.auction, AuctionBids.num FROM (SELECT bid.auction, count(*) AS num, window_start AS starttime FROM HOP(bid, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) GROUP BY window_start, bid.auction) AS AuctionBids JOIN (SELECT max(CountBids.num) AS maxn, CountBids.starttime_c FROM (SELECT count(*) AS num, window_start AS starttime_c FROM HOP(bid, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) GROUP BY bid.auction, window_start) AS CountBids GROUP BY CountBids.starttime_c) AS MaxBids ON AuctionBids.starttime = MaxBids.starttime_c AND AuctionBids.num >= MaxBids.maxn",
+        "q7" => "SELECT B.auction, B.price, B.bidder, B.date_time FROM bid B JOIN (SELECT MAX(price) AS maxprice, window_end AS date_time FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) GROUP BY window_end) B1 ON B.price = B1.maxprice WHERE B.date_time BETWEEN B1.date_time - INTERVAL '10' SECOND AND B1.date_time",
+        "q15" => "SELECT to_char(date_time, 'YYYY-MM-DD') AS day, count(*) AS total_bids, count(*) FILTER (WHERE price < 10000) AS rank1_bids, count(*) FILTER (WHERE price >= 10000 AND price < 1000000) AS rank2_bids, count(*) FILTER (WHERE price >= 1000000) AS rank3_bids, count(DISTINCT bidder) AS total_bidders, count(DISTINCT bidder) FILTER (WHERE price < 10000) AS rank1_bidders, count(DISTINCT bidder) FILTER (WHERE price >= 10000 AND price < 1000000) AS rank2_bidders, count(DISTINCT bidder) FILTER (WHERE price >= 1000000) AS rank3_bidders, count(DISTINCT auction) AS total_auctions, count(DISTINCT auction) FILTER (WHERE price < 10000) AS rank1_auctions, count(DISTINCT auction) FILTER (WHERE price >= 10000 AND price < 1000000) AS rank2_auctions, count(DISTINCT auction) FILTER (WHERE price >= 1000000) AS rank3_auctions FROM bid GROUP BY to_char(date_time, 'YYYY-MM-DD')",
+        "q16" => "SELECT channel, to_char(date_time, 'YYYY-MM-DD') AS day, max(to_char(date_time, 'HH:mm')) AS minute, count(*) AS total_bids, count(*) FILTER (WHERE price < 10000) AS rank1_bids, count(*) FILTER (WHERE price >= 10000 AND price < 1000000) AS rank2_bids, count(*) FILTER (WHERE price >= 1000000) AS rank3_bids, count(DISTINCT bidder) AS total_bidders, count(DISTINCT bidder) FILTER (WHERE price < 10000) AS rank1_bidders, count(DISTINCT bidder) FILTER (WHERE price >= 10000 AND price < 1000000) AS rank2_bidders, count(DISTINCT bidder) FILTER (WHERE price >= 1000000) AS rank3_bidders, count(DISTINCT auction) AS total_auctions, count(DISTINCT auction) FILTER (WHERE price < 10000) AS rank1_auctions, count(DISTINCT auction) FILTER (WHERE price >= 10000 AND price < 1000000) AS rank2_auctions, count(DISTINCT auction) FILTER (WHERE price >= 1000000) AS rank3_auctions FROM bid GROUP BY channel, to_char(date_time, 'YYYY-MM-DD')",
+        "q17" => "SELECT auction, to_char(date_time, 'YYYY-MM-DD') AS day, count(*) AS total_bids, count(*) FILTER (WHERE price < 10000) AS rank1_bids, count(*) FILTER (WHERE price >= 10000 AND price < 1000000) AS rank2_bids, count(*) FILTER (WHERE price >= 1000000) AS rank3_bids, min(price) AS min_price, max(price) AS max_price, avg(price) AS avg_price, sum(price) AS sum_price FROM bid GROUP BY auction, to_char(date_time, 'YYYY-MM-DD')",
+        "q18" => "SELECT auction, bidder, price, channel, url, date_time, extra FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY bidder, auction ORDER BY date_time DESC, price DESC) AS rank_number FROM bid) t WHERE rank_number <= 1",
+        "q19" => "SELECT auction, bidder, price, channel, url, date_time, extra, rank_number FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC, date_time ASC, bidder ASC) AS rank_number FROM bid) t WHERE rank_number <= 10",
         _ => return None,
     })
 }
@@ -51,7 +62,7 @@ async fn run(db: &Database, vars: &mut SessionVars, sql: &str) -> Result<Vec<Que
 }
 
 pub async fn nexmark(args: NexmarkArgs) -> Result<(), BoxError> {
-    let sql = query(&args.query).ok_or_else(|| format!("unknown query {:?}; choose q0, q1, q2, q10, q14, q21 or q22", args.query))?;
+    let sql = query(&args.query).ok_or_else(|| format!("unknown query {:?}; choose q0, q1, q2, q5, q7, q10, q14, q15, q16, q17, q18, q19, q21 or q22", args.query))?;
     let dir = args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("openclaw-bench-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir);
     let db = Database::open(Store::open_with_cache(&dir, args.engine.state_cache_mb.max(8) << 20)?, args.engine.engine_config())?;
@@ -73,11 +84,15 @@ pub async fn nexmark(args: NexmarkArgs) -> Result<(), BoxError> {
         None => String::new(),
     };
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let workers = args.engine.engine_config().parallelism;
     let eps = args.events as f64 / elapsed;
     println!("query: nexmark {} ({} events, {} bids)", args.query, args.events, args.events / 50 * 46);
     println!("view rows:\n{rows}");
     println!("elapsed: {elapsed:.2} s");
-    println!("throughput: {eps:.0} events/s; {:.0} events/s per core ({cores} cores)", eps / cores as f64);
+    println!(
+        "throughput: {eps:.0} events/s; {:.0} events/s per core ({cores} cores, {workers} workers)",
+        eps / cores.min(workers) as f64
+    );
     drop(db);
     if args.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);

@@ -52,6 +52,10 @@ pub struct EngineArgs {
     /// state beyond it stays on disk.
     #[arg(long, env = "OPENCLAW_STATE_CACHE_MB", default_value_t = 256)]
     pub state_cache_mb: usize,
+    /// How long a table or source with a watermark may carry no rows before it counts as idle
+    /// and stops holding back the watermark of the unions and joins it feeds (e.g. 5s, 0s).
+    #[arg(long, env = "OPENCLAW_IDLE_TIMEOUT", default_value = "5s")]
+    idle_timeout: humantime::Duration,
     /// Worker threads, and the partitions of each keyed stateful operator (aggregate, join,
     /// top-N) unless a session sets `streaming_parallelism`. Default: the number of cores.
     #[arg(long, env = "OPENCLAW_WORKERS")]
@@ -71,6 +75,7 @@ impl EngineArgs {
             channel_capacity_chunks: self.channel_capacity.max(1),
             flush_interval_ms: self.flush_interval.as_millis().max(1) as u64,
             parallelism: self.worker_threads(),
+            idle_timeout_ms: self.idle_timeout.as_millis() as u64,
         }
     }
 }

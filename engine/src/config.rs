@@ -12,10 +12,14 @@ pub struct EngineConfig {
     /// Partitions of each keyed stateful operator when the session does not set
     /// `streaming_parallelism`: the number of worker threads.
     pub parallelism: usize,
+    /// How long a table or source with a watermark may carry no rows before it is declared
+    /// idle (at its next barrier), so that it no longer holds back the watermark of a union or
+    /// join with busier inputs.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { chunk_size_rows: 4096, channel_capacity_chunks: 16, flush_interval_ms: 1000, parallelism: 1 }
+        Self { chunk_size_rows: 4096, channel_capacity_chunks: 16, flush_interval_ms: 1000, parallelism: 1, idle_timeout_ms: 5000 }
     }
 }

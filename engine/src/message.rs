@@ -10,6 +10,10 @@ pub enum Message {
     Chunk(StreamChunk),
     Watermark(Watermark),
     Barrier(Barrier),
+    /// The stream has carried no rows for a while (`--idle-timeout`), so its watermarks stop
+    /// holding back the merge of the inputs it meets, until its next chunk or watermark
+    /// (Flink's idle `WatermarkStatus`). Rows it sends later may then be late.
+    Idle,
 }
 
 /// A promise about one column of a stream: no row that arrives later has a value below

@@ -49,6 +49,18 @@ pub trait Operator: Send + 'static {
         Ok(())
     }
 
+    /// Called when every live input is idle ([`Message::Idle`]). Default: tell downstream.
+    async fn handle_idle(&mut self, ctx: &mut OperatorContext) -> EngineResult<()> {
+        ctx.outputs.send(Message::Idle).await
+    }
+
+    /// Called when input `input` goes idle ([`Message::Idle`]) and
+    /// [`Self::merges_input_watermarks`] is `false`; it is active again from its next chunk or
+    /// watermark. Default: nothing.
+    async fn handle_input_idle(&mut self, _input: usize, _ctx: &mut OperatorContext) -> EngineResult<()> {
+        Ok(())
+    }
+
     /// Called with an aligned barrier before the runtime forwards it. Default: nothing.
     async fn handle_checkpoint(&mut self, _barrier: &Barrier, _ctx: &mut OperatorContext) -> EngineResult<()> {
         Ok(())

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::coordinator::RootId;
 use crate::operators::aggregate::AggregateTables;
 use crate::operators::project::monotone_in;
-use crate::watermark::WatermarkSpec;
+use crate::watermark::{WatermarkGenerator, WatermarkSpec};
 use datafusion::physical_plan::expressions::Column;
 use crate::operators::exchange::{ExchangeOperator, MAX_PARALLELISM};
 use crate::operators::{AggregateOperator, AggregateSpec, FilterOperator, JoinOperator, JoinSpec, ProjectOperator, TopNOperator, TopNSpec, UnionOperator};
@@ -313,6 +313,7 @@ impl Builder<'_> {
                 self.df.roots.push(id);
                 self.df.pending_roots.push((id, btx));
                 let chunk_rows = self.config.chunk_size_rows;
+                let watermark = watermark.map(|w| WatermarkGenerator::new(w, self.config.idle_timeout_ms));
                 let task = run_source(reader, brx, Outputs::new(vec![tx]), chunk_rows, progress, watermark);
                 let span = tracing::info_span!("source", name = %name);
                 self.df.tasks.push((format!("source {name}"), tokio::spawn(task.instrument(span))));

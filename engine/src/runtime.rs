@@ -25,14 +25,29 @@ pub async fn run_operator(
             None => {}
             Some((input, msg)) => match msg {
             Message::Chunk(chunk) => {
+                watermarks.activate(input);
                 op.process_batch(input, chunk, &mut ctx).await?;
             }
             Message::Watermark(wm) if !op.merges_input_watermarks() => {
+                watermarks.activate(input);
                 op.handle_input_watermark(input, wm, &mut ctx).await?;
             }
             Message::Watermark(wm) => {
+                watermarks.activate(input);
                 if let Some(advanced) = watermarks.observe(input, wm, merge.live()) {
                     op.handle_watermark(advanced, &mut ctx).await?;
+                }
+            }
+            Message::Idle => {
+                for advanced in watermarks.deactivate(input, merge.live()) {
+                    op.handle_watermark(advanced, &mut ctx).await?;
+                }
+                if !op.merges_input_watermarks() {
+                    op.handle_input_idle(input, &mut ctx).await?;
+                }
+                // Downstream learns only when nothing feeds this operator any more.
+                if merge.live().all(|i| watermarks.is_idle(i)) {
+                    op.handle_idle(&mut ctx).await?;
                 }
             }
             Message::Barrier(barrier) => {
@@ -54,35 +69,66 @@ pub async fn run_operator(
     op.on_close(&mut ctx).await
 }
 
-/// Per column, the minimum watermark over the live inputs. An input that closed no longer holds
-/// the others back.
+/// Per column, the minimum watermark over the live inputs that are not idle. An input that
+/// closed no longer holds the others back, nor does one that said it is idle
+/// ([`Message::Idle`]) until it sends again. When every live input is idle, the minimum is over
+/// those that have a watermark: each still vouches for its own future rows.
 struct WatermarkMerge {
     /// `latest[input]`: the last watermark of each column seen on that input.
     latest: Vec<HashMap<usize, i64>>,
+    idle: Vec<bool>,
     emitted: HashMap<usize, i64>,
 }
 
 impl WatermarkMerge {
     fn new(inputs: usize) -> Self {
-        Self { latest: vec![HashMap::new(); inputs], emitted: HashMap::new() }
+        Self { latest: vec![HashMap::new(); inputs], idle: vec![false; inputs], emitted: HashMap::new() }
+    }
+
+    fn is_idle(&self, input: usize) -> bool {
+        self.idle[input]
+    }
+
+    /// `input` sent a chunk or a watermark: it counts again.
+    fn activate(&mut self, input: usize) {
+        self.idle[input] = false;
+    }
+
+    /// `input` went idle; returns the merged watermarks that advanced because of it.
+    fn deactivate(&mut self, input: usize, live: impl Iterator<Item = usize>) -> Vec<Watermark> {
+        self.idle[input] = true;
+        let live: Vec<usize> = live.collect();
+        let mut columns: Vec<usize> = self.latest.iter().flat_map(|m| m.keys().copied()).collect();
+        columns.sort_unstable();
+        columns.dedup();
+        columns.into_iter().filter_map(|c| self.advance(c, &live)).collect()
     }
 
     /// Records `wm` from `input`; returns the merged watermark of its column if it advanced.
     fn observe(&mut self, input: usize, wm: Watermark, live: impl Iterator<Item = usize>) -> Option<Watermark> {
         let seen = self.latest[input].entry(wm.column).or_insert(i64::MIN);
         *seen = (*seen).max(wm.time_us);
-        let mut min: Option<i64> = None;
-        for i in live {
-            let v = *self.latest[i].get(&wm.column)?;
-            min = Some(min.map_or(v, |m| m.min(v)));
-        }
-        let min = min?;
-        let emitted = self.emitted.entry(wm.column).or_insert(i64::MIN);
+        let live: Vec<usize> = live.collect();
+        self.advance(wm.column, &live)
+    }
+
+    fn advance(&mut self, column: usize, live: &[usize]) -> Option<Watermark> {
+        let active: Vec<usize> = live.iter().copied().filter(|&i| !self.idle[i]).collect();
+        let min = if active.is_empty() {
+            live.iter().filter_map(|&i| self.latest[i].get(&column).copied()).min()?
+        } else {
+            let mut min = i64::MAX;
+            for i in active {
+                min = min.min(*self.latest[i].get(&column)?);
+            }
+            min
+        };
+        let emitted = self.emitted.entry(column).or_insert(i64::MIN);
         if min <= *emitted {
             return None;
         }
         *emitted = min;
-        Some(Watermark { column: wm.column, time_us: min })
+        Some(Watermark { column, time_us: min })
     }
 }
 

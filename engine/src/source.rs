@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use tokio::sync::mpsc;
 
-use crate::watermark::{WatermarkGenerator, WatermarkSpec};
+use crate::watermark::WatermarkGenerator;
 use crate::{Barrier, BarrierKind, EngineResult, Message, Outputs, StreamChunk};
 
 /// Most barriers a source holds back while a bounded stream is still being read.
@@ -47,19 +47,18 @@ pub async fn run_source(
     mut outputs: Outputs,
     chunk_rows: usize,
     progress: Arc<SourceProgress>,
-    watermark: Option<WatermarkSpec>,
+    mut watermark: Option<WatermarkGenerator>,
 ) -> EngineResult<()> {
-    let mut watermark = watermark.map(WatermarkGenerator::new);
     use std::sync::atomic::Ordering;
     let mut deferred: VecDeque<Barrier> = VecDeque::new();
     let mut exhausted = false;
     loop {
         if exhausted {
             while let Some(b) = deferred.pop_front() {
-                outputs.send(Message::Barrier(b)).await?;
+                send_barrier(&mut outputs, &mut watermark, b).await?;
             }
             match barriers.recv().await {
-                Some(b) => outputs.send(Message::Barrier(b)).await?,
+                Some(b) => send_barrier(&mut outputs, &mut watermark, b).await?,
                 None => return Ok(()),
             }
             if outputs.is_empty() {
@@ -71,14 +70,18 @@ pub async fn run_source(
             let Ok(b) = barriers.try_recv() else { break };
             let waits_for_end = b.kind == BarrierKind::Flush && reader.is_bounded();
             if deferred.is_empty() && !waits_for_end {
-                outputs.send(Message::Barrier(b)).await?;
+                send_barrier(&mut outputs, &mut watermark, b).await?;
             } else {
                 deferred.push_back(b);
             }
         }
         match reader.next_chunk(chunk_rows).await? {
             // An empty chunk means "nothing yet" (a rate limit): loop to serve barriers.
-            Some(chunk) if chunk.is_empty() => {}
+            Some(chunk) if chunk.is_empty() => {
+                if let Some(w) = &mut watermark {
+                    w.note_starved();
+                }
+            }
             Some(chunk) => {
                 progress.rows.fetch_add(chunk.num_rows() as u64, Ordering::Relaxed);
                 let advanced = match &mut watermark {
@@ -103,4 +106,12 @@ pub async fn run_source(
             return Ok(()); // every reader of this stream is gone
         }
     }
+}
+
+/// Sends a barrier, preceded by [`Message::Idle`] when the source goes idle at it.
+async fn send_barrier(outputs: &mut Outputs, watermark: &mut Option<WatermarkGenerator>, barrier: Barrier) -> EngineResult<()> {
+    if watermark.as_mut().is_some_and(|w| w.goes_idle_at_barrier()) {
+        outputs.send(Message::Idle).await?;
+    }
+    outputs.send(Message::Barrier(barrier)).await
 }

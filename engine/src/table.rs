@@ -41,13 +41,14 @@ pub struct TableWriter {
 }
 
 impl TableWriter {
-    pub fn new(object: ObjectId, state: Arc<MaterializedState>, watermark: Option<WatermarkSpec>) -> EngineResult<Self> {
+    /// `idle_timeout_ms`: see [`crate::EngineConfig::idle_timeout_ms`].
+    pub fn new(object: ObjectId, state: Arc<MaterializedState>, watermark: Option<WatermarkSpec>, idle_timeout_ms: u64) -> EngineResult<Self> {
         let key_codec = match &state.layout {
             Layout::Keyed(cols) => Some(RowCodec::new(Arc::new(state.schema().project(cols)?))?),
             _ => None,
         };
         let next_row_id = Self::last_row_id(&state)? + 1;
-        let watermark = watermark.map(WatermarkGenerator::new);
+        let watermark = watermark.map(|w| WatermarkGenerator::new(w, idle_timeout_ms));
         Ok(Self { object, state, key_codec, next_row_id, outputs: Outputs::default(), watermark })
     }
 
@@ -98,7 +99,17 @@ impl TableWriter {
             if let Some(wm) = self.watermark.as_ref().and_then(|w| w.current()) {
                 let _ = tx.send(Message::Watermark(wm)).await;
             }
+            if self.watermark.as_ref().is_some_and(|w| w.is_idle()) {
+                let _ = tx.send(Message::Idle).await;
+            }
             self.outputs.add(tx);
+        }
+        // Between writes a table has nothing to read: it is starved by definition.
+        if let Some(w) = &mut self.watermark {
+            w.note_starved();
+        }
+        if self.watermark.as_mut().is_some_and(|w| w.goes_idle_at_barrier()) {
+            self.outputs.send(Message::Idle).await?;
         }
         self.outputs.send(Message::Barrier(barrier)).await
     }

@@ -5,6 +5,8 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::{cast, max};
 use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
 
+use std::time::{Duration, Instant};
+
 use crate::{EngineResult, Watermark};
 
 /// `WATERMARK FOR <column> AS <column> - <delay>`.
@@ -14,20 +16,67 @@ pub struct WatermarkSpec {
     pub delay_us: i64,
 }
 
-/// The watermark of one input: the largest event time seen so far, minus the delay.
+/// The watermark of one input: the largest event time seen so far, minus the delay. It also
+/// decides when the input goes idle.
 #[derive(Debug)]
 pub struct WatermarkGenerator {
     spec: WatermarkSpec,
     emitted: Option<i64>,
+    idle_timeout: Duration,
+    last_rows: Instant,
+    rows_since_barrier: bool,
+    /// The last read found nothing to read (a source's reader returned an empty chunk; a
+    /// table between writes). A reader that is merely slow, or behind backpressure, is not
+    /// idle.
+    starved: bool,
+    idle: bool,
 }
 
 impl WatermarkGenerator {
-    pub fn new(spec: WatermarkSpec) -> Self {
-        Self { spec, emitted: None }
+    /// `idle_timeout_ms`: how long without rows before the input is declared idle, at its
+    /// next barrier.
+    pub fn new(spec: WatermarkSpec, idle_timeout_ms: u64) -> Self {
+        Self {
+            spec,
+            emitted: None,
+            idle_timeout: Duration::from_millis(idle_timeout_ms),
+            last_rows: Instant::now(),
+            rows_since_barrier: false,
+            starved: false,
+            idle: false,
+        }
+    }
+
+    /// The input looked for rows and found none.
+    pub fn note_starved(&mut self) {
+        self.starved = true;
+    }
+
+    /// Called as a barrier leaves the root: whether to send [`crate::Message::Idle`] before
+    /// it. An input goes idle when its last read found nothing, no rows arrived since the
+    /// previous barrier, and none for at least the idle timeout. Deciding at barriers, not on a
+    /// timer, means a `FLUSH` (with a zero timeout) settles idleness deterministically.
+    pub fn goes_idle_at_barrier(&mut self) -> bool {
+        let quiet = self.starved && !self.rows_since_barrier;
+        let goes = !self.idle && quiet && self.last_rows.elapsed() >= self.idle_timeout;
+        self.rows_since_barrier = false;
+        self.idle |= goes;
+        goes
+    }
+
+    /// Whether the input is idle now.
+    pub fn is_idle(&self) -> bool {
+        self.idle
     }
 
     /// The new watermark after `batch` arrived, if it advanced.
     pub fn observe(&mut self, batch: &RecordBatch) -> EngineResult<Option<Watermark>> {
+        if batch.num_rows() > 0 {
+            self.last_rows = Instant::now();
+            self.rows_since_barrier = true;
+            self.starved = false;
+            self.idle = false;
+        }
         let micros = cast(batch.column(self.spec.column), &DataType::Timestamp(TimeUnit::Microsecond, None))?;
         let Some(max_us) = max(micros.as_primitive::<TimestampMicrosecondType>()) else { return Ok(None) };
         Ok(self.advance(max_us.saturating_sub(self.spec.delay_us)))

@@ -49,6 +49,7 @@ fn pretty(messages: &[Message]) -> String {
             Message::Chunk(c) => c.to_pretty(),
             Message::Barrier(b) => format!("barrier {}\n", b.epoch),
             Message::Watermark(w) => format!("watermark {}\n", w.time_us),
+            Message::Idle => "idle\n".to_string(),
         })
         .collect()
 }
@@ -103,6 +104,39 @@ async fn union_aligns_barriers_across_inputs() {
     assert_eq!(text.matches("barrier").count(), 1, "one aligned barrier: {text}");
 }
 
+fn watermark(column: usize, time_us: i64) -> Message {
+    Message::Watermark(openclaw_engine::Watermark { column, time_us })
+}
+
+#[tokio::test]
+async fn union_watermark_waits_for_a_silent_input_but_not_an_idle_one() {
+    let rows = fixture::parse("I\n + 1");
+    let schema = rows.schema();
+    // Input 1 has rows but no watermark: the union's watermark cannot move.
+    let stalled = run(
+        Box::new(UnionOperator::new(schema.clone())),
+        vec![vec![watermark(0, 10), watermark(0, 20)], vec![Message::Chunk(rows.clone()), barrier(1)]],
+    )
+    .await;
+    assert!(!pretty(&stalled).contains("watermark"), "{}", pretty(&stalled));
+    // Once it says it is idle, input 0's watermark goes through; the union is not idle itself.
+    let moved = run(
+        Box::new(UnionOperator::new(schema.clone())),
+        vec![vec![watermark(0, 10), watermark(0, 20), barrier(1)], vec![Message::Chunk(rows.clone()), Message::Idle, barrier(1)]],
+    )
+    .await;
+    let text = pretty(&moved);
+    assert!(text.ends_with("watermark 20\nbarrier 1\n"), "{text}");
+    assert!(!text.contains("idle"), "{text}");
+    // Both idle: the union says so downstream, and keeps the smaller watermark.
+    let both = run(
+        Box::new(UnionOperator::new(schema)),
+        vec![vec![watermark(0, 10), Message::Idle, barrier(1)], vec![watermark(0, 5), Message::Idle, barrier(1)]],
+    )
+    .await;
+    assert_eq!(pretty(&both), "watermark 5\nidle\nbarrier 1\n");
+}
+
 fn temp_store(name: &str) -> (Store, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("openclaw-engine-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -146,7 +180,7 @@ async fn table_writer_upserts_by_primary_key_and_emits_updates() {
          + 1 z",
     );
     let state = Arc::new(MaterializedState::new(store.clone(), "table_1", rows.schema(), Layout::Keyed(vec![0])).unwrap());
-    let writer = TableWriter::new(1, state.clone(), None).unwrap();
+    let writer = TableWriter::new(1, state.clone(), None, 0).unwrap();
     let (req_tx, req_rx) = mpsc::channel(4);
     let (barrier_tx, barrier_rx) = mpsc::channel(4);
     let (sub_tx, mut sub_rx) = mpsc::channel(16);
@@ -220,7 +254,7 @@ async fn rows_before_flush(limit: Option<i64>) -> usize {
                 assert_eq!(b.epoch, 1);
                 break;
             }
-            Message::Watermark(_) => {}
+            Message::Watermark(_) | Message::Idle => {}
         }
     }
     task.abort();

@@ -80,7 +80,7 @@ impl Database {
             None => Layout::RowId,
         };
         let state = Arc::new(MaterializedState::new(self.store.clone(), &format!("table_{id}"), schema.clone(), layout)?);
-        let writer = TableWriter::new(id, state.clone(), watermark)?;
+        let writer = TableWriter::new(id, state.clone(), watermark, self.config.idle_timeout_ms)?;
         let (req_tx, req_rx) = mpsc::channel(TABLE_REQUEST_QUEUE);
         let (barrier_tx, barrier_rx) = mpsc::channel(ROOT_BARRIER_QUEUE);
         let root = self.coordinator.register_root(barrier_tx);

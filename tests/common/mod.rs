@@ -30,6 +30,9 @@ impl TestServer {
             .args(["serve", "--data-dir"])
             .arg(&data_dir)
             .args(["--pg-listen", &format!("127.0.0.1:{pg_port}"), "--http-listen", &format!("127.0.0.1:{http_port}")])
+            // A root without rows since the last barrier is idle at the next one, so that a
+            // FLUSH settles idleness and tests never wait on a clock.
+            .args(["--idle-timeout", "0s"])
             .env("OPENCLAW_LOG", std::env::var("OPENCLAW_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .spawn()

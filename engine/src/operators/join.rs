@@ -116,6 +116,8 @@ pub struct JoinOperator {
     both_schema: SchemaRef,
     /// Per side, per input column: its latest watermark.
     watermarks: [HashMap<usize, i64>; 2],
+    /// Which inputs said they are idle ([`Message::Idle`]) and have sent nothing since.
+    idle: [bool; 2],
 }
 
 /// Multiplicity and degree of one stored row.
@@ -153,7 +155,7 @@ impl JoinOperator {
         let sides = [side(0)?, side(1)?];
         let both: Vec<Field> = spec.input_schemas.iter().flat_map(|s| s.fields().iter().map(|f| f.as_ref().clone().with_nullable(true))).collect();
         let both_schema = Arc::new(Schema::new(both));
-        Ok(Self { both_schema, key_codec: RowCodec::new(Arc::new(Schema::new(key_fields)))?, sides, spec, store, watermarks: Default::default() })
+        Ok(Self { both_schema, key_codec: RowCodec::new(Arc::new(Schema::new(key_fields)))?, sides, spec, store, watermarks: Default::default(), idle: [false; 2] })
     }
 
     fn keys(&self, side: usize, batch: &RecordBatch) -> EngineResult<(Vec<Vec<u8>>, Vec<bool>)> {
@@ -382,6 +384,7 @@ impl Operator for JoinOperator {
     }
 
     async fn process_batch(&mut self, input: usize, chunk: StreamChunk, ctx: &mut OperatorContext) -> EngineResult<()> {
+        self.idle[input] = false;
         let out = self.apply(input, &chunk)?;
         ctx.collect(out).await
     }
@@ -393,15 +396,32 @@ impl Operator for JoinOperator {
     /// An equi-key column pair whose both sides have watermarks gets the smaller one: every
     /// future joined row includes a future row of one side, whose key is at least its side's.
     async fn handle_input_watermark(&mut self, input: usize, wm: Watermark, ctx: &mut OperatorContext) -> EngineResult<()> {
+        self.idle[input] = false;
         let seen = self.watermarks[input].entry(wm.column).or_insert(i64::MIN);
         *seen = (*seen).max(wm.time_us);
+        self.emit_watermarks(Some((input, wm.column)), ctx).await
+    }
+
+    /// An idle side no longer holds back the pairs: they take the other side's watermark.
+    async fn handle_input_idle(&mut self, input: usize, ctx: &mut OperatorContext) -> EngineResult<()> {
+        self.idle[input] = true;
+        self.emit_watermarks(None, ctx).await
+    }
+}
+
+impl JoinOperator {
+    /// Emits the watermark of every key pair (only those on `changed`, a side's column, when
+    /// given): the minimum over the sides that are not idle, or over both when both are.
+    async fn emit_watermarks(&mut self, changed: Option<(usize, usize)>, ctx: &mut OperatorContext) -> EngineResult<()> {
         let left_width = self.spec.input_schemas[0].fields().len();
         for (l, r) in self.spec.watermark_pairs() {
-            if wm.column != if input == 0 { l } else { r } {
-                continue;
+            if let Some((input, column)) = changed {
+                if column != if input == 0 { l } else { r } {
+                    continue;
+                }
             }
-            let (Some(&a), Some(&b)) = (self.watermarks[0].get(&l), self.watermarks[1].get(&r)) else { continue };
-            let time_us = a.min(b);
+            let sides = [self.watermarks[0].get(&l).copied(), self.watermarks[1].get(&r).copied()];
+            let Some(time_us) = pair_watermark(sides, self.idle) else { continue };
             for column in self.spec.watermark_outputs(l, r, left_width) {
                 ctx.outputs.send(Message::Watermark(Watermark { column, time_us })).await?;
             }
@@ -410,9 +430,33 @@ impl Operator for JoinOperator {
     }
 }
 
+/// The watermark of a key pair, given each side's and which sides are idle: the minimum
+/// over the sides that are not idle (each must have one), or, when both are idle, over those
+/// that have one. The runtime's merge of union inputs follows the same rule.
+fn pair_watermark(sides: [Option<i64>; 2], idle: [bool; 2]) -> Option<i64> {
+    if idle == [true, true] {
+        return sides.iter().flatten().copied().min();
+    }
+    let mut min = i64::MAX;
+    for i in (0..2).filter(|&i| !idle[i]) {
+        min = min.min(sides[i]?);
+    }
+    Some(min)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_idle_side_does_not_hold_back_the_pair() {
+        assert_eq!(pair_watermark([Some(5), None], [false, false]), None);
+        assert_eq!(pair_watermark([Some(5), None], [false, true]), Some(5));
+        assert_eq!(pair_watermark([Some(5), Some(3)], [false, false]), Some(3));
+        assert_eq!(pair_watermark([Some(5), Some(3)], [false, true]), Some(5));
+        assert_eq!(pair_watermark([Some(5), Some(3)], [true, true]), Some(3));
+        assert_eq!(pair_watermark([None, None], [true, true]), None);
+    }
 
     #[test]
     fn side_entry_round_trips() {

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -9,7 +9,7 @@ use openclaw_storage::{decode_count, CfKind, ReadSnapshot, RowCodec, StateWrite,
 use tokio::sync::mpsc;
 
 use crate::{
-    internal_err, Barrier, EngineResult, Message, ObjectId, Operator, OperatorContext, StreamChunk,
+    internal_err, Barrier, EngineResult, Message, ObjectId, Operator, OperatorContext, StreamChunk, Watermark,
 };
 
 /// How the rows of a table or view are laid out in their column family.
@@ -154,11 +154,15 @@ impl MaterializedState {
 pub struct MaterializeOperator {
     object: ObjectId,
     state: Arc<MaterializedState>,
+    /// The last watermark of each column, and whether the input is idle: what a view that
+    /// subscribes later must start from, as it would have seen them had it been there.
+    watermarks: BTreeMap<usize, i64>,
+    idle: bool,
 }
 
 impl MaterializeOperator {
     pub fn new(object: ObjectId, state: Arc<MaterializedState>) -> Self {
-        Self { object, state }
+        Self { object, state, watermarks: BTreeMap::new(), idle: false }
     }
 }
 
@@ -169,13 +173,31 @@ impl Operator for MaterializeOperator {
     }
 
     async fn process_batch(&mut self, _input: usize, chunk: StreamChunk, ctx: &mut OperatorContext) -> EngineResult<()> {
+        self.idle = false;
         self.state.apply_multiset(&chunk)?;
         ctx.collect(chunk).await
+    }
+
+    async fn handle_watermark(&mut self, wm: Watermark, ctx: &mut OperatorContext) -> EngineResult<()> {
+        self.idle = false;
+        self.watermarks.insert(wm.column, wm.time_us);
+        ctx.outputs.send(Message::Watermark(wm)).await
+    }
+
+    async fn handle_idle(&mut self, ctx: &mut OperatorContext) -> EngineResult<()> {
+        self.idle = true;
+        ctx.outputs.send(Message::Idle).await
     }
 
     async fn handle_checkpoint(&mut self, barrier: &Barrier, ctx: &mut OperatorContext) -> EngineResult<()> {
         for tx in barrier.take_subscriptions(self.object) {
             self.state.send_snapshot(&tx, ctx.config.chunk_size_rows).await?;
+            for (&column, &time_us) in &self.watermarks {
+                let _ = tx.send(Message::Watermark(Watermark { column, time_us })).await;
+            }
+            if self.idle {
+                let _ = tx.send(Message::Idle).await;
+            }
             ctx.outputs.add(tx);
         }
         ctx.coordinator.ack(self.object, barrier.epoch);
