@@ -140,7 +140,7 @@ impl TableWriter {
                 write.put(&self.state.cf, self.next_row_id.to_be_bytes().to_vec(), row.data().to_vec());
                 self.next_row_id += 1;
             }
-            self.state.store.write(write)?;
+            self.state.store.write_durable(write)?;
             return Ok(Some(StreamChunk::inserts(batch.clone())));
         };
         let keys = key_codec.encode(&key_columns(batch, &self.state.layout))?;
@@ -161,7 +161,7 @@ impl TableWriter {
             overlay.insert(key.data(), new_row.data().to_vec());
             write.put(&self.state.cf, key.data().to_vec(), new_row.data().to_vec());
         }
-        self.state.store.write(write)?;
+        self.state.store.write_durable(write)?;
         let out = self.state.row_codec().decode(out_rows.iter().map(|r| r.as_slice()))?;
         Ok(Some(StreamChunk::new(ops, out)))
     }
@@ -184,7 +184,7 @@ impl TableWriter {
             }
         }
         let n = out_rows.len();
-        self.state.store.write(write)?;
+        self.state.store.write_durable(write)?;
         if n == 0 {
             return Ok((None, 0));
         }

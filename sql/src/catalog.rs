@@ -70,6 +70,13 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// Makes the next [`Self::next_id`] return `id`: a restart recreates each object under
+    /// the id its column families are named by. Ids only grow.
+    pub fn resume_ids_at(&mut self, id: ObjectId) {
+        assert!(id > self.next_id, "catalog records replay in id order");
+        self.next_id = id - 1;
+    }
+
     pub fn next_id(&mut self) -> ObjectId {
         self.next_id += 1;
         self.next_id

@@ -83,7 +83,8 @@ pub struct Database {
 impl Database {
     /// Opens the database in `store`. The catalog is not durable yet, so state left by an
     /// earlier run is cleared rather than misread.
-    pub fn open(store: Store, config: EngineConfig) -> SqlResult<Arc<Self>> {
+    /// Opens the database over `store` and brings back every object of its durable catalog.
+    pub async fn open(store: Store, config: EngineConfig) -> SqlResult<Arc<Self>> {
         let mut session = SessionConfig::new()
             .with_default_catalog_and_schema("openclaw", "public")
             .with_information_schema(true)
@@ -103,17 +104,65 @@ impl Database {
             coordinator: Coordinator::new(),
             catalog: Default::default(),
         };
-        db.clear_stale_state()?;
         let db = Arc::new(db);
         db.spawn_periodic_barriers();
+        db.restore().await?;
         Ok(db)
     }
 
-    fn clear_stale_state(&self) -> SqlResult<()> {
-        for cf in self.store.opened_with() {
-            tracing::info!(column_family = %cf, "dropping state of an earlier run (the catalog is not durable yet)");
+    /// Replays the durable catalog in creation order. Tables keep their rows; sources are
+    /// declared again with what was resolved at creation; views are rebuilt from their inputs
+    /// (a backfill), so they equal what their inputs now hold. Column families of anything
+    /// else (views, operator state, objects dropped or half-created before a crash) go.
+    async fn restore(self: &Arc<Self>) -> SqlResult<()> {
+        let started = std::time::Instant::now();
+        crate::durable::open(&self.store)?;
+        let records = crate::durable::load(&self.store)?;
+        let keep: std::collections::HashSet<String> = records
+            .iter()
+            .filter(|r| r.kind == ObjectKind::Table)
+            .map(|r| format!("table_{}", r.id))
+            .chain([crate::durable::CATALOG_CF.to_string()])
+            .collect();
+        for cf in self.store.opened_with().iter().filter(|cf| !keep.contains(*cf)) {
+            tracing::debug!(column_family = %cf, "dropping state that a restart rebuilds");
             self.store.drop_cf(cf)?;
         }
+        let mut restored = 0;
+        for record in &records {
+            self.catalog.lock().await.resume_ids_at(record.id);
+            match self.restore_one(record).await {
+                Ok(()) => restored += 1,
+                Err(e) => tracing::error!(object = %record.name, id = record.id, error = %e.message, "cannot restore; skipped"),
+            }
+        }
+        if !records.is_empty() {
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            tracing::info!(restored, failed = records.len() - restored, elapsed_ms, "restored the catalog");
+        }
+        Ok(())
+    }
+
+    async fn restore_one(&self, record: &crate::durable::DdlRecord) -> SqlResult<()> {
+        let mut statements = parser::parse(&record.sql)?;
+        let (Some(stmt), true) = (statements.pop(), statements.is_empty()) else {
+            return Err(SqlError::new(SqlState::Internal, "a catalog record holds more than one statement"));
+        };
+        let mut vars = SessionVars::default();
+        match stmt {
+            OcStatement::CreateTable(ct, watermark) => self.create_table(*ct, watermark, &record.sql).await?,
+            OcStatement::CreateSource(mut source) => {
+                source.options.extend(record.resolved.clone());
+                self.create_source(source, &record.sql).await?
+            }
+            OcStatement::CreateView(view) => {
+                for (k, v) in &record.resolved {
+                    vars.set(k, v)?;
+                }
+                self.create_view(view, &vars, &record.sql).await?
+            }
+            _ => return Err(SqlError::new(SqlState::Internal, "a catalog record holds no CREATE statement")),
+        };
         Ok(())
     }
 
@@ -141,13 +190,13 @@ impl Database {
 
     /// Runs every statement of `sql` in order, stopping at the first error.
     pub async fn execute(&self, vars: &mut SessionVars, sql: &str) -> Vec<SqlResult<QueryOutput>> {
-        let statements = match parser::parse(sql) {
+        let statements = match parser::parse_with_text(sql) {
             Ok(s) => s,
             Err(e) => return vec![Err(e)],
         };
         let mut out = vec![];
-        for stmt in statements {
-            let result = self.execute_statement(vars, stmt, None).await;
+        for (stmt, text) in statements {
+            let result = self.execute_statement(vars, stmt, &text, None).await;
             let failed = result.is_err();
             out.push(result);
             if failed {
@@ -164,11 +213,12 @@ impl Database {
         sql: &str,
         params: Option<Vec<ScalarValue>>,
     ) -> SqlResult<QueryOutput> {
-        let mut statements = parser::parse(sql)?;
+        let mut statements = parser::parse_with_text(sql)?;
         if statements.len() != 1 {
             return Err(SqlError::new(SqlState::SyntaxError, "cannot insert multiple commands into a prepared statement"));
         }
-        self.execute_statement(vars, statements.remove(0), params).await
+        let (stmt, text) = statements.remove(0);
+        self.execute_statement(vars, stmt, &text, params).await
     }
 
     /// Parameter types and result schema of one statement, without running it (for
@@ -197,7 +247,7 @@ impl Database {
                 Ok((out, returns_rows.then_some(schema)))
             }
             s @ (OcStatement::Show(_) | OcStatement::ShowVar(_) | OcStatement::Describe(_)) => {
-                match self.execute_statement(vars, s, None).await? {
+                match self.execute_statement(vars, s, sql, None).await? {
                     QueryOutput::Rows { schema, .. } => Ok((vec![], Some(schema))),
                     QueryOutput::Command { .. } => Ok((vec![], None)),
                 }
@@ -206,17 +256,19 @@ impl Database {
         }
     }
 
+    /// `text`: the statement as written (kept by the durable catalog for `CREATE`s).
     async fn execute_statement(
         &self,
         vars: &mut SessionVars,
         stmt: OcStatement,
+        text: &str,
         params: Option<Vec<ScalarValue>>,
     ) -> SqlResult<QueryOutput> {
         match stmt {
-            OcStatement::CreateSource(s) => self.create_source(s).await,
-            OcStatement::CreateTable(ct, watermark) => self.create_table(*ct, watermark).await,
+            OcStatement::CreateSource(s) => self.create_source(s, text).await,
+            OcStatement::CreateTable(ct, watermark) => self.create_table(*ct, watermark, text).await,
             OcStatement::ShowStateTables => self.show_state_tables().await,
-            OcStatement::CreateView(v) => self.create_view(v, vars).await,
+            OcStatement::CreateView(v) => self.create_view(v, vars, text).await,
             OcStatement::ExplainCreateView(v) => self.explain_create_view(v, vars).await,
             OcStatement::Flush => {
                 self.coordinator.inject_and_wait(BarrierKind::Flush, None).await?;
@@ -246,7 +298,10 @@ impl Database {
             Statement::StartTransaction { .. } => Ok(QueryOutput::command("BEGIN")),
             Statement::Commit { .. } => Ok(QueryOutput::command("COMMIT")),
             Statement::Rollback { .. } => Ok(QueryOutput::command("ROLLBACK")),
-            Statement::CreateTable(ct) => self.create_table(ct, None).await,
+            Statement::CreateTable(ct) => {
+                let text = ct.to_string();
+                self.create_table(ct, None, &text).await
+            }
             Statement::CreateView(v) if !v.materialized => Err(SqlError::not_supported("plain views are not supported")
                 .with_hint("use CREATE MATERIALIZED VIEW, which OpenClaw keeps up to date incrementally")),
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => self.dml(stmt, params).await,

@@ -42,7 +42,8 @@ impl Database {
         Ok((Arc::new(cmt.input.schema().as_arrow().clone()), cmt.constraints))
     }
 
-    pub(crate) async fn create_table(&self, create: CreateTable, watermark: Option<WatermarkDecl>) -> SqlResult<QueryOutput> {
+    /// `sql`: the statement as written, kept in the durable catalog.
+    pub(crate) async fn create_table(&self, create: CreateTable, watermark: Option<WatermarkDecl>, sql: &str) -> SqlResult<QueryOutput> {
         let name = object_name(&create.name)?;
         if create.query.is_some() {
             crate::not_supported!("CREATE TABLE ... AS is not supported yet");
@@ -90,6 +91,7 @@ impl Database {
             span,
         ));
         self.ctx.register_table(name.as_str(), Arc::new(StoredRelation::new(state.clone(), constraints.clone())))?;
+        self.persist(id, ObjectKind::Table, &name, sql, Default::default())?;
         catalog.insert(Entry {
             id,
             name: name.clone(),
@@ -104,7 +106,7 @@ impl Database {
         Ok(QueryOutput::command("CREATE TABLE"))
     }
 
-    pub(crate) async fn create_source(&self, create: CreateSource) -> SqlResult<QueryOutput> {
+    pub(crate) async fn create_source(&self, create: CreateSource, sql: &str) -> SqlResult<QueryOutput> {
         let name = object_name(&create.name)?;
         let mut catalog = self.catalog.lock().await;
         if create.if_not_exists && catalog.get(&name).is_some() {
@@ -125,6 +127,8 @@ impl Database {
             let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
             options.insert("nexmark.base.time".into(), now_ms.to_string());
         }
+        // What a restart must not choose again.
+        let resolved = options.iter().filter(|(k, _)| k.as_str() == "nexmark.base.time").map(|(k, v)| (k.clone(), v.clone())).collect();
         let declared = if create.columns.is_empty() {
             Arc::new(Schema::empty())
         } else {
@@ -148,6 +152,7 @@ impl Database {
         let watermark = create.watermark.as_ref().map(|w| resolve_watermark(w, &schema)).transpose()?;
         let id = catalog.next_id();
         self.ctx.register_table(name.as_str(), Arc::new(SourceRelation { name: name.clone(), schema: schema.clone() }))?;
+        self.persist(id, ObjectKind::Source, &name, sql, resolved)?;
         let mut shown: Vec<String> = options.iter().map(|(k, v)| format!("'{k}' = '{v}'")).collect();
         shown.sort();
         catalog.insert(Entry {
@@ -178,7 +183,7 @@ impl Database {
         Ok((node, resolver.deps, resolver.progress))
     }
 
-    pub(crate) async fn create_view(&self, view: CreateView, vars: &SessionVars) -> SqlResult<QueryOutput> {
+    pub(crate) async fn create_view(&self, view: CreateView, vars: &SessionVars, sql: &str) -> SqlResult<QueryOutput> {
         let name = object_name(&view.name)?;
         let mut catalog = self.catalog.lock().await;
         if view.if_not_exists && catalog.get(&name).is_some() {
@@ -227,6 +232,11 @@ impl Database {
                 }
             }
         }
+        let resolved = [("streaming_parallelism".to_string(), parallelism.to_string())].into();
+        if let Err(e) = self.persist(id, ObjectKind::MaterializedView, &name, sql, resolved) {
+            self.stop_view(id, &runtime);
+            return Err(e);
+        }
         self.ctx.register_table(
             name.as_str(),
             Arc::new(StoredRelation::new(state, Constraints::default())),
@@ -243,6 +253,12 @@ impl Database {
         });
         tracing::info!(view = %name, "created materialized view");
         Ok(QueryOutput::command("CREATE MATERIALIZED VIEW"))
+    }
+
+    /// Keeps a created object in the durable catalog.
+    fn persist(&self, id: ObjectId, kind: ObjectKind, name: &str, sql: &str, resolved: std::collections::BTreeMap<String, String>) -> SqlResult<()> {
+        let record = crate::durable::DdlRecord { id, kind, name: name.to_string(), sql: sql.to_string(), resolved };
+        crate::durable::save(&self.store, &record)
     }
 
     /// Watches a view's tasks: the first failure stops the view and is kept for its readers.
@@ -333,6 +349,10 @@ impl Database {
     }
 
     fn drop_one(&self, catalog: &mut Catalog, name: &str) -> SqlResult<()> {
+        let Some(id) = catalog.get(name).map(|e| e.id) else { return Ok(()) };
+        // The record goes first: a crash before the column families are dropped leaves
+        // orphans, which the next start drops, never a record without its rows.
+        crate::durable::remove(&self.store, id)?;
         let Some(entry) = catalog.remove(name) else { return Ok(()) };
         self.ctx.deregister_table(name)?;
         match &entry.detail {

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod database;
 mod ddl;
 mod dml;
+pub mod durable;
 pub mod error;
 pub mod functions;
 pub mod lower;

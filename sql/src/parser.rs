@@ -29,6 +29,10 @@ impl ObjectKind {
             ObjectKind::MaterializedView => "materialized view",
         }
     }
+
+    pub fn from_sql_name(name: &str) -> Option<Self> {
+        [ObjectKind::Table, ObjectKind::Source, ObjectKind::MaterializedView].into_iter().find(|k| k.sql_name() == name)
+    }
 }
 
 #[derive(Debug)]
@@ -79,6 +83,12 @@ pub enum OcStatement {
 
 /// Splits `sql` into statements and parses each.
 pub fn parse(sql: &str) -> Result<Vec<OcStatement>, SqlError> {
+    Ok(parse_with_text(sql)?.into_iter().map(|(stmt, _)| stmt).collect())
+}
+
+/// Like [`parse`], with the text of each statement as written (what the durable catalog
+/// keeps, so that a restart replays exactly what the user typed).
+pub fn parse_with_text(sql: &str) -> Result<Vec<(OcStatement, String)>, SqlError> {
     let dialect = PostgreSqlDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
@@ -88,6 +98,7 @@ pub fn parse(sql: &str) -> Result<Vec<OcStatement>, SqlError> {
         if group.iter().all(|t| matches!(t.token, Token::Whitespace(_) | Token::EOF)) {
             continue;
         }
+        let text: String = group.iter().map(|t| t.token.to_string()).collect::<String>().trim().to_string();
         let tokens = crate::windows::desugar_flink_windows(group.to_vec());
         let (tokens, watermark) = extract_watermark(tokens).map_err(|e| syntax_error(sql, &e.to_string()))?;
         let mut stmt = parse_one(tokens).map_err(|e| syntax_error(sql, &e.to_string()))?;
@@ -108,7 +119,7 @@ pub fn parse(sql: &str) -> Result<Vec<OcStatement>, SqlError> {
             OcStatement::CreateView(v) | OcStatement::ExplainCreateView(v) => crate::windows::rewrite(v.query.as_mut())?,
             _ => {}
         }
-        out.push(stmt);
+        out.push((stmt, text));
     }
     Ok(out)
 }

@@ -25,7 +25,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     let store = Store::open_with_cache(&config.data_dir, config.state_cache_bytes)?;
-    let db: Arc<Database> = Database::open(store, config.engine.clone())?;
+    let db: Arc<Database> = Database::open(store, config.engine.clone()).await?;
     let pg = tokio::net::TcpListener::bind(config.pg_listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.pg_listen))?;
     let http = tokio::net::TcpListener::bind(config.http_listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.http_listen))?;
     tracing::info!(

@@ -159,6 +159,17 @@ impl Store {
 
     /// Applies a batch of writes atomically.
     pub fn write(&self, write: StateWrite) -> StorageResult<()> {
+        self.write_with(write, false)
+    }
+
+    /// Like [`Self::write`], and synced to disk (the write-ahead log is fsynced) before it
+    /// returns: the write survives a crash of the process or of the machine. For writes that
+    /// are acknowledged to a client.
+    pub fn write_durable(&self, write: StateWrite) -> StorageResult<()> {
+        self.write_with(write, true)
+    }
+
+    fn write_with(&self, write: StateWrite, sync: bool) -> StorageResult<()> {
         if write.ops.is_empty() {
             return Ok(());
         }
@@ -171,7 +182,9 @@ impl Store {
                 Change::AddCount(delta) => batch.merge_cf(&cf, &op.key, delta.to_le_bytes()),
             }
         }
-        self.db.write(batch)?;
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(sync);
+        self.db.write_opt(batch, &opts)?;
         Ok(())
     }
 

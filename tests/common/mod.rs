@@ -15,6 +15,8 @@ pub struct TestServer {
     pub pg_port: u16,
     pub http_port: u16,
     pub data_dir: PathBuf,
+    /// Whether dropping the server leaves its data dir (for a restart on it).
+    keep_dir: bool,
 }
 
 fn free_port() -> u16 {
@@ -25,6 +27,11 @@ impl TestServer {
     pub fn start(name: &str) -> Self {
         let data_dir = std::env::temp_dir().join(format!("openclaw-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
+        Self::start_at(data_dir)
+    }
+
+    /// Starts a server on an existing data dir (or a new one at that path).
+    pub fn start_at(data_dir: PathBuf) -> Self {
         let (pg_port, http_port) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_openclaw"))
             .args(["serve", "--data-dir"])
@@ -37,7 +44,7 @@ impl TestServer {
             .stdout(Stdio::null())
             .spawn()
             .expect("start openclaw");
-        let server = Self { child, pg_port, http_port, data_dir };
+        let server = Self { child, pg_port, http_port, data_dir, keep_dir: false };
         server.wait_ready();
         server
     }
@@ -65,10 +72,22 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Kills the server with SIGKILL, as a crash would, and returns its data dir, kept.
+    pub fn kill(mut self) -> PathBuf {
+        self.keep_dir = true;
+        self.child.kill().expect("SIGKILL the server");
+        self.child.wait().expect("reap the server");
+        self.data_dir.clone()
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
