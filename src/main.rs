@@ -56,6 +56,10 @@ pub struct EngineArgs {
     /// and stops holding back the watermark of the unions and joins it feeds (e.g. 5s, 0s).
     #[arg(long, env = "OPENCLAW_IDLE_TIMEOUT", default_value = "5s")]
     idle_timeout: humantime::Duration,
+    /// How often a checkpoint (a consistent copy of all state) is taken besides the one of
+    /// every FLUSH, e.g. 1s; 0s for never.
+    #[arg(long, env = "OPENCLAW_CHECKPOINT_INTERVAL", default_value = "5s")]
+    checkpoint_interval: humantime::Duration,
     /// Worker threads, and the partitions of each keyed stateful operator (aggregate, join,
     /// top-N) unless a session sets `streaming_parallelism`. Default: the number of cores.
     #[arg(long, env = "OPENCLAW_WORKERS")]
@@ -76,6 +80,7 @@ impl EngineArgs {
             flush_interval_ms: self.flush_interval.as_millis().max(1) as u64,
             parallelism: self.worker_threads(),
             idle_timeout_ms: self.idle_timeout.as_millis() as u64,
+            checkpoint_interval_ms: self.checkpoint_interval.as_millis() as u64,
         }
     }
 }

@@ -119,3 +119,34 @@ async fn acknowledged_writes_and_every_object_survive_sigkill() {
     let kinds = client.simple_query("SHOW MATERIALIZED VIEWS").await.unwrap();
     assert!(kinds.len() >= 2, "both views are back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_commits_a_verified_checkpoint_with_source_positions() {
+    let server = TestServer::start("checkpoints");
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id BIGINT PRIMARY KEY);
+             INSERT INTO t VALUES (1), (2), (3);
+             CREATE SOURCE bid WITH (connector = 'nexmark', 'nexmark.table.type' = 'bid', 'nexmark.event.num' = '50000');
+             CREATE MATERIALIZED VIEW n AS SELECT count(*) AS n FROM bid;
+             FLUSH;
+             FLUSH;
+             FLUSH;",
+        )
+        .await
+        .unwrap();
+    let rows = client.query("SHOW CHECKPOINTS", &[]).await.unwrap();
+    // Each FLUSH committed one; only the newest two are kept.
+    assert_eq!(rows.len(), 2, "retained checkpoints");
+    let ids: Vec<u64> = rows.iter().map(|r| r.get::<_, String>(0).parse().unwrap()).collect();
+    assert!(ids[0] > ids[1], "newest first: {ids:?}");
+    let positions: String = rows[0].get(5);
+    // 50,000 events hold 46,000 bids: the reader's offset among bids at the cut.
+    assert!(positions.contains("_source1=46000"), "{positions}");
+    let (path, manifest) = openclaw_storage::checkpoint::list(&server.data_dir).pop().expect("a checkpoint on disk");
+    assert_eq!(manifest.id, ids[0]);
+    let verified = openclaw_storage::checkpoint::verify(&path).expect("the newest checkpoint verifies");
+    assert!(verified.bytes() > 0 && verified.files.iter().any(|f| f.name.ends_with(".sst")));
+    assert_eq!(client.query_one("SELECT n FROM n", &[]).await.unwrap().get::<_, i64>(0), 46_000);
+}

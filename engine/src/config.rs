@@ -16,10 +16,12 @@ pub struct EngineConfig {
     /// idle (at its next barrier), so that it no longer holds back the watermark of a union or
     /// join with busier inputs.
     pub idle_timeout_ms: u64,
+    /// How often a checkpoint is taken besides the one of every `FLUSH`; 0 for never.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { chunk_size_rows: 4096, channel_capacity_chunks: 16, flush_interval_ms: 1000, parallelism: 1, idle_timeout_ms: 5000 }
+        Self { chunk_size_rows: 4096, channel_capacity_chunks: 16, flush_interval_ms: 1000, parallelism: 1, idle_timeout_ms: 5000, checkpoint_interval_ms: 5000 }
     }
 }

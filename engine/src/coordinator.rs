@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{Barrier, BarrierKind, EngineError, EngineResult, Mutation, ObjectId};
 
@@ -21,6 +21,8 @@ struct State {
     roots: BTreeMap<RootId, mpsc::Sender<Barrier>>,
     sinks: BTreeSet<ObjectId>,
     inflight: BTreeMap<u64, Inflight>,
+    /// Positions reported by roots at the checkpoint barrier in progress.
+    positions: BTreeMap<String, u64>,
 }
 
 struct Inflight {
@@ -31,13 +33,49 @@ struct Inflight {
 /// The barrier coordinator.
 pub struct Coordinator {
     state: Mutex<State>,
-    /// Serialises injections so that every root sees epochs in the same order.
-    inject: tokio::sync::Mutex<()>,
+    /// Serialises injections so that every root sees epochs in the same order. A checkpoint
+    /// holds it until it resumes the roots.
+    inject: Arc<tokio::sync::Mutex<()>>,
+    /// The epoch of the last checkpoint whose roots may move again.
+    resumed: Arc<watch::Sender<u64>>,
 }
 
 impl Default for Coordinator {
     fn default() -> Self {
-        Self { state: Mutex::new(State { next_epoch: 1, next_root: 1, ..State::default() }), inject: Default::default() }
+        Self {
+            state: Mutex::new(State { next_epoch: 1, next_root: 1, ..State::default() }),
+            inject: Default::default(),
+            resumed: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+/// A consistent cut: every root has passed the checkpoint barrier `epoch` and paused, and every
+/// sink has acknowledged it, so nothing writes state until [`CheckpointCut::resume`] (or
+/// dropping the cut). No other barrier is injected meanwhile.
+pub struct CheckpointCut {
+    pub epoch: u64,
+    /// When the barrier was injected.
+    pub started: std::time::Instant,
+    /// Each root's position at the cut, by the key the root reported under.
+    pub positions: BTreeMap<String, u64>,
+    resumed: Arc<watch::Sender<u64>>,
+    _serial: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl CheckpointCut {
+    /// Lets the roots move again.
+    pub fn resume(self) {}
+}
+
+impl Drop for CheckpointCut {
+    fn drop(&mut self) {
+        let epoch = self.epoch;
+        self.resumed.send_if_modified(|e| {
+            let advanced = *e < epoch;
+            *e = (*e).max(epoch);
+            advanced
+        });
     }
 }
 
@@ -48,6 +86,14 @@ impl Coordinator {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("coordinator lock")
+    }
+
+    /// Makes the next barrier's epoch follow `epoch`: epochs name checkpoints, so after a
+    /// restart they continue past the newest checkpoint on disk.
+    pub fn start_epochs_after(&self, epoch: u64) {
+        let mut s = self.lock();
+        s.next_epoch = s.next_epoch.max(epoch + 1);
+        let _ = self.resumed.send_replace(epoch);
     }
 
     /// Registers a root; barriers injected from now on reach it through `tx`.
@@ -112,13 +158,17 @@ impl Coordinator {
     /// dataflow: the barrier is the first the new roots see. A dataflow that read an earlier
     /// barrier on one input and not on another (a source registered just before a periodic
     /// barrier, next to a subscription that starts at this one) could never align.
+    ///
+    /// The new dataflow's sinks are registered with the same barrier: a sink registered
+    /// earlier would be waited for by a barrier (a checkpoint's) that can never reach it.
     pub async fn inject_attaching(
         &self,
         kind: BarrierKind,
         mutation: Option<Mutation>,
         roots: Vec<(RootId, mpsc::Sender<Barrier>)>,
+        sinks: Vec<ObjectId>,
     ) -> EngineResult<u64> {
-        let (epoch, done) = self.inject_inner(kind, mutation, roots).await;
+        let (epoch, done) = self.inject_inner(kind, mutation, roots, sinks).await;
         done.await.map_err(|_| EngineError::Closed)?;
         Ok(epoch)
     }
@@ -131,7 +181,7 @@ impl Coordinator {
 
     /// Injects a barrier; the receiver resolves when every sink registered now has passed it.
     pub async fn inject(&self, kind: BarrierKind, mutation: Option<Mutation>) -> (u64, oneshot::Receiver<()>) {
-        self.inject_inner(kind, mutation, vec![]).await
+        self.inject_inner(kind, mutation, vec![], vec![]).await
     }
 
     async fn inject_inner(
@@ -139,12 +189,51 @@ impl Coordinator {
         kind: BarrierKind,
         mutation: Option<Mutation>,
         new_roots: Vec<(RootId, mpsc::Sender<Barrier>)>,
+        new_sinks: Vec<ObjectId>,
     ) -> (u64, oneshot::Receiver<()>) {
         let _serial = self.inject.lock().await;
+        self.inject_locked(kind, false, mutation, new_roots, new_sinks).await
+    }
+
+    /// Injects a checkpoint barrier and waits until every sink has passed it, with every root
+    /// paused behind it: the returned cut is a consistent state of the whole store. The caller
+    /// copies the store, then resumes the roots by dropping the cut.
+    pub async fn checkpoint(&self, kind: BarrierKind) -> EngineResult<CheckpointCut> {
+        let serial = self.inject.clone().lock_owned().await;
+        let started = std::time::Instant::now();
+        self.lock().positions.clear();
+        let (epoch, done) = self.inject_locked(kind, true, None, vec![], vec![]).await;
+        // Built before waiting, so that a failure below still resumes the roots (on drop).
+        let mut cut = CheckpointCut { epoch, started, positions: BTreeMap::new(), resumed: self.resumed.clone(), _serial: serial };
+        done.await.map_err(|_| EngineError::Closed)?;
+        cut.positions = std::mem::take(&mut self.lock().positions);
+        Ok(cut)
+    }
+
+    /// Called by a root as checkpoint barrier `epoch` leaves it, with where it stands.
+    pub fn reached_checkpoint(&self, key: &str, position: u64) {
+        self.lock().positions.insert(key.to_string(), position);
+    }
+
+    /// Waits until the checkpoint of `epoch` lets its roots move again.
+    pub async fn wait_resumed(&self, epoch: u64) {
+        let mut rx = self.resumed.subscribe();
+        let _ = rx.wait_for(|e| *e >= epoch).await;
+    }
+
+    async fn inject_locked(
+        &self,
+        kind: BarrierKind,
+        checkpoint: bool,
+        mutation: Option<Mutation>,
+        new_roots: Vec<(RootId, mpsc::Sender<Barrier>)>,
+        new_sinks: Vec<ObjectId>,
+    ) -> (u64, oneshot::Receiver<()>) {
         let (tx, rx) = oneshot::channel();
         let (barrier, roots) = {
             let mut s = self.lock();
             s.roots.extend(new_roots);
+            s.sinks.extend(new_sinks);
             let epoch = s.next_epoch;
             s.next_epoch += 1;
             let remaining = s.sinks.clone();
@@ -155,7 +244,7 @@ impl Coordinator {
             }
             let roots: Vec<(RootId, mpsc::Sender<Barrier>)> =
                 s.roots.iter().map(|(id, tx)| (*id, tx.clone())).collect();
-            (Barrier { epoch, kind, mutation: mutation.map(Arc::new) }, roots)
+            (Barrier { epoch, kind, checkpoint, mutation: mutation.map(Arc::new) }, roots)
         };
         for (id, root) in roots {
             if root.send(barrier.clone()).await.is_err() {
@@ -183,5 +272,33 @@ mod tests {
         assert!(done.try_recv().is_err());
         c.unregister_sink(8);
         assert!(done.try_recv().is_ok());
+    }
+
+    /// A view being created while a checkpoint waits must not be waited for: its sink joins
+    /// with the barrier that attaches it, which comes after the checkpoint resumes.
+    #[tokio::test]
+    async fn a_checkpoint_does_not_wait_for_a_view_still_attaching() {
+        let c = Coordinator::new();
+        let (tx, mut rx) = mpsc::channel(4);
+        c.register_root(tx);
+        c.register_sink(7);
+        let checkpoint = tokio::spawn({
+            let c = c.clone();
+            async move { c.checkpoint(BarrierKind::Periodic).await.map(|cut| cut.epoch) }
+        });
+        let first = rx.recv().await.unwrap();
+        assert!(first.checkpoint);
+        let attach = tokio::spawn({
+            let c = c.clone();
+            async move { c.inject_attaching(BarrierKind::Periodic, None, vec![], vec![8]).await }
+        });
+        tokio::task::yield_now().await;
+        c.ack(7, first.epoch);
+        assert_eq!(checkpoint.await.unwrap().unwrap(), first.epoch);
+        let second = rx.recv().await.unwrap();
+        assert_eq!(second.epoch, first.epoch + 1);
+        c.ack(7, second.epoch);
+        c.ack(8, second.epoch);
+        assert_eq!(attach.await.unwrap().unwrap(), second.epoch);
     }
 }

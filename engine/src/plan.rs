@@ -19,7 +19,7 @@ use crate::watermark::{WatermarkGenerator, WatermarkSpec};
 use datafusion::physical_plan::expressions::Column;
 use crate::operators::exchange::{ExchangeOperator, MAX_PARALLELISM};
 use crate::operators::{AggregateOperator, AggregateSpec, FilterOperator, JoinOperator, JoinSpec, ProjectOperator, TopNOperator, TopNSpec, UnionOperator};
-use crate::source::{run_source, SourceProgress, SourceReader};
+use crate::source::{run_source, RootCheckpoints, SourceProgress, SourceReader};
 use crate::{
     Coordinator, EngineConfig, EngineResult, Message, ObjectId, Operator, OperatorContext, Outputs,
     Subscription,
@@ -248,7 +248,7 @@ pub fn build_dataflow(
     coordinator: &Arc<Coordinator>,
 ) -> EngineResult<Dataflow> {
     let mut df = Dataflow { tasks: vec![], roots: vec![], pending_roots: vec![], subscriptions: vec![], state_tables: vec![], late_rows: Default::default() };
-    let mut b = Builder { config, coordinator, state, tables: 0, df: &mut df };
+    let mut b = Builder { config, coordinator, state, tables: 0, sources: 0, df: &mut df };
     let built = b.build(plan);
     let input = match built {
         Ok(input) => input,
@@ -267,6 +267,8 @@ struct Builder<'a> {
     coordinator: &'a Arc<Coordinator>,
     state: &'a StateLocation,
     tables: usize,
+    /// Source readers built so far: the n-th stores its position as `<prefix>_source<n>`.
+    sources: usize,
     df: &'a mut Dataflow,
 }
 
@@ -314,7 +316,9 @@ impl Builder<'_> {
                 self.df.pending_roots.push((id, btx));
                 let chunk_rows = self.config.chunk_size_rows;
                 let watermark = watermark.map(|w| WatermarkGenerator::new(w, self.config.idle_timeout_ms));
-                let task = run_source(reader, brx, Outputs::new(vec![tx]), chunk_rows, progress, watermark);
+                self.sources += 1;
+                let checkpoints = RootCheckpoints { coordinator: self.coordinator.clone(), key: format!("{}_source{}", self.state.prefix, self.sources) };
+                let task = run_source(reader, brx, Outputs::new(vec![tx]), chunk_rows, progress, watermark, Some(checkpoints));
                 let span = tracing::info_span!("source", name = %name);
                 self.df.tasks.push((format!("source {name}"), tokio::spawn(task.instrument(span))));
             }

@@ -27,6 +27,43 @@ pub trait SourceReader: Send + 'static {
     /// Whether the stream ends. `FLUSH` waits for a bounded stream to be read to its end; an
     /// unbounded one passes `FLUSH` at once.
     fn is_bounded(&self) -> bool;
+
+    /// Where the reader stands: every row before it has been returned, none after. Stored in
+    /// checkpoints. `None` for a reader that cannot be replayed from a position.
+    fn position(&self) -> Option<u64> {
+        None
+    }
+
+    /// Moves the reader to `position`, as [`Self::position`] returned it.
+    fn seek(&mut self, _position: u64) -> EngineResult<()> {
+        Err(crate::EngineError::NotSupported("this source cannot be replayed from a checkpoint position".into()))
+    }
+}
+
+/// How a root takes part in checkpoints: the key its position is stored under.
+#[derive(Clone)]
+pub struct RootCheckpoints {
+    pub coordinator: Arc<crate::Coordinator>,
+    pub key: String,
+}
+
+impl RootCheckpoints {
+    /// At a checkpoint barrier: report `position`, send the barrier, wait until resumed.
+    /// Any other barrier is just sent.
+    pub async fn pass(this: Option<&Self>, outputs: &mut Outputs, barrier: Barrier, position: Option<u64>) -> EngineResult<()> {
+        let (epoch, checkpoint) = (barrier.epoch, barrier.checkpoint);
+        match this {
+            Some(c) if checkpoint => {
+                if let Some(p) = position {
+                    c.coordinator.reached_checkpoint(&c.key, p);
+                }
+                outputs.send(Message::Barrier(barrier)).await?;
+                c.coordinator.wait_resumed(epoch).await;
+                Ok(())
+            }
+            _ => outputs.send(Message::Barrier(barrier)).await,
+        }
+    }
 }
 
 /// Progress of a running source reader, shared with `SHOW SOURCES`.
@@ -48,6 +85,7 @@ pub async fn run_source(
     chunk_rows: usize,
     progress: Arc<SourceProgress>,
     mut watermark: Option<WatermarkGenerator>,
+    checkpoints: Option<RootCheckpoints>,
 ) -> EngineResult<()> {
     use std::sync::atomic::Ordering;
     let mut deferred: VecDeque<Barrier> = VecDeque::new();
@@ -55,10 +93,10 @@ pub async fn run_source(
     loop {
         if exhausted {
             while let Some(b) = deferred.pop_front() {
-                send_barrier(&mut outputs, &mut watermark, b).await?;
+                send_barrier(&mut outputs, &mut watermark, b, checkpoints.as_ref(), reader.position()).await?;
             }
             match barriers.recv().await {
-                Some(b) => send_barrier(&mut outputs, &mut watermark, b).await?,
+                Some(b) => send_barrier(&mut outputs, &mut watermark, b, checkpoints.as_ref(), reader.position()).await?,
                 None => return Ok(()),
             }
             if outputs.is_empty() {
@@ -70,7 +108,7 @@ pub async fn run_source(
             let Ok(b) = barriers.try_recv() else { break };
             let waits_for_end = b.kind == BarrierKind::Flush && reader.is_bounded();
             if deferred.is_empty() && !waits_for_end {
-                send_barrier(&mut outputs, &mut watermark, b).await?;
+                send_barrier(&mut outputs, &mut watermark, b, checkpoints.as_ref(), reader.position()).await?;
             } else {
                 deferred.push_back(b);
             }
@@ -108,10 +146,17 @@ pub async fn run_source(
     }
 }
 
-/// Sends a barrier, preceded by [`Message::Idle`] when the source goes idle at it.
-async fn send_barrier(outputs: &mut Outputs, watermark: &mut Option<WatermarkGenerator>, barrier: Barrier) -> EngineResult<()> {
+/// Sends a barrier, preceded by [`Message::Idle`] when the source goes idle at it, and
+/// pauses behind a checkpoint barrier.
+async fn send_barrier(
+    outputs: &mut Outputs,
+    watermark: &mut Option<WatermarkGenerator>,
+    barrier: Barrier,
+    checkpoints: Option<&RootCheckpoints>,
+    position: Option<u64>,
+) -> EngineResult<()> {
     if watermark.as_mut().is_some_and(|w| w.goes_idle_at_barrier()) {
         outputs.send(Message::Idle).await?;
     }
-    outputs.send(Message::Barrier(barrier)).await
+    RootCheckpoints::pass(checkpoints, outputs, barrier, position).await
 }

@@ -38,6 +38,9 @@ pub struct TableWriter {
     next_row_id: u64,
     outputs: Outputs,
     watermark: Option<WatermarkGenerator>,
+    /// Writes applied since the writer started: its position at a checkpoint.
+    writes: u64,
+    checkpoints: Option<crate::source::RootCheckpoints>,
 }
 
 impl TableWriter {
@@ -49,7 +52,13 @@ impl TableWriter {
         };
         let next_row_id = Self::last_row_id(&state)? + 1;
         let watermark = watermark.map(|w| WatermarkGenerator::new(w, idle_timeout_ms));
-        Ok(Self { object, state, key_codec, next_row_id, outputs: Outputs::default(), watermark })
+        Ok(Self { object, state, key_codec, next_row_id, outputs: Outputs::default(), watermark, writes: 0, checkpoints: None })
+    }
+
+    /// Takes part in checkpoints: pauses behind checkpoint barriers, reporting its position.
+    pub fn with_checkpoints(mut self, checkpoints: crate::source::RootCheckpoints) -> Self {
+        self.checkpoints = Some(checkpoints);
+        self
     }
 
     fn last_row_id(state: &MaterializedState) -> EngineResult<u64> {
@@ -111,10 +120,11 @@ impl TableWriter {
         if self.watermark.as_mut().is_some_and(|w| w.goes_idle_at_barrier()) {
             self.outputs.send(Message::Idle).await?;
         }
-        self.outputs.send(Message::Barrier(barrier)).await
+        crate::source::RootCheckpoints::pass(self.checkpoints.as_ref(), &mut self.outputs, barrier, Some(self.writes)).await
     }
 
     async fn apply(&mut self, write: TableWrite) -> EngineResult<usize> {
+        self.writes += 1;
         let (changes, n) = match write {
             TableWrite::Upsert(batch) => (self.upsert(&batch)?, batch.num_rows()),
             TableWrite::Delete(batch) => self.delete(&batch)?,

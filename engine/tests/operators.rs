@@ -19,7 +19,7 @@ use openclaw_storage::Store;
 use tokio::sync::{mpsc, oneshot};
 
 fn barrier(epoch: u64) -> Message {
-    Message::Barrier(Barrier { epoch, kind: BarrierKind::Periodic, mutation: None })
+    Message::Barrier(Barrier { epoch, kind: BarrierKind::Periodic, checkpoint: false, mutation: None })
 }
 
 /// Runs `op` over the given inputs (each a list of messages), returns what it emitted.
@@ -188,7 +188,7 @@ async fn table_writer_upserts_by_primary_key_and_emits_updates() {
     // Attach a subscriber before any write: it sees an empty snapshot, then the changes.
     let sub = openclaw_engine::Subscription { upstream: 1, sender: std::sync::Mutex::new(Some(sub_tx)) };
     barrier_tx
-        .send(Barrier { epoch: 1, kind: BarrierKind::Periodic, mutation: Some(Arc::new(openclaw_engine::Mutation::Subscribe(vec![sub]))) })
+        .send(Barrier { epoch: 1, kind: BarrierKind::Periodic, checkpoint: false, mutation: Some(Arc::new(openclaw_engine::Mutation::Subscribe(vec![sub]))) })
         .await
         .unwrap();
     let (done, wait) = oneshot::channel();
@@ -243,8 +243,8 @@ async fn rows_before_flush(limit: Option<i64>) -> usize {
     let (out_tx, mut out_rx) = mpsc::channel(4);
     let progress = Arc::new(openclaw_engine::source::SourceProgress::default());
     let reader = Box::new(Counter { next: 0, limit });
-    let task = tokio::spawn(openclaw_engine::source::run_source(reader, barrier_rx, Outputs::new(vec![out_tx]), 1, progress, None));
-    barrier_tx.send(Barrier { epoch: 1, kind: BarrierKind::Flush, mutation: None }).await.unwrap();
+    let task = tokio::spawn(openclaw_engine::source::run_source(reader, barrier_rx, Outputs::new(vec![out_tx]), 1, progress, None, None));
+    barrier_tx.send(Barrier { epoch: 1, kind: BarrierKind::Flush, checkpoint: false, mutation: None }).await.unwrap();
     let mut rows = 0;
     // Bounded, so that a source that never passes the barrier fails the test instead of hanging.
     while rows <= 1000 {

@@ -78,11 +78,11 @@ pub struct Database {
     pub(crate) coordinator: Arc<Coordinator>,
     /// DDL takes this lock for its whole run, so catalog changes happen one at a time.
     pub(crate) catalog: tokio::sync::Mutex<Catalog>,
+    /// The last committed checkpoint; its lock serialises checkpoints.
+    pub(crate) last_checkpoint: tokio::sync::Mutex<Option<openclaw_storage::checkpoint::Manifest>>,
 }
 
 impl Database {
-    /// Opens the database in `store`. The catalog is not durable yet, so state left by an
-    /// earlier run is cleared rather than misread.
     /// Opens the database over `store` and brings back every object of its durable catalog.
     pub async fn open(store: Store, config: EngineConfig) -> SqlResult<Arc<Self>> {
         let mut session = SessionConfig::new()
@@ -103,10 +103,13 @@ impl Database {
             config: Arc::new(config),
             coordinator: Coordinator::new(),
             catalog: Default::default(),
+            last_checkpoint: Default::default(),
         };
         let db = Arc::new(db);
+        db.report_checkpoints().await?;
         db.spawn_periodic_barriers();
         db.restore().await?;
+        db.spawn_periodic_checkpoints();
         Ok(db)
     }
 
@@ -139,6 +142,25 @@ impl Database {
         if !records.is_empty() {
             let elapsed_ms = started.elapsed().as_millis() as u64;
             tracing::info!(restored, failed = records.len() - restored, elapsed_ms, "restored the catalog");
+        }
+        Ok(())
+    }
+
+    /// Checkpoints are taken but not restored yet: say what a restart found, and clear what a
+    /// crash left half-written.
+    async fn report_checkpoints(&self) -> SqlResult<()> {
+        let dir = self.store.dir().to_path_buf();
+        if let Some(id) = openclaw_storage::checkpoint::highest_id(&dir) {
+            self.coordinator.start_epochs_after(id);
+        }
+        openclaw_storage::checkpoint::collect_garbage(&dir)?;
+        if let Some((path, m)) = openclaw_storage::checkpoint::list(&dir).pop() {
+            tracing::info!(
+                checkpoint = m.id,
+                path = %path.display(),
+                "found a checkpoint; restoring from checkpoints is not built yet, so views are rebuilt from their inputs"
+            );
+            *self.last_checkpoint.lock().await = Some(m);
         }
         Ok(())
     }
@@ -246,7 +268,7 @@ impl Database {
                 let returns_rows = !matches!(plan, LogicalPlan::Dml(_));
                 Ok((out, returns_rows.then_some(schema)))
             }
-            s @ (OcStatement::Show(_) | OcStatement::ShowVar(_) | OcStatement::Describe(_)) => {
+            s @ (OcStatement::Show(_) | OcStatement::ShowVar(_) | OcStatement::Describe(_) | OcStatement::ShowStateTables | OcStatement::ShowCheckpoints) => {
                 match self.execute_statement(vars, s, sql, None).await? {
                     QueryOutput::Rows { schema, .. } => Ok((vec![], Some(schema))),
                     QueryOutput::Command { .. } => Ok((vec![], None)),
@@ -271,9 +293,10 @@ impl Database {
             OcStatement::CreateView(v) => self.create_view(v, vars, text).await,
             OcStatement::ExplainCreateView(v) => self.explain_create_view(v, vars).await,
             OcStatement::Flush => {
-                self.coordinator.inject_and_wait(BarrierKind::Flush, None).await?;
+                self.checkpoint(BarrierKind::Flush).await?;
                 Ok(QueryOutput::command("FLUSH"))
             }
+            OcStatement::ShowCheckpoints => self.show_checkpoints().await,
             OcStatement::Show(kind) => self.show(kind).await,
             OcStatement::Describe(name) => self.describe_object(&name).await,
             OcStatement::Drop { kind, names, if_exists, cascade } => self.drop_objects(kind, &names, if_exists, cascade).await,

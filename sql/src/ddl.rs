@@ -81,7 +81,8 @@ impl Database {
             None => Layout::RowId,
         };
         let state = Arc::new(MaterializedState::new(self.store.clone(), &format!("table_{id}"), schema.clone(), layout)?);
-        let writer = TableWriter::new(id, state.clone(), watermark, self.config.idle_timeout_ms)?;
+        let checkpoints = openclaw_engine::source::RootCheckpoints { coordinator: self.coordinator.clone(), key: format!("table_{id}") };
+        let writer = TableWriter::new(id, state.clone(), watermark, self.config.idle_timeout_ms)?.with_checkpoints(checkpoints);
         let (req_tx, req_rx) = mpsc::channel(TABLE_REQUEST_QUEUE);
         let (barrier_tx, barrier_rx) = mpsc::channel(ROOT_BARRIER_QUEUE);
         let root = self.coordinator.register_root(barrier_tx);
@@ -196,7 +197,6 @@ impl Database {
         let id = catalog.next_id();
         let state = Arc::new(MaterializedState::new(self.store.clone(), &format!("mv_{id}"), schema.clone(), Layout::Multiset)?);
         let sink = MaterializeOperator::new(id, state.clone());
-        self.coordinator.register_sink(id);
         let parallelism = vars.streaming_parallelism()?.unwrap_or(self.config.parallelism);
         let location = StateLocation { store: self.store.clone(), prefix: format!("mv_{id}"), parallelism };
         let dataflow = match build_dataflow(node, Box::new(sink), &location, &self.config, &self.coordinator) {
@@ -220,7 +220,7 @@ impl Database {
         // Backfill: the barrier hands each upstream the new edge; it completes once the view
         // holds everything its inputs held at that barrier.
         let subscribe = (!dataflow.subscriptions.is_empty()).then(|| Mutation::Subscribe(dataflow.subscriptions));
-        self.coordinator.inject_attaching(BarrierKind::Periodic, subscribe, dataflow.pending_roots).await?;
+        self.coordinator.inject_attaching(BarrierKind::Periodic, subscribe, dataflow.pending_roots, vec![id]).await?;
         if let Some(err) = failure.lock().expect("failure lock").clone() {
             self.stop_view(id, &runtime);
             return Err(err);

@@ -71,6 +71,8 @@ pub enum OcStatement {
     Show(ObjectKind),
     /// `SHOW STATE TABLES`: the operators' state tables and their key counts.
     ShowStateTables,
+    /// `SHOW CHECKPOINTS`.
+    ShowCheckpoints,
     Describe(ObjectName),
     /// `SET name = value` / `SET name TO value` / `SET TIME ZONE value`.
     SetVar { name: String, value: String },
@@ -167,6 +169,11 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError> {
                 p.next_token();
             }
             OcStatement::ShowStateTables
+        }
+        ["SHOW", "CHECKPOINTS"] => {
+            p.next_token();
+            p.next_token();
+            OcStatement::ShowCheckpoints
         }
         ["DESCRIBE" | "DESC", ..] => {
             p.next_token();

@@ -2,6 +2,7 @@
 //! table, view or operator state. Rows are encoded with Arrow's row format, so that keys sort
 //! like the values they encode and values decode straight back into Arrow columns.
 
+pub mod checkpoint;
 mod codec;
 mod error;
 mod store;

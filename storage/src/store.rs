@@ -135,6 +135,14 @@ impl Store {
         &self.dir
     }
 
+    /// Writes a RocksDB checkpoint of every column family to `path` (which must not exist):
+    /// memtables are flushed, then SST files are hard-linked and the rest copied. The caller
+    /// makes sure no write is in flight, so the checkpoint is a consistent cut.
+    pub fn create_rocksdb_checkpoint(&self, path: &Path) -> StorageResult<()> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db.db)?.create_checkpoint(path)?;
+        Ok(())
+    }
+
     /// Creates the column family `name`; creating one that exists is a no-op.
     pub fn create_cf(&self, name: &str, kind: CfKind) -> StorageResult<()> {
         if self.db.cf_handle(name).is_none() {

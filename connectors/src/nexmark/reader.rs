@@ -128,6 +128,16 @@ impl SourceReader for NexmarkReader {
         self.event_num.is_some()
     }
 
+    /// The generator's offset among events of this table's type.
+    fn position(&self) -> Option<u64> {
+        Some(self.generator.offset())
+    }
+
+    fn seek(&mut self, position: u64) -> EngineResult<()> {
+        self.generator = self.generator.clone().with_offset(position);
+        Ok(())
+    }
+
     async fn next_chunk(&mut self, max_rows: usize) -> EngineResult<Option<StreamChunk>> {
         if self.exhausted() {
             return Ok(None);

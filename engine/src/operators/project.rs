@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch};
+use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -103,7 +103,9 @@ impl Operator for ProjectOperator {
             .iter()
             .map(|e| e.evaluate(chunk.batch())?.into_array(n))
             .collect::<Result<Vec<_>, _>>()?;
-        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+        // The row count is explicit: `count(*)` projects no columns at all.
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        let batch = RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)?;
         ctx.collect(chunk.with_batch(batch)).await
     }
 
