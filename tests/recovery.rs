@@ -141,12 +141,35 @@ async fn flush_commits_a_verified_checkpoint_with_source_positions() {
     assert_eq!(rows.len(), 2, "retained checkpoints");
     let ids: Vec<u64> = rows.iter().map(|r| r.get::<_, String>(0).parse().unwrap()).collect();
     assert!(ids[0] > ids[1], "newest first: {ids:?}");
-    let positions: String = rows[0].get(5);
+    let positions: String = rows[0].get(6);
     // 50,000 events hold 46,000 bids: the reader's offset among bids at the cut.
     assert!(positions.contains("_source1=46000"), "{positions}");
     let (path, manifest) = openclaw_storage::checkpoint::list(&server.data_dir).pop().expect("a checkpoint on disk");
     assert_eq!(manifest.id, ids[0]);
     let verified = openclaw_storage::checkpoint::verify(&path).expect("the newest checkpoint verifies");
     assert!(verified.bytes() > 0 && verified.files.iter().any(|f| f.name.ends_with(".sst")));
+    assert_eq!(client.query_one("SELECT n FROM n", &[]).await.unwrap().get::<_, i64>(0), 46_000);
+
+    // Damage the newest checkpoint (RocksDB's MANIFEST is copied into it, not linked) and
+    // crash: the restart finds it, sets it aside, and keeps the previous one.
+    let rocks_manifest = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("MANIFEST-"))
+        .expect("a RocksDB manifest in the checkpoint");
+    let bytes = std::fs::read(&rocks_manifest).unwrap();
+    std::fs::write(&rocks_manifest, &bytes[..bytes.len() / 2]).unwrap();
+    let dir = server.kill();
+    let server = TestServer::start_at(dir);
+    let client = server.connect().await;
+    let rows = client.query("SHOW CHECKPOINTS", &[]).await.unwrap();
+    let newest: u64 = rows[0].get::<_, String>(0).parse().unwrap();
+    assert_eq!(newest, ids[1], "the damaged checkpoint {} is not listed", ids[0]);
+    let aside = path.with_file_name(format!("{}.corrupt", path.file_name().unwrap().to_string_lossy()));
+    assert!(aside.exists(), "the damaged checkpoint is kept aside at {}", aside.display());
+    client.batch_execute("FLUSH").await.unwrap();
+    let rows = client.query("SHOW CHECKPOINTS", &[]).await.unwrap();
+    let after: u64 = rows[0].get::<_, String>(0).parse().unwrap();
+    assert!(after > ids[0], "new checkpoint ids stay above the damaged one: {after}");
     assert_eq!(client.query_one("SELECT n FROM n", &[]).await.unwrap().get::<_, i64>(0), 46_000);
 }

@@ -12,8 +12,9 @@ use crate::database::{Database, QueryOutput};
 use crate::error::{SqlError, SqlResult, SqlState};
 
 impl Database {
-    /// Takes a checkpoint at a barrier of `kind` (a `FLUSH` barrier waits for bounded sources
-    /// first), commits it, and deletes the ones no longer retained.
+    /// Takes a checkpoint at a barrier of `kind`, commits it, and deletes the ones no longer
+    /// retained. (`FLUSH` waits for bounded sources with a barrier of its own first: a
+    /// checkpoint barrier pauses the other inputs until it completes.)
     pub(crate) async fn checkpoint(&self, kind: BarrierKind) -> SqlResult<Manifest> {
         let mut last = self.last_checkpoint.lock().await;
         let cut = self.coordinator.checkpoint(kind).await?;
@@ -46,6 +47,10 @@ impl Database {
             loop {
                 tick.tick().await;
                 let Some(db) = weak.upgrade() else { return };
+                if db.pending_flushes.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                    tracing::debug!("checkpoint skipped: a FLUSH is waiting for bounded sources, and takes one after");
+                    continue;
+                }
                 if let Err(e) = db.checkpoint(BarrierKind::Periodic).await {
                     tracing::error!(error = %e.message, "checkpoint failed; the previous one stays the latest");
                 }
@@ -67,9 +72,17 @@ impl Database {
                     .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f+00").to_string())
                     .unwrap_or_default();
                 let positions: Vec<String> = m.positions.iter().map(|(k, p)| format!("{k}={p}")).collect();
-                vec![m.id.to_string(), at, m.bytes().to_string(), m.files.len().to_string(), m.duration_ms.to_string(), positions.join(", ")]
+                vec![
+                    m.id.to_string(),
+                    at,
+                    m.bytes().to_string(),
+                    m.files.len().to_string(),
+                    m.duration_ms.to_string(),
+                    m.write_ms.to_string(),
+                    positions.join(", "),
+                ]
             })
             .collect();
-        QueryOutput::text_rows(&["id", "created_at", "size_bytes", "files", "duration_ms", "positions"], rows)
+        QueryOutput::text_rows(&["id", "created_at", "size_bytes", "files", "duration_ms", "write_ms", "positions"], rows)
     }
 }

@@ -80,6 +80,26 @@ pub struct Database {
     pub(crate) catalog: tokio::sync::Mutex<Catalog>,
     /// The last committed checkpoint; its lock serialises checkpoints.
     pub(crate) last_checkpoint: tokio::sync::Mutex<Option<openclaw_storage::checkpoint::Manifest>>,
+    /// `FLUSH`es waiting for bounded sources. Their barriers hold back every later barrier at
+    /// those sources, so a periodic checkpoint now would pause every other input until the
+    /// sources end; it is skipped instead.
+    pub(crate) pending_flushes: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a `FLUSH` in [`Database::pending_flushes`] while it lives.
+struct PendingFlush<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> PendingFlush<'a> {
+    fn enter(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for PendingFlush<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Database {
@@ -104,6 +124,7 @@ impl Database {
             coordinator: Coordinator::new(),
             catalog: Default::default(),
             last_checkpoint: Default::default(),
+            pending_flushes: Default::default(),
         };
         let db = Arc::new(db);
         db.report_checkpoints().await?;
@@ -153,12 +174,16 @@ impl Database {
         if let Some(id) = openclaw_storage::checkpoint::highest_id(&dir) {
             self.coordinator.start_epochs_after(id);
         }
+        let verify_dir = dir.clone();
+        let newest = tokio::task::spawn_blocking(move || openclaw_storage::checkpoint::newest_valid(&verify_dir))
+            .await
+            .map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))??;
         openclaw_storage::checkpoint::collect_garbage(&dir)?;
-        if let Some((path, m)) = openclaw_storage::checkpoint::list(&dir).pop() {
+        if let Some((path, m)) = newest {
             tracing::info!(
                 checkpoint = m.id,
                 path = %path.display(),
-                "found a checkpoint; restoring from checkpoints is not built yet, so views are rebuilt from their inputs"
+                "newest checkpoint verifies; restoring from checkpoints is not built yet, so views are rebuilt from their inputs"
             );
             *self.last_checkpoint.lock().await = Some(m);
         }
@@ -293,7 +318,14 @@ impl Database {
             OcStatement::CreateView(v) => self.create_view(v, vars, text).await,
             OcStatement::ExplainCreateView(v) => self.explain_create_view(v, vars).await,
             OcStatement::Flush => {
-                self.checkpoint(BarrierKind::Flush).await?;
+                // First the wait for bounded sources, which may be long, with nothing paused;
+                // then a checkpoint, which pauses the inputs only while it aligns and copies.
+                let waited = {
+                    let _pending = PendingFlush::enter(&self.pending_flushes);
+                    self.coordinator.inject_and_wait(BarrierKind::Flush, None).await
+                };
+                waited?;
+                self.checkpoint(BarrierKind::Periodic).await?;
                 Ok(QueryOutput::command("FLUSH"))
             }
             OcStatement::ShowCheckpoints => self.show_checkpoints().await,

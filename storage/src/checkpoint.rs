@@ -18,6 +18,9 @@ pub const MANIFEST: &str = "OPENCLAW_CHECKPOINT.json";
 /// Complete checkpoints kept; older ones are deleted once a newer one commits.
 pub const CHECKPOINTS_RETAINED: usize = 2;
 const TMP_SUFFIX: &str = ".tmp";
+/// A checkpoint that failed verification is renamed with this suffix and never used; the
+/// newest such directory is kept for inspection.
+pub const CORRUPT_SUFFIX: &str = ".corrupt";
 
 /// One file of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +38,9 @@ pub struct Manifest {
     pub created_at_ms: u64,
     /// From the barrier's injection to the commit of the manifest.
     pub duration_ms: u64,
+    /// Of which writing the copy (flushing memtables, linking and checksumming files); the
+    /// rest is the barrier's way through the dataflow, during which rows still flow.
+    pub write_ms: u64,
     /// Where each input stood at the cut (a source's next event, a table's last write).
     pub positions: BTreeMap<String, u64>,
     pub files: Vec<FileEntry>,
@@ -51,6 +57,7 @@ impl Manifest {
             "id": self.id,
             "created_at_ms": self.created_at_ms,
             "duration_ms": self.duration_ms,
+            "write_ms": self.write_ms,
             "positions": self.positions,
             "files": files,
         });
@@ -81,7 +88,14 @@ impl Manifest {
                 crc32: f.get("crc32").and_then(Value::as_u64).ok_or("file without checksum")? as u32,
             });
         }
-        Ok(Self { id: num("id")?, created_at_ms: num("created_at_ms")?, duration_ms: num("duration_ms")?, positions, files })
+        Ok(Self {
+            id: num("id")?,
+            created_at_ms: num("created_at_ms")?,
+            duration_ms: num("duration_ms")?,
+            write_ms: num("write_ms")?,
+            positions,
+            files,
+        })
     }
 }
 
@@ -100,6 +114,7 @@ pub fn create(
     started: std::time::Instant,
     previous: Option<&Manifest>,
 ) -> StorageResult<Manifest> {
+    let writing = std::time::Instant::now();
     let root = checkpoints_dir(store.dir());
     std::fs::create_dir_all(&root)?;
     let tmp = root.join(format!("{id:020}{TMP_SUFFIX}"));
@@ -121,8 +136,9 @@ pub fn create(
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
     let created_at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    let mut manifest = Manifest { id, created_at_ms, duration_ms: 0, positions, files };
-    manifest.duration_ms = started.elapsed().as_millis() as u64;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let write_ms = writing.elapsed().as_millis() as u64;
+    let manifest = Manifest { id, created_at_ms, duration_ms, write_ms, positions, files };
     let mut f = std::fs::File::create(tmp.join(MANIFEST))?;
     f.write_all(&manifest.encode())?;
     f.sync_all()?;
@@ -170,7 +186,7 @@ pub fn list(data_dir: &Path) -> Vec<(PathBuf, Manifest)> {
     let mut out: Vec<(PathBuf, Manifest)> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| !p.to_string_lossy().ends_with(TMP_SUFFIX))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().parse::<u64>().is_ok()))
         .filter_map(|p| {
             let m = Manifest::decode(&std::fs::read(p.join(MANIFEST)).ok()?).ok()?;
             Some((p, m))
@@ -186,7 +202,10 @@ pub fn highest_id(data_dir: &Path) -> Option<u64> {
     std::fs::read_dir(checkpoints_dir(data_dir))
         .ok()?
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_string_lossy().trim_end_matches(TMP_SUFFIX).parse::<u64>().ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.trim_end_matches(TMP_SUFFIX).trim_end_matches(CORRUPT_SUFFIX).parse::<u64>().ok()
+        })
         .max()
 }
 
@@ -195,21 +214,49 @@ pub fn highest_id(data_dir: &Path) -> Option<u64> {
 pub fn collect_garbage(data_dir: &Path) -> StorageResult<()> {
     let root = checkpoints_dir(data_dir);
     let Ok(entries) = std::fs::read_dir(&root) else { return Ok(()) };
-    let mut committed = vec![];
+    let (mut committed, mut corrupt) = (vec![], vec![]);
     for e in entries {
         let path = e?.path();
-        if path.to_string_lossy().ends_with(TMP_SUFFIX) {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.ends_with(TMP_SUFFIX) {
             std::fs::remove_dir_all(&path)?;
+        } else if name.ends_with(CORRUPT_SUFFIX) {
+            corrupt.push(path);
         } else {
             committed.push(path);
         }
     }
-    committed.sort();
-    let excess = committed.len().saturating_sub(CHECKPOINTS_RETAINED);
-    for path in &committed[..excess] {
-        std::fs::remove_dir_all(path).map_err(StorageError::Io)?;
+    for (list, keep) in [(&mut committed, CHECKPOINTS_RETAINED), (&mut corrupt, 1)] {
+        list.sort();
+        let excess = list.len().saturating_sub(keep);
+        for path in &list[..excess] {
+            std::fs::remove_dir_all(path).map_err(StorageError::Io)?;
+        }
     }
     Ok(())
+}
+
+/// The newest checkpoint whose every file matches its manifest. Newer ones that fail are
+/// logged as errors and renamed aside (`<id>.corrupt`), so they are never used or listed.
+pub fn newest_valid(data_dir: &Path) -> StorageResult<Option<(PathBuf, Manifest)>> {
+    let Ok(entries) = std::fs::read_dir(checkpoints_dir(data_dir)) else { return Ok(None) };
+    let mut dirs: Vec<(u64, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_string_lossy().parse::<u64>().ok()?, e.path())))
+        .collect();
+    dirs.sort();
+    while let Some((id, path)) = dirs.pop() {
+        match verify(&path) {
+            Ok(m) => return Ok(Some((path, m))),
+            Err(why) => {
+                tracing::error!(checkpoint = id, path = %path.display(), error = %why, "checkpoint is damaged; falling back to the previous one");
+                let mut aside = path.clone().into_os_string();
+                aside.push(CORRUPT_SUFFIX);
+                std::fs::rename(&path, &aside)?;
+            }
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -252,6 +299,29 @@ mod tests {
         // A torn manifest.
         std::fs::write(path.join(MANIFEST), b"{\"body\": \"{}\", \"crc32\": 1}").unwrap();
         assert!(verify(&path).is_err());
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_damaged_newest_checkpoint_is_set_aside_for_the_previous_one() {
+        let (store, dir) = store_with_rows("fallback");
+        create(&store, 1, BTreeMap::new(), std::time::Instant::now(), None).unwrap();
+        create(&store, 2, BTreeMap::new(), std::time::Instant::now(), None).unwrap();
+        // RocksDB copies (does not link) its MANIFEST into a checkpoint: damage that one.
+        let newest = checkpoints_dir(&dir).join(format!("{:020}", 2));
+        let rocks_manifest = std::fs::read_dir(&newest)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("MANIFEST-"))
+            .unwrap();
+        let bytes = std::fs::read(&rocks_manifest).unwrap();
+        std::fs::write(&rocks_manifest, &bytes[..bytes.len() - 1]).unwrap();
+        let (_, m) = newest_valid(&dir).unwrap().expect("the previous checkpoint");
+        assert_eq!(m.id, 1);
+        assert_eq!(list(&dir).iter().map(|(_, m)| m.id).collect::<Vec<_>>(), vec![1]);
+        assert!(checkpoints_dir(&dir).join(format!("{:020}{CORRUPT_SUFFIX}", 2)).exists());
+        assert_eq!(highest_id(&dir), Some(2), "new ids stay above the damaged one");
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
