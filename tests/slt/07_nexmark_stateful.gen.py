@@ -2,7 +2,7 @@
 import os, sys
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nexmark_queries import Q
+from nexmark_queries import Q, sources_and_tables, fill_tables
 
 T = dict(bid="bid", auction="auction", person="person")
 S = dict(bid="bid_s", auction="auction_s", person="person_s")
@@ -17,34 +17,14 @@ w("""# Nexmark q3-q9 and q15-q20 (RisingWave's forms; q6 as top-1 per group) as 
 # Where the published ORDER BY of a top-N can tie, a tie-breaker column is added, because
 # ROW_NUMBER over ties is arbitrary in any engine.
 """)
-for t in ["person", "auction", "bid"]:
-    w(f"statement ok\nCREATE SOURCE {t}_s WITH (connector = 'nexmark', 'nexmark.table.type' = '{t}', 'nexmark.event.num' = '{EVENTS}', 'nexmark.base.time' = '{BASE}', 'nexmark.first.rate' = '1000', 'nexmark.next.rate' = '1000')\n")
-w("""statement ok
-CREATE TABLE person (id BIGINT PRIMARY KEY, name VARCHAR, email_address VARCHAR, credit_card VARCHAR, city VARCHAR, state VARCHAR, date_time TIMESTAMP, extra VARCHAR)
-
-statement ok
-CREATE TABLE auction (id BIGINT PRIMARY KEY, item_name VARCHAR, description VARCHAR, initial_bid BIGINT, reserve BIGINT, date_time TIMESTAMP, expires TIMESTAMP, seller BIGINT, category BIGINT, extra VARCHAR)
-
-statement ok
-CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time TIMESTAMP, extra VARCHAR)
-""")
+out += sources_and_tables(EVENTS, BASE)
 w("# Views over the (still empty) tables.\n")
 for name, q in Q.items():
     w(f"statement ok\nCREATE MATERIALIZED VIEW {name} AS {q.format(**T)}\n")
 w("# Views over the sources; their copies fill the tables.\n")
 for name, q in Q.items():
     w(f"statement ok\nCREATE MATERIALIZED VIEW s{name} AS {q.format(**S)}\n")
-for t in ["person", "auction", "bid"]:
-    w(f"statement ok\nCREATE MATERIALIZED VIEW {t}_copy AS SELECT * FROM {t}_s\n")
-w("statement ok\nFLUSH\n")
-for t in ["person", "auction", "bid"]:
-    w(f"statement ok\nINSERT INTO {t} SELECT * FROM {t}_copy\n")
-w("statement ok\nFLUSH\n")
-w("""query III
-SELECT (SELECT count(*) FROM person), (SELECT count(*) FROM auction), (SELECT count(*) FROM bid)
-----
-1200 3600 55200
-""")
+out += fill_tables("1200 3600 55200")
 def same(view, q, label):
     w(f"# {label}\nquery I\nSELECT count(*) FROM ((SELECT * FROM {view} EXCEPT ALL ({q})) UNION ALL (({q}) EXCEPT ALL SELECT * FROM {view})) d\n----\n0\n")
 def nonempty(view):

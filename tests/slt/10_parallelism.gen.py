@@ -2,7 +2,7 @@
 import os, sys
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nexmark_queries import Q
+from nexmark_queries import Q, sources_and_tables, fill_tables
 
 # Every stateful shape: joins into aggregates (q4), hopping windows joined on a non-equi
 # condition (q5), top-1 over a join (q6, q9), a window aggregate joined back (q7), window
@@ -20,17 +20,7 @@ w("""# Parallelism: keyed stateful operators are hash-partitioned over streaming
 # partitions, each its own task. The same views at 1, 2 and 4 partitions must hold the same
 # rows, equal to the ad-hoc query, before and after deletes and updates of their inputs.
 """)
-for t in ["person", "auction", "bid"]:
-    w(f"statement ok\nCREATE SOURCE {t}_s WITH (connector = 'nexmark', 'nexmark.table.type' = '{t}', 'nexmark.event.num' = '{EVENTS}', 'nexmark.base.time' = '{BASE}', 'nexmark.first.rate' = '1000', 'nexmark.next.rate' = '1000')\n")
-w("""statement ok
-CREATE TABLE person (id BIGINT PRIMARY KEY, name VARCHAR, email_address VARCHAR, credit_card VARCHAR, city VARCHAR, state VARCHAR, date_time TIMESTAMP, extra VARCHAR)
-
-statement ok
-CREATE TABLE auction (id BIGINT PRIMARY KEY, item_name VARCHAR, description VARCHAR, initial_bid BIGINT, reserve BIGINT, date_time TIMESTAMP, expires TIMESTAMP, seller BIGINT, category BIGINT, extra VARCHAR)
-
-statement ok
-CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time TIMESTAMP, extra VARCHAR)
-""")
+out += sources_and_tables(EVENTS, BASE)
 w("# The views exist before their input rows arrive.\n")
 for p in WIDTHS:
     w(f"statement ok\nSET streaming_parallelism = {p}\n")
@@ -58,17 +48,7 @@ CREATE MATERIALIZED VIEW eowc_p1 AS SELECT auction, window_start, count(*) AS n,
 statement ok
 SET streaming_parallelism = DEFAULT
 """)
-for t in ["person", "auction", "bid"]:
-    w(f"statement ok\nCREATE MATERIALIZED VIEW {t}_copy AS SELECT * FROM {t}_s\n")
-w("statement ok\nFLUSH\n")
-for t in ["person", "auction", "bid"]:
-    w(f"statement ok\nINSERT INTO {t} SELECT * FROM {t}_copy\n")
-w("statement ok\nFLUSH\n")
-w("""query III
-SELECT (SELECT count(*) FROM person), (SELECT count(*) FROM auction), (SELECT count(*) FROM bid)
-----
-600 1800 27600
-""")
+out += fill_tables("600 1800 27600")
 def same(a, b, label):
     w(f"# {label}\nquery I\nSELECT count(*) FROM ((SELECT * FROM {a} EXCEPT ALL {b}) UNION ALL ({b} EXCEPT ALL SELECT * FROM {a})) d\n----\n0\n")
 def check(phase):

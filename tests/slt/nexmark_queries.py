@@ -16,3 +16,39 @@ Q = {
 "q19": "SELECT auction, bidder, price, channel, url, date_time, extra, rank_number FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC, date_time ASC, bidder ASC) AS rank_number FROM {bid}) t WHERE rank_number <= 10",
 "q20": "SELECT auction, bidder, price, channel, url, B.date_time AS date_time, B.extra AS extra, item_name, description, initial_bid, reserve, A.date_time AS auction_date_time, expires, seller, category, A.extra AS auction_extra FROM {bid} AS B INNER JOIN {auction} AS A ON B.auction = A.id WHERE A.category = 10",
 }
+
+
+TABLES = ["person", "auction", "bid"]
+
+
+def sources_and_tables(events, base):
+    """slt text: a Nexmark source per table (`<t>_s`, bounded, 1000 events/s of event time)
+    and an empty table of the same shape (`<t>`)."""
+    out = []
+    for t in TABLES:
+        out.append(f"statement ok\nCREATE SOURCE {t}_s WITH (connector = 'nexmark', 'nexmark.table.type' = '{t}', 'nexmark.event.num' = '{events}', 'nexmark.base.time' = '{base}', 'nexmark.first.rate' = '1000', 'nexmark.next.rate' = '1000')\n")
+    out.append("""statement ok
+CREATE TABLE person (id BIGINT PRIMARY KEY, name VARCHAR, email_address VARCHAR, credit_card VARCHAR, city VARCHAR, state VARCHAR, date_time TIMESTAMP, extra VARCHAR)
+
+statement ok
+CREATE TABLE auction (id BIGINT PRIMARY KEY, item_name VARCHAR, description VARCHAR, initial_bid BIGINT, reserve BIGINT, date_time TIMESTAMP, expires TIMESTAMP, seller BIGINT, category BIGINT, extra VARCHAR)
+
+statement ok
+CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time TIMESTAMP, extra VARCHAR)
+""")
+    return out
+
+
+def fill_tables(counts):
+    """slt text: copies every source into its table with INSERT ... SELECT, then checks the
+    row counts (`counts`: persons, auctions, bids)."""
+    out = [f"statement ok\nCREATE MATERIALIZED VIEW {t}_copy AS SELECT * FROM {t}_s\n" for t in TABLES]
+    out.append("statement ok\nFLUSH\n")
+    out += [f"statement ok\nINSERT INTO {t} SELECT * FROM {t}_copy\n" for t in TABLES]
+    out.append("statement ok\nFLUSH\n")
+    out.append(f"""query III
+SELECT (SELECT count(*) FROM person), (SELECT count(*) FROM auction), (SELECT count(*) FROM bid)
+----
+{counts}
+""")
+    return out
