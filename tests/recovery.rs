@@ -147,7 +147,7 @@ async fn flush_commits_a_verified_checkpoint_with_source_positions() {
     let (path, manifest) = openclaw_storage::checkpoint::list(&server.data_dir).pop().expect("a checkpoint on disk");
     assert_eq!(manifest.id, ids[0]);
     let verified = openclaw_storage::checkpoint::verify(&path).expect("the newest checkpoint verifies");
-    assert!(verified.bytes() > 0 && verified.files.iter().any(|f| f.name.ends_with(".sst")));
+    assert!(verified.bytes() > 0 && verified.files.iter().any(|f| f.name.ends_with(".sst") || f.name.ends_with(".log")));
     assert_eq!(client.query_one("SELECT n FROM n", &[]).await.unwrap().get::<_, i64>(0), 46_000);
 
     // Damage the newest checkpoint (RocksDB's MANIFEST is copied into it, not linked) and

