@@ -65,7 +65,7 @@ pub async fn nexmark(args: NexmarkArgs) -> Result<(), BoxError> {
     let sql = query(&args.query).ok_or_else(|| format!("unknown query {:?}; choose q0, q1, q2, q5, q7, q10, q14, q15, q16, q17, q18, q19, q21 or q22", args.query))?;
     let dir = args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("openclaw-bench-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir);
-    let db = Database::open(Store::open_with_cache(&dir, args.engine.state_cache_mb.max(8) << 20)?, args.engine.engine_config()).await?;
+    let db = Database::open(Store::open_with_cache(&dir, args.engine.state_cache_mb.max(8) << 20)?, args.engine.engine_config(), None).await?;
     let mut vars = SessionVars::default();
     run(&db, &mut vars, &format!(
         "CREATE SOURCE bid ({BID_COLUMNS}) WITH (connector = 'nexmark', 'nexmark.table.type' = 'bid', 'nexmark.event.num' = '{}')",

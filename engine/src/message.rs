@@ -60,17 +60,21 @@ pub enum Mutation {
 #[derive(Debug)]
 pub struct Subscription {
     pub upstream: ObjectId,
+    /// Whether the upstream first sends its whole content. A view restored from a checkpoint
+    /// already holds it.
+    pub snapshot: bool,
     /// Taken exactly once by the upstream.
     pub sender: Mutex<Option<mpsc::Sender<Message>>>,
 }
 
 impl Barrier {
     /// The senders of the subscriptions to `object` that this barrier carries.
-    pub fn take_subscriptions(&self, object: ObjectId) -> Vec<mpsc::Sender<Message>> {
+    /// Each comes with whether it wants the snapshot first ([`Subscription::snapshot`]).
+    pub fn take_subscriptions(&self, object: ObjectId) -> Vec<(mpsc::Sender<Message>, bool)> {
         let Some(Mutation::Subscribe(subs)) = self.mutation.as_deref() else { return vec![] };
         subs.iter()
             .filter(|s| s.upstream == object)
-            .filter_map(|s| s.sender.lock().expect("subscription lock").take())
+            .filter_map(|s| Some((s.sender.lock().expect("subscription lock").take()?, s.snapshot)))
             .collect()
     }
 }

@@ -111,6 +111,12 @@ impl StreamNode {
         keys.iter().all(|k| !k.is_empty()).then_some(keys)
     }
 
+    /// How many source readers the plan builds (each stores a position in checkpoints).
+    pub fn source_count(&self) -> usize {
+        let own = usize::from(matches!(self, StreamNode::Source { .. }));
+        own + self.children().iter().map(|c| c.source_count()).sum::<usize>()
+    }
+
     /// How many partitions this node runs as under `parallelism`.
     fn partitions(&self, parallelism: usize) -> usize {
         if self.partition_keys().is_some() { parallelism.clamp(1, MAX_PARALLELISM) } else { 1 }
@@ -237,6 +243,9 @@ pub struct StateLocation {
     /// `streaming_parallelism`). Each partition is its own task, so they run on different
     /// worker threads; results do not depend on it.
     pub parallelism: usize,
+    /// Positions from a checkpoint when the view resumes from it: its state is already in the
+    /// store, so its sources seek to where they stood and its subscriptions skip the snapshot.
+    pub resume: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// Spawns the tasks of `plan`, ending in `sink` (the view's materialize operator).
@@ -307,17 +316,28 @@ impl Builder<'_> {
         let schema = node.schema();
         match node {
             StreamNode::Subscribe { object, .. } => {
-                self.df.subscriptions.push(Subscription { upstream: object, sender: std::sync::Mutex::new(Some(tx)) });
+                let snapshot = self.state.resume.is_none();
+                self.df.subscriptions.push(Subscription { upstream: object, snapshot, sender: std::sync::Mutex::new(Some(tx)) });
             }
-            StreamNode::Source { name, reader, progress, watermark } => {
+            StreamNode::Source { name, mut reader, progress, watermark } => {
                 let (btx, brx) = mpsc::channel(crate::coordinator::ROOT_BARRIER_QUEUE);
                 let id = self.coordinator.reserve_root();
                 self.df.roots.push(id);
                 self.df.pending_roots.push((id, btx));
                 let chunk_rows = self.config.chunk_size_rows;
-                let watermark = watermark.map(|w| WatermarkGenerator::new(w, self.config.idle_timeout_ms));
+                let mut watermark = watermark.map(|w| WatermarkGenerator::new(w, self.config.idle_timeout_ms));
                 self.sources += 1;
                 let checkpoints = RootCheckpoints { coordinator: self.coordinator.clone(), key: format!("{}_source{}", self.state.prefix, self.sources) };
+                if let Some(positions) = &self.state.resume {
+                    let Some(&position) = positions.get(&checkpoints.key) else {
+                        return Err(crate::EngineError::Internal(format!("checkpoint has no position for {}", checkpoints.key)));
+                    };
+                    reader.seek(position)?;
+                    let stored = positions.get(&RootCheckpoints::watermark_key(&checkpoints.key));
+                    if let (Some(w), Some(&time_us)) = (watermark.as_mut(), stored) {
+                        w.resume_at(time_us as i64);
+                    }
+                }
                 let task = run_source(reader, brx, Outputs::new(vec![tx]), chunk_rows, progress, watermark, Some(checkpoints));
                 let span = tracing::info_span!("source", name = %name);
                 self.df.tasks.push((format!("source {name}"), tokio::spawn(task.instrument(span))));

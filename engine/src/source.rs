@@ -48,14 +48,29 @@ pub struct RootCheckpoints {
 }
 
 impl RootCheckpoints {
+    /// Where a root's watermark is stored beside its position.
+    pub fn watermark_key(key: &str) -> String {
+        format!("{key}.watermark")
+    }
+
     /// At a checkpoint barrier: report `position`, send the barrier, wait until resumed.
     /// Any other barrier is just sent.
-    pub async fn pass(this: Option<&Self>, outputs: &mut Outputs, barrier: Barrier, position: Option<u64>) -> EngineResult<()> {
+    pub async fn pass(
+        this: Option<&Self>,
+        outputs: &mut Outputs,
+        barrier: Barrier,
+        position: Option<u64>,
+        watermark_us: Option<i64>,
+    ) -> EngineResult<()> {
         let (epoch, checkpoint) = (barrier.epoch, barrier.checkpoint);
         match this {
             Some(c) if checkpoint => {
                 if let Some(p) = position {
                     c.coordinator.reached_checkpoint(&c.key, p);
+                }
+                if let Some(w) = watermark_us {
+                    // Bit for bit: positions are u64, watermarks i64.
+                    c.coordinator.reached_checkpoint(&Self::watermark_key(&c.key), w as u64);
                 }
                 outputs.send(Message::Barrier(barrier)).await?;
                 c.coordinator.wait_resumed(epoch).await;
@@ -88,6 +103,10 @@ pub async fn run_source(
     checkpoints: Option<RootCheckpoints>,
 ) -> EngineResult<()> {
     use std::sync::atomic::Ordering;
+    // A reader resumed from a checkpoint starts from the watermark it had there.
+    if let Some(wm) = watermark.as_ref().and_then(|w| w.current()) {
+        outputs.send(Message::Watermark(wm)).await?;
+    }
     let mut deferred: VecDeque<Barrier> = VecDeque::new();
     let mut exhausted = false;
     loop {
@@ -158,5 +177,6 @@ async fn send_barrier(
     if watermark.as_mut().is_some_and(|w| w.goes_idle_at_barrier()) {
         outputs.send(Message::Idle).await?;
     }
-    RootCheckpoints::pass(checkpoints, outputs, barrier, position).await
+    let watermark_us = watermark.as_ref().and_then(|w| w.current()).map(|w| w.time_us);
+    RootCheckpoints::pass(checkpoints, outputs, barrier, position, watermark_us).await
 }

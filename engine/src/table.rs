@@ -103,8 +103,10 @@ impl TableWriter {
     }
 
     async fn on_barrier(&mut self, barrier: Barrier, chunk_rows: usize) -> EngineResult<()> {
-        for tx in barrier.take_subscriptions(self.object) {
-            self.state.send_snapshot(&tx, chunk_rows).await?;
+        for (tx, snapshot) in barrier.take_subscriptions(self.object) {
+            if snapshot {
+                self.state.send_snapshot(&tx, chunk_rows).await?;
+            }
             if let Some(wm) = self.watermark.as_ref().and_then(|w| w.current()) {
                 let _ = tx.send(Message::Watermark(wm)).await;
             }
@@ -120,7 +122,7 @@ impl TableWriter {
         if self.watermark.as_mut().is_some_and(|w| w.goes_idle_at_barrier()) {
             self.outputs.send(Message::Idle).await?;
         }
-        crate::source::RootCheckpoints::pass(self.checkpoints.as_ref(), &mut self.outputs, barrier, Some(self.writes)).await
+        crate::source::RootCheckpoints::pass(self.checkpoints.as_ref(), &mut self.outputs, barrier, Some(self.writes), None).await
     }
 
     async fn apply(&mut self, write: TableWrite) -> EngineResult<usize> {

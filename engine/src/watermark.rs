@@ -47,6 +47,11 @@ impl WatermarkGenerator {
         }
     }
 
+    /// Continues from a watermark stored in a checkpoint: nothing below it is emitted again.
+    pub fn resume_at(&mut self, time_us: i64) {
+        self.emitted = Some(self.emitted.map_or(time_us, |e| e.max(time_us)));
+    }
+
     /// The input looked for rows and found none.
     pub fn note_starved(&mut self) {
         self.starved = true;

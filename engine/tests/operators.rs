@@ -186,7 +186,7 @@ async fn table_writer_upserts_by_primary_key_and_emits_updates() {
     let (sub_tx, mut sub_rx) = mpsc::channel(16);
     let task = tokio::spawn(writer.run(req_rx, barrier_rx, 1024));
     // Attach a subscriber before any write: it sees an empty snapshot, then the changes.
-    let sub = openclaw_engine::Subscription { upstream: 1, sender: std::sync::Mutex::new(Some(sub_tx)) };
+    let sub = openclaw_engine::Subscription { upstream: 1, snapshot: true, sender: std::sync::Mutex::new(Some(sub_tx)) };
     barrier_tx
         .send(Barrier { epoch: 1, kind: BarrierKind::Periodic, checkpoint: false, mutation: Some(Arc::new(openclaw_engine::Mutation::Subscribe(vec![sub]))) })
         .await

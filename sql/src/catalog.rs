@@ -61,6 +61,8 @@ pub struct ViewRuntime {
     pub roots: Vec<RootId>,
     /// Set when one of its operators failed; the view then stops and reports this.
     pub failure: Arc<Mutex<Option<SqlError>>>,
+    /// Whether this start resumed it from a checkpoint (rather than rebuilding it).
+    pub resumed: bool,
 }
 
 #[derive(Default)]

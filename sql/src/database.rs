@@ -104,7 +104,11 @@ impl Drop for PendingFlush<'_> {
 
 impl Database {
     /// Opens the database over `store` and brings back every object of its durable catalog.
-    pub async fn open(store: Store, config: EngineConfig) -> SqlResult<Arc<Self>> {
+    ///
+    /// `restored`: the checkpoint the store was rolled back to before it was opened
+    /// (`openclaw_storage::checkpoint::restore`); views that read only sources and other such
+    /// views resume from it, the rest are rebuilt from their inputs.
+    pub async fn open(store: Store, config: EngineConfig, restored: Option<openclaw_storage::checkpoint::Manifest>) -> SqlResult<Arc<Self>> {
         let mut session = SessionConfig::new()
             .with_default_catalog_and_schema("openclaw", "public")
             .with_information_schema(true)
@@ -129,7 +133,7 @@ impl Database {
         let db = Arc::new(db);
         db.report_checkpoints().await?;
         db.spawn_periodic_barriers();
-        db.restore().await?;
+        db.restore(restored).await?;
         db.spawn_periodic_checkpoints();
         Ok(db)
     }
@@ -138,7 +142,7 @@ impl Database {
     /// declared again with what was resolved at creation; views are rebuilt from their inputs
     /// (a backfill), so they equal what their inputs now hold. Column families of anything
     /// else (views, operator state, objects dropped or half-created before a crash) go.
-    async fn restore(self: &Arc<Self>) -> SqlResult<()> {
+    async fn restore(self: &Arc<Self>, restored: Option<openclaw_storage::checkpoint::Manifest>) -> SqlResult<()> {
         let started = std::time::Instant::now();
         crate::durable::open(&self.store)?;
         let records = crate::durable::load(&self.store)?;
@@ -148,27 +152,35 @@ impl Database {
             .map(|r| format!("table_{}", r.id))
             .chain([crate::durable::CATALOG_CF.to_string()])
             .collect();
-        for cf in self.store.opened_with().iter().filter(|cf| !keep.contains(*cf)) {
+        // With a restored checkpoint, a view's state may resume; `create_view` decides.
+        let view_prefixes: Vec<String> = match &restored {
+            Some(_) => records.iter().filter(|r| r.kind == ObjectKind::MaterializedView).map(|r| format!("mv_{}", r.id)).collect(),
+            None => vec![],
+        };
+        let of_a_view = |cf: &str| view_prefixes.iter().any(|p| cf == p || cf.starts_with(&format!("{p}_")));
+        for cf in self.store.opened_with().iter().filter(|cf| !keep.contains(*cf) && !of_a_view(cf)) {
             tracing::debug!(column_family = %cf, "dropping state that a restart rebuilds");
             self.store.drop_cf(cf)?;
         }
-        let mut restored = 0;
+        let mut resume = restored.map(|m| crate::ddl::Resume { positions: m.positions, resumed: Default::default() });
+        let mut restored_count = 0;
         for record in &records {
             self.catalog.lock().await.resume_ids_at(record.id);
-            match self.restore_one(record).await {
-                Ok(()) => restored += 1,
+            match self.restore_one(record, resume.as_mut()).await {
+                Ok(()) => restored_count += 1,
                 Err(e) => tracing::error!(object = %record.name, id = record.id, error = %e.message, "cannot restore; skipped"),
             }
         }
         if !records.is_empty() {
             let elapsed_ms = started.elapsed().as_millis() as u64;
-            tracing::info!(restored, failed = records.len() - restored, elapsed_ms, "restored the catalog");
+            let resumed: Vec<&String> = resume.as_ref().map(|r| r.resumed.iter().collect()).unwrap_or_default();
+            tracing::info!(restored = restored_count, failed = records.len() - restored_count, elapsed_ms, ?resumed, "restored the catalog; views not listed as resumed were rebuilt from their inputs");
         }
         Ok(())
     }
 
-    /// Checkpoints are taken but not restored yet: say what a restart found, and clear what a
-    /// crash left half-written.
+    /// Says which checkpoint is the newest, keeps checkpoint ids above every one on disk, and
+    /// clears what a crash left half-written.
     async fn report_checkpoints(&self) -> SqlResult<()> {
         let dir = self.store.dir().to_path_buf();
         if let Some(id) = openclaw_storage::checkpoint::highest_id(&dir) {
@@ -183,14 +195,14 @@ impl Database {
             tracing::info!(
                 checkpoint = m.id,
                 path = %path.display(),
-                "newest checkpoint verifies; restoring from checkpoints is not built yet, so views are rebuilt from their inputs"
+                "newest checkpoint"
             );
             *self.last_checkpoint.lock().await = Some(m);
         }
         Ok(())
     }
 
-    async fn restore_one(&self, record: &crate::durable::DdlRecord) -> SqlResult<()> {
+    async fn restore_one(&self, record: &crate::durable::DdlRecord, resume: Option<&mut crate::ddl::Resume>) -> SqlResult<()> {
         let mut statements = parser::parse(&record.sql)?;
         let (Some(stmt), true) = (statements.pop(), statements.is_empty()) else {
             return Err(SqlError::new(SqlState::Internal, "a catalog record holds more than one statement"));
@@ -206,7 +218,7 @@ impl Database {
                 for (k, v) in &record.resolved {
                     vars.set(k, v)?;
                 }
-                self.create_view(view, &vars, &record.sql).await?
+                self.create_view_resuming(view, &vars, &record.sql, resume).await?
             }
             _ => return Err(SqlError::new(SqlState::Internal, "a catalog record holds no CREATE statement")),
         };
@@ -451,6 +463,7 @@ impl Database {
                             Detail::View(v) => {
                                 let status = match &*v.failure.lock().expect("failure lock") {
                                     Some(f) => format!("failed: {}", f.message),
+                                    None if v.resumed => "running (resumed from a checkpoint)".to_string(),
                                     None => "running".to_string(),
                                 };
                                 (status, v.late_rows.load(std::sync::atomic::Ordering::Relaxed))

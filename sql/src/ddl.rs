@@ -24,6 +24,14 @@ use crate::parser::{CreateSource, CreateView, ObjectKind, WatermarkDecl};
 use crate::relation::{SourceRelation, StoredRelation};
 use crate::session::SessionVars;
 
+/// What a restart resumes views from.
+pub(crate) struct Resume {
+    /// The restored checkpoint's positions.
+    pub positions: std::collections::BTreeMap<String, u64>,
+    /// Views that resumed so far: views over them may resume too.
+    pub resumed: std::collections::HashSet<String>,
+}
+
 impl Database {
     fn check_new_name(&self, catalog: &Catalog, name: &str) -> SqlResult<()> {
         match catalog.get(name) {
@@ -185,6 +193,37 @@ impl Database {
     }
 
     pub(crate) async fn create_view(&self, view: CreateView, vars: &SessionVars, sql: &str) -> SqlResult<QueryOutput> {
+        self.create_view_resuming(view, vars, sql, None).await
+    }
+
+    /// Whether the view `id` can resume from the restored checkpoint: its state is there, it
+    /// reads only sources and views that resumed (a table may have changed after the
+    /// checkpoint), and the checkpoint has a position for each of its source readers.
+    fn can_resume(&self, catalog: &Catalog, id: ObjectId, deps: &[String], node: &StreamNode, resume: &Resume) -> bool {
+        let inputs_resume = deps.iter().all(|d| {
+            resume.resumed.contains(d) || catalog.get(d).is_some_and(|e| e.kind == ObjectKind::Source)
+        });
+        let positions = (1..=node.source_count()).all(|n| resume.positions.contains_key(&format!("mv_{id}_source{n}")));
+        inputs_resume && positions && self.store.has_cf(&format!("mv_{id}"))
+    }
+
+    /// Drops whatever state view `id` left in the store (a view rebuilt from its inputs).
+    fn drop_view_state(&self, id: ObjectId) -> SqlResult<()> {
+        let prefix = format!("mv_{id}");
+        for cf in self.store.opened_with().iter().filter(|cf| **cf == prefix || cf.starts_with(&format!("{prefix}_"))) {
+            self.store.drop_cf(cf)?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::create_view`], resuming the view's state from a restored checkpoint when it can.
+    pub(crate) async fn create_view_resuming(
+        &self,
+        view: CreateView,
+        vars: &SessionVars,
+        sql: &str,
+        resume: Option<&mut Resume>,
+    ) -> SqlResult<QueryOutput> {
         let name = object_name(&view.name)?;
         let mut catalog = self.catalog.lock().await;
         if view.if_not_exists && catalog.get(&name).is_some() {
@@ -195,10 +234,18 @@ impl Database {
         let schema = node.schema();
         let watermark_columns = node.watermark_columns();
         let id = catalog.next_id();
+        let positions = match resume.as_deref() {
+            Some(r) if self.can_resume(&catalog, id, &deps, &node, r) => Some(r.positions.clone()),
+            _ => {
+                self.drop_view_state(id)?;
+                None
+            }
+        };
+        let resuming = positions.is_some();
         let state = Arc::new(MaterializedState::new(self.store.clone(), &format!("mv_{id}"), schema.clone(), Layout::Multiset)?);
         let sink = MaterializeOperator::new(id, state.clone());
         let parallelism = vars.streaming_parallelism()?.unwrap_or(self.config.parallelism);
-        let location = StateLocation { store: self.store.clone(), prefix: format!("mv_{id}"), parallelism };
+        let location = StateLocation { store: self.store.clone(), prefix: format!("mv_{id}"), parallelism, resume: positions };
         let dataflow = match build_dataflow(node, Box::new(sink), &location, &self.config, &self.coordinator) {
             Ok(df) => df,
             Err(e) => {
@@ -215,6 +262,7 @@ impl Database {
             tasks: dataflow.tasks.iter().map(|(_, t)| t.abort_handle()).collect(),
             roots: dataflow.roots.clone(),
             failure: failure.clone(),
+            resumed: resuming,
         };
         self.supervise(&name, id, dataflow.tasks, dataflow.roots.clone(), failure.clone());
         // Backfill: the barrier hands each upstream the new edge; it completes once the view
@@ -251,7 +299,10 @@ impl Database {
             watermark_columns,
             detail: Detail::View(runtime),
         });
-        tracing::info!(view = %name, "created materialized view");
+        if let (true, Some(r)) = (resuming, resume) {
+            r.resumed.insert(name.clone());
+        }
+        tracing::info!(view = %name, resumed = resuming, "created materialized view");
         Ok(QueryOutput::command("CREATE MATERIALIZED VIEW"))
     }
 

@@ -24,8 +24,16 @@ pub struct ServeConfig {
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub async fn serve(config: ServeConfig) -> Result<(), BoxError> {
+    // Roll the state back to the newest valid checkpoint, keeping tables and the catalog as
+    // they are now: acknowledged writes after the checkpoint must survive.
+    let restored = openclaw_storage::checkpoint::restore(&config.data_dir, config.state_cache_bytes, |cf| {
+        cf == openclaw_sql::durable::CATALOG_CF || cf.starts_with("table_")
+    })?;
+    if let Some(r) = &restored {
+        tracing::info!(checkpoint = r.manifest.id, carried_over = r.carried.len(), elapsed_ms = r.elapsed_ms, "state rolled back to a checkpoint");
+    }
     let store = Store::open_with_cache(&config.data_dir, config.state_cache_bytes)?;
-    let db: Arc<Database> = Database::open(store, config.engine.clone()).await?;
+    let db: Arc<Database> = Database::open(store, config.engine.clone(), restored.map(|r| r.manifest)).await?;
     let pg = tokio::net::TcpListener::bind(config.pg_listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.pg_listen))?;
     let http = tokio::net::TcpListener::bind(config.http_listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.http_listen))?;
     tracing::info!(

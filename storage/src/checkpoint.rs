@@ -209,6 +209,90 @@ pub fn highest_id(data_dir: &Path) -> Option<u64> {
         .max()
 }
 
+/// Where the live database waits while a checkpoint replaces it (see [`restore`]).
+const CRASHED_SUBDIR: &str = "state.before-restore";
+/// Rows copied per write while carrying tables over.
+const RESTORE_BATCH_ROWS: usize = 10_000;
+
+/// What [`restore`] did.
+pub struct Restored {
+    pub manifest: Manifest,
+    /// Column families carried over from the live database (tables, the catalog).
+    pub carried: Vec<String>,
+    pub elapsed_ms: u64,
+}
+
+/// Rolls the live database in `data_dir` back to its newest valid checkpoint, except for the
+/// column families `keep_live` selects (tables and the catalog: acknowledged writes after the
+/// checkpoint must survive), which are copied over from the live database. Returns `None`
+/// when there is no live database or no valid checkpoint. Call it before opening the store.
+///
+/// A crash during the restore is safe: the live database waits in a side directory until
+/// the restore is complete, and the next start resumes from it.
+pub fn restore(data_dir: &Path, cache_bytes: usize, keep_live: impl Fn(&str) -> bool) -> StorageResult<Option<Restored>> {
+    let started = std::time::Instant::now();
+    let live = data_dir.join(crate::store::STATE_SUBDIR);
+    let crashed = data_dir.join(CRASHED_SUBDIR);
+    if crashed.exists() {
+        // An earlier restore did not finish: the side directory is the real live database.
+        let _ = std::fs::remove_dir_all(&live);
+        std::fs::rename(&crashed, &live)?;
+    }
+    if !live.exists() {
+        return Ok(None);
+    }
+    let Some((checkpoint, manifest)) = newest_valid(data_dir)? else { return Ok(None) };
+    std::fs::rename(&live, &crashed)?;
+    std::fs::create_dir_all(&live)?;
+    for f in &manifest.files {
+        let (from, to) = (checkpoint.join(&f.name), live.join(&f.name));
+        // SST files never change: link them. The rest (RocksDB's MANIFEST, the WAL) is
+        // copied, so that opening the restored database cannot touch the checkpoint.
+        if f.name.ends_with(".sst") {
+            std::fs::hard_link(&from, &to)?;
+        } else {
+            std::fs::copy(&from, &to)?;
+        }
+    }
+    let carried = {
+        let restored = Store::open_at(data_dir, crate::store::STATE_SUBDIR, cache_bytes)?;
+        let before = Store::open_at(data_dir, CRASHED_SUBDIR, cache_bytes)?;
+        let carried: Vec<String> = before.opened_with().iter().filter(|cf| keep_live(cf)).cloned().collect();
+        for cf in &carried {
+            copy_column_family(&before, &restored, cf)?;
+        }
+        carried
+    };
+    std::fs::remove_dir_all(&crashed)?;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(Some(Restored { manifest, carried, elapsed_ms }))
+}
+
+/// Replaces `cf` in `to` with its content in `from`.
+fn copy_column_family(from: &Store, to: &Store, cf: &str) -> StorageResult<()> {
+    to.drop_cf(cf)?;
+    to.create_cf(cf, crate::CfKind::Plain)?;
+    let name: std::sync::Arc<str> = cf.into();
+    let mut write = crate::StateWrite::default();
+    let mut rows = 0;
+    let mut failure = None;
+    from.scan(cf, None, |k, v| {
+        write.put(&name, k.to_vec(), v.to_vec());
+        rows += 1;
+        if rows % RESTORE_BATCH_ROWS == 0 {
+            if let Err(e) = to.write(std::mem::take(&mut write)) {
+                failure = Some(e);
+                return false;
+            }
+        }
+        true
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    to.write_durable(write)
+}
+
 /// Deletes all but the newest [`CHECKPOINTS_RETAINED`] checkpoints, and any temporary
 /// directory a crash left behind (never the one being written: callers serialise).
 pub fn collect_garbage(data_dir: &Path) -> StorageResult<()> {

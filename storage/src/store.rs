@@ -94,6 +94,9 @@ pub struct Store {
     opened_with: Arc<Vec<String>>,
 }
 
+/// The live database's directory inside the data dir.
+pub(crate) const STATE_SUBDIR: &str = "state";
+
 /// `log_size_for_flush` of RocksDB's checkpoint: no WAL is large enough to force a flush.
 const NEVER_FLUSH_FOR_CHECKPOINT: u64 = u64::MAX;
 
@@ -107,10 +110,15 @@ impl Store {
     /// in front of every column family, half for the write buffers (memtables). State larger
     /// than that lives on disk.
     pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> StorageResult<Self> {
+        Self::open_at(dir, STATE_SUBDIR, cache_bytes)
+    }
+
+    /// Opens the RocksDB database in `dir/<subdir>` (the live one is [`STATE_SUBDIR`]).
+    pub(crate) fn open_at(dir: &Path, subdir: &str, cache_bytes: usize) -> StorageResult<Self> {
         std::fs::create_dir_all(dir)?;
         let cache = rocksdb::Cache::new_lru_cache(cache_bytes / 2);
         check_format(dir)?;
-        let path = dir.join("state");
+        let path = dir.join(subdir);
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);

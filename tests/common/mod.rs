@@ -32,6 +32,11 @@ impl TestServer {
 
     /// Starts a server on an existing data dir (or a new one at that path).
     pub fn start_at(data_dir: PathBuf) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// [`Self::start_at`] with extra `serve` flags.
+    pub fn start_with(data_dir: PathBuf, flags: &[&str]) -> Self {
         let (pg_port, http_port) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_openclaw"))
             .args(["serve", "--data-dir"])
@@ -40,6 +45,7 @@ impl TestServer {
             // A root without rows since the last barrier is idle at the next one, so that a
             // FLUSH settles idleness and tests never wait on a clock.
             .args(["--idle-timeout", "0s"])
+            .args(flags)
             .env("OPENCLAW_LOG", std::env::var("OPENCLAW_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .spawn()

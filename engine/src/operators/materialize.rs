@@ -190,8 +190,10 @@ impl Operator for MaterializeOperator {
     }
 
     async fn handle_checkpoint(&mut self, barrier: &Barrier, ctx: &mut OperatorContext) -> EngineResult<()> {
-        for tx in barrier.take_subscriptions(self.object) {
-            self.state.send_snapshot(&tx, ctx.config.chunk_size_rows).await?;
+        for (tx, snapshot) in barrier.take_subscriptions(self.object) {
+            if snapshot {
+                self.state.send_snapshot(&tx, ctx.config.chunk_size_rows).await?;
+            }
             for (&column, &time_us) in &self.watermarks {
                 let _ = tx.send(Message::Watermark(Watermark { column, time_us })).await;
             }
