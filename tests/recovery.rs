@@ -179,10 +179,10 @@ async fn flush_commits_a_verified_checkpoint_with_source_positions() {
 const NEXMARK_VIEWS: &str = "
     CREATE SOURCE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time TIMESTAMP, extra VARCHAR,
                        WATERMARK FOR date_time AS date_time - INTERVAL '2' SECOND)
-        WITH (connector = 'nexmark', 'nexmark.table.type' = 'bid', 'nexmark.event.num' = '600000', 'nexmark.base.time' = '1700000000000',
-              'nexmark.first.rate' = '10000', 'nexmark.next.rate' = '10000', 'nexmark.min.event.gap.in.ns' = '20000');
-    CREATE SOURCE auction WITH (connector = 'nexmark', 'nexmark.table.type' = 'auction', 'nexmark.event.num' = '600000',
-              'nexmark.base.time' = '1700000000000', 'nexmark.first.rate' = '10000', 'nexmark.next.rate' = '10000', 'nexmark.min.event.gap.in.ns' = '20000');
+        WITH (connector = 'nexmark', 'nexmark.table.type' = 'bid', 'nexmark.event.num' = '2000000', 'nexmark.base.time' = '1700000000000',
+              'nexmark.first.rate' = '10000', 'nexmark.next.rate' = '10000', 'nexmark.min.event.gap.in.ns' = '5000');
+    CREATE SOURCE auction WITH (connector = 'nexmark', 'nexmark.table.type' = 'auction', 'nexmark.event.num' = '2000000',
+              'nexmark.base.time' = '1700000000000', 'nexmark.first.rate' = '10000', 'nexmark.next.rate' = '10000', 'nexmark.min.event.gap.in.ns' = '5000');
     CREATE MATERIALIZED VIEW per_second AS SELECT window_start, count(*) AS n, max(price) AS top
         FROM TUMBLE(bid, date_time, INTERVAL '1' SECOND) GROUP BY window_start EMIT ON WINDOW CLOSE;
     CREATE MATERIALIZED VIEW per_category AS SELECT a.category, count(*) AS n, sum(b.price) AS total
