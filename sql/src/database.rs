@@ -131,7 +131,7 @@ impl Database {
             pending_flushes: Default::default(),
         };
         let db = Arc::new(db);
-        db.report_checkpoints().await?;
+        db.report_checkpoints(restored.as_ref()).await?;
         db.spawn_periodic_barriers();
         db.restore(restored).await?;
         db.spawn_periodic_checkpoints();
@@ -181,15 +181,21 @@ impl Database {
 
     /// Says which checkpoint is the newest, keeps checkpoint ids above every one on disk, and
     /// clears what a crash left half-written.
-    async fn report_checkpoints(&self) -> SqlResult<()> {
+    /// `restored`: the checkpoint the store was rolled back to, already verified.
+    async fn report_checkpoints(&self, restored: Option<&openclaw_storage::checkpoint::Manifest>) -> SqlResult<()> {
         let dir = self.store.dir().to_path_buf();
         if let Some(id) = openclaw_storage::checkpoint::highest_id(&dir) {
             self.coordinator.start_epochs_after(id);
         }
-        let verify_dir = dir.clone();
-        let newest = tokio::task::spawn_blocking(move || openclaw_storage::checkpoint::newest_valid(&verify_dir))
-            .await
-            .map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))??;
+        let newest = match restored {
+            Some(m) => Some((openclaw_storage::checkpoint::checkpoint_dir(&dir, m.id), m.clone())),
+            None => {
+                let verify_dir = dir.clone();
+                tokio::task::spawn_blocking(move || openclaw_storage::checkpoint::newest_valid(&verify_dir))
+                    .await
+                    .map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))??
+            }
+        };
         openclaw_storage::checkpoint::collect_garbage(&dir)?;
         if let Some((path, m)) = newest {
             tracing::info!(

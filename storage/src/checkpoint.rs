@@ -104,6 +104,11 @@ pub fn checkpoints_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("checkpoints")
 }
 
+/// Where checkpoint `id` lives once committed.
+pub fn checkpoint_dir(data_dir: &Path, id: u64) -> PathBuf {
+    checkpoints_dir(data_dir).join(format!("{id:020}"))
+}
+
 /// Writes checkpoint `id` of `store`. `started` is when its barrier was injected. Files
 /// already listed (same name and size) in `previous` keep their checksum: SST files are
 /// immutable and uniquely named, so only new files are read.
@@ -142,7 +147,7 @@ pub fn create(
     let mut f = std::fs::File::create(tmp.join(MANIFEST))?;
     f.write_all(&manifest.encode())?;
     f.sync_all()?;
-    let dir = root.join(format!("{id:020}"));
+    let dir = checkpoint_dir(store.dir(), id);
     std::fs::rename(&tmp, &dir)?;
     std::fs::File::open(&root)?.sync_all()?;
     Ok(manifest)
