@@ -99,3 +99,84 @@ pub async fn nexmark(args: NexmarkArgs) -> Result<(), BoxError> {
     }
     Ok(())
 }
+
+#[derive(Args)]
+pub struct KafkaArgs {
+    /// JSON bids to produce and read.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Bids produced between two FLUSHes: librdkafka's mock broker keeps only about 5 MB per
+    /// partition, so the topic is filled and drained in steps.
+    #[arg(long, default_value_t = 40_000)]
+    step: usize,
+    /// Partitions of the topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// `openclaw bench kafka`: JSON bids from a Kafka topic (librdkafka's mock broker, in this
+/// process) into a view counting bids per auction. Producing is timed apart: the figure is
+/// the time the source takes to read, decode and count what is in the topic (each step ends
+/// with a FLUSH, which waits for the source to reach the end of every partition).
+pub async fn kafka(args: KafkaArgs) -> Result<(), BoxError> {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let cluster = rdkafka::mocking::MockCluster::new(1)?;
+    cluster.create_topic("bid", args.partitions, 1)?;
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("compression.type", "lz4")
+        .set("linger.ms", "10")
+        .create()?;
+    let dir = std::env::temp_dir().join(format!("openclaw-bench-kafka-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let db = Database::open(Store::open_with_cache(&dir, args.engine.state_cache_mb.max(8) << 20)?, args.engine.engine_config(), None).await?;
+    let mut vars = SessionVars::default();
+    run(&db, &mut vars, &format!(
+        "CREATE SOURCE bid ({BID_COLUMNS}) WITH (connector = 'kafka', topic = 'bid', 'properties.bootstrap.server' = '{}') FORMAT PLAIN ENCODE JSON",
+        cluster.bootstrap_servers()
+    ))
+    .await?;
+    run(&db, &mut vars, "CREATE MATERIALIZED VIEW per_auction AS SELECT auction, count(*) AS num FROM bid GROUP BY auction").await?;
+    let options = [("nexmark.base.time".to_string(), "1700000000000".to_string())].into();
+    let bids: Vec<String> = openclaw_connectors::nexmark::json::bids(&options).map_err(|e| e.message)?.take(args.events as usize).collect();
+    let bytes: usize = bids.iter().map(String::len).sum();
+    let (mut reading, mut producing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    for step in bids.chunks(args.step.max(1)) {
+        let started = Instant::now();
+        for bid in step {
+            let mut record = BaseRecord::<(), str>::to("bid").payload(bid.as_str());
+            while let Err((e, back)) = producer.send(record) {
+                if !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
+                    return Err(e.into());
+                }
+                record = back;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+        producer.flush(std::time::Duration::from_secs(60))?;
+        producing += started.elapsed();
+        let started = Instant::now();
+        run(&db, &mut vars, "FLUSH").await?;
+        reading += started.elapsed();
+    }
+    let counted = match run(&db, &mut vars, "SELECT sum(num) FROM per_auction").await?.pop() {
+        Some(output) => datafusion::arrow::util::pretty::pretty_format_batches(&output.collect().await.map_err(|e| e.message)?)?.to_string(),
+        None => String::new(),
+    };
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let workers = args.engine.engine_config().parallelism;
+    let eps = args.events as f64 / reading.as_secs_f64();
+    println!("kafka: {} JSON bids ({:.1} MB) from {} partitions, {} per step", args.events, bytes as f64 / 1e6, args.partitions, args.step);
+    println!("counted:\n{counted}");
+    println!("producing: {:.2} s (not counted); reading, decoding and counting: {:.2} s", producing.as_secs_f64(), reading.as_secs_f64());
+    println!(
+        "throughput: {eps:.0} events/s ({:.1} MB/s); {:.0} events/s per core ({cores} cores, {workers} workers)",
+        bytes as f64 / 1e6 / reading.as_secs_f64(),
+        eps / cores.min(workers) as f64
+    );
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

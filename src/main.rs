@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 mod bench;
+mod kafka;
 mod server;
 
 #[global_allocator]
@@ -28,12 +29,19 @@ enum Command {
         #[command(subcommand)]
         bench: BenchCommand,
     },
+    /// Kafka tools: a mock cluster to try OpenClaw without a broker, a Nexmark producer.
+    Kafka {
+        #[command(subcommand)]
+        kafka: kafka::KafkaCommand,
+    },
 }
 
 #[derive(Subcommand)]
 enum BenchCommand {
     /// A Nexmark query as a materialized view over the built-in generator.
     Nexmark(bench::NexmarkArgs),
+    /// JSON bids from a Kafka topic (librdkafka's mock broker) into a counting view.
+    Kafka(bench::KafkaArgs),
 }
 
 /// Limits and pacing shared by `serve` and `bench`.
@@ -114,6 +122,8 @@ fn main() -> std::process::ExitCode {
     let workers = match &cli.command {
         Command::Serve(args) => args.engine.worker_threads(),
         Command::Bench { bench: BenchCommand::Nexmark(args) } => args.engine.worker_threads(),
+        Command::Bench { bench: BenchCommand::Kafka(args) } => args.engine.worker_threads(),
+        Command::Kafka { .. } => 2,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -139,6 +149,8 @@ fn main() -> std::process::ExitCode {
             })
             .await,
             Command::Bench { bench: BenchCommand::Nexmark(args) } => bench::nexmark(args).await,
+            Command::Bench { bench: BenchCommand::Kafka(args) } => bench::kafka(args).await,
+            Command::Kafka { kafka } => kafka::run(kafka).await,
         }
     });
     match result {

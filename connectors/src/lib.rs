@@ -3,10 +3,14 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use datafusion::arrow::datatypes::SchemaRef;
-use openclaw_engine::source::SourceReader;
+use openclaw_engine::dead_letters::DeadLetterTable;
+use openclaw_engine::source::{SourceProgress, SourceReader};
 
 pub mod datagen;
+pub mod kafka;
 pub mod nexmark;
 
 /// `WITH (...)` options of a source, keys lowercased.
@@ -38,8 +42,24 @@ pub trait Connector: Send + Sync {
     /// declared columns, or the connector's own when none were declared).
     fn validate(&self, declared: &SchemaRef, options: &Options) -> Result<SchemaRef, ConnectorError>;
 
+    /// Whether its sources keep records that do not decode in a dead-letter table
+    /// (`<source>_dlq`), created with the source.
+    fn has_dead_letters(&self) -> bool {
+        false
+    }
+
     /// A new reader of the whole stream, from its beginning.
-    fn reader(&self, schema: &SchemaRef, options: &Options) -> Result<Box<dyn SourceReader>, ConnectorError>;
+    fn reader(&self, schema: &SchemaRef, options: &Options, context: ReaderContext) -> Result<Box<dyn SourceReader>, ConnectorError>;
+}
+
+/// What a reader is given besides its options.
+pub struct ReaderContext {
+    /// The source's name, for logs and default client ids.
+    pub source: String,
+    /// Counters shown by `SHOW SOURCES`.
+    pub progress: Arc<SourceProgress>,
+    /// Where records that do not decode go, for connectors that have one.
+    pub dead_letters: Option<Arc<DeadLetterTable>>,
 }
 
 /// The connector named `name`.
@@ -47,12 +67,13 @@ pub fn connector(name: &str) -> Option<&'static dyn Connector> {
     match name.to_ascii_lowercase().as_str() {
         "nexmark" => Some(&nexmark::NexmarkConnector),
         "datagen" => Some(&datagen::DatagenConnector),
+        "kafka" => Some(&kafka::KafkaConnector),
         _ => None,
     }
 }
 
 /// Names of every connector, for hints.
-pub const CONNECTORS: &[&str] = &["nexmark", "datagen"];
+pub const CONNECTORS: &[&str] = &["kafka", "nexmark", "datagen"];
 
 /// Longest a rate-limited reader waits inside one `next_chunk`, so that barriers pass promptly.
 pub(crate) const MAX_PACING_WAIT: std::time::Duration = std::time::Duration::from_millis(100);

@@ -38,6 +38,15 @@ pub struct Coordinator {
     inject: Arc<tokio::sync::Mutex<()>>,
     /// The epoch of the last checkpoint whose roots may move again.
     resumed: Arc<watch::Sender<u64>>,
+    /// The epoch of the newest checkpoint that is durable on disk: what a sink may commit to
+    /// the outside world (two-phase commit).
+    committed: watch::Sender<u64>,
+    /// Sinks that commit to the outside world after checkpoints, with the epoch of the last
+    /// checkpoint each has committed.
+    external: watch::Sender<BTreeMap<ObjectId, u64>>,
+    /// Whether sources may read. A restart holds them until every object is restored, so
+    /// that a resumed view's dependents are attached before it sees any new row.
+    sources_released: watch::Sender<bool>,
 }
 
 impl Default for Coordinator {
@@ -46,6 +55,9 @@ impl Default for Coordinator {
             state: Mutex::new(State { next_epoch: 1, next_root: 1, ..State::default() }),
             inject: Default::default(),
             resumed: Arc::new(watch::channel(0).0),
+            committed: watch::channel(0).0,
+            external: watch::channel(BTreeMap::new()).0,
+            sources_released: watch::channel(true).0,
         }
     }
 }
@@ -79,6 +91,15 @@ impl Drop for CheckpointCut {
     }
 }
 
+/// Sources are held while this lives ([`Coordinator::hold_sources`]).
+pub struct SourceHold(Arc<Coordinator>);
+
+impl Drop for SourceHold {
+    fn drop(&mut self) {
+        self.0.sources_released.send_replace(true);
+    }
+}
+
 impl Coordinator {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
@@ -94,6 +115,67 @@ impl Coordinator {
         let mut s = self.lock();
         s.next_epoch = s.next_epoch.max(epoch + 1);
         let _ = self.resumed.send_replace(epoch);
+    }
+
+    /// Says that the checkpoint of `epoch` is durable.
+    pub fn checkpoint_committed(&self, epoch: u64) {
+        self.committed.send_if_modified(|e| {
+            let advanced = *e < epoch;
+            *e = (*e).max(epoch);
+            advanced
+        });
+    }
+
+    /// Follows the epochs of durable checkpoints.
+    pub fn committed_checkpoints(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    /// Holds every source before its next read (barriers still pass) until the guard drops.
+    pub fn hold_sources(self: &Arc<Self>) -> SourceHold {
+        self.sources_released.send_replace(false);
+        SourceHold(self.clone())
+    }
+
+    pub fn sources_released(&self) -> bool {
+        *self.sources_released.borrow()
+    }
+
+    /// Waits until sources may read.
+    pub async fn wait_sources_released(&self) {
+        let mut rx = self.sources_released.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Registers a sink that commits after checkpoints (see [`Self::external_committed`]).
+    pub fn register_external(&self, sink: ObjectId) {
+        self.external.send_modify(|m| {
+            m.entry(sink).or_insert(0);
+        });
+    }
+
+    pub fn unregister_external(&self, sink: ObjectId) {
+        self.external.send_modify(|m| {
+            m.remove(&sink);
+        });
+    }
+
+    /// Says that `sink` has committed everything up to the checkpoint of `epoch`.
+    pub fn external_committed(&self, sink: ObjectId, epoch: u64) {
+        self.external.send_if_modified(|m| match m.get_mut(&sink) {
+            Some(e) if *e < epoch => {
+                *e = epoch;
+                true
+            }
+            _ => false,
+        });
+    }
+
+    /// Waits until every external sink has committed the checkpoint of `epoch` (or was
+    /// unregistered).
+    pub async fn wait_external_commits(&self, epoch: u64) {
+        let mut rx = self.external.subscribe();
+        let _ = rx.wait_for(|m| m.values().all(|e| *e >= epoch)).await;
     }
 
     /// Registers a root; barriers injected from now on reach it through `tx`.

@@ -14,6 +14,9 @@ pub enum EngineError {
     /// An invariant of the engine broke: a bug.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A system outside the engine failed (a Kafka broker refused, a network error).
+    #[error("{0}")]
+    External(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]

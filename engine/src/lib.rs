@@ -10,6 +10,7 @@
 pub mod chunk;
 pub mod config;
 pub mod coordinator;
+pub mod dead_letters;
 pub mod error;
 pub mod message;
 pub mod operator;

@@ -329,7 +329,7 @@ impl Builder<'_> {
                 self.sources += 1;
                 let checkpoints = RootCheckpoints { coordinator: self.coordinator.clone(), key: format!("{}_source{}", self.state.prefix, self.sources) };
                 if let Some(positions) = &self.state.resume {
-                    let Some(&position) = positions.get(&checkpoints.key) else {
+                    let Some(position) = RootCheckpoints::stored_position(positions, &checkpoints.key) else {
                         return Err(crate::EngineError::Internal(format!("checkpoint has no position for {}", checkpoints.key)));
                     };
                     reader.seek(position)?;

@@ -10,6 +10,9 @@ use tokio::sync::mpsc;
 use crate::watermark::WatermarkGenerator;
 use crate::{Barrier, BarrierKind, EngineResult, Message, Outputs, StreamChunk};
 
+/// How often a held source looks for barriers.
+const HELD_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Most barriers a source holds back while a bounded stream is still being read.
 const MAX_DEFERRED_BARRIERS: usize = 64;
 
@@ -28,17 +31,41 @@ pub trait SourceReader: Send + 'static {
     /// unbounded one passes `FLUSH` at once.
     fn is_bounded(&self) -> bool;
 
+    /// A `FLUSH` barrier reached the reader: whether the barrier (and every barrier after
+    /// it) waits until [`Self::caught_up`]. A bounded reader holds it until its end; an
+    /// unbounded one may hold it until it has read what was there when the FLUSH came (Kafka:
+    /// the partitions' end offsets then), so that FLUSH shows what was produced before it.
+    fn begin_flush(&mut self) -> bool {
+        self.is_bounded()
+    }
+
+    /// Whether the reader has read up to where [`Self::begin_flush`] said it would.
+    /// Bounded readers are caught up when exhausted (`next_chunk` returned `None`).
+    fn caught_up(&self) -> bool {
+        false
+    }
+
+    /// The split (Kafka partition) of each row of the chunk `next_chunk` returned last, for a
+    /// reader of several splits: watermarks are then kept per split. `None`: one split.
+    fn row_splits(&self) -> Option<&[i32]> {
+        None
+    }
+
     /// Where the reader stands: every row before it has been returned, none after. Stored in
     /// checkpoints. `None` for a reader that cannot be replayed from a position.
-    fn position(&self) -> Option<u64> {
+    fn position(&self) -> Option<Position> {
         None
     }
 
     /// Moves the reader to `position`, as [`Self::position`] returned it.
-    fn seek(&mut self, _position: u64) -> EngineResult<()> {
+    fn seek(&mut self, _position: Position) -> EngineResult<()> {
         Err(crate::EngineError::NotSupported("this source cannot be replayed from a checkpoint position".into()))
     }
 }
+
+/// A reader's position: an offset per split, by split name. A reader with one split (a
+/// generator) uses the name "", a Kafka reader one `p<partition>` per partition.
+pub type Position = std::collections::BTreeMap<String, u64>;
 
 /// How a root takes part in checkpoints: the key its position is stored under.
 #[derive(Clone)]
@@ -53,20 +80,44 @@ impl RootCheckpoints {
         format!("{key}.watermark")
     }
 
+    /// The checkpoint key of `split` of the root stored under `key`.
+    pub fn split_key(key: &str, split: &str) -> String {
+        match split {
+            "" => key.to_string(),
+            _ => format!("{key}.{split}"),
+        }
+    }
+
+    /// The position stored for the root under `key` among a checkpoint's `positions`; `None`
+    /// when it has none.
+    pub fn stored_position(positions: &std::collections::BTreeMap<String, u64>, key: &str) -> Option<Position> {
+        let prefix = format!("{key}.");
+        let watermark = Self::watermark_key(key);
+        let position: Position = positions
+            .iter()
+            .filter_map(|(k, &p)| match k.strip_prefix(&prefix) {
+                _ if k == key => Some((String::new(), p)),
+                Some(split) if *k != watermark => Some((split.to_string(), p)),
+                _ => None,
+            })
+            .collect();
+        (!position.is_empty()).then_some(position)
+    }
+
     /// At a checkpoint barrier: report `position`, send the barrier, wait until resumed.
     /// Any other barrier is just sent.
     pub async fn pass(
         this: Option<&Self>,
         outputs: &mut Outputs,
         barrier: Barrier,
-        position: Option<u64>,
+        position: Option<Position>,
         watermark_us: Option<i64>,
     ) -> EngineResult<()> {
         let (epoch, checkpoint) = (barrier.epoch, barrier.checkpoint);
         match this {
             Some(c) if checkpoint => {
-                if let Some(p) = position {
-                    c.coordinator.reached_checkpoint(&c.key, p);
+                for (split, p) in position.into_iter().flatten() {
+                    c.coordinator.reached_checkpoint(&Self::split_key(&c.key, &split), p);
                 }
                 if let Some(w) = watermark_us {
                     // Bit for bit: positions are u64, watermarks i64.
@@ -85,6 +136,13 @@ impl RootCheckpoints {
 #[derive(Default)]
 pub struct SourceProgress {
     pub rows: std::sync::atomic::AtomicU64,
+    /// Bytes of records read, as they came (before decoding).
+    pub bytes: std::sync::atomic::AtomicU64,
+    /// Records that did not decode and went to the dead-letter table.
+    pub dead_letters: std::sync::atomic::AtomicU64,
+    /// Records behind the end of the stream at the last look (Kafka: high watermark minus
+    /// position, summed over partitions); -1 when unknown.
+    pub lag: std::sync::atomic::AtomicI64,
     pub exhausted: std::sync::atomic::AtomicBool,
     /// The last watermark emitted, in microseconds (0 before the first).
     pub watermark_us: std::sync::atomic::AtomicI64,
@@ -123,14 +181,29 @@ pub async fn run_source(
             }
             continue;
         }
+        // The FLUSH at the front of `deferred` waits for the reader to catch up; once it
+        // has, it and the barriers behind it go out, up to the next FLUSH that waits.
+        if !deferred.is_empty() && reader.caught_up() {
+            while let Some(b) = deferred.pop_front() {
+                send_barrier(&mut outputs, &mut watermark, b, checkpoints.as_ref(), reader.position()).await?;
+                if deferred.front().is_some_and(|b| b.kind == BarrierKind::Flush) && !reader.caught_up() {
+                    break;
+                }
+            }
+        }
         while deferred.len() < MAX_DEFERRED_BARRIERS {
             let Ok(b) = barriers.try_recv() else { break };
-            let waits_for_end = b.kind == BarrierKind::Flush && reader.is_bounded();
-            if deferred.is_empty() && !waits_for_end {
+            let waits = b.kind == BarrierKind::Flush && reader.begin_flush();
+            if deferred.is_empty() && !waits {
                 send_barrier(&mut outputs, &mut watermark, b, checkpoints.as_ref(), reader.position()).await?;
             } else {
                 deferred.push_back(b);
             }
+        }
+        if let Some(c) = checkpoints.as_ref().filter(|c| !c.coordinator.sources_released()) {
+            // Held while a restart restores the catalog: barriers pass, rows wait.
+            let _ = tokio::time::timeout(HELD_POLL, c.coordinator.wait_sources_released()).await;
+            continue;
         }
         match reader.next_chunk(chunk_rows).await? {
             // An empty chunk means "nothing yet" (a rate limit): loop to serve barriers.
@@ -141,9 +214,10 @@ pub async fn run_source(
             }
             Some(chunk) => {
                 progress.rows.fetch_add(chunk.num_rows() as u64, Ordering::Relaxed);
-                let advanced = match &mut watermark {
-                    Some(w) => w.observe(chunk.batch())?,
-                    None => None,
+                let advanced = match (&mut watermark, reader.row_splits()) {
+                    (Some(w), Some(splits)) => w.observe_splits(chunk.batch(), splits)?,
+                    (Some(w), None) => w.observe(chunk.batch())?,
+                    (None, _) => None,
                 };
                 outputs.send(Message::Chunk(chunk)).await?;
                 if let Some(wm) = advanced {
@@ -172,7 +246,7 @@ async fn send_barrier(
     watermark: &mut Option<WatermarkGenerator>,
     barrier: Barrier,
     checkpoints: Option<&RootCheckpoints>,
-    position: Option<u64>,
+    position: Option<Position>,
 ) -> EngineResult<()> {
     if watermark.as_mut().is_some_and(|w| w.goes_idle_at_barrier()) {
         outputs.send(Message::Idle).await?;

@@ -122,7 +122,7 @@ impl TableWriter {
         if self.watermark.as_mut().is_some_and(|w| w.goes_idle_at_barrier()) {
             self.outputs.send(Message::Idle).await?;
         }
-        crate::source::RootCheckpoints::pass(self.checkpoints.as_ref(), &mut self.outputs, barrier, Some(self.writes), None).await
+        crate::source::RootCheckpoints::pass(self.checkpoints.as_ref(), &mut self.outputs, barrier, Some(crate::source::Position::from([(String::new(), self.writes)])), None).await
     }
 
     async fn apply(&mut self, write: TableWrite) -> EngineResult<usize> {

@@ -30,6 +30,9 @@ pub struct WatermarkGenerator {
     /// idle.
     starved: bool,
     idle: bool,
+    /// For readers of several splits (Kafka partitions): each split's largest event time and
+    /// when it last had rows. The watermark is the minimum over the splits not idle.
+    splits: std::collections::BTreeMap<i32, (i64, Instant)>,
 }
 
 impl WatermarkGenerator {
@@ -44,6 +47,7 @@ impl WatermarkGenerator {
             rows_since_barrier: false,
             starved: false,
             idle: false,
+            splits: Default::default(),
         }
     }
 
@@ -87,6 +91,37 @@ impl WatermarkGenerator {
         Ok(self.advance(max_us.saturating_sub(self.spec.delay_us)))
     }
 
+    /// [`Self::observe`] for a reader of several splits: `splits[i]` is the split of row `i`.
+    /// Each split keeps its own largest event time; the watermark is the smallest of them over
+    /// the splits that had rows within the idle timeout (or in this batch), so that a split
+    /// behind holds it back and an idle one does not.
+    pub fn observe_splits(&mut self, batch: &RecordBatch, splits: &[i32]) -> EngineResult<Option<Watermark>> {
+        self.observe_splits_at(batch, splits, Instant::now())
+    }
+
+    fn observe_splits_at(&mut self, batch: &RecordBatch, splits: &[i32], now: Instant) -> EngineResult<Option<Watermark>> {
+        assert_eq!(batch.num_rows(), splits.len(), "one split per row");
+        if batch.num_rows() == 0 {
+            return Ok(None);
+        }
+        self.last_rows = now;
+        self.rows_since_barrier = true;
+        self.starved = false;
+        self.idle = false;
+        let micros = cast(batch.column(self.spec.column), &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+        let micros = micros.as_primitive::<TimestampMicrosecondType>();
+        for (i, &split) in splits.iter().enumerate() {
+            let entry = self.splits.entry(split).or_insert((i64::MIN, now));
+            entry.1 = now;
+            if micros.is_valid(i) {
+                entry.0 = entry.0.max(micros.value(i));
+            }
+        }
+        let active = self.splits.values().filter(|(_, seen)| *seen == now || now.duration_since(*seen) < self.idle_timeout);
+        let Some(min_us) = active.map(|(max_us, _)| *max_us).min().filter(|m| *m != i64::MIN) else { return Ok(None) };
+        Ok(self.advance(min_us.saturating_sub(self.spec.delay_us)))
+    }
+
     /// The end of a bounded input: every window may close (as in Flink).
     pub fn finish(&mut self) -> Option<Watermark> {
         self.advance(i64::MAX)
@@ -120,4 +155,38 @@ pub fn as_micros(array: &dyn Array) -> Option<i64> {
     let us = cast(array, &DataType::Timestamp(TimeUnit::Microsecond, None)).ok()?;
     let us = us.as_primitive::<TimestampMicrosecondType>();
     (us.len() == 1 && us.is_valid(0)).then(|| us.value(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::TimestampMicrosecondArray;
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    fn batch(times_us: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(TimestampMicrosecondArray::from(times_us.to_vec()))]).unwrap()
+    }
+
+    #[test]
+    fn the_slowest_active_split_holds_the_watermark_and_an_idle_one_does_not() {
+        let mut w = WatermarkGenerator::new(WatermarkSpec { column: 0, delay_us: 10 }, 1_000);
+        let t0 = Instant::now();
+        // Partition 0 is at 100, partition 1 at 50: the watermark follows partition 1.
+        let wm = w.observe_splits_at(&batch(&[100, 50]), &[0, 1], t0).unwrap();
+        assert_eq!(wm.map(|w| w.time_us), Some(40));
+        // Partition 0 moves on; partition 1, quiet for less than the timeout, still holds it.
+        let wm = w.observe_splits_at(&batch(&[300]), &[0], t0 + Duration::from_millis(500)).unwrap();
+        assert_eq!(wm, None);
+        // After the timeout partition 1 is idle and no longer counts.
+        let wm = w.observe_splits_at(&batch(&[400]), &[0], t0 + Duration::from_millis(1_500)).unwrap();
+        assert_eq!(wm.map(|w| w.time_us), Some(390));
+        // It comes back behind the watermark: it counts again, and the watermark never goes back.
+        let wm = w.observe_splits_at(&batch(&[200]), &[1], t0 + Duration::from_millis(1_600)).unwrap();
+        assert_eq!(wm, None);
+        assert_eq!(w.current().map(|w| w.time_us), Some(390));
+    }
 }

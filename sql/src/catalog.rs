@@ -47,6 +47,8 @@ pub enum Detail {
         options: Options,
         /// Progress of every reader (one per view reading the source).
         readers: Mutex<Vec<Arc<SourceProgress>>>,
+        /// Its dead-letter table (`<source>_dlq`), for connectors that have one.
+        dead_letters: Option<String>,
     },
     View(ViewRuntime),
 }
@@ -72,6 +74,12 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// Whether `name` is a source's dead-letter table.
+    pub fn is_dead_letter_table(&self, name: &str) -> bool {
+        let source = name.strip_suffix("_dlq").and_then(|s| self.get(s));
+        matches!(source.map(|e| &e.detail), Some(Detail::Source { dead_letters: Some(d), .. }) if d == name)
+    }
+
     /// Makes the next [`Self::next_id`] return `id`: a restart recreates each object under
     /// the id its column families are named by. Ids only grow.
     pub fn resume_ids_at(&mut self, id: ObjectId) {

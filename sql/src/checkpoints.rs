@@ -24,6 +24,8 @@ impl Database {
         // The copy is done (or failed): the roots may move again.
         cut.resume();
         let manifest = written.map_err(|e| SqlError::new(SqlState::Internal, format!("checkpoint task failed: {e}")))??;
+        // Sinks commit what they wrote up to this checkpoint.
+        self.coordinator.checkpoint_committed(epoch);
         let dir = self.store.dir().to_path_buf();
         tokio::task::spawn_blocking(move || checkpoint::collect_garbage(&dir))
             .await

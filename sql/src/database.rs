@@ -59,11 +59,16 @@ impl QueryOutput {
     }
 
     pub(crate) fn text_rows(columns: &[&str], rows: Vec<Vec<String>>) -> SqlResult<Self> {
+        Self::nullable_text_rows(columns, rows.into_iter().map(|r| r.into_iter().map(Some).collect()).collect())
+    }
+
+    /// [`Self::text_rows`] where `None` is NULL.
+    pub(crate) fn nullable_text_rows(columns: &[&str], rows: Vec<Vec<Option<String>>>) -> SqlResult<Self> {
         let schema = Arc::new(Schema::new(
             columns.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect::<Vec<_>>(),
         ));
         let arrays: Vec<ArrayRef> = (0..columns.len())
-            .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[i].as_str()))) as ArrayRef)
+            .map(|i| Arc::new(StringArray::from_iter(rows.iter().map(|r| r[i].as_deref()))) as ArrayRef)
             .collect();
         let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?;
         Ok(QueryOutput::rows(schema, vec![batch]))
@@ -150,11 +155,15 @@ impl Database {
             .iter()
             .filter(|r| r.kind == ObjectKind::Table)
             .map(|r| format!("table_{}", r.id))
-            .chain([crate::durable::CATALOG_CF.to_string()])
+            .chain([crate::durable::CATALOG_CF.to_string(), openclaw_connectors::kafka::SINK_COMMITS_CF.to_string()])
             .collect();
         // With a restored checkpoint, a view's state may resume; `create_view` decides.
         let view_prefixes: Vec<String> = match &restored {
-            Some(_) => records.iter().filter(|r| r.kind == ObjectKind::MaterializedView).map(|r| format!("mv_{}", r.id)).collect(),
+            Some(_) => records
+                .iter()
+                .filter(|r| matches!(r.kind, ObjectKind::MaterializedView | ObjectKind::Sink))
+                .map(|r| format!("mv_{}", r.id))
+                .collect(),
             None => vec![],
         };
         let of_a_view = |cf: &str| view_prefixes.iter().any(|p| cf == p || cf.starts_with(&format!("{p}_")));
@@ -162,6 +171,9 @@ impl Database {
             tracing::debug!(column_family = %cf, "dropping state that a restart rebuilds");
             self.store.drop_cf(cf)?;
         }
+        // No source reads until every object is back: a resumed view must not move past its
+        // checkpoint before the views and sinks over it are attached.
+        let _hold = self.coordinator.hold_sources();
         let mut resume = restored.map(|m| crate::ddl::Resume { positions: m.positions, resumed: Default::default() });
         let mut restored_count = 0;
         for record in &records {
@@ -225,6 +237,12 @@ impl Database {
                     vars.set(k, v)?;
                 }
                 self.create_view_resuming(view, &vars, &record.sql, resume).await?
+            }
+            OcStatement::CreateSink(sink) => {
+                for (k, v) in &record.resolved {
+                    vars.set(k, v)?;
+                }
+                self.create_sink_resuming(sink, &vars, &record.sql, resume).await?
             }
             _ => return Err(SqlError::new(SqlState::Internal, "a catalog record holds no CREATE statement")),
         };
@@ -334,6 +352,7 @@ impl Database {
             OcStatement::CreateTable(ct, watermark) => self.create_table(*ct, watermark, text).await,
             OcStatement::ShowStateTables => self.show_state_tables().await,
             OcStatement::CreateView(v) => self.create_view(v, vars, text).await,
+            OcStatement::CreateSink(s) => self.create_sink_resuming(s, vars, text, None).await,
             OcStatement::ExplainCreateView(v) => self.explain_create_view(v, vars).await,
             OcStatement::Flush => {
                 // First the wait for bounded sources, which may be long, with nothing paused;
@@ -343,7 +362,9 @@ impl Database {
                     self.coordinator.inject_and_wait(BarrierKind::Flush, None).await
                 };
                 waited?;
-                self.checkpoint(BarrierKind::Periodic).await?;
+                let manifest = self.checkpoint(BarrierKind::Periodic).await?;
+                // Sinks show what FLUSH saw only once they committed it to Kafka.
+                self.coordinator.wait_external_commits(manifest.id).await;
                 Ok(QueryOutput::command("FLUSH"))
             }
             OcStatement::ShowCheckpoints => self.show_checkpoints().await,
@@ -447,22 +468,10 @@ impl Database {
         match kind {
             ObjectKind::Table => QueryOutput::text_rows(&["name"], entries.map(|e| vec![e.name.clone()]).collect()),
             ObjectKind::Source => {
-                let rows = entries
-                    .map(|e| {
-                        let (connector, read) = match &e.detail {
-                            Detail::Source { connector, readers, .. } => {
-                                let readers = readers.lock().expect("readers lock");
-                                let read: u64 = readers.iter().map(|r| r.rows.load(std::sync::atomic::Ordering::Relaxed)).sum();
-                                (connector.name().to_string(), read)
-                            }
-                            _ => (String::new(), 0),
-                        };
-                        vec![e.name.clone(), connector, read.to_string()]
-                    })
-                    .collect();
-                QueryOutput::text_rows(&["name", "connector", "rows_read"], rows)
+                let rows = entries.map(|e| source_row(e)).collect();
+                QueryOutput::nullable_text_rows(&["name", "connector", "readers", "rows_read", "bytes_read", "dead_letters", "lag", "watermark"], rows)
             }
-            ObjectKind::MaterializedView => {
+            ObjectKind::MaterializedView | ObjectKind::Sink => {
                 let rows = entries
                     .map(|e| {
                         let (status, late) = match &e.detail {
@@ -562,4 +571,36 @@ pub(crate) fn object_name(name: &datafusion::sql::sqlparser::ast::ObjectName) ->
         _ => Err(SqlError::new(SqlState::UndefinedObject, format!("schema of \"{name}\" does not exist"))
             .with_hint("OpenClaw has one schema, \"public\"")),
     }
+}
+
+/// A row of `SHOW SOURCES`. Each view reading a source has its own reader, which reads the
+/// whole stream: counts are the furthest reader's (not a sum, which would count a record once
+/// per view); lag and watermark are the slowest one's.
+fn source_row(e: &crate::catalog::Entry) -> Vec<Option<String>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Detail::Source { connector, readers, .. } = &e.detail else {
+        return vec![Some(e.name.clone()); 8];
+    };
+    let readers = readers.lock().expect("readers lock");
+    let furthest = |f: &dyn Fn(&openclaw_engine::source::SourceProgress) -> u64| readers.iter().map(|r| f(r)).max().unwrap_or(0).to_string();
+    let lags: Vec<i64> = readers.iter().map(|r| r.lag.load(Relaxed)).filter(|l| *l >= 0).collect();
+    // The slowest reader's lag and watermark: what holds the source back.
+    let lag = lags.iter().max().map(|l| l.to_string());
+    let watermark = readers
+        .iter()
+        .map(|r| r.watermark_us.load(Relaxed))
+        .filter(|w| *w != 0)
+        .min()
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .map(|t| t.naive_utc().to_string());
+    vec![
+        Some(e.name.clone()),
+        Some(connector.name().to_string()),
+        Some(readers.len().to_string()),
+        Some(furthest(&|r| r.rows.load(Relaxed))),
+        Some(furthest(&|r| r.bytes.load(Relaxed))),
+        Some(furthest(&|r| r.dead_letters.load(Relaxed))),
+        lag,
+        watermark,
+    ]
 }

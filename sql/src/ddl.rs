@@ -24,6 +24,14 @@ use crate::parser::{CreateSource, CreateView, ObjectKind, WatermarkDecl};
 use crate::relation::{SourceRelation, StoredRelation};
 use crate::session::SessionVars;
 
+/// What a dataflow ends in.
+enum Target {
+    /// A materialized view: rows kept in RocksDB, queryable.
+    View,
+    /// A Kafka sink, with its options as shown by `SHOW SINKS`.
+    Sink(openclaw_connectors::kafka::KafkaSinkOptions, String),
+}
+
 /// What a restart resumes views from.
 pub(crate) struct Resume {
     /// The restored checkpoint's positions.
@@ -151,7 +159,8 @@ impl Database {
             };
             self.plan_columns(*ct).await?.0
         };
-        let schema = connector.validate(&declared, &options).map_err(|e| {
+        // A connector may ask a broker (Kafka's metadata): blocking, bounded by its timeout.
+        let schema = tokio::task::block_in_place(|| connector.validate(&declared, &options)).map_err(|e| {
             let err = SqlError::new(SqlState::InvalidParameterValue, e.message);
             match e.hint {
                 Some(h) => err.with_hint(h),
@@ -159,6 +168,16 @@ impl Database {
             }
         })?;
         let watermark = create.watermark.as_ref().map(|w| resolve_watermark(w, &schema)).transpose()?;
+        let dead_letters = match connector.has_dead_letters() {
+            true => {
+                drop(catalog);
+                let dlq = self.create_dead_letter_table(&name).await?;
+                catalog = self.catalog.lock().await;
+                self.check_new_name(&catalog, &name)?;
+                Some(dlq)
+            }
+            false => None,
+        };
         let id = catalog.next_id();
         self.ctx.register_table(name.as_str(), Arc::new(SourceRelation { name: name.clone(), schema: schema.clone() }))?;
         self.persist(id, ObjectKind::Source, &name, sql, resolved)?;
@@ -172,13 +191,33 @@ impl Database {
             definition: format!("WITH ({})", shown.join(", ")),
             depends_on: vec![],
             watermark_columns: watermark.iter().map(|w| w.column).collect(),
-            detail: Detail::Source { watermark, connector, options, readers: Mutex::new(vec![]) },
+            detail: Detail::Source { watermark, connector, options, readers: Mutex::new(vec![]), dead_letters },
         });
         Ok(QueryOutput::command("CREATE SOURCE"))
     }
 
+    /// Creates `<source>_dlq`, the table a source's undecodable records go to, or keeps the
+    /// one a restart already replayed (it is stored as its own catalog record, before the
+    /// source's).
+    async fn create_dead_letter_table(&self, source: &str) -> SqlResult<String> {
+        let name = format!("{source}_dlq");
+        if let Some(e) = self.catalog.lock().await.get(&name) {
+            return match &e.detail {
+                Detail::Table { state, .. } if openclaw_engine::dead_letters::DeadLetterTable::new(state.clone()).is_ok() => Ok(name),
+                _ => Err(SqlError::new(SqlState::DuplicateObject, format!("{} {} already exists", e.kind.sql_name(), quote(&name)))
+                    .with_hint(format!("the source's dead-letter table is named {}; drop or rename the existing one", quote(&name)))),
+            };
+        }
+        let sql = format!("CREATE TABLE \"{name}\" ({})", openclaw_engine::dead_letters::DEAD_LETTER_COLUMNS);
+        let Some(crate::parser::OcStatement::CreateTable(ct, _)) = crate::parser::parse(&sql)?.pop() else {
+            return Err(SqlError::new(SqlState::Internal, "the dead-letter table's definition did not parse"));
+        };
+        self.create_table(*ct, None, &sql).await?;
+        Ok(name)
+    }
+
     /// Plans and lowers a view's query; returns the streaming plan and the names it reads.
-    async fn plan_view(&self, catalog: &Catalog, view: &CreateView) -> SqlResult<(StreamNode, Vec<String>, Vec<Arc<SourceProgress>>)> {
+    async fn plan_view(&self, catalog: &Catalog, view: &CreateView) -> SqlResult<(StreamNode, Vec<String>, Vec<(String, Arc<SourceProgress>)>)> {
         let state = self.ctx.state();
         let plan = self.plan(&state, Statement::Query(view.query.clone())).await?;
         let plan = state.optimize(&plan)?;
@@ -203,7 +242,9 @@ impl Database {
         let inputs_resume = deps.iter().all(|d| {
             resume.resumed.contains(d) || catalog.get(d).is_some_and(|e| e.kind == ObjectKind::Source)
         });
-        let positions = (1..=node.source_count()).all(|n| resume.positions.contains_key(&format!("mv_{id}_source{n}")));
+        let positions = (1..=node.source_count()).all(|n| {
+            openclaw_engine::source::RootCheckpoints::stored_position(&resume.positions, &format!("mv_{id}_source{n}")).is_some()
+        });
         inputs_resume && positions && self.store.has_cf(&format!("mv_{id}"))
     }
 
@@ -224,10 +265,53 @@ impl Database {
         sql: &str,
         resume: Option<&mut Resume>,
     ) -> SqlResult<QueryOutput> {
+        self.create_dataflow(view, Target::View, vars, sql, resume).await
+    }
+
+    /// `CREATE SINK`: a dataflow like a view's whose last operator writes to Kafka instead of
+    /// keeping rows; it resumes from checkpoints as views do.
+    pub(crate) async fn create_sink_resuming(
+        &self,
+        sink: crate::parser::CreateSink,
+        vars: &SessionVars,
+        sql: &str,
+        resume: Option<&mut Resume>,
+    ) -> SqlResult<QueryOutput> {
+        let connector = sink.options.get("connector").map(|c| c.to_ascii_lowercase());
+        if connector.as_deref() != Some("kafka") {
+            return Err(SqlError::new(SqlState::InvalidParameterValue, "a sink needs connector = 'kafka'")
+                .with_hint("sinks write to Kafka; add WITH (connector = 'kafka', topic = '...', 'properties.bootstrap.server' = '...')"));
+        }
+        let user_error = |e: openclaw_connectors::ConnectorError| {
+            let err = SqlError::new(SqlState::InvalidParameterValue, e.message);
+            match e.hint {
+                Some(h) => err.with_hint(h),
+                None => err,
+            }
+        };
+        let options = openclaw_connectors::kafka::KafkaSinkOptions::parse(&sink.options).map_err(user_error)?;
+        tokio::task::block_in_place(|| options.validate()).map_err(user_error)?;
+        let mut shown: Vec<String> = sink.options.iter().map(|(k, v)| format!("'{k}' = '{v}'")).collect();
+        shown.sort();
+        self.create_dataflow(sink.view, Target::Sink(options, shown.join(", ")), vars, sql, resume).await
+    }
+
+    async fn create_dataflow(
+        &self,
+        view: CreateView,
+        target: Target,
+        vars: &SessionVars,
+        sql: &str,
+        resume: Option<&mut Resume>,
+    ) -> SqlResult<QueryOutput> {
+        let tag = match target {
+            Target::View => "CREATE MATERIALIZED VIEW",
+            Target::Sink(..) => "CREATE SINK",
+        };
         let name = object_name(&view.name)?;
         let mut catalog = self.catalog.lock().await;
         if view.if_not_exists && catalog.get(&name).is_some() {
-            return Ok(QueryOutput::command("CREATE MATERIALIZED VIEW"));
+            return Ok(QueryOutput::command(tag));
         }
         self.check_new_name(&catalog, &name)?;
         let (node, deps, progress) = self.plan_view(&catalog, &view).await?;
@@ -242,11 +326,22 @@ impl Database {
             }
         };
         let resuming = positions.is_some();
-        let state = Arc::new(MaterializedState::new(self.store.clone(), &format!("mv_{id}"), schema.clone(), Layout::Multiset)?);
-        let sink = MaterializeOperator::new(id, state.clone());
+        let (state, sink): (_, Box<dyn openclaw_engine::Operator>) = match &target {
+            Target::View => {
+                let state = Arc::new(MaterializedState::new(self.store.clone(), &format!("mv_{id}"), schema.clone(), Layout::Multiset)?);
+                (state.clone(), Box::new(MaterializeOperator::new(id, state)))
+            }
+            Target::Sink(options, _) => {
+                // The sink's column family is its buffer of records not yet in Kafka.
+                let state = Arc::new(MaterializedState::new(self.store.clone(), &format!("mv_{id}"), schema.clone(), Layout::RowId)?);
+                let op = openclaw_connectors::kafka::KafkaSinkOperator::new(id, &name, &schema, options.clone(), self.store.clone(), &state.cf)
+                    .map_err(|e| SqlError::new(SqlState::InvalidParameterValue, e.message))?;
+                (state, Box::new(op))
+            }
+        };
         let parallelism = vars.streaming_parallelism()?.unwrap_or(self.config.parallelism);
         let location = StateLocation { store: self.store.clone(), prefix: format!("mv_{id}"), parallelism, resume: positions };
-        let dataflow = match build_dataflow(node, Box::new(sink), &location, &self.config, &self.coordinator) {
+        let dataflow = match build_dataflow(node, sink, &location, &self.config, &self.coordinator) {
             Ok(df) => df,
             Err(e) => {
                 self.coordinator.unregister_sink(id);
@@ -273,28 +368,29 @@ impl Database {
             self.stop_view(id, &runtime);
             return Err(err);
         }
-        for p in &progress {
-            for dep in &deps {
-                if let Some(Detail::Source { readers, .. }) = catalog.get(dep).map(|e| &e.detail) {
-                    readers.lock().expect("readers lock").push(p.clone());
-                }
+        for (source, p) in &progress {
+            if let Some(Detail::Source { readers, .. }) = catalog.get(source).map(|e| &e.detail) {
+                readers.lock().expect("readers lock").push(p.clone());
             }
         }
         let resolved = [("streaming_parallelism".to_string(), parallelism.to_string())].into();
-        if let Err(e) = self.persist(id, ObjectKind::MaterializedView, &name, sql, resolved) {
+        let (kind, definition) = match &target {
+            Target::View => (ObjectKind::MaterializedView, view.query.to_string()),
+            Target::Sink(_, shown) => (ObjectKind::Sink, format!("{} WITH ({shown})", view.query)),
+        };
+        if let Err(e) = self.persist(id, kind, &name, sql, resolved) {
             self.stop_view(id, &runtime);
             return Err(e);
         }
-        self.ctx.register_table(
-            name.as_str(),
-            Arc::new(StoredRelation::new(state, Constraints::default())),
-        )?;
+        if kind == ObjectKind::MaterializedView {
+            self.ctx.register_table(name.as_str(), Arc::new(StoredRelation::new(state, Constraints::default())))?;
+        }
         catalog.insert(Entry {
             id,
             name: name.clone(),
-            kind: ObjectKind::MaterializedView,
+            kind,
             schema,
-            definition: view.query.to_string(),
+            definition,
             depends_on: deps,
             watermark_columns,
             detail: Detail::View(runtime),
@@ -302,8 +398,8 @@ impl Database {
         if let (true, Some(r)) = (resuming, resume) {
             r.resumed.insert(name.clone());
         }
-        tracing::info!(view = %name, resumed = resuming, "created materialized view");
-        Ok(QueryOutput::command("CREATE MATERIALIZED VIEW"))
+        tracing::info!(object = %name, kind = kind.sql_name(), resumed = resuming, "created");
+        Ok(QueryOutput::command(tag))
     }
 
     /// Keeps a created object in the durable catalog.
@@ -338,6 +434,7 @@ impl Database {
                 break;
             }
             coordinator.unregister_sink(id);
+            coordinator.unregister_external(id);
             roots.iter().for_each(|r| coordinator.unregister_root(*r));
             aborts.iter().for_each(|a| a.abort());
         });
@@ -346,6 +443,7 @@ impl Database {
     fn stop_view(&self, id: ObjectId, view: &ViewRuntime) {
         view.tasks.iter().for_each(|t| t.abort());
         self.coordinator.unregister_sink(id);
+        self.coordinator.unregister_external(id);
         view.roots.iter().for_each(|r| self.coordinator.unregister_root(*r));
         let _ = self.store.drop_cf(&view.state.cf);
         for cf in view.state_tables.iter().flat_map(|t| &t.column_families) {
@@ -377,6 +475,14 @@ impl Database {
             if entry.kind != kind {
                 return Err(SqlError::new(SqlState::WrongObjectType, format!("{} is not a {}", quote(&name), kind.sql_name()))
                     .with_hint(format!("use DROP {}", entry.kind.sql_name().to_uppercase())));
+            }
+            if catalog.is_dead_letter_table(&name) {
+                let source = name.strip_suffix("_dlq").unwrap_or(&name);
+                return Err(SqlError::new(
+                    SqlState::DependentObjectsStillExist,
+                    format!("cannot drop table {} because source {} writes to it", quote(&name), quote(source)),
+                )
+                .with_hint(format!("DROP SOURCE {} drops its dead-letter table too", quote(source))));
             }
             let dependents: Vec<(String, ObjectKind)> = catalog.dependents(&name).iter().map(|e| (e.name.clone(), e.kind)).collect();
             if !dependents.is_empty() && !cascade {
@@ -413,6 +519,7 @@ impl Database {
                 self.store.drop_cf(&state.cf)?;
             }
             Detail::View(view) => self.stop_view(entry.id, view),
+            Detail::Source { dead_letters: Some(dlq), .. } => self.drop_one(catalog, dlq)?,
             Detail::Source { .. } => {}
         }
         tracing::info!(object = %name, kind = entry.kind.sql_name(), "dropped");
@@ -484,7 +591,8 @@ fn rename(node: StreamNode, schema: SchemaRef) -> StreamNode {
 struct CatalogResolver<'a> {
     catalog: &'a Catalog,
     deps: Vec<String>,
-    progress: Vec<Arc<SourceProgress>>,
+    /// Each source reader's progress, by the source it reads.
+    progress: Vec<(String, Arc<SourceProgress>)>,
 }
 
 impl ScanResolver for CatalogResolver<'_> {
@@ -494,6 +602,10 @@ impl ScanResolver for CatalogResolver<'_> {
             self.deps.push(entry.name.clone());
         }
         match &entry.detail {
+            Detail::Table { .. } if self.catalog.is_dead_letter_table(name) => {
+                Err(SqlError::not_supported(format!("materialized views over the dead-letter table {} are not supported", quote(name)))
+                    .with_hint("query it with SELECT; its rows are written by the source, not through the changelog"))
+            }
             Detail::Table { .. } => Ok(StreamNode::Subscribe {
                     object: entry.id,
                     name: name.to_string(),
@@ -511,12 +623,17 @@ impl ScanResolver for CatalogResolver<'_> {
                     watermark_columns: entry.watermark_columns.clone(),
                 })
             }
-            Detail::Source { connector, options, watermark, .. } => {
-                let reader = connector
-                    .reader(&entry.schema, options)
-                    .map_err(|e| SqlError::new(SqlState::InvalidParameterValue, e.message))?;
+            Detail::Source { connector, options, watermark, dead_letters, .. } => {
+                let dead_letters = match dead_letters.as_deref().and_then(|d| self.catalog.get(d)).map(|e| &e.detail) {
+                    Some(Detail::Table { state, .. }) => Some(Arc::new(openclaw_engine::dead_letters::DeadLetterTable::new(state.clone())?)),
+                    _ => None,
+                };
                 let progress = Arc::new(SourceProgress::default());
-                self.progress.push(progress.clone());
+                let context = openclaw_connectors::ReaderContext { source: name.to_string(), progress: progress.clone(), dead_letters };
+                let reader = connector
+                    .reader(&entry.schema, options, context)
+                    .map_err(|e| SqlError::new(SqlState::InvalidParameterValue, e.message))?;
+                self.progress.push((entry.name.clone(), progress.clone()));
                 Ok(StreamNode::Source { name: name.to_string(), reader, progress, watermark: *watermark })
             }
         }

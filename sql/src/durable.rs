@@ -14,6 +14,12 @@ use crate::parser::ObjectKind;
 
 pub const CATALOG_CF: &str = "catalog";
 
+/// Whether column family `cf` keeps its live content when a restart rolls state back to a
+/// checkpoint: tables (acknowledged writes), the catalog, and what sinks committed outside.
+pub fn lives_across_rollbacks(cf: &str) -> bool {
+    cf == CATALOG_CF || cf == openclaw_connectors::kafka::SINK_COMMITS_CF || cf.starts_with("table_")
+}
+
 /// One catalog object as it is stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DdlRecord {

@@ -19,6 +19,7 @@ pub enum ObjectKind {
     Table,
     Source,
     MaterializedView,
+    Sink,
 }
 
 impl ObjectKind {
@@ -27,11 +28,12 @@ impl ObjectKind {
             ObjectKind::Table => "table",
             ObjectKind::Source => "source",
             ObjectKind::MaterializedView => "materialized view",
+            ObjectKind::Sink => "sink",
         }
     }
 
     pub fn from_sql_name(name: &str) -> Option<Self> {
-        [ObjectKind::Table, ObjectKind::Source, ObjectKind::MaterializedView].into_iter().find(|k| k.sql_name() == name)
+        [ObjectKind::Table, ObjectKind::Source, ObjectKind::MaterializedView, ObjectKind::Sink].into_iter().find(|k| k.sql_name() == name)
     }
 }
 
@@ -60,9 +62,18 @@ pub struct CreateView {
     pub emit_on_window_close: bool,
 }
 
+/// `CREATE SINK name FROM object | AS query WITH (...) [FORMAT ... ENCODE ...]`.
+#[derive(Debug)]
+pub struct CreateSink {
+    /// The sink as a view of its query (`FROM v` is `SELECT * FROM v`).
+    pub view: CreateView,
+    pub options: Options,
+}
+
 #[derive(Debug)]
 pub enum OcStatement {
     CreateSource(CreateSource),
+    CreateSink(CreateSink),
     /// `CREATE TABLE`, with its watermark when it declares one.
     CreateTable(Box<datafusion::sql::sqlparser::ast::CreateTable>, Option<WatermarkDecl>),
     CreateView(CreateView),
@@ -119,6 +130,7 @@ pub fn parse_with_text(sql: &str) -> Result<Vec<(OcStatement, String)>, SqlError
         match &mut stmt {
             OcStatement::Standard(s) => crate::windows::rewrite(s.as_mut())?,
             OcStatement::CreateView(v) | OcStatement::ExplainCreateView(v) => crate::windows::rewrite(v.query.as_mut())?,
+            OcStatement::CreateSink(s) => crate::windows::rewrite(s.view.query.as_mut())?,
             _ => {}
         }
         out.push((stmt, text));
@@ -138,10 +150,29 @@ fn words(tokens: &[TokenWithSpan], n: usize) -> Vec<String> {
         .collect()
 }
 
-fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError> {
+fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError> {
     let w = words(&tokens, 4);
     let w: Vec<&str> = w.iter().map(String::as_str).collect();
     let dialect = PostgreSqlDialect {};
+    if let ["CREATE", "SINK", ..] = w.as_slice() {
+        // `AS SELECT ... FROM t WITH (...)`: sqlparser would take the WITH for table hints of
+        // `t`, so the sink's options are cut off first (the last top-level `WITH (`).
+        let Some(at) = sink_options_start(&tokens) else {
+            return Err(ParserError::ParserError("CREATE SINK needs WITH (connector = ...)".into()));
+        };
+        let options = tokens.split_off(at);
+        let mut head = Parser::new(&dialect).with_recursion_limit(MAX_PARSE_DEPTH).with_tokens_with_locations(tokens);
+        head.next_token();
+        head.next_token();
+        let mut tail = Parser::new(&dialect).with_tokens_with_locations(options);
+        let sink = create_sink(&mut head, &mut tail)?;
+        for p in [&mut head, &mut tail] {
+            if p.peek_token().token != Token::EOF {
+                return p.expected("end of statement", p.peek_token());
+            }
+        }
+        return Ok(OcStatement::CreateSink(sink));
+    }
     let mut p = Parser::new(&dialect).with_recursion_limit(MAX_PARSE_DEPTH).with_tokens_with_locations(tokens);
     let stmt = match w.as_slice() {
         ["CREATE", "SOURCE", ..] => {
@@ -164,6 +195,7 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError> {
         ["SHOW", "TABLES"] => show(&mut p, 2, ObjectKind::Table),
         ["SHOW", "SOURCES"] => show(&mut p, 2, ObjectKind::Source),
         ["SHOW", "MATERIALIZED", "VIEWS"] => show(&mut p, 3, ObjectKind::MaterializedView),
+        ["SHOW", "SINKS"] => show(&mut p, 2, ObjectKind::Sink),
         ["SHOW", "STATE", "TABLES"] => {
             for _ in 0..3 {
                 p.next_token();
@@ -189,6 +221,7 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError> {
         }
         ["DROP", "TABLE", ..] => drop_stmt(&mut p, 2, ObjectKind::Table)?,
         ["DROP", "SOURCE", ..] => drop_stmt(&mut p, 2, ObjectKind::Source)?,
+        ["DROP", "SINK", ..] => drop_stmt(&mut p, 2, ObjectKind::Sink)?,
         ["DROP", "MATERIALIZED", "VIEW", ..] => drop_stmt(&mut p, 3, ObjectKind::MaterializedView)?,
         _ => OcStatement::Standard(Box::new(p.parse_statement()?)),
     };
@@ -249,8 +282,51 @@ fn create_source(p: &mut Parser) -> Result<CreateSource, ParserError> {
     let if_not_exists = if_not_exists(p);
     let name = p.parse_object_name(false)?;
     let (columns, constraints) = p.parse_columns()?;
-    let options = if p.parse_keyword(Keyword::WITH) { with_options(p)? } else { Options::new() };
+    let include = include_clauses(p)?;
+    let mut options = if p.parse_keyword(Keyword::WITH) { with_options(p)? } else { Options::new() };
+    for (n, (what, column)) in include.into_iter().enumerate() {
+        options.insert(format!("include.{n}.{what}"), column);
+    }
+    format_clause(p, &mut options)?;
     Ok(CreateSource { name, if_not_exists, columns, constraints, options, watermark: None })
+}
+
+/// RisingWave's `INCLUDE partition [AS name]` clauses: connector metadata as columns. The
+/// column is named `_<what>` unless named.
+fn include_clauses(p: &mut Parser) -> Result<Vec<(String, String)>, ParserError> {
+    let mut out = vec![];
+    while p.parse_keyword(Keyword::INCLUDE) {
+        let what = p.parse_identifier()?.value.to_ascii_lowercase();
+        let column = match p.parse_keyword(Keyword::AS) {
+            true => p.parse_identifier()?.value,
+            false => format!("_{what}"),
+        };
+        out.push((what, column));
+    }
+    Ok(out)
+}
+
+/// `FORMAT PLAIN ENCODE JSON [(key = value, ...)]`, stored as the options `format`, `encode`
+/// and `encode.<key>`.
+fn format_clause(p: &mut Parser, options: &mut Options) -> Result<(), ParserError> {
+    if !p.parse_keyword(Keyword::FORMAT) {
+        return Ok(());
+    }
+    options.insert("format".into(), p.parse_identifier()?.value.to_ascii_lowercase());
+    // sqlparser has no ENCODE keyword: match the word.
+    match p.peek_token().token {
+        Token::Word(w) if w.value.eq_ignore_ascii_case("encode") => {
+            p.next_token();
+        }
+        _ => return p.expected("ENCODE after FORMAT", p.peek_token()),
+    }
+    options.insert("encode".into(), p.parse_identifier()?.value.to_ascii_lowercase());
+    if p.peek_token().token == Token::LParen {
+        for (k, v) in with_options(p)? {
+            options.insert(format!("encode.{k}"), v);
+        }
+    }
+    Ok(())
 }
 
 /// Cuts `, WATERMARK FOR col AS expr` out of a column list (sqlparser does not know it).
@@ -347,6 +423,43 @@ pub(crate) fn with_options(p: &mut Parser) -> Result<Options, ParserError> {
     }
     p.expect_token(&Token::RParen)?;
     Ok(options)
+}
+
+/// Index of the last `WITH` followed by `(` outside parentheses.
+fn sink_options_start(tokens: &[TokenWithSpan]) -> Option<usize> {
+    let mut depth = 0i32;
+    let mut found = None;
+    let significant: Vec<(usize, &Token)> = tokens.iter().enumerate().filter(|(_, t)| !matches!(t.token, Token::Whitespace(_))).map(|(i, t)| (i, &t.token)).collect();
+    for (n, (i, t)) in significant.iter().enumerate() {
+        match t {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::Word(w) if depth == 0 && w.keyword == Keyword::WITH && matches!(significant.get(n + 1), Some((_, Token::LParen))) => {
+                found = Some(*i)
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+fn create_sink(p: &mut Parser, options_p: &mut Parser) -> Result<CreateSink, ParserError> {
+    let if_not_exists = if_not_exists(p);
+    let name = p.parse_object_name(false)?;
+    let query = if p.parse_keyword(Keyword::FROM) {
+        let from = p.parse_object_name(false)?;
+        let dialect = PostgreSqlDialect {};
+        Parser::new(&dialect).try_with_sql(&format!("SELECT * FROM {from}"))?.parse_query()?
+    } else {
+        p.expect_keyword(Keyword::AS)?;
+        p.parse_query()?
+    };
+    if !options_p.parse_keyword(Keyword::WITH) {
+        return options_p.expected("WITH (connector = ...)", options_p.peek_token());
+    }
+    let mut options = with_options(options_p)?;
+    format_clause(options_p, &mut options)?;
+    Ok(CreateSink { view: CreateView { name, if_not_exists, query, emit_on_window_close: false }, options })
 }
 
 fn create_view(p: &mut Parser) -> Result<CreateView, ParserError> {

@@ -26,9 +26,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     // Roll the state back to the newest valid checkpoint, keeping tables and the catalog as
     // they are now: acknowledged writes after the checkpoint must survive.
-    let restored = openclaw_storage::checkpoint::restore(&config.data_dir, config.state_cache_bytes, |cf| {
-        cf == openclaw_sql::durable::CATALOG_CF || cf.starts_with("table_")
-    })?;
+    let restored = openclaw_storage::checkpoint::restore(&config.data_dir, config.state_cache_bytes, openclaw_sql::durable::lives_across_rollbacks)?;
     if let Some(r) = &restored {
         tracing::info!(checkpoint = r.manifest.id, carried_over = r.carried.len(), elapsed_ms = r.elapsed_ms, "state rolled back to a checkpoint");
     }

@@ -83,7 +83,7 @@ impl Connector for DatagenConnector {
         Ok(declared.clone())
     }
 
-    fn reader(&self, schema: &SchemaRef, options: &Options) -> Result<Box<dyn SourceReader>, ConnectorError> {
+    fn reader(&self, schema: &SchemaRef, options: &Options, _context: crate::ReaderContext) -> Result<Box<dyn SourceReader>, ConnectorError> {
         let rules = schema
             .fields()
             .iter()

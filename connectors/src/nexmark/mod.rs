@@ -1,6 +1,7 @@
 //! The Nexmark generator as a source: the events of the `nexmark` crate (RisingWave's
 //! nexmark-rs, the reference), built into Arrow columns chunk by chunk.
 
+pub mod json;
 mod reader;
 mod schema;
 
@@ -58,7 +59,7 @@ impl Connector for NexmarkConnector {
         Ok(declared.clone())
     }
 
-    fn reader(&self, schema: &SchemaRef, options: &Options) -> Result<Box<dyn SourceReader>, ConnectorError> {
+    fn reader(&self, schema: &SchemaRef, options: &Options, _context: crate::ReaderContext) -> Result<Box<dyn SourceReader>, ConnectorError> {
         Ok(Box::new(NexmarkReader::new(schema.clone(), options)?))
     }
 }

@@ -7,7 +7,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use nexmark::config::NexmarkConfig;
 use nexmark::event::{Event, EventType};
 use nexmark::EventGenerator;
-use openclaw_engine::source::SourceReader;
+use openclaw_engine::source::{Position, SourceReader};
 use openclaw_engine::{EngineResult, StreamChunk};
 
 use super::TableType;
@@ -40,7 +40,7 @@ pub(crate) fn config_field(key: &str) -> Option<&'static str> {
     FIELDS.iter().copied().find(|f| *f == field)
 }
 
-fn generator_config(options: &Options) -> Result<NexmarkConfig, ConnectorError> {
+pub(crate) fn generator_config(options: &Options) -> Result<NexmarkConfig, ConnectorError> {
     let mut cfg = NexmarkConfig::default();
     for key in options.keys() {
         let Some(field) = config_field(key) else { continue };
@@ -129,12 +129,15 @@ impl SourceReader for NexmarkReader {
     }
 
     /// The generator's offset among events of this table's type.
-    fn position(&self) -> Option<u64> {
-        Some(self.generator.offset())
+    fn position(&self) -> Option<Position> {
+        Some(Position::from([(String::new(), self.generator.offset())]))
     }
 
-    fn seek(&mut self, position: u64) -> EngineResult<()> {
-        self.generator = self.generator.clone().with_offset(position);
+    fn seek(&mut self, position: Position) -> EngineResult<()> {
+        let Some(&offset) = position.get("") else {
+            openclaw_engine::internal_err!("a nexmark position has one split, got {position:?}");
+        };
+        self.generator = self.generator.clone().with_offset(offset);
         Ok(())
     }
 

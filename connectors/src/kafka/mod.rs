@@ -1,0 +1,230 @@
+//! Kafka, through librdkafka (`rdkafka`): a source that assigns itself every partition of a
+//! topic, decodes record values vectorized (JSON, CSV), adds Kafka metadata columns, sends
+//! records that do not decode to the source's dead-letter table, and keeps its offsets in
+//! OpenClaw's checkpoints.
+
+mod decode;
+mod reader;
+mod sink;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use openclaw_engine::source::SourceReader;
+use rdkafka::config::ClientConfig;
+
+pub use decode::{Decoded, Encoding, ValueDecoder};
+pub use reader::KafkaReader;
+pub use sink::{KafkaSinkOperator, KafkaSinkOptions, SinkFormat, SINK_COMMITS_CF};
+
+use crate::{Connector, ConnectorError, Options, ReaderContext};
+
+/// How long `CREATE SOURCE` waits for the broker to describe the topic.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Kafka metadata a source can add as columns (`INCLUDE partition AS p`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meta {
+    Partition,
+    Offset,
+    Key,
+    Timestamp,
+    Headers,
+}
+
+impl Meta {
+    pub const ALL: [(&'static str, Meta); 5] = [
+        ("partition", Meta::Partition),
+        ("offset", Meta::Offset),
+        ("key", Meta::Key),
+        ("timestamp", Meta::Timestamp),
+        ("headers", Meta::Headers),
+    ];
+
+    fn data_type(self) -> DataType {
+        match self {
+            Meta::Partition => DataType::Int32,
+            Meta::Offset => DataType::Int64,
+            Meta::Key => DataType::Binary,
+            Meta::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+            // A JSON object of header name to value (as text).
+            Meta::Headers => DataType::Utf8,
+        }
+    }
+}
+
+/// Where a reader starts in a partition that its checkpoint has no offset for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Startup {
+    Earliest,
+    Latest,
+    /// The consumer group's committed offset (earliest when there is none).
+    GroupOffsets,
+    /// The first record at or after this time (milliseconds since the epoch).
+    Timestamp(i64),
+}
+
+/// A source's options, checked.
+#[derive(Clone)]
+pub struct KafkaOptions {
+    pub topic: String,
+    /// librdkafka settings: every `properties.*` option, prefix removed.
+    pub client: ClientConfig,
+    pub startup: Startup,
+    pub encoding: Encoding,
+    /// Metadata columns, in the order they follow the declared columns.
+    pub include: Vec<(Meta, String)>,
+}
+
+/// Options this connector knows besides `properties.*` and `include.*`.
+const KNOWN: &[&str] = &[
+    "connector", "topic", "scan.startup.mode", "scan.startup.timestamp.millis", "format", "encode",
+    "encode.delimiter", "encode.without_header",
+];
+
+impl KafkaOptions {
+    pub fn parse(options: &Options) -> Result<Self, ConnectorError> {
+        for key in options.keys() {
+            let ok = KNOWN.contains(&key.as_str()) || key.starts_with("properties.") || key.starts_with("include.");
+            if !ok {
+                return Err(ConnectorError::new(format!("unknown option \"{key}\" for connector \"kafka\""))
+                    .with_hint(format!("options are {}, and properties.* passed to librdkafka", KNOWN.join(", "))));
+            }
+        }
+        let topic = options.get("topic").cloned().ok_or_else(|| {
+            ConnectorError::new("a kafka source needs a topic").with_hint("add WITH (topic = '...')")
+        })?;
+        let mut client = ClientConfig::new();
+        for (key, value) in options.iter().filter_map(|(k, v)| Some((k.strip_prefix("properties.")?, v))) {
+            // RisingWave's spelling of the broker list.
+            let key = if key == "bootstrap.server" { "bootstrap.servers" } else { key };
+            client.set(key, value);
+        }
+        if client.get("bootstrap.servers").is_none() {
+            return Err(ConnectorError::new("a kafka source needs a broker list")
+                .with_hint("add 'properties.bootstrap.server' = 'host:9092'"));
+        }
+        Ok(Self { topic, client, startup: startup(options)?, encoding: encoding(options)?, include: include(options)? })
+    }
+
+    /// The declared columns followed by the metadata columns.
+    pub fn schema(&self, declared: &SchemaRef) -> Result<SchemaRef, ConnectorError> {
+        if declared.fields().is_empty() {
+            return Err(ConnectorError::new("a kafka source needs a column list")
+                .with_hint("declare the columns of the records, e.g. CREATE SOURCE s (auction BIGINT, price BIGINT) WITH (...)"));
+        }
+        let mut fields: Vec<Field> = declared.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for (meta, name) in &self.include {
+            if declared.field_with_name(name).is_ok() {
+                return Err(ConnectorError::new(format!("column \"{name}\" is declared and also included as Kafka metadata"))
+                    .with_hint("name the metadata column with INCLUDE ... AS another_name"));
+            }
+            fields.push(Field::new(name, meta.data_type(), true));
+        }
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// The partitions of the topic, asking the broker (blocks up to [`METADATA_TIMEOUT`]).
+    pub fn partitions(&self) -> Result<Vec<i32>, ConnectorError> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = self
+            .client
+            .create()
+            .map_err(|e| ConnectorError::new(format!("invalid kafka properties: {e}")))?;
+        let metadata = consumer.fetch_metadata(Some(&self.topic), METADATA_TIMEOUT).map_err(|e| {
+            ConnectorError::new(format!("could not reach the kafka brokers: {e}"))
+                .with_hint(format!("check 'properties.bootstrap.server' ({})", self.client.get("bootstrap.servers").unwrap_or("")))
+        })?;
+        let topic = metadata.topics().iter().find(|t| t.name() == self.topic);
+        match topic {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(t.partitions().iter().map(|p| p.id()).collect())
+            }
+            _ => Err(ConnectorError::new(format!("kafka topic \"{}\" does not exist", self.topic))
+                .with_hint("create the topic first (kafka-topics.sh --create, rpk topic create)")),
+        }
+    }
+}
+
+fn startup(options: &Options) -> Result<Startup, ConnectorError> {
+    let mode = options.get("scan.startup.mode").map(|m| m.to_ascii_lowercase());
+    match mode.as_deref() {
+        None | Some("earliest") => Ok(Startup::Earliest),
+        Some("latest") => Ok(Startup::Latest),
+        Some("group-offsets") => Ok(Startup::GroupOffsets),
+        Some("timestamp") => {
+            let ms = crate::parse_opt::<i64>(options, "scan.startup.timestamp.millis")?.ok_or_else(|| {
+                ConnectorError::new("scan.startup.mode 'timestamp' needs 'scan.startup.timestamp.millis'")
+            })?;
+            Ok(Startup::Timestamp(ms))
+        }
+        Some(other) => Err(ConnectorError::new(format!("invalid value for option \"scan.startup.mode\": \"{other}\""))
+            .with_hint("use 'earliest', 'latest', 'group-offsets' or 'timestamp'")),
+    }
+}
+
+fn encoding(options: &Options) -> Result<Encoding, ConnectorError> {
+    if let Some(f) = options.get("format").filter(|f| !f.eq_ignore_ascii_case("plain")) {
+        return Err(ConnectorError::new(format!("FORMAT {} is not supported for kafka sources", f.to_uppercase()))
+            .with_hint("use FORMAT PLAIN"));
+    }
+    match options.get("encode").map(|e| e.to_ascii_lowercase()).as_deref() {
+        None | Some("json") => Ok(Encoding::Json),
+        Some("csv") => {
+            let delimiter = match options.get("encode.delimiter").map(|d| d.as_bytes()) {
+                None => b',',
+                Some([d]) => *d,
+                Some(_) => return Err(ConnectorError::new("the CSV delimiter must be one byte")),
+            };
+            if options.get("encode.without_header").is_some_and(|v| v.eq_ignore_ascii_case("false")) {
+                return Err(ConnectorError::new("kafka CSV records have no header line")
+                    .with_hint("each record is one line; drop without_header"));
+            }
+            Ok(Encoding::Csv { delimiter })
+        }
+        Some("avro") => Err(ConnectorError::new("ENCODE AVRO is not supported yet").with_hint("use ENCODE JSON or ENCODE CSV")),
+        Some(other) => Err(ConnectorError::new(format!("ENCODE {} is not supported", other.to_uppercase()))
+            .with_hint("use ENCODE JSON or ENCODE CSV")),
+    }
+}
+
+fn include(options: &Options) -> Result<Vec<(Meta, String)>, ConnectorError> {
+    // Sorted by the position the parser recorded (`include.<n>.<what>`), i.e. as written.
+    let mut out = vec![];
+    for (key, column) in options.iter().filter_map(|(k, v)| Some((k.strip_prefix("include.")?, v))) {
+        let (n, what) = key.split_once('.').unwrap_or(("0", key));
+        let meta = Meta::ALL.iter().find(|(w, _)| *w == what).map(|(_, m)| *m).ok_or_else(|| {
+            ConnectorError::new(format!("INCLUDE {what} is not available for kafka"))
+                .with_hint("kafka sources can INCLUDE partition, offset, key, timestamp and headers")
+        })?;
+        let n: usize = n.parse().map_err(|_| ConnectorError::new(format!("invalid option \"include.{key}\"")))?;
+        out.push((n, meta, column.clone()));
+    }
+    out.sort_by_key(|(n, ..)| *n);
+    Ok(out.into_iter().map(|(_, m, c)| (m, c)).collect())
+}
+
+pub struct KafkaConnector;
+
+impl Connector for KafkaConnector {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn validate(&self, declared: &SchemaRef, options: &Options) -> Result<SchemaRef, ConnectorError> {
+        let parsed = KafkaOptions::parse(options)?;
+        let schema = parsed.schema(declared)?;
+        parsed.partitions()?;
+        Ok(schema)
+    }
+
+    fn has_dead_letters(&self) -> bool {
+        true
+    }
+
+    fn reader(&self, schema: &SchemaRef, options: &Options, context: ReaderContext) -> Result<Box<dyn SourceReader>, ConnectorError> {
+        let parsed = KafkaOptions::parse(options)?;
+        Ok(Box::new(KafkaReader::new(schema.clone(), parsed, context)?))
+    }
+}

@@ -1,0 +1,386 @@
+//! Reads every partition of one topic with one consumer, assigned by hand (no group
+//! rebalancing): OpenClaw's checkpoints own the offsets, as in Flink. Offsets are also
+//! committed to the consumer group, but only so that lag shows in Kafka's own tools.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, BinaryBuilder, Int32Array, Int64Array, RecordBatch, StringBuilder, TimestampMillisecondBuilder};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use openclaw_engine::dead_letters::{DeadLetter, DeadLetterTable};
+use openclaw_engine::source::{Position, SourceProgress, SourceReader};
+use openclaw_engine::{EngineError, EngineResult, StreamChunk};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{KafkaOptions, Meta, Startup, ValueDecoder};
+use crate::{ConnectorError, ReaderContext};
+
+/// Longest one `next_chunk` collects records, so that barriers pass promptly.
+const POLL_BUDGET: Duration = Duration::from_millis(50);
+/// Once some records are in hand, how long to wait for more before returning them.
+const LINGER: Duration = Duration::from_millis(5);
+/// Empty polls in a row (of up to [`POLL_BUDGET`] each) after which a waiting FLUSH takes the
+/// reader to be at the end of its partitions.
+const IDLE_POLLS_AT_END: u32 = 20;
+/// How often the lag (high watermark minus position) is refreshed.
+const LAG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One record's bytes and metadata, copied out of librdkafka's buffer.
+struct Record {
+    partition: i32,
+    offset: i64,
+    timestamp_ms: Option<i64>,
+    key: Option<Vec<u8>>,
+    headers: Option<String>,
+    value: Option<Vec<u8>>,
+}
+
+pub struct KafkaReader {
+    schema: SchemaRef,
+    options: KafkaOptions,
+    consumer: StreamConsumer,
+    decoder: ValueDecoder,
+    /// Columns of the record value (the declared ones), a prefix of `schema`.
+    value_columns: usize,
+    /// The next offset to read in each partition: the position stored in checkpoints.
+    next_offsets: BTreeMap<i32, i64>,
+    assigned: bool,
+    /// Partitions assigned, in order.
+    partitions: Vec<i32>,
+    /// Where a waiting FLUSH wants the reader to get: each partition's end offset then.
+    flush_target: Option<BTreeMap<i32, i64>>,
+    /// Polls in a row that found nothing.
+    idle_polls: u32,
+    /// The partition of each row of the last chunk (watermarks are per partition).
+    row_partitions: Vec<i32>,
+    progress: Arc<SourceProgress>,
+    dead_letters: Option<Arc<DeadLetterTable>>,
+    lag_checked: Instant,
+}
+
+impl KafkaReader {
+    pub fn new(schema: SchemaRef, mut options: KafkaOptions, context: ReaderContext) -> Result<Self, ConnectorError> {
+        let value_columns = schema.fields().len() - options.include.len();
+        let value_schema = Arc::new(Schema::new(schema.fields()[..value_columns].to_vec()));
+        if options.client.get("group.id").is_none() {
+            options.client.set("group.id", format!("openclaw-{}", context.source));
+        }
+        let consumer: StreamConsumer = options
+            .client
+            .clone()
+            // Positions come from checkpoints; the group's offsets are only for monitoring.
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "true")
+            .set("enable.partition.eof", "false")
+            // An offset that retention deleted is an error, not a silent jump (a loss).
+            .set("auto.offset.reset", options.client.get("auto.offset.reset").unwrap_or("error"))
+            .set("isolation.level", options.client.get("isolation.level").unwrap_or("read_committed"))
+            .create()
+            .map_err(|e| ConnectorError::new(format!("invalid kafka properties: {e}")))?;
+        let decoder = ValueDecoder::new(value_schema, options.encoding.clone());
+        Ok(Self {
+            schema,
+            options,
+            consumer,
+            decoder,
+            value_columns,
+            next_offsets: BTreeMap::new(),
+            assigned: false,
+            partitions: vec![],
+            flush_target: None,
+            idle_polls: 0,
+            row_partitions: vec![],
+            progress: context.progress,
+            dead_letters: context.dead_letters,
+            lag_checked: Instant::now(),
+        })
+    }
+
+    /// Assigns every partition of the topic: at its checkpointed offset, or where the startup
+    /// mode says for partitions the checkpoint does not know.
+    fn assign(&mut self) -> EngineResult<()> {
+        let partitions = tokio::task::block_in_place(|| self.options.partitions())
+            .map_err(|e| EngineError::Execution(e.message))?;
+        let mut list = TopicPartitionList::new();
+        for p in partitions {
+            let offset = match (self.next_offsets.get(&p), self.options.startup) {
+                (Some(&o), _) => Offset::Offset(o),
+                (None, Startup::Earliest) => Offset::Beginning,
+                (None, Startup::Latest) => Offset::End,
+                (None, Startup::GroupOffsets) => Offset::Stored,
+                (None, Startup::Timestamp(_)) => Offset::Beginning,
+            };
+            list.add_partition_offset(&self.options.topic, p, offset).map_err(kafka_err)?;
+        }
+        if let Startup::Timestamp(ms) = self.options.startup {
+            let fresh: Vec<i32> = list.elements().iter().filter(|e| !self.next_offsets.contains_key(&e.partition())).map(|e| e.partition()).collect();
+            if !fresh.is_empty() {
+                let mut query = TopicPartitionList::new();
+                for p in &fresh {
+                    query.add_partition_offset(&self.options.topic, *p, Offset::Offset(ms)).map_err(kafka_err)?;
+                }
+                let found = tokio::task::block_in_place(|| self.consumer.offsets_for_times(query, super::METADATA_TIMEOUT)).map_err(kafka_err)?;
+                for e in found.elements() {
+                    list.set_partition_offset(&self.options.topic, e.partition(), e.offset()).map_err(kafka_err)?;
+                }
+            }
+        }
+        self.consumer.assign(&list).map_err(kafka_err)?;
+        self.partitions = list.elements().iter().map(|e| e.partition()).collect();
+        tracing::info!(topic = %self.options.topic, partitions = list.count(), resumed = !self.next_offsets.is_empty(), "kafka reader assigned");
+        self.assigned = true;
+        Ok(())
+    }
+
+    /// Collects records until `max_rows`, or the poll budget is spent.
+    async fn poll(&mut self, max_rows: usize) -> EngineResult<Vec<Record>> {
+        let started = Instant::now();
+        let mut records = Vec::with_capacity(max_rows.min(4096));
+        while records.len() < max_rows {
+            let mut deadline = started + POLL_BUDGET;
+            if !records.is_empty() {
+                deadline = deadline.min(Instant::now() + LINGER);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left, self.consumer.recv()).await {
+                Err(_) => break, // nothing more for now
+                Ok(Ok(m)) => records.push(copy(&m)),
+                Ok(Err(e)) if is_fatal(&e) => return Err(EngineError::External(format!("kafka: {e}"))),
+                Ok(Err(e)) => {
+                    // librdkafka retries broker errors itself: log and go on.
+                    tracing::warn!(topic = %self.options.topic, error = %e, "kafka consumer error");
+                    break;
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Decodes `records` into a chunk of the source's schema; the rest go to the dead letters.
+    fn decode(&mut self, records: &[Record]) -> EngineResult<RecordBatch> {
+        let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_deref().unwrap_or(b"")).collect();
+        let mut decoded = self.decoder.decode(&values);
+        for (i, r) in records.iter().enumerate() {
+            if r.value.is_none() {
+                // A tombstone is not a row of a plain source; it is kept as a dead letter too.
+                decoded.bad.retain(|(b, _)| *b != i);
+                decoded.bad.push((i, "the record has no value (a tombstone)".into()));
+            }
+        }
+        if !decoded.bad.is_empty() {
+            let letters: Vec<DeadLetter> = decoded
+                .bad
+                .iter()
+                .map(|(i, error)| {
+                    let r = &records[*i];
+                    DeadLetter { partition: r.partition, offset: r.offset, timestamp_ms: r.timestamp_ms, error: error.clone(), payload: r.value.clone() }
+                })
+                .collect();
+            if let Some(table) = &self.dead_letters {
+                table.write(&letters)?;
+            }
+            self.progress.dead_letters.fetch_add(letters.len() as u64, Ordering::Relaxed);
+            tracing::debug!(topic = %self.options.topic, count = letters.len(), "records sent to the dead-letter table");
+        }
+        self.row_partitions = decoded.good.iter().map(|&i| records[i].partition).collect();
+        self.with_metadata(decoded.batch, &decoded.good, records)
+    }
+
+    /// Appends the metadata columns of the good records to their decoded values, and casts the
+    /// values to the declared types.
+    fn with_metadata(&self, values: RecordBatch, good: &[usize], records: &[Record]) -> EngineResult<RecordBatch> {
+        let mut columns: Vec<ArrayRef> = values.columns().to_vec();
+        debug_assert_eq!(columns.len(), self.value_columns);
+        for (meta, _) in &self.options.include {
+            let rows = good.iter().map(|&i| &records[i]);
+            let column: ArrayRef = match meta {
+                Meta::Partition => Arc::new(Int32Array::from_iter_values(rows.map(|r| r.partition))),
+                Meta::Offset => Arc::new(Int64Array::from_iter_values(rows.map(|r| r.offset))),
+                Meta::Key => {
+                    let mut b = BinaryBuilder::new();
+                    rows.for_each(|r| b.append_option(r.key.as_deref()));
+                    Arc::new(b.finish())
+                }
+                Meta::Timestamp => {
+                    let mut b = TimestampMillisecondBuilder::new().with_timezone("+00:00");
+                    rows.for_each(|r| b.append_option(r.timestamp_ms));
+                    Arc::new(b.finish())
+                }
+                Meta::Headers => {
+                    let mut b = StringBuilder::new();
+                    rows.for_each(|r| b.append_option(r.headers.as_deref()));
+                    Arc::new(b.finish())
+                }
+            };
+            columns.push(column);
+        }
+        let columns = columns
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { cast(c, f.data_type()) })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
+    fn assignment(&self) -> Vec<i32> {
+        self.partitions.clone()
+    }
+
+    fn refresh_lag(&mut self) {
+        if self.lag_checked.elapsed() < LAG_INTERVAL {
+            return;
+        }
+        self.lag_checked = Instant::now();
+        let mut lag = 0i64;
+        for &p in &self.partitions {
+            let next = self.next_offsets.get(&p).copied().unwrap_or(0);
+            if let Some(high) = cached_high_watermark(&self.consumer, &self.options.topic, p) {
+                lag += (high - next).max(0);
+            }
+        }
+        self.progress.lag.store(lag, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl SourceReader for KafkaReader {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    async fn next_chunk(&mut self, max_rows: usize) -> EngineResult<Option<StreamChunk>> {
+        if !self.assigned {
+            self.assign()?;
+        }
+        let records = self.poll(max_rows).await?;
+        self.refresh_lag();
+        if records.is_empty() {
+            self.idle_polls = self.idle_polls.saturating_add(1);
+            return Ok(Some(StreamChunk::inserts(RecordBatch::new_empty(self.schema.clone()))));
+        }
+        self.idle_polls = 0;
+        let bytes: usize = records.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len())).sum();
+        let batch = self.decode(&records)?;
+        // Only now, with the dead letters stored, does the position pass these records.
+        for r in &records {
+            let next = self.next_offsets.entry(r.partition).or_insert(0);
+            debug_assert!(r.offset >= *next || *next == 0, "offsets go forward within a partition");
+            *next = r.offset + 1;
+        }
+        self.progress.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        Ok(Some(StreamChunk::inserts(batch)))
+    }
+
+    fn is_bounded(&self) -> bool {
+        false
+    }
+
+    fn begin_flush(&mut self) -> bool {
+        if !self.assigned {
+            if let Err(e) = self.assign() {
+                tracing::warn!(topic = %self.options.topic, error = %e, "FLUSH does not wait for kafka");
+                return false;
+            }
+        }
+        let mut target = BTreeMap::new();
+        for p in self.assignment() {
+            let found = tokio::task::block_in_place(|| self.consumer.fetch_watermarks(&self.options.topic, p, super::METADATA_TIMEOUT));
+            match found {
+                Ok((_, high)) => {
+                    target.insert(p, high);
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.options.topic, partition = p, error = %e, "FLUSH does not wait for kafka");
+                    return false;
+                }
+            }
+        }
+        self.flush_target = Some(target);
+        self.idle_polls = 0;
+        !self.caught_up()
+    }
+
+    fn caught_up(&self) -> bool {
+        let Some(target) = &self.flush_target else { return true };
+        // Transaction markers take offsets that are never delivered: a reader that found
+        // nothing for a second is at the end too.
+        self.idle_polls >= IDLE_POLLS_AT_END || target.iter().all(|(p, &high)| self.next_offsets.get(p).copied().unwrap_or(0) >= high)
+    }
+
+    fn row_splits(&self) -> Option<&[i32]> {
+        Some(&self.row_partitions)
+    }
+
+    fn position(&self) -> Option<Position> {
+        // Before assignment the reader is where it was told to be (or nowhere yet).
+        Some(self.next_offsets.iter().map(|(p, o)| (format!("p{p}"), *o as u64)).collect())
+    }
+
+    fn seek(&mut self, position: Position) -> EngineResult<()> {
+        if self.assigned {
+            openclaw_engine::internal_err!("a kafka reader seeks before it starts reading");
+        }
+        for (split, offset) in position {
+            let Some(p) = split.strip_prefix('p').and_then(|p| p.parse::<i32>().ok()) else {
+                openclaw_engine::internal_err!("a kafka position names partitions as p<n>, got \"{split}\"");
+            };
+            self.next_offsets.insert(p, offset as i64);
+        }
+        Ok(())
+    }
+}
+
+fn copy(m: &BorrowedMessage<'_>) -> Record {
+    let headers = m.headers().map(|h| {
+        let map: serde_json::Map<String, serde_json::Value> = h
+            .iter()
+            .map(|h| (h.key.to_string(), h.value.map_or(serde_json::Value::Null, |v| String::from_utf8_lossy(v).into())))
+            .collect();
+        serde_json::Value::Object(map).to_string()
+    });
+    Record {
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp_ms: m.timestamp().to_millis(),
+        key: m.key().map(<[u8]>::to_vec),
+        headers,
+        value: m.payload().map(<[u8]>::to_vec),
+    }
+}
+
+/// The partition's end offset as librdkafka last saw it in a fetch response (no request is
+/// made, unlike `fetch_watermarks`); `None` before the first fetch.
+fn cached_high_watermark(consumer: &StreamConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer lives as long as `consumer`; the topic is a valid C string
+    // for the call, and librdkafka only writes the two out-parameters.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(consumer.client().native_ptr(), topic.as_ptr(), partition, &mut low, &mut high)
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+}
+
+fn is_fatal(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    // An offset deleted by retention (auto.offset.reset = error) would otherwise be skipped
+    // records: the view fails instead, saying so.
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::Fatal | C::TopicAuthorizationFailed | C::GroupAuthorizationFailed | C::SaslAuthenticationFailed | C::AutoOffsetReset | C::OffsetOutOfRange)
+    )
+}
+
+fn kafka_err(e: rdkafka::error::KafkaError) -> EngineError {
+    EngineError::External(format!("kafka: {e}"))
+}
+

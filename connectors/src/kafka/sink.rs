@@ -1,0 +1,529 @@
+//! A Kafka sink: the changelog of a view, encoded as JSON records, written exactly once with
+//! Kafka transactions committed after OpenClaw's checkpoints.
+//!
+//! Two-phase commit, as in Flink: the operator appends each chunk's records to a buffer in the
+//! state store (so the buffer is part of every checkpoint); at a checkpoint barrier it hands
+//! the committer the buffer's end. Once that checkpoint is durable, the committer produces the
+//! records in one transaction, together with a marker (a transactional offset commit of the
+//! buffer's end for the group `openclaw-sink-<name>`), commits, and trims the buffer. After a
+//! crash, the restored buffer holds what the restored checkpoint saw; the marker tells which of
+//! it Kafka already has, and the rest is produced again in a new transaction. A
+//! `read_committed` consumer sees every record once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use openclaw_engine::{Barrier, EngineError, EngineResult, ObjectId, Op, Operator, OperatorContext, StreamChunk};
+use openclaw_storage::{StateWrite, Store};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use crate::{ConnectorError, Options};
+
+/// The column family where sinks note what they have committed to Kafka (sink id → buffer
+/// position). Like tables, it is carried over when a restart rolls state back: it describes
+/// the outside world, not the dataflow.
+pub const SINK_COMMITS_CF: &str = "sink_commits";
+
+/// How long one transaction step (init, commit, marker) may take before it is retried.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Checkpoints whose records wait to be committed, at most (the operator waits beyond it).
+const PENDING_COMMITS: usize = 16;
+
+/// The record envelope (`FORMAT PLAIN | UPSERT | DEBEZIUM`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkFormat {
+    /// Inserts only: a retraction fails the sink.
+    Plain,
+    /// Key (the primary key as JSON) and row; a deleted key gets a tombstone (null value).
+    Upsert,
+    /// Debezium's `{"before", "after", "op", "ts_ms"}`, keyed like UPSERT.
+    Debezium,
+}
+
+/// A sink's options, checked.
+#[derive(Clone)]
+pub struct KafkaSinkOptions {
+    pub topic: String,
+    pub client: ClientConfig,
+    pub format: SinkFormat,
+    /// Columns of the key, by name; all columns when not given.
+    pub primary_key: Option<Vec<String>>,
+    /// Transactions committed on checkpoints; `false` is at least once (idempotent producer).
+    pub exactly_once: bool,
+}
+
+const KNOWN: &[&str] = &["connector", "topic", "primary_key", "sink.exactly_once", "format", "encode"];
+
+impl KafkaSinkOptions {
+    pub fn parse(options: &Options) -> Result<Self, ConnectorError> {
+        for key in options.keys() {
+            if !(KNOWN.contains(&key.as_str()) || key.starts_with("properties.")) {
+                return Err(ConnectorError::new(format!("unknown option \"{key}\" for a kafka sink"))
+                    .with_hint(format!("options are {}, and properties.* passed to librdkafka", KNOWN.join(", "))));
+            }
+        }
+        let topic = options.get("topic").cloned().ok_or_else(|| ConnectorError::new("a kafka sink needs a topic").with_hint("add WITH (topic = '...')"))?;
+        let mut client = ClientConfig::new();
+        for (key, value) in options.iter().filter_map(|(k, v)| Some((k.strip_prefix("properties.")?, v))) {
+            client.set(if key == "bootstrap.server" { "bootstrap.servers" } else { key }, value);
+        }
+        if client.get("bootstrap.servers").is_none() {
+            return Err(ConnectorError::new("a kafka sink needs a broker list").with_hint("add 'properties.bootstrap.server' = 'host:9092'"));
+        }
+        let format = match options.get("format").map(|f| f.to_ascii_lowercase()).as_deref() {
+            None | Some("plain") => SinkFormat::Plain,
+            Some("upsert") => SinkFormat::Upsert,
+            Some("debezium") => SinkFormat::Debezium,
+            Some(other) => {
+                return Err(ConnectorError::new(format!("FORMAT {} is not supported for kafka sinks", other.to_uppercase()))
+                    .with_hint("use FORMAT PLAIN, UPSERT or DEBEZIUM"))
+            }
+        };
+        match options.get("encode").map(|e| e.to_ascii_lowercase()).as_deref() {
+            None | Some("json") => {}
+            Some(other) => {
+                return Err(ConnectorError::new(format!("ENCODE {} is not supported for kafka sinks yet", other.to_uppercase()))
+                    .with_hint("use ENCODE JSON"))
+            }
+        }
+        let primary_key = options.get("primary_key").map(|k| k.split(',').map(|c| c.trim().to_string()).collect());
+        let exactly_once = !options.get("sink.exactly_once").is_some_and(|v| v.eq_ignore_ascii_case("false"));
+        Ok(Self { topic, client, format, primary_key, exactly_once })
+    }
+
+    /// Column indexes of the key in `schema`.
+    pub fn key_columns(&self, schema: &SchemaRef) -> Result<Vec<usize>, ConnectorError> {
+        match &self.primary_key {
+            None => Ok((0..schema.fields().len()).collect()),
+            Some(cols) => cols
+                .iter()
+                .map(|c| {
+                    schema.index_of(c).map_err(|_| {
+                        ConnectorError::new(format!("primary_key column \"{c}\" is not a column of the sink's query"))
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Checks that the broker is reachable and the topic exists.
+    pub fn validate(&self) -> Result<(), ConnectorError> {
+        let source = super::KafkaOptions {
+            topic: self.topic.clone(),
+            client: self.client.clone(),
+            startup: super::Startup::Earliest,
+            encoding: super::Encoding::Json,
+            include: vec![],
+        };
+        source.partitions().map(|_| ())
+    }
+}
+
+/// One Kafka record as buffered: key and value (a tombstone has none).
+#[derive(Debug, Clone, PartialEq)]
+struct SinkRecord {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+}
+
+impl SinkRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(10 + self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len));
+        for part in [&self.key, &self.value] {
+            match part {
+                Some(bytes) => {
+                    out.push(1);
+                    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                    out.extend_from_slice(bytes);
+                }
+                None => out.push(0),
+            }
+        }
+        out
+    }
+
+    fn decode(mut bytes: &[u8]) -> EngineResult<Self> {
+        let mut part = || -> EngineResult<Option<Vec<u8>>> {
+            let (&flag, rest) = bytes.split_first().ok_or_else(|| EngineError::Internal("truncated sink record".into()))?;
+            bytes = rest;
+            if flag == 0 {
+                return Ok(None);
+            }
+            if bytes.len() < 4 {
+                openclaw_engine::internal_err!("truncated sink record");
+            }
+            let len = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
+            let Some(data) = bytes.get(4..4 + len) else { openclaw_engine::internal_err!("truncated sink record") };
+            let data = data.to_vec();
+            bytes = &bytes[4 + len..];
+            Ok(Some(data))
+        };
+        let key = part()?;
+        let value = part()?;
+        Ok(Self { key, value })
+    }
+}
+
+/// Rows of a batch as JSON objects, one per row (arrow-json's writer, vectorized).
+fn json_rows(batch: &RecordBatch) -> EngineResult<Vec<Vec<u8>>> {
+    use datafusion::arrow::json::writer::{JsonArray, WriterBuilder};
+    let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(Vec::new());
+    writer.write(batch)?;
+    writer.finish()?;
+    let array: Vec<serde_json::Value> = serde_json::from_slice(&writer.into_inner()).map_err(|e| EngineError::Internal(format!("json rows: {e}")))?;
+    Ok(array.into_iter().map(|v| v.to_string().into_bytes()).collect())
+}
+
+/// Encodes a changelog chunk into records of `format`.
+fn encode_chunk(chunk: &StreamChunk, format: SinkFormat, key_columns: &[usize], now_ms: i64) -> EngineResult<Vec<SinkRecord>> {
+    let batch = chunk.batch();
+    let rows = json_rows(batch)?;
+    let keys = match format {
+        SinkFormat::Plain => vec![],
+        _ => json_rows(&batch.project(key_columns)?)?,
+    };
+    let ops = chunk.ops();
+    let mut out = Vec::with_capacity(rows.len());
+    let mut i = 0;
+    while i < rows.len() {
+        let op = ops[i];
+        match format {
+            SinkFormat::Plain => match op {
+                Op::Insert | Op::UpdateInsert => out.push(SinkRecord { key: None, value: Some(rows[i].clone()) }),
+                Op::Delete | Op::UpdateDelete => {
+                    return Err(EngineError::NotSupported(
+                        "a FORMAT PLAIN sink got a delete or update: its query is not append-only (use FORMAT UPSERT or DEBEZIUM)".into(),
+                    ))
+                }
+            },
+            SinkFormat::Upsert => {
+                let value = matches!(op, Op::Insert | Op::UpdateInsert).then(|| rows[i].clone());
+                // An update that keeps its key is one record, not a tombstone and a row.
+                let same_key_update = op == Op::UpdateDelete && ops.get(i + 1) == Some(&Op::UpdateInsert) && keys[i] == keys[i + 1];
+                if !same_key_update {
+                    out.push(SinkRecord { key: Some(keys[i].clone()), value });
+                }
+            }
+            SinkFormat::Debezium => {
+                let row = |j: usize| String::from_utf8_lossy(&rows[j]).into_owned();
+                let (key, before, after, code) = match op {
+                    Op::UpdateDelete if ops.get(i + 1) == Some(&Op::UpdateInsert) && keys[i] == keys[i + 1] => {
+                        i += 1;
+                        (i, row(i - 1), row(i), "u")
+                    }
+                    Op::Insert | Op::UpdateInsert => (i, "null".into(), row(i), "c"),
+                    Op::Delete | Op::UpdateDelete => (i, row(i), "null".into(), "d"),
+                };
+                let value = format!(r#"{{"before":{before},"after":{after},"op":"{code}","ts_ms":{now_ms}}}"#);
+                out.push(SinkRecord { key: Some(keys[key].clone()), value: Some(value.into_bytes()) });
+            }
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// The sink's buffer in the state store: records by sequence number (u64, big endian).
+#[derive(Clone)]
+struct Buffer {
+    store: Store,
+    cf: Arc<str>,
+}
+
+impl Buffer {
+    fn append(&self, next_seq: &mut u64, records: &[SinkRecord]) -> EngineResult<()> {
+        let mut write = StateWrite::default();
+        for r in records {
+            write.put(&self.cf, next_seq.to_be_bytes().to_vec(), r.encode());
+            *next_seq += 1;
+        }
+        Ok(self.store.write(write)?)
+    }
+
+    /// Records with sequence numbers in `from..to`, in order.
+    fn read(&self, from: u64, to: u64) -> EngineResult<Vec<SinkRecord>> {
+        let mut out = vec![];
+        let mut failed = None;
+        let after = from.checked_sub(1).map(u64::to_be_bytes);
+        self.store.scan_from(&self.cf, after.as_ref().map(|a| a.as_slice()), None, |k, v| {
+            let seq = u64::from_be_bytes(k.try_into().expect("8-byte sequence number"));
+            if seq >= to {
+                return false;
+            }
+            match SinkRecord::decode(v) {
+                Ok(r) => out.push(r),
+                Err(e) => failed = Some(e),
+            }
+            failed.is_none()
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// The sequence number after the last buffered record (0 when empty).
+    fn end(&self) -> EngineResult<u64> {
+        let mut last = None;
+        self.store.scan(&self.cf, None, |k, _| {
+            last = Some(u64::from_be_bytes(k.try_into().expect("8-byte sequence number")));
+            true
+        })?;
+        Ok(last.map_or(0, |l| l + 1))
+    }
+
+    fn trim(&self, to: u64) -> EngineResult<()> {
+        Ok(self.store.delete_range(&self.cf, &0u64.to_be_bytes(), &to.to_be_bytes())?)
+    }
+}
+
+/// The last operator of a sink's dataflow.
+pub struct KafkaSinkOperator {
+    object: ObjectId,
+    name: String,
+    options: KafkaSinkOptions,
+    key_columns: Vec<usize>,
+    buffer: Buffer,
+    next_seq: u64,
+    commits: Option<mpsc::Sender<(u64, u64)>>,
+}
+
+impl KafkaSinkOperator {
+    /// `buffer_cf`: a column family of the sink's own, created by the caller.
+    pub fn new(object: ObjectId, name: &str, schema: &SchemaRef, options: KafkaSinkOptions, store: Store, buffer_cf: &str) -> Result<Self, ConnectorError> {
+        let key_columns = options.key_columns(schema)?;
+        Ok(Self {
+            object,
+            name: name.to_string(),
+            options,
+            key_columns,
+            buffer: Buffer { store, cf: Arc::from(buffer_cf) },
+            next_seq: 0,
+            commits: None,
+        })
+    }
+
+    fn group(&self) -> String {
+        format!("openclaw-sink-{}", self.name)
+    }
+}
+
+#[async_trait]
+impl Operator for KafkaSinkOperator {
+    fn name(&self) -> String {
+        format!("KafkaSink({})", self.options.topic)
+    }
+
+    async fn on_start(&mut self, ctx: &mut OperatorContext) -> EngineResult<()> {
+        let committer = Committer::new(&self.options, &self.group(), self.buffer.clone(), self.object)?;
+        let (marker, committer) = tokio::task::spawn_blocking(move || committer.recover().map(|m| (m, committer)))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))??;
+        // Records below the marker are in Kafka already; the rest of the restored buffer is
+        // produced again, first.
+        self.buffer.trim(marker)?;
+        self.next_seq = self.buffer.end()?.max(marker);
+        let (tx, rx) = mpsc::channel(PENDING_COMMITS);
+        tx.send((0, self.next_seq)).await.map_err(|_| EngineError::Closed)?;
+        let coordinator = ctx.coordinator.clone();
+        coordinator.register_external(self.object);
+        let span = tracing::info_span!("kafka sink", sink = %self.name);
+        tokio::spawn(tracing::Instrument::instrument(committer.run(marker, rx, coordinator, self.object), span));
+        self.commits = Some(tx);
+        Ok(())
+    }
+
+    async fn process_batch(&mut self, _input: usize, chunk: StreamChunk, _ctx: &mut OperatorContext) -> EngineResult<()> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let records = encode_chunk(&chunk, self.options.format, &self.key_columns, now_ms)?;
+        self.buffer.append(&mut self.next_seq, &records)
+    }
+
+    async fn handle_checkpoint(&mut self, barrier: &Barrier, ctx: &mut OperatorContext) -> EngineResult<()> {
+        if barrier.checkpoint {
+            if let Some(tx) = &self.commits {
+                tx.send((barrier.epoch, self.next_seq)).await.map_err(|_| EngineError::Closed)?;
+            }
+        }
+        ctx.coordinator.ack(self.object, barrier.epoch);
+        Ok(())
+    }
+}
+
+/// Produces buffered records to Kafka once their checkpoint is durable.
+struct Committer {
+    topic: String,
+    producer: ThreadedProducer<DefaultProducerContext>,
+    /// For the marker: the group's metadata and its committed offset.
+    consumer: BaseConsumer,
+    buffer: Buffer,
+    exactly_once: bool,
+    /// This sink's key in [`SINK_COMMITS_CF`].
+    sink: ObjectId,
+}
+
+impl Committer {
+    fn new(options: &KafkaSinkOptions, group: &str, buffer: Buffer, sink: ObjectId) -> EngineResult<Self> {
+        buffer.store.create_cf(SINK_COMMITS_CF, openclaw_storage::CfKind::Plain)?;
+        let mut producer = options.client.clone();
+        let linger = producer.get("linger.ms").unwrap_or("5").to_string();
+        producer.set("enable.idempotence", "true").set("linger.ms", linger);
+        if options.exactly_once {
+            producer.set("transactional.id", producer.get("transactional.id").unwrap_or(group).to_string());
+        }
+        let producer: ThreadedProducer<DefaultProducerContext> = producer.create().map_err(kafka_err)?;
+        let consumer: BaseConsumer = options
+            .client
+            .clone()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .map_err(kafka_err)?;
+        Ok(Self { topic: options.topic.clone(), producer, consumer, buffer, exactly_once: options.exactly_once, sink })
+    }
+
+    /// The buffer position this sink noted after its last commit (0 before the first).
+    fn noted(&self) -> EngineResult<u64> {
+        let found = self.buffer.store.multi_get(SINK_COMMITS_CF, &[&self.sink.to_be_bytes()])?;
+        Ok(match found.first().and_then(|v| v.as_deref()) {
+            Some(v) => u64::from_be_bytes(v.try_into().map_err(|_| EngineError::Internal("bad sink commit record".into()))?),
+            None => 0,
+        })
+    }
+
+    /// Fences earlier producers of this sink (aborting their open transaction) and returns
+    /// the marker: the buffer position Kafka has every record before. That is the larger of
+    /// the marker committed in the last transaction (exact) and the position noted locally
+    /// after it (which a crash between Kafka's commit and the note can leave behind; brokers
+    /// that do not keep transactional offset commits, such as librdkafka's mock, have only it).
+    fn recover(&self) -> EngineResult<u64> {
+        let noted = self.noted()?;
+        if !self.exactly_once {
+            return Ok(noted);
+        }
+        self.producer.init_transactions(TXN_TIMEOUT).map_err(kafka_err)?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, 0);
+        let committed = self.consumer.committed_offsets(tpl, TXN_TIMEOUT).map_err(kafka_err)?;
+        let marker = committed.elements().first().and_then(|e| match e.offset() {
+            Offset::Offset(o) if o >= 0 => Some(o as u64),
+            _ => None,
+        });
+        let marker = marker.unwrap_or(0).max(noted);
+        tracing::info!(topic = %self.topic, marker, noted, "kafka sink recovered");
+        Ok(marker)
+    }
+
+    /// Commits each checkpoint's records once it is durable, in order, retrying failures;
+    /// tells the coordinator which checkpoint it has committed (what `FLUSH` waits for).
+    async fn run(self, mut done: u64, mut commits: mpsc::Receiver<(u64, u64)>, coordinator: Arc<openclaw_engine::Coordinator>, sink: ObjectId) {
+        let this = Arc::new(self);
+        let mut committed = coordinator.committed_checkpoints();
+        while let Some((epoch, end)) = commits.recv().await {
+            if committed.wait_for(|c| *c >= epoch).await.is_err() {
+                return; // the server is shutting down
+            }
+            if end <= done {
+                coordinator.external_committed(sink, epoch);
+                continue;
+            }
+            loop {
+                let (c, from) = (this.clone(), done);
+                match tokio::task::spawn_blocking(move || c.commit(from, end)).await {
+                    Ok(Ok(n)) => {
+                        tracing::debug!(records = n, epoch, "kafka sink committed");
+                        done = end;
+                        coordinator.external_committed(sink, epoch);
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, epoch, "kafka sink commit failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+        coordinator.unregister_external(sink);
+    }
+
+    /// Produces the buffered records `from..to` in one transaction with the marker `to`.
+    fn commit(&self, from: u64, to: u64) -> EngineResult<usize> {
+        let records = self.buffer.read(from, to)?;
+        if self.exactly_once {
+            self.producer.begin_transaction().map_err(kafka_err)?;
+        }
+        let result = self.produce(&records).and_then(|()| self.finish(to));
+        if let Err(e) = result {
+            if self.exactly_once {
+                let _ = self.producer.abort_transaction(TXN_TIMEOUT);
+            }
+            return Err(e);
+        }
+        let mut note = StateWrite::default();
+        note.put(&Arc::from(SINK_COMMITS_CF), self.sink.to_be_bytes().to_vec(), to.to_be_bytes().to_vec());
+        self.buffer.store.write_durable(note)?;
+        self.buffer.trim(to)?;
+        Ok(records.len())
+    }
+
+    fn produce(&self, records: &[SinkRecord]) -> EngineResult<()> {
+        for r in records {
+            let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic);
+            if let Some(k) = &r.key {
+                record = record.key(k.as_slice());
+            }
+            if let Some(v) = &r.value {
+                record = record.payload(v.as_slice());
+            }
+            while let Err((e, back)) = self.producer.send(record) {
+                if !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
+                    return Err(kafka_err(e));
+                }
+                record = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&self, to: u64) -> EngineResult<()> {
+        if !self.exactly_once {
+            return self.producer.flush(TXN_TIMEOUT).map_err(kafka_err);
+        }
+        let mut marker = TopicPartitionList::new();
+        marker.add_partition_offset(&self.topic, 0, Offset::Offset(to as i64)).map_err(kafka_err)?;
+        let group = self.consumer.group_metadata().ok_or_else(|| EngineError::Internal("kafka sink has no group metadata".into()))?;
+        self.producer.send_offsets_to_transaction(&marker, &group, TXN_TIMEOUT).map_err(kafka_err)?;
+        self.producer.commit_transaction(TXN_TIMEOUT).map_err(kafka_err)
+    }
+}
+
+fn kafka_err(e: rdkafka::error::KafkaError) -> EngineError {
+    EngineError::External(format!("kafka: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffered_records_round_trip() {
+        for r in [
+            SinkRecord { key: Some(b"{\"a\":1}".to_vec()), value: None },
+            SinkRecord { key: None, value: Some(b"{}".to_vec()) },
+            SinkRecord { key: Some(vec![]), value: Some(b"x".to_vec()) },
+        ] {
+            assert_eq!(SinkRecord::decode(&r.encode()).unwrap(), r);
+        }
+        assert!(SinkRecord::decode(&[1, 9, 0, 0, 0, b'x']).is_err());
+    }
+}
