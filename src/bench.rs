@@ -117,9 +117,8 @@ pub struct KafkaArgs {
 }
 
 /// `openclaw bench kafka`: JSON bids from a Kafka topic (librdkafka's mock broker, in this
-/// process) into a view counting bids per auction. Producing is timed apart: the figure is
-/// the time the source takes to read, decode and count what is in the topic (each step ends
-/// with a FLUSH, which waits for the source to reach the end of every partition).
+/// process) into a view counting bids per auction, a step at a time: produce, then FLUSH
+/// (which waits for the source to reach the end of every partition).
 pub async fn kafka(args: KafkaArgs) -> Result<(), BoxError> {
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let cluster = rdkafka::mocking::MockCluster::new(1)?;
@@ -134,7 +133,9 @@ pub async fn kafka(args: KafkaArgs) -> Result<(), BoxError> {
     let db = Database::open(Store::open_with_cache(&dir, args.engine.state_cache_mb.max(8) << 20)?, args.engine.engine_config(), None).await?;
     let mut vars = SessionVars::default();
     run(&db, &mut vars, &format!(
-        "CREATE SOURCE bid ({BID_COLUMNS}) WITH (connector = 'kafka', topic = 'bid', 'properties.bootstrap.server' = '{}') FORMAT PLAIN ENCODE JSON",
+        // The mock broker holds an empty fetch for fetch.wait.max.ms (500 ms by default) even
+        // when records arrive meanwhile; a short wait keeps that out of the figure.
+        "CREATE SOURCE bid ({BID_COLUMNS}) WITH (connector = 'kafka', topic = 'bid', 'properties.bootstrap.server' = '{}', 'properties.fetch.wait.max.ms' = '5', 'properties.enable.auto.commit' = 'false') FORMAT PLAIN ENCODE JSON",
         cluster.bootstrap_servers()
     ))
     .await?;
@@ -170,13 +171,21 @@ pub async fn kafka(args: KafkaArgs) -> Result<(), BoxError> {
     let eps = args.events as f64 / reading.as_secs_f64();
     println!("kafka: {} JSON bids ({:.1} MB) from {} partitions, {} per step", args.events, bytes as f64 / 1e6, args.partitions, args.step);
     println!("counted:\n{counted}");
-    println!("producing: {:.2} s (not counted); reading, decoding and counting: {:.2} s", producing.as_secs_f64(), reading.as_secs_f64());
+    // The source reads while the step is being produced, so the FLUSH time alone flatters it;
+    // the end-to-end figure (producer and reader sharing the machine) is the conservative one.
+    let total = (producing + reading).as_secs_f64();
+    let end_to_end = args.events as f64 / total;
+    println!("producing a step: {:.2} s; FLUSH after it: {:.2} s; in all {total:.2} s", producing.as_secs_f64(), reading.as_secs_f64());
     println!(
-        "throughput: {eps:.0} events/s ({:.1} MB/s); {:.0} events/s per core ({cores} cores, {workers} workers)",
-        bytes as f64 / 1e6 / reading.as_secs_f64(),
-        eps / cores.min(workers) as f64
+        "throughput end to end (producing and reading overlap): {end_to_end:.0} events/s ({:.1} MB/s); {:.0} events/s per core ({cores} cores, {workers} workers)",
+        bytes as f64 / 1e6 / total,
+        end_to_end / cores as f64
     );
+    println!("FLUSH time only: {eps:.0} events/s");
+    // The source's consumer closes while the mock broker is still up.
     drop(db);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -320,27 +320,24 @@ impl Builder<'_> {
                 self.df.subscriptions.push(Subscription { upstream: object, snapshot, sender: std::sync::Mutex::new(Some(tx)) });
             }
             StreamNode::Source { name, mut reader, progress, watermark } => {
-                let (btx, brx) = mpsc::channel(crate::coordinator::ROOT_BARRIER_QUEUE);
-                let id = self.coordinator.reserve_root();
-                self.df.roots.push(id);
-                self.df.pending_roots.push((id, btx));
-                let chunk_rows = self.config.chunk_size_rows;
-                let mut watermark = watermark.map(|w| WatermarkGenerator::new(w, self.config.idle_timeout_ms));
                 self.sources += 1;
-                let checkpoints = RootCheckpoints { coordinator: self.coordinator.clone(), key: format!("{}_source{}", self.state.prefix, self.sources) };
-                if let Some(positions) = &self.state.resume {
-                    let Some(position) = RootCheckpoints::stored_position(positions, &checkpoints.key) else {
-                        return Err(crate::EngineError::Internal(format!("checkpoint has no position for {}", checkpoints.key)));
-                    };
-                    reader.seek(position)?;
-                    let stored = positions.get(&RootCheckpoints::watermark_key(&checkpoints.key));
-                    if let (Some(w), Some(&time_us)) = (watermark.as_mut(), stored) {
-                        w.resume_at(time_us as i64);
+                let key = format!("{}_source{}", self.state.prefix, self.sources);
+                let others = reader.split_off(self.state.parallelism.max(1))?;
+                let readers: Vec<Box<dyn SourceReader>> = std::iter::once(reader).chain(others).collect();
+                if readers.len() == 1 {
+                    let reader = readers.into_iter().next().expect("one reader");
+                    self.spawn_source(&name, &key, reader, progress, watermark, Outputs::new(vec![tx]))?;
+                } else {
+                    // Each reader reads its share of the partitions; a union merges them (and
+                    // their watermarks: the minimum over readers not idle).
+                    let mut inputs = vec![];
+                    for reader in readers {
+                        let (rtx, rrx) = self.channel();
+                        self.spawn_source(&name, &key, reader, progress.clone(), watermark, Outputs::new(vec![rtx]))?;
+                        inputs.push(rrx);
                     }
+                    self.spawn_operator(Box::new(UnionOperator::new(schema)), inputs, Outputs::new(vec![tx]));
                 }
-                let task = run_source(reader, brx, Outputs::new(vec![tx]), chunk_rows, progress, watermark, Some(checkpoints));
-                let span = tracing::info_span!("source", name = %name);
-                self.df.tasks.push((format!("source {name}"), tokio::spawn(task.instrument(span))));
             }
             StreamNode::Filter { predicate, input } => {
                 let input = self.build(*input)?;
@@ -425,6 +422,39 @@ impl Builder<'_> {
             merged.push(rx);
         }
         self.spawn_operator(Box::new(UnionOperator::new(schema)), merged, Outputs::new(vec![output]));
+    }
+
+    /// Runs one source reader as a root whose position is stored under `key`.
+    fn spawn_source(
+        &mut self,
+        name: &str,
+        key: &str,
+        mut reader: Box<dyn SourceReader>,
+        progress: Arc<SourceProgress>,
+        watermark: Option<WatermarkSpec>,
+        outputs: Outputs,
+    ) -> EngineResult<()> {
+        let (btx, brx) = mpsc::channel(crate::coordinator::ROOT_BARRIER_QUEUE);
+        let id = self.coordinator.reserve_root();
+        self.df.roots.push(id);
+        self.df.pending_roots.push((id, btx));
+        let chunk_rows = self.config.chunk_size_rows;
+        let mut watermark = watermark.map(|w| WatermarkGenerator::new(w, self.config.idle_timeout_ms));
+        let checkpoints = RootCheckpoints { coordinator: self.coordinator.clone(), key: key.to_string() };
+        if let Some(positions) = &self.state.resume {
+            let Some(position) = RootCheckpoints::stored_position(positions, key) else {
+                return Err(crate::EngineError::Internal(format!("checkpoint has no position for {key}")));
+            };
+            reader.seek(position)?;
+            let stored = positions.get(&RootCheckpoints::watermark_key(key));
+            if let (Some(w), Some(&time_us)) = (watermark.as_mut(), stored) {
+                w.resume_at(time_us as i64);
+            }
+        }
+        let task = run_source(reader, brx, outputs, chunk_rows, progress, watermark, Some(checkpoints));
+        let span = tracing::info_span!("source", name = %name);
+        self.df.tasks.push((format!("source {name}"), tokio::spawn(task.instrument(span))));
+        Ok(())
     }
 
     fn spawn_operator(&mut self, op: Box<dyn Operator>, inputs: Vec<mpsc::Receiver<Message>>, outputs: Outputs) {

@@ -45,6 +45,14 @@ pub trait SourceReader: Send + 'static {
         false
     }
 
+    /// Splits the reader for parallel reading: makes it the first of at most `n` readers that
+    /// together read the same stream, each a disjoint share of its splits (Kafka partitions),
+    /// and returns the others. Their positions use disjoint split names, so they share one
+    /// checkpoint key. Called before the first read. Default: no split.
+    fn split_off(&mut self, _n: usize) -> EngineResult<Vec<Box<dyn SourceReader>>> {
+        Ok(vec![])
+    }
+
     /// The split (Kafka partition) of each row of the chunk `next_chunk` returned last, for a
     /// reader of several splits: watermarks are then kept per split. `None`: one split.
     fn row_splits(&self) -> Option<&[i32]> {

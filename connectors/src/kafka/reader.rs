@@ -62,10 +62,31 @@ pub struct KafkaReader {
     progress: Arc<SourceProgress>,
     dead_letters: Option<Arc<DeadLetterTable>>,
     lag_checked: Instant,
+    /// This reader's part of the lag in `progress.lag`, which the readers of a split share.
+    lag_reported: i64,
+    /// Which partitions are this reader's: those with `p % of == index`.
+    share: Share,
+}
+
+/// A reader's share of the partitions when a source is read by several readers.
+#[derive(Debug, Clone, Copy)]
+struct Share {
+    index: i32,
+    of: i32,
+}
+
+impl Share {
+    fn owns(&self, partition: i32) -> bool {
+        partition.rem_euclid(self.of) == self.index
+    }
 }
 
 impl KafkaReader {
-    pub fn new(schema: SchemaRef, mut options: KafkaOptions, context: ReaderContext) -> Result<Self, ConnectorError> {
+    pub fn new(schema: SchemaRef, options: KafkaOptions, context: ReaderContext) -> Result<Self, ConnectorError> {
+        Self::with_share(schema, options, context, Share { index: 0, of: 1 })
+    }
+
+    fn with_share(schema: SchemaRef, mut options: KafkaOptions, context: ReaderContext, share: Share) -> Result<Self, ConnectorError> {
         let value_columns = schema.fields().len() - options.include.len();
         let value_schema = Arc::new(Schema::new(schema.fields()[..value_columns].to_vec()));
         if options.client.get("group.id").is_none() {
@@ -75,7 +96,7 @@ impl KafkaReader {
             .client
             .clone()
             // Positions come from checkpoints; the group's offsets are only for monitoring.
-            .set("enable.auto.commit", "true")
+            .set("enable.auto.commit", options.client.get("enable.auto.commit").unwrap_or("true"))
             .set("enable.auto.offset.store", "true")
             .set("enable.partition.eof", "false")
             // An offset that retention deleted is an error, not a silent jump (a loss).
@@ -99,6 +120,8 @@ impl KafkaReader {
             progress: context.progress,
             dead_letters: context.dead_letters,
             lag_checked: Instant::now(),
+            lag_reported: 0,
+            share,
         })
     }
 
@@ -108,7 +131,7 @@ impl KafkaReader {
         let partitions = tokio::task::block_in_place(|| self.options.partitions())
             .map_err(|e| EngineError::Execution(e.message))?;
         let mut list = TopicPartitionList::new();
-        for p in partitions {
+        for p in partitions.into_iter().filter(|p| self.share.owns(*p)) {
             let offset = match (self.next_offsets.get(&p), self.options.startup) {
                 (Some(&o), _) => Offset::Offset(o),
                 (None, Startup::Earliest) => Offset::Beginning,
@@ -247,7 +270,8 @@ impl KafkaReader {
                 lag += (high - next).max(0);
             }
         }
-        self.progress.lag.store(lag, Ordering::Relaxed);
+        self.progress.lag.fetch_add(lag - self.lag_reported, Ordering::Relaxed);
+        self.lag_reported = lag;
     }
 }
 
@@ -316,13 +340,33 @@ impl SourceReader for KafkaReader {
         self.idle_polls >= IDLE_POLLS_AT_END || target.iter().all(|(p, &high)| self.next_offsets.get(p).copied().unwrap_or(0) >= high)
     }
 
+    fn split_off(&mut self, n: usize) -> EngineResult<Vec<Box<dyn SourceReader>>> {
+        // No more readers than partitions (when the broker says how many).
+        let partitions = tokio::task::block_in_place(|| self.options.partitions()).map(|p| p.len()).unwrap_or(n);
+        let n = n.min(partitions).clamp(1, i32::MAX as usize) as i32;
+        if n == 1 || self.assigned {
+            return Ok(vec![]);
+        }
+        self.share = Share { index: 0, of: n };
+        let mut readers: Vec<Box<dyn SourceReader>> = Vec::with_capacity(n as usize - 1);
+        for index in 1..n {
+            let context = ReaderContext { source: String::new(), progress: self.progress.clone(), dead_letters: self.dead_letters.clone() };
+            let mut reader = KafkaReader::with_share(self.schema.clone(), self.options.clone(), context, Share { index, of: n })
+                .map_err(|e| EngineError::Execution(e.message))?;
+            reader.next_offsets = self.next_offsets.clone();
+            readers.push(Box::new(reader));
+        }
+        Ok(readers)
+    }
+
     fn row_splits(&self) -> Option<&[i32]> {
         Some(&self.row_partitions)
     }
 
     fn position(&self) -> Option<Position> {
         // Before assignment the reader is where it was told to be (or nowhere yet).
-        Some(self.next_offsets.iter().map(|(p, o)| (format!("p{p}"), *o as u64)).collect())
+        // Only its own partitions: the readers of a split report under one key.
+        Some(self.next_offsets.iter().filter(|(p, _)| self.share.owns(**p)).map(|(p, o)| (format!("p{p}"), *o as u64)).collect())
     }
 
     fn seek(&mut self, position: Position) -> EngineResult<()> {
