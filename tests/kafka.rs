@@ -395,3 +395,50 @@ async fn sinks_read_back_with_read_committed_equal_their_views_after_sigkills() 
     assert_eq!(duplicates, 0, "records written twice after {KILLS} SIGKILLs");
     assert!(written == expected, "the plain topic has {} records, the view {} rows", written.len(), expected.len());
 }
+
+/// Records produced by kcat with keys and headers: `INCLUDE key | headers | timestamp |
+/// partition` give them as columns; a CSV source decodes by position and sends a bad line to
+/// its dead-letter table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_records_with_keys_headers_and_csv() {
+    let broker = Broker::start("bid");
+    broker.cluster.create_topic("meta", 1, 1).expect("create topic");
+    broker.cluster.create_topic("lines", 2, 1).expect("create topic");
+    let bs = broker.bootstrap();
+    let server = TestServer::start("kafka-kcat");
+    let input = server.data_dir.with_extension("kcat.txt");
+    std::fs::write(&input, "k1:{\"a\": 1, \"b\": \"x\"}\nk2:{\"a\": 2, \"b\": \"y\"}\n").unwrap();
+    kcat(&["-b", &bs, "-P", "-t", "meta", "-K:", "-H", "trace=abc", "-l", input.to_str().unwrap()], None);
+    std::fs::write(&input, "1,apple\n2,pear\nthree,plum\n4,fig\n").unwrap();
+    kcat(&["-b", &bs, "-P", "-t", "lines", "-l", input.to_str().unwrap()], None);
+    let _ = std::fs::remove_file(&input);
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE m (a INT, b VARCHAR) INCLUDE key AS k INCLUDE headers AS h INCLUDE timestamp AS ts INCLUDE partition
+                 WITH (connector = 'kafka', topic = 'meta', 'properties.bootstrap.server' = '{bs}') FORMAT PLAIN ENCODE JSON;
+             CREATE MATERIALIZED VIEW mv AS SELECT a, b, k, h, ts IS NOT NULL AS has_ts, _partition FROM m;
+             CREATE SOURCE l (n INT, fruit VARCHAR)
+                 WITH (connector = 'kafka', topic = 'lines', 'properties.bootstrap.server' = '{bs}') FORMAT PLAIN ENCODE CSV (delimiter = ',');
+             CREATE MATERIALIZED VIEW lv AS SELECT n, fruit FROM l;
+             FLUSH;"
+        ))
+        .await
+        .unwrap();
+    let got = rows(&client, "SELECT a, b, k, h, has_ts, _partition FROM mv ORDER BY a").await;
+    assert_eq!(
+        got,
+        vec![
+            vec!["1", "x", "\\x6b31", r#"{"trace":"abc"}"#, "t", "0"],
+            vec!["2", "y", "\\x6b32", r#"{"trace":"abc"}"#, "t", "0"],
+        ]
+    );
+    let got = rows(&client, "SELECT n, fruit FROM lv ORDER BY n").await;
+    assert_eq!(got, vec![vec!["1", "apple"], vec!["2", "pear"], vec!["4", "fig"]]);
+    let dlq = rows(&client, "SELECT encode(payload, 'hex') FROM l_dlq").await;
+    assert_eq!(dlq, vec![vec![hex("three,plum")]], "the bad line is a dead letter");
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}

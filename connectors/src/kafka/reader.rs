@@ -44,7 +44,8 @@ struct Record {
 pub struct KafkaReader {
     schema: SchemaRef,
     options: KafkaOptions,
-    consumer: StreamConsumer,
+    /// Always `Some` until dropped (see `Drop`).
+    consumer: Option<StreamConsumer>,
     decoder: ValueDecoder,
     /// Columns of the record value (the declared ones), a prefix of `schema`.
     value_columns: usize,
@@ -108,7 +109,7 @@ impl KafkaReader {
         Ok(Self {
             schema,
             options,
-            consumer,
+            consumer: Some(consumer),
             decoder,
             value_columns,
             next_offsets: BTreeMap::new(),
@@ -148,13 +149,13 @@ impl KafkaReader {
                 for p in &fresh {
                     query.add_partition_offset(&self.options.topic, *p, Offset::Offset(ms)).map_err(kafka_err)?;
                 }
-                let found = tokio::task::block_in_place(|| self.consumer.offsets_for_times(query, super::METADATA_TIMEOUT)).map_err(kafka_err)?;
+                let found = tokio::task::block_in_place(|| self.consumer().offsets_for_times(query, super::METADATA_TIMEOUT)).map_err(kafka_err)?;
                 for e in found.elements() {
                     list.set_partition_offset(&self.options.topic, e.partition(), e.offset()).map_err(kafka_err)?;
                 }
             }
         }
-        self.consumer.assign(&list).map_err(kafka_err)?;
+        self.consumer().assign(&list).map_err(kafka_err)?;
         self.partitions = list.elements().iter().map(|e| e.partition()).collect();
         tracing::info!(topic = %self.options.topic, partitions = list.count(), resumed = !self.next_offsets.is_empty(), "kafka reader assigned");
         self.assigned = true;
@@ -174,7 +175,7 @@ impl KafkaReader {
             if left.is_zero() {
                 break;
             }
-            match tokio::time::timeout(left, self.consumer.recv()).await {
+            match tokio::time::timeout(left, self.consumer().recv()).await {
                 Err(_) => break, // nothing more for now
                 Ok(Ok(m)) => records.push(copy(&m)),
                 Ok(Err(e)) if is_fatal(&e) => return Err(EngineError::External(format!("kafka: {e}"))),
@@ -254,6 +255,10 @@ impl KafkaReader {
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 
+    fn consumer(&self) -> &StreamConsumer {
+        self.consumer.as_ref().expect("the consumer lives as long as the reader")
+    }
+
     fn assignment(&self) -> Vec<i32> {
         self.partitions.clone()
     }
@@ -266,12 +271,26 @@ impl KafkaReader {
         let mut lag = 0i64;
         for &p in &self.partitions {
             let next = self.next_offsets.get(&p).copied().unwrap_or(0);
-            if let Some(high) = cached_high_watermark(&self.consumer, &self.options.topic, p) {
+            if let Some(high) = cached_high_watermark(self.consumer(), &self.options.topic, p) {
                 lag += (high - next).max(0);
             }
         }
         self.progress.lag.fetch_add(lag - self.lag_reported, Ordering::Relaxed);
         self.lag_reported = lag;
+    }
+}
+
+impl Drop for KafkaReader {
+    /// Closing a consumer commits offsets and leaves the broker, which blocks (for as long as
+    /// the session timeout when the broker is down): it is done on a thread of its own, not on
+    /// the async worker that dropped the reader.
+    fn drop(&mut self) {
+        if let Some(consumer) = self.consumer.take() {
+            let spawned = std::thread::Builder::new().name("kafka-close".into()).spawn(move || drop(consumer));
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "could not close the kafka consumer on a thread of its own");
+            }
+        }
     }
 }
 
@@ -317,7 +336,7 @@ impl SourceReader for KafkaReader {
         }
         let mut target = BTreeMap::new();
         for p in self.assignment() {
-            let found = tokio::task::block_in_place(|| self.consumer.fetch_watermarks(&self.options.topic, p, super::METADATA_TIMEOUT));
+            let found = tokio::task::block_in_place(|| self.consumer().fetch_watermarks(&self.options.topic, p, super::METADATA_TIMEOUT));
             match found {
                 Ok((_, high)) => {
                     target.insert(p, high);
