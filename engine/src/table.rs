@@ -22,6 +22,9 @@ pub enum TableWrite {
     Upsert(RecordBatch),
     /// Rows to delete, matched by primary key.
     Delete(RecordBatch),
+    /// Rows to upsert or append from a connector, stored in one atomic write with `extra`
+    /// (the connector's position), so that a restart resumes exactly after them.
+    Ingest(RecordBatch, StateWrite),
 }
 
 pub struct TableRequest {
@@ -128,10 +131,11 @@ impl TableWriter {
     async fn apply(&mut self, write: TableWrite) -> EngineResult<usize> {
         self.writes += 1;
         let (changes, n) = match write {
-            TableWrite::Upsert(batch) => (self.upsert(&batch)?, batch.num_rows()),
+            TableWrite::Upsert(batch) => (self.upsert(&batch, StateWrite::default())?, batch.num_rows()),
+            TableWrite::Ingest(batch, extra) => (self.upsert(&batch, extra)?, batch.num_rows()),
             TableWrite::Delete(batch) => self.delete(&batch)?,
         };
-        if let Some(chunk) = changes {
+        if let Some(chunk) = changes.filter(|c| !c.is_empty()) {
             let advanced = match &mut self.watermark {
                 Some(w) => w.observe(chunk.batch())?,
                 None => None,
@@ -144,9 +148,10 @@ impl TableWriter {
         Ok(n)
     }
 
-    fn upsert(&mut self, batch: &RecordBatch) -> EngineResult<Option<StreamChunk>> {
+    fn upsert(&mut self, batch: &RecordBatch, extra: StateWrite) -> EngineResult<Option<StreamChunk>> {
         let rows = self.state.row_codec().encode(batch.columns())?;
         let mut write = StateWrite::default();
+        write.append(extra);
         let Some(key_codec) = &self.key_codec else {
             for row in rows.iter() {
                 write.put(&self.state.cf, self.next_row_id.to_be_bytes().to_vec(), row.data().to_vec());

@@ -40,6 +40,8 @@ pub enum Detail {
         primary_key: Option<Vec<usize>>,
         root: RootId,
         task: AbortHandle,
+        /// For a table fed by a connector (`CREATE TABLE ... WITH (connector = ...)`).
+        ingest: Option<Ingest>,
     },
     Source {
         watermark: Option<openclaw_engine::watermark::WatermarkSpec>,
@@ -51,6 +53,17 @@ pub enum Detail {
         dead_letters: Option<String>,
     },
     View(ViewRuntime),
+}
+
+/// The task that feeds a table from a connector.
+pub struct Ingest {
+    pub task: AbortHandle,
+    /// Asks the task to read up to where its stream ends now; answered once the rows are in
+    /// the table (what `FLUSH` waits for).
+    pub flush: mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
+    /// Its dead-letter table.
+    pub dead_letters: Option<String>,
+    pub progress: Arc<SourceProgress>,
 }
 
 pub struct ViewRuntime {
@@ -74,10 +87,18 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Whether `name` is a source's dead-letter table.
+    /// Whether `name` is a source's (or a connector table's) dead-letter table.
     pub fn is_dead_letter_table(&self, name: &str) -> bool {
         let source = name.strip_suffix("_dlq").and_then(|s| self.get(s));
-        matches!(source.map(|e| &e.detail), Some(Detail::Source { dead_letters: Some(d), .. }) if d == name)
+        match source.map(|e| &e.detail) {
+            Some(Detail::Source { dead_letters: Some(d), .. }) => d == name,
+            Some(Detail::Table { ingest: Some(Ingest { dead_letters: Some(d), .. }), .. }) => d == name,
+            _ => false,
+        }
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Entry> {
+        self.entries.get_mut(name)
     }
 
     /// Makes the next [`Self::next_id`] return `id`: a restart recreates each object under

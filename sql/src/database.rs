@@ -167,7 +167,9 @@ impl Database {
             None => vec![],
         };
         let of_a_view = |cf: &str| view_prefixes.iter().any(|p| cf == p || cf.starts_with(&format!("{p}_")));
-        for cf in self.store.opened_with().iter().filter(|cf| !keep.contains(*cf) && !of_a_view(cf)) {
+        // A connector table's reader position lives beside it (`table_<id>_offsets`).
+        let of_a_table = |cf: &str| keep.iter().any(|t| t.starts_with("table_") && cf.starts_with(&format!("{t}_")));
+        for cf in self.store.opened_with().iter().filter(|cf| !keep.contains(*cf) && !of_a_view(cf) && !of_a_table(cf)) {
             tracing::debug!(column_family = %cf, "dropping state that a restart rebuilds");
             self.store.drop_cf(cf)?;
         }
@@ -228,6 +230,7 @@ impl Database {
         let mut vars = SessionVars::default();
         match stmt {
             OcStatement::CreateTable(ct, watermark) => self.create_table(*ct, watermark, &record.sql).await?,
+            OcStatement::CreateSource(source) if source.as_table => self.create_connector_table(source, &record.sql).await?,
             OcStatement::CreateSource(mut source) => {
                 source.options.extend(record.resolved.clone());
                 self.create_source(source, &record.sql).await?
@@ -348,6 +351,7 @@ impl Database {
         params: Option<Vec<ScalarValue>>,
     ) -> SqlResult<QueryOutput> {
         match stmt {
+            OcStatement::CreateSource(s) if s.as_table => self.create_connector_table(s, text).await,
             OcStatement::CreateSource(s) => self.create_source(s, text).await,
             OcStatement::CreateTable(ct, watermark) => self.create_table(*ct, watermark, text).await,
             OcStatement::ShowStateTables => self.show_state_tables().await,
@@ -359,6 +363,8 @@ impl Database {
                 // then a checkpoint, which pauses the inputs only while it aligns and copies.
                 let waited = {
                     let _pending = PendingFlush::enter(&self.pending_flushes);
+                    // Tables fed by connectors first take in what their streams hold now.
+                    self.flush_ingests().await;
                     self.coordinator.inject_and_wait(BarrierKind::Flush, None).await
                 };
                 waited?;

@@ -117,7 +117,7 @@ impl Database {
             definition: String::new(),
             depends_on: vec![],
             watermark_columns: watermark.iter().map(|w| w.column).collect(),
-            detail: Detail::Table { writer: req_tx, state, primary_key, root, task: task.abort_handle() },
+            detail: Detail::Table { writer: req_tx, state, primary_key, root, task: task.abort_handle(), ingest: None },
         });
         tracing::info!(table = %name, "created table");
         Ok(QueryOutput::command("CREATE TABLE"))
@@ -130,7 +130,7 @@ impl Database {
             return Ok(QueryOutput::command("CREATE SOURCE"));
         }
         self.check_new_name(&catalog, &name)?;
-        let mut options = create.options;
+        let mut options = create.options.clone();
         let connector_name = options.get("connector").cloned().ok_or_else(|| {
             SqlError::new(SqlState::InvalidParameterValue, "a source needs a connector")
                 .with_hint(format!("add WITH (connector = '...'); connectors: {}", openclaw_connectors::CONNECTORS.join(", ")))
@@ -146,27 +146,7 @@ impl Database {
         }
         // What a restart must not choose again.
         let resolved = options.iter().filter(|(k, _)| k.as_str() == "nexmark.base.time").map(|(k, v)| (k.clone(), v.clone())).collect();
-        let declared = if create.columns.is_empty() {
-            Arc::new(Schema::empty())
-        } else {
-            let sql = format!(
-                "CREATE TABLE {} ({})",
-                create.name,
-                create.columns.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
-            );
-            let Some(crate::parser::OcStatement::CreateTable(ct, _)) = crate::parser::parse(&sql)?.pop() else {
-                return Err(SqlError::new(SqlState::Internal, "column list did not re-parse"));
-            };
-            self.plan_columns(*ct).await?.0
-        };
-        // A connector may ask a broker (Kafka's metadata): blocking, bounded by its timeout.
-        let schema = tokio::task::block_in_place(|| connector.validate(&declared, &options)).map_err(|e| {
-            let err = SqlError::new(SqlState::InvalidParameterValue, e.message);
-            match e.hint {
-                Some(h) => err.with_hint(h),
-                None => err,
-            }
-        })?;
+        let schema = self.connector_schema(&create, connector, &options).await?;
         let watermark = create.watermark.as_ref().map(|w| resolve_watermark(w, &schema)).transpose()?;
         let dead_letters = match connector.has_dead_letters() {
             true => {
@@ -196,10 +176,41 @@ impl Database {
         Ok(QueryOutput::command("CREATE SOURCE"))
     }
 
+    /// The schema of a source (or connector table): its declared columns, or the connector's
+    /// own, checked by the connector (which may ask a broker).
+    pub(crate) async fn connector_schema(
+        &self,
+        create: &CreateSource,
+        connector: &'static dyn openclaw_connectors::Connector,
+        options: &openclaw_connectors::Options,
+    ) -> SqlResult<SchemaRef> {
+        let declared = if create.columns.is_empty() {
+            Arc::new(Schema::empty())
+        } else {
+            let sql = format!(
+                "CREATE TABLE {} ({})",
+                create.name,
+                create.columns.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+            );
+            let Some(crate::parser::OcStatement::CreateTable(ct, _)) = crate::parser::parse(&sql)?.pop() else {
+                return Err(SqlError::new(SqlState::Internal, "column list did not re-parse"));
+            };
+            self.plan_columns(*ct).await?.0
+        };
+        // A connector may ask a broker (Kafka's metadata): blocking, bounded by its timeout.
+        tokio::task::block_in_place(|| connector.validate(&declared, options)).map_err(|e| {
+            let err = SqlError::new(SqlState::InvalidParameterValue, e.message);
+            match e.hint {
+                Some(h) => err.with_hint(h),
+                None => err,
+            }
+        })
+    }
+
     /// Creates `<source>_dlq`, the table a source's undecodable records go to, or keeps the
     /// one a restart already replayed (it is stored as its own catalog record, before the
     /// source's).
-    async fn create_dead_letter_table(&self, source: &str) -> SqlResult<String> {
+    pub(crate) async fn create_dead_letter_table(&self, source: &str) -> SqlResult<String> {
         let name = format!("{source}_dlq");
         if let Some(e) = self.catalog.lock().await.get(&name) {
             return match &e.detail {
@@ -513,7 +524,14 @@ impl Database {
         let Some(entry) = catalog.remove(name) else { return Ok(()) };
         self.ctx.deregister_table(name)?;
         match &entry.detail {
-            Detail::Table { root, task, state, .. } => {
+            Detail::Table { root, task, state, ingest, .. } => {
+                if let Some(ingest) = ingest {
+                    ingest.task.abort();
+                    let _ = self.store.drop_cf(&crate::ingest::offsets_cf(entry.id));
+                    if let Some(dlq) = &ingest.dead_letters {
+                        self.drop_one(catalog, dlq)?;
+                    }
+                }
                 task.abort();
                 self.coordinator.unregister_root(*root);
                 self.store.drop_cf(&state.cf)?;

@@ -6,6 +6,7 @@ pub mod catalog;
 mod checkpoints;
 pub mod database;
 mod ddl;
+mod ingest;
 mod dml;
 pub mod durable;
 pub mod error;

@@ -39,6 +39,8 @@ impl ObjectKind {
 
 #[derive(Debug)]
 pub struct CreateSource {
+    /// `CREATE TABLE ... WITH (connector = ...)`: a table fed by the connector.
+    pub as_table: bool,
     pub name: ObjectName,
     pub if_not_exists: bool,
     pub columns: Vec<ColumnDef>,
@@ -173,12 +175,22 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError>
         }
         return Ok(OcStatement::CreateSink(sink));
     }
+    // `CREATE TABLE t (...) WITH (connector = ...)` is a table fed by a connector.
+    let has_connector = sink_options_start(&tokens).is_some_and(|at| {
+        let w = words(&tokens[at..], 3);
+        w.len() == 3 && w[2].trim_matches('\'').eq_ignore_ascii_case("connector")
+    });
     let mut p = Parser::new(&dialect).with_recursion_limit(MAX_PARSE_DEPTH).with_tokens_with_locations(tokens);
     let stmt = match w.as_slice() {
         ["CREATE", "SOURCE", ..] => {
             p.next_token();
             p.next_token();
             OcStatement::CreateSource(create_source(&mut p)?)
+        }
+        ["CREATE", "TABLE", ..] if has_connector => {
+            p.next_token();
+            p.next_token();
+            OcStatement::CreateSource(CreateSource { as_table: true, ..create_source(&mut p)? })
         }
         ["CREATE", "MATERIALIZED", "VIEW", ..] => {
             let _ = p.parse_keywords(&[Keyword::CREATE, Keyword::MATERIALIZED, Keyword::VIEW]);
@@ -288,7 +300,7 @@ fn create_source(p: &mut Parser) -> Result<CreateSource, ParserError> {
         options.insert(format!("include.{n}.{what}"), column);
     }
     format_clause(p, &mut options)?;
-    Ok(CreateSource { name, if_not_exists, columns, constraints, options, watermark: None })
+    Ok(CreateSource { as_table: false, name, if_not_exists, columns, constraints, options, watermark: None })
 }
 
 /// RisingWave's `INCLUDE partition [AS name]` clauses: connector metadata as columns. The

@@ -363,6 +363,11 @@ enum Change {
 }
 
 impl StateWrite {
+    /// Adds `other`'s writes after these (applied in the same atomic batch).
+    pub fn append(&mut self, other: StateWrite) {
+        self.ops.extend(other.ops);
+    }
+
     pub fn put(&mut self, cf: &Arc<str>, key: Vec<u8>, value: Vec<u8>) {
         self.ops.push(WriteOp { cf: Arc::clone(cf), key, change: Change::Put(value) });
     }
