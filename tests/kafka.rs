@@ -404,6 +404,7 @@ async fn kcat_records_with_keys_headers_and_csv() {
     let broker = Broker::start("bid");
     broker.cluster.create_topic("meta", 1, 1).expect("create topic");
     broker.cluster.create_topic("lines", 2, 1).expect("create topic");
+    broker.cluster.create_topic("lines_dead", 1, 1).expect("create topic");
     let bs = broker.bootstrap();
     let server = TestServer::start("kafka-kcat");
     let input = server.data_dir.with_extension("kcat.txt");
@@ -419,7 +420,8 @@ async fn kcat_records_with_keys_headers_and_csv() {
                  WITH (connector = 'kafka', topic = 'meta', 'properties.bootstrap.server' = '{bs}') FORMAT PLAIN ENCODE JSON;
              CREATE MATERIALIZED VIEW mv AS SELECT a, b, k, h, ts IS NOT NULL AS has_ts, _partition FROM m;
              CREATE SOURCE l (n INT, fruit VARCHAR)
-                 WITH (connector = 'kafka', topic = 'lines', 'properties.bootstrap.server' = '{bs}') FORMAT PLAIN ENCODE CSV (delimiter = ',');
+                 WITH (connector = 'kafka', topic = 'lines', 'properties.bootstrap.server' = '{bs}', 'dlq.topic' = 'lines_dead')
+                 FORMAT PLAIN ENCODE CSV (delimiter = ',');
              CREATE MATERIALIZED VIEW lv AS SELECT n, fruit FROM l;
              FLUSH;"
         ))
@@ -437,6 +439,11 @@ async fn kcat_records_with_keys_headers_and_csv() {
     assert_eq!(got, vec![vec!["1", "apple"], vec!["2", "pear"], vec!["4", "fig"]]);
     let dlq = rows(&client, "SELECT encode(payload, 'hex') FROM l_dlq").await;
     assert_eq!(dlq, vec![vec![hex("three,plum")]], "the bad line is a dead letter");
+    // ... and was produced to the dead-letter topic, with where it came from in headers.
+    let dead = kcat(&["-b", &bs, "-C", "-t", "lines_dead", "-o", "beginning", "-e", "-q", "-f", "%s|%h\n"], None);
+    let dead: Vec<&str> = dead.lines().collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].starts_with("three,plum|") && dead[0].contains("openclaw.topic=lines") && dead[0].contains("openclaw.error="), "{dead:?}");
 }
 
 fn hex(s: &str) -> String {

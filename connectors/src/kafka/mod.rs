@@ -75,12 +75,14 @@ pub struct KafkaOptions {
     pub encoding: Encoding,
     /// Metadata columns, in the order they follow the declared columns.
     pub include: Vec<(Meta, String)>,
+    /// A topic that dead letters are produced to as well (on the same brokers).
+    pub dlq_topic: Option<String>,
 }
 
 /// Options this connector knows besides `properties.*` and `include.*`.
 const KNOWN: &[&str] = &[
     "connector", "topic", "scan.startup.mode", "scan.startup.timestamp.millis", "format", "encode",
-    "encode.delimiter", "encode.without_header",
+    "encode.delimiter", "encode.without_header", "dlq.topic",
 ];
 
 impl KafkaOptions {
@@ -105,7 +107,8 @@ impl KafkaOptions {
             return Err(ConnectorError::new("a kafka source needs a broker list")
                 .with_hint("add 'properties.bootstrap.server' = 'host:9092'"));
         }
-        Ok(Self { topic, client, startup: startup(options)?, encoding: encoding(options)?, include: include(options)? })
+        let dlq_topic = options.get("dlq.topic").cloned();
+        Ok(Self { topic, client, startup: startup(options)?, encoding: encoding(options)?, include: include(options)?, dlq_topic })
     }
 
     /// The declared columns followed by the metadata columns.

@@ -63,6 +63,8 @@ pub struct KafkaReader {
     progress: Arc<SourceProgress>,
     dead_letters: Option<Arc<DeadLetterTable>>,
     lag_checked: Instant,
+    /// Produces dead letters to `dlq.topic` too, when one is configured.
+    dlq_producer: Option<Arc<DeadLetterProducer>>,
     /// This reader's part of the lag in `progress.lag`, which the readers of a split share.
     lag_reported: i64,
     /// Which partitions are this reader's: those with `p % of == index`.
@@ -106,7 +108,12 @@ impl KafkaReader {
             .create()
             .map_err(|e| ConnectorError::new(format!("invalid kafka properties: {e}")))?;
         let decoder = ValueDecoder::new(value_schema, options.encoding.clone());
+        let dlq_producer = match &options.dlq_topic {
+            Some(topic) => Some(Arc::new(DeadLetterProducer::new(&options, topic)?)),
+            None => None,
+        };
         Ok(Self {
+            dlq_producer,
             schema,
             options,
             consumer: Some(consumer),
@@ -211,6 +218,9 @@ impl KafkaReader {
                 .collect();
             if let Some(table) = &self.dead_letters {
                 table.write(&letters)?;
+            }
+            if let Some(producer) = &self.dlq_producer {
+                producer.send(&letters)?;
             }
             self.progress.dead_letters.fetch_add(letters.len() as u64, Ordering::Relaxed);
             tracing::debug!(topic = %self.options.topic, count = letters.len(), "records sent to the dead-letter table");
@@ -417,6 +427,48 @@ fn copy(m: &BorrowedMessage<'_>) -> Record {
         key: m.key().map(<[u8]>::to_vec),
         headers,
         value: m.payload().map(<[u8]>::to_vec),
+    }
+}
+
+/// Produces dead letters to a topic: the raw payload, with the error, the source topic,
+/// partition and offset as headers. At least once: a replay after a crash produces them again
+/// (the dead-letter table, keyed by partition and offset, has each once).
+struct DeadLetterProducer {
+    topic: String,
+    source_topic: String,
+    producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+}
+
+impl DeadLetterProducer {
+    fn new(options: &KafkaOptions, topic: &str) -> Result<Self, ConnectorError> {
+        let producer = options
+            .client
+            .clone()
+            .set("enable.idempotence", "true")
+            .create()
+            .map_err(|e| ConnectorError::new(format!("invalid kafka properties for the dead-letter topic: {e}")))?;
+        Ok(Self { topic: topic.to_string(), source_topic: options.topic.clone(), producer })
+    }
+
+    /// Queues `letters` and waits until the broker has them (before the reader's position
+    /// passes them).
+    fn send(&self, letters: &[DeadLetter]) -> EngineResult<()> {
+        use rdkafka::message::{Header, OwnedHeaders};
+        use rdkafka::producer::{BaseRecord, Producer};
+        for l in letters {
+            let (partition, offset) = (l.partition.to_string(), l.offset.to_string());
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "openclaw.error", value: Some(l.error.as_str()) })
+                .insert(Header { key: "openclaw.topic", value: Some(self.source_topic.as_str()) })
+                .insert(Header { key: "openclaw.partition", value: Some(partition.as_str()) })
+                .insert(Header { key: "openclaw.offset", value: Some(offset.as_str()) });
+            let mut record = BaseRecord::<(), [u8]>::to(&self.topic).headers(headers);
+            if let Some(p) = &l.payload {
+                record = record.payload(p.as_slice());
+            }
+            self.producer.send(record).map_err(|(e, _)| kafka_err(e))?;
+        }
+        tokio::task::block_in_place(|| self.producer.flush(super::METADATA_TIMEOUT)).map_err(kafka_err)
     }
 }
 

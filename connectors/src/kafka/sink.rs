@@ -121,6 +121,7 @@ impl KafkaSinkOptions {
             startup: super::Startup::Earliest,
             encoding: super::Encoding::Json,
             include: vec![],
+            dlq_topic: None,
         };
         source.partitions().map(|_| ())
     }
@@ -488,6 +489,8 @@ impl Committer {
                 if !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
                     return Err(kafka_err(e));
                 }
+                // librdkafka's queue is full: it drains as the broker acknowledges (this runs
+                // on a blocking thread, not on an async worker).
                 record = back;
                 std::thread::sleep(Duration::from_millis(5));
             }
