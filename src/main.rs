@@ -107,6 +107,10 @@ struct ServeArgs {
     /// Most concurrent client connections.
     #[arg(long, env = "OPENCLAW_MAX_CONNECTIONS", default_value_t = 256)]
     max_connections: usize,
+    /// Once listening, write the bound ports here (`pg=<port>` and `http=<port>` lines), so
+    /// that a supervisor can pass port 0 and learn which ports the kernel chose.
+    #[arg(long)]
+    ports_file: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -144,6 +148,7 @@ fn main() -> std::process::ExitCode {
                 pg_listen: args.pg_listen,
                 http_listen: args.http_listen,
                 max_connections: args.max_connections,
+                ports_file: args.ports_file,
                 state_cache_bytes: args.engine.state_cache_mb.max(8) << 20,
                 engine: args.engine.engine_config(),
             })

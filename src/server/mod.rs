@@ -17,6 +17,8 @@ pub struct ServeConfig {
     pub pg_listen: SocketAddr,
     pub http_listen: SocketAddr,
     pub max_connections: usize,
+    /// Where to write the bound ports once listening (see [`write_ports_file`]).
+    pub ports_file: Option<PathBuf>,
     pub state_cache_bytes: usize,
     pub engine: EngineConfig,
 }
@@ -42,12 +44,25 @@ pub async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         config.pg_listen.ip(),
         pg.local_addr()?.port()
     );
+    if let Some(path) = &config.ports_file {
+        write_ports_file(path, pg.local_addr()?.port(), http.local_addr()?.port())?;
+    }
     let pg_task = tokio::spawn(pg::serve(pg, db.clone(), config.max_connections));
     let http_task = tokio::spawn(http::serve(http));
     shutdown_signal().await;
     tracing::info!("shutting down");
     pg_task.abort();
     http_task.abort();
+    Ok(())
+}
+
+/// Writes `pg=<port>` and `http=<port>` to `path` through a rename, so that a reader never
+/// sees half a file. With port 0 the kernel picks the ports while they are bound, which leaves
+/// no window for another process to take them between choosing and listening.
+fn write_ports_file(path: &std::path::Path, pg_port: u16, http_port: u16) -> Result<(), BoxError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("pg={pg_port}\nhttp={http_port}\n")).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))?;
     Ok(())
 }
 

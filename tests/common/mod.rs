@@ -2,8 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,8 +18,27 @@ pub struct TestServer {
     keep_dir: bool,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+/// Waits for the server's ports file (written once it listens) and parses it. Fails at once
+/// if the server exits first, and after [`START_TIMEOUT`] otherwise.
+fn wait_for_ports(child: &mut Child, ports_file: &Path) -> Result<(u16, u16), String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(ports_file) {
+            let port = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix('=')?.parse::<u16>().ok())
+                    .ok_or_else(|| format!("no {name} port in {}: {text:?}", ports_file.display()))
+            };
+            return Ok((port("pg")?, port("http")?));
+        }
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!("openclaw exited before listening: {status}"));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("openclaw did not listen within {START_TIMEOUT:?}"));
+        }
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
 }
 
 impl TestServer {
@@ -37,11 +55,16 @@ impl TestServer {
 
     /// [`Self::start_at`] with extra `serve` flags.
     pub fn start_with(data_dir: PathBuf, flags: &[&str]) -> Self {
-        let (pg_port, http_port) = (free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_openclaw"))
+        // Port 0, and the server reports what it bound: a port chosen here and bound later
+        // could be taken in between, by another test or by any outgoing connection's
+        // ephemeral port (CI once failed that way on a restart).
+        let ports_file = PathBuf::from(format!("{}.ports", data_dir.display()));
+        let _ = std::fs::remove_file(&ports_file);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_openclaw"))
             .args(["serve", "--data-dir"])
             .arg(&data_dir)
-            .args(["--pg-listen", &format!("127.0.0.1:{pg_port}"), "--http-listen", &format!("127.0.0.1:{http_port}")])
+            .args(["--pg-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--ports-file"])
+            .arg(&ports_file)
             // A root without rows since the last barrier is idle at the next one, so that a
             // FLUSH settles idleness and tests never wait on a clock.
             .args(["--idle-timeout", "0s"])
@@ -50,6 +73,14 @@ impl TestServer {
             .stdout(Stdio::null())
             .spawn()
             .expect("start openclaw");
+        let (pg_port, http_port) = match wait_for_ports(&mut child, &ports_file) {
+            Ok(ports) => ports,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{e}");
+            }
+        };
         let server = Self { child, pg_port, http_port, data_dir, keep_dir: false };
         server.wait_ready();
         server
@@ -92,6 +123,7 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(format!("{}.ports", self.data_dir.display()));
         if !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.data_dir);
         }
