@@ -1,6 +1,7 @@
 //! `openclaw kafka ...`: tools around Kafka for demos, benchmarks and tests. `mock` runs
 //! librdkafka's mock cluster (a real Kafka protocol peer, in memory) for trying OpenClaw
-//! without a broker; `produce-nexmark` writes Nexmark bids as JSON to a topic.
+//! without a broker, and optionally an in-memory schema registry; `produce-nexmark` writes
+//! Nexmark bids as JSON or Avro to a topic.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ pub enum KafkaCommand {
     /// Run librdkafka's in-memory mock cluster until interrupted, and print its bootstrap
     /// servers. It keeps only about 5 MB per partition: a demo and test broker.
     Mock(MockArgs),
-    /// Produce Nexmark bids as JSON records to a topic.
+    /// Produce Nexmark bids as JSON (or Avro) records to a topic.
     ProduceNexmark(ProduceArgs),
 }
 
@@ -28,6 +29,10 @@ pub struct MockArgs {
     /// Number of mock brokers.
     #[arg(long, default_value_t = 1)]
     brokers: i32,
+    /// Also serve an in-memory Confluent-compatible schema registry on this address (e.g.
+    /// 127.0.0.1:8081), for trying ENCODE AVRO.
+    #[arg(long, value_name = "ADDR")]
+    schema_registry: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args)]
@@ -52,6 +57,13 @@ pub struct ProduceArgs {
     /// Nexmark generator options, as key=value (e.g. nexmark.base.time=0).
     #[arg(long = "option", value_name = "KEY=VALUE")]
     options: Vec<String>,
+    /// Record encoding: json, or avro (Confluent's wire format; needs --schema-registry).
+    #[arg(long, default_value = "json")]
+    encode: String,
+    /// Schema registry URL; with --encode avro the bid schema is registered under
+    /// `<topic>-value`.
+    #[arg(long, value_name = "URL")]
+    schema_registry: Option<String>,
 }
 
 pub async fn run(command: KafkaCommand) -> Result<(), BoxError> {
@@ -68,6 +80,11 @@ async fn mock(args: MockArgs) -> Result<(), BoxError> {
         cluster.create_topic(name, partitions.parse()?, 1)?;
     }
     println!("bootstrap.servers={}", cluster.bootstrap_servers());
+    if let Some(addr) = args.schema_registry {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        println!("schema.registry=http://{}", listener.local_addr()?);
+        tokio::spawn(openclaw_connectors::kafka::registry::serve_mock_registry(listener));
+    }
     std::io::stdout().flush()?;
     tracing::info!(bootstrap = %cluster.bootstrap_servers(), "kafka mock cluster running; Ctrl-C stops it");
     tokio::signal::ctrl_c().await?;
@@ -88,14 +105,13 @@ fn produce(args: ProduceArgs) -> Result<(), BoxError> {
         .create()?;
     let mut out = args.out.as_ref().map(std::fs::File::create).transpose()?.map(std::io::BufWriter::new);
     let started = Instant::now();
-    let bids = openclaw_connectors::nexmark::json::bids(&options).map_err(|e| e.message)?;
-    for (n, good) in bids.take(args.events as usize).enumerate() {
+    for (n, (record, line)) in records(&args, &options)?.take(args.events as usize).enumerate() {
         let n = n as u64;
-        let record = match args.malformed_every {
-            m if m > 0 && n % m == m - 1 => openclaw_connectors::nexmark::json::malformed(n / m, &good),
-            _ => good,
+        let (record, line) = match args.malformed_every {
+            m if m > 0 && n % m == m - 1 => malformed(&args.encode, n / m, &record),
+            _ => (record, line),
         };
-        let mut pending = BaseRecord::<(), str>::to(&args.topic).payload(record.as_str());
+        let mut pending = BaseRecord::<(), [u8]>::to(&args.topic).payload(record.as_slice());
         // A full queue is waited out, not dropped.
         while let Err((e, back)) = producer.send(pending) {
             if !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
@@ -105,7 +121,7 @@ fn produce(args: ProduceArgs) -> Result<(), BoxError> {
             std::thread::sleep(Duration::from_millis(5));
         }
         if let Some(out) = &mut out {
-            writeln!(out, "{record}")?;
+            writeln!(out, "{line}")?;
         }
         if args.rate > 0 {
             let due = Duration::from_secs_f64((n + 1) as f64 / args.rate as f64);
@@ -120,4 +136,35 @@ fn produce(args: ProduceArgs) -> Result<(), BoxError> {
     }
     eprintln!("produced {} records to {} in {:.1?}", args.events, args.topic, started.elapsed());
     Ok(())
+}
+
+/// Bids as records to produce, each with its line for `--out` (the bid as JSON).
+fn records(args: &ProduceArgs, options: &openclaw_connectors::Options) -> Result<Box<dyn Iterator<Item = (Vec<u8>, String)>>, BoxError> {
+    use openclaw_connectors::nexmark::avro::{AvroBids, Framing, BID_SCHEMA};
+    match args.encode.as_str() {
+        "json" => Ok(Box::new(openclaw_connectors::nexmark::json::bids(options).map_err(|e| e.message)?.map(|j| (j.clone().into_bytes(), j)))),
+        "avro" => {
+            let base = args.schema_registry.as_deref().ok_or("--encode avro needs --schema-registry")?;
+            let registry = openclaw_connectors::kafka::registry::RegistryClient::new(base).map_err(|e| e.message)?;
+            let subject = format!("{}-value", args.topic);
+            let id = openclaw_connectors::kafka::registry::block_on(registry.register(&subject, BID_SCHEMA)).map_err(|e| e.to_string())?;
+            let mut bids = AvroBids::new(options, Framing::Confluent(id)).map_err(|e| e.message)?;
+            // Encoded a chunk at a time (vectorized), handed out one by one.
+            let chunks = std::iter::from_fn(move || bids.next_chunk(4096).ok());
+            Ok(Box::new(chunks.flatten()))
+        }
+        other => Err(format!("--encode {other}: expected json or avro").into()),
+    }
+}
+
+/// The `n`-th malformed record instead of `good`, and its line for `--out`.
+fn malformed(encode: &str, n: u64, good: &[u8]) -> (Vec<u8>, String) {
+    match encode {
+        // Binary: the line only marks it (it may hold any byte, a newline too).
+        "avro" => (openclaw_connectors::nexmark::avro::malformed(n, good), format!("malformed avro record {n}")),
+        _ => {
+            let record = openclaw_connectors::nexmark::json::malformed(n, &String::from_utf8_lossy(good));
+            (record.clone().into_bytes(), record)
+        }
+    }
 }

@@ -16,6 +16,10 @@ pub mod nexmark;
 /// `WITH (...)` options of a source, keys lowercased.
 pub type Options = BTreeMap<String, String>;
 
+/// Options fixed at `CREATE` and stored with the statement, so that a restart does not choose
+/// them again: a Nexmark source's base time, a Kafka source's Avro schema (from the registry).
+pub const RESOLVED_OPTIONS: &[&str] = &["nexmark.base.time", "encode.schema"];
+
 /// A mistake in a source's definition: the user's fault, reported with SQLSTATE 22023/42601.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectorError {
@@ -41,6 +45,13 @@ pub trait Connector: Send + Sync {
     /// Checks the options and the declared columns, and returns the source's schema (the
     /// declared columns, or the connector's own when none were declared).
     fn validate(&self, declared: &SchemaRef, options: &Options) -> Result<SchemaRef, ConnectorError>;
+
+    /// Fixes at `CREATE` what a restart must not choose again (a Kafka source's Avro schema
+    /// from the registry), by adding options; the catalog stores the added ones with the
+    /// statement. A restart passes them in again, so this must leave present ones alone.
+    fn resolve(&self, _options: &mut Options) -> Result<(), ConnectorError> {
+        Ok(())
+    }
 
     /// Whether its sources keep records that do not decode in a dead-letter table
     /// (`<source>_dlq`), created with the source.

@@ -230,7 +230,10 @@ impl Database {
         let mut vars = SessionVars::default();
         match stmt {
             OcStatement::CreateTable(ct, watermark) => self.create_table(*ct, watermark, &record.sql).await?,
-            OcStatement::CreateSource(source) if source.as_table => self.create_connector_table(source, &record.sql).await?,
+            OcStatement::CreateSource(mut source) if source.as_table => {
+                source.options.extend(record.resolved.clone());
+                self.create_connector_table(source, &record.sql).await?
+            }
             OcStatement::CreateSource(mut source) => {
                 source.options.extend(record.resolved.clone());
                 self.create_source(source, &record.sql).await?

@@ -145,7 +145,7 @@ impl Database {
             options.insert("nexmark.base.time".into(), now_ms.to_string());
         }
         // What a restart must not choose again.
-        let resolved = options.iter().filter(|(k, _)| k.as_str() == "nexmark.base.time").map(|(k, v)| (k.clone(), v.clone())).collect();
+        let resolved = resolve_options(connector, &mut options)?;
         let schema = self.connector_schema(&create, connector, &options).await?;
         let watermark = create.watermark.as_ref().map(|w| resolve_watermark(w, &schema)).transpose()?;
         let dead_letters = match connector.has_dead_letters() {
@@ -198,13 +198,7 @@ impl Database {
             self.plan_columns(*ct).await?.0
         };
         // A connector may ask a broker (Kafka's metadata): blocking, bounded by its timeout.
-        tokio::task::block_in_place(|| connector.validate(&declared, options)).map_err(|e| {
-            let err = SqlError::new(SqlState::InvalidParameterValue, e.message);
-            match e.hint {
-                Some(h) => err.with_hint(h),
-                None => err,
-            }
-        })
+        tokio::task::block_in_place(|| connector.validate(&declared, options)).map_err(connector_error)
     }
 
     /// Creates `<source>_dlq`, the table a source's undecodable records go to, or keeps the
@@ -293,15 +287,8 @@ impl Database {
             return Err(SqlError::new(SqlState::InvalidParameterValue, "a sink needs connector = 'kafka'")
                 .with_hint("sinks write to Kafka; add WITH (connector = 'kafka', topic = '...', 'properties.bootstrap.server' = '...')"));
         }
-        let user_error = |e: openclaw_connectors::ConnectorError| {
-            let err = SqlError::new(SqlState::InvalidParameterValue, e.message);
-            match e.hint {
-                Some(h) => err.with_hint(h),
-                None => err,
-            }
-        };
-        let options = openclaw_connectors::kafka::KafkaSinkOptions::parse(&sink.options).map_err(user_error)?;
-        tokio::task::block_in_place(|| options.validate()).map_err(user_error)?;
+        let options = openclaw_connectors::kafka::KafkaSinkOptions::parse(&sink.options).map_err(connector_error)?;
+        tokio::task::block_in_place(|| options.validate()).map_err(connector_error)?;
         let mut shown: Vec<String> = sink.options.iter().map(|(k, v)| format!("'{k}' = '{v}'")).collect();
         shown.sort();
         self.create_dataflow(sink.view, Target::Sink(options, shown.join(", ")), vars, sql, resume).await
@@ -345,8 +332,9 @@ impl Database {
             Target::Sink(options, _) => {
                 // The sink's column family is its buffer of records not yet in Kafka.
                 let state = Arc::new(MaterializedState::new(self.store.clone(), &format!("mv_{id}"), schema.clone(), Layout::RowId)?);
+                // ENCODE AVRO registers its schemas here, so a registry problem is CREATE's error.
                 let op = openclaw_connectors::kafka::KafkaSinkOperator::new(id, &name, &schema, options.clone(), self.store.clone(), &state.cf)
-                    .map_err(|e| SqlError::new(SqlState::InvalidParameterValue, e.message))?;
+                    .map_err(connector_error)?;
                 (state, Box::new(op))
             }
         };
@@ -414,7 +402,7 @@ impl Database {
     }
 
     /// Keeps a created object in the durable catalog.
-    fn persist(&self, id: ObjectId, kind: ObjectKind, name: &str, sql: &str, resolved: std::collections::BTreeMap<String, String>) -> SqlResult<()> {
+    pub(crate) fn persist(&self, id: ObjectId, kind: ObjectKind, name: &str, sql: &str, resolved: std::collections::BTreeMap<String, String>) -> SqlResult<()> {
         let record = crate::durable::DdlRecord { id, kind, name: name.to_string(), sql: sql.to_string(), resolved };
         crate::durable::save(&self.store, &record)
     }
@@ -656,4 +644,28 @@ impl ScanResolver for CatalogResolver<'_> {
             }
         }
     }
+}
+
+/// A connector's complaint about its options, as a 22023 error with its hint.
+pub(crate) fn connector_error(e: openclaw_connectors::ConnectorError) -> SqlError {
+    let err = SqlError::new(SqlState::InvalidParameterValue, e.message);
+    match e.hint {
+        Some(h) => err.with_hint(h),
+        None => err,
+    }
+}
+
+/// Lets the connector fix what a restart must not choose again (it may ask a schema registry,
+/// blocking, bounded by its timeout), and returns those options for the catalog record. On a
+/// restart they are present already and come back unchanged.
+pub(crate) fn resolve_options(
+    connector: &'static dyn openclaw_connectors::Connector,
+    options: &mut openclaw_connectors::Options,
+) -> SqlResult<std::collections::BTreeMap<String, String>> {
+    connector.resolve(options).map_err(connector_error)?;
+    Ok(options
+        .iter()
+        .filter(|(k, _)| openclaw_connectors::RESOLVED_OPTIONS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect())
 }

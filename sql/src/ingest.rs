@@ -14,6 +14,7 @@ use openclaw_storage::{CfKind, StateWrite, Store};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::{Detail, Ingest};
+use crate::parser::ObjectKind;
 use crate::database::{object_name, Database, QueryOutput};
 use crate::error::{quote, SqlError, SqlResult, SqlState};
 use crate::parser::CreateSource;
@@ -34,12 +35,13 @@ impl Database {
         if create.if_not_exists && self.catalog.lock().await.get(&name).is_some() {
             return Ok(QueryOutput::command("CREATE TABLE"));
         }
-        let options = create.options.clone();
+        let mut options = create.options.clone();
         let connector_name = options.get("connector").cloned().unwrap_or_default();
         let connector = openclaw_connectors::connector(&connector_name).ok_or_else(|| {
             SqlError::not_supported(format!("connector {} is not supported", quote(&connector_name)))
                 .with_hint(format!("available connectors: {}", openclaw_connectors::CONNECTORS.join(", ")))
         })?;
+        let resolved = crate::ddl::resolve_options(connector, &mut options)?;
         let schema = self.connector_schema(&create, connector, &options).await?;
         // The dead-letter table first: a restart replays records in id order, and finds it.
         let dead_letters = match connector.has_dead_letters() {
@@ -62,6 +64,8 @@ impl Database {
         let Detail::Table { writer, ingest, .. } = &mut entry.detail else {
             return Err(SqlError::new(SqlState::Internal, "a connector table is a table"));
         };
+        // The table's record again, with what the connector resolved (its Avro schema).
+        self.persist(entry.id, ObjectKind::Table, &name, sql, resolved)?;
         let cf = offsets_cf(entry.id);
         self.store.create_cf(&cf, CfKind::Plain)?;
         let dead_letter_table = match dead_letter_state {

@@ -1,10 +1,13 @@
 //! Decoding of record values into Arrow, vectorized: a whole poll's worth of records goes
-//! through one arrow-json or arrow-csv decoder. A record that does not decode is isolated
+//! through one arrow-json, arrow-csv or arrow-avro decoder (one per Avro writer schema). A record that does not decode is isolated
 //! (the rest of its batch still decodes) and reported with its error, for the dead-letter table.
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
+
+use super::avro::{AvroDecoder, AvroEncoding};
+use crate::ConnectorError;
 
 /// How record values are encoded (`ENCODE JSON | CSV`).
 #[derive(Debug, Clone, PartialEq)]
@@ -13,6 +16,8 @@ pub enum Encoding {
     Json,
     /// One CSV line per record; fields are matched to columns by position.
     Csv { delimiter: u8 },
+    /// One Avro datum per record; fields are matched to columns by name.
+    Avro(AvroEncoding),
 }
 
 /// The outcome of decoding one poll's records.
@@ -29,11 +34,25 @@ pub struct Decoded {
 pub struct ValueDecoder {
     schema: SchemaRef,
     encoding: Encoding,
+    avro: Option<AvroDecoder>,
 }
 
 impl ValueDecoder {
-    pub fn new(schema: SchemaRef, encoding: Encoding) -> Self {
-        Self { schema, encoding }
+    pub fn new(schema: SchemaRef, encoding: Encoding) -> Result<Self, ConnectorError> {
+        let avro = match &encoding {
+            Encoding::Avro(a) => Some(AvroDecoder::new(schema.clone(), a)?),
+            _ => None,
+        };
+        Ok(Self { schema, encoding, avro })
+    }
+
+    /// Makes ready to decode `records`: fetches the Avro writer schemas they name that are not
+    /// known yet. Fails only when the schema registry cannot be asked.
+    pub async fn prepare(&mut self, records: &[&[u8]]) -> Result<(), String> {
+        match &mut self.avro {
+            Some(avro) => avro.learn(records).await,
+            None => Ok(()),
+        }
     }
 
     /// Decodes `records`. Never fails on bad input: a record that does not decode is put in
@@ -42,32 +61,39 @@ impl ValueDecoder {
     /// records are alone, with an explicit work list (no recursion).
     pub fn decode(&self, records: &[&[u8]]) -> Decoded {
         let mut bad = vec![];
-        let mut candidates = Vec::with_capacity(records.len());
+        // Candidates grouped by Avro writer schema (one group for JSON and CSV), so that one
+        // decoder never switches schemas mid-batch.
+        let mut groups: Vec<(u32, Vec<usize>)> = vec![];
         for (i, r) in records.iter().enumerate() {
             match self.check_syntax(r) {
-                Ok(()) => candidates.push(i),
+                Ok(writer) => match groups.iter_mut().find(|(w, _)| *w == writer) {
+                    Some((_, members)) => members.push(i),
+                    None => groups.push((writer, vec![i])),
+                },
                 Err(e) => bad.push((i, e)),
             }
         }
-        let mut good = Vec::with_capacity(candidates.len());
+        let mut good = Vec::with_capacity(records.len());
         let mut batches = vec![];
-        // Ranges of `candidates` still to decode, the leftmost on top of the stack.
-        let mut work = vec![(0, candidates.len())];
-        while let Some((start, end)) = work.pop() {
-            if start == end {
-                continue;
-            }
-            let slice = &candidates[start..end];
-            match self.decode_all(slice.len(), slice.iter().map(|&i| records[i])) {
-                Ok(batch) => {
-                    good.extend_from_slice(slice);
-                    batches.push(batch);
+        for (writer, candidates) in &groups {
+            // Ranges of `candidates` still to decode, the leftmost on top of the stack.
+            let mut work = vec![(0, candidates.len())];
+            while let Some((start, end)) = work.pop() {
+                if start == end {
+                    continue;
                 }
-                Err(e) if slice.len() == 1 => bad.push((slice[0], e)),
-                Err(_) => {
-                    let mid = start + (end - start) / 2;
-                    work.push((mid, end));
-                    work.push((start, mid));
+                let slice = &candidates[start..end];
+                match self.decode_all(*writer, slice.len(), slice.iter().map(|&i| records[i])) {
+                    Ok(batch) => {
+                        good.extend_from_slice(slice);
+                        batches.push(batch);
+                    }
+                    Err(e) if slice.len() == 1 => bad.push((slice[0], e)),
+                    Err(_) => {
+                        let mid = start + (end - start) / 2;
+                        work.push((mid, end));
+                        work.push((start, mid));
+                    }
                 }
             }
         }
@@ -82,8 +108,8 @@ impl ValueDecoder {
     }
 
     /// A fast check that rejects most malformed records one by one, so that a batch rarely
-    /// needs to be split.
-    fn check_syntax(&self, record: &[u8]) -> Result<(), String> {
+    /// needs to be split. Returns the record's Avro writer schema id (0 for JSON and CSV).
+    fn check_syntax(&self, record: &[u8]) -> Result<u32, String> {
         match self.encoding {
             Encoding::Json => {
                 let first = record.iter().find(|b| !b.is_ascii_whitespace());
@@ -91,7 +117,7 @@ impl ValueDecoder {
                     return Err("a JSON record must be one JSON object".into());
                 }
                 serde_json::from_slice::<serde::de::IgnoredAny>(record)
-                    .map(|_| ())
+                    .map(|_| 0)
                     .map_err(|e| format!("invalid JSON: {e}"))
             }
             Encoding::Csv { .. } => {
@@ -100,17 +126,19 @@ impl ValueDecoder {
                 match () {
                     _ if line.trim().is_empty() => Err("empty CSV record".into()),
                     _ if line.contains('\n') => Err("a CSV record must be one line".into()),
-                    _ => Ok(()),
+                    _ => Ok(0),
                 }
             }
+            Encoding::Avro(_) => self.avro.as_ref().expect("an Avro decoder for ENCODE AVRO").writer_of(record),
         }
     }
 
     /// Decodes every record into one batch, or fails if any of them does not decode.
-    fn decode_all<'a>(&self, n: usize, records: impl Iterator<Item = &'a [u8]>) -> Result<RecordBatch, String> {
+    fn decode_all<'a>(&self, writer: u32, n: usize, records: impl Iterator<Item = &'a [u8]>) -> Result<RecordBatch, String> {
         match &self.encoding {
             Encoding::Json => self.decode_json(n, records),
             Encoding::Csv { delimiter } => self.decode_csv(n, records, *delimiter),
+            Encoding::Avro(_) => self.avro.as_ref().expect("an Avro decoder for ENCODE AVRO").decode_all(writer, n, records),
         }
     }
 
@@ -172,7 +200,7 @@ mod tests {
 
     #[test]
     fn json_isolates_syntax_and_type_errors() {
-        let d = ValueDecoder::new(schema(), Encoding::Json);
+        let d = ValueDecoder::new(schema(), Encoding::Json).unwrap();
         let records: Vec<&[u8]> = vec![
             br#"{"auction": 1, "channel": "a"}"#,
             br#"{"auction": 2, "chan"#,
@@ -194,7 +222,7 @@ mod tests {
 
     #[test]
     fn csv_decodes_by_position_and_isolates_bad_lines() {
-        let d = ValueDecoder::new(schema(), Encoding::Csv { delimiter: b',' });
+        let d = ValueDecoder::new(schema(), Encoding::Csv { delimiter: b',' }).unwrap();
         let records: Vec<&[u8]> = vec![b"1,a", b"two,b", b"3,c\n", b"4,d,extra", b"5,e"];
         let out = d.decode(&records);
         assert_eq!(out.good, vec![0, 2, 4]);

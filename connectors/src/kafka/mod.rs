@@ -1,10 +1,13 @@
 //! Kafka, through librdkafka (`rdkafka`): a source that assigns itself every partition of a
-//! topic, decodes record values vectorized (JSON, CSV), adds Kafka metadata columns, sends
+//! topic, decodes record values vectorized (JSON, CSV, Avro), adds Kafka metadata columns, sends
 //! records that do not decode to the source's dead-letter table, and keeps its offsets in
 //! OpenClaw's checkpoints.
 
+mod avro;
 mod decode;
+mod encode;
 mod reader;
+pub mod registry;
 mod sink;
 
 use std::sync::Arc;
@@ -14,7 +17,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use openclaw_engine::source::SourceReader;
 use rdkafka::config::ClientConfig;
 
+pub use avro::AvroEncoding;
 pub use decode::{Decoded, Encoding, ValueDecoder};
+pub use encode::SinkEncoding;
 pub use reader::KafkaReader;
 pub use sink::{KafkaSinkOperator, KafkaSinkOptions, SinkFormat, SINK_COMMITS_CF};
 
@@ -82,7 +87,7 @@ pub struct KafkaOptions {
 /// Options this connector knows besides `properties.*` and `include.*`.
 const KNOWN: &[&str] = &[
     "connector", "topic", "scan.startup.mode", "scan.startup.timestamp.millis", "format", "encode",
-    "encode.delimiter", "encode.without_header", "dlq.topic",
+    "encode.delimiter", "encode.without_header", "encode.schema", "encode.schema.registry", "dlq.topic",
 ];
 
 impl KafkaOptions {
@@ -112,11 +117,16 @@ impl KafkaOptions {
     }
 
     /// The declared columns followed by the metadata columns.
+    /// Without declared columns, an Avro source takes its schema's fields.
     pub fn schema(&self, declared: &SchemaRef) -> Result<SchemaRef, ConnectorError> {
-        if declared.fields().is_empty() {
-            return Err(ConnectorError::new("a kafka source needs a column list")
-                .with_hint("declare the columns of the records, e.g. CREATE SOURCE s (auction BIGINT, price BIGINT) WITH (...)"));
-        }
+        let declared = match (&self.encoding, declared.fields().is_empty()) {
+            (Encoding::Avro(avro), true) => avro.columns()?,
+            (_, true) => {
+                return Err(ConnectorError::new("a kafka source needs a column list")
+                    .with_hint("declare the columns of the records, e.g. CREATE SOURCE s (auction BIGINT, price BIGINT) WITH (...)"))
+            }
+            (_, false) => declared.clone(),
+        };
         let mut fields: Vec<Field> = declared.fields().iter().map(|f| f.as_ref().clone()).collect();
         for (meta, name) in &self.include {
             if declared.field_with_name(name).is_ok() {
@@ -186,9 +196,16 @@ fn encoding(options: &Options) -> Result<Encoding, ConnectorError> {
             }
             Ok(Encoding::Csv { delimiter })
         }
-        Some("avro") => Err(ConnectorError::new("ENCODE AVRO is not supported yet").with_hint("use ENCODE JSON or ENCODE CSV")),
+        Some("avro") => {
+            let registry = options.get("encode.schema.registry").cloned();
+            let schema = options.get("encode.schema").cloned().ok_or_else(|| {
+                ConnectorError::new("ENCODE AVRO needs a schema")
+                    .with_hint("give ENCODE AVRO (schema.registry = 'http://host:8081') or ENCODE AVRO (schema = '<Avro schema JSON>')")
+            })?;
+            Ok(Encoding::Avro(AvroEncoding { schema, registry }))
+        }
         Some(other) => Err(ConnectorError::new(format!("ENCODE {} is not supported", other.to_uppercase()))
-            .with_hint("use ENCODE JSON or ENCODE CSV")),
+            .with_hint("use ENCODE JSON, CSV or AVRO")),
     }
 }
 
@@ -213,6 +230,22 @@ pub struct KafkaConnector;
 impl Connector for KafkaConnector {
     fn name(&self) -> &'static str {
         "kafka"
+    }
+
+    /// With a schema registry and no inline schema, fixes the topic's latest value schema
+    /// (subject `<topic>-value`) as the reader's schema: it gives the columns, and a restart
+    /// must not pick a newer one.
+    fn resolve(&self, options: &mut Options) -> Result<(), ConnectorError> {
+        let is_avro = options.get("encode").is_some_and(|e| e.eq_ignore_ascii_case("avro"));
+        let (Some(base), None, true) = (options.get("encode.schema.registry"), options.get("encode.schema"), is_avro) else {
+            return Ok(());
+        };
+        let topic = options.get("topic").ok_or_else(|| ConnectorError::new("a kafka source needs a topic").with_hint("add WITH (topic = '...')"))?;
+        let client = registry::RegistryClient::new(base)?;
+        let subject = format!("{topic}-value");
+        let (_, schema) = registry::block_on(client.latest(&subject)).map_err(|e| e.into_connector_error(base))?;
+        options.insert("encode.schema".into(), schema);
+        Ok(())
     }
 
     fn validate(&self, declared: &SchemaRef, options: &Options) -> Result<SchemaRef, ConnectorError> {

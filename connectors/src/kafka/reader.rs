@@ -107,7 +107,7 @@ impl KafkaReader {
             .set("isolation.level", options.client.get("isolation.level").unwrap_or("read_committed"))
             .create()
             .map_err(|e| ConnectorError::new(format!("invalid kafka properties: {e}")))?;
-        let decoder = ValueDecoder::new(value_schema, options.encoding.clone());
+        let decoder = ValueDecoder::new(value_schema, options.encoding.clone())?;
         let dlq_producer = match &options.dlq_topic {
             Some(topic) => Some(Arc::new(DeadLetterProducer::new(&options, topic)?)),
             None => None,
@@ -322,6 +322,10 @@ impl SourceReader for KafkaReader {
         }
         self.idle_polls = 0;
         let bytes: usize = records.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len())).sum();
+        let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_deref().unwrap_or(b"")).collect();
+        // A failure here (the schema registry is down) leaves the position before these
+        // records: a restart reads them again.
+        self.decoder.prepare(&values).await.map_err(EngineError::External)?;
         let batch = self.decode(&records)?;
         // Only now, with the dead letters stored, does the position pass these records.
         for r in &records {

@@ -1,4 +1,4 @@
-//! A Kafka sink: the changelog of a view, encoded as JSON records, written exactly once with
+//! A Kafka sink: the changelog of a view, encoded as JSON or Avro records, written exactly once with
 //! Kafka transactions committed after OpenClaw's checkpoints.
 //!
 //! Two-phase commit, as in Flink: the operator appends each chunk's records to a buffer in the
@@ -14,9 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use openclaw_engine::{Barrier, EngineError, EngineResult, ObjectId, Op, Operator, OperatorContext, StreamChunk};
+use openclaw_engine::{Barrier, EngineError, EngineResult, ObjectId, Operator, OperatorContext, StreamChunk};
 use openclaw_storage::{StateWrite, Store};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -24,6 +23,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
+use super::encode::{encode_chunk, Codec, SinkEncoding};
 use crate::{ConnectorError, Options};
 
 /// The column family where sinks note what they have committed to Kafka (sink id → buffer
@@ -57,9 +57,10 @@ pub struct KafkaSinkOptions {
     pub primary_key: Option<Vec<String>>,
     /// Transactions committed on checkpoints; `false` is at least once (idempotent producer).
     pub exactly_once: bool,
+    pub encoding: SinkEncoding,
 }
 
-const KNOWN: &[&str] = &["connector", "topic", "primary_key", "sink.exactly_once", "format", "encode"];
+const KNOWN: &[&str] = &["connector", "topic", "primary_key", "sink.exactly_once", "format", "encode", "encode.schema.registry"];
 
 impl KafkaSinkOptions {
     pub fn parse(options: &Options) -> Result<Self, ConnectorError> {
@@ -86,16 +87,23 @@ impl KafkaSinkOptions {
                     .with_hint("use FORMAT PLAIN, UPSERT or DEBEZIUM"))
             }
         };
-        match options.get("encode").map(|e| e.to_ascii_lowercase()).as_deref() {
-            None | Some("json") => {}
-            Some(other) => {
-                return Err(ConnectorError::new(format!("ENCODE {} is not supported for kafka sinks yet", other.to_uppercase()))
-                    .with_hint("use ENCODE JSON"))
+        let encoding = match options.get("encode").map(|e| e.to_ascii_lowercase()).as_deref() {
+            None | Some("json") => SinkEncoding::Json,
+            Some("avro") => {
+                let registry = options.get("encode.schema.registry").cloned().ok_or_else(|| {
+                    ConnectorError::new("an ENCODE AVRO sink needs a schema registry")
+                        .with_hint("give ENCODE AVRO (schema.registry = 'http://host:8081'); its schemas are registered there")
+                })?;
+                SinkEncoding::Avro { registry }
             }
-        }
+            Some(other) => {
+                return Err(ConnectorError::new(format!("ENCODE {} is not supported for kafka sinks", other.to_uppercase()))
+                    .with_hint("use ENCODE JSON or AVRO"))
+            }
+        };
         let primary_key = options.get("primary_key").map(|k| k.split(',').map(|c| c.trim().to_string()).collect());
         let exactly_once = !options.get("sink.exactly_once").is_some_and(|v| v.eq_ignore_ascii_case("false"));
-        Ok(Self { topic, client, format, primary_key, exactly_once })
+        Ok(Self { topic, client, format, primary_key, exactly_once, encoding })
     }
 
     /// Column indexes of the key in `schema`.
@@ -129,9 +137,9 @@ impl KafkaSinkOptions {
 
 /// One Kafka record as buffered: key and value (a tombstone has none).
 #[derive(Debug, Clone, PartialEq)]
-struct SinkRecord {
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
+pub(super) struct SinkRecord {
+    pub(super) key: Option<Vec<u8>>,
+    pub(super) value: Option<Vec<u8>>,
 }
 
 impl SinkRecord {
@@ -170,65 +178,6 @@ impl SinkRecord {
         let value = part()?;
         Ok(Self { key, value })
     }
-}
-
-/// Rows of a batch as JSON objects, one per row (arrow-json's writer, vectorized).
-fn json_rows(batch: &RecordBatch) -> EngineResult<Vec<Vec<u8>>> {
-    use datafusion::arrow::json::writer::{JsonArray, WriterBuilder};
-    let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(Vec::new());
-    writer.write(batch)?;
-    writer.finish()?;
-    let array: Vec<serde_json::Value> = serde_json::from_slice(&writer.into_inner()).map_err(|e| EngineError::Internal(format!("json rows: {e}")))?;
-    Ok(array.into_iter().map(|v| v.to_string().into_bytes()).collect())
-}
-
-/// Encodes a changelog chunk into records of `format`.
-fn encode_chunk(chunk: &StreamChunk, format: SinkFormat, key_columns: &[usize], now_ms: i64) -> EngineResult<Vec<SinkRecord>> {
-    let batch = chunk.batch();
-    let rows = json_rows(batch)?;
-    let keys = match format {
-        SinkFormat::Plain => vec![],
-        _ => json_rows(&batch.project(key_columns)?)?,
-    };
-    let ops = chunk.ops();
-    let mut out = Vec::with_capacity(rows.len());
-    let mut i = 0;
-    while i < rows.len() {
-        let op = ops[i];
-        match format {
-            SinkFormat::Plain => match op {
-                Op::Insert | Op::UpdateInsert => out.push(SinkRecord { key: None, value: Some(rows[i].clone()) }),
-                Op::Delete | Op::UpdateDelete => {
-                    return Err(EngineError::NotSupported(
-                        "a FORMAT PLAIN sink got a delete or update: its query is not append-only (use FORMAT UPSERT or DEBEZIUM)".into(),
-                    ))
-                }
-            },
-            SinkFormat::Upsert => {
-                let value = matches!(op, Op::Insert | Op::UpdateInsert).then(|| rows[i].clone());
-                // An update that keeps its key is one record, not a tombstone and a row.
-                let same_key_update = op == Op::UpdateDelete && ops.get(i + 1) == Some(&Op::UpdateInsert) && keys[i] == keys[i + 1];
-                if !same_key_update {
-                    out.push(SinkRecord { key: Some(keys[i].clone()), value });
-                }
-            }
-            SinkFormat::Debezium => {
-                let row = |j: usize| String::from_utf8_lossy(&rows[j]).into_owned();
-                let (key, before, after, code) = match op {
-                    Op::UpdateDelete if ops.get(i + 1) == Some(&Op::UpdateInsert) && keys[i] == keys[i + 1] => {
-                        i += 1;
-                        (i, row(i - 1), row(i), "u")
-                    }
-                    Op::Insert | Op::UpdateInsert => (i, "null".into(), row(i), "c"),
-                    Op::Delete | Op::UpdateDelete => (i, row(i), "null".into(), "d"),
-                };
-                let value = format!(r#"{{"before":{before},"after":{after},"op":"{code}","ts_ms":{now_ms}}}"#);
-                out.push(SinkRecord { key: Some(keys[key].clone()), value: Some(value.into_bytes()) });
-            }
-        }
-        i += 1;
-    }
-    Ok(out)
 }
 
 /// The sink's buffer in the state store: records by sequence number (u64, big endian).
@@ -291,6 +240,7 @@ pub struct KafkaSinkOperator {
     name: String,
     options: KafkaSinkOptions,
     key_columns: Vec<usize>,
+    codec: Codec,
     buffer: Buffer,
     next_seq: u64,
     commits: Option<mpsc::Sender<(u64, u64)>>,
@@ -300,11 +250,13 @@ impl KafkaSinkOperator {
     /// `buffer_cf`: a column family of the sink's own, created by the caller.
     pub fn new(object: ObjectId, name: &str, schema: &SchemaRef, options: KafkaSinkOptions, store: Store, buffer_cf: &str) -> Result<Self, ConnectorError> {
         let key_columns = options.key_columns(schema)?;
+        let codec = Codec::new(&options.encoding, options.format, &options.topic, schema, &key_columns)?;
         Ok(Self {
             object,
             name: name.to_string(),
             options,
             key_columns,
+            codec,
             buffer: Buffer { store, cf: Arc::from(buffer_cf) },
             next_seq: 0,
             commits: None,
@@ -343,7 +295,7 @@ impl Operator for KafkaSinkOperator {
 
     async fn process_batch(&mut self, _input: usize, chunk: StreamChunk, _ctx: &mut OperatorContext) -> EngineResult<()> {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let records = encode_chunk(&chunk, self.options.format, &self.key_columns, now_ms)?;
+        let records = encode_chunk(&chunk, self.options.format, &mut self.codec, &self.key_columns, now_ms)?;
         self.buffer.append(&mut self.next_seq, &records)
     }
 

@@ -1,6 +1,7 @@
 //! The Nexmark generator as a source: the events of the `nexmark` crate (RisingWave's
 //! nexmark-rs, the reference), built into Arrow columns chunk by chunk.
 
+pub mod avro;
 pub mod json;
 mod reader;
 mod schema;
