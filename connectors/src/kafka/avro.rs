@@ -27,6 +27,10 @@ const INLINE_ID: u32 = 0;
 const REGISTRY_ATTEMPTS: u32 = 5;
 /// The first pause between two lookups; it doubles each time.
 const REGISTRY_BACKOFF: Duration = Duration::from_millis(200);
+/// Most schema ids a reader remembers (known and unknown). Garbage that happens to start with
+/// byte 0 names random ids; past this, a new id is not looked up and its record is a dead
+/// letter, so such a topic cannot grow the cache or flood the registry.
+const MAX_SCHEMA_IDS: usize = 1024;
 
 /// `ENCODE AVRO (...)`: where the schemas come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +108,10 @@ impl AvroDecoder {
         new_ids.sort_unstable();
         new_ids.dedup();
         for id in new_ids {
+            if self.writers.len() + self.unknown.len() >= MAX_SCHEMA_IDS {
+                tracing::warn!(registry = registry.base(), id, limit = MAX_SCHEMA_IDS, "too many schema ids; not looking up more");
+                break;
+            }
             let mut pause = REGISTRY_BACKOFF;
             for attempt in 1..=REGISTRY_ATTEMPTS {
                 match registry.schema_by_id(id).await {
@@ -145,7 +153,7 @@ impl AvroDecoder {
             return Err(why.clone());
         }
         if !self.writers.contains_key(&id) {
-            return Err(format!("schema id {id} is not known"));
+            return Err(format!("schema id {id} is not known (a reader looks up at most {MAX_SCHEMA_IDS} ids)"));
         }
         Ok(id)
     }
