@@ -49,9 +49,9 @@ impl Broker {
 }
 
 /// Produces `records` spread over the partitions and waits until the broker has them.
-fn produce(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, records: &[String]) {
+fn produce<R: AsRef<[u8]>>(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, records: &[R]) {
     for r in records {
-        let mut record = BaseRecord::<(), str>::to(topic).payload(r.as_str());
+        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(r.as_ref());
         while let Err((e, back)) = producer.send(record) {
             assert!(matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)), "{e}");
             record = back;
@@ -252,6 +252,9 @@ async fn kafka_source_mistakes_get_clear_errors() {
         (format!("CREATE SOURCE s (a INT) WITH (connector = 'kafka', topic = 'bid', 'properties.bootstrap.server' = '{bs}', colour = 'red')"), "22023", "unknown option \"colour\""),
         (format!("CREATE SOURCE s (a INT) WITH (connector = 'kafka', topic = 'bid', 'properties.bootstrap.server' = '{bs}') FORMAT PLAIN ENCODE AVRO"), "22023", "ENCODE AVRO needs a schema"),
         (format!("CREATE SOURCE s WITH (connector = 'kafka', topic = 'bid', 'properties.bootstrap.server' = '{bs}')"), "22023", "needs a column list"),
+        (format!("CREATE SOURCE s WITH (connector = 'kafka', topic = 'bid', 'properties.bootstrap.server' = '{bs}') FORMAT PLAIN ENCODE AVRO (schema.registry = 'http://127.0.0.1:1')"), "22023", "could not reach the schema registry"),
+        (format!("CREATE SOURCE s WITH (connector = 'kafka', topic = 'bid', 'properties.bootstrap.server' = '{bs}') FORMAT PLAIN ENCODE AVRO (schema = '{{\"type\": \"long\"}}')"), "22023", "invalid Avro schema"),
+        (format!("CREATE SINK k AS SELECT 1 AS a WITH (connector = 'kafka', topic = 'bid', 'properties.bootstrap.server' = '{bs}') FORMAT PLAIN ENCODE AVRO"), "22023", "needs a schema registry"),
         (format!("CREATE SOURCE s (a INT) INCLUDE colour WITH (connector = 'kafka', topic = 'bid', 'properties.bootstrap.server' = '{bs}')"), "22023", "INCLUDE colour is not available"),
         (format!("CREATE SOURCE s (a INT) WITH (connector = 'kafka', topic = 'bid', 'properties.bootstrap.server' = '{bs}') FORMAT PLAIN"), "42601", "ENCODE"),
     ];
@@ -630,15 +633,7 @@ async fn avro_bids_from_a_schema_registry_count_exactly_and_an_avro_upsert_sink_
                 step.push(record);
             }
         }
-        for r in &step {
-            let mut record = BaseRecord::<(), [u8]>::to("bid").payload(r.as_slice());
-            while let Err((e, back)) = broker.producer.send(record) {
-                assert!(matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)), "{e}");
-                record = back;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        broker.producer.flush(Duration::from_secs(60)).expect("flush the producer");
+        produce(&broker.producer, "bid", &step);
         client.batch_execute("FLUSH").await.unwrap();
     }
     // The columns came from the registry's schema, with their Avro types.
