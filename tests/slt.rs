@@ -72,11 +72,20 @@ impl AsyncDB for Pg {
     }
 }
 
-async fn run_file(path: &Path) {
+/// Runs one file against a fresh server started with `flags`.
+async fn run_file(path: &Path, flags: &[&str]) {
     let name = path.file_stem().unwrap().to_string_lossy().to_string();
-    let server = common::TestServer::start(&format!("slt-{name}"));
-    let conn = server.conn_str();
-    let mut runner = sqllogictest::Runner::new(move || {
+    let data_dir = std::env::temp_dir().join(format!("openclaw-test-slt-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let server = common::TestServer::start_with(data_dir, flags);
+    if let Err(e) = runner(server.conn_str()).run_file_async(path).await {
+        panic!("{}: {e}", path.display());
+    }
+}
+
+/// A runner whose connections go to `conn`.
+fn runner(conn: String) -> sqllogictest::Runner<Pg, impl sqllogictest::MakeConnection<Conn = Pg>> {
+    sqllogictest::Runner::new(move || {
         let conn = conn.clone();
         async move {
             let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
@@ -85,18 +94,20 @@ async fn run_file(path: &Path) {
             });
             Ok(Pg { client })
         }
-    });
-    if let Err(e) = runner.run_file_async(path).await {
-        panic!("{}: {e}", path.display());
-    }
+    })
+}
+
+/// The `tests/slt` folder of this checkout.
+fn slt_dir() -> std::path::PathBuf {
+    // The manifest dir at run time: a shared target dir may hold a binary built in another
+    // checkout, whose compile-time path would point at that checkout's files.
+    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    Path::new(&root).join("tests/slt")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqllogictest_files() {
-    // The manifest dir at run time: a shared target dir may hold a binary built in another
-    // checkout, whose compile-time path would point at that checkout's files.
-    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
-    let dir = Path::new(&root).join("tests/slt");
+    let dir = slt_dir();
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "slt")).collect();
     files.sort();
     assert!(!files.is_empty(), "no .slt files in {}", dir.display());
@@ -106,6 +117,26 @@ async fn sqllogictest_files() {
             continue;
         }
         eprintln!("running {}", file.display());
-        run_file(&file).await;
+        run_file(&file, &[]).await;
+    }
+}
+
+/// Barriers every 3 ms land anywhere between the statements, so idleness changes at every
+/// place it can. CI once caught a join's partitions racing here: one partition, idle, was left
+/// out of the merged watermark, and its sibling's watermark overtook its rows. That failed
+/// about one round in two; thirty rounds pass only when it cannot happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_watermarks_hold_wherever_barriers_fall() {
+    let path = slt_dir().join("rounds/idle_join.slt");
+    let template = std::fs::read_to_string(&path).unwrap();
+    let data_dir = std::env::temp_dir().join(format!("openclaw-test-slt-idle-rounds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let server = common::TestServer::start_with(data_dir, &["--flush-interval", "3ms", "--workers", "2"]);
+    let mut runner = runner(server.conn_str());
+    for round in 0..30 {
+        let script = template.replace("{r}", &round.to_string());
+        if let Err(e) = runner.run_script_async(&script).await {
+            panic!("{} round {round}: {e}", path.display());
+        }
     }
 }

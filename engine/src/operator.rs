@@ -43,6 +43,16 @@ pub trait Operator: Send + 'static {
         true
     }
 
+    /// Whether the inputs are the partitions of one operator, fed by the same broadcast
+    /// watermarks and idleness. An idle partition then still holds the merged watermark: it
+    /// learns that an input woke up only when that input's rows or watermark reach it, and a
+    /// sibling's watermark, racing ahead on another channel, must not make those rows late.
+    /// Distinct streams (a union's branches, a source's readers) return `false`: an idle one is
+    /// left out of the minimum, as in Flink.
+    fn inputs_are_partitions(&self) -> bool {
+        false
+    }
+
     /// Called with the watermarks of input `input` when [`Self::merges_input_watermarks`] is
     /// `false`. Default: drop them.
     async fn handle_input_watermark(&mut self, _input: usize, _wm: Watermark, _ctx: &mut OperatorContext) -> EngineResult<()> {

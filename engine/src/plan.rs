@@ -396,7 +396,7 @@ impl Builder<'_> {
     /// Spawns a stateful node. One partition reads its inputs directly. Several get an
     /// exchange per input that routes rows by key hash, so partition `k` sees exactly the rows
     /// of its keys, in input order; a union merges their outputs (aligning barriers and taking
-    /// the minimum watermark, as every union does).
+    /// the minimum watermark over all partitions, idle or not).
     fn spawn_partitioned(&mut self, node: Partitioned) {
         let Partitioned { keys, inputs, mut operators, schema, output } = node;
         if operators.len() == 1 {
@@ -421,7 +421,7 @@ impl Builder<'_> {
             self.spawn_operator(op, inputs, Outputs::new(vec![tx]));
             merged.push(rx);
         }
-        self.spawn_operator(Box::new(UnionOperator::new(schema)), merged, Outputs::new(vec![output]));
+        self.spawn_operator(Box::new(UnionOperator::of_partitions(schema)), merged, Outputs::new(vec![output]));
     }
 
     /// Runs one source reader as a root whose position is stored under `key`.

@@ -16,7 +16,7 @@ pub async fn run_operator(
     mut ctx: OperatorContext,
 ) -> EngineResult<()> {
     let mut merge = InputMerge::new(inputs);
-    let mut watermarks = WatermarkMerge::new(merge.len());
+    let mut watermarks = WatermarkMerge::new(merge.len(), op.inputs_are_partitions());
     let mut aligning: Option<Barrier> = None;
     op.on_start(&mut ctx).await?;
     while let Some(next) = merge.next().await {
@@ -39,14 +39,15 @@ pub async fn run_operator(
                 }
             }
             Message::Idle => {
+                let was_idle = merge.live().all(|i| watermarks.is_idle(i));
                 for advanced in watermarks.deactivate(input, merge.live()) {
                     op.handle_watermark(advanced, &mut ctx).await?;
                 }
                 if !op.merges_input_watermarks() {
                     op.handle_input_idle(input, &mut ctx).await?;
                 }
-                // Downstream learns only when nothing feeds this operator any more.
-                if merge.live().all(|i| watermarks.is_idle(i)) {
+                // Downstream learns only when nothing feeds this operator any more, and once.
+                if !was_idle && merge.live().all(|i| watermarks.is_idle(i)) {
                     op.handle_idle(&mut ctx).await?;
                 }
             }
@@ -72,17 +73,19 @@ pub async fn run_operator(
 /// Per column, the minimum watermark over the live inputs that are not idle. An input that
 /// closed no longer holds the others back, nor does one that said it is idle
 /// ([`Message::Idle`]) until it sends again. When every live input is idle, the minimum is over
-/// those that have a watermark: each still vouches for its own future rows.
+/// those that have a watermark: each still vouches for its own future rows. The partitions of
+/// one operator are never left out ([`crate::Operator::inputs_are_partitions`]).
 struct WatermarkMerge {
     /// `latest[input]`: the last watermark of each column seen on that input.
     latest: Vec<HashMap<usize, i64>>,
     idle: Vec<bool>,
     emitted: HashMap<usize, i64>,
+    partitions: bool,
 }
 
 impl WatermarkMerge {
-    fn new(inputs: usize) -> Self {
-        Self { latest: vec![HashMap::new(); inputs], idle: vec![false; inputs], emitted: HashMap::new() }
+    fn new(inputs: usize, partitions: bool) -> Self {
+        Self { latest: vec![HashMap::new(); inputs], idle: vec![false; inputs], emitted: HashMap::new(), partitions }
     }
 
     fn is_idle(&self, input: usize) -> bool {
@@ -113,7 +116,7 @@ impl WatermarkMerge {
     }
 
     fn advance(&mut self, column: usize, live: &[usize]) -> Option<Watermark> {
-        let active: Vec<usize> = live.iter().copied().filter(|&i| !self.idle[i]).collect();
+        let active: Vec<usize> = live.iter().copied().filter(|&i| self.partitions || !self.idle[i]).collect();
         let min = if active.is_empty() {
             live.iter().filter_map(|&i| self.latest[i].get(&column).copied()).min()?
         } else {

@@ -137,6 +137,26 @@ async fn union_watermark_waits_for_a_silent_input_but_not_an_idle_one() {
     assert_eq!(pretty(&both), "watermark 5\nidle\nbarrier 1\n");
 }
 
+#[tokio::test]
+async fn a_partitions_merge_holds_the_watermark_for_an_idle_partition() {
+    let row = fixture::parse("I\n + 2");
+    let schema = row.schema();
+    // Both partitions went idle; then the input wakes up: a row reaches partition 0 only, and
+    // the broadcast watermark 24 reaches partition 1 first. (The round-robin merge reads
+    // partition 1's watermark before partition 0's row.)
+    let inputs = || {
+        vec![
+            vec![watermark(0, 1), Message::Idle, Message::Idle, barrier(1), Message::Chunk(row.clone()), watermark(0, 24)],
+            vec![watermark(0, 1), Message::Idle, barrier(1), watermark(0, 24)],
+        ]
+    };
+    let gathered = pretty(&run(Box::new(UnionOperator::of_partitions(schema.clone())), inputs()).await);
+    assert_eq!(gathered, "watermark 1\nidle\nbarrier 1\n+ 2\nwatermark 24\n", "the row is never behind the watermark");
+    // Distinct streams leave an idle one out (as in Flink): the row would then be late.
+    let union = pretty(&run(Box::new(UnionOperator::new(schema)), inputs()).await);
+    assert!(union.find("watermark 24").unwrap() < union.find("+ 2").unwrap(), "{union}");
+}
+
 fn temp_store(name: &str) -> (Store, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("openclaw-engine-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -8,18 +8,29 @@ use crate::{EngineResult, Operator, OperatorContext, StreamChunk};
 /// and relabels their batches with the union's schema.
 pub struct UnionOperator {
     schema: SchemaRef,
+    partitions: bool,
 }
 
 impl UnionOperator {
     pub fn new(schema: SchemaRef) -> Self {
-        Self { schema }
+        Self { schema, partitions: false }
+    }
+
+    /// The merge after the partitions of a stateful operator (see
+    /// [`Operator::inputs_are_partitions`]).
+    pub fn of_partitions(schema: SchemaRef) -> Self {
+        Self { schema, partitions: true }
     }
 }
 
 #[async_trait]
 impl Operator for UnionOperator {
     fn name(&self) -> String {
-        "Union".to_string()
+        if self.partitions { "Union(partitions)".to_string() } else { "Union".to_string() }
+    }
+
+    fn inputs_are_partitions(&self) -> bool {
+        self.partitions
     }
 
     async fn process_batch(&mut self, _input: usize, chunk: StreamChunk, ctx: &mut OperatorContext) -> EngineResult<()> {
