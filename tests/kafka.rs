@@ -667,3 +667,51 @@ async fn avro_bids_from_a_schema_registry_count_exactly_and_an_avro_upsert_sink_
     }
     assert!(replayed == got, "the Avro sink's upserts replay to {} auctions, the view has {}", replayed.len(), got.len());
 }
+
+/// A FLUSH waits for Kafka sinks to commit; with the broker down it would wait until the
+/// broker is back. `statement_timeout` cuts the wait short with PostgreSQL's 57014 and a hint,
+/// other sessions go on, and once the broker is up the sink commits what it held: the topic,
+/// replayed, equals the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_gives_up_at_statement_timeout_while_the_broker_is_down_and_the_sink_catches_up() {
+    let broker = Broker::start("bid");
+    broker.cluster.create_topic("kv", 1, 1).expect("create topic");
+    let bs = broker.bootstrap();
+    let dir = std::env::temp_dir().join(format!("openclaw-test-kafka-broker-down-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = TestServer::start_with(dir, &["--checkpoint-interval", "0s"]);
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE kv (k INT PRIMARY KEY, v INT);
+             CREATE SINK kv_sink AS SELECT k, v FROM kv WITH (connector = 'kafka', topic = 'kv', 'properties.bootstrap.server' = '{bs}', primary_key = 'k') FORMAT UPSERT ENCODE JSON;
+             INSERT INTO kv VALUES (1, 10), (2, 20);
+             FLUSH;"
+        ))
+        .await
+        .unwrap();
+    broker.cluster.broker_down(1).expect("broker down");
+    client.batch_execute("INSERT INTO kv VALUES (3, 30); UPDATE kv SET v = 11 WHERE k = 1; DELETE FROM kv WHERE k = 2;").await.unwrap();
+    client.batch_execute("SET statement_timeout = '1s'").await.unwrap();
+    let err = client.batch_execute("FLUSH").await.expect_err("the sink cannot commit while the broker is down");
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "57014", "{db:?}");
+    assert_eq!(db.message(), "canceling statement due to statement timeout");
+    assert!(db.hint().is_some_and(|h| h.contains("Kafka sink")), "{db:?}");
+    // The server goes on serving, this session and others.
+    assert_eq!(rows(&client, "SELECT k, v FROM kv ORDER BY k").await, [["1", "11"], ["3", "30"]]);
+    assert_eq!(rows(&server.connect().await, "SELECT count(*) FROM kv").await, [["2"]]);
+
+    broker.cluster.broker_up(1).expect("broker up");
+    client.batch_execute("SET statement_timeout = 0; FLUSH").await.unwrap();
+    let mut state: BTreeMap<String, String> = BTreeMap::new();
+    for (key, value) in read_committed(&bs, "kv") {
+        let key = key.expect("upsert records have keys");
+        match value {
+            Some(v) => state.insert(key, v),
+            None => state.remove(&key),
+        };
+    }
+    let replayed: Vec<String> = state.into_values().collect();
+    assert_eq!(replayed, [r#"{"k":1,"v":11}"#, r#"{"k":3,"v":30}"#]);
+}

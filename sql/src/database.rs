@@ -1,6 +1,7 @@
 //! Executes statements: the one entry point the server calls.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -13,7 +14,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
-use openclaw_engine::{BarrierKind, Coordinator, EngineConfig};
+use openclaw_engine::{BarrierKind, Coordinator, EngineConfig, EngineError};
 use openclaw_storage::Store;
 
 use crate::catalog::{Catalog, Detail};
@@ -89,6 +90,37 @@ pub struct Database {
     /// those sources, so a periodic checkpoint now would pause every other input until the
     /// sources end; it is skipped instead.
     pub(crate) pending_flushes: std::sync::atomic::AtomicUsize,
+}
+
+/// `fut`, canceled with PostgreSQL's 57014 error at `deadline` (`None`: no limit).
+async fn until<T>(deadline: Option<tokio::time::Instant>, fut: impl std::future::Future<Output = T>) -> SqlResult<T> {
+    match deadline {
+        None => Ok(fut.await),
+        Some(at) => tokio::time::timeout_at(at, fut).await.map_err(|_| statement_timeout()),
+    }
+}
+
+fn statement_timeout() -> SqlError {
+    SqlError::new(SqlState::QueryCanceled, "canceling statement due to statement timeout")
+}
+
+/// A query's rows, cut off with PostgreSQL's 57014 error at `deadline`: rows are computed as
+/// they are sent, so the deadline must hold over the stream too, not only over planning.
+fn rows_until(deadline: Option<tokio::time::Instant>, output: QueryOutput) -> QueryOutput {
+    use futures::StreamExt;
+    let (at, schema, stream) = match (deadline, output) {
+        (Some(at), QueryOutput::Rows { schema, stream }) => (at, schema, stream),
+        (_, output) => return output,
+    };
+    let rows = futures::stream::unfold(Some(stream), move |stream| async move {
+        let mut stream = stream?;
+        match tokio::time::timeout_at(at, stream.next()).await {
+            Ok(Some(batch)) => Some((batch, Some(stream))),
+            Ok(None) => None,
+            Err(_) => Some((Err(datafusion::error::DataFusionError::External(Box::new(statement_timeout()))), None)),
+        }
+    });
+    QueryOutput::Rows { schema: schema.clone(), stream: Box::pin(RecordBatchStreamAdapter::new(schema, rows)) }
 }
 
 /// Counts a `FLUSH` in [`Database::pending_flushes`] while it lives.
@@ -361,21 +393,7 @@ impl Database {
             OcStatement::CreateView(v) => self.create_view(v, vars, text).await,
             OcStatement::CreateSink(s) => self.create_sink_resuming(s, vars, text, None).await,
             OcStatement::ExplainCreateView(v) => self.explain_create_view(v, vars).await,
-            OcStatement::Flush => {
-                // First the wait for bounded sources, which may be long, with nothing paused;
-                // then a checkpoint, which pauses the inputs only while it aligns and copies.
-                let waited = {
-                    let _pending = PendingFlush::enter(&self.pending_flushes);
-                    // Tables fed by connectors first take in what their streams hold now.
-                    self.flush_ingests().await;
-                    self.coordinator.inject_and_wait(BarrierKind::Flush, None).await
-                };
-                waited?;
-                let manifest = self.checkpoint(BarrierKind::Periodic).await?;
-                // Sinks show what FLUSH saw only once they committed it to Kafka.
-                self.coordinator.wait_external_commits(manifest.id).await;
-                Ok(QueryOutput::command("FLUSH"))
-            }
+            OcStatement::Flush => self.flush(vars.statement_timeout()?).await,
             OcStatement::ShowCheckpoints => self.show_checkpoints().await,
             OcStatement::Show(kind) => self.show(kind).await,
             OcStatement::Describe(name) => self.describe_object(&name).await,
@@ -392,8 +410,35 @@ impl Database {
                 let value = vars.get(&name)?.to_string();
                 QueryOutput::text_rows(&[name.as_str()], vec![vec![value]])
             }
+            OcStatement::Standard(s) if is_query(&s) => {
+                let deadline = vars.statement_timeout()?.map(|t| tokio::time::Instant::now() + t);
+                Ok(rows_until(deadline, until(deadline, self.select(*s, params)).await??))
+            }
             OcStatement::Standard(s) => self.execute_standard(*s, params).await,
         }
+    }
+
+    /// `FLUSH`: every row written before it is in every view, a checkpoint holds them, and
+    /// Kafka sinks have committed them. Under `statement_timeout` only the waits are cut short,
+    /// never a barrier's injection or the checkpoint's copy, which must not stop half done;
+    /// what FLUSH waited for goes on without it.
+    async fn flush(&self, timeout: Option<Duration>) -> SqlResult<QueryOutput> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        // First the wait for bounded sources, which may be long, with nothing paused; then a
+        // checkpoint, which pauses the inputs only while it aligns and copies.
+        {
+            let _pending = PendingFlush::enter(&self.pending_flushes);
+            // Tables fed by connectors first take in what their streams hold now.
+            until(deadline, self.flush_ingests()).await?;
+            let (_, done) = self.coordinator.inject(BarrierKind::Flush, None).await;
+            until(deadline, done).await?.map_err(|_| EngineError::Closed)?;
+        }
+        let manifest = self.checkpoint(BarrierKind::Periodic).await?;
+        // Sinks show what FLUSH saw only once they committed it to Kafka.
+        until(deadline, self.coordinator.wait_external_commits(manifest.id)).await.map_err(|e| {
+            e.with_hint("a Kafka sink has not committed this checkpoint yet; its log says why (is the broker down?)")
+        })?;
+        Ok(QueryOutput::command("FLUSH"))
     }
 
     async fn execute_standard(&self, stmt: Statement, params: Option<Vec<ScalarValue>>) -> SqlResult<QueryOutput> {

@@ -27,6 +27,7 @@ pub enum SqlState {
     ObjectNotInPrerequisiteState,
     UndefinedObject,
     AmbiguousColumn,
+    QueryCanceled,
     Internal,
 }
 
@@ -54,6 +55,7 @@ impl SqlState {
             SqlState::ObjectNotInPrerequisiteState => "55000",
             SqlState::UndefinedObject => "42704",
             SqlState::AmbiguousColumn => "42702",
+            SqlState::QueryCanceled => "57014",
             SqlState::Internal => "XX000",
         }
     }
@@ -151,8 +153,9 @@ fn from_datafusion(e: DataFusionError) -> SqlError {
         DataFusionError::Plan(m) => from_plan_message(m),
         DataFusionError::ArrowError(e, _) => from_message(&e.to_string()),
         DataFusionError::Execution(m) => from_message(m),
-        DataFusionError::External(e) => match e.downcast_ref::<EngineError>() {
-            Some(EngineError::Execution(m)) => from_message(m),
+        DataFusionError::External(e) => match (e.downcast_ref::<EngineError>(), e.downcast_ref::<SqlError>()) {
+            (Some(EngineError::Execution(m)), _) => from_message(m),
+            (_, Some(e)) => e.clone(),
             _ => from_message(&e.to_string()),
         },
         other => from_message(&other.to_string()),

@@ -2,6 +2,7 @@
 //! that psql and drivers find what they ask for at start-up.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use openclaw_engine::operators::exchange::MAX_PARALLELISM;
 
@@ -59,6 +60,9 @@ impl SessionVars {
         if key == "streaming_parallelism" {
             parse_parallelism(value)?;
         }
+        if key == "statement_timeout" {
+            parse_timeout(value)?;
+        }
         self.vars.insert(key, value.to_string());
         Ok(())
     }
@@ -69,6 +73,12 @@ impl SessionVars {
         parse_parallelism(self.vars.get("streaming_parallelism").map_or("default", String::as_str))
     }
 
+    /// `statement_timeout`: how long a query or a `FLUSH` may wait before it is canceled;
+    /// `None` (0, the default) for no limit.
+    pub fn statement_timeout(&self) -> Result<Option<Duration>, SqlError> {
+        parse_timeout(self.vars.get("statement_timeout").map_or("0", String::as_str))
+    }
+
     pub fn get(&self, name: &str) -> Result<&str, SqlError> {
         self.vars.get(&Self::key(name)).map(String::as_str).ok_or_else(|| {
             SqlError::new(SqlState::UndefinedObject, format!("unrecognized configuration parameter \"{name}\""))
@@ -77,6 +87,29 @@ impl SessionVars {
 
     pub fn all(&self) -> impl Iterator<Item = (&String, &String)> {
         self.vars.iter()
+    }
+}
+
+/// PostgreSQL's form of a time setting: a number of milliseconds, or a number with a unit
+/// (`ms`, `s`, `min`, `h`, `d`), e.g. `5000`, `'5s'`, `'1 min'`. Zero means no limit.
+fn parse_timeout(value: &str) -> Result<Option<Duration>, SqlError> {
+    let text = value.trim().trim_matches('\'').trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = (&text[..split], text[split..].trim());
+    let ms_per_unit: Option<u64> = match unit.to_ascii_lowercase().as_str() {
+        "" | "ms" => Some(1),
+        "s" => Some(1_000),
+        "min" => Some(60_000),
+        "h" => Some(3_600_000),
+        "d" => Some(86_400_000),
+        _ => None,
+    };
+    let ms = number.parse::<u64>().ok().zip(ms_per_unit).and_then(|(n, per)| n.checked_mul(per)).filter(|ms| *ms <= i32::MAX as u64);
+    match ms {
+        Some(0) => Ok(None),
+        Some(ms) => Ok(Some(Duration::from_millis(ms))),
+        None => Err(SqlError::new(SqlState::InvalidParameterValue, format!("invalid value for parameter \"statement_timeout\": \"{text}\""))
+            .with_hint("give milliseconds, or a number with a unit: ms, s, min, h or d (0 for no limit)")),
     }
 }
 
@@ -94,5 +127,29 @@ fn parse_parallelism(value: &str) -> Result<Option<usize>, SqlError> {
             format!("invalid value for parameter \"streaming_parallelism\": \"{value}\""),
         )
         .with_hint(format!("use DEFAULT or an integer from 1 to {MAX_PARALLELISM}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_timeout_takes_postgres_units_and_refuses_the_rest() {
+        let ms = |v: &str| parse_timeout(v).map(|d| d.map(|d| d.as_millis()));
+        assert_eq!(ms("0").unwrap(), None);
+        assert_eq!(ms("250").unwrap(), Some(250));
+        assert_eq!(ms("'5s'").unwrap(), Some(5_000));
+        assert_eq!(ms("'1 min'").unwrap(), Some(60_000));
+        assert_eq!(ms("2h").unwrap(), Some(7_200_000));
+        for bad in ["-1", "5 parsecs", "'abc'", "99999999999", "30d"] {
+            let e = ms(bad).unwrap_err();
+            assert_eq!(e.code, SqlState::InvalidParameterValue, "{bad}");
+        }
+        let mut vars = SessionVars::default();
+        assert!(vars.set("statement_timeout", "'soon'").is_err());
+        assert_eq!(vars.statement_timeout().unwrap(), None, "a refused value leaves the setting alone");
+        vars.set("STATEMENT_TIMEOUT", "'100ms'").unwrap();
+        assert_eq!(vars.statement_timeout().unwrap(), Some(Duration::from_millis(100)));
     }
 }
