@@ -59,6 +59,12 @@ pub trait SourceReader: Send + 'static {
         None
     }
 
+    /// Every split this reader reads, once it knows them (after its first read), for a reader
+    /// of several splits: one that has had no rows yet holds the watermark back for a while.
+    fn assigned_splits(&self) -> &[i32] {
+        &[]
+    }
+
     /// Where the reader stands: every row before it has been returned, none after. Stored in
     /// checkpoints. `None` for a reader that cannot be replayed from a position.
     fn position(&self) -> Option<Position> {
@@ -223,7 +229,7 @@ pub async fn run_source(
             Some(chunk) => {
                 progress.rows.fetch_add(chunk.num_rows() as u64, Ordering::Relaxed);
                 let advanced = match (&mut watermark, reader.row_splits()) {
-                    (Some(w), Some(splits)) => w.observe_splits(chunk.batch(), splits)?,
+                    (Some(w), Some(splits)) => w.observe_splits(chunk.batch(), splits, reader.assigned_splits())?,
                     (Some(w), None) => w.observe(chunk.batch())?,
                     (None, _) => None,
                 };

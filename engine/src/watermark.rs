@@ -91,16 +91,21 @@ impl WatermarkGenerator {
         Ok(self.advance(max_us.saturating_sub(self.spec.delay_us)))
     }
 
-    /// [`Self::observe`] for a reader of several splits: `splits[i]` is the split of row `i`.
-    /// Each split keeps its own largest event time; the watermark is the smallest of them over
-    /// the splits that had rows within the idle timeout (or in this batch), so that a split
-    /// behind holds it back and an idle one does not.
-    pub fn observe_splits(&mut self, batch: &RecordBatch, splits: &[i32]) -> EngineResult<Option<Watermark>> {
-        self.observe_splits_at(batch, splits, Instant::now())
+    /// [`Self::observe`] for a reader of several splits: `splits[i]` is the split of row `i`,
+    /// and `assigned` every split the reader reads. Each split keeps its own largest event
+    /// time; the watermark is the smallest of them over the splits that had rows within the
+    /// idle timeout (or in this batch), so that a split behind holds it back and an idle one
+    /// does not. A split that has had no rows yet holds it back for the idle timeout from when
+    /// it was first assigned, as in Flink: its first rows may be older than the others'.
+    pub fn observe_splits(&mut self, batch: &RecordBatch, splits: &[i32], assigned: &[i32]) -> EngineResult<Option<Watermark>> {
+        self.observe_splits_at(batch, splits, assigned, Instant::now())
     }
 
-    fn observe_splits_at(&mut self, batch: &RecordBatch, splits: &[i32], now: Instant) -> EngineResult<Option<Watermark>> {
+    fn observe_splits_at(&mut self, batch: &RecordBatch, splits: &[i32], assigned: &[i32], now: Instant) -> EngineResult<Option<Watermark>> {
         assert_eq!(batch.num_rows(), splits.len(), "one split per row");
+        for &split in assigned {
+            self.splits.entry(split).or_insert((i64::MIN, now));
+        }
         if batch.num_rows() == 0 {
             return Ok(None);
         }
@@ -117,7 +122,12 @@ impl WatermarkGenerator {
                 entry.0 = entry.0.max(micros.value(i));
             }
         }
-        let active = self.splits.values().filter(|(_, seen)| *seen == now || now.duration_since(*seen) < self.idle_timeout);
+        let in_batch: std::collections::BTreeSet<i32> = splits.iter().copied().collect();
+        let active = self
+            .splits
+            .iter()
+            .filter(|(split, (_, seen))| in_batch.contains(split) || now.duration_since(*seen) < self.idle_timeout)
+            .map(|(_, v)| v);
         let Some(min_us) = active.map(|(max_us, _)| *max_us).min().filter(|m| *m != i64::MIN) else { return Ok(None) };
         Ok(self.advance(min_us.saturating_sub(self.spec.delay_us)))
     }
@@ -176,17 +186,35 @@ mod tests {
         let mut w = WatermarkGenerator::new(WatermarkSpec { column: 0, delay_us: 10 }, 1_000);
         let t0 = Instant::now();
         // Partition 0 is at 100, partition 1 at 50: the watermark follows partition 1.
-        let wm = w.observe_splits_at(&batch(&[100, 50]), &[0, 1], t0).unwrap();
+        let wm = w.observe_splits_at(&batch(&[100, 50]), &[0, 1], &[0, 1], t0).unwrap();
         assert_eq!(wm.map(|w| w.time_us), Some(40));
         // Partition 0 moves on; partition 1, quiet for less than the timeout, still holds it.
-        let wm = w.observe_splits_at(&batch(&[300]), &[0], t0 + Duration::from_millis(500)).unwrap();
+        let wm = w.observe_splits_at(&batch(&[300]), &[0], &[0, 1], t0 + Duration::from_millis(500)).unwrap();
         assert_eq!(wm, None);
         // After the timeout partition 1 is idle and no longer counts.
-        let wm = w.observe_splits_at(&batch(&[400]), &[0], t0 + Duration::from_millis(1_500)).unwrap();
+        let wm = w.observe_splits_at(&batch(&[400]), &[0], &[0, 1], t0 + Duration::from_millis(1_500)).unwrap();
         assert_eq!(wm.map(|w| w.time_us), Some(390));
         // It comes back behind the watermark: it counts again, and the watermark never goes back.
-        let wm = w.observe_splits_at(&batch(&[200]), &[1], t0 + Duration::from_millis(1_600)).unwrap();
+        let wm = w.observe_splits_at(&batch(&[200]), &[1], &[0, 1], t0 + Duration::from_millis(1_600)).unwrap();
         assert_eq!(wm, None);
         assert_eq!(w.current().map(|w| w.time_us), Some(390));
+    }
+
+    #[test]
+    fn a_split_without_rows_yet_holds_the_watermark_for_the_idle_timeout() {
+        let mut w = WatermarkGenerator::new(WatermarkSpec { column: 0, delay_us: 10 }, 1_000);
+        let t0 = Instant::now();
+        // Partitions 0 and 1 are assigned; only 0 has rows. Partition 1's first rows may be
+        // older, so nothing is promised yet.
+        assert_eq!(w.observe_splits_at(&batch(&[100]), &[0], &[0, 1], t0).unwrap(), None);
+        assert_eq!(w.observe_splits_at(&batch(&[200]), &[0], &[0, 1], t0 + Duration::from_millis(900)).unwrap(), None);
+        // Its first rows come within the timeout: they hold the watermark at their time.
+        let wm = w.observe_splits_at(&batch(&[50]), &[1], &[0, 1], t0 + Duration::from_millis(950)).unwrap();
+        assert_eq!(wm.map(|w| w.time_us), Some(40));
+        // A partition that stays empty past the timeout is idle.
+        let mut w = WatermarkGenerator::new(WatermarkSpec { column: 0, delay_us: 10 }, 1_000);
+        assert_eq!(w.observe_splits_at(&batch(&[100]), &[0], &[0, 1], t0).unwrap(), None);
+        let wm = w.observe_splits_at(&batch(&[200]), &[0], &[0, 1], t0 + Duration::from_millis(1_200)).unwrap();
+        assert_eq!(wm.map(|w| w.time_us), Some(190));
     }
 }

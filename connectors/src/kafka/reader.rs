@@ -396,6 +396,10 @@ impl SourceReader for KafkaReader {
         Some(&self.row_partitions)
     }
 
+    fn assigned_splits(&self) -> &[i32] {
+        &self.partitions
+    }
+
     fn position(&self) -> Option<Position> {
         // Before assignment the reader is where it was told to be (or nowhere yet).
         // Only its own partitions: the readers of a split report under one key.
