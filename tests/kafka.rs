@@ -692,15 +692,26 @@ async fn flush_gives_up_at_statement_timeout_while_the_broker_is_down_and_the_si
         .unwrap();
     broker.cluster.broker_down(1).expect("broker down");
     client.batch_execute("INSERT INTO kv VALUES (3, 30); UPDATE kv SET v = 11 WHERE k = 1; DELETE FROM kv WHERE k = 2;").await.unwrap();
-    client.batch_execute("SET statement_timeout = '1s'").await.unwrap();
-    let err = client.batch_execute("FLUSH").await.expect_err("the sink cannot commit while the broker is down");
-    let db = err.as_db_error().expect("a database error");
-    assert_eq!(db.code().code(), "57014", "{db:?}");
-    assert_eq!(db.message(), "canceling statement due to statement timeout");
-    assert!(db.hint().is_some_and(|h| h.contains("Kafka sink")), "{db:?}");
-    // The server goes on serving, this session and others.
+    client.batch_execute("SET statement_timeout = '200ms'").await.unwrap();
+    // More checkpoints than a sink keeps waiting (16): none of them may wait on Kafka, or
+    // FLUSH, DDL and later checkpoints would hang until the broker is back.
+    for i in 0..20 {
+        client.batch_execute(&format!("INSERT INTO kv VALUES ({}, {i})", 100 + i)).await.unwrap();
+        let flush = tokio::time::timeout(Duration::from_secs(30), client.batch_execute("FLUSH")).await.expect("FLUSH returns at its timeout");
+        let err = flush.expect_err("the sink cannot commit while the broker is down");
+        let db = err.as_db_error().expect("a database error");
+        assert_eq!(db.code().code(), "57014", "{db:?}");
+        assert_eq!(db.message(), "canceling statement due to statement timeout");
+        assert!(db.hint().is_some_and(|h| h.contains("Kafka sink")), "{db:?}");
+    }
+    client.batch_execute("DELETE FROM kv WHERE k >= 100").await.unwrap();
+    // The server goes on serving, this session and others, DDL included.
     assert_eq!(rows(&client, "SELECT k, v FROM kv ORDER BY k").await, [["1", "11"], ["3", "30"]]);
-    assert_eq!(rows(&server.connect().await, "SELECT count(*) FROM kv").await, [["2"]]);
+    let other = server.connect().await;
+    assert_eq!(rows(&other, "SELECT count(*) FROM kv").await, [["2"]]);
+    let ddl = tokio::time::timeout(Duration::from_secs(30), other.batch_execute("CREATE MATERIALIZED VIEW kv_sum AS SELECT sum(v) AS s FROM kv"));
+    ddl.await.expect("DDL does not wait on Kafka").unwrap();
+    assert_eq!(rows(&other, "SELECT s FROM kv_sum").await, [["41"]]);
 
     broker.cluster.broker_up(1).expect("broker up");
     client.batch_execute("SET statement_timeout = 0; FLUSH").await.unwrap();

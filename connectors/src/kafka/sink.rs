@@ -21,7 +21,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::mpsc;
 
 use super::encode::{encode_chunk, Codec, SinkEncoding};
 use crate::{ConnectorError, Options};
@@ -33,8 +32,54 @@ pub const SINK_COMMITS_CF: &str = "sink_commits";
 
 /// How long one transaction step (init, commit, marker) may take before it is retried.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Checkpoints whose records wait to be committed, at most (the operator waits beyond it).
+/// Checkpoints whose records wait to be committed, at most. Beyond it the newest waiting
+/// checkpoint takes in the next one (one transaction for both), so that a checkpoint barrier
+/// never waits on Kafka: with the broker down, FLUSH, DDL and checkpoints go on.
 const PENDING_COMMITS: usize = 16;
+
+/// The checkpoints whose records wait to be committed, as (epoch, buffer end), oldest first;
+/// bounded by [`PENDING_COMMITS`] by merging the newest.
+#[derive(Default)]
+struct PendingCommits {
+    queue: std::sync::Mutex<std::collections::VecDeque<(u64, u64)>>,
+    notify: tokio::sync::Notify,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl PendingCommits {
+    /// Never waits.
+    fn push(&self, epoch: u64, end: u64) {
+        let mut queue = self.queue.lock().expect("pending commits lock");
+        if let Some(&(last_epoch, last_end)) = queue.back() {
+            assert!(last_epoch < epoch && last_end <= end, "checkpoints arrive in order");
+        }
+        if queue.len() == PENDING_COMMITS {
+            queue.pop_back();
+        }
+        queue.push_back((epoch, end));
+        drop(queue);
+        self.notify.notify_one();
+    }
+
+    /// The oldest waiting checkpoint; `None` once closed and empty.
+    async fn pop(&self) -> Option<(u64, u64)> {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(next) = self.queue.lock().expect("pending commits lock").pop_front() {
+                return Some(next);
+            }
+            if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                return None;
+            }
+            notified.await;
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+}
 
 /// The record envelope (`FORMAT PLAIN | UPSERT | DEBEZIUM`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,7 +288,7 @@ pub struct KafkaSinkOperator {
     codec: Codec,
     buffer: Buffer,
     next_seq: u64,
-    commits: Option<mpsc::Sender<(u64, u64)>>,
+    commits: Option<Arc<PendingCommits>>,
 }
 
 impl KafkaSinkOperator {
@@ -283,13 +328,13 @@ impl Operator for KafkaSinkOperator {
         // produced again, first.
         self.buffer.trim(marker)?;
         self.next_seq = self.buffer.end()?.max(marker);
-        let (tx, rx) = mpsc::channel(PENDING_COMMITS);
-        tx.send((0, self.next_seq)).await.map_err(|_| EngineError::Closed)?;
+        let pending = Arc::new(PendingCommits::default());
+        pending.push(0, self.next_seq);
         let coordinator = ctx.coordinator.clone();
         coordinator.register_external(self.object);
         let span = tracing::info_span!("kafka sink", sink = %self.name);
-        tokio::spawn(tracing::Instrument::instrument(committer.run(marker, rx, coordinator, self.object), span));
-        self.commits = Some(tx);
+        tokio::spawn(tracing::Instrument::instrument(committer.run(marker, pending.clone(), coordinator, self.object), span));
+        self.commits = Some(pending);
         Ok(())
     }
 
@@ -301,12 +346,21 @@ impl Operator for KafkaSinkOperator {
 
     async fn handle_checkpoint(&mut self, barrier: &Barrier, ctx: &mut OperatorContext) -> EngineResult<()> {
         if barrier.checkpoint {
-            if let Some(tx) = &self.commits {
-                tx.send((barrier.epoch, self.next_seq)).await.map_err(|_| EngineError::Closed)?;
+            if let Some(pending) = &self.commits {
+                pending.push(barrier.epoch, self.next_seq);
             }
         }
         ctx.coordinator.ack(self.object, barrier.epoch);
         Ok(())
+    }
+}
+
+impl Drop for KafkaSinkOperator {
+    /// The committer commits what is waiting, then ends.
+    fn drop(&mut self) {
+        if let Some(pending) = &self.commits {
+            pending.close();
+        }
     }
 }
 
@@ -377,10 +431,10 @@ impl Committer {
 
     /// Commits each checkpoint's records once it is durable, in order, retrying failures;
     /// tells the coordinator which checkpoint it has committed (what `FLUSH` waits for).
-    async fn run(self, mut done: u64, mut commits: mpsc::Receiver<(u64, u64)>, coordinator: Arc<openclaw_engine::Coordinator>, sink: ObjectId) {
+    async fn run(self, mut done: u64, commits: Arc<PendingCommits>, coordinator: Arc<openclaw_engine::Coordinator>, sink: ObjectId) {
         let this = Arc::new(self);
         let mut committed = coordinator.committed_checkpoints();
-        while let Some((epoch, end)) = commits.recv().await {
+        while let Some((epoch, end)) = commits.pop().await {
             if committed.wait_for(|c| *c >= epoch).await.is_err() {
                 return; // the server is shutting down
             }
@@ -480,5 +534,23 @@ mod tests {
             assert_eq!(SinkRecord::decode(&r.encode()).unwrap(), r);
         }
         assert!(SinkRecord::decode(&[1, 9, 0, 0, 0, b'x']).is_err());
+    }
+
+    #[tokio::test]
+    async fn waiting_commits_stay_bounded_by_merging_the_newest() {
+        let pending = PendingCommits::default();
+        for epoch in 1..=(PENDING_COMMITS as u64 + 5) {
+            pending.push(epoch, epoch * 10);
+        }
+        pending.close();
+        let mut popped = vec![];
+        while let Some(next) = pending.pop().await {
+            popped.push(next);
+        }
+        assert_eq!(popped.len(), PENDING_COMMITS);
+        // The oldest stay as they were; the last takes in every checkpoint past the limit.
+        assert_eq!(popped[0], (1, 10));
+        assert_eq!(popped[PENDING_COMMITS - 2], (PENDING_COMMITS as u64 - 1, (PENDING_COMMITS as u64 - 1) * 10));
+        assert_eq!(*popped.last().unwrap(), (PENDING_COMMITS as u64 + 5, (PENDING_COMMITS as u64 + 5) * 10));
     }
 }
