@@ -726,3 +726,66 @@ async fn flush_gives_up_at_statement_timeout_while_the_broker_is_down_and_the_si
     let replayed: Vec<String> = state.into_values().collect();
     assert_eq!(replayed, [r#"{"k":1,"v":11}"#, r#"{"k":3,"v":30}"#]);
 }
+
+/// FORMAT UPSERT reads what an UPSERT sink writes: a table keyed by the record key, where a
+/// record replaces its key's row and a tombstone deletes it. A view's UPSERT sink, read back
+/// into such a table, equals the view, through updates and deletes; a view over the mirror
+/// sees the deletes; a record without a key is a dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upsert_table_mirrors_an_upsert_sink_with_its_deletes() {
+    let broker = Broker::start("bid");
+    broker.cluster.create_topic("kv_out", 2, 1).expect("create topic");
+    let bs = broker.bootstrap();
+    let server = TestServer::start("kafka-upsert-table");
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE kv (k INT PRIMARY KEY, v INT);
+             CREATE SINK kv_sink AS SELECT k, v FROM kv WITH (connector = 'kafka', topic = 'kv_out', 'properties.bootstrap.server' = '{bs}', primary_key = 'k') FORMAT UPSERT ENCODE JSON;
+             CREATE TABLE mirror (k INT, v INT, PRIMARY KEY (kafka_key)) INCLUDE key AS kafka_key WITH (connector = 'kafka', topic = 'kv_out', 'properties.bootstrap.server' = '{bs}') FORMAT UPSERT ENCODE JSON;
+             CREATE MATERIALIZED VIEW mirror_sum AS SELECT count(*) AS n, sum(v) AS s FROM mirror;"
+        ))
+        .await
+        .unwrap();
+    for round in 0..5 {
+        let statements = format!(
+            "INSERT INTO kv SELECT i, i * {round} FROM generate_series({start}, {end}) AS t(i);
+             UPDATE kv SET v = v + 1 WHERE k % 3 = {m};
+             DELETE FROM kv WHERE k % 7 = {m};
+             FLUSH;",
+            start = round * 40,
+            end = round * 40 + 99,
+            m = round % 3,
+        );
+        client.batch_execute(&statements).await.unwrap();
+    }
+    // The first FLUSH commits the sink's last records; the second reads them into the mirror.
+    client.batch_execute("FLUSH; FLUSH").await.unwrap();
+    let view = rows(&client, "SELECT k, v FROM kv ORDER BY k").await;
+    assert!(view.len() > 100, "{} rows", view.len());
+    assert_eq!(rows(&client, "SELECT k, v FROM mirror ORDER BY k").await, view, "the mirror is the view");
+    assert_eq!(
+        rows(&client, "SELECT n, s FROM mirror_sum").await,
+        rows(&client, "SELECT count(*), sum(v) FROM kv").await,
+        "a view over the mirror saw its deletes"
+    );
+    // A keyless record cannot name a row.
+    broker.produce("kv_out", &[r#"{"k": 1, "v": 1}"#.to_string()]);
+    client.batch_execute("FLUSH").await.unwrap();
+    assert_eq!(rows(&client, "SELECT error FROM mirror_dlq").await, [["an upsert record needs a key"]]);
+    assert_eq!(rows(&client, "SELECT k, v FROM mirror ORDER BY k").await, view);
+
+    let cases = [
+        (format!("CREATE SOURCE s (k INT) INCLUDE key AS kk WITH (connector = 'kafka', topic = 'kv_out', 'properties.bootstrap.server' = '{bs}') FORMAT UPSERT ENCODE JSON"), "0A000", "FORMAT UPSERT needs a table"),
+        (format!("CREATE TABLE t (k INT PRIMARY KEY) WITH (connector = 'kafka', topic = 'kv_out', 'properties.bootstrap.server' = '{bs}') FORMAT UPSERT ENCODE JSON"), "22023", "FORMAT UPSERT needs the record key as a column"),
+        (format!("CREATE TABLE t (k INT PRIMARY KEY) INCLUDE key AS kk WITH (connector = 'kafka', topic = 'kv_out', 'properties.bootstrap.server' = '{bs}') FORMAT UPSERT ENCODE JSON"), "42P16", "must be its key column \"kk\""),
+    ];
+    for (sql, code, message) in &cases {
+        let err = client.batch_execute(sql).await.expect_err(sql);
+        let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
+        assert_eq!(db.code().code(), *code, "{sql}: {}", db.message());
+        assert!(db.message().contains(message), "{sql}: {}", db.message());
+    }
+    let tables = rows(&client, "SHOW TABLES").await;
+    assert_eq!(tables.len(), 3, "nothing left behind by the failed statements: {tables:?}");
+}

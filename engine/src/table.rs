@@ -22,9 +22,10 @@ pub enum TableWrite {
     Upsert(RecordBatch),
     /// Rows to delete, matched by primary key.
     Delete(RecordBatch),
-    /// Rows to upsert or append from a connector, stored in one atomic write with `extra`
-    /// (the connector's position), so that a restart resumes exactly after them.
-    Ingest(RecordBatch, StateWrite),
+    /// Rows from a connector, stored with `extra` (the connector's position) so that a restart
+    /// resumes exactly after them: inserts are upserted or appended; deletes (`FORMAT UPSERT`
+    /// tombstones, a table with a primary key) delete by key.
+    Ingest(StreamChunk, StateWrite),
 }
 
 pub struct TableRequest {
@@ -132,8 +133,8 @@ impl TableWriter {
         self.writes += 1;
         let (changes, n) = match write {
             TableWrite::Upsert(batch) => (self.upsert(&batch, StateWrite::default())?, batch.num_rows()),
-            TableWrite::Ingest(batch, extra) => (self.upsert(&batch, extra)?, batch.num_rows()),
-            TableWrite::Delete(batch) => self.delete(&batch)?,
+            TableWrite::Ingest(chunk, extra) => self.ingest(&chunk, extra)?,
+            TableWrite::Delete(batch) => self.delete(&batch, StateWrite::default())?,
         };
         if let Some(chunk) = changes.filter(|c| !c.is_empty()) {
             let advanced = match &mut self.watermark {
@@ -183,13 +184,48 @@ impl TableWriter {
         Ok(Some(StreamChunk::new(ops, out)))
     }
 
-    fn delete(&mut self, batch: &RecordBatch) -> EngineResult<(Option<StreamChunk>, usize)> {
+    /// A connector's chunk: runs of inserts (upserted) and deletes, in order. The position
+    /// goes with the last run's write; a crash between runs replays them all from the previous
+    /// position, and upserts and deletes by key replayed in order end in the same rows.
+    fn ingest(&mut self, chunk: &StreamChunk, extra: StateWrite) -> EngineResult<(Option<StreamChunk>, usize)> {
+        let ops = chunk.ops();
+        if ops.iter().all(|op| *op == Op::Insert) {
+            return Ok((self.upsert(chunk.batch(), extra)?, chunk.num_rows()));
+        }
+        let mut runs: Vec<(usize, usize)> = vec![];
+        for (i, op) in ops.iter().enumerate() {
+            assert!(matches!(op, Op::Insert | Op::Delete), "a connector sends inserts and deletes");
+            match runs.last_mut() {
+                Some((start, len)) if ops[*start] == *op => *len += 1,
+                _ => runs.push((i, 1)),
+            }
+        }
+        let mut extra = Some(extra);
+        let mut out = vec![];
+        for (k, &(start, len)) in runs.iter().enumerate() {
+            let part = chunk.batch().slice(start, len);
+            let write = if k + 1 == runs.len() { extra.take().expect("one last run") } else { StateWrite::default() };
+            let changes = match ops[start] {
+                Op::Delete => self.delete(&part, write)?.0,
+                _ => self.upsert(&part, write)?,
+            };
+            out.extend(changes);
+        }
+        let ops: Vec<Op> = out.iter().flat_map(|c| c.ops().iter().copied()).collect();
+        let batches: Vec<RecordBatch> = out.iter().map(|c| c.batch().clone()).collect();
+        let batch = datafusion::arrow::compute::concat_batches(&self.state.schema(), &batches)?;
+        Ok((Some(StreamChunk::new(ops, batch)), chunk.num_rows()))
+    }
+
+    /// Deletes the rows with the keys of `batch`, in one durable write with `extra`.
+    fn delete(&mut self, batch: &RecordBatch, extra: StateWrite) -> EngineResult<(Option<StreamChunk>, usize)> {
         let Some(key_codec) = &self.key_codec else {
             crate::internal_err!("delete on a table without a primary key");
         };
         let keys = key_codec.encode(&key_columns(batch, &self.state.layout))?;
         let existing = self.lookup(keys.iter().map(|k| k.data()))?;
         let mut write = StateWrite::default();
+        write.append(extra);
         let mut seen = std::collections::HashSet::new();
         let mut out_rows = vec![];
         for (key, old) in keys.iter().zip(existing) {

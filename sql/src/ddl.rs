@@ -50,7 +50,7 @@ impl Database {
 
     /// Plans the column list of a `CREATE` through DataFusion, for its type names and
     /// constraints.
-    async fn plan_columns(&self, create: CreateTable) -> SqlResult<(SchemaRef, Constraints)> {
+    pub(crate) async fn plan_columns(&self, create: CreateTable) -> SqlResult<(SchemaRef, Constraints)> {
         let plan = self.plan(&self.ctx.state(), Statement::CreateTable(create)).await?;
         let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(cmt)) = plan else {
             return Err(SqlError::new(SqlState::Internal, "CREATE TABLE planned to something else"));
@@ -131,6 +131,10 @@ impl Database {
         }
         self.check_new_name(&catalog, &name)?;
         let mut options = create.options.clone();
+        if options.get("format").is_some_and(|f| f.eq_ignore_ascii_case("upsert")) {
+            return Err(SqlError::not_supported("FORMAT UPSERT needs a table: a source is a stream of inserts")
+                .with_hint("CREATE TABLE t (..., PRIMARY KEY (k)) INCLUDE key AS k WITH (...) FORMAT UPSERT ENCODE JSON"));
+        }
         let connector_name = options.get("connector").cloned().ok_or_else(|| {
             SqlError::new(SqlState::InvalidParameterValue, "a source needs a connector")
                 .with_hint(format!("add WITH (connector = '...'); connectors: {}", openclaw_connectors::CONNECTORS.join(", ")))

@@ -43,14 +43,15 @@ impl Database {
         })?;
         let resolved = crate::ddl::resolve_options(connector, &mut options)?;
         let schema = self.connector_schema(&create, connector, &options).await?;
+        let table_sql = table_definition(&create, &schema)?;
+        let Some(crate::parser::OcStatement::CreateTable(ct, _)) = crate::parser::parse(&table_sql)?.pop() else {
+            return Err(SqlError::new(SqlState::Internal, "a connector table's definition did not parse"));
+        };
+        self.check_upsert_key(connector, &options, &ct).await?;
         // The dead-letter table first: a restart replays records in id order, and finds it.
         let dead_letters = match connector.has_dead_letters() {
             true => Some(self.create_dead_letter_table(&name).await?),
             false => None,
-        };
-        let table_sql = table_definition(&create, &schema)?;
-        let Some(crate::parser::OcStatement::CreateTable(ct, _)) = crate::parser::parse(&table_sql)?.pop() else {
-            return Err(SqlError::new(SqlState::Internal, "a connector table's definition did not parse"));
         };
         self.create_table(*ct, create.watermark.clone(), sql).await?;
         let mut catalog = self.catalog.lock().await;
@@ -89,6 +90,33 @@ impl Database {
         *ingest = Some(Ingest { task: task.abort_handle(), flush: flush_tx, dead_letters, progress });
         tracing::info!(table = %name, connector = connector.name(), "table fed by a connector");
         Ok(QueryOutput::command("CREATE TABLE"))
+    }
+
+    /// `FORMAT UPSERT`: the record key (the `INCLUDE key` column) must be the primary key,
+    /// alone, since a tombstone names a row by its key only.
+    async fn check_upsert_key(
+        &self,
+        connector: &'static dyn openclaw_connectors::Connector,
+        options: &openclaw_connectors::Options,
+        table: &datafusion::sql::sqlparser::ast::CreateTable,
+    ) -> SqlResult<()> {
+        if connector.name() != "kafka" {
+            return Ok(());
+        }
+        let Some(key) = openclaw_connectors::kafka::upsert_key_column(options).map_err(crate::ddl::connector_error)? else {
+            return Ok(());
+        };
+        let (schema, constraints) = self.plan_columns(table.clone()).await?;
+        let primary_key: Option<Vec<&str>> = constraints.iter().find_map(|c| match c {
+            datafusion::common::Constraint::PrimaryKey(cols) => Some(cols.iter().map(|&i| schema.field(i).name().as_str()).collect()),
+            _ => None,
+        });
+        if primary_key.as_deref() == Some(&[key.as_str()][..]) {
+            return Ok(());
+        }
+        Err(SqlError::new(SqlState::InvalidTableDefinition, format!("the primary key of a FORMAT UPSERT table must be its key column {}", quote(&key)))
+            .with_detail("a record replaces the row of its key, and a tombstone deletes it")
+            .with_hint(format!("declare PRIMARY KEY ({key})")))
     }
 
     /// Asks every connector-fed table to read up to where its stream ends now, and waits.
@@ -209,7 +237,7 @@ async fn feed(
                     }
                     let rows = chunk.num_rows();
                     let (done, result) = oneshot::channel();
-                    let request = TableRequest { write: TableWrite::Ingest(chunk.batch().clone(), extra), done };
+                    let request = TableRequest { write: TableWrite::Ingest(chunk, extra), done };
                     writer.send(request).await.map_err(|_| EngineError::Closed)?;
                     result.await.map_err(|_| EngineError::Closed)??;
                     progress.rows.fetch_add(rows as u64, Ordering::Relaxed);

@@ -82,6 +82,9 @@ pub struct KafkaOptions {
     pub include: Vec<(Meta, String)>,
     /// A topic that dead letters are produced to as well (on the same brokers).
     pub dlq_topic: Option<String>,
+    /// `FORMAT UPSERT`: the record key is the row's primary key (an `INCLUDE key` column), a
+    /// record replaces the row of its key, and a tombstone deletes it. Tables only.
+    pub upsert: bool,
 }
 
 /// Options this connector knows besides `properties.*` and `include.*`.
@@ -113,7 +116,9 @@ impl KafkaOptions {
                 .with_hint("add 'properties.bootstrap.server' = 'host:9092'"));
         }
         let dlq_topic = options.get("dlq.topic").cloned();
-        Ok(Self { topic, client, startup: startup(options)?, encoding: encoding(options)?, include: include(options)?, dlq_topic })
+        let include = include(options)?;
+        let upsert = upsert(options, &include)?;
+        Ok(Self { topic, client, startup: startup(options)?, encoding: encoding(options)?, include, dlq_topic, upsert })
     }
 
     /// The declared columns followed by the metadata columns.
@@ -177,11 +182,29 @@ fn startup(options: &Options) -> Result<Startup, ConnectorError> {
     }
 }
 
-fn encoding(options: &Options) -> Result<Encoding, ConnectorError> {
-    if let Some(f) = options.get("format").filter(|f| !f.eq_ignore_ascii_case("plain")) {
-        return Err(ConnectorError::new(format!("FORMAT {} is not supported for kafka sources", f.to_uppercase()))
-            .with_hint("use FORMAT PLAIN"));
+/// `FORMAT PLAIN` (the default) or `FORMAT UPSERT`, which needs the key as a column.
+fn upsert(options: &Options, include: &[(Meta, String)]) -> Result<bool, ConnectorError> {
+    match options.get("format").map(|f| f.to_ascii_lowercase()).as_deref() {
+        None | Some("plain") => Ok(false),
+        Some("upsert") if include.iter().any(|(m, _)| *m == Meta::Key) => Ok(true),
+        Some("upsert") => Err(ConnectorError::new("FORMAT UPSERT needs the record key as a column")
+            .with_hint("add INCLUDE key AS k, and make k the table's PRIMARY KEY")),
+        Some(other) => Err(ConnectorError::new(format!("FORMAT {} is not supported for kafka sources", other.to_uppercase()))
+            .with_hint("use FORMAT PLAIN, or FORMAT UPSERT for a table keyed by the record key")),
     }
+}
+
+/// The name of the `INCLUDE key` column of a `FORMAT UPSERT` source, which must be the
+/// table's primary key; `None` for other sources.
+pub fn upsert_key_column(options: &Options) -> Result<Option<String>, ConnectorError> {
+    let include = include(options)?;
+    if !upsert(options, &include)? {
+        return Ok(None);
+    }
+    Ok(include.into_iter().find(|(m, _)| *m == Meta::Key).map(|(_, name)| name))
+}
+
+fn encoding(options: &Options) -> Result<Encoding, ConnectorError> {
     match options.get("encode").map(|e| e.to_ascii_lowercase()).as_deref() {
         None | Some("json") => Ok(Encoding::Json),
         Some("csv") => {

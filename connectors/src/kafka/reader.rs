@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, BinaryBuilder, Int32Array, Int64Array, RecordBatch, StringBuilder, TimestampMillisecondBuilder};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{new_null_array, ArrayRef, BinaryBuilder, Int32Array, Int64Array, RecordBatch, RecordBatchOptions, StringBuilder, TimestampMillisecondBuilder};
+use datafusion::arrow::compute::{cast, interleave};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use openclaw_engine::dead_letters::{DeadLetter, DeadLetterTable};
 use openclaw_engine::source::{Position, SourceProgress, SourceReader};
-use openclaw_engine::{EngineError, EngineResult, StreamChunk};
+use openclaw_engine::{EngineError, EngineResult, Op, StreamChunk};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -197,36 +197,57 @@ impl KafkaReader {
     }
 
     /// Decodes `records` into a chunk of the source's schema; the rest go to the dead letters.
-    fn decode(&mut self, records: &[Record]) -> EngineResult<RecordBatch> {
-        let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_deref().unwrap_or(b"")).collect();
-        let mut decoded = self.decoder.decode(&values);
+    /// Under `FORMAT UPSERT` a tombstone is a delete of its key (the other columns null), and a
+    /// record without a key is a dead letter.
+    fn decode(&mut self, records: &[Record]) -> EngineResult<StreamChunk> {
+        let upsert = self.options.upsert;
+        let mut bad: Vec<(usize, String)> = vec![];
+        let mut deletes: Vec<usize> = vec![];
+        // The records that carry a row, as given to the decoder.
+        let mut valued: Vec<usize> = vec![];
         for (i, r) in records.iter().enumerate() {
-            if r.value.is_none() {
+            match (&r.key, &r.value) {
+                (None, _) if upsert => bad.push((i, "an upsert record needs a key".into())),
+                (Some(_), None) if upsert => deletes.push(i),
                 // A tombstone is not a row of a plain source; it is kept as a dead letter too.
-                decoded.bad.retain(|(b, _)| *b != i);
-                decoded.bad.push((i, "the record has no value (a tombstone)".into()));
+                (_, None) => bad.push((i, "the record has no value (a tombstone)".into())),
+                (_, Some(_)) => valued.push(i),
             }
         }
-        if !decoded.bad.is_empty() {
-            let letters: Vec<DeadLetter> = decoded
-                .bad
-                .iter()
-                .map(|(i, error)| {
-                    let r = &records[*i];
-                    DeadLetter { partition: r.partition, offset: r.offset, timestamp_ms: r.timestamp_ms, error: error.clone(), payload: r.value.clone() }
-                })
-                .collect();
-            if let Some(table) = &self.dead_letters {
-                table.write(&letters)?;
-            }
-            if let Some(producer) = &self.dlq_producer {
-                producer.send(&letters)?;
-            }
-            self.progress.dead_letters.fetch_add(letters.len() as u64, Ordering::Relaxed);
-            tracing::debug!(topic = %self.options.topic, count = letters.len(), "records sent to the dead-letter table");
+        let values: Vec<&[u8]> = valued.iter().map(|&i| records[i].value.as_deref().unwrap_or(b"")).collect();
+        let decoded = self.decoder.decode(&values);
+        bad.extend(decoded.bad.iter().map(|(j, error)| (valued[*j], error.clone())));
+        let good: Vec<usize> = decoded.good.iter().map(|&j| valued[j]).collect();
+        self.send_dead_letters(records, &bad)?;
+        let (values, rows, ops) = with_deletes(decoded.batch, &good, &deletes)?;
+        self.row_partitions = rows.iter().map(|&i| records[i].partition).collect();
+        let batch = self.with_metadata(values, &rows, records)?;
+        Ok(match ops {
+            Some(ops) => StreamChunk::new(ops, batch),
+            None => StreamChunk::inserts(batch),
+        })
+    }
+
+    fn send_dead_letters(&self, records: &[Record], bad: &[(usize, String)]) -> EngineResult<()> {
+        if bad.is_empty() {
+            return Ok(());
         }
-        self.row_partitions = decoded.good.iter().map(|&i| records[i].partition).collect();
-        self.with_metadata(decoded.batch, &decoded.good, records)
+        let letters: Vec<DeadLetter> = bad
+            .iter()
+            .map(|(i, error)| {
+                let r = &records[*i];
+                DeadLetter { partition: r.partition, offset: r.offset, timestamp_ms: r.timestamp_ms, error: error.clone(), payload: r.value.clone() }
+            })
+            .collect();
+        if let Some(table) = &self.dead_letters {
+            table.write(&letters)?;
+        }
+        if let Some(producer) = &self.dlq_producer {
+            producer.send(&letters)?;
+        }
+        self.progress.dead_letters.fetch_add(letters.len() as u64, Ordering::Relaxed);
+        tracing::debug!(topic = %self.options.topic, count = letters.len(), "records sent to the dead-letter table");
+        Ok(())
     }
 
     /// Appends the metadata columns of the good records to their decoded values, and casts the
@@ -304,6 +325,32 @@ impl Drop for KafkaReader {
     }
 }
 
+/// The value rows of `good` records (`values`, in their order) and null rows for the
+/// `deletes`, merged in record order: the columns, the record of each row, and the ops (`None`
+/// when all are inserts).
+fn with_deletes(values: RecordBatch, good: &[usize], deletes: &[usize]) -> EngineResult<(RecordBatch, Vec<usize>, Option<Vec<Op>>)> {
+    if deletes.is_empty() {
+        return Ok((values, good.to_vec(), None));
+    }
+    // (record, source array, row in it): 0 is `values`, 1 a one-row array of nulls.
+    let mut order: Vec<(usize, usize, usize)> = good.iter().enumerate().map(|(k, &i)| (i, 0, k)).collect();
+    order.extend(deletes.iter().map(|&i| (i, 1, 0)));
+    order.sort_unstable();
+    let take: Vec<(usize, usize)> = order.iter().map(|&(_, a, k)| (a, k)).collect();
+    let columns = values
+        .columns()
+        .iter()
+        .map(|c| {
+            let nulls = new_null_array(c.data_type(), 1);
+            interleave(&[c.as_ref(), nulls.as_ref()], &take)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(order.len()));
+    let batch = RecordBatch::try_new_with_options(values.schema(), columns, &options)?;
+    let ops = order.iter().map(|&(_, a, _)| if a == 0 { Op::Insert } else { Op::Delete }).collect();
+    Ok((batch, order.iter().map(|&(i, ..)| i).collect(), Some(ops)))
+}
+
 #[async_trait]
 impl SourceReader for KafkaReader {
     fn schema(&self) -> SchemaRef {
@@ -326,7 +373,7 @@ impl SourceReader for KafkaReader {
         // A failure here (the schema registry is down) leaves the position before these
         // records: a restart reads them again.
         self.decoder.prepare(&values).await.map_err(EngineError::External)?;
-        let batch = self.decode(&records)?;
+        let chunk = self.decode(&records)?;
         // Only now, with the dead letters stored, does the position pass these records.
         for r in &records {
             let next = self.next_offsets.entry(r.partition).or_insert(0);
@@ -334,7 +381,7 @@ impl SourceReader for KafkaReader {
             *next = r.offset + 1;
         }
         self.progress.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        Ok(Some(StreamChunk::inserts(batch)))
+        Ok(Some(chunk))
     }
 
     fn is_bounded(&self) -> bool {

@@ -175,6 +175,7 @@ impl KafkaSinkOptions {
             encoding: super::Encoding::Json,
             include: vec![],
             dlq_topic: None,
+            upsert: false,
         };
         source.partitions().map(|_| ())
     }
