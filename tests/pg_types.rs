@@ -88,6 +88,14 @@ async fn errors_carry_sqlstate_and_position_and_sessions_survive() {
         .unwrap();
     let names: Vec<&str> = stmt.columns().iter().map(|c| c.name()).collect();
     assert_eq!(names, vec!["?column?", "?column?", "two", "upper", "count", "extract"]);
+    // So may columns, as in `SELECT i, i`, and in an INSERT's select list.
+    let stmt = a.prepare("SELECT t.i, i, \"I\" FROM (SELECT 1 AS i, 2 AS \"I\") t").await.unwrap();
+    let names: Vec<&str> = stmt.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, vec!["i", "i", "I"]);
+    let row = a.query_one(&stmt, &[]).await.unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (1, 1, 2));
+    a.batch_execute("CREATE TABLE pairs (a BIGINT, b BIGINT); INSERT INTO pairs SELECT i, i FROM (SELECT 7 AS i) t").await.unwrap();
+    assert_eq!(a.query_one("SELECT a + b FROM pairs", &[]).await.unwrap().get::<_, i64>(0), 14);
     // psql's and drivers' session chatter.
     a.batch_execute("SET extra_float_digits = 3; SET application_name = 'test'; BEGIN; COMMIT").await.unwrap();
     let v = a.simple_query("SHOW application_name").await.unwrap();

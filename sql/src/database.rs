@@ -452,7 +452,12 @@ impl Database {
             }
             Statement::CreateView(v) if !v.materialized => Err(SqlError::not_supported("plain views are not supported")
                 .with_hint("use CREATE MATERIALIZED VIEW, which OpenClaw keeps up to date incrementally")),
-            Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => self.dml(stmt, params).await,
+            Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
+                let mut stmt = stmt;
+                // `INSERT ... SELECT i, i`: the select list is matched by position.
+                crate::naming::alias_unnamed(&mut stmt);
+                self.dml(stmt, params).await
+            }
             s if is_query(&s) => self.select(s, params).await,
             other => {
                 let first = other.to_string();

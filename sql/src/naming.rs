@@ -20,7 +20,9 @@ pub fn pg_column_names(stmt: &Statement) -> Option<Vec<Option<String>>> {
     select
         .projection
         .iter()
-        .map(|item| match item {
+        .zip(repeated_columns(&select.projection))
+        .map(|(item, repeated)| match item {
+            SelectItem::UnnamedExpr(e) if repeated => Some(column_name(e)),
             SelectItem::UnnamedExpr(e) => Some(name_of(e)),
             SelectItem::ExprWithAlias { .. } => Some(None),
             _ => None,
@@ -28,15 +30,47 @@ pub fn pg_column_names(stmt: &Statement) -> Option<Vec<Option<String>>> {
         .collect()
 }
 
+/// Which items of a select list name a column that an earlier item names too (`SELECT i, i`):
+/// PostgreSQL allows it, DataFusion refuses equal expressions, so those get an alias.
+fn repeated_columns(projection: &[SelectItem]) -> Vec<bool> {
+    let mut seen = std::collections::HashSet::new();
+    projection
+        .iter()
+        .map(|item| match item {
+            // By name: `t.i` and `i` may be the same column. Aliasing two that are not costs nothing.
+            SelectItem::UnnamedExpr(e) => column_name(e).is_some_and(|name| !seen.insert(name)),
+            _ => false,
+        })
+        .collect()
+}
+
+/// PostgreSQL's name of a column reference: its last part, folded to lower case unless quoted.
+fn column_name(e: &Expr) -> Option<String> {
+    let ident = match e {
+        Expr::Identifier(i) => i,
+        Expr::CompoundIdentifier(parts) => parts.last()?,
+        _ => return None,
+    };
+    Some(if ident.quote_style.is_some() { ident.value.clone() } else { ident.value.to_lowercase() })
+}
+
 /// Aliases every unnamed, non-column expression of the top-level select list, so that two
 /// equal expressions do not collide in DataFusion (PostgreSQL allows `SELECT 1, 1`); the
 /// output is renamed to PostgreSQL's names afterwards by [`relabel`].
 pub fn alias_unnamed(stmt: &mut Statement) {
-    let Statement::Query(q) = stmt else { return };
+    let q = match stmt {
+        Statement::Query(q) => q,
+        Statement::Insert(insert) => match insert.source.as_mut() {
+            Some(q) => q,
+            None => return,
+        },
+        _ => return,
+    };
     let SetExpr::Select(select) = q.body.as_mut() else { return };
+    let repeated = repeated_columns(&select.projection);
     for (i, item) in select.projection.iter_mut().enumerate() {
         if let SelectItem::UnnamedExpr(e) = item {
-            if name_of(e).is_some() {
+            if name_of(e).is_some() || repeated[i] {
                 let alias = datafusion::sql::sqlparser::ast::Ident::new(format!("__openclaw_column_{i}"));
                 *item = SelectItem::ExprWithAlias { expr: e.clone(), alias };
             }
