@@ -258,12 +258,7 @@ async fn kafka_source_mistakes_get_clear_errors() {
         (format!("CREATE SOURCE s (a INT) INCLUDE colour WITH (connector = 'kafka', topic = 'bid', 'properties.bootstrap.server' = '{bs}')"), "22023", "INCLUDE colour is not available"),
         (format!("CREATE SOURCE s (a INT) WITH (connector = 'kafka', topic = 'bid', 'properties.bootstrap.server' = '{bs}') FORMAT PLAIN"), "42601", "ENCODE"),
     ];
-    for (sql, code, message) in &cases {
-        let err = client.batch_execute(sql).await.expect_err(sql);
-        let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
-        assert_eq!(db.code().code(), *code, "{sql}: {}", db.message());
-        assert!(db.message().contains(message), "{sql}: {}", db.message());
-    }
+    assert_refused(&client, &cases).await;
     // Nothing was left behind by the failed statements.
     client.batch_execute(&format!(
         "CREATE SOURCE s (a INT) WITH (connector = 'kafka', topic = 'bid', 'properties.bootstrap.server' = '{bs}') FORMAT PLAIN ENCODE CSV"
@@ -275,6 +270,16 @@ async fn kafka_source_mistakes_get_clear_errors() {
     client.batch_execute("DROP SOURCE s").await.unwrap();
     let tables = rows(&client, "SHOW TABLES").await;
     assert!(tables.is_empty(), "DROP SOURCE drops the dead-letter table: {tables:?}");
+}
+
+/// Each statement fails with its SQLSTATE and a message containing the given text.
+async fn assert_refused(client: &tokio_postgres::Client, cases: &[(String, &str, &str)]) {
+    for (sql, code, message) in cases {
+        let err = client.batch_execute(sql).await.expect_err(sql);
+        let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
+        assert_eq!(db.code().code(), *code, "{sql}: {}", db.message());
+        assert!(db.message().contains(message), "{sql}: {}", db.message());
+    }
 }
 
 /// Runs kcat (Debian's, librdkafka's CLI) with `args`; returns its stdout.
@@ -780,12 +785,7 @@ async fn an_upsert_table_mirrors_an_upsert_sink_with_its_deletes() {
         (format!("CREATE TABLE t (k INT PRIMARY KEY) WITH (connector = 'kafka', topic = 'kv_out', 'properties.bootstrap.server' = '{bs}') FORMAT UPSERT ENCODE JSON"), "22023", "FORMAT UPSERT needs the record key as a column"),
         (format!("CREATE TABLE t (k INT PRIMARY KEY) INCLUDE key AS kk WITH (connector = 'kafka', topic = 'kv_out', 'properties.bootstrap.server' = '{bs}') FORMAT UPSERT ENCODE JSON"), "42P16", "must be its key column \"kk\""),
     ];
-    for (sql, code, message) in &cases {
-        let err = client.batch_execute(sql).await.expect_err(sql);
-        let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
-        assert_eq!(db.code().code(), *code, "{sql}: {}", db.message());
-        assert!(db.message().contains(message), "{sql}: {}", db.message());
-    }
+    assert_refused(&client, &cases).await;
     let tables = rows(&client, "SHOW TABLES").await;
     assert_eq!(tables.len(), 3, "nothing left behind by the failed statements: {tables:?}");
 }
