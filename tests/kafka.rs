@@ -272,6 +272,20 @@ async fn kafka_source_mistakes_get_clear_errors() {
     assert!(tables.is_empty(), "DROP SOURCE drops the dead-letter table: {tables:?}");
 }
 
+/// The upsert topic `topic`, read with `read_committed` and replayed key by key: the last value
+/// of each key not deleted by a tombstone.
+fn replay_upserts(bootstrap: &str, topic: &str) -> BTreeMap<String, String> {
+    let mut state = BTreeMap::new();
+    for (key, value) in read_committed(bootstrap, topic) {
+        let key = key.expect("upsert records have keys");
+        match value {
+            Some(v) => state.insert(key, v),
+            None => state.remove(&key),
+        };
+    }
+    state
+}
+
 /// Each statement fails with its SQLSTATE and a message containing the given text.
 async fn assert_refused(client: &tokio_postgres::Client, cases: &[(String, &str, &str)]) {
     for (sql, code, message) in cases {
@@ -361,14 +375,7 @@ async fn sinks_read_back_with_read_committed_equal_their_views_after_sigkills() 
     let _ = std::fs::remove_file(&input);
 
     // The upsert topic, replayed key by key, is the view.
-    let mut state: BTreeMap<String, String> = BTreeMap::new();
-    for (key, value) in read_committed(&bs, "per_auction") {
-        let key = key.expect("upsert records have keys");
-        match value {
-            Some(v) => state.insert(key, v),
-            None => state.remove(&key),
-        };
-    }
+    let state = replay_upserts(&bs, "per_auction");
     let mut replayed: Vec<(i64, i64, i64)> = state
         .values()
         .map(|v| {
@@ -720,14 +727,7 @@ async fn flush_gives_up_at_statement_timeout_while_the_broker_is_down_and_the_si
 
     broker.cluster.broker_up(1).expect("broker up");
     client.batch_execute("SET statement_timeout = 0; FLUSH").await.unwrap();
-    let mut state: BTreeMap<String, String> = BTreeMap::new();
-    for (key, value) in read_committed(&bs, "kv") {
-        let key = key.expect("upsert records have keys");
-        match value {
-            Some(v) => state.insert(key, v),
-            None => state.remove(&key),
-        };
-    }
+    let state = replay_upserts(&bs, "kv");
     let replayed: Vec<String> = state.into_values().collect();
     assert_eq!(replayed, [r#"{"k":1,"v":11}"#, r#"{"k":3,"v":30}"#]);
 }
