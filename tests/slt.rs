@@ -121,17 +121,18 @@ async fn sqllogictest_files() {
     }
 }
 
-/// Barriers every 3 ms land anywhere between the statements, so idleness changes at every
-/// place it can. CI once caught a join's partitions racing here: one partition, idle, was left
-/// out of the merged watermark, and its sibling's watermark overtook its rows. That failed
-/// about one round in two; thirty rounds pass only when it cannot happen.
+/// Barriers every 10 ms (the shortest `--flush-interval`) land anywhere between the
+/// statements, so idleness changes at every place it can. CI once caught a join's partitions
+/// racing here: one partition, idle, was left out of the merged watermark, and its sibling's
+/// watermark overtook its rows. That failed about one round in two; thirty rounds pass only
+/// when it cannot happen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_watermarks_hold_wherever_barriers_fall() {
     let path = slt_dir().join("rounds/idle_join.slt");
     let template = std::fs::read_to_string(&path).unwrap();
     let data_dir = std::env::temp_dir().join(format!("openclaw-test-slt-idle-rounds-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
-    let server = common::TestServer::start_with(data_dir, &["--flush-interval", "3ms", "--workers", "2"]);
+    let server = common::TestServer::start_with(data_dir, &["--flush-interval", "10ms", "--workers", "2"]);
     let mut runner = runner(server.conn_str());
     for round in 0..30 {
         let script = template.replace("{r}", &round.to_string());
