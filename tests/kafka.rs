@@ -211,13 +211,7 @@ async fn counts_stay_exact_across_sigkills_during_consumption() {
         append(&file, first);
         // Kill while the second half is being produced and read (a moment that varies per
         // round).
-        let running = server;
-        let producer = &broker.producer;
-        let dir = std::thread::scope(|s| {
-            s.spawn(move || produce(producer, "bid", second));
-            std::thread::sleep(Duration::from_millis(20 + 30 * i as u64));
-            running.kill()
-        });
+        let dir = kill_while_producing(server, &broker, second, Duration::from_millis(20 + 30 * i as u64));
         append(&file, second);
         server = TestServer::start_with(dir, &flags);
         let client = server.connect().await;
@@ -270,6 +264,17 @@ async fn kafka_source_mistakes_get_clear_errors() {
     client.batch_execute("DROP SOURCE s").await.unwrap();
     let tables = rows(&client, "SHOW TABLES").await;
     assert!(tables.is_empty(), "DROP SOURCE drops the dead-letter table: {tables:?}");
+}
+
+/// Produces `records` to `bid` on another thread and SIGKILLs `server` `after` it began (the
+/// moment of a crash, chosen per round, not a wait for a result); returns its data dir.
+fn kill_while_producing(server: TestServer, broker: &Broker, records: &[String], after: Duration) -> std::path::PathBuf {
+    let producer = &broker.producer;
+    std::thread::scope(|s| {
+        s.spawn(move || produce(producer, "bid", records));
+        std::thread::sleep(after);
+        server.kill()
+    })
 }
 
 /// The upsert topic `topic`, read with `read_committed` and replayed key by key: the last value
@@ -496,13 +501,7 @@ async fn a_kafka_table_holds_each_record_once_across_sigkills() {
         append(&file, first);
         // The table holds the first half; the kill lands while the second is read.
         server.connect().await.batch_execute("FLUSH").await.unwrap();
-        let running = server;
-        let producer = &broker.producer;
-        let dir = std::thread::scope(|s| {
-            s.spawn(move || produce(producer, "bid", second));
-            std::thread::sleep(Duration::from_millis(20 + 40 * i as u64));
-            running.kill()
-        });
+        let dir = kill_while_producing(server, &broker, second, Duration::from_millis(20 + 40 * i as u64));
         append(&file, second);
         server = TestServer::start_with(dir, &[]);
     }
