@@ -147,14 +147,7 @@ pub async fn kafka(args: KafkaArgs) -> Result<(), BoxError> {
     for step in bids.chunks(args.step.max(1)) {
         let started = Instant::now();
         for bid in step {
-            let mut record = BaseRecord::<(), str>::to("bid").payload(bid.as_str());
-            while let Err((e, back)) = producer.send(record) {
-                if !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
-                    return Err(e.into());
-                }
-                record = back;
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
+            crate::kafka::send_waiting(&producer, BaseRecord::to("bid").payload(bid.as_bytes()))?;
         }
         producer.flush(std::time::Duration::from_secs(60))?;
         producing += started.elapsed();
@@ -182,10 +175,10 @@ pub async fn kafka(args: KafkaArgs) -> Result<(), BoxError> {
         end_to_end / cores as f64
     );
     println!("FLUSH time only: {eps:.0} events/s");
-    // The source's consumer closes while the mock broker is still up.
-    drop(db);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
+    // The process ends right after: the mock broker stays up until then, so that the source,
+    // still running, does not log the broker's going away.
+    std::mem::forget(cluster);
+    drop(db);
     Ok(())
 }

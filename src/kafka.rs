@@ -111,15 +111,7 @@ fn produce(args: ProduceArgs) -> Result<(), BoxError> {
             m if m > 0 && n % m == m - 1 => malformed(&args.encode, n / m, &record),
             _ => (record, line),
         };
-        let mut pending = BaseRecord::<(), [u8]>::to(&args.topic).payload(record.as_slice());
-        // A full queue is waited out, not dropped.
-        while let Err((e, back)) = producer.send(pending) {
-            if !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
-                return Err(e.into());
-            }
-            pending = back;
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        send_waiting(&producer, BaseRecord::to(&args.topic).payload(record.as_slice()))?;
         if let Some(out) = &mut out {
             writeln!(out, "{line}")?;
         }
@@ -167,4 +159,18 @@ fn malformed(encode: &str, n: u64, good: &[u8]) -> (Vec<u8>, String) {
             (record.clone().into_bytes(), record)
         }
     }
+}
+
+/// Sends `record`; while librdkafka's queue is full, waits for it to drain (the broker
+/// acknowledging) instead of dropping the record. The pause is short: the queue drains in
+/// milliseconds, and librdkafka offers no notification to wait on.
+pub(crate) fn send_waiting(producer: &ThreadedProducer<DefaultProducerContext>, mut record: BaseRecord<'_, (), [u8]>) -> Result<(), rdkafka::error::KafkaError> {
+    while let Err((e, back)) = producer.send(record) {
+        if !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
+            return Err(e);
+        }
+        record = back;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
 }

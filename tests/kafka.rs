@@ -54,6 +54,7 @@ fn produce<R: AsRef<[u8]>>(producer: &ThreadedProducer<DefaultProducerContext>, 
         let mut record = BaseRecord::<(), [u8]>::to(topic).payload(r.as_ref());
         while let Err((e, back)) = producer.send(record) {
             assert!(matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)), "{e}");
+            // librdkafka's queue is full; it drains as the broker acknowledges.
             record = back;
             std::thread::sleep(Duration::from_millis(5));
         }

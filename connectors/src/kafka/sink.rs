@@ -454,6 +454,8 @@ impl Committer {
                     }
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, epoch, "kafka sink commit failed; retrying");
+                        // A broker that is down is retried once a second: often enough to
+                        // resume soon after it is back, rarely enough not to flood the log.
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                     Err(_) => return,
