@@ -6,11 +6,16 @@ use thiserror::Error;
 pub enum StorageError {
     #[error("rocksdb: {0}")]
     RocksDb(#[from] rocksdb::Error),
-    #[error("arrow row codec: {0}")]
+    #[error("arrow: {0}")]
     Codec(#[from] arrow::error::ArrowError),
+    /// A type the row encoding has no form for: the user's query asked to keep it in state.
+    #[error("{0}")]
+    UnsupportedType(String),
+    #[error("{0}")]
+    Corrupt(String),
     #[error("column family \"{0}\" does not exist")]
     MissingColumnFamily(String),
-    #[error("data directory {dir} was written by an incompatible storage format {found} (this build reads {expected})")]
+    #[error("data directory {dir} was written in storage format {found}; this build reads and writes format {expected} and does not convert older formats. Start the OpenClaw release that wrote it to read the data out, or move the directory aside to start afresh")]
     IncompatibleFormat { dir: String, found: String, expected: u32 },
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

@@ -1,12 +1,13 @@
 //! OpenClaw's state store: one RocksDB database per data directory, one column family per
-//! table, view or operator state. Rows are encoded with Arrow's row format, so that keys sort
-//! like the values they encode and values decode straight back into Arrow columns.
+//! table, view or operator state. Rows are encoded with OpenClaw's own row encoding
+//! ([`RowCodec`], versioned by [`FORMAT_VERSION`]), so that keys sort like the values they
+//! encode and values decode straight back into Arrow columns.
 
 pub mod checkpoint;
 mod codec;
 mod error;
 mod store;
 
-pub use codec::RowCodec;
+pub use codec::{Row, RowCodec, Rows};
 pub use error::{StorageError, StorageResult};
 pub use store::{decode_count, CfKind, ReadSnapshot, StateWrite, Store, FORMAT_VERSION};
