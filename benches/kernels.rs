@@ -76,7 +76,11 @@ fn materialize(c: &mut Criterion) {
     let mut g = c.benchmark_group("materialize");
     g.throughput(Throughput::Elements(CHUNK_ROWS as u64));
     g.bench_function("multiset_insert_4096", |b| {
-        b.iter_batched(|| one_chunk(&rt, &mut reader), |chunk| state.apply_multiset(&chunk).unwrap(), BatchSize::SmallInput)
+        b.iter_batched(|| one_chunk(&rt, &mut reader), |chunk| {
+            let mut deltas = std::collections::HashMap::new();
+            state.add_deltas(&chunk, &mut deltas).unwrap();
+            state.apply_deltas(&mut deltas).unwrap()
+        }, BatchSize::SmallInput)
     });
     g.finish();
     // Keep the first column's values observable so the work is not optimised away.

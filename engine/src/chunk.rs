@@ -74,6 +74,11 @@ impl StreamChunk {
         self.batch.num_rows() == 0
     }
 
+    /// Rows `offset..offset + len`, zero-copy. The caller keeps update pairs together.
+    pub fn slice(&self, offset: usize, len: usize) -> Self {
+        Self::new(self.ops[offset..offset + len].to_vec(), self.batch.slice(offset, len))
+    }
+
     /// Same ops, new columns (a projection).
     pub fn with_batch(&self, batch: RecordBatch) -> Self {
         Self::new(Arc::clone(&self.ops), batch)

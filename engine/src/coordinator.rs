@@ -44,6 +44,10 @@ pub struct Coordinator {
     /// Sinks that commit to the outside world after checkpoints, with the epoch of the last
     /// checkpoint each has committed.
     external: watch::Sender<BTreeMap<ObjectId, u64>>,
+    /// Writes that must land in one epoch at several roots (a transaction's commit) hold this
+    /// shared from before they reach the roots until every root has sent them on; barriers
+    /// are sent to the roots under it exclusively, so no barrier falls between them.
+    commit_gate: tokio::sync::RwLock<()>,
     /// Whether sources may read. A restart holds them until every object is restored, so
     /// that a resumed view's dependents are attached before it sees any new row.
     sources_released: watch::Sender<bool>,
@@ -58,6 +62,7 @@ impl Default for Coordinator {
             committed: watch::channel(0).0,
             external: watch::channel(BTreeMap::new()).0,
             sources_released: watch::channel(true).0,
+            commit_gate: Default::default(),
         }
     }
 }
@@ -115,6 +120,12 @@ impl Coordinator {
         let mut s = self.lock();
         s.next_epoch = s.next_epoch.max(epoch + 1);
         let _ = self.resumed.send_replace(epoch);
+    }
+
+    /// Keeps barriers from reaching any root while the guard lives (see `commit_gate`). Hold
+    /// it only while roots apply a commit: a barrier injection waits for it.
+    pub async fn hold_barriers(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.commit_gate.read().await
     }
 
     /// Says that the checkpoint of `epoch` is durable.
@@ -328,6 +339,7 @@ impl Coordinator {
                 s.roots.iter().map(|(id, tx)| (*id, tx.clone())).collect();
             (Barrier { epoch, kind, checkpoint, mutation: mutation.map(Arc::new) }, roots)
         };
+        let _gate = self.commit_gate.write().await;
         for (id, root) in roots {
             if root.send(barrier.clone()).await.is_err() {
                 self.unregister_root(id);

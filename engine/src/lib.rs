@@ -7,6 +7,7 @@
 //! consumer slows its producers. The [`Coordinator`] injects barriers at every root (source or
 //! table) and learns when every sink has passed them: that is what `FLUSH` waits for.
 
+pub mod backfill;
 pub mod chunk;
 pub mod config;
 pub mod coordinator;
@@ -19,6 +20,7 @@ pub mod plan;
 pub mod runtime;
 pub mod source;
 pub mod table;
+pub mod table_log;
 pub mod watermark;
 
 pub use chunk::{Op, StreamChunk};

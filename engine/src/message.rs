@@ -65,16 +65,34 @@ pub struct Subscription {
     pub snapshot: bool,
     /// Taken exactly once by the upstream.
     pub sender: Mutex<Option<mpsc::Sender<Message>>>,
+    /// With `snapshot`: how the upstream's backfill of the new edge goes.
+    pub progress: Option<std::sync::Arc<crate::backfill::BackfillProgress>>,
+    /// Without `snapshot`, for a downstream resuming from a checkpoint: the upstream table's
+    /// position in it. The table first sends the changes of its log from there
+    /// ([`crate::table_log`]).
+    pub replay_from: Option<u64>,
+}
+
+/// A new edge as its upstream takes it from the barrier.
+pub struct Attach {
+    pub tx: mpsc::Sender<Message>,
+    /// Send the upstream's rows first, and report progress here.
+    pub backfill: Option<std::sync::Arc<crate::backfill::BackfillProgress>>,
+    /// Send the changes logged from this position first ([`Subscription::replay_from`]).
+    pub replay_from: Option<u64>,
 }
 
 impl Barrier {
-    /// The senders of the subscriptions to `object` that this barrier carries.
-    /// Each comes with whether it wants the snapshot first ([`Subscription::snapshot`]).
-    pub fn take_subscriptions(&self, object: ObjectId) -> Vec<(mpsc::Sender<Message>, bool)> {
+    /// The new edges from `object` that this barrier carries.
+    pub fn take_subscriptions(&self, object: ObjectId) -> Vec<Attach> {
         let Some(Mutation::Subscribe(subs)) = self.mutation.as_deref() else { return vec![] };
         subs.iter()
             .filter(|s| s.upstream == object)
-            .filter_map(|s| Some((s.sender.lock().expect("subscription lock").take()?, s.snapshot)))
+            .filter_map(|s| {
+                let tx = s.sender.lock().expect("subscription lock").take()?;
+                let backfill = s.snapshot.then(|| s.progress.clone().unwrap_or_default());
+                Some(Attach { tx, backfill, replay_from: s.replay_from.filter(|_| !s.snapshot) })
+            })
             .collect()
     }
 }

@@ -317,7 +317,10 @@ impl Builder<'_> {
         match node {
             StreamNode::Subscribe { object, .. } => {
                 let snapshot = self.state.resume.is_none();
-                self.df.subscriptions.push(Subscription { upstream: object, snapshot, sender: std::sync::Mutex::new(Some(tx)) });
+                let progress = snapshot.then(Default::default);
+                // A table's position in the checkpoint (views have none): where its log replay starts.
+                let replay_from = self.state.resume.as_ref().and_then(|r| r.get(&format!("table_{object}")).copied());
+                self.df.subscriptions.push(Subscription { upstream: object, snapshot, sender: std::sync::Mutex::new(Some(tx)), progress, replay_from });
             }
             StreamNode::Source { name, mut reader, progress, watermark } => {
                 self.sources += 1;

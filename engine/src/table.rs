@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch};
-use openclaw_storage::{RowCodec, StateWrite};
+use datafusion::arrow::array::RecordBatch;
+use openclaw_storage::StateWrite;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::operators::materialize::Layout;
@@ -26,7 +26,40 @@ pub enum TableWrite {
     /// resumes exactly after them: inserts are upserted or appended; deletes (`FORMAT UPSERT`
     /// tombstones, a table with a primary key) delete by key.
     Ingest(StreamChunk, StateWrite),
+    /// A statement's or a transaction's changes to this table, applied in order as one write
+    /// in two phases, so that a transaction over several tables is one atomic RocksDB write:
+    /// the writer computes the write and its changelog, answers `prepared` with the write
+    /// (which the caller merges with the other tables' and makes durable), then waits for
+    /// `decision`. `true`: the write is durable, the changelog is sent on; anything else:
+    /// nothing happened. The writer serves nothing else meanwhile, so no other write and no
+    /// barrier comes between the two phases.
+    Prepare {
+        changes: Vec<Change>,
+        prepared: oneshot::Sender<EngineResult<StateWrite>>,
+        decision: oneshot::Receiver<bool>,
+    },
 }
+
+/// One step of a [`TableWrite::Prepare`].
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Rows to upsert (or append, without a primary key).
+    Upsert(RecordBatch),
+    /// Rows to delete, matched by primary key.
+    Delete(RecordBatch),
+}
+
+impl Change {
+    pub fn batch(&self) -> &RecordBatch {
+        match self {
+            Change::Upsert(b) | Change::Delete(b) => b,
+        }
+    }
+}
+
+/// Rows a prepared write has changed so far, by primary key (`None`: deleted), so that later
+/// steps of the same write see earlier ones.
+type Overlay = HashMap<Vec<u8>, Option<Vec<u8>>>;
 
 pub struct TableRequest {
     pub write: TableWrite,
@@ -38,25 +71,26 @@ pub struct TableRequest {
 pub struct TableWriter {
     object: ObjectId,
     state: Arc<MaterializedState>,
-    key_codec: Option<RowCodec>,
     next_row_id: u64,
     outputs: Outputs,
     watermark: Option<WatermarkGenerator>,
-    /// Writes applied since the writer started: its position at a checkpoint.
-    writes: u64,
     checkpoints: Option<crate::source::RootCheckpoints>,
+    /// New downstreams still being sent the stored rows.
+    backfills: crate::backfill::Backfills,
+    /// Every write's changelog, for views that resume from a checkpoint.
+    log: crate::table_log::TableLog,
+    /// Downstreams resuming from a checkpoint, waiting for sources to be released (so that
+    /// everything downstream of them is attached) to get the log replayed from their position.
+    replays: Vec<(mpsc::Sender<Message>, u64)>,
 }
 
 impl TableWriter {
     /// `idle_timeout_ms`: see [`crate::EngineConfig::idle_timeout_ms`].
     pub fn new(object: ObjectId, state: Arc<MaterializedState>, watermark: Option<WatermarkSpec>, idle_timeout_ms: u64) -> EngineResult<Self> {
-        let key_codec = match &state.layout {
-            Layout::Keyed(cols) => Some(RowCodec::new(Arc::new(state.schema().project(cols)?))?),
-            _ => None,
-        };
         let next_row_id = Self::last_row_id(&state)? + 1;
+        let log = crate::table_log::TableLog::open(&state.store, &state.cf)?;
         let watermark = watermark.map(|w| WatermarkGenerator::new(w, idle_timeout_ms));
-        Ok(Self { object, state, key_codec, next_row_id, outputs: Outputs::default(), watermark, writes: 0, checkpoints: None })
+        Ok(Self { object, state, next_row_id, outputs: Outputs::default(), watermark, checkpoints: None, backfills: Default::default(), log, replays: vec![] })
     }
 
     /// Takes part in checkpoints: pauses behind checkpoint barriers, reporting its position.
@@ -77,7 +111,9 @@ impl TableWriter {
         Ok(last)
     }
 
-    /// Serves write requests and barriers until both channels close.
+    /// Serves write requests, barriers and backfill pages until the request and barrier
+    /// channels close. Barriers come first; a backfill page goes after each write and
+    /// whenever nothing else waits, so neither writes nor backfills starve.
     pub async fn run(
         mut self,
         mut requests: mpsc::Receiver<TableRequest>,
@@ -93,31 +129,76 @@ impl TableWriter {
                 },
                 request = requests.recv() => match request {
                     Some(req) => {
-                        let result = self.apply(req.write).await;
+                        let result = self.apply(req.write, chunk_rows).await;
                         let failed = result.is_err();
                         let _ = req.done.send(result);
                         if failed {
                             tracing::warn!(table = self.object, "table write failed");
                         }
+                        if let Some((i, permit)) = self.backfills.try_ready() {
+                            self.backfill_step(i, Some(permit), chunk_rows).await?;
+                        }
                     }
                     None => return Ok(()),
                 },
+                (i, permit) = self.backfills.ready() => self.backfill_step(i, permit, chunk_rows).await?,
             }
         }
     }
 
+    /// Sends backfill `i` a page; once it has every row, it becomes an ordinary output.
+    async fn backfill_step(&mut self, i: usize, permit: Option<mpsc::OwnedPermit<Message>>, chunk_rows: usize) -> EngineResult<()> {
+        if let Some(tx) = self.backfills.step(i, permit, &self.state, chunk_rows)? {
+            self.attach(tx).await;
+        }
+        Ok(())
+    }
+
+    /// Once sources are released (a restart has attached every view), sends each resuming
+    /// downstream the logged changes from its position, and makes it an output.
+    async fn replay(&mut self, chunk_rows: usize) -> EngineResult<()> {
+        let released = self.checkpoints.as_ref().is_none_or(|c| c.coordinator.sources_released());
+        if self.replays.is_empty() || !released {
+            return Ok(());
+        }
+        for (tx, from) in std::mem::take(&mut self.replays) {
+            let chunks = self.log.read_from(&self.state.store, from, self.state.row_codec(), chunk_rows)?;
+            let rows: usize = chunks.iter().map(|c| c.num_rows()).sum();
+            tracing::info!(table = self.object, from, rows, "replaying the table's log to a resumed view");
+            for chunk in chunks {
+                let _ = tx.send(Message::Chunk(chunk)).await;
+            }
+            self.attach(tx).await;
+        }
+        Ok(())
+    }
+
+    /// Makes `tx` an output, with the watermark and idleness a downstream starts from.
+    async fn attach(&mut self, tx: mpsc::Sender<Message>) {
+        if let Some(wm) = self.watermark.as_ref().and_then(|w| w.current()) {
+            let _ = tx.send(Message::Watermark(wm)).await;
+        }
+        if self.watermark.as_ref().is_some_and(|w| w.is_idle()) {
+            let _ = tx.send(Message::Idle).await;
+        }
+        self.outputs.add(tx);
+    }
+
     async fn on_barrier(&mut self, barrier: Barrier, chunk_rows: usize) -> EngineResult<()> {
-        for (tx, snapshot) in barrier.take_subscriptions(self.object) {
-            if snapshot {
-                self.state.send_snapshot(&tx, chunk_rows).await?;
+        for crate::message::Attach { tx, backfill, replay_from } in barrier.take_subscriptions(self.object) {
+            match (backfill, replay_from) {
+                (Some(progress), _) => self.backfills.start(tx, progress),
+                (None, Some(from)) => self.replays.push((tx, from)),
+                (None, None) => self.attach(tx).await,
             }
-            if let Some(wm) = self.watermark.as_ref().and_then(|w| w.current()) {
-                let _ = tx.send(Message::Watermark(wm)).await;
-            }
-            if self.watermark.as_ref().is_some_and(|w| w.is_idle()) {
-                let _ = tx.send(Message::Idle).await;
-            }
-            self.outputs.add(tx);
+        }
+        self.replay(chunk_rows).await?;
+        self.backfills.forward_barrier(&barrier).await;
+        for (tx, _) in &self.replays {
+            let _ = tx.send(Message::Barrier(barrier.clone())).await;
+        }
+        if barrier.checkpoint {
+            self.log.at_checkpoint(&self.state.store)?;
         }
         // Between writes a table has nothing to read: it is starved by definition.
         if let Some(w) = &mut self.watermark {
@@ -126,49 +207,110 @@ impl TableWriter {
         if self.watermark.as_mut().is_some_and(|w| w.goes_idle_at_barrier()) {
             self.outputs.send(Message::Idle).await?;
         }
-        crate::source::RootCheckpoints::pass(self.checkpoints.as_ref(), &mut self.outputs, barrier, Some(crate::source::Position::from([(String::new(), self.writes)])), None).await
+        crate::source::RootCheckpoints::pass(self.checkpoints.as_ref(), &mut self.outputs, barrier, Some(crate::source::Position::from([(String::new(), self.log.position())])), None).await
     }
 
-    async fn apply(&mut self, write: TableWrite) -> EngineResult<usize> {
-        self.writes += 1;
+    async fn apply(&mut self, write: TableWrite, chunk_rows: usize) -> EngineResult<usize> {
         let (changes, n) = match write {
             TableWrite::Upsert(batch) => (self.upsert(&batch, StateWrite::default())?, batch.num_rows()),
             TableWrite::Ingest(chunk, extra) => self.ingest(&chunk, extra)?,
             TableWrite::Delete(batch) => self.delete(&batch, StateWrite::default())?,
-        };
-        if let Some(chunk) = changes.filter(|c| !c.is_empty()) {
-            let advanced = match &mut self.watermark {
-                Some(w) => w.observe(chunk.batch())?,
-                None => None,
-            };
-            self.outputs.send(Message::Chunk(chunk)).await?;
-            if let Some(wm) = advanced {
-                self.outputs.send(Message::Watermark(wm)).await?;
+            TableWrite::Prepare { changes, prepared, decision } => {
+                let planned = self.plan_changes(&changes).and_then(|(mut write, chunks, n)| {
+                    self.log.append(&mut write, &chunks, self.state.row_codec())?;
+                    Ok((write, chunks, n))
+                });
+                let (write, chunks, n) = match planned {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = prepared.send(Err(e));
+                        return Ok(0);
+                    }
+                };
+                if prepared.send(Ok(write)).is_err() || decision.await != Ok(true) {
+                    return Ok(0); // not made durable: nothing happened
+                }
+                for chunk in chunks {
+                    self.emit(chunk, chunk_rows).await?;
+                }
+                return Ok(n);
             }
+        };
+        if let Some(chunk) = changes {
+            self.emit(chunk, chunk_rows).await?;
         }
         Ok(n)
     }
 
+    /// Sends a changelog chunk on in chunks of at most `chunk_rows` rows, with the watermark
+    /// it advances. An update pair is never split across two chunks.
+    async fn emit(&mut self, chunk: StreamChunk, chunk_rows: usize) -> EngineResult<()> {
+        let mut start = 0;
+        while start < chunk.num_rows() {
+            let mut end = (start + chunk_rows.max(2)).min(chunk.num_rows());
+            if end < chunk.num_rows() && chunk.ops()[end] == Op::UpdateInsert {
+                end -= 1; // keep UpdateDelete with its UpdateInsert
+            }
+            let part = chunk.slice(start, end - start);
+            start = end;
+            let advanced = match &mut self.watermark {
+                Some(w) => w.observe(part.batch())?,
+                None => None,
+            };
+            self.backfills.forward(&self.state, &part).await?;
+            self.outputs.send(Message::Chunk(part)).await?;
+            if let Some(wm) = advanced {
+                self.outputs.send(Message::Watermark(wm)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The write and changelog of a prepared write's changes, applied in order.
+    fn plan_changes(&mut self, changes: &[Change]) -> EngineResult<(StateWrite, Vec<StreamChunk>, usize)> {
+        let mut overlay = Overlay::new();
+        let mut write = StateWrite::default();
+        let mut chunks = vec![];
+        let mut n = 0;
+        for change in changes {
+            let (chunk, affected) = match change {
+                Change::Upsert(b) => (self.plan_upsert(b, &mut overlay, &mut write)?, b.num_rows()),
+                Change::Delete(b) => self.plan_delete(b, &mut overlay, &mut write)?,
+            };
+            n += affected;
+            chunks.extend(chunk.filter(|c| !c.is_empty()));
+        }
+        Ok((write, chunks, n))
+    }
+
     fn upsert(&mut self, batch: &RecordBatch, extra: StateWrite) -> EngineResult<Option<StreamChunk>> {
-        let rows = self.state.row_codec().encode(batch.columns())?;
         let mut write = StateWrite::default();
         write.append(extra);
-        let Some(key_codec) = &self.key_codec else {
+        let chunk = self.plan_upsert(batch, &mut Overlay::new(), &mut write)?;
+        self.log.append(&mut write, chunk.as_slice(), self.state.row_codec())?;
+        self.state.store.write_durable(write)?;
+        Ok(chunk)
+    }
+
+    /// Adds an upsert of `batch` to `write` and returns its changelog. Rows see the rows
+    /// `overlay` holds (earlier in this write), and are added to it.
+    fn plan_upsert(&mut self, batch: &RecordBatch, overlay: &mut Overlay, write: &mut StateWrite) -> EngineResult<Option<StreamChunk>> {
+        let rows = self.state.row_codec().encode(batch.columns())?;
+        let Some(keys) = self.state.encode_keys(batch)? else {
             for row in rows.iter() {
                 write.put(&self.state.cf, self.next_row_id.to_be_bytes().to_vec(), row.data().to_vec());
                 self.next_row_id += 1;
             }
-            self.state.store.write_durable(write)?;
             return Ok(Some(StreamChunk::inserts(batch.clone())));
         };
-        let keys = key_codec.encode(&key_columns(batch, &self.state.layout))?;
         let existing = self.lookup(keys.iter().map(|k| k.data()))?;
-        // Later rows of the same batch see earlier ones: the overlay holds this batch's writes.
-        let mut overlay: HashMap<&[u8], Vec<u8>> = HashMap::new();
         let mut ops = Vec::with_capacity(batch.num_rows());
         let mut out_rows: Vec<Vec<u8>> = Vec::with_capacity(batch.num_rows());
         for (i, (key, new_row)) in keys.iter().zip(rows.iter()).enumerate() {
-            let old = overlay.get(key.data()).cloned().or_else(|| existing[i].clone());
+            let old = match overlay.get(key.data()) {
+                Some(seen) => seen.clone(),
+                None => existing[i].clone(),
+            };
             if let Some(old) = old {
                 ops.extend([Op::UpdateDelete, Op::UpdateInsert]);
                 out_rows.push(old);
@@ -176,10 +318,9 @@ impl TableWriter {
                 ops.push(Op::Insert);
             }
             out_rows.push(new_row.data().to_vec());
-            overlay.insert(key.data(), new_row.data().to_vec());
+            overlay.insert(key.data().to_vec(), Some(new_row.data().to_vec()));
             write.put(&self.state.cf, key.data().to_vec(), new_row.data().to_vec());
         }
-        self.state.store.write_durable(write)?;
         let out = self.state.row_codec().decode(out_rows.iter().map(|r| r.as_slice()))?;
         Ok(Some(StreamChunk::new(ops, out)))
     }
@@ -219,25 +360,33 @@ impl TableWriter {
 
     /// Deletes the rows with the keys of `batch`, in one durable write with `extra`.
     fn delete(&mut self, batch: &RecordBatch, extra: StateWrite) -> EngineResult<(Option<StreamChunk>, usize)> {
-        let Some(key_codec) = &self.key_codec else {
-            crate::internal_err!("delete on a table without a primary key");
-        };
-        let keys = key_codec.encode(&key_columns(batch, &self.state.layout))?;
-        let existing = self.lookup(keys.iter().map(|k| k.data()))?;
         let mut write = StateWrite::default();
         write.append(extra);
-        let mut seen = std::collections::HashSet::new();
+        let out = self.plan_delete(batch, &mut Overlay::new(), &mut write)?;
+        self.log.append(&mut write, out.0.as_slice(), self.state.row_codec())?;
+        self.state.store.write_durable(write)?;
+        Ok(out)
+    }
+
+    /// Adds the deletes of the rows with the keys of `batch` to `write`, seeing `overlay`.
+    fn plan_delete(&mut self, batch: &RecordBatch, overlay: &mut Overlay, write: &mut StateWrite) -> EngineResult<(Option<StreamChunk>, usize)> {
+        let Some(keys) = self.state.encode_keys(batch)? else {
+            crate::internal_err!("delete on a table without a primary key");
+        };
+        let existing = self.lookup(keys.iter().map(|k| k.data()))?;
         let mut out_rows = vec![];
-        for (key, old) in keys.iter().zip(existing) {
+        for (key, stored) in keys.iter().zip(existing) {
+            let old = match overlay.get(key.data()) {
+                Some(seen) => seen.clone(),
+                None => stored,
+            };
             if let Some(old) = old {
-                if seen.insert(key.data()) {
-                    write.delete(&self.state.cf, key.data().to_vec());
-                    out_rows.push(old);
-                }
+                write.delete(&self.state.cf, key.data().to_vec());
+                overlay.insert(key.data().to_vec(), None);
+                out_rows.push(old);
             }
         }
         let n = out_rows.len();
-        self.state.store.write_durable(write)?;
         if n == 0 {
             return Ok((None, 0));
         }
@@ -248,12 +397,5 @@ impl TableWriter {
     fn lookup<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) -> EngineResult<Vec<Option<Vec<u8>>>> {
         let keys: Vec<&[u8]> = keys.collect();
         Ok(self.state.store.multi_get(&self.state.cf, &keys)?)
-    }
-}
-
-fn key_columns(batch: &RecordBatch, layout: &Layout) -> Vec<ArrayRef> {
-    match layout {
-        Layout::Keyed(cols) => cols.iter().map(|&c| batch.column(c).clone()).collect(),
-        _ => vec![],
     }
 }

@@ -38,6 +38,8 @@ pub enum Detail {
         writer: mpsc::Sender<TableRequest>,
         state: Arc<MaterializedState>,
         primary_key: Option<Vec<usize>>,
+        /// Held by each statement or commit that writes the table, for its whole run.
+        write_lock: Arc<tokio::sync::Mutex<()>>,
         root: RootId,
         task: AbortHandle,
         /// For a table fed by a connector (`CREATE TABLE ... WITH (connector = ...)`).
@@ -78,6 +80,20 @@ pub struct ViewRuntime {
     pub failure: Arc<Mutex<Option<SqlError>>>,
     /// Whether this start resumed it from a checkpoint (rather than rebuilding it).
     pub resumed: bool,
+    /// While its CREATE fills it: how each input's backfill goes.
+    pub backfill: Mutex<Option<Vec<Arc<openclaw_engine::backfill::BackfillProgress>>>>,
+}
+
+impl ViewRuntime {
+    pub fn backfilling(&self) -> bool {
+        self.backfill.lock().expect("backfill lock").is_some()
+    }
+
+    /// Rows its inputs have sent it so far, while it backfills.
+    pub fn backfilled_rows(&self) -> Option<u64> {
+        let backfill = self.backfill.lock().expect("backfill lock");
+        backfill.as_ref().map(|b| b.iter().map(|p| p.rows_sent.load(std::sync::atomic::Ordering::Relaxed)).sum())
+    }
 }
 
 #[derive(Default)]

@@ -22,6 +22,7 @@ use crate::error::{SqlError, SqlResult, SqlState};
 use crate::parser::{self, ObjectKind, OcStatement};
 use crate::relation::QuerySnapshot;
 use crate::session::SessionVars;
+use crate::transaction::TxnState;
 
 /// What a statement returns. Rows come as a stream, so that a large result is sent to the
 /// client as it is read, never held whole in memory.
@@ -171,6 +172,9 @@ impl Database {
         db.report_checkpoints(restored.as_ref()).await?;
         db.spawn_periodic_barriers();
         db.restore(restored).await?;
+        // Tables replay their logs to resumed views at the first barrier after the restore
+        // (once every view is attached); this one makes that happen before clients come.
+        db.coordinator.inject_and_wait(BarrierKind::Periodic, None).await?;
         db.spawn_periodic_checkpoints();
         Ok(db)
     }
@@ -311,7 +315,7 @@ impl Database {
 
     /// Runs every statement of `sql` in order, stopping at the first error.
     pub async fn execute(&self, vars: &mut SessionVars, sql: &str) -> Vec<SqlResult<QueryOutput>> {
-        let statements = match parser::parse_with_text(sql) {
+        let statements = match parser::parse_off_workers(sql).await {
             Ok(s) => s,
             Err(e) => return vec![Err(e)],
         };
@@ -334,7 +338,7 @@ impl Database {
         sql: &str,
         params: Option<Vec<ScalarValue>>,
     ) -> SqlResult<QueryOutput> {
-        let mut statements = parser::parse_with_text(sql)?;
+        let mut statements = parser::parse_off_workers(sql).await?;
         if statements.len() != 1 {
             return Err(SqlError::new(SqlState::SyntaxError, "cannot insert multiple commands into a prepared statement"));
         }
@@ -345,8 +349,8 @@ impl Database {
     /// Parameter types and result schema of one statement, without running it (for
     /// `Describe`). Statements that only read the catalog are run to learn their schema.
     pub async fn describe(&self, vars: &mut SessionVars, sql: &str) -> SqlResult<(Vec<Option<DataType>>, Option<SchemaRef>)> {
-        let mut statements = parser::parse(sql)?;
-        let Some(stmt) = statements.pop() else { return Ok((vec![], None)) };
+        let mut statements = parser::parse_off_workers(sql).await?;
+        let Some((stmt, _)) = statements.pop() else { return Ok((vec![], None)) };
         match stmt {
             OcStatement::Standard(mut s) if is_query(&s) || matches!(*s, Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)) => {
                 let names = crate::naming::pg_column_names(&s);
@@ -385,6 +389,27 @@ impl Database {
         text: &str,
         params: Option<Vec<ScalarValue>>,
     ) -> SqlResult<QueryOutput> {
+        if let Some(done) = self.transaction_control(vars, &stmt).await {
+            return done;
+        }
+        let result = self.execute_in_block(vars, stmt, text, params).await;
+        match (result, &vars.txn) {
+            (Err(e), TxnState::Open(_)) => {
+                vars.txn = TxnState::Failed;
+                Err(e)
+            }
+            (Ok(output), TxnState::Open(txn)) => Ok(crate::transaction::watch_rows(output, txn.poisoned.clone())),
+            (result, _) => result,
+        }
+    }
+
+    async fn execute_in_block(
+        &self,
+        vars: &mut SessionVars,
+        stmt: OcStatement,
+        text: &str,
+        params: Option<Vec<ScalarValue>>,
+    ) -> SqlResult<QueryOutput> {
         match stmt {
             OcStatement::CreateSource(s) if s.as_table => self.create_connector_table(s, text).await,
             OcStatement::CreateSource(s) => self.create_source(s, text).await,
@@ -412,9 +437,13 @@ impl Database {
             }
             OcStatement::Standard(s) if is_query(&s) => {
                 let deadline = vars.statement_timeout()?.map(|t| tokio::time::Instant::now() + t);
-                Ok(rows_until(deadline, until(deadline, self.select(*s, params)).await??))
+                let overlays = match &vars.txn {
+                    TxnState::Open(txn) => Some(txn.overlays()),
+                    _ => None,
+                };
+                Ok(rows_until(deadline, until(deadline, self.select(*s, params, overlays)).await??))
             }
-            OcStatement::Standard(s) => self.execute_standard(*s, params).await,
+            OcStatement::Standard(s) => self.execute_standard(vars, *s, params).await,
         }
     }
 
@@ -441,11 +470,8 @@ impl Database {
         Ok(QueryOutput::command("FLUSH"))
     }
 
-    async fn execute_standard(&self, stmt: Statement, params: Option<Vec<ScalarValue>>) -> SqlResult<QueryOutput> {
+    async fn execute_standard(&self, vars: &mut SessionVars, stmt: Statement, params: Option<Vec<ScalarValue>>) -> SqlResult<QueryOutput> {
         match stmt {
-            Statement::StartTransaction { .. } => Ok(QueryOutput::command("BEGIN")),
-            Statement::Commit { .. } => Ok(QueryOutput::command("COMMIT")),
-            Statement::Rollback { .. } => Ok(QueryOutput::command("ROLLBACK")),
             Statement::CreateTable(ct) => {
                 let text = ct.to_string();
                 self.create_table(ct, None, &text).await
@@ -456,9 +482,9 @@ impl Database {
                 let mut stmt = stmt;
                 // `INSERT ... SELECT i, i`: the select list is matched by position.
                 crate::naming::alias_unnamed(&mut stmt);
-                self.dml(stmt, params).await
+                self.dml(vars, stmt, params).await
             }
-            s if is_query(&s) => self.select(s, params).await,
+            s if is_query(&s) => self.select(s, params, None).await,
             other => {
                 let first = other.to_string();
                 let word = first.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
@@ -469,9 +495,19 @@ impl Database {
 
     /// A session state for one ad-hoc query: every relation it reads sees one snapshot.
     pub(crate) fn query_state(&self) -> SessionState {
+        self.query_state_with(None).0
+    }
+
+    /// [`Self::query_state`], reading a transaction's own changes (`overlays`) over the
+    /// snapshot, which it also returns.
+    pub(crate) fn query_state_with(&self, overlays: Option<crate::relation::TxnOverlays>) -> (SessionState, Arc<QuerySnapshot>) {
         let mut state = self.ctx.state();
-        state.config_mut().set_extension(Arc::new(QuerySnapshot(self.store.snapshot())));
-        state
+        let snapshot = Arc::new(QuerySnapshot(self.store.snapshot()));
+        state.config_mut().set_extension(snapshot.clone());
+        if let Some(overlays) = overlays {
+            state.config_mut().set_extension(Arc::new(overlays));
+        }
+        (state, snapshot)
     }
 
     pub(crate) async fn plan(&self, state: &SessionState, stmt: Statement) -> SqlResult<LogicalPlan> {
@@ -488,10 +524,11 @@ impl Database {
         Ok(DataFrame::new(state, bind(plan, params)?).execute_stream().await?)
     }
 
-    async fn select(&self, mut stmt: Statement, params: Option<Vec<ScalarValue>>) -> SqlResult<QueryOutput> {
+    /// `overlays`: the session's transaction's own changes, which it reads.
+    async fn select(&self, mut stmt: Statement, params: Option<Vec<ScalarValue>>, overlays: Option<crate::relation::TxnOverlays>) -> SqlResult<QueryOutput> {
         let names = crate::naming::pg_column_names(&stmt);
         crate::naming::alias_unnamed(&mut stmt);
-        let state = self.query_state();
+        let (state, _) = self.query_state_with(overlays);
         let plan = self.plan(&state, stmt).await?;
         self.check_readable(&plan).await?;
         let plan = bind(plan, params)?;
@@ -516,6 +553,9 @@ impl Database {
                     return Err(SqlError::new(failure.code, format!("materialized view \"{name}\" failed: {}", failure.message))
                         .with_hint("drop and re-create the view after fixing its input"));
                 }
+                if v.backfilling() {
+                    return Err(crate::ddl::backfilling(&name));
+                }
             }
         }
         Ok(())
@@ -537,6 +577,7 @@ impl Database {
                             Detail::View(v) => {
                                 let status = match &*v.failure.lock().expect("failure lock") {
                                     Some(f) => format!("failed: {}", f.message),
+                                    None if v.backfilling() => format!("backfilling ({} rows so far)", v.backfilled_rows().unwrap_or(0)),
                                     None if v.resumed => "running (resumed from a checkpoint)".to_string(),
                                     None => "running".to_string(),
                                 };
@@ -555,19 +596,33 @@ impl Database {
     /// Every operator state table of every view, with its partitions and its exact key
     /// count (a full scan of each partition).
     async fn show_state_tables(&self) -> SqlResult<QueryOutput> {
-        let catalog = self.catalog.lock().await;
-        let mut rows = vec![];
-        for e in catalog.of_kind(ObjectKind::MaterializedView) {
-            let Detail::View(v) = &e.detail else { continue };
-            for table in &v.state_tables {
+        // Listed under the catalog lock, counted without it (a full scan of each partition).
+        let tables: Vec<(String, String, Vec<String>)> = {
+            let catalog = self.catalog.lock().await;
+            catalog
+                .of_kind(ObjectKind::MaterializedView)
+                .filter_map(|e| match &e.detail {
+                    Detail::View(v) => Some(v.state_tables.iter().map(|t| (e.name.clone(), t.name.clone(), t.column_families.clone())).collect::<Vec<_>>()),
+                    _ => None,
+                })
+                .flatten()
+                .collect()
+        };
+        let store = self.store.clone();
+        let rows = tokio::task::spawn_blocking(move || -> SqlResult<Vec<Vec<String>>> {
+            let mut rows = vec![];
+            for (view, table, cfs) in tables {
                 let mut keys = 0;
-                for cf in &table.column_families {
-                    keys += self.store.count_keys(cf)?;
+                for cf in &cfs {
+                    // A view dropped meanwhile has no column families any more.
+                    keys += store.count_keys(cf).unwrap_or(0);
                 }
-                let parts = table.column_families.len().to_string();
-                rows.push(vec![e.name.clone(), table.name.clone(), parts, keys.to_string()]);
+                rows.push(vec![view, table, cfs.len().to_string(), keys.to_string()]);
             }
-        }
+            Ok(rows)
+        })
+        .await
+        .map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))??;
         QueryOutput::text_rows(&["view", "state_table", "partitions", "keys"], rows)
     }
 

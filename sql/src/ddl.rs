@@ -117,7 +117,7 @@ impl Database {
             definition: String::new(),
             depends_on: vec![],
             watermark_columns: watermark.iter().map(|w| w.column).collect(),
-            detail: Detail::Table { writer: req_tx, state, primary_key, root, task: task.abort_handle(), ingest: None },
+            detail: Detail::Table { writer: req_tx, state, primary_key, write_lock: Default::default(), root, task: task.abort_handle(), ingest: None },
         });
         tracing::info!(table = %name, "created table");
         Ok(QueryOutput::command("CREATE TABLE"))
@@ -245,11 +245,19 @@ impl Database {
     }
 
     /// Whether the view `id` can resume from the restored checkpoint: its state is there, it
-    /// reads only sources and views that resumed (a table may have changed after the
-    /// checkpoint), and the checkpoint has a position for each of its source readers.
+    /// reads only sources, views that resumed, and tables whose log still holds every change
+    /// since their position in the checkpoint, and the checkpoint has a position for each of its
+    /// source readers.
     fn can_resume(&self, catalog: &Catalog, id: ObjectId, deps: &[String], node: &StreamNode, resume: &Resume) -> bool {
-        let inputs_resume = deps.iter().all(|d| {
-            resume.resumed.contains(d) || catalog.get(d).is_some_and(|e| e.kind == ObjectKind::Source)
+        let inputs_resume = deps.iter().all(|d| match catalog.get(d) {
+            _ if resume.resumed.contains(d) => true,
+            Some(e) if e.kind == ObjectKind::Source => true,
+            Some(e) if e.kind == ObjectKind::Table => {
+                let cf = format!("table_{}", e.id);
+                let position = resume.positions.get(&cf).copied();
+                position.is_some_and(|p| openclaw_engine::table_log::covers(&self.store, &cf, p).unwrap_or(false))
+            }
+            _ => false,
         });
         let positions = (1..=node.source_count()).all(|n| {
             openclaw_engine::source::RootCheckpoints::stored_position(&resume.positions, &format!("mv_{id}_source{n}")).is_some()
@@ -353,6 +361,7 @@ impl Database {
             }
         };
         let failure = Arc::new(Mutex::new(None));
+        let backfills: Vec<_> = dataflow.subscriptions.iter().filter_map(|s| s.progress.clone()).collect();
         let runtime = ViewRuntime {
             state: state.clone(),
             state_tables: dataflow.state_tables.clone(),
@@ -361,16 +370,9 @@ impl Database {
             roots: dataflow.roots.clone(),
             failure: failure.clone(),
             resumed: resuming,
+            backfill: Mutex::new((!backfills.is_empty()).then(|| backfills.clone())),
         };
         self.supervise(&name, id, dataflow.tasks, dataflow.roots.clone(), failure.clone());
-        // Backfill: the barrier hands each upstream the new edge; it completes once the view
-        // holds everything its inputs held at that barrier.
-        let subscribe = (!dataflow.subscriptions.is_empty()).then(|| Mutation::Subscribe(dataflow.subscriptions));
-        self.coordinator.inject_attaching(BarrierKind::Periodic, subscribe, dataflow.pending_roots, vec![id]).await?;
-        if let Some(err) = failure.lock().expect("failure lock").clone() {
-            self.stop_view(id, &runtime);
-            return Err(err);
-        }
         for (source, p) in &progress {
             if let Some(Detail::Source { readers, .. }) = catalog.get(source).map(|e| &e.detail) {
                 readers.lock().expect("readers lock").push(p.clone());
@@ -381,13 +383,11 @@ impl Database {
             Target::View => (ObjectKind::MaterializedView, view.query.to_string()),
             Target::Sink(_, shown) => (ObjectKind::Sink, format!("{} WITH ({shown})", view.query)),
         };
-        if let Err(e) = self.persist(id, kind, &name, sql, resolved) {
-            self.stop_view(id, &runtime);
-            return Err(e);
-        }
         if kind == ObjectKind::MaterializedView {
             self.ctx.register_table(name.as_str(), Arc::new(StoredRelation::new(state, Constraints::default())))?;
         }
+        // In the catalog from now on (SHOW lists it, reads are refused until it is filled),
+        // so that the catalog lock is free while it backfills.
         catalog.insert(Entry {
             id,
             name: name.clone(),
@@ -398,11 +398,53 @@ impl Database {
             watermark_columns,
             detail: Detail::View(runtime),
         });
+        drop(catalog);
+        // Backfill: the barrier hands each upstream the new edge; each then sends the rows it
+        // holds, page by page, while it goes on serving writes and barriers.
+        let subscribe = (!dataflow.subscriptions.is_empty()).then(|| Mutation::Subscribe(dataflow.subscriptions));
+        let filled = self.fill(id, subscribe, dataflow.pending_roots, &backfills, &failure).await;
+        let mut catalog = self.catalog.lock().await;
+        if !catalog.get(&name).is_some_and(|e| e.id == id) {
+            return Err(SqlError::new(SqlState::QueryCanceled, format!("{} {} was dropped while it was being created", kind.sql_name(), quote(&name))));
+        }
+        if let Err(e) = filled.and_then(|()| self.persist(id, kind, &name, sql, resolved)) {
+            self.drop_one(&mut catalog, &name)?;
+            return Err(e);
+        }
+        if let Some(Detail::View(v)) = catalog.get(&name).map(|e| &e.detail) {
+            *v.backfill.lock().expect("backfill lock") = None;
+        }
         if let (true, Some(r)) = (resuming, resume) {
             r.resumed.insert(name.clone());
         }
         tracing::info!(object = %name, kind = kind.sql_name(), resumed = resuming, "created");
         Ok(QueryOutput::command(tag))
+    }
+
+    /// Attaches a new dataflow and waits until it holds everything its inputs hold: every
+    /// upstream has sent its rows, and a barrier after them has passed the new sink.
+    async fn fill(
+        &self,
+        id: ObjectId,
+        subscribe: Option<Mutation>,
+        roots: Vec<(openclaw_engine::coordinator::RootId, tokio::sync::mpsc::Sender<openclaw_engine::Barrier>)>,
+        backfills: &[Arc<openclaw_engine::backfill::BackfillProgress>],
+        failure: &Mutex<Option<SqlError>>,
+    ) -> SqlResult<()> {
+        let failed = || failure.lock().expect("failure lock").clone();
+        self.coordinator.inject_attaching(BarrierKind::Periodic, subscribe, roots, vec![id]).await?;
+        for backfill in backfills {
+            if !backfill.finished().await {
+                return Err(failed().unwrap_or_else(|| SqlError::new(SqlState::QueryCanceled, "the backfill stopped: an input or the view went away")));
+            }
+        }
+        if !backfills.is_empty() {
+            self.coordinator.inject_and_wait(BarrierKind::Periodic, None).await?;
+        }
+        match failed() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
     }
 
     /// Keeps a created object in the durable catalog.
@@ -537,6 +579,12 @@ impl Database {
     }
 }
 
+/// The error for reading a view whose CREATE has not finished filling it.
+pub(crate) fn backfilling(name: &str) -> SqlError {
+    SqlError::new(SqlState::ObjectNotInPrerequisiteState, format!("materialized view {} is still being backfilled", quote(name)))
+        .with_hint("its CREATE returns once it holds every row of its inputs; SHOW MATERIALIZED VIEWS shows how far it is")
+}
+
 /// Makes the aggregation at the top of a view (under projections and filters) emit each group
 /// once, when the watermark of one of its group columns passes it.
 fn emit_on_window_close(node: &mut StreamNode) -> SqlResult<()> {
@@ -625,6 +673,9 @@ impl ScanResolver for CatalogResolver<'_> {
             Detail::View(v) => {
                 if let Some(f) = v.failure.lock().expect("failure lock").clone() {
                     return Err(SqlError::new(SqlState::ObjectNotInPrerequisiteState, format!("materialized view {} failed: {}", quote(name), f.message)));
+                }
+                if v.backfilling() {
+                    return Err(backfilling(name));
                 }
                 Ok(StreamNode::Subscribe {
                     object: entry.id,

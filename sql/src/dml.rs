@@ -1,23 +1,30 @@
 //! `INSERT`, `UPDATE` and `DELETE`: DataFusion plans and evaluates the rows; the table's
-//! writer applies them and emits the changelog.
+//! writer applies them and emits the changelog at the commit.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::sql::sqlparser::ast::{AssignmentTarget, Statement};
-use openclaw_engine::table::{TableRequest, TableWrite};
 use futures::StreamExt;
-use tokio::sync::oneshot;
+use openclaw_engine::table::Change;
 
 use crate::catalog::Detail;
 use crate::database::{undefined, Database, QueryOutput};
 use crate::error::{quote, SqlError, SqlResult, SqlState};
+use crate::relation::QuerySnapshot;
+use crate::session::SessionVars;
+use crate::transaction::{TableWrites, TxnState, WriteTarget};
 
 impl Database {
-    pub(crate) async fn dml(&self, stmt: Statement, params: Option<Vec<ScalarValue>>) -> SqlResult<QueryOutput> {
+    /// `INSERT`, `UPDATE` or `DELETE`: outside a transaction block, evaluated and committed with
+    /// the table locked; inside one, evaluated over the transaction's own changes and kept
+    /// until `COMMIT` (see [`crate::transaction`]). Either way a statement that fails writes
+    /// nothing.
+    pub(crate) async fn dml(&self, vars: &mut SessionVars, stmt: Statement, params: Option<Vec<ScalarValue>>) -> SqlResult<QueryOutput> {
         let updated_columns: Vec<String> = match &stmt {
             Statement::Update(u) => u
                 .assignments
@@ -29,23 +36,14 @@ impl Database {
                 .collect(),
             _ => vec![],
         };
-        let state = self.query_state();
-        let plan = self.plan(&state, stmt).await?;
+        // Planned once to learn the table; the rows are read at execution, from the snapshot
+        // of the state it runs with.
+        let plan = self.plan(&self.query_state(), stmt).await?;
         let LogicalPlan::Dml(dml) = plan else {
             return Err(SqlError::new(SqlState::Internal, "DML planned to something else"));
         };
         let name = dml.table_name.table().to_string();
-        let (writer, table_schema, primary_key) = {
-            let catalog = self.catalog.lock().await;
-            let entry = catalog.get(&name).ok_or_else(|| undefined(&name))?;
-            match &entry.detail {
-                Detail::Table { writer, primary_key, .. } => (writer.clone(), entry.schema.clone(), primary_key.clone()),
-                _ => {
-                    return Err(SqlError::new(SqlState::WrongObjectType, format!("cannot change {} {}", entry.kind.sql_name(), quote(&name)))
-                        .with_hint("only tables take INSERT, UPDATE and DELETE"))
-                }
-            }
-        };
+        let (target, table_schema, primary_key) = self.write_target(&name).await?;
         let (tag, is_delete) = match &dml.op {
             WriteOp::Insert(_) => ("INSERT", false),
             WriteOp::Update => ("UPDATE", false),
@@ -63,29 +61,93 @@ impl Database {
                     .with_hint("DELETE the row and INSERT it with its new key"));
             }
         }
-        let mut batches = self.run_plan(state, (*dml.input).clone(), params).await?;
-        let mut affected = 0;
-        while let Some(batch) = batches.next().await {
+        let change = move |b: RecordBatch| if is_delete { Change::Delete(b) } else { Change::Upsert(b) };
+        let input = (*dml.input).clone();
+        let affected = match &mut vars.txn {
+            TxnState::Open(txn) => {
+                let (state, snapshot) = self.query_state_with(Some(txn.overlays()));
+                let batches = self.rows_to_write(state, input, params, &table_schema, txn.bytes).await?;
+                txn.bytes = crate::transaction::check_size(txn.bytes, &batches)?;
+                let writes = txn.tables.entry(target.id).or_insert_with(|| TableWrites::new(target));
+                let mut affected = 0;
+                for batch in batches {
+                    if tag != "INSERT" {
+                        note_reads(writes, &batch, &snapshot)?;
+                    }
+                    affected += batch.num_rows();
+                    writes.push(change(batch))?;
+                }
+                affected
+            }
+            _ => {
+                let _locked = target.lock.clone().lock_owned().await;
+                let state = self.query_state();
+                let batches = self.rows_to_write(state, input, params, &table_schema, 0).await?;
+                let affected = batches.iter().map(|b| b.num_rows()).sum();
+                let mut writes = TableWrites::new(target);
+                writes.changes = batches.into_iter().map(change).collect();
+                self.commit(vec![writes], true).await?;
+                affected
+            }
+        };
+        let tag = if tag == "INSERT" { "INSERT 0".to_string() } else { tag.to_string() };
+        Ok(QueryOutput::Command { tag, rows: Some(affected) })
+    }
+
+    /// The table `name` as a write target, with its schema and primary key.
+    async fn write_target(&self, name: &str) -> SqlResult<(WriteTarget, SchemaRef, Option<Vec<usize>>)> {
+        let catalog = self.catalog.lock().await;
+        let entry = catalog.get(name).ok_or_else(|| undefined(name))?;
+        match &entry.detail {
+            Detail::Table { writer, state, primary_key, write_lock, .. } => {
+                let target = WriteTarget { id: entry.id, name: name.to_string(), writer: writer.clone(), state: state.clone(), lock: write_lock.clone() };
+                Ok((target, entry.schema.clone(), primary_key.clone()))
+            }
+            _ => Err(SqlError::new(SqlState::WrongObjectType, format!("cannot change {} {}", entry.kind.sql_name(), quote(name)))
+                .with_hint("only tables take INSERT, UPDATE and DELETE")),
+        }
+    }
+
+    /// Every row `input` produces, in the table's exact schema, held against the size limit.
+    async fn rows_to_write(
+        &self,
+        state: datafusion::execution::context::SessionState,
+        input: LogicalPlan,
+        params: Option<Vec<ScalarValue>>,
+        table_schema: &SchemaRef,
+        held_bytes: usize,
+    ) -> SqlResult<Vec<RecordBatch>> {
+        let mut stream = self.run_plan(state, input, params).await?;
+        let mut out = vec![];
+        let mut bytes = held_bytes;
+        while let Some(batch) = stream.next().await {
             let batch = batch?;
             if batch.num_rows() == 0 {
                 continue;
             }
-            let batch = conform(&batch, &table_schema)?;
-            for start in (0..batch.num_rows()).step_by(self.config.chunk_size_rows.max(1)) {
-                let len = self.config.chunk_size_rows.min(batch.num_rows() - start);
-                let part = batch.slice(start, len);
-                let write = if is_delete { TableWrite::Delete(part) } else { TableWrite::Upsert(part) };
-                let (done, wait) = oneshot::channel();
-                writer
-                    .send(TableRequest { write, done })
-                    .await
-                    .map_err(|_| SqlError::new(SqlState::Internal, format!("table {} is not accepting writes", quote(&name))))?;
-                affected += wait.await.map_err(|_| SqlError::new(SqlState::Internal, "table writer stopped"))??;
-            }
+            let batch = conform(&batch, table_schema)?;
+            bytes = crate::transaction::check_size(bytes, std::slice::from_ref(&batch))?;
+            out.push(batch);
         }
-        let tag = if tag == "INSERT" { "INSERT 0".to_string() } else { tag.to_string() };
-        Ok(QueryOutput::Command { tag, rows: Some(affected) })
+        Ok(out)
     }
+}
+
+/// Records, for the keys of `batch` that the transaction has not written yet, the committed
+/// row its statement read (as of `snapshot`), for [`Database::commit`] to validate.
+fn note_reads(writes: &mut TableWrites, batch: &RecordBatch, snapshot: &QuerySnapshot) -> SqlResult<()> {
+    let Some(keys) = writes.target.state.encode_keys(batch)? else { return Ok(()) };
+    let fresh: Vec<&[u8]> = keys
+        .iter()
+        .map(|k| k.data())
+        .filter(|k| !writes.overlay.keyed.contains_key(*k) && !writes.read.contains_key(*k))
+        .collect();
+    let state = &writes.target.state;
+    let rows = state.store.multi_get_at(&state.cf, &fresh, Some(&snapshot.0))?;
+    for (key, row) in fresh.into_iter().zip(rows) {
+        writes.read.insert(key.to_vec(), row);
+    }
+    Ok(())
 }
 
 /// Casts the planned rows to the table's exact schema and checks NOT NULL.

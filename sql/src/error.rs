@@ -29,6 +29,12 @@ pub enum SqlState {
     UndefinedObject,
     AmbiguousColumn,
     QueryCanceled,
+    /// 40001: a transaction's write conflicted with a concurrent one; retry it.
+    SerializationFailure,
+    /// 25P02: an earlier statement of the transaction failed.
+    InFailedSqlTransaction,
+    /// 25001: the statement cannot run inside this transaction block.
+    ActiveSqlTransaction,
     Internal,
 }
 
@@ -58,6 +64,9 @@ impl SqlState {
             SqlState::UndefinedObject => "42704",
             SqlState::AmbiguousColumn => "42702",
             SqlState::QueryCanceled => "57014",
+            SqlState::SerializationFailure => "40001",
+            SqlState::InFailedSqlTransaction => "25P02",
+            SqlState::ActiveSqlTransaction => "25001",
             SqlState::Internal => "XX000",
         }
     }
@@ -122,6 +131,7 @@ impl From<EngineError> for SqlError {
             EngineError::Arrow(e) => from_message(&e.to_string()),
             EngineError::Execution(m) => SqlError::new(SqlState::DataException, m),
             EngineError::NotSupported(m) => SqlError::not_supported(m),
+            EngineError::Storage(e) => e.into(),
             other => SqlError::new(SqlState::Internal, other.to_string()),
         }
     }
@@ -129,7 +139,10 @@ impl From<EngineError> for SqlError {
 
 impl From<openclaw_storage::StorageError> for SqlError {
     fn from(e: openclaw_storage::StorageError) -> Self {
-        SqlError::new(SqlState::Internal, e.to_string())
+        match e {
+            openclaw_storage::StorageError::UnsupportedType(m) => SqlError::not_supported(m),
+            e => SqlError::new(SqlState::Internal, e.to_string()),
+        }
     }
 }
 

@@ -14,6 +14,16 @@ use crate::Options;
 /// Deepest nesting of parentheses the parser accepts (sqlparser recurses on it).
 const MAX_PARSE_DEPTH: usize = 128;
 
+/// Longest SQL text one query message may carry.
+pub const MAX_STATEMENT_BYTES: usize = 16 << 20;
+
+/// Deepest chain of parentheses opened where a table may stand (after `FROM`, `JOIN` or such
+/// a parenthesis). sqlparser 0.62 tries each as a derived table, then again as a nested join,
+/// so its time doubles with each level (fixed upstream after 0.62, which DataFusion 55 pins:
+/// apache/datafusion-sqlparser-rs#2372). 16 levels parse in milliseconds; real queries nest
+/// derived tables a few deep.
+pub const MAX_TABLE_NESTING: usize = 16;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectKind {
     Table,
@@ -96,6 +106,15 @@ pub enum OcStatement {
     Standard(Box<Statement>),
 }
 
+/// [`parse_with_text`] on a blocking thread, off the async workers, so that a slow parse
+/// never holds up other sessions or the accept loop.
+pub async fn parse_off_workers(sql: &str) -> Result<Vec<(OcStatement, String)>, SqlError> {
+    let sql = sql.to_string();
+    tokio::task::spawn_blocking(move || parse_with_text(&sql))
+        .await
+        .map_err(|e| SqlError::new(SqlState::Internal, format!("the parser stopped: {e}")))?
+}
+
 /// Splits `sql` into statements and parses each.
 pub fn parse(sql: &str) -> Result<Vec<OcStatement>, SqlError> {
     Ok(parse_with_text(sql)?.into_iter().map(|(stmt, _)| stmt).collect())
@@ -104,6 +123,10 @@ pub fn parse(sql: &str) -> Result<Vec<OcStatement>, SqlError> {
 /// Like [`parse`], with the text of each statement as written (what the durable catalog
 /// keeps, so that a restart replays exactly what the user typed).
 pub fn parse_with_text(sql: &str) -> Result<Vec<(OcStatement, String)>, SqlError> {
+    if sql.len() > MAX_STATEMENT_BYTES {
+        return Err(SqlError::new(SqlState::ProgramLimitExceeded, format!("statement too long: {} bytes, more than {} MiB", sql.len(), MAX_STATEMENT_BYTES >> 20))
+            .with_hint("split it, or load rows with several INSERTs"));
+    }
     let dialect = PostgreSqlDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
@@ -114,6 +137,10 @@ pub fn parse_with_text(sql: &str) -> Result<Vec<(OcStatement, String)>, SqlError
             continue;
         }
         let text: String = group.iter().map(|t| t.token.to_string()).collect::<String>().trim().to_string();
+        if table_nesting(group) > MAX_TABLE_NESTING {
+            return Err(SqlError::new(SqlState::StatementTooComplex, format!("statement too complex: more than {MAX_TABLE_NESTING} nested parenthesized tables in FROM"))
+                .with_hint("use fewer nested parentheses or derived tables, or name parts with WITH"));
+        }
         let tokens = crate::windows::desugar_flink_windows(group.to_vec());
         let (tokens, watermark) = extract_watermark(tokens).map_err(|e| syntax_error(sql, &e.to_string()))?;
         let mut stmt = parse_one(tokens).map_err(|e| syntax_error(sql, &e.to_string()))?;
@@ -150,6 +177,39 @@ fn words(tokens: &[TokenWithSpan], n: usize) -> Vec<String> {
             other => other.to_string(),
         })
         .collect()
+}
+
+/// The deepest chain of open parentheses that each stand where a table may (see
+/// [`MAX_TABLE_NESTING`]): one opened right after `FROM`, `JOIN`, `LATERAL` or another such
+/// parenthesis. Linear in the tokens.
+fn table_nesting(tokens: &[TokenWithSpan]) -> usize {
+    let mut open: Vec<bool> = vec![];
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut previous: Option<&Token> = None;
+    for t in tokens.iter().filter(|t| !matches!(t.token, Token::Whitespace(_))) {
+        match &t.token {
+            Token::LParen => {
+                let table_position = match previous {
+                    Some(Token::Word(w)) => matches!(w.keyword, Keyword::FROM | Keyword::JOIN | Keyword::LATERAL),
+                    Some(Token::LParen) => open.last().copied().unwrap_or(false),
+                    _ => false,
+                };
+                open.push(table_position);
+                if table_position {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+            }
+            Token::RParen => {
+                if open.pop() == Some(true) {
+                    depth -= 1;
+                }
+            }
+            _ => {}
+        }
+        previous = Some(&t.token);
+    }
+    deepest
 }
 
 fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError> {
@@ -555,6 +615,22 @@ mod tests {
         assert!(matches!(stmts[1], OcStatement::Flush));
         assert!(matches!(stmts[3], OcStatement::Drop { kind: ObjectKind::Source, if_exists: true, cascade: true, .. }));
         assert!(matches!(stmts[4], OcStatement::Standard(_)));
+    }
+
+    #[test]
+    fn nested_tables_in_from_are_refused_before_parsing() {
+        let nested = |levels: usize| format!("SELECT count(*) FROM {}(SELECT 1)) d", "(FROM ".repeat(levels));
+        let started = std::time::Instant::now();
+        let err = parse(&nested(30)).unwrap_err();
+        assert_eq!(err.code, SqlState::StatementTooComplex, "{}", err.message);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // At the limit the parser still answers (with its own error), quickly.
+        let started = std::time::Instant::now();
+        assert_eq!(parse(&nested(MAX_TABLE_NESTING - 1)).unwrap_err().code, SqlState::SyntaxError);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+        // Derived tables nested a few deep, and deep expressions, are fine.
+        parse("SELECT * FROM (SELECT * FROM (SELECT * FROM (SELECT 1) a) b) c JOIN (SELECT 2) d ON true").unwrap();
+        parse(&format!("SELECT {}1{}", "(".repeat(40), ")".repeat(40))).unwrap();
     }
 
     #[test]

@@ -22,6 +22,20 @@ use openclaw_storage::ReadSnapshot;
 /// at the same point in time. Stored as a session config extension.
 pub struct QuerySnapshot(pub ReadSnapshot);
 
+/// A transaction's own changes to the tables it wrote, by column family: its statements read
+/// them over the committed rows. Stored as a session config extension.
+#[derive(Default)]
+pub struct TxnOverlays(pub std::collections::HashMap<Arc<str>, Arc<TableOverlay>>);
+
+/// One table's uncommitted changes.
+#[derive(Default, Clone)]
+pub struct TableOverlay {
+    /// By stored key (the encoded primary key): the row now, `None` when deleted.
+    pub keyed: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Rows appended to a table without a primary key.
+    pub appended: Vec<RecordBatch>,
+}
+
 /// Rows per batch when reading stored relations.
 const SCAN_PAGE_ROWS: usize = 8192;
 
@@ -70,10 +84,12 @@ impl TableProvider for StoredRelation {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let overlay = state.config().get_extension::<TxnOverlays>().and_then(|o| o.0.get(&self.state.cf).cloned());
         let scan = PagedScan {
             state: self.state.clone(),
             snapshot: state.config().get_extension::<QuerySnapshot>(),
             schema: self.schema.clone(),
+            overlay,
         };
         Ok(Arc::new(StreamingTableExec::try_new(self.schema.clone(), vec![Arc::new(scan)], projection, [], false, None)?))
     }
@@ -84,6 +100,22 @@ struct PagedScan {
     state: Arc<MaterializedState>,
     snapshot: Option<Arc<QuerySnapshot>>,
     schema: SchemaRef,
+    /// The reading transaction's own changes to this relation.
+    overlay: Option<Arc<TableOverlay>>,
+}
+
+impl PagedScan {
+    /// The overlay's rows, read after the committed ones.
+    fn overlay_rows(&self) -> Result<Vec<RecordBatch>> {
+        let Some(overlay) = &self.overlay else { return Ok(vec![]) };
+        let rows: Vec<&[u8]> = overlay.keyed.values().filter_map(|r| r.as_deref()).collect();
+        let decoded = self.state.row_codec().decode(rows).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        std::iter::once(&decoded)
+            .chain(overlay.appended.iter())
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| Ok(RecordBatch::try_new(self.schema.clone(), b.columns().to_vec())?))
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for PagedScan {
@@ -99,16 +131,18 @@ impl PartitionStream for PagedScan {
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let (state, snapshot, schema) = (self.state.clone(), self.snapshot.clone(), self.schema.clone());
+        let overlay = self.overlay.clone();
         // `None` = not started, `Some(None)` = finished, `Some(Some(key))` = resume after key.
         let pages = futures::stream::unfold(None::<Option<Vec<u8>>>, move |cursor| {
-            let (state, snapshot, schema) = (state.clone(), snapshot.clone(), schema.clone());
+            let (state, snapshot, schema, overlay) = (state.clone(), snapshot.clone(), schema.clone(), overlay.clone());
             async move {
                 if matches!(cursor, Some(None)) {
                     return None;
                 }
                 let after = cursor.flatten();
+                let replaced = |key: &[u8]| overlay.as_ref().is_some_and(|o| o.keyed.contains_key(key));
                 let page = state
-                    .read_page(snapshot.as_ref().map(|s| &s.0), after.as_deref(), SCAN_PAGE_ROWS)
+                    .read_page_skipping(snapshot.as_ref().map(|s| &s.0), after.as_deref(), SCAN_PAGE_ROWS, &replaced)
                     .map_err(|e| DataFusionError::External(Box::new(e)))
                     .and_then(|(batch, last)| {
                         Ok((RecordBatch::try_new(schema, batch.columns().to_vec())?, last))
@@ -119,7 +153,11 @@ impl PartitionStream for PagedScan {
                 })
             }
         });
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), pages))
+        let own = match self.overlay_rows() {
+            Ok(batches) => batches.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        };
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), futures::StreamExt::chain(pages, futures::stream::iter(own))))
     }
 }
 

@@ -12,6 +12,8 @@ pub const SERVER_VERSION: &str = "15.0 (OpenClaw)";
 
 pub struct SessionVars {
     vars: BTreeMap<String, String>,
+    /// The session's transaction block.
+    pub(crate) txn: crate::transaction::TxnState,
 }
 
 impl Default for SessionVars {
@@ -40,7 +42,7 @@ impl Default for SessionVars {
             ("transaction_isolation", "read committed"),
             ("transaction_read_only", "off"),
         ];
-        Self { vars: defaults.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+        Self { vars: defaults.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), txn: Default::default() }
     }
 }
 

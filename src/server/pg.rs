@@ -110,6 +110,9 @@ fn pg_error(e: SqlError) -> PgWireError {
 
 fn to_response(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
     match output {
+        // pgwire reports the transaction status in ReadyForQuery from these two.
+        QueryOutput::Command { tag, rows: None } if tag == "BEGIN" => Ok(Response::TransactionStart(Tag::new(&tag))),
+        QueryOutput::Command { tag, rows: None } if tag == "COMMIT" || tag == "ROLLBACK" => Ok(Response::TransactionEnd(Tag::new(&tag))),
         QueryOutput::Command { tag, rows } => {
             let t = match tag.strip_suffix(" 0") {
                 Some(cmd) => Tag::new(cmd).with_oid(0),

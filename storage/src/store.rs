@@ -13,8 +13,13 @@ type Db = DBWithThreadMode<MultiThreaded>;
 
 /// Version of the on-disk encoding. Bumped whenever keys or values change shape, so that an
 /// old data directory is refused with a message instead of being misread.
-pub const FORMAT_VERSION: u32 = 1;
+/// 1: Arrow's row format (arrow 59), DataFusion's hash for partitions.
+/// 2: OpenClaw's own row encoding (`codec.rs`) and partition hash (xxh64 of the encoded key).
+pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_FILE: &str = "OPENCLAW_FORMAT";
+/// Names of the column families created as [`CfKind::Counters`], one per line (append-only;
+/// names are never reused), so that they reopen with their compaction filter.
+const COUNTER_FAMILIES_FILE: &str = "COUNTER_FAMILIES";
 
 /// The database together with the options of the column families created after it was
 /// opened: RocksDB keeps raw pointers to their merge operators and compaction filters, so
@@ -127,10 +132,13 @@ impl Store {
         opts.set_db_write_buffer_size(cache_bytes / 2);
         let existing = Db::list_cf(&opts, &path).unwrap_or_else(|_| vec!["default".to_string()]);
         // Every column family reopens with the merge operator: the write-ahead log may hold
-        // merges of counter families, and replaying one without it would fail. (Which families
-        // are counters is not recorded yet, so their compaction filter waits for a restart-safe
-        // catalog.)
-        let cfs = existing.iter().map(|name| ColumnFamilyDescriptor::new(name, merge_options(&cache)));
+        // merges of counter families, and replaying one without it would fail. Counter
+        // families get their compaction filter back too, so zero counts keep being dropped.
+        let counters = read_counter_families(dir)?;
+        let cfs = existing.iter().map(|name| {
+            let kind = if counters.contains(name) { CfKind::Counters } else { CfKind::Plain };
+            ColumnFamilyDescriptor::new(name, cf_options(kind, &cache))
+        });
         let db = Db::open_cf_descriptors(&opts, &path, cfs)?;
         let opened_with = Arc::new(existing.into_iter().filter(|n| n != "default").collect());
         let db = DbAndOptions { db, created_cf_options: Default::default() };
@@ -159,6 +167,9 @@ impl Store {
     /// Creates the column family `name`; creating one that exists is a no-op.
     pub fn create_cf(&self, name: &str, kind: CfKind) -> StorageResult<()> {
         if self.db.cf_handle(name).is_none() {
+            if kind == CfKind::Counters {
+                note_counter_family(&self.dir, name)?;
+            }
             let opts = cf_options(kind, &self.cache);
             self.db.create_cf(name, &opts)?;
             self.db.created_cf_options.lock().expect("options lock").push(opts);
@@ -211,9 +222,18 @@ impl Store {
 
     /// Point lookups of many keys in one column family, in key order of the request.
     pub fn multi_get(&self, cf: &str, keys: &[&[u8]]) -> StorageResult<Vec<Option<Vec<u8>>>> {
+        self.multi_get_at(cf, keys, None)
+    }
+
+    /// [`Self::multi_get`] as of `snapshot` (or now).
+    pub fn multi_get_at(&self, cf: &str, keys: &[&[u8]], snapshot: Option<&ReadSnapshot>) -> StorageResult<Vec<Option<Vec<u8>>>> {
         let handle = self.cf(cf)?;
+        let mut read = ReadOptions::default();
+        if let Some(snapshot) = snapshot {
+            read.set_snapshot(&snapshot.snapshot);
+        }
         self.db
-            .batched_multi_get_cf(&handle, keys.iter().copied(), false)
+            .batched_multi_get_cf_opt(&handle, keys.iter().copied(), false, &read)
             .into_iter()
             .map(|r| Ok(r?.map(|slice| slice.to_vec())))
             .collect()
@@ -325,6 +345,23 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+fn read_counter_families(dir: &Path) -> StorageResult<std::collections::HashSet<String>> {
+    match std::fs::read_to_string(dir.join(COUNTER_FAMILIES_FILE)) {
+        Ok(text) => Ok(text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Records `name` as a counter family, synced before the family exists.
+fn note_counter_family(dir: &Path, name: &str) -> StorageResult<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(COUNTER_FAMILIES_FILE))?;
+    file.write_all(format!("{name}\n").as_bytes())?;
+    file.sync_all()?;
+    Ok(())
 }
 
 fn check_format(dir: &Path) -> StorageResult<()> {
@@ -442,6 +479,24 @@ mod tests {
         assert!(store.has_cf("t"));
         store.drop_cf("c").unwrap();
         assert_eq!(store.count_keys("t").unwrap(), 2);
+        // Zero counts go at compaction after a reopen too.
+        let counts: Arc<str> = Arc::from("z");
+        store.create_cf("z", CfKind::Counters).unwrap();
+        let mut w = StateWrite::default();
+        w.add_count(&counts, b"gone".to_vec(), 1);
+        w.add_count(&counts, b"kept".to_vec(), 2);
+        store.write(w).unwrap();
+        drop(store);
+        let store = Store::open(&dir).unwrap();
+        let mut w = StateWrite::default();
+        w.add_count(&counts, b"gone".to_vec(), -1);
+        store.write(w).unwrap();
+        store.db.flush_cf(&store.cf("z").unwrap()).unwrap();
+        // The first compaction merges the counts (RocksDB does not filter a merge's result),
+        // the next one filters the zero it left.
+        store.db.compact_range_cf(&store.cf("z").unwrap(), None::<&[u8]>, None::<&[u8]>);
+        store.db.compact_range_cf(&store.cf("z").unwrap(), None::<&[u8]>, None::<&[u8]>);
+        assert_eq!(store.count_keys("z").unwrap(), 1, "the zero count was dropped");
         std::fs::write(dir.join(FORMAT_FILE), "999").unwrap();
         drop(store);
         assert!(matches!(Store::open(&dir), Err(StorageError::IncompatibleFormat { .. })));

@@ -16,6 +16,8 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     /// Whether dropping the server leaves its data dir (for a restart on it).
     keep_dir: bool,
+    /// Where its stderr goes, when a test reads its log.
+    pub log: Option<PathBuf>,
 }
 
 /// Waits for the server's ports file (written once it listens) and parses it. Fails at once
@@ -55,6 +57,11 @@ impl TestServer {
 
     /// [`Self::start_at`] with extra `serve` flags.
     pub fn start_with(data_dir: PathBuf, flags: &[&str]) -> Self {
+        Self::start_logging(data_dir, flags, None)
+    }
+
+    /// [`Self::start_with`], writing the server's log (stderr) to `log` instead of the test's.
+    pub fn start_logging(data_dir: PathBuf, flags: &[&str], log: Option<PathBuf>) -> Self {
         // Port 0, and the server reports what it bound: a port chosen here and bound later
         // could be taken in between, by another test or by any outgoing connection's
         // ephemeral port (CI once failed that way on a restart).
@@ -71,6 +78,10 @@ impl TestServer {
             .args(flags)
             .env("OPENCLAW_LOG", std::env::var("OPENCLAW_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
+            .stderr(match &log {
+                Some(path) => Stdio::from(std::fs::File::create(path).expect("create the server log")),
+                None => Stdio::inherit(),
+            })
             .spawn()
             .expect("start openclaw");
         let (pg_port, http_port) = match wait_for_ports(&mut child, &ports_file) {
@@ -81,7 +92,7 @@ impl TestServer {
                 panic!("{e}");
             }
         };
-        let server = Self { child, pg_port, http_port, data_dir, keep_dir: false };
+        let server = Self { child, pg_port, http_port, data_dir, keep_dir: false, log };
         server.wait_ready();
         server
     }

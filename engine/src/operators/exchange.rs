@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, BooleanArray};
-use datafusion::common::hash_utils::{create_hashes, RandomState};
+use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::physical_expr::PhysicalExpr;
+use openclaw_storage::RowCodec;
 
 use crate::{EngineResult, Message, Operator, OperatorContext, StreamChunk};
 
@@ -19,14 +20,23 @@ pub const MAX_PARALLELISM: usize = 64;
 
 /// The seed of the partitioning hash. It is fixed, so that a key lands on the same partition in
 /// every run and on both inputs of a join; state written by one run stays with its partition.
-const PARTITION_HASH_SEED: u64 = 0x6f70_656e_636c_6177;
+pub const PARTITION_HASH_SEED: u64 = 0x6f70_656e_636c_6177;
 
-/// Which of `partitions` partitions owns each row of `keys` (evaluated key columns).
+/// Which of `partitions` partitions owns each row of `keys` (evaluated key columns):
+/// `xxh64(key, PARTITION_HASH_SEED) % partitions`, where `key` is the row's key columns in
+/// OpenClaw's row encoding (ascending, NULLs first; `openclaw_storage::RowCodec`). Both are
+/// ours and pinned by `tests/fixtures/partitions_v2.txt`: a key routes to the same partition
+/// in every build, as the state already on disk expects. Strings route alike whatever their
+/// Arrow type (`Utf8`, `LargeUtf8`, `Utf8View`), as their encodings are equal.
 pub fn partition_of_rows(keys: &[ArrayRef], rows: usize, partitions: usize) -> EngineResult<Vec<usize>> {
     assert!(partitions > 0, "at least one partition");
-    let mut hashes = vec![0u64; rows];
-    create_hashes(keys, &RandomState::with_seed(PARTITION_HASH_SEED), &mut hashes)?;
-    Ok(hashes.iter().map(|h| (*h % partitions as u64) as usize).collect())
+    if keys.is_empty() {
+        return Ok(vec![0; rows]);
+    }
+    let fields: Vec<Field> = keys.iter().enumerate().map(|(i, k)| Field::new(format!("k{i}"), k.data_type().clone(), true)).collect();
+    let encoded = RowCodec::new(Arc::new(Schema::new(fields)))?.encode(keys)?;
+    debug_assert_eq!(encoded.num_rows(), rows);
+    Ok(encoded.iter().map(|key| (xxhash_rust::xxh64::xxh64(key.data(), PARTITION_HASH_SEED) % partitions as u64) as usize).collect())
 }
 
 /// Splits its input by `hash(keys) % partitions` over as many outputs.

@@ -30,13 +30,26 @@ pub struct MaterializedState {
     pub cf: Arc<str>,
     pub layout: Layout,
     row_codec: RowCodec,
+    /// Encodes the primary key of a [`Layout::Keyed`] table.
+    key_codec: Option<RowCodec>,
 }
 
 impl MaterializedState {
     pub fn new(store: Store, cf: &str, schema: SchemaRef, layout: Layout) -> EngineResult<Self> {
         let kind = if layout == Layout::Multiset { CfKind::Counters } else { CfKind::Plain };
         store.create_cf(cf, kind)?;
-        Ok(Self { store, cf: Arc::from(cf), layout, row_codec: RowCodec::new(schema)? })
+        let key_codec = match &layout {
+            Layout::Keyed(cols) => Some(RowCodec::new(Arc::new(schema.project(cols)?))?),
+            _ => None,
+        };
+        Ok(Self { store, cf: Arc::from(cf), layout, row_codec: RowCodec::new(schema)?, key_codec })
+    }
+
+    /// The stored keys of `batch`'s rows (a batch of the whole row), for a keyed layout.
+    pub fn encode_keys(&self, batch: &RecordBatch) -> EngineResult<Option<openclaw_storage::Rows>> {
+        let (Some(codec), Layout::Keyed(cols)) = (&self.key_codec, &self.layout) else { return Ok(None) };
+        let columns: Vec<_> = cols.iter().map(|&c| batch.column(c).clone()).collect();
+        Ok(Some(codec.encode(&columns)?))
     }
 
     pub fn schema(&self) -> &SchemaRef {
@@ -54,6 +67,18 @@ impl MaterializedState {
         snapshot: Option<&ReadSnapshot>,
         after: Option<&[u8]>,
         max_rows: usize,
+    ) -> EngineResult<(RecordBatch, Option<Vec<u8>>)> {
+        self.read_page_skipping(snapshot, after, max_rows, &|_| false)
+    }
+
+    /// [`Self::read_page`] without the rows whose stored key `skip` names (a transaction's
+    /// own changes hide the committed rows they replace).
+    pub fn read_page_skipping(
+        &self,
+        snapshot: Option<&ReadSnapshot>,
+        after: Option<&[u8]>,
+        max_rows: usize,
+        skip: &dyn Fn(&[u8]) -> bool,
     ) -> EngineResult<(RecordBatch, Option<Vec<u8>>)> {
         let mut encoded: Vec<Vec<u8>> = Vec::new();
         let mut counts: Vec<u32> = Vec::new();
@@ -74,7 +99,7 @@ impl MaterializedState {
                 encoded.push(key.to_vec());
                 counts.push(count as u32);
                 rows += count as usize;
-            } else {
+            } else if !skip(key) {
                 encoded.push(value.to_vec());
                 rows += 1;
             }
@@ -128,19 +153,29 @@ impl MaterializedState {
         }
     }
 
-    /// Applies a changelog chunk to a multiset layout: each row's count goes up or down by
-    /// merge, with no read before the write. A count that reaches zero reads as absent.
-    pub fn apply_multiset(&self, chunk: &StreamChunk) -> EngineResult<()> {
+    /// Adds a changelog chunk to `deltas`: each row's change of count (multiset layout).
+    pub fn add_deltas(&self, chunk: &StreamChunk, deltas: &mut HashMap<Vec<u8>, i64>) -> EngineResult<()> {
         debug_assert_eq!(self.layout, Layout::Multiset);
         let rows = self.row_codec.encode(chunk.columns())?;
-        let mut deltas: HashMap<&[u8], i64> = HashMap::with_capacity(chunk.num_rows());
         for (i, op) in chunk.ops().iter().enumerate() {
-            *deltas.entry(rows.row(i).data()).or_default() += op.sign();
+            let row = rows.row(i).data();
+            match deltas.get_mut(row) {
+                Some(d) => *d += op.sign(),
+                None => {
+                    deltas.insert(row.to_vec(), op.sign());
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Applies `deltas` in one write and empties it: each row's count goes up or down by
+    /// merge, with no read before the write. A count that reaches zero reads as absent.
+    pub fn apply_deltas(&self, deltas: &mut HashMap<Vec<u8>, i64>) -> EngineResult<()> {
         let mut write = StateWrite::default();
-        for (key, delta) in deltas {
+        for (key, delta) in deltas.drain() {
             if delta != 0 {
-                write.add_count(&self.cf, key.to_vec(), delta);
+                write.add_count(&self.cf, key, delta);
             }
         }
         self.store.write(write)?;
@@ -149,8 +184,17 @@ impl MaterializedState {
 }
 
 
-/// The last operator of a view: applies the changelog to the view's stored content, serves
-/// subscriptions of downstream views, and acknowledges barriers as a sink.
+/// Most distinct rows a view buffers between two barriers. Beyond it the buffer is written
+/// early, so only an epoch larger than this (a backfill, a huge transaction) can be seen in
+/// part by a query of the view.
+pub const MAX_EPOCH_BUFFER_ROWS: usize = 262_144;
+
+/// The last operator of a view: applies the changelog to the view's stored content at each
+/// barrier, serves subscriptions of downstream views, and acknowledges barriers as a sink.
+///
+/// Changes are buffered until the barrier (epoch-buffered writes, as in RisingWave's state
+/// tables), so that a query reads the view at an epoch boundary: a transaction, which lands
+/// in one epoch, is seen whole or not at all.
 pub struct MaterializeOperator {
     object: ObjectId,
     state: Arc<MaterializedState>,
@@ -158,11 +202,13 @@ pub struct MaterializeOperator {
     /// subscribes later must start from, as it would have seen them had it been there.
     watermarks: BTreeMap<usize, i64>,
     idle: bool,
+    /// This epoch's changes, by encoded row.
+    pending: HashMap<Vec<u8>, i64>,
 }
 
 impl MaterializeOperator {
     pub fn new(object: ObjectId, state: Arc<MaterializedState>) -> Self {
-        Self { object, state, watermarks: BTreeMap::new(), idle: false }
+        Self { object, state, watermarks: BTreeMap::new(), idle: false, pending: HashMap::new() }
     }
 }
 
@@ -174,7 +220,10 @@ impl Operator for MaterializeOperator {
 
     async fn process_batch(&mut self, _input: usize, chunk: StreamChunk, ctx: &mut OperatorContext) -> EngineResult<()> {
         self.idle = false;
-        self.state.apply_multiset(&chunk)?;
+        self.state.add_deltas(&chunk, &mut self.pending)?;
+        if self.pending.len() > MAX_EPOCH_BUFFER_ROWS {
+            self.state.apply_deltas(&mut self.pending)?;
+        }
         ctx.collect(chunk).await
     }
 
@@ -190,9 +239,13 @@ impl Operator for MaterializeOperator {
     }
 
     async fn handle_checkpoint(&mut self, barrier: &Barrier, ctx: &mut OperatorContext) -> EngineResult<()> {
-        for (tx, snapshot) in barrier.take_subscriptions(self.object) {
-            if snapshot {
+        self.state.apply_deltas(&mut self.pending)?;
+        // A view sends a new downstream its rows here, whole, before the barrier (a gap: it
+        // holds this view's dataflow meanwhile; tables backfill page by page, `backfill.rs`).
+        for crate::message::Attach { tx, backfill, .. } in barrier.take_subscriptions(self.object) {
+            if let Some(progress) = backfill {
                 self.state.send_snapshot(&tx, ctx.config.chunk_size_rows).await?;
+                progress.mark_done();
             }
             for (&column, &time_us) in &self.watermarks {
                 let _ = tx.send(Message::Watermark(Watermark { column, time_us })).await;
@@ -204,5 +257,9 @@ impl Operator for MaterializeOperator {
         }
         ctx.coordinator.ack(self.object, barrier.epoch);
         Ok(())
+    }
+
+    async fn on_close(&mut self, _ctx: &mut OperatorContext) -> EngineResult<()> {
+        self.state.apply_deltas(&mut self.pending)
     }
 }
