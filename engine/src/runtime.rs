@@ -27,6 +27,11 @@ pub async fn run_operator(
             Message::Chunk(chunk) => {
                 watermarks.activate(input);
                 op.process_batch(input, chunk, &mut ctx).await?;
+                // Back of the worker's queue after each chunk: with input always ready, tokio
+                // would let this task run up to its budget of 128 receives, and a busy view
+                // (a backfill) would hold a worker for hundreds of milliseconds while sessions
+                // and other views wait.
+                tokio::task::yield_now().await;
             }
             Message::Watermark(wm) if !op.merges_input_watermarks() => {
                 watermarks.activate(input);

@@ -151,6 +151,9 @@ impl TableWriter {
         if let Some(tx) = self.backfills.step(i, permit, &self.state, chunk_rows)? {
             self.attach(tx).await;
         }
+        // A page is a chunk's worth of work: let the worker's other tasks run (see the
+        // operator loop).
+        tokio::task::yield_now().await;
         Ok(())
     }
 
