@@ -94,29 +94,31 @@ async fn sessions_go_on_while_a_view_backfills() {
     assert_eq!(mismatched.get::<_, i64>(0), 0, "the view equals its query");
 }
 
-/// Rows updated and deleted on both sides of the backfill's cursor while it runs end up in
-/// the view exactly as in the table.
+/// Rows updated, deleted and inserted on both sides of the backfill's cursor while it runs
+/// end up in the view exactly as in the table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_during_a_backfill_land_once() {
+    const ROWS: i64 = 2_000_000;
     let server = common::TestServer::start("backfill-changes");
     let c = server.connect().await;
-    c.batch_execute("CREATE TABLE t (k BIGINT PRIMARY KEY, v BIGINT); INSERT INTO t SELECT g, 0 FROM generate_series(1, 400000) AS s(g)").await.unwrap();
+    c.batch_execute(&format!("CREATE TABLE t (k BIGINT PRIMARY KEY, v BIGINT); INSERT INTO t SELECT g, 0 FROM generate_series(1, {ROWS}) AS s(g)")).await.unwrap();
     let creator = server.connect().await;
     let create = tokio::spawn(async move {
         creator.batch_execute("CREATE MATERIALIZED VIEW copy AS SELECT k, v FROM t").await.unwrap();
     });
-    let mut round = 0i64;
+    let (mut round, mut during) = (0i64, 0);
     while !create.is_finished() {
         // Keys spread over the whole range, so some are behind the cursor and some ahead.
-        let k = 1 + (round * 7919) % 400_000;
-        c.batch_execute(&format!(
-            "UPDATE t SET v = v + 1 WHERE k = {k}; DELETE FROM t WHERE k = {}; INSERT INTO t VALUES ({}, 5)",
-            1 + (round * 104_729) % 400_000,
-            400_000 + round + 1
-        ))
-        .await
-        .unwrap();
+        let k = 1 + (round * 7919 + 1_234_567) % ROWS;
+        let gone = 1 + (round * 104_729 + 777_777) % ROWS;
+        c.batch_execute(&format!("UPDATE t SET v = v + 1 WHERE k = {k}; DELETE FROM t WHERE k = {gone}; INSERT INTO t VALUES ({}, 5), ({k} + 1, 6)", ROWS + round + 1))
+            .await
+            .unwrap();
         round += 1;
+        let status = c.simple_query("SHOW MATERIALIZED VIEWS").await.unwrap();
+        if status.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(1).is_some_and(|s| s.starts_with("backfilling")))) {
+            during += 1;
+        }
     }
     create.await.unwrap();
     c.batch_execute("FLUSH").await.unwrap();
@@ -124,6 +126,6 @@ async fn changes_during_a_backfill_land_once() {
         .query_one("SELECT (SELECT count(*) FROM (SELECT k, v FROM copy EXCEPT ALL SELECT k, v FROM t) a) + (SELECT count(*) FROM (SELECT k, v FROM t EXCEPT ALL SELECT k, v FROM copy) b)", &[])
         .await
         .unwrap();
-    assert_eq!(diff.get::<_, i64>(0), 0, "after {round} rounds of changes the view differs from its table");
-    assert!(round > 0);
+    assert_eq!(diff.get::<_, i64>(0), 0, "after {round} rounds of changes ({during} during the backfill) the view differs from its table");
+    assert!(during >= 1, "no change landed during the backfill");
 }
