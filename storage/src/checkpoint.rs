@@ -216,8 +216,8 @@ pub fn highest_id(data_dir: &Path) -> Option<u64> {
 
 /// Where the live database waits while a checkpoint replaces it (see [`restore`]).
 const CRASHED_SUBDIR: &str = "state.before-restore";
-/// Rows copied per write while carrying tables over.
-const RESTORE_BATCH_ROWS: usize = 10_000;
+/// Where a restore writes the files of the tables it carries over.
+const INGEST_SUBDIR: &str = "restore-ingest";
 
 /// What [`restore`] did.
 pub struct Restored {
@@ -263,9 +263,14 @@ pub fn restore(data_dir: &Path, cache_bytes: usize, keep_live: impl Fn(&str) -> 
         let restored = Store::open_at(data_dir, crate::store::STATE_SUBDIR, cache_bytes)?;
         let before = Store::open_at(data_dir, CRASHED_SUBDIR, cache_bytes)?;
         let carried: Vec<String> = before.opened_with().iter().filter(|cf| keep_live(cf)).cloned().collect();
+        let scratch = data_dir.join(INGEST_SUBDIR);
+        let _ = std::fs::remove_dir_all(&scratch);
         for cf in &carried {
-            copy_column_family(&before, &restored, cf)?;
+            restored.drop_cf(cf)?;
+            restored.create_cf(cf, crate::CfKind::Plain)?;
+            restored.ingest_copy(&before, cf, &scratch)?;
         }
+        let _ = std::fs::remove_dir_all(&scratch);
         carried
     };
     std::fs::remove_dir_all(&crashed)?;
@@ -273,30 +278,6 @@ pub fn restore(data_dir: &Path, cache_bytes: usize, keep_live: impl Fn(&str) -> 
     Ok(Some(Restored { manifest, carried, elapsed_ms }))
 }
 
-/// Replaces `cf` in `to` with its content in `from`.
-fn copy_column_family(from: &Store, to: &Store, cf: &str) -> StorageResult<()> {
-    to.drop_cf(cf)?;
-    to.create_cf(cf, crate::CfKind::Plain)?;
-    let name: std::sync::Arc<str> = cf.into();
-    let mut write = crate::StateWrite::default();
-    let mut rows = 0;
-    let mut failure = None;
-    from.scan(cf, None, |k, v| {
-        write.put(&name, k.to_vec(), v.to_vec());
-        rows += 1;
-        if rows % RESTORE_BATCH_ROWS == 0 {
-            if let Err(e) = to.write(std::mem::take(&mut write)) {
-                failure = Some(e);
-                return false;
-            }
-        }
-        true
-    })?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    to.write_durable(write)
-}
 
 /// Deletes all but the newest [`CHECKPOINTS_RETAINED`] checkpoints, and any temporary
 /// directory a crash left behind (never the one being written: callers serialise).

@@ -102,6 +102,9 @@ pub struct Store {
 /// The live database's directory inside the data dir.
 pub(crate) const STATE_SUBDIR: &str = "state";
 
+/// Most bytes in one file of [`Store::ingest_copy`].
+const INGEST_FILE_BYTES: u64 = 256 << 20;
+
 /// `log_size_for_flush` of RocksDB's checkpoint: no WAL is large enough to force a flush.
 const NEVER_FLUSH_FOR_CHECKPOINT: u64 = u64::MAX;
 
@@ -161,6 +164,52 @@ impl Store {
     /// cut.
     pub fn create_rocksdb_checkpoint(&self, path: &Path) -> StorageResult<()> {
         rocksdb::checkpoint::Checkpoint::new(&self.db.db)?.create_checkpoint_with_log_size(path, NEVER_FLUSH_FOR_CHECKPOINT)?;
+        Ok(())
+    }
+
+    /// Replaces the content of column family `cf` (plain, existing) with `from`'s, as sorted
+    /// files ingested whole (no memtable, no write-ahead log): what a restore does with every
+    /// table, which may hold millions of rows. The files are written under `scratch`.
+    pub fn ingest_copy(&self, from: &Store, cf: &str, scratch: &Path) -> StorageResult<()> {
+        std::fs::create_dir_all(scratch)?;
+        let opts = Options::default();
+        let mut files = vec![];
+        let mut failure = None;
+        let mut writer: Option<rocksdb::SstFileWriter> = None;
+        from.scan(cf, None, |k, v| {
+            let step = (|| -> StorageResult<()> {
+                if writer.as_ref().is_some_and(|w| w.file_size() >= INGEST_FILE_BYTES) {
+                    writer.take().expect("open").finish()?;
+                }
+                if writer.is_none() {
+                    let path = scratch.join(format!("{cf}-{}.sst", files.len()));
+                    let w = rocksdb::SstFileWriter::create(&opts);
+                    w.open(&path)?;
+                    files.push(path);
+                    writer = Some(w);
+                }
+                writer.as_mut().expect("open").put(k, v)?;
+                Ok(())
+            })();
+            match step {
+                Ok(()) => true,
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if let Some(mut w) = writer {
+            w.finish()?;
+        }
+        if !files.is_empty() {
+            let mut ingest = rocksdb::IngestExternalFileOptions::default();
+            ingest.set_move_files(true);
+            self.db.ingest_external_file_cf_opts(&self.cf(cf)?, &ingest, files)?;
+        }
         Ok(())
     }
 
