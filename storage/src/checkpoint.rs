@@ -236,6 +236,10 @@ pub struct Restored {
 /// the restore is complete, and the next start resumes from it.
 pub fn restore(data_dir: &Path, cache_bytes: usize, keep_live: impl Fn(&str) -> bool) -> StorageResult<Option<Restored>> {
     let started = std::time::Instant::now();
+    // A data dir of another format is refused before anything in it moves.
+    if data_dir.exists() {
+        crate::store::check_format(data_dir)?;
+    }
     let live = data_dir.join(crate::store::STATE_SUBDIR);
     let crashed = data_dir.join(CRASHED_SUBDIR);
     if crashed.exists() {

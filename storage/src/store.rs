@@ -413,7 +413,7 @@ fn note_counter_family(dir: &Path, name: &str) -> StorageResult<()> {
     Ok(())
 }
 
-fn check_format(dir: &Path) -> StorageResult<()> {
+pub(crate) fn check_format(dir: &Path) -> StorageResult<()> {
     let file = dir.join(FORMAT_FILE);
     match std::fs::read_to_string(&file) {
         Ok(found) if found.trim() == FORMAT_VERSION.to_string() => Ok(()),
