@@ -156,15 +156,25 @@ impl Database {
             // On an error, the other writers' decisions are dropped: they send nothing.
             write.append(prepared.await.map_err(|_| not_accepting(name))??);
         }
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.write_durable(write))
-            .await
-            .map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))??;
+        let mut decisions = vec![];
         let mut waits = vec![];
         for (name, _, decide, done) in parts {
-            let _ = decide.send(true);
+            decisions.push(decide);
             waits.push((name, done));
         }
+        // The durable write and the writers' release happen together, off the workers and in
+        // a task of their own: should this statement's future be dropped once the write is
+        // on disk, the views still get its changelog. A failed write releases nobody.
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            store.write_durable(write)?;
+            decisions.into_iter().for_each(|d| {
+                let _ = d.send(true);
+            });
+            Ok::<(), openclaw_storage::StorageError>(())
+        })
+        .await
+        .map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))??;
         for (name, done) in waits {
             // Durable already: a writer that stops now only fails to tell its views.
             done.await.map_err(|_| not_accepting(&name))??;
