@@ -182,3 +182,136 @@ pub async fn kafka(args: KafkaArgs) -> Result<(), BoxError> {
     drop(db);
     Ok(())
 }
+
+#[derive(Args)]
+pub struct CheckpointArgs {
+    /// State to hold while measuring, in MiB: half in a table, half in a view copying it.
+    #[arg(long, default_value_t = 1024)]
+    state_mb: u64,
+    /// How long to measure, once the state is loaded.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Directory for the benchmark's state; a fresh temporary one by default.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// Bytes of each row of the state table.
+const STATE_ROW_BYTES: u64 = 1000;
+/// Random digits (`random()` as text, 55 times, cut to 1,000 bytes), which LZ4 cannot shrink
+/// much: the state on disk is about as large as asked for.
+fn state_payload() -> String {
+    format!("left(concat({}), {STATE_ROW_BYTES})", vec!["random()::text"; 55].join(", "))
+}
+/// Rows per `INSERT ... SELECT` while loading the state (about 50 MB each).
+const STATE_ROWS_PER_INSERT: u64 = 50_000;
+
+/// `openclaw bench checkpoint`: loads `--state-mb` of state, then runs an unbounded Nexmark
+/// source into an aggregating view for `--seconds` while checkpoints are taken every
+/// `--checkpoint-interval`, and prints what checkpoints cost (the longest operator snapshot of
+/// each, from `SHOW CHECKPOINTS`) and the events read per second.
+pub async fn checkpoint(args: CheckpointArgs) -> Result<(), BoxError> {
+    let dir = args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("openclaw-bench-ckpt-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir);
+    let db = Database::open(Store::open_with_cache(&dir, args.engine.state_cache_mb.max(8) << 20)?, args.engine.engine_config(), None).await?;
+    let mut vars = SessionVars::default();
+    let loading = Instant::now();
+    run(&db, &mut vars, "CREATE TABLE state_rows (k BIGINT PRIMARY KEY, v VARCHAR)").await?;
+    run(&db, &mut vars, "CREATE MATERIALIZED VIEW state_copy AS SELECT k, v FROM state_rows").await?;
+    let rows = (args.state_mb << 20) / 2 / STATE_ROW_BYTES;
+    let mut start = 0;
+    while start < rows {
+        let end = (start + STATE_ROWS_PER_INSERT).min(rows);
+        run(&db, &mut vars, &format!("INSERT INTO state_rows SELECT i, {} FROM generate_series({start}, {}) AS s(i)", state_payload(), end - 1)).await?;
+        start = end;
+    }
+    run(&db, &mut vars, "FLUSH").await?;
+    println!("loaded {rows} rows of {STATE_ROW_BYTES} bytes into a table and a view copying it in {:.1} s", loading.elapsed().as_secs_f64());
+    run(&db, &mut vars, &format!(
+        "CREATE SOURCE bid ({BID_COLUMNS}) WITH (connector = 'nexmark', 'nexmark.table.type' = 'bid', 'nexmark.event.num' = '{}')",
+        u64::MAX / 2
+    ))
+    .await?;
+    run(&db, &mut vars, "CREATE MATERIALIZED VIEW per_auction AS SELECT auction, count(*) AS num, max(price) AS top FROM bid GROUP BY auction").await?;
+    // Only the newest two checkpoints stay listed: poll often enough to see every one.
+    let before: std::collections::BTreeMap<u64, Listed> = checkpoints(&db, &mut vars).await?;
+    let read_before = rows_read(&db, &mut vars).await?;
+    let started = Instant::now();
+    let mut seen = std::collections::BTreeMap::new();
+    while started.elapsed() < std::time::Duration::from_secs(args.seconds) {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        seen.extend(checkpoints(&db, &mut vars).await?.into_iter().filter(|(id, _)| !before.contains_key(id)));
+    }
+    let wall_ms = started.elapsed().as_millis() as u64;
+    let read = rows_read(&db, &mut vars).await? - read_before;
+    let mean = |f: fn(&Listed) -> u64| seen.values().map(f).sum::<u64>() as f64 / seen.len().max(1) as f64;
+    let snapshot_total: u64 = seen.values().map(|c| c.snapshot_ms).sum();
+    println!("window: {:.1} s; checkpoints committed in it: {}", wall_ms as f64 / 1e3, seen.len());
+    println!(
+        "per checkpoint: {:.0} MB, {:.0} ms from barrier to commit, of which {:.0} ms committing",
+        mean(|c| c.bytes) / 1e6,
+        mean(|c| c.duration_ms),
+        mean(|c| c.write_ms)
+    );
+    // Sources and tables never wait for a checkpoint: each operator exports its own state as
+    // the barrier passes it, and only that operator waits meanwhile.
+    println!(
+        "inputs held by checkpoints: 0 ms; longest operator snapshot per checkpoint: mean {:.0} ms, max {} ms ({:.2}% of wall time summed)",
+        mean(|c| c.snapshot_ms),
+        seen.values().map(|c| c.snapshot_ms).max().unwrap_or(0),
+        100.0 * snapshot_total as f64 / wall_ms as f64
+    );
+    println!("bids read: {read}, {:.0} per second", read as f64 / (wall_ms as f64 / 1e3));
+    drop(db);
+    if args.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
+
+/// A checkpoint as `SHOW CHECKPOINTS` lists it.
+struct Listed {
+    bytes: u64,
+    duration_ms: u64,
+    write_ms: u64,
+    snapshot_ms: u64,
+}
+
+async fn checkpoints(db: &Database, vars: &mut SessionVars) -> Result<std::collections::BTreeMap<u64, Listed>, BoxError> {
+    let mut out = std::collections::BTreeMap::new();
+    for row in text_rows(db, vars, "SHOW CHECKPOINTS").await? {
+        let n = |i: usize| row.get(i).and_then(|v| v.as_deref()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        out.insert(n(0), Listed { bytes: n(2), duration_ms: n(4), write_ms: n(5), snapshot_ms: n(6) });
+    }
+    Ok(out)
+}
+
+/// Rows the sources have read, over every reader.
+async fn rows_read(db: &Database, vars: &mut SessionVars) -> Result<u64, BoxError> {
+    let rows = text_rows(db, vars, "SHOW SOURCES").await?;
+    Ok(rows.iter().filter_map(|r| r.get(3)?.as_deref()?.parse::<u64>().ok()).sum())
+}
+
+/// The rows of a statement's result, each column as text.
+async fn text_rows(db: &Database, vars: &mut SessionVars, sql: &str) -> Result<Vec<Vec<Option<String>>>, BoxError> {
+    use datafusion::arrow::array::Array;
+    let mut out = vec![];
+    let Some(output) = run(db, vars, sql).await?.pop() else { return Ok(out) };
+    for batch in output.collect().await.map_err(|e| e.message)? {
+        let columns: Vec<_> = batch.columns().iter().map(|c| datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Utf8)).collect::<Result<_, _>>()?;
+        for i in 0..batch.num_rows() {
+            out.push(
+                columns
+                    .iter()
+                    .map(|c| {
+                        let c = c.as_any().downcast_ref::<datafusion::arrow::array::StringArray>().expect("cast to Utf8");
+                        (!c.is_null(i)).then(|| c.value(i).to_string())
+                    })
+                    .collect(),
+            );
+        }
+    }
+    Ok(out)
+}

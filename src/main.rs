@@ -40,6 +40,8 @@ enum Command {
 enum BenchCommand {
     /// A Nexmark query as a materialized view over the built-in generator.
     Nexmark(bench::NexmarkArgs),
+    /// How long checkpoints hold the inputs, with `--state-mb` of state.
+    Checkpoint(bench::CheckpointArgs),
     /// JSON bids from a Kafka topic (librdkafka's mock broker) into a counting view.
     Kafka(bench::KafkaArgs),
 }
@@ -127,6 +129,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => args.engine.worker_threads(),
         Command::Bench { bench: BenchCommand::Nexmark(args) } => args.engine.worker_threads(),
         Command::Bench { bench: BenchCommand::Kafka(args) } => args.engine.worker_threads(),
+        Command::Bench { bench: BenchCommand::Checkpoint(args) } => args.engine.worker_threads(),
         Command::Kafka { .. } => 2,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -154,6 +157,7 @@ fn main() -> std::process::ExitCode {
             })
             .await,
             Command::Bench { bench: BenchCommand::Nexmark(args) } => bench::nexmark(args).await,
+            Command::Bench { bench: BenchCommand::Checkpoint(args) } => bench::checkpoint(args).await,
             Command::Bench { bench: BenchCommand::Kafka(args) } => bench::kafka(args).await,
             Command::Kafka { kafka } => kafka::run(kafka).await,
         }

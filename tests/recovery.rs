@@ -130,8 +130,10 @@ async fn flush_commits_a_verified_checkpoint_with_source_positions() {
              INSERT INTO t VALUES (1), (2), (3);
              CREATE SOURCE bid WITH (connector = 'nexmark', 'nexmark.table.type' = 'bid', 'nexmark.event.num' = '50000');
              CREATE MATERIALIZED VIEW n AS SELECT count(*) AS n FROM bid;
+             CREATE MATERIALIZED VIEW tn AS SELECT count(*) AS n FROM t;
              FLUSH;
              FLUSH;
+             INSERT INTO t VALUES (4);
              FLUSH;",
         )
         .await
@@ -141,24 +143,26 @@ async fn flush_commits_a_verified_checkpoint_with_source_positions() {
     assert_eq!(rows.len(), 2, "retained checkpoints");
     let ids: Vec<u64> = rows.iter().map(|r| r.get::<_, String>(0).parse().unwrap()).collect();
     assert!(ids[0] > ids[1], "newest first: {ids:?}");
-    let positions: String = rows[0].get(6);
+    let positions: String = rows[0].get(7);
     // 50,000 events hold 46,000 bids: the reader's offset among bids at the cut.
     assert!(positions.contains("_source1=46000"), "{positions}");
     let (path, manifest) = openclaw_storage::checkpoint::list(&server.data_dir).pop().expect("a checkpoint on disk");
     assert_eq!(manifest.id, ids[0]);
     let verified = openclaw_storage::checkpoint::verify(&path).expect("the newest checkpoint verifies");
-    assert!(verified.bytes() > 0 && verified.files.iter().any(|f| f.name.ends_with(".sst") || f.name.ends_with(".log")));
+    assert!(verified.bytes() > 0 && verified.files.iter().all(|f| f.name.starts_with("state/mv_") && f.name.ends_with(".sst")), "{:?}", verified.files);
     assert_eq!(client.query_one("SELECT n FROM n", &[]).await.unwrap().get::<_, i64>(0), 46_000);
 
-    // Damage the newest checkpoint (RocksDB's MANIFEST is copied into it, not linked) and
-    // crash: the restart finds it, sets it aside, and keeps the previous one.
-    let rocks_manifest = std::fs::read_dir(&path)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("MANIFEST-"))
-        .expect("a RocksDB manifest in the checkpoint");
-    let bytes = std::fs::read(&rocks_manifest).unwrap();
-    std::fs::write(&rocks_manifest, &bytes[..bytes.len() / 2]).unwrap();
+    // Damage a file of the newest checkpoint that the previous one does not share (its files
+    // are hard links to the live ones: replace it, never write through it) and crash: the
+    // restart finds it, sets it aside, and keeps the previous one.
+    let (_, older) = openclaw_storage::checkpoint::list(&server.data_dir).into_iter().next().expect("two checkpoints");
+    let own = verified.files.iter().find(|f| !older.files.contains(f)).expect("a file only the newest checkpoint has");
+    let damaged = path.join(&own.name);
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::remove_file(&damaged).unwrap();
+    std::fs::write(&damaged, &bytes).unwrap();
     let dir = server.kill();
     let server = TestServer::start_at(dir);
     let client = server.connect().await;
@@ -172,6 +176,7 @@ async fn flush_commits_a_verified_checkpoint_with_source_positions() {
     let after: u64 = rows[0].get::<_, String>(0).parse().unwrap();
     assert!(after > ids[0], "new checkpoint ids stay above the damaged one: {after}");
     assert_eq!(client.query_one("SELECT n FROM n", &[]).await.unwrap().get::<_, i64>(0), 46_000);
+    assert_eq!(client.query_one("SELECT n FROM tn", &[]).await.unwrap().get::<_, i64>(0), 4, "resumed, then the table's log replayed");
 }
 
 /// Nexmark sources (bounded, paced so that the run takes a while) into stateful views: a

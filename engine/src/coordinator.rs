@@ -5,6 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use openclaw_storage::cf_export::PendingSnapshot;
+use openclaw_storage::Store;
+
 use crate::{Barrier, BarrierKind, EngineError, EngineResult, Mutation, ObjectId};
 
 /// A task that starts streams: a table writer or a source reader. Several roots may belong to
@@ -23,6 +26,17 @@ struct State {
     inflight: BTreeMap<u64, Inflight>,
     /// Positions reported by roots at the checkpoint barrier in progress.
     positions: BTreeMap<String, u64>,
+    /// State snapshots taken by operators at checkpoint barriers, by epoch, until the
+    /// checkpoint collects them.
+    snapshots: BTreeMap<u64, Snapshots>,
+}
+
+/// The snapshots operators took at one checkpoint barrier.
+#[derive(Default)]
+struct Snapshots {
+    families: Vec<PendingSnapshot>,
+    /// The longest one operator spent taking its snapshot.
+    longest: std::time::Duration,
 }
 
 struct Inflight {
@@ -33,11 +47,19 @@ struct Inflight {
 /// The barrier coordinator.
 pub struct Coordinator {
     state: Mutex<State>,
-    /// Serialises injections so that every root sees epochs in the same order. A checkpoint
-    /// holds it until it resumes the roots.
-    inject: Arc<tokio::sync::Mutex<()>>,
-    /// The epoch of the last checkpoint whose roots may move again.
-    resumed: Arc<watch::Sender<u64>>,
+    /// Serialises injections so that every root sees epochs in the same order.
+    inject: tokio::sync::Mutex<()>,
+    /// Per view that was filled (backfilled) after it attached, the first barrier epoch at
+    /// which it was complete (`u64::MAX` while filling). Its state at earlier checkpoint
+    /// barriers is left out of checkpoints, for all its operators alike, so a restart rebuilds
+    /// it instead of resuming half a view. One small entry per view created.
+    filled_from: Mutex<BTreeMap<ObjectId, u64>>,
+    /// Views being filled that barriers do not wait for ([`FillingGuard::attached`]): a
+    /// FLUSH or a checkpoint must not wait for a backfill to finish.
+    not_awaited: Mutex<BTreeSet<ObjectId>>,
+    /// Where operators write their state snapshots at checkpoint barriers; none (no
+    /// snapshots) until [`Self::set_snapshot_store`].
+    snapshot_store: std::sync::OnceLock<Store>,
     /// The epoch of the newest checkpoint that is durable on disk: what a sink may commit to
     /// the outside world (two-phase commit).
     committed: watch::Sender<u64>,
@@ -58,7 +80,9 @@ impl Default for Coordinator {
         Self {
             state: Mutex::new(State { next_epoch: 1, next_root: 1, ..State::default() }),
             inject: Default::default(),
-            resumed: Arc::new(watch::channel(0).0),
+            snapshot_store: Default::default(),
+            filled_from: Default::default(),
+            not_awaited: Default::default(),
             committed: watch::channel(0).0,
             external: watch::channel(BTreeMap::new()).0,
             sources_released: watch::channel(true).0,
@@ -67,32 +91,40 @@ impl Default for Coordinator {
     }
 }
 
-/// A consistent cut: every root has passed the checkpoint barrier `epoch` and paused, and every
-/// sink has acknowledged it, so nothing writes state until [`CheckpointCut::resume`] (or
-/// dropping the cut). No other barrier is injected meanwhile.
+/// A consistent cut: every sink has passed checkpoint barrier `epoch`, so every operator has
+/// started the snapshot of its state as of that barrier ([`crate::OperatorContext::snapshot_state`]) and
+/// every root has reported its position there. The inputs never waited: rows after the
+/// barrier went on meanwhile, into state the snapshots do not hold.
 pub struct CheckpointCut {
     pub epoch: u64,
     /// When the barrier was injected.
     pub started: std::time::Instant,
     /// Each root's position at the cut, by the key the root reported under.
     pub positions: BTreeMap<String, u64>,
-    resumed: Arc<watch::Sender<u64>>,
-    _serial: tokio::sync::OwnedMutexGuard<()>,
+    /// The snapshots the operators started at the barrier, for the checkpoint to collect.
+    pub snapshots: Vec<PendingSnapshot>,
+    /// The longest one operator spent starting its snapshots (the only pause a checkpoint
+    /// makes, and only of that operator).
+    pub longest_snapshot: std::time::Duration,
 }
 
-impl CheckpointCut {
-    /// Lets the roots move again.
-    pub fn resume(self) {}
+/// A view is being filled while this lives ([`Coordinator::filling`]).
+pub struct FillingGuard(Arc<Coordinator>, ObjectId);
+
+impl FillingGuard {
+    /// The view has attached (its sink acknowledged the barrier that attached it): until the
+    /// guard drops, barriers no longer wait for it.
+    pub fn attached(&self) {
+        self.0.not_awaited.lock().expect("awaited lock").insert(self.1);
+    }
 }
 
-impl Drop for CheckpointCut {
+impl Drop for FillingGuard {
+    /// The view is complete from the next barrier injected on, which waits for it again.
     fn drop(&mut self) {
-        let epoch = self.epoch;
-        self.resumed.send_if_modified(|e| {
-            let advanced = *e < epoch;
-            *e = (*e).max(epoch);
-            advanced
-        });
+        let s = self.0.lock();
+        self.0.filled_from.lock().expect("filled lock").insert(self.1, s.next_epoch);
+        self.0.not_awaited.lock().expect("awaited lock").remove(&self.1);
     }
 }
 
@@ -119,7 +151,40 @@ impl Coordinator {
     pub fn start_epochs_after(&self, epoch: u64) {
         let mut s = self.lock();
         s.next_epoch = s.next_epoch.max(epoch + 1);
-        let _ = self.resumed.send_replace(epoch);
+    }
+
+    /// Makes operators snapshot their state into `store`'s pending checkpoints at checkpoint
+    /// barriers. Set once, before any dataflow runs.
+    pub fn set_snapshot_store(&self, store: Store) {
+        let _ = self.snapshot_store.set(store);
+    }
+
+    /// Marks view `id` as being filled until the guard drops (see `filling`).
+    pub fn filling(self: &Arc<Self>, id: ObjectId) -> FillingGuard {
+        self.filled_from.lock().expect("filled lock").insert(id, u64::MAX);
+        FillingGuard(self.clone(), id)
+    }
+
+    /// Whether the column family `cf` belongs, at barrier `epoch`, to a view not yet filled. A
+    /// view's state lives in families named `mv_<id>` or `mv_<id>_...` (`plan.rs`).
+    pub fn is_filling_state(&self, cf: &str, epoch: u64) -> bool {
+        let Some(rest) = cf.strip_prefix("mv_") else { return false };
+        let Some(id) = rest.split('_').next().and_then(|n| n.parse::<ObjectId>().ok()) else { return false };
+        self.filled_from.lock().expect("filled lock").get(&id).is_some_and(|&from| epoch < from)
+    }
+
+    /// The store operators snapshot into, if any.
+    pub fn snapshot_store(&self) -> Option<&Store> {
+        self.snapshot_store.get()
+    }
+
+    /// Called by an operator that has started the snapshot of its state at checkpoint barrier
+    /// `epoch`.
+    pub fn snapshotted(&self, epoch: u64, families: Vec<PendingSnapshot>, took: std::time::Duration) {
+        let mut s = self.lock();
+        let snapshots = s.snapshots.entry(epoch).or_default();
+        snapshots.families.extend(families);
+        snapshots.longest = snapshots.longest.max(took);
     }
 
     /// Keeps barriers from reaching any root while the guard lives (see `commit_gate`). Hold
@@ -288,30 +353,29 @@ impl Coordinator {
         self.inject_locked(kind, false, mutation, new_roots, new_sinks).await
     }
 
-    /// Injects a checkpoint barrier and waits until every sink has passed it, with every root
-    /// paused behind it: the returned cut is a consistent state of the whole store. The caller
-    /// copies the store, then resumes the roots by dropping the cut.
+    /// Injects a checkpoint barrier and waits until every sink has passed it. Roots do not
+    /// wait behind it: each operator snapshots its own state as the barrier passes, and the
+    /// returned cut lists those snapshots and the roots' positions. Callers take one
+    /// checkpoint at a time (the snapshots of an abandoned one are dropped by the next).
     pub async fn checkpoint(&self, kind: BarrierKind) -> EngineResult<CheckpointCut> {
-        let serial = self.inject.clone().lock_owned().await;
         let started = std::time::Instant::now();
-        self.lock().positions.clear();
-        let (epoch, done) = self.inject_locked(kind, true, None, vec![], vec![]).await;
-        // Built before waiting, so that a failure below still resumes the roots (on drop).
-        let mut cut = CheckpointCut { epoch, started, positions: BTreeMap::new(), resumed: self.resumed.clone(), _serial: serial };
+        let (epoch, done) = {
+            let _serial = self.inject.lock().await;
+            self.lock().positions.clear();
+            self.inject_locked(kind, true, None, vec![], vec![]).await
+        };
         done.await.map_err(|_| EngineError::Closed)?;
-        cut.positions = std::mem::take(&mut self.lock().positions);
-        Ok(cut)
+        let mut s = self.lock();
+        let positions = std::mem::take(&mut s.positions);
+        let snapshots = s.snapshots.remove(&epoch).unwrap_or_default();
+        // Snapshots of earlier, abandoned checkpoints are not wanted any more.
+        s.snapshots = s.snapshots.split_off(&epoch);
+        Ok(CheckpointCut { epoch, started, positions, snapshots: snapshots.families, longest_snapshot: snapshots.longest })
     }
 
     /// Called by a root as checkpoint barrier `epoch` leaves it, with where it stands.
     pub fn reached_checkpoint(&self, key: &str, position: u64) {
         self.lock().positions.insert(key.to_string(), position);
-    }
-
-    /// Waits until the checkpoint of `epoch` lets its roots move again.
-    pub async fn wait_resumed(&self, epoch: u64) {
-        let mut rx = self.resumed.subscribe();
-        let _ = rx.wait_for(|e| *e >= epoch).await;
     }
 
     async fn inject_locked(
@@ -329,7 +393,9 @@ impl Coordinator {
             s.sinks.extend(new_sinks);
             let epoch = s.next_epoch;
             s.next_epoch += 1;
-            let remaining = s.sinks.clone();
+            let not_awaited = self.not_awaited.lock().expect("awaited lock");
+            let remaining: BTreeSet<ObjectId> = s.sinks.iter().filter(|id| !not_awaited.contains(id)).copied().collect();
+            drop(not_awaited);
             if remaining.is_empty() {
                 let _ = tx.send(());
             } else {
@@ -369,7 +435,7 @@ mod tests {
     }
 
     /// A view being created while a checkpoint waits must not be waited for: its sink joins
-    /// with the barrier that attaches it, which comes after the checkpoint resumes.
+    /// with the barrier that attaches it, which comes after the checkpoint's.
     #[tokio::test]
     async fn a_checkpoint_does_not_wait_for_a_view_still_attaching() {
         let c = Coordinator::new();
@@ -394,5 +460,35 @@ mod tests {
         c.ack(7, second.epoch);
         c.ack(8, second.epoch);
         assert_eq!(attach.await.unwrap().unwrap(), second.epoch);
+    }
+
+    /// A root passes a checkpoint barrier and goes on at once: the checkpoint completes later,
+    /// when the sinks have passed it, with the position the root reported.
+    #[tokio::test]
+    async fn a_root_does_not_wait_for_the_checkpoint_it_passes() {
+        let c = Coordinator::new();
+        let (tx, mut barriers) = mpsc::channel(4);
+        c.register_root(tx);
+        c.register_sink(7);
+        let checkpoint = tokio::spawn({
+            let c = c.clone();
+            async move { c.checkpoint(BarrierKind::Periodic).await.map(|cut| cut.positions) }
+        });
+        let barrier = barriers.recv().await.unwrap();
+        assert!(barrier.checkpoint);
+        let (out_tx, mut out_rx) = mpsc::channel(4);
+        let mut outputs = crate::Outputs::new(vec![out_tx]);
+        let root = crate::source::RootCheckpoints { coordinator: c.clone(), key: "src".into() };
+        let position = crate::source::Position::from([(String::new(), 42)]);
+        let epoch = barrier.epoch;
+        // Returns although no sink has passed the barrier yet (the old design paused here).
+        tokio::time::timeout(std::time::Duration::from_secs(10), crate::source::RootCheckpoints::pass(Some(&root), &mut outputs, barrier, Some(position), None))
+            .await
+            .expect("the root is not held")
+            .unwrap();
+        assert!(matches!(out_rx.recv().await, Some(crate::Message::Barrier(b)) if b.epoch == epoch));
+        assert!(!checkpoint.is_finished());
+        c.ack(7, epoch);
+        assert_eq!(checkpoint.await.unwrap().unwrap()["src"], 42);
     }
 }

@@ -40,9 +40,10 @@ pub enum BarrierKind {
 pub struct Barrier {
     pub epoch: u64,
     pub kind: BarrierKind,
-    /// A checkpoint barrier: each root reports its position, sends the barrier, and then
-    /// pauses until the coordinator resumes it, so that once every sink has passed the barrier
-    /// nothing moves and the store holds exactly the cut ([`crate::Coordinator::checkpoint`]).
+    /// A checkpoint barrier: each root reports its position as it sends the barrier, and each
+    /// operator snapshots its state as the barrier passes it
+    /// ([`crate::OperatorContext::snapshot_state`]); once every sink has passed it, those
+    /// snapshots and positions are a consistent cut ([`crate::Coordinator::checkpoint`]).
     pub checkpoint: bool,
     /// A change to the shape of the dataflow that takes effect at this barrier.
     pub mutation: Option<std::sync::Arc<Mutation>>,

@@ -3,7 +3,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::{Barrier, Coordinator, EngineConfig, EngineResult, Message, StreamChunk, Watermark};
+use openclaw_storage::CfKind;
+
+use crate::{Barrier, Coordinator, EngineConfig, EngineError, EngineResult, Message, StreamChunk, Watermark};
 
 /// One step of the dataflow. The runtime loop ([`crate::runtime::run_operator`]) calls these
 /// methods; only [`Operator::process_batch`] has no default.
@@ -76,6 +78,21 @@ pub trait Operator: Send + 'static {
         Ok(())
     }
 
+    /// The column families this operator alone writes. At a checkpoint barrier the runtime
+    /// snapshots them after [`Self::handle_checkpoint`] ([`OperatorContext::snapshot_state`]),
+    /// so everything the operator wrote before the barrier must be in the store by then, and
+    /// nothing after it. Default: none (a stateless operator).
+    fn state_tables(&self) -> Vec<(Arc<str>, CfKind)> {
+        vec![]
+    }
+
+    /// Called after the barrier's snapshot, just before the runtime forwards the barrier: a
+    /// sink acknowledges it here, so that a checkpoint's snapshots are all taken by the time
+    /// every sink has acknowledged. Default: nothing.
+    async fn barrier_passed(&mut self, _barrier: &Barrier, _ctx: &mut OperatorContext) -> EngineResult<()> {
+        Ok(())
+    }
+
     /// Called once when every input has closed.
     async fn on_close(&mut self, _ctx: &mut OperatorContext) -> EngineResult<()> {
         Ok(())
@@ -92,6 +109,26 @@ pub struct OperatorContext {
 impl OperatorContext {
     pub fn new(outputs: Outputs, config: Arc<EngineConfig>, coordinator: Arc<Coordinator>) -> Self {
         Self { outputs, config, coordinator }
+    }
+
+    /// At a checkpoint barrier, starts the snapshot of `tables` (this operator's column
+    /// families): their memtables are switched, so what the operator writes from now on is not
+    /// in the snapshot, and the checkpoint collects the files once every sink has passed the
+    /// barrier. The operator waits only for the switch; no input waits at all. Other
+    /// barriers, or no snapshot store: nothing.
+    pub async fn snapshot_state(&self, barrier: &Barrier, tables: Vec<(Arc<str>, CfKind)>) -> EngineResult<()> {
+        // A view still being filled has no state worth resuming: it is rebuilt after a crash.
+        let tables: Vec<_> = tables.into_iter().filter(|(cf, _)| !self.coordinator.is_filling_state(cf, barrier.epoch)).collect();
+        if !barrier.checkpoint || tables.is_empty() {
+            return Ok(());
+        }
+        let Some(store) = self.coordinator.snapshot_store().cloned() else { return Ok(()) };
+        let started = std::time::Instant::now();
+        let pending = tokio::task::spawn_blocking(move || tables.iter().map(|(cf, kind)| store.switch_memtable(cf, *kind)).collect::<Result<Vec<_>, _>>())
+            .await
+            .map_err(|e| EngineError::Internal(format!("state snapshot task failed: {e}")))??;
+        self.coordinator.snapshotted(barrier.epoch, pending, started.elapsed());
+        Ok(())
     }
 
     /// Emits a chunk downstream; empty chunks are dropped here.

@@ -68,6 +68,8 @@ pub async fn run_operator(
         if aligning.is_some() && merge.all_live_blocked() {
             let barrier = aligning.take().expect("checked");
             op.handle_checkpoint(&barrier, &mut ctx).await?;
+            ctx.snapshot_state(&barrier, op.state_tables()).await?;
+            op.barrier_passed(&barrier, &mut ctx).await?;
             ctx.outputs.send(Message::Barrier(barrier)).await?;
             merge.unblock_all();
         }

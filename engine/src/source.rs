@@ -118,8 +118,9 @@ impl RootCheckpoints {
         (!position.is_empty()).then_some(position)
     }
 
-    /// At a checkpoint barrier: report `position`, send the barrier, wait until resumed.
-    /// Any other barrier is just sent.
+    /// At a checkpoint barrier: report `position` (and the watermark), then send the barrier.
+    /// The root goes on at once; the operators downstream snapshot their state as the barrier
+    /// reaches them. Any other barrier is just sent.
     pub async fn pass(
         this: Option<&Self>,
         outputs: &mut Outputs,
@@ -127,22 +128,16 @@ impl RootCheckpoints {
         position: Option<Position>,
         watermark_us: Option<i64>,
     ) -> EngineResult<()> {
-        let (epoch, checkpoint) = (barrier.epoch, barrier.checkpoint);
-        match this {
-            Some(c) if checkpoint => {
-                for (split, p) in position.into_iter().flatten() {
-                    c.coordinator.reached_checkpoint(&Self::split_key(&c.key, &split), p);
-                }
-                if let Some(w) = watermark_us {
-                    // Bit for bit: positions are u64, watermarks i64.
-                    c.coordinator.reached_checkpoint(&Self::watermark_key(&c.key), w as u64);
-                }
-                outputs.send(Message::Barrier(barrier)).await?;
-                c.coordinator.wait_resumed(epoch).await;
-                Ok(())
+        if let Some(c) = this.filter(|_| barrier.checkpoint) {
+            for (split, p) in position.into_iter().flatten() {
+                c.coordinator.reached_checkpoint(&Self::split_key(&c.key, &split), p);
             }
-            _ => outputs.send(Message::Barrier(barrier)).await,
+            if let Some(w) = watermark_us {
+                // Bit for bit: positions are u64, watermarks i64.
+                c.coordinator.reached_checkpoint(&Self::watermark_key(&c.key), w as u64);
+            }
         }
+        outputs.send(Message::Barrier(barrier)).await
     }
 }
 
@@ -254,7 +249,7 @@ pub async fn run_source(
 }
 
 /// Sends a barrier, preceded by [`Message::Idle`] when the source goes idle at it, and
-/// pauses behind a checkpoint barrier.
+/// reports its position at a checkpoint barrier.
 async fn send_barrier(
     outputs: &mut Outputs,
     watermark: &mut Option<WatermarkGenerator>,

@@ -93,7 +93,7 @@ impl TableWriter {
         Ok(Self { object, state, next_row_id, outputs: Outputs::default(), watermark, checkpoints: None, backfills: Default::default(), log, replays: vec![] })
     }
 
-    /// Takes part in checkpoints: pauses behind checkpoint barriers, reporting its position.
+    /// Takes part in checkpoints: reports its position at each checkpoint barrier.
     pub fn with_checkpoints(mut self, checkpoints: crate::source::RootCheckpoints) -> Self {
         self.checkpoints = Some(checkpoints);
         self

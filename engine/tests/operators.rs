@@ -317,7 +317,7 @@ fn aggregate_op(store: &Store, emit_on_close: Option<usize>, prefix: &str) -> Bo
         Field::new("n", DataType::Int64, true),
         Field::new("hi", DataType::Int64, true),
     ]));
-    let spec = AggregateSpec { group_exprs: vec![col("c0", &input).unwrap()], calls, schema, emit_on_close };
+    let spec = AggregateSpec { group_exprs: vec![col("c0", &input).unwrap()], calls, schema, emit_on_close, clean_by: None };
     let tables = AggregateTables { groups: format!("{prefix}_groups"), values: format!("{prefix}_values") };
     Box::new(openclaw_engine::operators::AggregateOperator::new(spec, store.clone(), tables, &input, Default::default()).unwrap())
 }

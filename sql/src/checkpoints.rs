@@ -1,7 +1,8 @@
 //! Checkpoints of the database: on `--checkpoint-interval` and on every `FLUSH`, a consistent
-//! cut of the whole store (the coordinator pauses every root behind a checkpoint barrier until
-//! every view has passed it), written by `openclaw_storage::checkpoint` with the positions of
-//! the inputs, and listed by `SHOW CHECKPOINTS`.
+//! cut of every view's state (each operator exports its own column families as the checkpoint
+//! barrier passes it, while the inputs go on; see `Coordinator::checkpoint`), committed by
+//! `openclaw_storage::checkpoint` with the positions of the inputs, and listed by
+//! `SHOW CHECKPOINTS`.
 
 use std::sync::Arc;
 
@@ -11,28 +12,54 @@ use openclaw_storage::checkpoint::{self, Manifest};
 use crate::database::{Database, QueryOutput};
 use crate::error::{SqlError, SqlResult, SqlState};
 
+/// Times a checkpoint is taken again when its snapshots could not be collected.
+pub const CHECKPOINT_ATTEMPTS: u32 = 3;
+
 impl Database {
     /// Takes a checkpoint at a barrier of `kind`, commits it, and deletes the ones no longer
-    /// retained. (`FLUSH` waits for bounded sources with a barrier of its own first: a
-    /// checkpoint barrier pauses the other inputs until it completes.)
+    /// retained. One at a time: the next barrier waits for this one's commit. A checkpoint
+    /// whose snapshots could not be collected (state flushed past its barrier first) is
+    /// abandoned and taken again with a new barrier, up to [`CHECKPOINT_ATTEMPTS`] times.
     pub(crate) async fn checkpoint(&self, kind: BarrierKind) -> SqlResult<Manifest> {
         let mut last = self.last_checkpoint.lock().await;
+        let mut attempt = 1;
+        loop {
+            match self.checkpoint_once(kind, last.clone()).await? {
+                Ok(manifest) => {
+                    *last = Some(manifest.clone());
+                    return Ok(manifest);
+                }
+                Err(openclaw_storage::StorageError::SnapshotUnavailable(why)) if attempt < CHECKPOINT_ATTEMPTS => {
+                    tracing::warn!(attempt, reason = %why, "checkpoint abandoned; taking it again");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn checkpoint_once(&self, kind: BarrierKind, previous: Option<Manifest>) -> SqlResult<Result<Manifest, openclaw_storage::StorageError>> {
         let cut = self.coordinator.checkpoint(kind).await?;
-        let (store, previous, positions, started) = (self.store.clone(), last.clone(), cut.positions.clone(), cut.started);
         let epoch = cut.epoch;
-        let written = tokio::task::spawn_blocking(move || checkpoint::create(&store, epoch, positions, started, previous.as_ref())).await;
-        // The copy is done (or failed): the roots may move again.
-        cut.resume();
-        let manifest = written.map_err(|e| SqlError::new(SqlState::Internal, format!("checkpoint task failed: {e}")))??;
-        // Sinks commit what they wrote up to this checkpoint.
-        self.coordinator.checkpoint_committed(epoch);
         let dir = self.store.dir().to_path_buf();
-        tokio::task::spawn_blocking(move || checkpoint::collect_garbage(&dir))
-            .await
-            .map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))??;
-        tracing::debug!(id = manifest.id, bytes = manifest.bytes(), files = manifest.files.len(), duration_ms = manifest.duration_ms, "checkpoint committed");
-        *last = Some(manifest.clone());
-        Ok(manifest)
+        let timing = checkpoint::Timing { started: cut.started, longest_snapshot: cut.longest_snapshot };
+        let store = self.store.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let pending = checkpoint::pending_state_dir(&dir, epoch);
+            let state = cut.snapshots.iter().map(|s| store.collect_snapshot(s, &pending.join(&s.cf))).collect::<Result<Vec<_>, _>>()?;
+            drop(cut.snapshots);
+            let manifest = checkpoint::create(&dir, epoch, cut.positions, state, timing, previous.as_ref())?;
+            checkpoint::collect_garbage(&dir)?;
+            Ok::<_, openclaw_storage::StorageError>(manifest)
+        })
+        .await
+        .map_err(|e| SqlError::new(SqlState::Internal, format!("checkpoint task failed: {e}")))?;
+        if let Ok(manifest) = &written {
+            // Sinks commit what they wrote up to this checkpoint.
+            self.coordinator.checkpoint_committed(epoch);
+            tracing::debug!(id = manifest.id, bytes = manifest.bytes(), files = manifest.files.len(), duration_ms = manifest.duration_ms, snapshot_ms = manifest.snapshot_ms, "checkpoint committed");
+        }
+        Ok(written)
     }
 
     /// Takes a checkpoint every `checkpoint_interval_ms` (none when it is 0).
@@ -81,10 +108,11 @@ impl Database {
                     m.files.len().to_string(),
                     m.duration_ms.to_string(),
                     m.write_ms.to_string(),
+                    m.snapshot_ms.to_string(),
                     positions.join(", "),
                 ]
             })
             .collect();
-        QueryOutput::text_rows(&["id", "created_at", "size_bytes", "files", "duration_ms", "write_ms", "positions"], rows)
+        QueryOutput::text_rows(&["id", "created_at", "size_bytes", "files", "duration_ms", "write_ms", "snapshot_ms", "positions"], rows)
     }
 }

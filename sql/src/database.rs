@@ -88,8 +88,8 @@ pub struct Database {
     /// The last committed checkpoint; its lock serialises checkpoints.
     pub(crate) last_checkpoint: tokio::sync::Mutex<Option<openclaw_storage::checkpoint::Manifest>>,
     /// `FLUSH`es waiting for bounded sources. Their barriers hold back every later barrier at
-    /// those sources, so a periodic checkpoint now would pause every other input until the
-    /// sources end; it is skipped instead.
+    /// those sources, so a periodic checkpoint now would wait (holding the checkpoint lock)
+    /// until the sources end; it is skipped instead.
     pub(crate) pending_flushes: std::sync::atomic::AtomicUsize,
 }
 
@@ -159,11 +159,13 @@ impl Database {
         opts.execution.time_zone = Some("+00:00".to_string());
         let ctx = SessionContext::new_with_config(session);
         crate::functions::register(&ctx);
+        let coordinator = Coordinator::new();
+        coordinator.set_snapshot_store(store.clone());
         let db = Self {
             ctx,
             store,
             config: Arc::new(config),
-            coordinator: Coordinator::new(),
+            coordinator,
             catalog: Default::default(),
             last_checkpoint: Default::default(),
             pending_flushes: Default::default(),
@@ -453,8 +455,8 @@ impl Database {
     /// what FLUSH waited for goes on without it.
     async fn flush(&self, timeout: Option<Duration>) -> SqlResult<QueryOutput> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        // First the wait for bounded sources, which may be long, with nothing paused; then a
-        // checkpoint, which pauses the inputs only while it aligns and copies.
+        // First the wait for bounded sources, which may be long; then a checkpoint. Neither
+        // pauses any input.
         {
             let _pending = PendingFlush::enter(&self.pending_flushes);
             // Tables fed by connectors first take in what their streams hold now.

@@ -432,12 +432,16 @@ impl Database {
         failure: &Mutex<Option<SqlError>>,
     ) -> SqlResult<()> {
         let failed = || failure.lock().expect("failure lock").clone();
+        let filling = self.coordinator.filling(id);
         self.coordinator.inject_attaching(BarrierKind::Periodic, subscribe, roots, vec![id]).await?;
+        // From here FLUSH and checkpoints go on without waiting for the backfill.
+        filling.attached();
         for backfill in backfills {
             if !backfill.finished().await {
                 return Err(failed().unwrap_or_else(|| SqlError::new(SqlState::QueryCanceled, "the backfill stopped: an input or the view went away")));
             }
         }
+        drop(filling);
         if !backfills.is_empty() {
             self.coordinator.inject_and_wait(BarrierKind::Periodic, None).await?;
         }

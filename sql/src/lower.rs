@@ -100,7 +100,7 @@ impl Lowering<'_> {
         }
         let input_schema = agg.input.schema();
         let physical_input = input_schema.as_arrow();
-        let group_exprs = agg.group_expr.iter().map(|e| self.expr(e, input_schema)).collect::<SqlResult<_>>()?;
+        let group_exprs: Vec<Arc<dyn PhysicalExpr>> = agg.group_expr.iter().map(|e| self.expr(e, input_schema)).collect::<SqlResult<_>>()?;
         let calls = agg
             .aggr_expr
             .iter()
@@ -122,7 +122,10 @@ impl Lowering<'_> {
                 .with_hint("a materialized view may compute at most 255 aggregates per GROUP BY"));
         }
         let input = self.lower(&agg.input, depth + 1)?;
-        let spec = AggregateSpec { group_exprs, calls, schema: Arc::new(agg.schema.as_arrow().clone()), emit_on_close: None };
+        // A group column with a watermark frees its groups' state as the watermark passes.
+        let carried = input.watermark_columns();
+        let clean_by = group_exprs.iter().position(|e| e.downcast_ref::<Column>().is_some_and(|c| carried.contains(&c.index())));
+        let spec = AggregateSpec { group_exprs, calls, schema: Arc::new(agg.schema.as_arrow().clone()), emit_on_close: None, clean_by };
         Ok(StreamNode::Aggregate { spec, input: Box::new(input) })
     }
 }

@@ -30,7 +30,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     // they are now: acknowledged writes after the checkpoint must survive.
     let restored = openclaw_storage::checkpoint::restore(&config.data_dir, config.state_cache_bytes, openclaw_sql::durable::lives_across_rollbacks)?;
     if let Some(r) = &restored {
-        tracing::info!(checkpoint = r.manifest.id, carried_over = r.carried.len(), elapsed_ms = r.elapsed_ms, "state rolled back to a checkpoint");
+        tracing::info!(checkpoint = r.manifest.id, kept = r.carried.len(), imported = r.imported, elapsed_ms = r.elapsed_ms, "state rolled back to a checkpoint");
     }
     let store = Store::open_with_cache(&config.data_dir, config.state_cache_bytes)?;
     let db: Arc<Database> = Database::open(store, config.engine.clone(), restored.map(|r| r.manifest)).await?;

@@ -17,6 +17,10 @@ pub enum StorageError {
     MissingColumnFamily(String),
     #[error("data directory {dir} was written in storage format {found}; this build reads and writes format {expected} and does not convert older formats. Start the OpenClaw release that wrote it to read the data out, or move the directory aside to start afresh")]
     IncompatibleFormat { dir: String, found: String, expected: u32 },
+    /// A checkpoint could not collect the snapshot of a column family; the checkpoint is
+    /// abandoned and the next one tries again.
+    #[error("snapshot unavailable: {0}")]
+    SnapshotUnavailable(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }

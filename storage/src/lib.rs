@@ -3,6 +3,7 @@
 //! ([`RowCodec`], versioned by [`FORMAT_VERSION`]), so that keys sort like the values they
 //! encode and values decode straight back into Arrow columns.
 
+pub mod cf_export;
 pub mod checkpoint;
 mod codec;
 mod error;

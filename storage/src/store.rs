@@ -25,8 +25,8 @@ const COUNTER_FAMILIES_FILE: &str = "COUNTER_FAMILIES";
 /// opened: RocksDB keeps raw pointers to their merge operators and compaction filters, so
 /// they must live as long as the database (field order drops the database first).
 pub struct DbAndOptions {
-    db: Db,
-    created_cf_options: std::sync::Mutex<Vec<Options>>,
+    pub(crate) db: Db,
+    pub(crate) created_cf_options: std::sync::Mutex<Vec<Options>>,
 }
 
 impl std::ops::Deref for DbAndOptions {
@@ -78,7 +78,7 @@ fn merge_options(cache: &rocksdb::Cache) -> Options {
     opts
 }
 
-fn cf_options(kind: CfKind, cache: &rocksdb::Cache) -> Options {
+pub(crate) fn cf_options(kind: CfKind, cache: &rocksdb::Cache) -> Options {
     let mut opts = merge_options(cache);
     if kind == CfKind::Counters {
         opts.set_compaction_filter("openclaw_drop_zero_counts", |_level, _key, value| {
@@ -92,21 +92,15 @@ fn cf_options(kind: CfKind, cache: &rocksdb::Cache) -> Options {
 /// view or operator state.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<DbAndOptions>,
-    cache: rocksdb::Cache,
-    dir: PathBuf,
+    pub(crate) db: Arc<DbAndOptions>,
+    pub(crate) cache: rocksdb::Cache,
+    pub(crate) dir: PathBuf,
     /// Column families found when the store was opened.
     opened_with: Arc<Vec<String>>,
 }
 
 /// The live database's directory inside the data dir.
 pub(crate) const STATE_SUBDIR: &str = "state";
-
-/// Most bytes in one file of [`Store::ingest_copy`].
-const INGEST_FILE_BYTES: u64 = 256 << 20;
-
-/// `log_size_for_flush` of RocksDB's checkpoint: no WAL is large enough to force a flush.
-const NEVER_FLUSH_FOR_CHECKPOINT: u64 = u64::MAX;
 
 impl Store {
     /// Opens (or creates) the store under `dir`, with every column family it already has.
@@ -157,62 +151,6 @@ impl Store {
         &self.dir
     }
 
-    /// Writes a RocksDB checkpoint of every column family to `path` (which must not exist): SST
-    /// files are hard-linked, the rest copied. Memtables are not flushed; the write-ahead log
-    /// goes into the checkpoint instead (a flush made a 1.1 GB checkpoint take 0.8 s instead of
-    /// 0.2 s). The caller makes sure no write is in flight, so the checkpoint is a consistent
-    /// cut.
-    pub fn create_rocksdb_checkpoint(&self, path: &Path) -> StorageResult<()> {
-        rocksdb::checkpoint::Checkpoint::new(&self.db.db)?.create_checkpoint_with_log_size(path, NEVER_FLUSH_FOR_CHECKPOINT)?;
-        Ok(())
-    }
-
-    /// Replaces the content of column family `cf` (plain, existing) with `from`'s, as sorted
-    /// files ingested whole (no memtable, no write-ahead log): what a restore does with every
-    /// table, which may hold millions of rows. The files are written under `scratch`.
-    pub fn ingest_copy(&self, from: &Store, cf: &str, scratch: &Path) -> StorageResult<()> {
-        std::fs::create_dir_all(scratch)?;
-        let opts = Options::default();
-        let mut files = vec![];
-        let mut failure = None;
-        let mut writer: Option<rocksdb::SstFileWriter> = None;
-        from.scan(cf, None, |k, v| {
-            let step = (|| -> StorageResult<()> {
-                if writer.as_ref().is_some_and(|w| w.file_size() >= INGEST_FILE_BYTES) {
-                    writer.take().expect("open").finish()?;
-                }
-                if writer.is_none() {
-                    let path = scratch.join(format!("{cf}-{}.sst", files.len()));
-                    let w = rocksdb::SstFileWriter::create(&opts);
-                    w.open(&path)?;
-                    files.push(path);
-                    writer = Some(w);
-                }
-                writer.as_mut().expect("open").put(k, v)?;
-                Ok(())
-            })();
-            match step {
-                Ok(()) => true,
-                Err(e) => {
-                    failure = Some(e);
-                    false
-                }
-            }
-        })?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        if let Some(mut w) = writer {
-            w.finish()?;
-        }
-        if !files.is_empty() {
-            let mut ingest = rocksdb::IngestExternalFileOptions::default();
-            ingest.set_move_files(true);
-            self.db.ingest_external_file_cf_opts(&self.cf(cf)?, &ingest, files)?;
-        }
-        Ok(())
-    }
-
     /// Creates the column family `name`; creating one that exists is a no-op.
     pub fn create_cf(&self, name: &str, kind: CfKind) -> StorageResult<()> {
         if self.db.cf_handle(name).is_none() {
@@ -232,6 +170,12 @@ impl Store {
             self.db.drop_cf(name)?;
         }
         Ok(())
+    }
+
+    /// Flushes `cf`'s memtable and waits: for tests that need a write in a file.
+    #[doc(hidden)]
+    pub fn flush_for_test(&self, cf: &str) {
+        self.db.flush_cf(&self.cf(cf).expect("family")).expect("flush");
     }
 
     pub fn has_cf(&self, name: &str) -> bool {
@@ -379,7 +323,7 @@ impl Store {
         Ok(n)
     }
 
-    fn cf(&self, name: &str) -> StorageResult<Arc<rocksdb::BoundColumnFamily<'_>>> {
+    pub(crate) fn cf(&self, name: &str) -> StorageResult<Arc<rocksdb::BoundColumnFamily<'_>>> {
         self.db.cf_handle(name).ok_or_else(|| StorageError::MissingColumnFamily(name.to_string()))
     }
 }
@@ -405,7 +349,7 @@ fn read_counter_families(dir: &Path) -> StorageResult<std::collections::HashSet<
 }
 
 /// Records `name` as a counter family, synced before the family exists.
-fn note_counter_family(dir: &Path, name: &str) -> StorageResult<()> {
+pub(crate) fn note_counter_family(dir: &Path, name: &str) -> StorageResult<()> {
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(COUNTER_FAMILIES_FILE))?;
     file.write_all(format!("{name}\n").as_bytes())?;

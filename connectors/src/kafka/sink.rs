@@ -345,12 +345,20 @@ impl Operator for KafkaSinkOperator {
         self.buffer.append(&mut self.next_seq, &records)
     }
 
-    async fn handle_checkpoint(&mut self, barrier: &Barrier, ctx: &mut OperatorContext) -> EngineResult<()> {
+    async fn handle_checkpoint(&mut self, barrier: &Barrier, _ctx: &mut OperatorContext) -> EngineResult<()> {
         if barrier.checkpoint {
             if let Some(pending) = &self.commits {
                 pending.push(barrier.epoch, self.next_seq);
             }
         }
+        Ok(())
+    }
+
+    fn state_tables(&self) -> Vec<(Arc<str>, openclaw_storage::CfKind)> {
+        vec![(self.buffer.cf.clone(), openclaw_storage::CfKind::Plain)]
+    }
+
+    async fn barrier_passed(&mut self, barrier: &Barrier, ctx: &mut OperatorContext) -> EngineResult<()> {
         ctx.coordinator.ack(self.object, barrier.epoch);
         Ok(())
     }

@@ -80,6 +80,17 @@ pub struct AggregateSpec {
     pub schema: SchemaRef,
     /// `EMIT ON WINDOW CLOSE`: the group column whose watermark closes groups.
     pub emit_on_close: Option<usize>,
+    /// A group column that carries a watermark (a window's start or end, or any event-time
+    /// column grouped on): groups below its watermark get no more rows, so their state is
+    /// freed and rows that arrive for them anyway are dropped and counted as late.
+    pub clean_by: Option<usize>,
+}
+
+impl AggregateSpec {
+    /// The group column whose watermark closes groups and frees their state.
+    pub fn window_column(&self) -> Option<usize> {
+        self.emit_on_close.or(self.clean_by)
+    }
 }
 
 /// Names of the column families that hold the aggregation's state.
@@ -136,7 +147,7 @@ impl AggregateOperator {
             .collect::<EngineResult<Vec<_>>>()?;
         let n_groups = spec.group_exprs.len();
         let mut key_order: Vec<usize> = (0..n_groups).collect();
-        if let Some(w) = spec.emit_on_close {
+        if let Some(w) = spec.window_column() {
             key_order.retain(|&i| i != w);
             key_order.insert(0, w);
         }
@@ -176,9 +187,9 @@ impl AggregateOperator {
         self.spec.group_exprs.is_empty()
     }
 
-    /// Drops rows of windows that already closed (emit-on-close only), counting them.
+    /// Drops rows of groups that the watermark closed, counting them.
     fn drop_late(&self, chunk: StreamChunk, group_cols: &[ArrayRef]) -> EngineResult<(StreamChunk, Vec<ArrayRef>)> {
-        let (Some(w), Some(closed)) = (self.spec.emit_on_close, self.closed_below_us) else {
+        let (Some(w), Some(closed)) = (self.spec.window_column(), self.closed_below_us) else {
             return Ok((chunk, group_cols.to_vec()));
         };
         let times = datafusion::arrow::compute::cast(&group_cols[w], &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None))?;
@@ -445,6 +456,23 @@ impl AggregateOperator {
         Ok(Some(StreamChunk::inserts(batch)))
     }
 
+    /// Frees the state of the groups below `closed_us` without emitting anything: their rows
+    /// stay in the view; only the state that would update them goes. Only when there is such
+    /// a group, so that watermarks without closed groups leave no range tombstones behind.
+    fn free_windows(&self, w: usize, closed_us: i64) -> EngineResult<()> {
+        let bound = self.window_bound(w, closed_us)?;
+        let mut below = false;
+        self.store.scan_from(&self.groups_cf, None, None, |key, _| {
+            below = key < bound.as_slice();
+            false
+        })?;
+        if below {
+            self.store.delete_range(&self.groups_cf, &[], &bound)?;
+            self.store.delete_range(&self.values_cf, &[], &bound)?;
+        }
+        Ok(())
+    }
+
     /// The encoding of a group key prefix holding only the window column at `closed_us`: every
     /// key of a closed group sorts below it.
     fn window_bound(&self, w: usize, closed_us: i64) -> EngineResult<Vec<u8>> {
@@ -602,6 +630,10 @@ impl Operator for AggregateOperator {
         format!("Aggregate({}; state = \"{}\", \"{}\")", calls.join(", "), self.groups_cf, self.values_cf)
     }
 
+    fn state_tables(&self) -> Vec<(Arc<str>, CfKind)> {
+        vec![(self.groups_cf.clone(), CfKind::Plain), (self.values_cf.clone(), CfKind::Counters)]
+    }
+
     async fn on_start(&mut self, ctx: &mut OperatorContext) -> EngineResult<()> {
         // A global aggregate has one row even over no input, as in SQL.
         if self.is_global() && self.store.multi_get(&self.groups_cf, &[&[]])?[0].is_none() {
@@ -634,10 +666,14 @@ impl Operator for AggregateOperator {
         }) else {
             return Ok(());
         };
-        if self.spec.emit_on_close == Some(out_col) {
+        if self.spec.window_column() == Some(out_col) {
             self.closed_below_us = Some(self.closed_below_us.map_or(wm.time_us, |c| c.max(wm.time_us)));
-            if let Some(chunk) = self.close_windows(wm.time_us)? {
-                ctx.collect(chunk).await?;
+            if self.spec.emit_on_close.is_some() {
+                if let Some(chunk) = self.close_windows(wm.time_us)? {
+                    ctx.collect(chunk).await?;
+                }
+            } else {
+                self.free_windows(out_col, wm.time_us)?;
             }
         }
         ctx.outputs.send(Message::Watermark(Watermark { column: out_col, time_us: wm.time_us })).await

@@ -383,6 +383,10 @@ impl Operator for JoinOperator {
         format!("Join({:?}; state = \"{}\", \"{}\")", self.spec.kind, self.sides[0].cf, self.sides[1].cf)
     }
 
+    fn state_tables(&self) -> Vec<(Arc<str>, CfKind)> {
+        self.sides.iter().map(|s| (s.cf.clone(), CfKind::Plain)).collect()
+    }
+
     async fn process_batch(&mut self, input: usize, chunk: StreamChunk, ctx: &mut OperatorContext) -> EngineResult<()> {
         self.idle[input] = false;
         let out = self.apply(input, &chunk)?;

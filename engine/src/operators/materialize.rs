@@ -255,6 +255,15 @@ impl Operator for MaterializeOperator {
             }
             ctx.outputs.add(tx);
         }
+        Ok(())
+    }
+
+    fn state_tables(&self) -> Vec<(Arc<str>, CfKind)> {
+        let kind = if self.state.layout == Layout::Multiset { CfKind::Counters } else { CfKind::Plain };
+        vec![(self.state.cf.clone(), kind)]
+    }
+
+    async fn barrier_passed(&mut self, barrier: &Barrier, ctx: &mut OperatorContext) -> EngineResult<()> {
         ctx.coordinator.ack(self.object, barrier.epoch);
         Ok(())
     }

@@ -165,6 +165,10 @@ impl Operator for TopNOperator {
         format!("TopN({}; state = \"{}\")", self.spec.limit, self.cf)
     }
 
+    fn state_tables(&self) -> Vec<(Arc<str>, CfKind)> {
+        vec![(self.cf.clone(), CfKind::Counters)]
+    }
+
     async fn process_batch(&mut self, _input: usize, chunk: StreamChunk, ctx: &mut OperatorContext) -> EngineResult<()> {
         let out = self.apply(&chunk)?;
         ctx.collect(out).await
