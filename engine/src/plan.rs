@@ -39,6 +39,24 @@ pub enum StreamNode {
     TopN { spec: TopNSpec, input: Box<StreamNode> },
 }
 
+/// Whether every input reads exactly one and the same table, view or source: the branches of
+/// one stream, as `HOP` rewrites into.
+fn same_origin(inputs: &[StreamNode]) -> bool {
+    fn leaves(node: &StreamNode, out: &mut Vec<String>) {
+        match node {
+            StreamNode::Subscribe { object, .. } => out.push(format!("object {object}")),
+            StreamNode::Source { name, .. } => out.push(format!("source {name}")),
+            other => other.children().into_iter().for_each(|c| leaves(c, out)),
+        }
+    }
+    let origins: Vec<Vec<String>> = inputs.iter().map(|i| {
+        let mut out = vec![];
+        leaves(i, &mut out);
+        out
+    }).collect();
+    origins.len() > 1 && origins.iter().all(|o| o.len() == 1 && o[0] == origins[0][0])
+}
+
 impl StreamNode {
     pub fn schema(&self) -> SchemaRef {
         match self {
@@ -352,8 +370,14 @@ impl Builder<'_> {
                 self.spawn_operator(Box::new(op), vec![input], Outputs::new(vec![tx]));
             }
             StreamNode::Union { inputs, schema } => {
+                // Branches of one stream (HOP's windows) share its idleness: one branch woken
+                // before another must not carry the watermark past the other's rows.
+                let op = match same_origin(&inputs) {
+                    true => UnionOperator::of_partitions(schema),
+                    false => UnionOperator::new(schema),
+                };
                 let inputs = inputs.into_iter().map(|i| self.build(i)).collect::<EngineResult<_>>()?;
-                self.spawn_operator(Box::new(UnionOperator::new(schema)), inputs, Outputs::new(vec![tx]));
+                self.spawn_operator(Box::new(op), inputs, Outputs::new(vec![tx]));
             }
             StreamNode::Aggregate { spec, input } => {
                 let n = next_table(&mut self.tables);

@@ -398,6 +398,11 @@ impl StateWrite {
         self.ops.extend(other.ops);
     }
 
+    /// Whether the write changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
     pub fn put(&mut self, cf: &Arc<str>, key: Vec<u8>, value: Vec<u8>) {
         self.ops.push(WriteOp { cf: Arc::clone(cf), key, change: Change::Put(value) });
     }

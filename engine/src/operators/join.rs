@@ -10,6 +10,13 @@
 //! A change on one side looks up the other side's rows with the same key (a prefix scan),
 //! evaluates the extra condition, emits the joined changes, adjusts the degrees of the matched
 //! rows, and stores itself. A row with a NULL key never matches.
+//!
+//! An inner join whose condition bounds one side's time by the other's (an interval join,
+//! `join_expiry.rs`) also keeps, per such side, an index by time:
+//!
+//! `side table_by_time`: time (8 bytes) ‖ key bytes ‖ row bytes → ()
+//!
+//! and deletes the rows the other side's watermark has passed (they can never match again).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,11 +24,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, take};
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::expressions::Column;
 use openclaw_storage::{CfKind, RowCodec, StateWrite, Store};
 
+use super::join_expiry::{expiries, time_key, Expiry};
 use crate::chunk::nullable_schema;
 use crate::{internal_err, EngineResult, Message, Op, Operator, OperatorContext, StreamChunk, Watermark};
 
@@ -105,6 +113,8 @@ impl JoinSpec {
 struct Side {
     cf: Arc<str>,
     rows: RowCodec,
+    /// How the side's rows expire, and the index that finds them by time.
+    expiry: Option<(Expiry, Arc<str>)>,
 }
 
 pub struct JoinOperator {
@@ -148,9 +158,22 @@ impl JoinOperator {
             .enumerate()
             .map(|(i, e)| Ok(Field::new(format!("k{i}"), e.data_type(&spec.input_schemas[0])?, true)))
             .collect::<EngineResult<_>>()?;
+        let left_width = spec.input_schemas[0].fields().len();
+        let expiries = match spec.kind {
+            JoinKind::Inner => expiries(spec.filter.as_ref(), &spec.watermark_pairs(), &spec.input_schemas, left_width),
+            _ => [None, None],
+        };
         let side = |i: usize| -> EngineResult<Side> {
             store.create_cf(&tables[i], CfKind::Plain)?;
-            Ok(Side { cf: Arc::from(tables[i].as_str()), rows: RowCodec::new(nullable_schema(&spec.input_schemas[i]))? })
+            let expiry = match expiries[i] {
+                Some(e) => {
+                    let index = format!("{}_by_time", tables[i]);
+                    store.create_cf(&index, CfKind::Plain)?;
+                    Some((e, Arc::from(index.as_str())))
+                }
+                None => None,
+            };
+            Ok(Side { cf: Arc::from(tables[i].as_str()), rows: RowCodec::new(nullable_schema(&spec.input_schemas[i]))?, expiry })
         };
         let sides = [side(0)?, side(1)?];
         let both: Vec<Field> = spec.input_schemas.iter().flat_map(|s| s.fields().iter().map(|f| f.as_ref().clone().with_nullable(true))).collect();
@@ -202,6 +225,9 @@ impl JoinOperator {
         let batch = chunk.batch();
         let (keys, null_key) = self.keys(side, batch)?;
         let own_rows = self.sides[side].rows.encode(batch.columns())?;
+        let times = self.expiry_times(side, batch)?;
+        // This chunk's stored rows of `side` with their time, for the expiry index.
+        let mut indexed: HashMap<Vec<u8>, i64> = HashMap::new();
         let mut overlay: Overlay = HashMap::new();
         let mut out = Output::default();
         for i in 0..chunk.num_rows() {
@@ -259,11 +285,23 @@ impl JoinOperator {
             if next.count < 0 {
                 internal_err!("join state \"{}\" deleted a row it does not hold", self.sides[side].cf);
             }
+            if let Some(t) = times.as_ref().and_then(|t| t[i]) {
+                indexed.insert(full.clone(), t);
+            }
             overlay.entry((side, keys[i].clone())).or_default().insert(full, next);
         }
         let mut write = StateWrite::default();
         for ((s, _), pending) in overlay {
             for (full, e) in pending {
+                if let (Some((_, index)), Some(&t)) = (&self.sides[s].expiry, indexed.get(&full)) {
+                    let mut key = time_key(t).to_vec();
+                    key.extend_from_slice(&full);
+                    if e.count == 0 {
+                        write.delete(index, key);
+                    } else {
+                        write.put(index, key, vec![]);
+                    }
+                }
                 if e.count == 0 {
                     write.delete(&self.sides[s].cf, full);
                 } else {
@@ -384,7 +422,8 @@ impl Operator for JoinOperator {
     }
 
     fn state_tables(&self) -> Vec<(Arc<str>, CfKind)> {
-        self.sides.iter().map(|s| (s.cf.clone(), CfKind::Plain)).collect()
+        let indexes = self.sides.iter().filter_map(|s| s.expiry.as_ref().map(|(_, index)| (index.clone(), CfKind::Plain)));
+        self.sides.iter().map(|s| (s.cf.clone(), CfKind::Plain)).chain(indexes).collect()
     }
 
     async fn process_batch(&mut self, input: usize, chunk: StreamChunk, ctx: &mut OperatorContext) -> EngineResult<()> {
@@ -403,6 +442,11 @@ impl Operator for JoinOperator {
         self.idle[input] = false;
         let seen = self.watermarks[input].entry(wm.column).or_insert(i64::MIN);
         *seen = (*seen).max(wm.time_us);
+        let other = 1 - input;
+        if let Some(expiry) = self.sides[other].expiry.as_ref().map(|(e, _)| *e).filter(|e| e.other_column == wm.column) {
+            // Rows of the other side whose time plus the offset is below it never match again.
+            self.expire(other, wm.time_us.saturating_sub(expiry.offset_us))?;
+        }
         self.emit_watermarks(Some((input, wm.column)), ctx).await
     }
 
@@ -414,6 +458,34 @@ impl Operator for JoinOperator {
 }
 
 impl JoinOperator {
+    /// The expiry times (µs) of `batch`'s rows of `side`, when that side's rows expire.
+    fn expiry_times(&self, side: usize, batch: &RecordBatch) -> EngineResult<Option<Vec<Option<i64>>>> {
+        let Some((expiry, _)) = &self.sides[side].expiry else { return Ok(None) };
+        let micros = DataType::Timestamp(TimeUnit::Microsecond, None);
+        let times = datafusion::arrow::compute::cast(batch.column(expiry.column), &micros)?;
+        let times = times.as_primitive::<TimestampMicrosecondType>();
+        Ok(Some(times.iter().collect()))
+    }
+
+    /// Deletes the stored rows of `side` whose expiry time is below `below_us`.
+    fn expire(&self, side: usize, below_us: i64) -> EngineResult<()> {
+        let Some((_, index)) = &self.sides[side].expiry else { return Ok(()) };
+        let bound = time_key(below_us);
+        let mut write = StateWrite::default();
+        self.store.scan_from(index, None, None, |key, _| {
+            if key >= bound.as_slice() {
+                return false;
+            }
+            write.delete(&self.sides[side].cf, key[8..].to_vec());
+            true
+        })?;
+        if !write.is_empty() {
+            self.store.write(write)?;
+            self.store.delete_range(index, &[], &bound)?;
+        }
+        Ok(())
+    }
+
     /// Emits the watermark of every key pair (only those on `changed`, a side's column, when
     /// given): the minimum over the sides that are not idle, or over both when both are.
     async fn emit_watermarks(&mut self, changed: Option<(usize, usize)>, ctx: &mut OperatorContext) -> EngineResult<()> {

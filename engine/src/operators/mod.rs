@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod exchange;
 mod filter;
 pub mod join;
+pub mod join_expiry;
 pub mod materialize;
 pub mod project;
 pub mod top_n;
