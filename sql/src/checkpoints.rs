@@ -46,7 +46,9 @@ impl Database {
         let store = self.store.clone();
         let written = tokio::task::spawn_blocking(move || {
             let pending = checkpoint::pending_state_dir(&dir, epoch);
-            let state = cut.snapshots.iter().map(|s| store.collect_snapshot(s, &pending.join(&s.cf))).collect::<Result<Vec<_>, _>>()?;
+            // A view dropped since the barrier has no state to keep.
+            let live = cut.snapshots.iter().filter(|s| store.has_cf(&s.cf));
+            let state = live.map(|s| store.collect_snapshot(s, &pending.join(&s.cf))).collect::<Result<Vec<_>, _>>()?;
             drop(cut.snapshots);
             let manifest = checkpoint::create(&dir, epoch, cut.positions, state, timing, previous.as_ref())?;
             checkpoint::collect_garbage(&dir)?;

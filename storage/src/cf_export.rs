@@ -105,7 +105,8 @@ impl Store {
     /// flush, then hard-links the family's files into `dir` (which must not exist). Blocks;
     /// call it off the async workers.
     pub fn collect_snapshot(&self, pending: &PendingSnapshot, dir: &Path) -> StorageResult<ExportedCf> {
-        let handle = self.cf(&pending.cf)?;
+        // Dropped meanwhile (its view went away): the checkpoint is taken again without it.
+        let handle = self.cf(&pending.cf).map_err(|_| StorageError::SnapshotUnavailable(format!("\"{}\" was dropped", pending.cf)))?;
         let deadline = std::time::Instant::now() + SNAPSHOT_FLUSH_TIMEOUT;
         while self.db.property_int_value_cf(&handle, "rocksdb.num-immutable-mem-table")?.unwrap_or(0) > 0 {
             if std::time::Instant::now() > deadline {
