@@ -52,7 +52,8 @@ pub struct Coordinator {
     /// Per view that was filled (backfilled) after it attached, the first barrier epoch at
     /// which it was complete (`u64::MAX` while filling). Its state at earlier checkpoint
     /// barriers is left out of checkpoints, for all its operators alike, so a restart rebuilds
-    /// it instead of resuming half a view. One small entry per view created.
+    /// it instead of resuming half a view. An entry goes once a checkpoint at or after that
+    /// epoch completes: later barriers find the view complete without it.
     filled_from: Mutex<BTreeMap<ObjectId, u64>>,
     /// Views being filled that barriers do not wait for ([`FillingGuard::attached`]): a
     /// FLUSH or a checkpoint must not wait for a backfill to finish.
@@ -165,11 +166,8 @@ impl Coordinator {
         FillingGuard(self.clone(), id)
     }
 
-    /// Whether the column family `cf` belongs, at barrier `epoch`, to a view not yet filled. A
-    /// view's state lives in families named `mv_<id>` or `mv_<id>_...` (`plan.rs`).
-    pub fn is_filling_state(&self, cf: &str, epoch: u64) -> bool {
-        let Some(rest) = cf.strip_prefix("mv_") else { return false };
-        let Some(id) = rest.split('_').next().and_then(|n| n.parse::<ObjectId>().ok()) else { return false };
+    /// Whether view `id` was not yet filled at barrier `epoch`.
+    pub fn is_filling(&self, id: ObjectId, epoch: u64) -> bool {
         self.filled_from.lock().expect("filled lock").get(&id).is_some_and(|&from| epoch < from)
     }
 
@@ -370,6 +368,8 @@ impl Coordinator {
         let snapshots = s.snapshots.remove(&epoch).unwrap_or_default();
         // Snapshots of earlier, abandoned checkpoints are not wanted any more.
         s.snapshots = s.snapshots.split_off(&epoch);
+        drop(s);
+        self.filled_from.lock().expect("filled lock").retain(|_, from| *from > epoch);
         Ok(CheckpointCut { epoch, started, positions, snapshots: snapshots.families, longest_snapshot: snapshots.longest })
     }
 

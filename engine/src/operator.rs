@@ -104,11 +104,19 @@ pub struct OperatorContext {
     pub outputs: Outputs,
     pub config: Arc<EngineConfig>,
     pub coordinator: Arc<Coordinator>,
+    /// The view whose dataflow the operator belongs to, if any.
+    pub owner: Option<crate::ObjectId>,
 }
 
 impl OperatorContext {
     pub fn new(outputs: Outputs, config: Arc<EngineConfig>, coordinator: Arc<Coordinator>) -> Self {
-        Self { outputs, config, coordinator }
+        Self { outputs, config, coordinator, owner: None }
+    }
+
+    /// The context of an operator of view `owner`'s dataflow.
+    pub fn owned_by(mut self, owner: crate::ObjectId) -> Self {
+        self.owner = Some(owner);
+        self
     }
 
     /// At a checkpoint barrier, starts the snapshot of `tables` (this operator's column
@@ -118,8 +126,8 @@ impl OperatorContext {
     /// barriers, or no snapshot store: nothing.
     pub async fn snapshot_state(&self, barrier: &Barrier, tables: Vec<(Arc<str>, CfKind)>) -> EngineResult<()> {
         // A view still being filled has no state worth resuming: it is rebuilt after a crash.
-        let tables: Vec<_> = tables.into_iter().filter(|(cf, _)| !self.coordinator.is_filling_state(cf, barrier.epoch)).collect();
-        if !barrier.checkpoint || tables.is_empty() {
+        let filling = self.owner.is_some_and(|owner| self.coordinator.is_filling(owner, barrier.epoch));
+        if !barrier.checkpoint || tables.is_empty() || filling {
             return Ok(());
         }
         let Some(store) = self.coordinator.snapshot_store().cloned() else { return Ok(()) };

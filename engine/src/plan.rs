@@ -255,6 +255,8 @@ pub struct StateTable {
 /// Where the operators of one dataflow keep their state, and how widely they spread it.
 pub struct StateLocation {
     pub store: Store,
+    /// The view (or sink) whose dataflow this is.
+    pub owner: ObjectId,
     /// Prefix of every state column family (the view's own name in the store).
     pub prefix: String,
     /// Partitions of each stateful operator whose state is keyed (the view's
@@ -486,7 +488,7 @@ impl Builder<'_> {
 
     fn spawn_operator(&mut self, op: Box<dyn Operator>, inputs: Vec<mpsc::Receiver<Message>>, outputs: Outputs) {
         let name = op.name();
-        let ctx = OperatorContext::new(outputs, self.config.clone(), self.coordinator.clone());
+        let ctx = OperatorContext::new(outputs, self.config.clone(), self.coordinator.clone()).owned_by(self.state.owner);
         let span = tracing::info_span!("operator", name = %name);
         let task = tokio::spawn(crate::runtime::run_operator(op, inputs, ctx).instrument(span));
         self.df.tasks.push((name, task));

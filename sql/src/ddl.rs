@@ -351,7 +351,7 @@ impl Database {
             }
         };
         let parallelism = vars.streaming_parallelism()?.unwrap_or(self.config.parallelism);
-        let location = StateLocation { store: self.store.clone(), prefix: format!("mv_{id}"), parallelism, resume: positions };
+        let location = StateLocation { store: self.store.clone(), owner: id, prefix: format!("mv_{id}"), parallelism, resume: positions };
         let dataflow = match build_dataflow(node, sink, &location, &self.config, &self.coordinator) {
             Ok(df) => df,
             Err(e) => {

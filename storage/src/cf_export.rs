@@ -51,6 +51,8 @@ pub struct ExportedCf {
 
 /// Longest a snapshot waits for the flush of its memtable.
 pub const SNAPSHOT_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often a snapshot checks whether its memtable has been flushed.
+const SNAPSHOT_FLUSH_POLL: std::time::Duration = std::time::Duration::from_millis(2);
 /// Times a snapshot lists and links its files before giving up on a compaction racing it.
 const SNAPSHOT_LINK_ATTEMPTS: usize = 10;
 /// The key order of every column family (RocksDB's default).
@@ -112,7 +114,10 @@ impl Store {
             if std::time::Instant::now() > deadline {
                 return Err(StorageError::SnapshotUnavailable(format!("the memtable of \"{}\" was not flushed within {SNAPSHOT_FLUSH_TIMEOUT:?}", pending.cf)));
             }
-            std::thread::sleep(std::time::Duration::from_millis(2));
+            // RocksDB has no call that waits for one family's switched memtable alone (a
+            // waiting flush would flush the new memtable, with writes after the barrier, too),
+            // so poll; this runs on a blocking thread, off the dataflow.
+            std::thread::sleep(SNAPSHOT_FLUSH_POLL);
         }
         // A compaction may delete a listed file before it is linked: list again.
         for _ in 0..SNAPSHOT_LINK_ATTEMPTS {
@@ -265,7 +270,7 @@ mod tests {
         let mut w = StateWrite::default();
         w.put(&"s".into(), 5002u32.to_be_bytes().to_vec(), vec![2]);
         store.write(w).unwrap();
-        store.flush_for_test("s");
+        store.db.flush_cf(&store.cf("s").unwrap()).unwrap();
         assert!(
             matches!(store.collect_snapshot(&late, &exports.join("late")), Err(StorageError::SnapshotUnavailable(_))),
             "a file newer than the barrier makes the snapshot unavailable"

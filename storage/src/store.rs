@@ -172,12 +172,6 @@ impl Store {
         Ok(())
     }
 
-    /// Flushes `cf`'s memtable and waits: for tests that need a write in a file.
-    #[doc(hidden)]
-    pub fn flush_for_test(&self, cf: &str) {
-        self.db.flush_cf(&self.cf(cf).expect("family")).expect("flush");
-    }
-
     pub fn has_cf(&self, name: &str) -> bool {
         self.db.cf_handle(name).is_some()
     }
