@@ -61,11 +61,11 @@ async fn run(db: &Database, vars: &mut SessionVars, sql: &str) -> Result<Vec<Que
     Ok(out)
 }
 
-pub async fn nexmark(args: NexmarkArgs) -> Result<(), BoxError> {
+pub async fn nexmark(args: NexmarkArgs, dataflow: tokio::runtime::Handle) -> Result<(), BoxError> {
     let sql = query(&args.query).ok_or_else(|| format!("unknown query {:?}; choose q0, q1, q2, q5, q7, q10, q14, q15, q16, q17, q18, q19, q21 or q22", args.query))?;
     let dir = args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("openclaw-bench-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir);
-    let db = Database::open(Store::open_with_cache(&dir, args.engine.state_cache_mb.max(8) << 20)?, args.engine.engine_config(), None).await?;
+    let db = Database::open(Store::open_with_cache(&dir, args.engine.state_cache_mb.max(8) << 20)?, args.engine.engine_config(&dataflow), None).await?;
     let mut vars = SessionVars::default();
     run(&db, &mut vars, &format!(
         "CREATE SOURCE bid ({BID_COLUMNS}) WITH (connector = 'nexmark', 'nexmark.table.type' = 'bid', 'nexmark.event.num' = '{}')",
@@ -84,7 +84,7 @@ pub async fn nexmark(args: NexmarkArgs) -> Result<(), BoxError> {
         None => String::new(),
     };
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let workers = args.engine.engine_config().parallelism;
+    let workers = args.engine.worker_threads();
     let eps = args.events as f64 / elapsed;
     println!("query: nexmark {} ({} events, {} bids)", args.query, args.events, args.events / 50 * 46);
     println!("view rows:\n{rows}");
@@ -119,7 +119,7 @@ pub struct KafkaArgs {
 /// `openclaw bench kafka`: JSON bids from a Kafka topic (librdkafka's mock broker, in this
 /// process) into a view counting bids per auction, a step at a time: produce, then FLUSH
 /// (which waits for the source to reach the end of every partition).
-pub async fn kafka(args: KafkaArgs) -> Result<(), BoxError> {
+pub async fn kafka(args: KafkaArgs, dataflow: tokio::runtime::Handle) -> Result<(), BoxError> {
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let cluster = rdkafka::mocking::MockCluster::new(1)?;
     cluster.create_topic("bid", args.partitions, 1)?;
@@ -130,7 +130,7 @@ pub async fn kafka(args: KafkaArgs) -> Result<(), BoxError> {
         .create()?;
     let dir = std::env::temp_dir().join(format!("openclaw-bench-kafka-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let db = Database::open(Store::open_with_cache(&dir, args.engine.state_cache_mb.max(8) << 20)?, args.engine.engine_config(), None).await?;
+    let db = Database::open(Store::open_with_cache(&dir, args.engine.state_cache_mb.max(8) << 20)?, args.engine.engine_config(&dataflow), None).await?;
     let mut vars = SessionVars::default();
     run(&db, &mut vars, &format!(
         // The mock broker holds an empty fetch for fetch.wait.max.ms (500 ms by default) even
@@ -160,7 +160,7 @@ pub async fn kafka(args: KafkaArgs) -> Result<(), BoxError> {
         None => String::new(),
     };
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let workers = args.engine.engine_config().parallelism;
+    let workers = args.engine.worker_threads();
     let eps = args.events as f64 / reading.as_secs_f64();
     println!("kafka: {} JSON bids ({:.1} MB) from {} partitions, {} per step", args.events, bytes as f64 / 1e6, args.partitions, args.step);
     println!("counted:\n{counted}");
@@ -212,10 +212,10 @@ const STATE_ROWS_PER_INSERT: u64 = 50_000;
 /// source into an aggregating view for `--seconds` while checkpoints are taken every
 /// `--checkpoint-interval`, and prints what checkpoints cost (the longest operator snapshot of
 /// each, from `SHOW CHECKPOINTS`) and the events read per second.
-pub async fn checkpoint(args: CheckpointArgs) -> Result<(), BoxError> {
+pub async fn checkpoint(args: CheckpointArgs, dataflow: tokio::runtime::Handle) -> Result<(), BoxError> {
     let dir = args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("openclaw-bench-ckpt-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir);
-    let db = Database::open(Store::open_with_cache(&dir, args.engine.state_cache_mb.max(8) << 20)?, args.engine.engine_config(), None).await?;
+    let db = Database::open(Store::open_with_cache(&dir, args.engine.state_cache_mb.max(8) << 20)?, args.engine.engine_config(&dataflow), None).await?;
     let mut vars = SessionVars::default();
     let loading = Instant::now();
     run(&db, &mut vars, "CREATE TABLE state_rows (k BIGINT PRIMARY KEY, v VARCHAR)").await?;

@@ -123,3 +123,53 @@ async fn an_interval_join_keeps_its_state_bounded_across_a_restart() {
     client.batch_execute(&format!("{}; FLUSH", bids_of_minute(MINUTES, "greatest(g / 10 - g % 10, 0)"))).await.unwrap();
     assert!(scalar(&client, "SELECT count(*) FROM winning").await > joined, "the view still runs");
 }
+
+/// A view on `now()` retracts rows as the clock passes their bound and frees their state,
+/// also across a SIGKILL. Its subject is the wall clock, so the test waits for a condition
+/// (FLUSH, read) with a deadline, never for a fixed time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporal_filter_retracts_rows_as_the_clock_passes_them() {
+    const ROWS: i64 = 1_000;
+    let server = TestServer::start("temporal");
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE ev (id BIGINT PRIMARY KEY, ts TIMESTAMP);
+             CREATE MATERIALIZED VIEW recent AS SELECT id FROM ev WHERE ts > now() - INTERVAL '2 seconds';
+             CREATE MATERIALIZED VIEW n_recent AS SELECT id % 10 AS k, count(*) AS n FROM ev WHERE ts > now() - INTERVAL '2 seconds' GROUP BY id % 10",
+        )
+        .await
+        .unwrap();
+    // Rows of now, whose bound passes in two seconds, and rows an hour ahead.
+    client
+        .batch_execute(&format!(
+            "INSERT INTO ev SELECT g, CAST(now() AS TIMESTAMP) FROM generate_series(1, {ROWS}) AS s(g);
+             INSERT INTO ev SELECT g, CAST(now() + INTERVAL '1 hour' AS TIMESTAMP) FROM generate_series({}, {}) AS s(g);
+             FLUSH",
+            ROWS + 1,
+            2 * ROWS
+        ))
+        .await
+        .unwrap();
+    let in_view = scalar(&client, "SELECT count(*) FROM recent").await;
+    assert!(in_view == 2 * ROWS || in_view == ROWS, "{in_view} rows in the view");
+    drop(client);
+    let server = TestServer::start_at(server.kill());
+    let client = server.connect().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        client.batch_execute("FLUSH").await.unwrap();
+        if scalar(&client, "SELECT count(*) FROM recent").await == ROWS {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the rows of now were not retracted within a minute");
+    }
+    assert_eq!(scalar(&client, "SELECT min(id) FROM recent").await, ROWS + 1, "only the rows an hour ahead stay");
+    assert_eq!(scalar(&client, "SELECT sum(n)::BIGINT FROM n_recent").await, ROWS);
+    let keys = state_keys(&client).await;
+    eprintln!("state keys after the retraction: {keys:?}");
+    // The filters' rows (the views' own rows are not operator state), and ten groups.
+    for (view, most) in [("recent", ROWS), ("n_recent", ROWS + 20)] {
+        assert!(keys[view] <= most, "{view} still holds the state of retracted rows: {keys:?}");
+    }
+}

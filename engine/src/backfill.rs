@@ -9,7 +9,12 @@
 //! its key will read the row as it is then. So at every barrier the downstream has seen the
 //! table restricted to keys up to the cursor, exactly, and once the last page is sent it is an
 //! ordinary output. Watermarks reach it only then: the stored rows may lie behind them.
+//!
+//! The pages keep the downstream's channel full, so the writer never waits on it for a live
+//! change or a barrier: those wait, in order, in the backfill's outbox (bounded by
+//! [`BACKFILL_OUTBOX_ROWS`] and [`BACKFILL_OUTBOX_BARRIERS`]) and go before the next page.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -71,12 +76,80 @@ impl BackfillProgress {
     }
 }
 
+/// Most rows of live changes held for one backfilling downstream whose channel is full (of
+/// pages) before the table's writer waits for it. Below the limits, a downstream working off
+/// its pages never holds up the writer, so writes and FLUSH stay fast during a backfill; at
+/// them, a downstream that does not keep up slows the writer as any output does.
+pub const BACKFILL_OUTBOX_ROWS: usize = 65_536;
+
+/// Most barriers held for one backfilling downstream (see [`BACKFILL_OUTBOX_ROWS`]). Barriers
+/// are small and come at the rate of statements, not of rows: a limit in messages slowed
+/// every INSERT to the pace of a busy view's pages once FLUSHes came quickly (6.7 s).
+pub const BACKFILL_OUTBOX_BARRIERS: usize = 10_000;
+
+/// Messages for a backfilling downstream that did not fit in its channel, in order.
+#[derive(Default)]
+struct Outbox {
+    held: VecDeque<Message>,
+    rows: usize,
+    barriers: usize,
+}
+
+impl Outbox {
+    fn push(&mut self, message: Message) {
+        match &message {
+            Message::Chunk(c) => self.rows += c.num_rows(),
+            Message::Barrier(_) => self.barriers += 1,
+            Message::Watermark(_) | Message::Idle => {}
+        }
+        self.held.push_back(message);
+    }
+
+    fn pop(&mut self) -> Option<Message> {
+        let message = self.held.pop_front()?;
+        match &message {
+            Message::Chunk(c) => self.rows -= c.num_rows(),
+            Message::Barrier(_) => self.barriers -= 1,
+            Message::Watermark(_) | Message::Idle => {}
+        }
+        Some(message)
+    }
+
+    fn over_limit(&self) -> bool {
+        self.rows > BACKFILL_OUTBOX_ROWS || self.barriers > BACKFILL_OUTBOX_BARRIERS
+    }
+}
+
 /// One downstream being backfilled.
 struct Backfill {
     tx: mpsc::Sender<Message>,
+    /// Messages for `tx` that did not fit in its channel: they go before any page.
+    outbox: Outbox,
     /// The stored key of the last row sent; `None` before the first page.
     cursor: Option<Vec<u8>>,
     progress: Arc<BackfillProgress>,
+}
+
+impl Backfill {
+    /// Sends `message` after those already held, holding it if the channel is full; waits only
+    /// while the outbox is over its limits. A downstream that went away is dropped at its next
+    /// page.
+    async fn post(&mut self, message: Message) {
+        if self.outbox.held.is_empty() {
+            match self.tx.try_send(message) {
+                Err(mpsc::error::TrySendError::Full(m)) => self.outbox.push(m),
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        } else {
+            self.outbox.push(message);
+        }
+        while self.outbox.over_limit() {
+            let held = self.outbox.pop().expect("over the limit");
+            if self.tx.send(held).await.is_err() {
+                self.outbox = Outbox::default();
+            }
+        }
+    }
 }
 
 impl Drop for Backfill {
@@ -98,7 +171,7 @@ impl Backfills {
     }
 
     pub fn start(&mut self, tx: mpsc::Sender<Message>, progress: Arc<BackfillProgress>) {
-        self.active.push(Backfill { tx, cursor: None, progress });
+        self.active.push(Backfill { tx, outbox: Outbox::default(), cursor: None, progress });
     }
 
     /// Sends each backfilling downstream the rows of `chunk` at or before its cursor.
@@ -115,8 +188,7 @@ impl Backfills {
             let mask: datafusion::arrow::array::BooleanArray = keys.iter().map(|k| Some(k.data() <= cursor.as_slice())).collect();
             let part = chunk.filter(&mask)?;
             if !part.is_empty() {
-                // A downstream that went away is dropped at its next page.
-                let _ = b.tx.send(Message::Chunk(part)).await;
+                b.post(Message::Chunk(part)).await;
             }
         }
         Ok(())
@@ -124,8 +196,8 @@ impl Backfills {
 
     /// Sends the barrier to every backfilling downstream: a backfill never holds barriers.
     pub async fn forward_barrier(&mut self, barrier: &Barrier) {
-        for b in &self.active {
-            let _ = b.tx.send(Message::Barrier(barrier.clone())).await;
+        for b in &mut self.active {
+            b.post(Message::Barrier(barrier.clone())).await;
         }
     }
 
@@ -147,7 +219,7 @@ impl Backfills {
         self.active.iter().enumerate().find_map(|(i, b)| b.tx.clone().try_reserve_owned().ok().map(|p| (i, p)))
     }
 
-    /// Sends backfill `i` its next page of at most `page_rows` rows. Returns its sender once
+    /// Sends backfill `i` what its outbox holds first, else its next page of at most `page_rows` rows. Returns its sender once
     /// every stored row is sent (the caller makes it an ordinary output), and drops it when
     /// its downstream went away (`permit` is `None`).
     pub fn step(
@@ -162,6 +234,10 @@ impl Backfills {
             return Ok(None);
         };
         let b = &mut self.active[i];
+        if let Some(held) = b.outbox.pop() {
+            permit.send(held);
+            return Ok(None);
+        }
         let (batch, last) = state.read_page(None, b.cursor.as_deref(), page_rows.max(1))?;
         b.progress.rows_sent.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         if batch.num_rows() > 0 {

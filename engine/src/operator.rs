@@ -106,11 +106,19 @@ pub struct OperatorContext {
     pub coordinator: Arc<Coordinator>,
     /// The view whose dataflow the operator belongs to, if any.
     pub owner: Option<crate::ObjectId>,
+    /// When the operator last flushed its state while its view was being filled.
+    filling_flushed_at: Option<std::time::Instant>,
 }
+
+/// How often an operator of a view being filled flushes its memtables (at a checkpoint
+/// barrier, without a snapshot): often enough that the view's first snapshot has little to
+/// flush (a whole backfill's memtables once made it take 666 ms), seldom enough that a view
+/// whose backfill meets many barriers (FLUSH after FLUSH) does not spend its time switching.
+pub const FILLING_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl OperatorContext {
     pub fn new(outputs: Outputs, config: Arc<EngineConfig>, coordinator: Arc<Coordinator>) -> Self {
-        Self { outputs, config, coordinator, owner: None }
+        Self { outputs, config, coordinator, owner: None, filling_flushed_at: None }
     }
 
     /// The context of an operator of view `owner`'s dataflow.
@@ -124,18 +132,28 @@ impl OperatorContext {
     /// in the snapshot, and the checkpoint collects the files once every sink has passed the
     /// barrier. The operator waits only for the switch; no input waits at all. Other
     /// barriers, or no snapshot store: nothing.
-    pub async fn snapshot_state(&self, barrier: &Barrier, tables: Vec<(Arc<str>, CfKind)>) -> EngineResult<()> {
-        // A view still being filled has no state worth resuming: it is rebuilt after a crash.
-        let filling = self.owner.is_some_and(|owner| self.coordinator.is_filling(owner, barrier.epoch));
-        if !barrier.checkpoint || tables.is_empty() || filling {
+    pub async fn snapshot_state(&mut self, barrier: &Barrier, tables: Vec<(Arc<str>, CfKind)>) -> EngineResult<()> {
+        if !barrier.checkpoint || tables.is_empty() {
             return Ok(());
         }
         let Some(store) = self.coordinator.snapshot_store().cloned() else { return Ok(()) };
+        // A view still being filled has no state worth resuming (it is rebuilt after a crash),
+        // but its memtables are flushed now and then all the same (see
+        // [`FILLING_FLUSH_INTERVAL`]).
+        let filling = self.owner.is_some_and(|owner| self.coordinator.is_filling(owner, barrier.epoch));
+        if filling {
+            if self.filling_flushed_at.is_some_and(|at| at.elapsed() < FILLING_FLUSH_INTERVAL) {
+                return Ok(());
+            }
+            self.filling_flushed_at = Some(std::time::Instant::now());
+        }
         let started = std::time::Instant::now();
         let pending = tokio::task::spawn_blocking(move || tables.iter().map(|(cf, kind)| store.switch_memtable(cf, *kind)).collect::<Result<Vec<_>, _>>())
             .await
             .map_err(|e| EngineError::Internal(format!("state snapshot task failed: {e}")))??;
-        self.coordinator.snapshotted(barrier.epoch, pending, started.elapsed());
+        if !filling {
+            self.coordinator.snapshotted(barrier.epoch, pending, started.elapsed());
+        }
         Ok(())
     }
 

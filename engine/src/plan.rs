@@ -18,7 +18,10 @@ use crate::operators::project::monotone_in;
 use crate::watermark::{WatermarkGenerator, WatermarkSpec};
 use datafusion::physical_plan::expressions::Column;
 use crate::operators::exchange::{ExchangeOperator, MAX_PARALLELISM};
-use crate::operators::{AggregateOperator, AggregateSpec, FilterOperator, JoinOperator, JoinSpec, ProjectOperator, TopNOperator, TopNSpec, UnionOperator};
+use crate::operators::{
+    AggregateOperator, AggregateSpec, FilterOperator, JoinOperator, JoinSpec, ProjectOperator, TemporalFilterOperator, TemporalFilterSpec, TopNOperator, TopNSpec,
+    UnionOperator,
+};
 use crate::source::{run_source, RootCheckpoints, SourceProgress, SourceReader};
 use crate::{
     Coordinator, EngineConfig, EngineResult, Message, ObjectId, Operator, OperatorContext, Outputs,
@@ -32,6 +35,8 @@ pub enum StreamNode {
     /// A new reader of a source, owned by this dataflow.
     Source { name: String, reader: Box<dyn SourceReader>, progress: Arc<SourceProgress>, watermark: Option<WatermarkSpec> },
     Filter { predicate: Arc<dyn PhysicalExpr>, input: Box<StreamNode> },
+    /// A filter on `now()`: rows pass until their expiry, then are retracted.
+    TemporalFilter { spec: TemporalFilterSpec, input: Box<StreamNode> },
     Project { exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef, input: Box<StreamNode> },
     Union { inputs: Vec<StreamNode>, schema: SchemaRef },
     Aggregate { spec: AggregateSpec, input: Box<StreamNode> },
@@ -62,7 +67,7 @@ impl StreamNode {
         match self {
             StreamNode::Subscribe { schema, .. } => schema.clone(),
             StreamNode::Source { reader, .. } => reader.schema(),
-            StreamNode::Filter { input, .. } => input.schema(),
+            StreamNode::Filter { input, .. } | StreamNode::TemporalFilter { input, .. } => input.schema(),
             StreamNode::Project { schema, .. } | StreamNode::Union { schema, .. } => schema.clone(),
             StreamNode::Aggregate { spec, .. } => spec.schema.clone(),
             StreamNode::Join { spec, .. } => spec.schema.clone(),
@@ -75,7 +80,7 @@ impl StreamNode {
         match self {
             StreamNode::Subscribe { watermark_columns, .. } => watermark_columns.clone(),
             StreamNode::Source { watermark, .. } => watermark.iter().map(|w| w.column).collect(),
-            StreamNode::Filter { input, .. } | StreamNode::TopN { input, .. } => input.watermark_columns(),
+            StreamNode::Filter { input, .. } | StreamNode::TemporalFilter { input, .. } | StreamNode::TopN { input, .. } => input.watermark_columns(),
             StreamNode::Project { exprs, input, .. } => {
                 let inputs = input.watermark_columns();
                 (0..exprs.len()).filter(|&i| inputs.iter().any(|&c| monotone_in(&exprs[i], c))).collect()
@@ -150,6 +155,11 @@ impl StreamNode {
             StreamNode::Subscribe { name, .. } => writeln!(out, "{pad}StreamScan: {name} (snapshot, then changes)"),
             StreamNode::Source { name, .. } => writeln!(out, "{pad}SourceReader: {name}"),
             StreamNode::Filter { predicate, .. } => writeln!(out, "{pad}StreamFilter: {predicate}"),
+            StreamNode::TemporalFilter { spec, .. } => {
+                let t = next_table(tables);
+                let bound = if spec.inclusive { "<=" } else { "<" };
+                writeln!(out, "{pad}StreamTemporalFilter: now() {bound} {} (state: s{t}_rows)", spec.expiry)
+            }
             StreamNode::Project { exprs, schema, .. } => {
                 let items: Vec<String> = exprs
                     .iter()
@@ -210,6 +220,7 @@ impl StreamNode {
         match self {
             StreamNode::Subscribe { .. } | StreamNode::Source { .. } => vec![],
             StreamNode::Filter { input, .. }
+            | StreamNode::TemporalFilter { input, .. }
             | StreamNode::Project { input, .. }
             | StreamNode::Aggregate { input, .. }
             | StreamNode::TopN { input, .. } => {
@@ -366,6 +377,13 @@ impl Builder<'_> {
                 let input = self.build(*input)?;
                 self.spawn_operator(Box::new(FilterOperator::new(predicate)), vec![input], Outputs::new(vec![tx]));
             }
+            StreamNode::TemporalFilter { spec, input } => {
+                let n = next_table(&mut self.tables);
+                let rows = self.table(n, "rows", 1).remove(0);
+                let op = TemporalFilterOperator::new(spec, self.state.store.clone(), rows, input.schema())?;
+                let input = self.build(*input)?;
+                self.spawn_operator(Box::new(op), vec![input], Outputs::new(vec![tx]));
+            }
             StreamNode::Project { exprs, schema, input } => {
                 let op = ProjectOperator::new(exprs, schema).with_input(input.schema());
                 let input = self.build(*input)?;
@@ -482,7 +500,7 @@ impl Builder<'_> {
         }
         let task = run_source(reader, brx, outputs, chunk_rows, progress, watermark, Some(checkpoints));
         let span = tracing::info_span!("source", name = %name);
-        self.df.tasks.push((format!("source {name}"), tokio::spawn(task.instrument(span))));
+        self.df.tasks.push((format!("source {name}"), self.config.spawn_dataflow(task.instrument(span))));
         Ok(())
     }
 
@@ -490,7 +508,7 @@ impl Builder<'_> {
         let name = op.name();
         let ctx = OperatorContext::new(outputs, self.config.clone(), self.coordinator.clone()).owned_by(self.state.owner);
         let span = tracing::info_span!("operator", name = %name);
-        let task = tokio::spawn(crate::runtime::run_operator(op, inputs, ctx).instrument(span));
+        let task = self.config.spawn_dataflow(crate::runtime::run_operator(op, inputs, ctx).instrument(span));
         self.df.tasks.push((name, task));
     }
 }

@@ -163,6 +163,29 @@ fn temp_store(name: &str) -> (Store, std::path::PathBuf) {
     (Store::open(&dir).unwrap(), dir)
 }
 
+/// The writer of table 1, keyed by its first column, over `schema`.
+fn keyed_table_writer(store: &Store, schema: datafusion::arrow::datatypes::SchemaRef) -> TableWriter {
+    let state = Arc::new(MaterializedState::new(store.clone(), "table_1", schema, Layout::Keyed(vec![0])).unwrap());
+    TableWriter::new(1, state, None, 0).unwrap()
+}
+
+/// The barrier of `epoch`, attaching `tx` to table 1 as a backfilled downstream.
+fn subscribing(epoch: u64, tx: mpsc::Sender<Message>, progress: Option<Arc<openclaw_engine::backfill::BackfillProgress>>) -> Barrier {
+    let sub = openclaw_engine::Subscription { upstream: 1, snapshot: true, sender: std::sync::Mutex::new(Some(tx)), progress, replay_from: None };
+    Barrier { epoch, kind: BarrierKind::Periodic, checkpoint: false, mutation: Some(Arc::new(openclaw_engine::Mutation::Subscribe(vec![sub]))) }
+}
+
+/// The rows a printed changelog adds up to, barriers skipped, with their multiplicities.
+fn net_rows(changelog: &str) -> std::collections::BTreeMap<String, i64> {
+    let mut net: std::collections::BTreeMap<String, i64> = Default::default();
+    for line in changelog.lines().filter(|l| !l.starts_with("barrier")) {
+        let (sign, row) = line.split_once(' ').unwrap();
+        *net.entry(row.to_string()).or_default() += if sign.ends_with('+') { 1 } else { -1 };
+    }
+    net.retain(|_, n| *n != 0);
+    net
+}
+
 #[tokio::test]
 async fn materialize_applies_a_changelog_as_a_multiset() {
     let (store, dir) = temp_store("mv");
@@ -199,19 +222,14 @@ async fn table_writer_upserts_by_primary_key_and_emits_updates() {
          + 2 b
          + 1 z",
     );
-    let state = Arc::new(MaterializedState::new(store.clone(), "table_1", rows.schema(), Layout::Keyed(vec![0])).unwrap());
-    let writer = TableWriter::new(1, state.clone(), None, 0).unwrap();
+    let writer = keyed_table_writer(&store, rows.schema());
     let (req_tx, req_rx) = mpsc::channel(4);
     let (barrier_tx, barrier_rx) = mpsc::channel(4);
     let (sub_tx, mut sub_rx) = mpsc::channel(16);
     let task = tokio::spawn(writer.run(req_rx, barrier_rx, 1024));
     // Attach a subscriber before any write: it is backfilled (page by page, between the
     // writes), so it sees the barrier first, then rows that add up to the table.
-    let sub = openclaw_engine::Subscription { upstream: 1, snapshot: true, sender: std::sync::Mutex::new(Some(sub_tx)), progress: None, replay_from: None };
-    barrier_tx
-        .send(Barrier { epoch: 1, kind: BarrierKind::Periodic, checkpoint: false, mutation: Some(Arc::new(openclaw_engine::Mutation::Subscribe(vec![sub]))) })
-        .await
-        .unwrap();
+    barrier_tx.send(subscribing(1, sub_tx, None)).await.unwrap();
     let (done, wait) = oneshot::channel();
     req_tx.send(TableRequest { write: TableWrite::Upsert(rows.batch().clone()), done }).await.unwrap();
     assert_eq!(wait.await.unwrap().unwrap(), 3);
@@ -228,13 +246,7 @@ async fn table_writer_upserts_by_primary_key_and_emits_updates() {
     }
     let seen = pretty(&seen);
     assert!(seen.starts_with("barrier 1\n"), "{seen}");
-    let mut net: std::collections::BTreeMap<String, i64> = Default::default();
-    for line in seen.lines().skip(1) {
-        let (sign, row) = line.split_once(' ').unwrap();
-        *net.entry(row.to_string()).or_default() += if sign.ends_with('+') { 1 } else { -1 };
-    }
-    net.retain(|_, n| *n != 0);
-    assert_eq!(net, [("1 z".to_string(), 1)].into(), "{seen}");
+    assert_eq!(net_rows(&seen), [("1 z".to_string(), 1)].into(), "{seen}");
     assert_eq!(store.count_keys("table_1").unwrap(), 1);
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
@@ -446,5 +458,83 @@ async fn top_n_promotes_the_runner_up_when_the_leader_is_deleted() {
     ];
     let out = run(Box::new(op), vec![chunks]).await;
     assert_eq!(pretty(&out), "+ x 9 1\n+ y 1 1\nU- x 9 1\nU+ x 5 1\n");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A downstream being backfilled keeps its channel full of pages; the table's writer must not
+/// wait on it for barriers or writes (they queue in the backfill's outbox, in order), so that
+/// INSERT and FLUSH stay fast while a view backfills. The downstream, read at last, gets
+/// every barrier in order and rows that add up to the table.
+#[tokio::test]
+async fn a_backfill_with_a_full_channel_never_holds_up_the_writer() {
+    let (store, dir) = temp_store("outbox");
+    let rows = fixture::parse(
+        "I T
+         + 1 a
+         + 2 b
+         + 3 c",
+    );
+    let writer = keyed_table_writer(&store, rows.schema());
+    let (req_tx, req_rx) = mpsc::channel(4);
+    let (barrier_tx, barrier_rx) = mpsc::channel(4);
+    let task = tokio::spawn(writer.run(req_rx, barrier_rx, 1));
+    let write = |batch: datafusion::arrow::array::RecordBatch| {
+        let req_tx = req_tx.clone();
+        async move {
+            let (done, wait) = oneshot::channel();
+            req_tx.send(TableRequest { write: TableWrite::Upsert(batch), done }).await.unwrap();
+            wait.await.unwrap().unwrap()
+        }
+    };
+    write(rows.batch().clone()).await;
+    // A downstream whose channel holds one message, and nobody reads it yet.
+    let (sub_tx, mut sub_rx) = mpsc::channel(1);
+    let progress = Arc::new(openclaw_engine::backfill::BackfillProgress::default());
+    barrier_tx.send(subscribing(1, sub_tx, Some(progress.clone()))).await.unwrap();
+    // The barrier and the first page get through; then the channel is full for good.
+    let mut seen = vec![sub_rx.recv().await.unwrap(), sub_rx.recv().await.unwrap()];
+    let last_epoch = 100;
+    let mut table: std::collections::BTreeMap<i64, String> = [(1, "a"), (2, "b"), (3, "c")].into_iter().map(|(k, v)| (k, v.to_string())).collect();
+    let writes_and_barriers = async {
+        for epoch in 2..=last_epoch {
+            barrier_tx.send(Barrier { epoch, kind: BarrierKind::Periodic, checkpoint: false, mutation: None }).await.unwrap();
+            // Keys behind the backfill's cursor (forwarded) and ahead of it (read by a page).
+            let key = epoch as i64 % 3 + 1;
+            write(fixture::parse(&format!("I T\n + {key} v{epoch}")).batch().clone()).await;
+            table.insert(key, format!("v{epoch}"));
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), writes_and_barriers).await.expect("the writer waited for the backfilling downstream");
+    // Now the downstream reads: the held messages and the pages reach it, then a last barrier.
+    let drained = async {
+        let finished = progress.finished();
+        tokio::pin!(finished);
+        loop {
+            tokio::select! {
+                m = sub_rx.recv() => seen.push(m.unwrap()),
+                done = &mut finished => break assert!(done),
+            }
+        }
+        let last = last_epoch + 1;
+        barrier_tx.send(Barrier { epoch: last, kind: BarrierKind::Periodic, checkpoint: false, mutation: None }).await.unwrap();
+        loop {
+            let m = sub_rx.recv().await.unwrap();
+            let end = matches!(&m, Message::Barrier(b) if b.epoch == last);
+            seen.push(m);
+            if end {
+                break;
+            }
+        }
+    };
+    drained.await;
+    drop(barrier_tx);
+    task.await.unwrap().unwrap();
+    let last_epoch = last_epoch + 1;
+    let epochs: Vec<u64> = seen.iter().filter_map(|m| if let Message::Barrier(b) = m { Some(b.epoch) } else { None }).collect();
+    assert_eq!(epochs, (1..=last_epoch).collect::<Vec<_>>());
+    let text = pretty(&seen);
+    let table: std::collections::BTreeMap<String, i64> = table.iter().map(|(k, v)| (format!("{k} {v}"), 1)).collect();
+    assert_eq!(net_rows(&text), table, "{text}");
+    drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }

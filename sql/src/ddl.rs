@@ -229,6 +229,7 @@ impl Database {
     async fn plan_view(&self, catalog: &Catalog, view: &CreateView) -> SqlResult<(StreamNode, Vec<String>, Vec<(String, Arc<SourceProgress>)>)> {
         let state = self.ctx.state();
         let plan = self.plan(&state, Statement::Query(view.query.clone())).await?;
+        let plan = crate::temporal::mark_now(plan, state.config_options().execution.time_zone.as_deref())?;
         let plan = state.optimize(&plan)?;
         let mut resolver = CatalogResolver { catalog, deps: vec![], progress: vec![] };
         let mut node = lower(&plan, &mut resolver)?;
@@ -440,6 +441,9 @@ impl Database {
             if !backfill.finished().await {
                 return Err(failed().unwrap_or_else(|| SqlError::new(SqlState::QueryCanceled, "the backfill stopped: an input or the view went away")));
             }
+        }
+        if !backfills.is_empty() {
+            filling.caught_up().await;
         }
         drop(filling);
         if !backfills.is_empty() {

@@ -16,6 +16,7 @@ mod naming;
 pub mod parser;
 pub mod relation;
 pub mod session;
+mod temporal;
 pub mod transaction;
 pub mod types;
 pub mod windows;

@@ -13,7 +13,7 @@ use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use datafusion::physical_plan::expressions::Column;
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use openclaw_engine::operators::aggregate::AggCall;
-use openclaw_engine::operators::{AggregateSpec, JoinKind, JoinSpec, TopNSpec};
+use openclaw_engine::operators::{AggregateSpec, JoinKind, JoinSpec, TemporalFilterSpec, TopNSpec};
 use openclaw_engine::plan::StreamNode;
 
 use crate::error::{SqlError, SqlResult, SqlState};
@@ -37,7 +37,34 @@ struct Lowering<'a> {
 
 impl Lowering<'_> {
     fn expr(&self, e: &Expr, schema: &DFSchema) -> SqlResult<Arc<dyn PhysicalExpr>> {
+        if crate::temporal::mentions_now(e) {
+            return Err(SqlError::not_supported("a materialized view can read now() only in a WHERE bound")
+                .with_detail(format!("now() is read in {e}, which would be frozen at CREATE"))
+                .with_hint("compare a column with now() in WHERE, as in WHERE ts > now() - INTERVAL '1 hour'"));
+        }
         Ok(create_physical_expr(e, schema, &self.props, &PhysicalPlanningContext::default())?)
+    }
+
+    /// `input` filtered by `predicate`: one ordinary filter of the conjuncts that do not read
+    /// `now()`, then a temporal filter per conjunct that does (which keeps only the rows that
+    /// passed the others in its state).
+    fn filter(&self, predicate: &Expr, schema: &DFSchema, input: StreamNode) -> SqlResult<StreamNode> {
+        let (mut temporal, mut rest) = (vec![], vec![]);
+        for conjunct in datafusion::logical_expr::utils::split_conjunction(predicate) {
+            match crate::temporal::expiry(conjunct) {
+                Some(found) => temporal.push(found?),
+                None => rest.push(conjunct.clone()),
+            }
+        }
+        let mut node = match conjunction(rest) {
+            Some(predicate) => StreamNode::Filter { predicate: self.expr(&predicate, schema)?, input: Box::new(input) },
+            None => input,
+        };
+        for (expiry, inclusive) in temporal {
+            let spec = TemporalFilterSpec { expiry: self.expr(&expiry, schema)?, inclusive };
+            node = StreamNode::TemporalFilter { spec, input: Box::new(node) };
+        }
+        Ok(node)
     }
 
     fn lower(&mut self, plan: &LogicalPlan, depth: usize) -> SqlResult<StreamNode> {
@@ -54,9 +81,8 @@ impl Lowering<'_> {
             }
             LogicalPlan::Filter(f) if window_below(&f.input).is_some() => self.top_n(f, depth),
             LogicalPlan::Filter(f) => {
-                let predicate = self.expr(&f.predicate, f.input.schema())?;
                 let input = self.lower(&f.input, depth + 1)?;
-                Ok(StreamNode::Filter { predicate, input: Box::new(input) })
+                self.filter(&f.predicate, f.input.schema(), input)
             }
             LogicalPlan::SubqueryAlias(a) => self.lower(&a.input, depth + 1),
             LogicalPlan::Aggregate(agg) => self.aggregate(agg, depth),
@@ -73,8 +99,7 @@ impl Lowering<'_> {
                 let mut node = self.resolver.resolve(&name)?;
                 let source_schema = DFSchema::try_from_qualified_schema(scan.table_name.clone(), &node.schema())?;
                 if let Some(predicate) = conjunction(scan.filters.iter().cloned()) {
-                    let predicate = self.expr(&predicate, &source_schema)?;
-                    node = StreamNode::Filter { predicate, input: Box::new(node) };
+                    node = self.filter(&predicate, &source_schema, node)?;
                 }
                 if let Some(indices) = &scan.projection {
                     let base = node.schema();

@@ -250,7 +250,7 @@ mod tests {
             w.put(&"s".into(), i.to_be_bytes().to_vec(), vec![1; 50]);
             w.add_count(&"c".into(), (i % 10).to_be_bytes().to_vec(), 1);
         }
-        store.write(w).unwrap();
+        store.write_state(w).unwrap();
         let exports = dir.join("exports");
         std::fs::create_dir_all(&exports).unwrap();
         let pending_s = store.switch_memtable("s", CfKind::Plain).unwrap();
@@ -259,17 +259,17 @@ mod tests {
         let mut w = StateWrite::default();
         w.put(&"s".into(), 5000u32.to_be_bytes().to_vec(), vec![2]);
         w.add_count(&"c".into(), 0u32.to_be_bytes().to_vec(), 100);
-        store.write(w).unwrap();
+        store.write_state(w).unwrap();
         let s = store.collect_snapshot(&pending_s, &exports.join("s")).unwrap();
         let c = store.collect_snapshot(&pending_c, &exports.join("c")).unwrap();
         assert!(!s.files.is_empty() && !c.files.is_empty());
         let mut w = StateWrite::default();
         w.put(&"s".into(), 5001u32.to_be_bytes().to_vec(), vec![2]);
-        store.write(w).unwrap();
+        store.write_state(w).unwrap();
         let late = store.switch_memtable("s", CfKind::Plain).unwrap();
         let mut w = StateWrite::default();
         w.put(&"s".into(), 5002u32.to_be_bytes().to_vec(), vec![2]);
-        store.write(w).unwrap();
+        store.write_state(w).unwrap();
         store.db.flush_cf(&store.cf("s").unwrap()).unwrap();
         assert!(
             matches!(store.collect_snapshot(&late, &exports.join("late")), Err(StorageError::SnapshotUnavailable(_))),
@@ -299,7 +299,7 @@ mod tests {
         // Merges still add up after the import: the counter family kept its merge operator.
         let mut w = StateWrite::default();
         w.add_count(&"c".into(), 0u32.to_be_bytes().to_vec(), 1);
-        store.write(w).unwrap();
+        store.write_state(w).unwrap();
         assert_eq!(store.multi_get("c", &[&0u32.to_be_bytes()[..]]).unwrap()[0].as_deref().map(crate::decode_count), Some(101));
         // The export's own files were not moved: they can be imported again.
         for f in &s.files {

@@ -458,7 +458,7 @@ mod tests {
             w.put(&"mv_1".into(), i.to_be_bytes().to_vec(), vec![value; 100]);
             w.put(&"table_2".into(), i.to_be_bytes().to_vec(), vec![value; 100]);
         }
-        store.write(w).unwrap();
+        store.write_state(w).unwrap();
     }
 
     /// What an operator does at the barrier, then what the checkpoint does once every sink

@@ -135,7 +135,8 @@ impl Drop for TestServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(format!("{}.ports", self.data_dir.display()));
-        if !self.keep_dir {
+        // `OPENCLAW_KEEP_TEST_DIRS=1` keeps every data dir, to read RocksDB's LOG after a run.
+        if !self.keep_dir && std::env::var_os("OPENCLAW_KEEP_TEST_DIRS").is_none() {
             let _ = std::fs::remove_dir_all(&self.data_dir);
         }
     }

@@ -240,7 +240,7 @@ impl Buffer {
             write.put(&self.cf, next_seq.to_be_bytes().to_vec(), r.encode());
             *next_seq += 1;
         }
-        Ok(self.store.write(write)?)
+        Ok(self.store.write_state(write)?)
     }
 
     /// Records with sequence numbers in `from..to`, in order.

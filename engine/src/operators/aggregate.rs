@@ -335,7 +335,7 @@ impl AggregateOperator {
                 (None, false) => {}
             }
         }
-        self.store.write(write)?;
+        self.store.write_state(write)?;
         let old_out = old.decode_outputs(&self.output_codec)?;
         changelog(&old_out, &new_out, &changes, &self.spec.schema)
     }
@@ -379,7 +379,7 @@ impl AggregateOperator {
                 }
             }
         }
-        self.store.write(write)?;
+        self.store.write_state(write)?;
         Ok(())
     }
 
@@ -647,7 +647,7 @@ impl Operator for AggregateOperator {
             let out_rows = self.output_codec.encode(out.columns())?;
             let mut write = StateWrite::default();
             write.put(&self.groups_cf, vec![], encode_state(state_rows.row(0).as_ref(), out_rows.row(0).as_ref()));
-            self.store.write(write)?;
+            self.store.write_state(write)?;
             let batch = RecordBatch::try_new(self.spec.schema.clone(), out.columns().to_vec())?;
             ctx.collect(StreamChunk::inserts(batch)).await?;
         }

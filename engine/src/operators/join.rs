@@ -316,7 +316,7 @@ impl JoinOperator {
                 }
             }
         }
-        self.store.write(write)?;
+        self.store.write_state(write)?;
         out.finish(&self.spec.schema)
     }
 
@@ -488,7 +488,7 @@ impl JoinOperator {
             true
         })?;
         if !write.is_empty() {
-            self.store.write(write)?;
+            self.store.write_state(write)?;
             self.store.delete_range(index, &[], &bound)?;
         }
         Ok(())

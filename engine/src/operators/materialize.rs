@@ -178,7 +178,7 @@ impl MaterializedState {
                 write.add_count(&self.cf, key, delta);
             }
         }
-        self.store.write(write)?;
+        self.store.write_state(write)?;
         Ok(())
     }
 }

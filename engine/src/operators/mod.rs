@@ -8,6 +8,7 @@ pub mod join;
 pub mod join_expiry;
 pub mod materialize;
 pub mod project;
+pub mod temporal_filter;
 pub mod top_n;
 mod union;
 
@@ -16,5 +17,6 @@ pub use filter::FilterOperator;
 pub use join::{JoinKind, JoinOperator, JoinSpec};
 pub use materialize::{MaterializeOperator, MaterializedState};
 pub use project::ProjectOperator;
+pub use temporal_filter::{TemporalFilterOperator, TemporalFilterSpec};
 pub use top_n::{TopNOperator, TopNSpec};
 pub use union::UnionOperator;

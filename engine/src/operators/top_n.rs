@@ -124,7 +124,7 @@ impl TopNOperator {
                 write.add_count(&self.cf, key, delta);
             }
         }
-        self.store.write(write)?;
+        self.store.write_state(write)?;
         let mut changed: Vec<(Vec<u8>, u64, Op)> = vec![];
         for (p, old) in dirty.iter().zip(before) {
             let new = self.read_top(p)?;
