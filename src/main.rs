@@ -119,6 +119,9 @@ struct ServeArgs {
     engine: EngineArgs,
 }
 
+/// Longest the exit waits for the dataflow's blocking calls to return.
+const DATAFLOW_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How much lower than the sessions' the dataflow threads' CPU priority is (a nice value).
 /// Sessions are short and the dataflow is busy: when both want the cores, a statement runs
 /// first and the dataflow catches up right after (no stream waits on the wall clock).
@@ -193,8 +196,10 @@ fn main() -> std::process::ExitCode {
             Command::Kafka { kafka } => kafka::run(kafka).await,
         }
     });
-    // Operators still running at exit (a bench's dataflows) are not waited for.
-    dataflow.shutdown_background();
+    // Operators still running at exit (a bench's dataflows) are dropped, but a RocksDB call
+    // in progress on a blocking thread (a memtable switch) is let finish: the process exiting
+    // under it aborts in RocksDB ("pthread lock: Invalid argument").
+    dataflow.shutdown_timeout(DATAFLOW_SHUTDOWN_TIMEOUT);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
