@@ -79,8 +79,11 @@ async fn windowed_aggregates_keep_their_state_bounded_across_a_restart() {
     let hop = "SELECT auction, window_start, count(*) AS n FROM HOP(bid, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) GROUP BY auction, window_start";
     let tumble = "SELECT window_end, max(price) AS top FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) GROUP BY window_end";
     let window_join = "SELECT c.auction, c.window_end, c.n, m.top FROM (SELECT auction, window_end, count(*) AS n FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) GROUP BY auction, window_end) c JOIN (SELECT window_end, max(price) AS top FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) GROUP BY window_end) m ON c.window_end = m.window_end";
+    // Nexmark q5's shape: the three auctions with the most bids in each window (a top-N
+    // partitioned by the window, freed once the watermark passes it).
+    let hot = "SELECT window_start, auction, n, rn FROM (SELECT window_start, auction, n, ROW_NUMBER() OVER (PARTITION BY window_start ORDER BY n DESC, auction) AS rn FROM (SELECT auction, window_start, count(*) AS n FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) GROUP BY auction, window_start) c) t WHERE rn <= 3";
     let ddl = format!(
-        "{BID_TABLE}; CREATE MATERIALIZED VIEW hop_counts AS {hop}; CREATE MATERIALIZED VIEW window_max AS {tumble}; CREATE MATERIALIZED VIEW window_join AS {window_join}"
+        "{BID_TABLE}; CREATE MATERIALIZED VIEW hop_counts AS {hop}; CREATE MATERIALIZED VIEW window_max AS {tumble}; CREATE MATERIALIZED VIEW window_join AS {window_join}; CREATE MATERIALIZED VIEW hot_items AS {hot}"
     );
     let (_server, client) = feed_half_an_hour("state-size", &ddl, |m| bids_of_minute(m, &format!("g % {AUCTIONS}"))).await;
     // Cleaning never changes the results: each view still equals its query.
@@ -90,6 +93,8 @@ async fn windowed_aggregates_keep_their_state_bounded_across_a_restart() {
     assert_eq!(differs(&client, "window_max", tumble).await, 0, "window_max equals its query");
     assert_eq!(scalar(&client, "SELECT count(*) FROM window_max").await, bids / 100, "one row per 10-second window");
     assert_eq!(differs(&client, "window_join", window_join).await, 0, "window_join equals its query");
+    assert_eq!(differs(&client, "hot_items", hot).await, 0, "hot_items equals its query");
+    assert_eq!(scalar(&client, "SELECT count(*) FROM hot_items").await, 3 * bids / 100, "three auctions per window");
 }
 
 /// An interval join (Nexmark q4's condition) frees the bids behind the auctions' watermark and

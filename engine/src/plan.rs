@@ -418,7 +418,7 @@ impl Builder<'_> {
                 let n = next_table(&mut self.tables);
                 let rows = self.table(n, "rows", parts);
                 let operators = (0..parts)
-                    .map(|k| Ok(Box::new(TopNOperator::new(spec.clone(), self.state.store.clone(), rows[k].clone())?) as Box<dyn Operator>))
+                    .map(|k| Ok(Box::new(TopNOperator::new(spec.clone(), self.state.store.clone(), rows[k].clone(), self.df.late_rows.clone())?) as Box<dyn Operator>))
                     .collect::<EngineResult<_>>()?;
                 let inputs = vec![self.build(*input)?];
                 self.spawn_partitioned(Partitioned { keys, inputs, operators, schema, output: tx });

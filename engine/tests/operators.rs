@@ -442,8 +442,9 @@ async fn top_n_promotes_the_runner_up_when_the_leader_is_deleted() {
         limit: 1,
         schema: Arc::new(Schema::new(fields)),
         input_schema: input,
+        clean_by: None,
     };
-    let op = TopNOperator::new(spec, store.clone(), "t_rows".into()).unwrap();
+    let op = TopNOperator::new(spec, store.clone(), "t_rows".into(), Default::default()).unwrap();
     let chunks = vec![
         Message::Chunk(fixture::parse(
             "T I

@@ -233,7 +233,7 @@ impl Lowering<'_> {
                 .with_hint(format!("a materialized view may keep at most the top {} rows per partition", openclaw_engine::operators::top_n::MAX_TOP_N)));
         }
         let input_schema = window.input.schema();
-        let partition_by = params.partition_by.iter().map(|e| self.expr(e, input_schema)).collect::<SqlResult<_>>()?;
+        let partition_by: Vec<Arc<dyn PhysicalExpr>> = params.partition_by.iter().map(|e| self.expr(e, input_schema)).collect::<SqlResult<_>>()?;
         let order_by = params
             .order_by
             .iter()
@@ -243,12 +243,19 @@ impl Lowering<'_> {
             })
             .collect::<SqlResult<_>>()?;
         let input = self.lower(&window.input, depth + 1)?;
+        // Partitions led by a watermarked column (a window's) are freed once it passes them.
+        // Only the first: reordering the key would change the encoding of existing state.
+        let clean_by = partition_by
+            .first()
+            .and_then(|e| e.downcast_ref::<Column>().map(|c| c.index()))
+            .filter(|c| input.watermark_columns().contains(c));
         let spec = TopNSpec {
             partition_by,
             order_by,
             limit,
             schema: Arc::new(window.schema.as_arrow().clone()),
             input_schema: input.schema(),
+            clean_by,
         };
         let mut node = StreamNode::TopN { spec, input: Box::new(input) };
         if let Some(p) = projection {

@@ -7,18 +7,24 @@
 //! a partition best-first. For each partition a chunk touches, the operator reads the first N
 //! before and after applying the chunk and emits the difference, rank by rank. Ties in the
 //! `ORDER BY` are broken by the whole row, so the result is deterministic.
+//!
+//! When the first `PARTITION BY` expression is an input column carrying a watermark (a window
+//! column: the hot items of each window), the partitions the watermark has passed can never
+//! change again: their state is freed with one range delete (their rows stay in the view), and
+//! rows that arrive for them later are dropped and counted as late.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::SortOptions;
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 use openclaw_storage::{decode_count, CfKind, RowCodec, StateWrite, Store};
 
-use crate::{EngineResult, Op, Operator, OperatorContext, StreamChunk};
+use crate::{EngineResult, Message, Op, Operator, OperatorContext, StreamChunk, Watermark};
 
 /// Largest N accepted: a partition's top N is read twice per touched partition and chunk.
 pub const MAX_TOP_N: usize = 10_000;
@@ -31,6 +37,9 @@ pub struct TopNSpec {
     /// The input's columns, then the row number (UInt64).
     pub schema: SchemaRef,
     pub input_schema: SchemaRef,
+    /// The input column of the first `PARTITION BY` expression, when it is that column
+    /// itself and carries a watermark: partitions behind the watermark are freed.
+    pub clean_by: Option<usize>,
 }
 
 pub struct TopNOperator {
@@ -40,10 +49,15 @@ pub struct TopNOperator {
     partition_codec: Option<RowCodec>,
     /// Order columns then the input row.
     entry_codec: RowCodec,
+    /// With [`TopNSpec::clean_by`]: the watermark it has reached, in microseconds; every
+    /// partition below is freed, and rows for them are late.
+    closed_below_us: Option<i64>,
+    /// The view's count of late rows dropped.
+    late_rows: Arc<AtomicU64>,
 }
 
 impl TopNOperator {
-    pub fn new(spec: TopNSpec, store: Store, table: String) -> EngineResult<Self> {
+    pub fn new(spec: TopNSpec, store: Store, table: String, late_rows: Arc<AtomicU64>) -> EngineResult<Self> {
         assert!(spec.limit >= 1 && spec.limit <= MAX_TOP_N, "the planner bounds N");
         let input = &spec.input_schema;
         let partition_codec = if spec.partition_by.is_empty() {
@@ -69,7 +83,7 @@ impl TopNOperator {
         }
         let entry_codec = RowCodec::with_order(Arc::new(Schema::new(fields)), &options)?;
         store.create_cf(&table, CfKind::Counters)?;
-        Ok(Self { spec, store, cf: Arc::from(table.as_str()), partition_codec, entry_codec })
+        Ok(Self { spec, store, cf: Arc::from(table.as_str()), partition_codec, entry_codec, closed_below_us: None, late_rows })
     }
 
     fn eval(exprs: impl Iterator<Item = Arc<dyn PhysicalExpr>>, batch: &RecordBatch) -> EngineResult<Vec<ArrayRef>> {
@@ -144,6 +158,50 @@ impl TopNOperator {
         self.output(changed)
     }
 
+    /// Drops the rows of partitions the watermark has passed, counting them.
+    fn drop_late(&self, chunk: StreamChunk) -> EngineResult<StreamChunk> {
+        let (Some(column), Some(closed)) = (self.spec.clean_by, self.closed_below_us) else { return Ok(chunk) };
+        let micros = DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None);
+        let times = datafusion::arrow::compute::cast(chunk.batch().column(column), &micros)?;
+        let times = times.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+        let keep = BooleanArray::from_iter((0..times.len()).map(|i| Some(times.is_null(i) || times.value(i) >= closed)));
+        let late = keep.len() - keep.true_count();
+        if late == 0 {
+            return Ok(chunk);
+        }
+        self.late_rows.fetch_add(late as u64, Ordering::Relaxed);
+        chunk.filter(&keep)
+    }
+
+    /// Frees the partitions whose first `PARTITION BY` value is below `closed_us`, when there
+    /// is one (so that watermarks leave no range tombstones behind for nothing).
+    fn free_partitions(&self, column: usize, closed_us: i64) -> EngineResult<()> {
+        let bound = if closed_us == i64::MAX {
+            // The end of the input: above every encoded key (valid values start with 0x01).
+            vec![0xFF]
+        } else {
+            let field = self.spec.input_schema.field(column).clone().with_nullable(true);
+            let codec = RowCodec::new(Arc::new(Schema::new(vec![field.clone()])))?;
+            let micros = datafusion::common::ScalarValue::TimestampMicrosecond(Some(closed_us), None).to_array()?;
+            let value = datafusion::arrow::compute::cast(&micros, field.data_type())?;
+            codec.encode(&[value])?.row(0).as_ref().to_vec()
+        };
+        // Null partitions (0x00) are never behind a watermark: start at the first valid value.
+        let from = [0x01u8];
+        let mut below = false;
+        self.store.scan(&self.cf, None, |key, _| {
+            if key < from.as_slice() {
+                return true;
+            }
+            below = key < bound.as_slice();
+            false
+        })?;
+        if below {
+            self.store.delete_range(&self.cf, &from, &bound)?;
+        }
+        Ok(())
+    }
+
     fn output(&self, changed: Vec<(Vec<u8>, u64, Op)>) -> EngineResult<StreamChunk> {
         let decoded = self.entry_codec.decode(changed.iter().map(|(e, _, _)| e.as_slice()))?;
         let skip = self.spec.order_by.len();
@@ -170,8 +228,20 @@ impl Operator for TopNOperator {
     }
 
     async fn process_batch(&mut self, _input: usize, chunk: StreamChunk, ctx: &mut OperatorContext) -> EngineResult<()> {
+        let chunk = self.drop_late(chunk)?;
         let out = self.apply(&chunk)?;
         ctx.collect(out).await
+    }
+
+    /// Frees the partitions the watermark of [`TopNSpec::clean_by`] has passed; the
+    /// watermark goes on as it came (the output keeps the input's columns in place).
+    async fn handle_watermark(&mut self, wm: Watermark, ctx: &mut OperatorContext) -> EngineResult<()> {
+        if self.spec.clean_by == Some(wm.column) {
+            let closed = self.closed_below_us.map_or(wm.time_us, |c| c.max(wm.time_us));
+            self.closed_below_us = Some(closed);
+            self.free_partitions(wm.column, closed)?;
+        }
+        ctx.outputs.send(Message::Watermark(wm)).await
     }
 }
 
@@ -179,7 +249,6 @@ impl Operator for TopNOperator {
 mod tests {
     use super::*;
     use datafusion::arrow::array::Int64Array;
-    use datafusion::arrow::datatypes::DataType;
 
     #[test]
     fn entries_sort_best_first_and_decode_back() {
