@@ -214,10 +214,13 @@ impl TableWriter {
     }
 
     async fn apply(&mut self, write: TableWrite, chunk_rows: usize) -> EngineResult<usize> {
-        let (changes, n) = match write {
-            TableWrite::Upsert(batch) => (self.upsert(&batch, StateWrite::default())?, batch.num_rows()),
-            TableWrite::Ingest(chunk, extra) => self.ingest(&chunk, extra)?,
-            TableWrite::Delete(batch) => self.delete(&batch, StateWrite::default())?,
+        let (chunks, n) = match write {
+            TableWrite::Upsert(batch) => self.commit(vec![Change::Upsert(batch)], StateWrite::default()).await?,
+            TableWrite::Delete(batch) => self.commit(vec![Change::Delete(batch)], StateWrite::default()).await?,
+            TableWrite::Ingest(chunk, extra) => {
+                let n = chunk.num_rows();
+                (self.commit(Self::ingest_changes(&chunk), extra).await?.0, n)
+            }
             TableWrite::Prepare { changes, prepared, decision } => {
                 let planned = self.plan_changes(&changes).and_then(|(mut write, chunks, n)| {
                     self.log.append(&mut write, &chunks, self.state.row_codec())?;
@@ -239,10 +242,43 @@ impl TableWriter {
                 return Ok(n);
             }
         };
-        if let Some(chunk) = changes {
+        for chunk in chunks {
             self.emit(chunk, chunk_rows).await?;
         }
         Ok(n)
+    }
+
+    /// Applies `changes` in order as one durable write together with `extra` (a connector's
+    /// position), synced off the async workers; returns the changelog and the rows affected.
+    async fn commit(&mut self, changes: Vec<Change>, extra: StateWrite) -> EngineResult<(Vec<StreamChunk>, usize)> {
+        let (mut write, chunks, n) = self.plan_changes(&changes)?;
+        write.append(extra);
+        self.log.append(&mut write, &chunks, self.state.row_codec())?;
+        let store = self.state.store.clone();
+        tokio::task::spawn_blocking(move || store.write_durable(write))
+            .await
+            .map_err(|e| crate::EngineError::Internal(format!("table write task failed: {e}")))??;
+        Ok((chunks, n))
+    }
+
+    /// A connector's chunk as changes: its runs of inserts (upserted) and deletes (by key,
+    /// `FORMAT UPSERT` tombstones), in order.
+    fn ingest_changes(chunk: &StreamChunk) -> Vec<Change> {
+        let ops = chunk.ops();
+        let mut runs: Vec<(usize, usize)> = vec![];
+        for (i, op) in ops.iter().enumerate() {
+            assert!(matches!(op, Op::Insert | Op::Delete), "a connector sends inserts and deletes");
+            match runs.last_mut() {
+                Some((start, len)) if ops[*start] == *op => *len += 1,
+                _ => runs.push((i, 1)),
+            }
+        }
+        runs.into_iter()
+            .map(|(start, len)| {
+                let part = chunk.batch().slice(start, len);
+                if ops[start] == Op::Delete { Change::Delete(part) } else { Change::Upsert(part) }
+            })
+            .collect()
     }
 
     /// Sends a changelog chunk on in chunks of at most `chunk_rows` rows, with the watermark
@@ -286,15 +322,6 @@ impl TableWriter {
         Ok((write, chunks, n))
     }
 
-    fn upsert(&mut self, batch: &RecordBatch, extra: StateWrite) -> EngineResult<Option<StreamChunk>> {
-        let mut write = StateWrite::default();
-        write.append(extra);
-        let chunk = self.plan_upsert(batch, &mut Overlay::new(), &mut write)?;
-        self.log.append(&mut write, chunk.as_slice(), self.state.row_codec())?;
-        self.state.store.write_durable(write)?;
-        Ok(chunk)
-    }
-
     /// Adds an upsert of `batch` to `write` and returns its changelog. Rows see the rows
     /// `overlay` holds (earlier in this write), and are added to it.
     fn plan_upsert(&mut self, batch: &RecordBatch, overlay: &mut Overlay, write: &mut StateWrite) -> EngineResult<Option<StreamChunk>> {
@@ -326,49 +353,6 @@ impl TableWriter {
         }
         let out = self.state.row_codec().decode(out_rows.iter().map(|r| r.as_slice()))?;
         Ok(Some(StreamChunk::new(ops, out)))
-    }
-
-    /// A connector's chunk: runs of inserts (upserted) and deletes, in order. The position
-    /// goes with the last run's write; a crash between runs replays them all from the previous
-    /// position, and upserts and deletes by key replayed in order end in the same rows.
-    fn ingest(&mut self, chunk: &StreamChunk, extra: StateWrite) -> EngineResult<(Option<StreamChunk>, usize)> {
-        let ops = chunk.ops();
-        if ops.iter().all(|op| *op == Op::Insert) {
-            return Ok((self.upsert(chunk.batch(), extra)?, chunk.num_rows()));
-        }
-        let mut runs: Vec<(usize, usize)> = vec![];
-        for (i, op) in ops.iter().enumerate() {
-            assert!(matches!(op, Op::Insert | Op::Delete), "a connector sends inserts and deletes");
-            match runs.last_mut() {
-                Some((start, len)) if ops[*start] == *op => *len += 1,
-                _ => runs.push((i, 1)),
-            }
-        }
-        let mut extra = Some(extra);
-        let mut out = vec![];
-        for (k, &(start, len)) in runs.iter().enumerate() {
-            let part = chunk.batch().slice(start, len);
-            let write = if k + 1 == runs.len() { extra.take().expect("one last run") } else { StateWrite::default() };
-            let changes = match ops[start] {
-                Op::Delete => self.delete(&part, write)?.0,
-                _ => self.upsert(&part, write)?,
-            };
-            out.extend(changes);
-        }
-        let ops: Vec<Op> = out.iter().flat_map(|c| c.ops().iter().copied()).collect();
-        let batches: Vec<RecordBatch> = out.iter().map(|c| c.batch().clone()).collect();
-        let batch = datafusion::arrow::compute::concat_batches(&self.state.schema(), &batches)?;
-        Ok((Some(StreamChunk::new(ops, batch)), chunk.num_rows()))
-    }
-
-    /// Deletes the rows with the keys of `batch`, in one durable write with `extra`.
-    fn delete(&mut self, batch: &RecordBatch, extra: StateWrite) -> EngineResult<(Option<StreamChunk>, usize)> {
-        let mut write = StateWrite::default();
-        write.append(extra);
-        let out = self.plan_delete(batch, &mut Overlay::new(), &mut write)?;
-        self.log.append(&mut write, out.0.as_slice(), self.state.row_codec())?;
-        self.state.store.write_durable(write)?;
-        Ok(out)
     }
 
     /// Adds the deletes of the rows with the keys of `batch` to `write`, seeing `overlay`.
