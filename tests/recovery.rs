@@ -307,3 +307,58 @@ async fn a_view_over_a_large_table_resumes_after_sigkill() {
     assert_eq!(count(&client, "SELECT sum(n)::BIGINT FROM per_bucket").await, n - 200 + 2 - 1);
     assert!(serving < std::time::Duration::from_secs(10), "serving again took {serving:?}");
 }
+
+/// State a view's checkpoint holds is resumed only under the plan that wrote it: a record
+/// whose plan digest differs (an older version planned the view differently, or, as the
+/// predecessor wrote its records, has none) gets the view rebuilt from its inputs, never its
+/// state misread under another layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_planned_differently_is_rebuilt_not_misread() {
+    let server = TestServer::start("plan-digest");
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (k BIGINT PRIMARY KEY, v BIGINT); INSERT INTO t SELECT g, g % 7 FROM generate_series(1, 1000) AS s(g);
+             CREATE MATERIALIZED VIEW sums AS SELECT k % 3 AS g, sum(v) AS total FROM t GROUP BY k % 3; FLUSH",
+        )
+        .await
+        .unwrap();
+    let status = |client: tokio_postgres::Client| async move {
+        let rows = client.simple_query("SHOW MATERIALIZED VIEWS").await.unwrap();
+        let status = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("sums") => r.get(1).map(str::to_string),
+            _ => None,
+        });
+        (client, status.expect("the view is listed"))
+    };
+    // Under the same plan it resumes.
+    drop(client);
+    let server = TestServer::start_at(server.kill());
+    let (client, resumed) = status(server.connect().await).await;
+    assert_eq!(resumed, "running (resumed from a checkpoint)");
+    client.batch_execute("INSERT INTO t VALUES (1001, 5); FLUSH").await.unwrap();
+    drop(client);
+    // The record as a planner that laid the state out differently would have left it.
+    let dir = server.kill();
+    {
+        let store = openclaw_storage::Store::open(&dir).unwrap();
+        for mut record in openclaw_sql::durable::load(&store).unwrap() {
+            if record.name == "sums" {
+                record.resolved.insert("plan".into(), "0123456789abcdef".into());
+                openclaw_sql::durable::save(&store, &record).unwrap();
+            }
+        }
+    }
+    let server = TestServer::start_at(dir);
+    let (client, rebuilt) = status(server.connect().await).await;
+    assert_eq!(rebuilt, "running", "rebuilt from its inputs, not resumed");
+    client.batch_execute("FLUSH").await.unwrap();
+    let diff = "SELECT count(*) FROM ((SELECT * FROM sums EXCEPT ALL SELECT k % 3, sum(v) FROM t GROUP BY k % 3) \
+                UNION ALL (SELECT k % 3, sum(v) FROM t GROUP BY k % 3 EXCEPT ALL SELECT * FROM sums)) d";
+    assert_eq!(count(&client, diff).await, 0, "the rebuilt view equals its query");
+    // Its record holds the current digest again: the next restart resumes it.
+    drop(client);
+    let server = TestServer::start_at(server.kill());
+    let (_client, resumed) = status(server.connect().await).await;
+    assert_eq!(resumed, "running (resumed from a checkpoint)");
+}

@@ -59,6 +59,14 @@ pub trait Connector: Send + Sync {
         false
     }
 
+    /// The columns of `schema` (as `validate` returned it) that no two of the source's records
+    /// share, when the connector guarantees it (a Nexmark auction's `id`). The planner takes it
+    /// as a primary key: a view grouped or partitioned by it can free state by a column it
+    /// determines (an auction's `expires`).
+    fn unique_key(&self, _schema: &SchemaRef, _options: &Options) -> Option<Vec<usize>> {
+        None
+    }
+
     /// A new reader of the whole stream, from its beginning.
     fn reader(&self, schema: &SchemaRef, options: &Options, context: ReaderContext) -> Result<Box<dyn SourceReader>, ConnectorError>;
 }

@@ -105,11 +105,15 @@ impl StreamNode {
             StreamNode::Join { spec, inputs } => {
                 let (l, r) = (inputs[0].watermark_columns(), inputs[1].watermark_columns());
                 let left_width = spec.input_schemas[0].fields().len();
-                spec.watermark_pairs()
+                let mut cols: Vec<usize> = spec
+                    .watermark_pairs()
                     .into_iter()
                     .filter(|(a, b)| l.contains(a) && r.contains(b))
                     .flat_map(|(a, b)| spec.watermark_outputs(a, b, left_width))
-                    .collect()
+                    .collect();
+                let carried = |side: &[usize], bounds: &[(usize, i64)]| bounds.iter().any(|(c, _)| side.contains(c));
+                cols.extend(spec.derived_watermarks().into_iter().filter(|d| carried(&l, &d.bounds[0]) && carried(&r, &d.bounds[1])).map(|d| d.output));
+                cols
             }
         }
     }
@@ -119,6 +123,37 @@ impl StreamNode {
     /// partitions they run as when built with `parallelism`.
     pub fn explain(&self, out: &mut String, depth: usize, parallelism: usize) {
         self.explain_numbered(out, depth, &mut 0, parallelism);
+    }
+
+    /// A digest of how the plan lays out its state: the plan as EXPLAIN prints it, with each
+    /// node's schema and what orders or frees its state. A view's checkpointed state resumes
+    /// only under a plan with the same digest; a planner that lays it out differently (a newer
+    /// version's) rebuilds the view instead of misreading it.
+    pub fn fingerprint(&self, parallelism: usize) -> String {
+        let mut text = String::new();
+        self.explain(&mut text, 0, parallelism);
+        self.describe_layout(&mut text);
+        format!("{:016x}", xxhash_rust::xxh64::xxh64(text.as_bytes(), 0))
+    }
+
+    fn describe_layout(&self, out: &mut String) {
+        let _ = match self {
+            StreamNode::Aggregate { spec, .. } => writeln!(
+                out,
+                "agg groups {:?} clean {:?} emit {:?} calls {:?}",
+                spec.group_exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                spec.clean_by,
+                spec.emit_on_close,
+                spec.calls.iter().map(|c| (c.expr.name().to_string(), c.expr.expressions().iter().map(|e| e.to_string()).collect::<Vec<_>>())).collect::<Vec<_>>()
+            ),
+            StreamNode::TopN { spec, .. } => writeln!(out, "topn clean {:?} input {:?}", spec.clean_by, spec.input_schema),
+            StreamNode::Join { spec, .. } => writeln!(out, "join inputs {:?}", spec.input_schemas),
+            _ => Ok(()),
+        };
+        let _ = writeln!(out, "{:?}", self.schema());
+        for child in self.children() {
+            child.describe_layout(out);
+        }
     }
 
     /// The key expressions, per input, that partition this node's state; `None` for nodes

@@ -214,7 +214,8 @@ impl Database {
         // No source reads until every object is back: a resumed view must not move past its
         // checkpoint before the views and sinks over it are attached.
         let _hold = self.coordinator.hold_sources();
-        let mut resume = restored.map(|m| crate::ddl::Resume { positions: m.positions, resumed: Default::default() });
+        let plans = records.iter().filter_map(|r| Some((r.id, r.resolved.get(crate::ddl::PLAN_KEY)?.clone()))).collect();
+        let mut resume = restored.map(|m| crate::ddl::Resume { positions: m.positions, resumed: Default::default(), plans });
         let mut restored_count = 0;
         for record in &records {
             self.catalog.lock().await.resume_ids_at(record.id);
@@ -277,13 +278,13 @@ impl Database {
                 self.create_source(source, &record.sql).await?
             }
             OcStatement::CreateView(view) => {
-                for (k, v) in &record.resolved {
+                for (k, v) in record.resolved.iter().filter(|(k, _)| *k != crate::ddl::PLAN_KEY) {
                     vars.set(k, v)?;
                 }
                 self.create_view_resuming(view, &vars, &record.sql, resume).await?
             }
             OcStatement::CreateSink(sink) => {
-                for (k, v) in &record.resolved {
+                for (k, v) in record.resolved.iter().filter(|(k, _)| *k != crate::ddl::PLAN_KEY) {
                     vars.set(k, v)?;
                 }
                 self.create_sink_resuming(sink, &vars, &record.sql, resume).await?

@@ -38,7 +38,13 @@ pub(crate) struct Resume {
     pub positions: std::collections::BTreeMap<String, u64>,
     /// Views that resumed so far: views over them may resume too.
     pub resumed: std::collections::HashSet<String>,
+    /// Each view's plan digest as its record holds it ([`PLAN_KEY`]).
+    pub plans: std::collections::BTreeMap<ObjectId, String>,
 }
+
+/// The key, among what a view's record resolved at creation, of its plan's digest
+/// ([`StreamNode::fingerprint`]): its state resumes only under the same plan.
+pub(crate) const PLAN_KEY: &str = "plan";
 
 impl Database {
     fn check_new_name(&self, catalog: &Catalog, name: &str) -> SqlResult<()> {
@@ -163,7 +169,11 @@ impl Database {
             false => None,
         };
         let id = catalog.next_id();
-        self.ctx.register_table(name.as_str(), Arc::new(SourceRelation { name: name.clone(), schema: schema.clone() }))?;
+        let constraints = match connector.unique_key(&schema, &options) {
+            Some(key) => Constraints::new_unverified(vec![Constraint::PrimaryKey(key)]),
+            None => Constraints::default(),
+        };
+        self.ctx.register_table(name.as_str(), Arc::new(SourceRelation { name: name.clone(), schema: schema.clone(), constraints }))?;
         self.persist(id, ObjectKind::Source, &name, sql, resolved)?;
         let mut shown: Vec<String> = options.iter().map(|(k, v)| format!("'{k}' = '{v}'")).collect();
         shown.sort();
@@ -249,7 +259,7 @@ impl Database {
     /// reads only sources, views that resumed, and tables whose log still holds every change
     /// since their position in the checkpoint, and the checkpoint has a position for each of its
     /// source readers.
-    fn can_resume(&self, catalog: &Catalog, id: ObjectId, deps: &[String], node: &StreamNode, resume: &Resume) -> bool {
+    fn can_resume(&self, catalog: &Catalog, id: ObjectId, deps: &[String], node: &StreamNode, plan: &str, resume: &Resume) -> bool {
         let inputs_resume = deps.iter().all(|d| match catalog.get(d) {
             _ if resume.resumed.contains(d) => true,
             Some(e) if e.kind == ObjectKind::Source => true,
@@ -263,7 +273,12 @@ impl Database {
         let positions = (1..=node.source_count()).all(|n| {
             openclaw_engine::source::RootCheckpoints::stored_position(&resume.positions, &format!("mv_{id}_source{n}")).is_some()
         });
-        inputs_resume && positions && self.store.has_cf(&format!("mv_{id}"))
+        let state = self.store.has_cf(&format!("mv_{id}"));
+        let same_plan = resume.plans.get(&id).is_some_and(|p| p == plan);
+        if state && !same_plan {
+            tracing::warn!(id, "the view's state was written under another plan (an earlier version planned it differently); rebuilding it from its inputs");
+        }
+        inputs_resume && positions && state && same_plan
     }
 
     /// Drops whatever state view `id` left in the store (a view rebuilt from its inputs).
@@ -328,9 +343,11 @@ impl Database {
         let (node, deps, progress) = self.plan_view(&catalog, &view).await?;
         let schema = node.schema();
         let watermark_columns = node.watermark_columns();
+        let parallelism = vars.streaming_parallelism()?.unwrap_or(self.config.parallelism);
+        let plan = node.fingerprint(parallelism);
         let id = catalog.next_id();
         let positions = match resume.as_deref() {
-            Some(r) if self.can_resume(&catalog, id, &deps, &node, r) => Some(r.positions.clone()),
+            Some(r) if self.can_resume(&catalog, id, &deps, &node, &plan, r) => Some(r.positions.clone()),
             _ => {
                 self.drop_view_state(id)?;
                 None
@@ -351,7 +368,6 @@ impl Database {
                 (state, Box::new(op))
             }
         };
-        let parallelism = vars.streaming_parallelism()?.unwrap_or(self.config.parallelism);
         let location = StateLocation { store: self.store.clone(), owner: id, prefix: format!("mv_{id}"), parallelism, resume: positions };
         let dataflow = match build_dataflow(node, sink, &location, &self.config, &self.coordinator) {
             Ok(df) => df,
@@ -379,7 +395,7 @@ impl Database {
                 readers.lock().expect("readers lock").push(p.clone());
             }
         }
-        let resolved = [("streaming_parallelism".to_string(), parallelism.to_string())].into();
+        let resolved = [("streaming_parallelism".to_string(), parallelism.to_string()), (PLAN_KEY.to_string(), plan)].into();
         let (kind, definition) = match &target {
             Target::View => (ObjectKind::MaterializedView, view.query.to_string()),
             Target::Sink(_, shown) => (ObjectKind::Sink, format!("{} WITH ({shown})", view.query)),

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::Schema;
 use datafusion::common::DFSchema;
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
@@ -146,11 +147,27 @@ impl Lowering<'_> {
             return Err(SqlError::new(SqlState::StatementTooComplex, "too many aggregate calls in one GROUP BY")
                 .with_hint("a materialized view may compute at most 255 aggregates per GROUP BY"));
         }
-        let input = self.lower(&agg.input, depth + 1)?;
+        let mut input = self.lower(&agg.input, depth + 1)?;
+        let mut group_exprs = group_exprs;
+        let schema = Arc::new(agg.schema.as_arrow().clone());
         // A group column with a watermark frees its groups' state as the watermark passes.
         let carried = input.watermark_columns();
         let clean_by = group_exprs.iter().position(|e| e.downcast_ref::<Column>().is_some_and(|c| carried.contains(&c.index())));
-        let spec = AggregateSpec { group_exprs, calls, schema: Arc::new(agg.schema.as_arrow().clone()), emit_on_close: None, clean_by };
+        if clean_by.is_none() {
+            let keys: Option<Vec<usize>> = group_exprs.iter().map(|e| e.downcast_ref::<Column>().map(|c| c.index())).collect();
+            if let Some(hidden) = keys.and_then(|keys| dependent_watermark(&agg.input, &mut input, &keys)) {
+                // Grouped by it too, in a hidden key column that a projection drops again.
+                let n = group_exprs.len();
+                let field = input.schema().field(hidden).clone();
+                group_exprs.push(Arc::new(Column::new(field.name(), hidden)));
+                let mut fields = schema.fields().to_vec();
+                fields.insert(n, Arc::new(field));
+                let spec = AggregateSpec { group_exprs, calls, schema: Arc::new(Schema::new(fields)), emit_on_close: None, clean_by: Some(n) };
+                let node = StreamNode::Aggregate { spec, input: Box::new(input) };
+                return Ok(drop_column(node, n, schema));
+            }
+        }
+        let spec = AggregateSpec { group_exprs, calls, schema, emit_on_close: None, clean_by };
         Ok(StreamNode::Aggregate { spec, input: Box::new(input) })
     }
 }
@@ -242,22 +259,39 @@ impl Lowering<'_> {
                 Ok((self.expr(&s.expr, input_schema)?, options))
             })
             .collect::<SqlResult<_>>()?;
-        let input = self.lower(&window.input, depth + 1)?;
+        let mut input = self.lower(&window.input, depth + 1)?;
+        let mut partition_by = partition_by;
+        let mut schema = Arc::new(window.schema.as_arrow().clone());
         // Partitions led by a watermarked column (a window's) are freed once it passes them.
         // Only the first: reordering the key would change the encoding of existing state.
-        let clean_by = partition_by
+        let mut clean_by = partition_by
             .first()
             .and_then(|e| e.downcast_ref::<Column>().map(|c| c.index()))
             .filter(|c| input.watermark_columns().contains(c));
-        let spec = TopNSpec {
-            partition_by,
-            order_by,
-            limit,
-            schema: Arc::new(window.schema.as_arrow().clone()),
-            input_schema: input.schema(),
-            clean_by,
-        };
+        let mut widened = None;
+        let keys: Option<Vec<usize>> = partition_by.iter().map(|e| e.downcast_ref::<Column>().map(|c| c.index())).collect();
+        let width = input.schema().fields().len();
+        if let (None, Some(keys)) = (clean_by, keys.filter(|k| !k.is_empty())) {
+            if let Some(hidden) = dependent_watermark(&window.input, &mut input, &keys) {
+                // Partitioned by it first (the keys determine it, so the partitions are the
+                // same), so that a range delete frees the partitions it has passed.
+                let field = input.schema().field(hidden).clone();
+                partition_by.insert(0, Arc::new(Column::new(field.name(), hidden)));
+                clean_by = Some(hidden);
+                if hidden == width {
+                    // Brought back by widening the input: the rows carry it until after the top-N.
+                    let mut fields = input.schema().fields().to_vec();
+                    fields.push(schema.field(schema.fields().len() - 1).clone().into());
+                    widened = Some((hidden, schema));
+                    schema = Arc::new(Schema::new(fields));
+                }
+            }
+        }
+        let spec = TopNSpec { partition_by, order_by, limit, schema, input_schema: input.schema(), clean_by };
         let mut node = StreamNode::TopN { spec, input: Box::new(input) };
+        if let Some((hidden, schema)) = widened {
+            node = drop_column(node, hidden, schema);
+        }
         if let Some(p) = projection {
             let exprs = p.expr.iter().map(|e| self.expr(e, &window.schema)).collect::<SqlResult<_>>()?;
             node = project(exprs, Arc::new(p.schema.as_arrow().clone()), node);
@@ -267,6 +301,50 @@ impl Lowering<'_> {
         }
         Ok(node)
     }
+}
+
+/// A column of `input` (lowered from `plan`) that carries a watermark and that the plain
+/// columns `keys` determine through a primary key, so that grouping or partitioning by it as
+/// well changes nothing and lets the state its watermark has passed be freed. Nexmark q4's
+/// `GROUP BY A.id`: `A.id` determines `A.expires`, which the join's time bounds give a
+/// watermark. When a projection at the top of `input` dropped the column, it is widened to
+/// carry it as its last column.
+fn dependent_watermark(plan: &LogicalPlan, input: &mut StreamNode, keys: &[usize]) -> Option<usize> {
+    fn determined(schema: &DFSchema, keys: &[usize], carried: &[usize]) -> Option<usize> {
+        schema
+            .functional_dependencies()
+            .iter()
+            .filter(|d| !d.nullable && !d.source_indices.is_empty() && d.source_indices.iter().all(|s| keys.contains(s)))
+            .flat_map(|d| d.target_indices.iter().copied())
+            .find(|t| carried.contains(t) && !keys.contains(t))
+    }
+    if let Some(found) = determined(plan.schema(), keys, &input.watermark_columns()) {
+        return Some(found);
+    }
+    let (LogicalPlan::Projection(p), StreamNode::Project { exprs, schema, input: below }) = (plan, input) else { return None };
+    let below_keys: Vec<usize> = keys
+        .iter()
+        .map(|&k| match p.expr.get(k)?.clone().unalias() {
+            Expr::Column(c) => p.input.schema().index_of_column(&c).ok(),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let found = determined(p.input.schema(), &below_keys, &below.watermark_columns())?;
+    let field = below.schema().field(found).clone();
+    exprs.push(Arc::new(Column::new(field.name(), found)));
+    let mut fields = schema.fields().to_vec();
+    fields.push(Arc::new(field));
+    *schema = Arc::new(Schema::new(fields));
+    Some(exprs.len() - 1)
+}
+
+/// `node` without its column `hidden`, as `schema` says.
+fn drop_column(node: StreamNode, hidden: usize, schema: datafusion::arrow::datatypes::SchemaRef) -> StreamNode {
+    let exprs = (0..node.schema().fields().len())
+        .filter(|&i| i != hidden)
+        .map(|i| Arc::new(Column::new(node.schema().field(i).name(), i)) as Arc<dyn PhysicalExpr>)
+        .collect();
+    StreamNode::Project { exprs, schema, input: Box::new(node) }
 }
 
 /// The window under a filter, directly or through a projection of plain columns.

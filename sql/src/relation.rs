@@ -166,6 +166,8 @@ impl PartitionStream for PagedScan {
 pub struct SourceRelation {
     pub name: String,
     pub schema: SchemaRef,
+    /// The key its connector guarantees unique, as a primary key ([`openclaw_connectors::Connector::unique_key`]).
+    pub constraints: Constraints,
 }
 
 #[async_trait]
@@ -176,6 +178,10 @@ impl TableProvider for SourceRelation {
 
     fn table_type(&self) -> TableType {
         TableType::Base
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        Some(&self.constraints)
     }
 
     async fn scan(

@@ -32,6 +32,14 @@ impl Connector for NexmarkConnector {
         "nexmark"
     }
 
+    /// The generator makes each person and each auction once, under a new `id`.
+    fn unique_key(&self, schema: &SchemaRef, options: &Options) -> Option<Vec<usize>> {
+        match TableType::from_options(options).ok()? {
+            TableType::Person | TableType::Auction => Some(vec![schema.index_of("id").ok()?]),
+            TableType::Bid => None,
+        }
+    }
+
     fn validate(&self, declared: &SchemaRef, options: &Options) -> Result<SchemaRef, ConnectorError> {
         for key in options.keys() {
             if !OPTIONS.contains(&key.as_str()) && reader::config_field(key).is_none() {

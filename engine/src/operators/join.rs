@@ -29,7 +29,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::expressions::Column;
 use openclaw_storage::{CfKind, RowCodec, StateWrite, Store};
 
-use super::join_expiry::{expiries, time_key, Expiry};
+use super::join_expiry::{derived_watermarks, expiries, time_key, DerivedWatermark, Expiry};
 use crate::chunk::nullable_schema;
 use crate::{internal_err, EngineResult, Message, Op, Operator, OperatorContext, StreamChunk, Watermark};
 
@@ -109,6 +109,21 @@ impl JoinSpec {
     }
 }
 
+impl JoinSpec {
+    /// For an inner join: the output columns its time bounds put above a column of each side
+    /// (`join_expiry::derived_watermarks`), besides those of key pairs.
+    pub fn derived_watermarks(&self) -> Vec<DerivedWatermark> {
+        if self.kind != JoinKind::Inner {
+            return vec![];
+        }
+        let left_width = self.input_schemas[0].fields().len();
+        let from_pairs: Vec<usize> = self.watermark_pairs().into_iter().flat_map(|(l, r)| self.watermark_outputs(l, r, left_width)).collect();
+        let mut derived = derived_watermarks(self.filter.as_ref(), left_width);
+        derived.retain(|d| !from_pairs.contains(&d.output));
+        derived
+    }
+}
+
 /// One side's stored rows.
 struct Side {
     cf: Arc<str>,
@@ -130,6 +145,8 @@ pub struct JoinOperator {
     idle: [bool; 2],
     /// Per side, the expiry time below which its rows have been deleted.
     expired_below: [i64; 2],
+    /// Output columns whose watermarks the condition's time bounds give.
+    derived: Vec<DerivedWatermark>,
 }
 
 /// Multiplicity and degree of one stored row.
@@ -180,7 +197,7 @@ impl JoinOperator {
         let sides = [side(0)?, side(1)?];
         let both: Vec<Field> = spec.input_schemas.iter().flat_map(|s| s.fields().iter().map(|f| f.as_ref().clone().with_nullable(true))).collect();
         let both_schema = Arc::new(Schema::new(both));
-        Ok(Self { both_schema, key_codec: RowCodec::new(Arc::new(Schema::new(key_fields)))?, sides, spec, store, watermarks: Default::default(), idle: [false; 2], expired_below: [i64::MIN; 2] })
+        Ok(Self { both_schema, key_codec: RowCodec::new(Arc::new(Schema::new(key_fields)))?, sides, derived: spec.derived_watermarks(), spec, store, watermarks: Default::default(), idle: [false; 2], expired_below: [i64::MIN; 2] })
     }
 
     fn keys(&self, side: usize, batch: &RecordBatch) -> EngineResult<(Vec<Vec<u8>>, Vec<bool>)> {
@@ -276,6 +293,12 @@ impl JoinOperator {
             if null_key[i] {
                 continue; // it can never match, so it is not stored
             }
+            let expired = times.as_ref().and_then(|t| t[i]).is_some_and(|t| t < self.expired_below[side]);
+            if expired && sign > 0 {
+                // The other side's watermark has passed it already (that side ran ahead): it
+                // joined what is stored now and can never match a later row, so it is not kept.
+                continue;
+            }
             let mut full = keys[i].clone();
             full.extend_from_slice(own_rows.row(i).as_ref());
             let pending = overlay.get(&(side, keys[i].clone())).and_then(|p| p.get(&full));
@@ -287,7 +310,7 @@ impl JoinOperator {
             if next.count < 0 {
                 // The deletion of a row that expired (the other side's watermark passed it):
                 // late, like a late row of a window, and nothing is stored for it.
-                if !times.as_ref().and_then(|t| t[i]).is_some_and(|t| t < self.expired_below[side]) {
+                if !expired {
                     internal_err!("join state \"{}\" deleted a row it does not hold", self.sides[side].cf);
                 }
                 next.count = 0;
@@ -510,8 +533,28 @@ impl JoinOperator {
                 ctx.outputs.send(Message::Watermark(Watermark { column, time_us })).await?;
             }
         }
+        for d in &self.derived {
+            if changed.is_some_and(|(input, column)| !d.bounds[input].iter().any(|&(c, _)| c == column)) {
+                continue;
+            }
+            // Idle sides still count: a side quiet between two writes is the common case (a
+            // table written in batches), and its next rows may join far below the other side's
+            // watermark, so skipping it would drop them as late.
+            let [Some(left), Some(right)] = [0, 1].map(|s| bounded_watermark(&self.watermarks[s], &d.bounds[s])) else { continue };
+            let time_us = left.min(right);
+            ctx.outputs.send(Message::Watermark(Watermark { column: d.output, time_us })).await?;
+        }
         Ok(())
     }
+}
+
+/// What a side's watermarks say of a column above `bounds` (its columns and offsets): the
+/// largest bound whose column has a watermark. The end of the input stays the end.
+fn bounded_watermark(watermarks: &HashMap<usize, i64>, bounds: &[(usize, i64)]) -> Option<i64> {
+    bounds
+        .iter()
+        .filter_map(|&(c, offset)| watermarks.get(&c).map(|&w| if w == i64::MAX { w } else { w.saturating_add(offset) }))
+        .max()
 }
 
 /// The watermark of a key pair, given each side's and which sides are idle: the minimum

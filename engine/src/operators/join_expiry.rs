@@ -67,6 +67,67 @@ fn bounds(filter: &Arc<dyn PhysicalExpr>, left_width: usize) -> [Option<Expiry>;
     out
 }
 
+/// An output column of an inner join that every joined row holds at or above a column of each
+/// side: `output >= column + offset`, by the condition's time bounds (and their chains: q4's
+/// `B.date_time BETWEEN A.date_time AND A.expires` puts `A.expires` above `B.date_time`, and
+/// so above `A.date_time`). A joined row comes from a new row of one side, whose bound column
+/// is at or above that side's watermark, so the output column's watermark is the smaller of the
+/// two sides' (each the largest its bounds give).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerivedWatermark {
+    /// The column of the joined row (left columns, then right columns).
+    pub output: usize,
+    /// Per side: that side's columns and offsets (µs) below the output column.
+    pub bounds: [Vec<(usize, i64)>; 2],
+}
+
+/// The output columns that the time bounds among `filter`'s conjuncts put above a column of
+/// each side.
+pub fn derived_watermarks(filter: Option<&Arc<dyn PhysicalExpr>>, left_width: usize) -> Vec<DerivedWatermark> {
+    let Some(filter) = filter else { return vec![] };
+    // `big >= small + d`, from each conjunct `small + s <= big + b` (`d = s - b`).
+    let mut edges: Vec<(usize, usize, i64)> = vec![];
+    for conjunct in conjuncts(filter) {
+        let Some(b) = conjunct.downcast_ref::<BinaryExpr>() else { continue };
+        let (small, big) = match b.op() {
+            BinOp::LtEq | BinOp::Lt => (b.left(), b.right()),
+            BinOp::GtEq | BinOp::Gt => (b.right(), b.left()),
+            _ => continue,
+        };
+        if let (Some((s, s_off)), Some((g, g_off))) = (column_plus(small), column_plus(big)) {
+            edges.push((g, s, s_off.saturating_sub(g_off)));
+        }
+    }
+    let mut columns: Vec<usize> = edges.iter().flat_map(|&(g, s, _)| [g, s]).collect();
+    columns.sort_unstable();
+    columns.dedup();
+    // For each column, the largest offset by which it stands above each other column: chains
+    // of bounds, relaxed once per column (a longer chain would repeat a column).
+    let mut lower: std::collections::BTreeMap<usize, std::collections::BTreeMap<usize, i64>> =
+        columns.iter().map(|&c| (c, [(c, 0)].into())).collect();
+    for _ in 0..columns.len() {
+        for &(g, s, d) in &edges {
+            let below: Vec<(usize, i64)> = lower[&s].iter().map(|(&c, &o)| (c, o.saturating_add(d))).collect();
+            let entry = lower.get_mut(&g).expect("every edge's column is listed");
+            for (c, o) in below {
+                let best = entry.entry(c).or_insert(o);
+                *best = (*best).max(o);
+            }
+        }
+    }
+    let local = |c: usize| if c >= left_width { c - left_width } else { c };
+    lower
+        .into_iter()
+        .filter_map(|(output, below)| {
+            let mut bounds: [Vec<(usize, i64)>; 2] = [vec![], vec![]];
+            for (c, o) in below {
+                bounds[usize::from(c >= left_width)].push((local(c), o));
+            }
+            (!bounds[0].is_empty() && !bounds[1].is_empty()).then_some(DerivedWatermark { output, bounds })
+        })
+        .collect()
+}
+
 fn conjuncts(e: &Arc<dyn PhysicalExpr>) -> Vec<&Arc<dyn PhysicalExpr>> {
     match e.downcast_ref::<BinaryExpr>() {
         Some(b) if *b.op() == BinOp::And => {
@@ -141,6 +202,35 @@ mod tests {
         // An equality or a condition within one side gives nothing.
         let same_side = binary(c("a_dt"), BinOp::LtEq, c("a_exp"), &schema).unwrap();
         assert_eq!(bounds(&same_side, 3), [None, None]);
+    }
+
+    /// q4's condition puts `A.expires` above both sides' `date_time`, and `B.date_time` above
+    /// `A.date_time` (and itself); `A.date_time` is above nothing of the bids'.
+    #[test]
+    fn between_bounds_derive_watermarks_through_chains() {
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
+        let schema = Schema::new(vec![
+            Field::new("a_id", DataType::Int64, true),
+            Field::new("a_dt", ts.clone(), true),
+            Field::new("a_exp", ts.clone(), true),
+            Field::new("b_auction", DataType::Int64, true),
+            Field::new("b_dt", ts, true),
+        ]);
+        let c = |n: &str| col(n, &schema).unwrap();
+        let one_second = lit(ScalarValue::IntervalMonthDayNano(Some(datafusion::arrow::datatypes::IntervalMonthDayNano::new(0, 0, 1_000_000_000))));
+        let lower = binary(c("b_dt"), BinOp::GtEq, c("a_dt"), &schema).unwrap();
+        let upper = binary(c("b_dt"), BinOp::LtEq, binary(c("a_exp"), BinOp::Plus, one_second, &schema).unwrap(), &schema).unwrap();
+        let filter = binary(lower, BinOp::And, upper, &schema).unwrap();
+        let derived = derived_watermarks(Some(&filter), 3);
+        assert_eq!(
+            derived,
+            vec![
+                // a_exp + 1 s >= b_dt >= a_dt, so a_exp >= b_dt - 1 s and a_exp >= a_dt - 1 s.
+                DerivedWatermark { output: 2, bounds: [vec![(1, -1_000_000), (2, 0)], vec![(1, -1_000_000)]] },
+                DerivedWatermark { output: 4, bounds: [vec![(1, 0)], vec![(1, 0)]] },
+            ]
+        );
+        assert_eq!(derived_watermarks(None, 3), vec![]);
     }
 
     #[test]
