@@ -14,14 +14,27 @@ use crate::{Barrier, BarrierKind, EngineError, EngineResult, Mutation, ObjectId}
 /// one object (each view reading a source has its own reader), so roots have their own ids.
 pub type RootId = u64;
 
-/// Most barriers queued at one root.
-pub const ROOT_BARRIER_QUEUE: usize = 16;
+/// How a root receives barriers: unbounded, so that injecting a barrier never waits for one
+/// slow root (a source held up by a full channel downstream would otherwise hold up every
+/// FLUSH, CREATE, checkpoint and commit behind it). [`MAX_INFLIGHT_BARRIERS`] bounds it.
+pub type BarrierSender = mpsc::UnboundedSender<Barrier>;
+pub type BarrierReceiver = mpsc::UnboundedReceiver<Barrier>;
+
+pub fn barrier_channel() -> (BarrierSender, BarrierReceiver) {
+    mpsc::unbounded_channel()
+}
+
+/// Most barriers in flight (injected, not yet past every sink) for a periodic barrier to be
+/// injected: beyond it, progress waits for the slow view or root instead of queueing more
+/// barriers at the roots. Other barriers (FLUSH, CREATE, checkpoints) are each awaited by
+/// their caller, so sessions bound them.
+pub const MAX_INFLIGHT_BARRIERS: usize = 64;
 
 #[derive(Default)]
 struct State {
     next_epoch: u64,
     next_root: RootId,
-    roots: BTreeMap<RootId, mpsc::Sender<Barrier>>,
+    roots: BTreeMap<RootId, BarrierSender>,
     sinks: BTreeSet<ObjectId>,
     inflight: BTreeMap<u64, Inflight>,
     /// Positions reported by roots at the checkpoint barrier in progress.
@@ -268,7 +281,7 @@ impl Coordinator {
     }
 
     /// Registers a root; barriers injected from now on reach it through `tx`.
-    pub fn register_root(&self, tx: mpsc::Sender<Barrier>) -> RootId {
+    pub fn register_root(&self, tx: BarrierSender) -> RootId {
         let mut s = self.lock();
         let id = s.next_root;
         s.next_root += 1;
@@ -355,7 +368,7 @@ impl Coordinator {
         &self,
         kind: BarrierKind,
         mutation: Option<Mutation>,
-        roots: Vec<(RootId, mpsc::Sender<Barrier>)>,
+        roots: Vec<(RootId, BarrierSender)>,
         sinks: Vec<ObjectId>,
     ) -> EngineResult<u64> {
         let (epoch, done) = self.inject_inner(kind, mutation, roots, sinks).await;
@@ -378,7 +391,7 @@ impl Coordinator {
         &self,
         kind: BarrierKind,
         mutation: Option<Mutation>,
-        new_roots: Vec<(RootId, mpsc::Sender<Barrier>)>,
+        new_roots: Vec<(RootId, BarrierSender)>,
         new_sinks: Vec<ObjectId>,
     ) -> (u64, oneshot::Receiver<()>) {
         let _serial = self.inject.lock().await;
@@ -417,7 +430,7 @@ impl Coordinator {
         kind: BarrierKind,
         checkpoint: bool,
         mutation: Option<Mutation>,
-        new_roots: Vec<(RootId, mpsc::Sender<Barrier>)>,
+        new_roots: Vec<(RootId, BarrierSender)>,
         new_sinks: Vec<ObjectId>,
     ) -> (u64, oneshot::Receiver<()>) {
         let (tx, rx) = oneshot::channel();
@@ -436,17 +449,27 @@ impl Coordinator {
             } else {
                 s.inflight.insert(epoch, Inflight { remaining, waiters: vec![tx] });
             }
-            let roots: Vec<(RootId, mpsc::Sender<Barrier>)> =
+            let roots: Vec<(RootId, BarrierSender)> =
                 s.roots.iter().map(|(id, tx)| (*id, tx.clone())).collect();
             (Barrier { epoch, kind, checkpoint, mutation: mutation.map(Arc::new) }, roots)
         };
+        // Enqueued at every root before any later commit is released: never waits.
         let _gate = self.commit_gate.write().await;
         for (id, root) in roots {
-            if root.send(barrier.clone()).await.is_err() {
+            if root.send(barrier.clone()).is_err() {
                 self.unregister_root(id);
             }
         }
         (barrier.epoch, rx)
+    }
+
+    /// A periodic barrier, unless [`MAX_INFLIGHT_BARRIERS`] are in flight: then none, and
+    /// progress waits for the ones in flight.
+    pub async fn inject_periodic(&self) -> Option<u64> {
+        if self.lock().inflight.len() >= MAX_INFLIGHT_BARRIERS {
+            return None;
+        }
+        Some(self.inject(BarrierKind::Periodic, None).await.0)
     }
 }
 
@@ -454,10 +477,42 @@ impl Coordinator {
 mod tests {
     use super::*;
 
+    /// A root that reads no barriers (a source held up by a full channel) holds up no
+    /// injection, and the others get every barrier in order; periodic barriers stop at
+    /// [`MAX_INFLIGHT_BARRIERS`] while a sink does not pass them.
+    #[tokio::test]
+    async fn a_root_that_reads_no_barriers_holds_up_no_injection() {
+        let c = Coordinator::new();
+        let (stuck, _never_read) = barrier_channel();
+        let (tx, mut rx) = barrier_channel();
+        c.register_root(stuck);
+        c.register_root(tx);
+        c.register_sink(7);
+        // A deadline, not a timing: before, the 17th barrier waited forever for the stuck root.
+        let injected = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            let mut epochs = vec![];
+            for _ in 0..MAX_INFLIGHT_BARRIERS {
+                epochs.push(c.inject_periodic().await.expect("below the limit"));
+            }
+            assert_eq!(c.inject_periodic().await, None, "no periodic barrier beyond the limit");
+            // Awaited barriers still go in, past the stuck root.
+            epochs.push(c.inject(BarrierKind::Flush, None).await.0);
+            epochs
+        });
+        let epochs = injected.await.expect("injection never waits for a root");
+        for epoch in &epochs {
+            assert_eq!(rx.recv().await.unwrap().epoch, *epoch);
+        }
+        for epoch in &epochs {
+            c.ack(7, *epoch);
+        }
+        assert!(c.inject_periodic().await.is_some(), "periodic barriers resume once the sink passed them");
+    }
+
     #[tokio::test]
     async fn barrier_completes_when_every_sink_acks() {
         let c = Coordinator::new();
-        let (tx, mut rx) = mpsc::channel(4);
+        let (tx, mut rx) = barrier_channel();
         c.register_root(tx);
         c.register_sink(7);
         c.register_sink(8);
@@ -474,7 +529,7 @@ mod tests {
     #[tokio::test]
     async fn a_checkpoint_does_not_wait_for_a_view_still_attaching() {
         let c = Coordinator::new();
-        let (tx, mut rx) = mpsc::channel(4);
+        let (tx, mut rx) = barrier_channel();
         c.register_root(tx);
         c.register_sink(7);
         let checkpoint = tokio::spawn({
@@ -502,7 +557,7 @@ mod tests {
     #[tokio::test]
     async fn a_filling_view_catches_up_on_its_own_sink() {
         let c = Coordinator::new();
-        let (tx, mut barriers) = mpsc::channel(4);
+        let (tx, mut barriers) = barrier_channel();
         c.register_root(tx);
         c.register_sink(7);
         c.register_sink(8);
@@ -530,7 +585,7 @@ mod tests {
     #[tokio::test]
     async fn a_root_does_not_wait_for_the_checkpoint_it_passes() {
         let c = Coordinator::new();
-        let (tx, mut barriers) = mpsc::channel(4);
+        let (tx, mut barriers) = barrier_channel();
         c.register_root(tx);
         c.register_sink(7);
         let checkpoint = tokio::spawn({

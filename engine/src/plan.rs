@@ -278,7 +278,7 @@ pub struct Dataflow {
     pub roots: Vec<RootId>,
     /// The barrier inputs of `roots`, registered with the barrier that starts the dataflow
     /// ([`Coordinator::inject_attaching`]).
-    pub pending_roots: Vec<(RootId, mpsc::Sender<crate::Barrier>)>,
+    pub pending_roots: Vec<(RootId, crate::coordinator::BarrierSender)>,
     /// Subscriptions to hand to the upstream objects in the barrier that starts the view.
     pub subscriptions: Vec<Subscription>,
     /// The operators' state, to show and to drop with the view.
@@ -516,7 +516,7 @@ impl Builder<'_> {
         watermark: Option<WatermarkSpec>,
         outputs: Outputs,
     ) -> EngineResult<()> {
-        let (btx, brx) = mpsc::channel(crate::coordinator::ROOT_BARRIER_QUEUE);
+        let (btx, brx) = crate::coordinator::barrier_channel();
         let id = self.coordinator.reserve_root();
         self.df.roots.push(id);
         self.df.pending_roots.push((id, btx));

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
-use tokio::sync::mpsc;
 
 use crate::watermark::WatermarkGenerator;
 use crate::{Barrier, BarrierKind, EngineResult, Message, Outputs, StreamChunk};
@@ -162,7 +161,7 @@ pub struct SourceProgress {
 /// after it waits behind it, so epochs stay in order.
 pub async fn run_source(
     mut reader: Box<dyn SourceReader>,
-    mut barriers: mpsc::Receiver<Barrier>,
+    mut barriers: crate::coordinator::BarrierReceiver,
     mut outputs: Outputs,
     chunk_rows: usize,
     progress: Arc<SourceProgress>,

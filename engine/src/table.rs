@@ -117,7 +117,7 @@ impl TableWriter {
     pub async fn run(
         mut self,
         mut requests: mpsc::Receiver<TableRequest>,
-        mut barriers: mpsc::Receiver<Barrier>,
+        mut barriers: crate::coordinator::BarrierReceiver,
         chunk_rows: usize,
     ) -> EngineResult<()> {
         loop {

@@ -224,12 +224,12 @@ async fn table_writer_upserts_by_primary_key_and_emits_updates() {
     );
     let writer = keyed_table_writer(&store, rows.schema());
     let (req_tx, req_rx) = mpsc::channel(4);
-    let (barrier_tx, barrier_rx) = mpsc::channel(4);
+    let (barrier_tx, barrier_rx) = openclaw_engine::coordinator::barrier_channel();
     let (sub_tx, mut sub_rx) = mpsc::channel(16);
     let task = tokio::spawn(writer.run(req_rx, barrier_rx, 1024));
     // Attach a subscriber before any write: it is backfilled (page by page, between the
     // writes), so it sees the barrier first, then rows that add up to the table.
-    barrier_tx.send(subscribing(1, sub_tx, None)).await.unwrap();
+    barrier_tx.send(subscribing(1, sub_tx, None)).unwrap();
     let (done, wait) = oneshot::channel();
     req_tx.send(TableRequest { write: TableWrite::Upsert(rows.batch().clone()), done }).await.unwrap();
     assert_eq!(wait.await.unwrap().unwrap(), 3);
@@ -280,12 +280,12 @@ impl openclaw_engine::source::SourceReader for Counter {
 
 /// Runs a source until it has emitted a FLUSH barrier; returns what came before it.
 async fn rows_before_flush(limit: Option<i64>) -> usize {
-    let (barrier_tx, barrier_rx) = mpsc::channel(4);
+    let (barrier_tx, barrier_rx) = openclaw_engine::coordinator::barrier_channel();
     let (out_tx, mut out_rx) = mpsc::channel(4);
     let progress = Arc::new(openclaw_engine::source::SourceProgress::default());
     let reader = Box::new(Counter { next: 0, limit });
     let task = tokio::spawn(openclaw_engine::source::run_source(reader, barrier_rx, Outputs::new(vec![out_tx]), 1, progress, None, None));
-    barrier_tx.send(Barrier { epoch: 1, kind: BarrierKind::Flush, checkpoint: false, mutation: None }).await.unwrap();
+    barrier_tx.send(Barrier { epoch: 1, kind: BarrierKind::Flush, checkpoint: false, mutation: None }).unwrap();
     let mut rows = 0;
     // Bounded, so that a source that never passes the barrier fails the test instead of hanging.
     while rows <= 1000 {
@@ -477,7 +477,7 @@ async fn a_backfill_with_a_full_channel_never_holds_up_the_writer() {
     );
     let writer = keyed_table_writer(&store, rows.schema());
     let (req_tx, req_rx) = mpsc::channel(4);
-    let (barrier_tx, barrier_rx) = mpsc::channel(4);
+    let (barrier_tx, barrier_rx) = openclaw_engine::coordinator::barrier_channel();
     let task = tokio::spawn(writer.run(req_rx, barrier_rx, 1));
     let write = |batch: datafusion::arrow::array::RecordBatch| {
         let req_tx = req_tx.clone();
@@ -491,14 +491,14 @@ async fn a_backfill_with_a_full_channel_never_holds_up_the_writer() {
     // A downstream whose channel holds one message, and nobody reads it yet.
     let (sub_tx, mut sub_rx) = mpsc::channel(1);
     let progress = Arc::new(openclaw_engine::backfill::BackfillProgress::default());
-    barrier_tx.send(subscribing(1, sub_tx, Some(progress.clone()))).await.unwrap();
+    barrier_tx.send(subscribing(1, sub_tx, Some(progress.clone()))).unwrap();
     // The barrier and the first page get through; then the channel is full for good.
     let mut seen = vec![sub_rx.recv().await.unwrap(), sub_rx.recv().await.unwrap()];
     let last_epoch = 100;
     let mut table: std::collections::BTreeMap<i64, String> = [(1, "a"), (2, "b"), (3, "c")].into_iter().map(|(k, v)| (k, v.to_string())).collect();
     let writes_and_barriers = async {
         for epoch in 2..=last_epoch {
-            barrier_tx.send(Barrier { epoch, kind: BarrierKind::Periodic, checkpoint: false, mutation: None }).await.unwrap();
+            barrier_tx.send(Barrier { epoch, kind: BarrierKind::Periodic, checkpoint: false, mutation: None }).unwrap();
             // Keys behind the backfill's cursor (forwarded) and ahead of it (read by a page).
             let key = epoch as i64 % 3 + 1;
             write(fixture::parse(&format!("I T\n + {key} v{epoch}")).batch().clone()).await;
@@ -517,7 +517,7 @@ async fn a_backfill_with_a_full_channel_never_holds_up_the_writer() {
             }
         }
         let last = last_epoch + 1;
-        barrier_tx.send(Barrier { epoch: last, kind: BarrierKind::Periodic, checkpoint: false, mutation: None }).await.unwrap();
+        barrier_tx.send(Barrier { epoch: last, kind: BarrierKind::Periodic, checkpoint: false, mutation: None }).unwrap();
         loop {
             let m = sub_rx.recv().await.unwrap();
             let end = matches!(&m, Message::Barrier(b) if b.epoch == last);

@@ -307,7 +307,7 @@ impl Database {
                 let coordinator = db.coordinator.clone();
                 drop(db);
                 // Fire and forget: a periodic barrier only advances progress.
-                let _ = coordinator.inject(BarrierKind::Periodic, None).await;
+                let _ = coordinator.inject_periodic().await;
             }
         });
     }

@@ -7,7 +7,6 @@ use datafusion::common::{Constraint, Constraints};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::sql::sqlparser::ast::{CreateTable, ObjectName, Statement};
 use futures::stream::{FuturesUnordered, StreamExt};
-use openclaw_engine::coordinator::ROOT_BARRIER_QUEUE;
 use openclaw_engine::operators::materialize::Layout;
 use openclaw_engine::operators::{MaterializeOperator, MaterializedState};
 use openclaw_engine::plan::{build_dataflow, StateLocation, StreamNode};
@@ -106,7 +105,7 @@ impl Database {
         let checkpoints = openclaw_engine::source::RootCheckpoints { coordinator: self.coordinator.clone(), key: format!("table_{id}") };
         let writer = TableWriter::new(id, state.clone(), watermark, self.config.idle_timeout_ms)?.with_checkpoints(checkpoints);
         let (req_tx, req_rx) = mpsc::channel(TABLE_REQUEST_QUEUE);
-        let (barrier_tx, barrier_rx) = mpsc::channel(ROOT_BARRIER_QUEUE);
+        let (barrier_tx, barrier_rx) = openclaw_engine::coordinator::barrier_channel();
         let root = self.coordinator.register_root(barrier_tx);
         let span = tracing::info_span!("table", name = %name);
         let task = tokio::spawn(tracing::Instrument::instrument(
@@ -444,7 +443,7 @@ impl Database {
         &self,
         id: ObjectId,
         subscribe: Option<Mutation>,
-        roots: Vec<(openclaw_engine::coordinator::RootId, tokio::sync::mpsc::Sender<openclaw_engine::Barrier>)>,
+        roots: Vec<(openclaw_engine::coordinator::RootId, openclaw_engine::coordinator::BarrierSender)>,
         backfills: &[Arc<openclaw_engine::backfill::BackfillProgress>],
         failure: &Mutex<Option<SqlError>>,
     ) -> SqlResult<()> {

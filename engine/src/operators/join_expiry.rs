@@ -178,9 +178,9 @@ mod tests {
     use datafusion::physical_expr::expressions::{binary, col, lit};
 
     /// q4's condition: auction (id, date_time, expires) joined with bid (auction, date_time)
-    /// on `B.date_time BETWEEN A.date_time AND A.expires + INTERVAL '1' SECOND`.
-    #[test]
-    fn between_bounds_expire_both_sides() {
+    /// on `B.date_time BETWEEN A.date_time AND A.expires + INTERVAL '1' SECOND`; the joined
+    /// row's schema and the condition over it.
+    fn q4_condition() -> (Schema, Arc<dyn PhysicalExpr>) {
         let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
         let schema = Schema::new(vec![
             Field::new("a_id", DataType::Int64, true),
@@ -194,6 +194,13 @@ mod tests {
         let lower = binary(c("b_dt"), BinOp::GtEq, c("a_dt"), &schema).unwrap();
         let upper = binary(c("b_dt"), BinOp::LtEq, binary(c("a_exp"), BinOp::Plus, one_second, &schema).unwrap(), &schema).unwrap();
         let filter = binary(lower, BinOp::And, upper, &schema).unwrap();
+        (schema, filter)
+    }
+
+    #[test]
+    fn between_bounds_expire_both_sides() {
+        let (schema, filter) = q4_condition();
+        let c = |n: &str| col(n, &schema).unwrap();
         let [auctions, bids] = bounds(&filter, 3);
         // An auction expires once expires + 1 s is below the bids' watermark.
         assert_eq!(auctions, Some(Expiry { column: 2, other_column: 1, offset_us: 1_000_000 }));
@@ -208,19 +215,7 @@ mod tests {
     /// `A.date_time` (and itself); `A.date_time` is above nothing of the bids'.
     #[test]
     fn between_bounds_derive_watermarks_through_chains() {
-        let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
-        let schema = Schema::new(vec![
-            Field::new("a_id", DataType::Int64, true),
-            Field::new("a_dt", ts.clone(), true),
-            Field::new("a_exp", ts.clone(), true),
-            Field::new("b_auction", DataType::Int64, true),
-            Field::new("b_dt", ts, true),
-        ]);
-        let c = |n: &str| col(n, &schema).unwrap();
-        let one_second = lit(ScalarValue::IntervalMonthDayNano(Some(datafusion::arrow::datatypes::IntervalMonthDayNano::new(0, 0, 1_000_000_000))));
-        let lower = binary(c("b_dt"), BinOp::GtEq, c("a_dt"), &schema).unwrap();
-        let upper = binary(c("b_dt"), BinOp::LtEq, binary(c("a_exp"), BinOp::Plus, one_second, &schema).unwrap(), &schema).unwrap();
-        let filter = binary(lower, BinOp::And, upper, &schema).unwrap();
+        let (_, filter) = q4_condition();
         let derived = derived_watermarks(Some(&filter), 3);
         assert_eq!(
             derived,
