@@ -168,10 +168,11 @@ impl Database {
             false => None,
         };
         let id = catalog.next_id();
-        let constraints = match connector.unique_key(&schema, &options) {
-            Some(key) => Constraints::new_unverified(vec![Constraint::PrimaryKey(key)]),
-            None => Constraints::default(),
+        let key = match self.declared_source_key(&create, &schema).await? {
+            Some(declared) => Some(declared),
+            None => connector.unique_key(&schema, &options),
         };
+        let constraints = Constraints::new_unverified(key.into_iter().map(Constraint::PrimaryKey).collect());
         self.ctx.register_table(name.as_str(), Arc::new(SourceRelation { name: name.clone(), schema: schema.clone(), constraints }))?;
         self.persist(id, ObjectKind::Source, &name, sql, resolved)?;
         let mut shown: Vec<String> = options.iter().map(|(k, v)| format!("'{k}' = '{v}'")).collect();
@@ -212,6 +213,27 @@ impl Database {
         };
         // A connector may ask a broker (Kafka's metadata): blocking, bounded by its timeout.
         tokio::task::block_in_place(|| connector.validate(&declared, options)).map_err(connector_error)
+    }
+
+    /// The primary key a `CREATE SOURCE` declares, as indices into its `schema`. It is trusted,
+    /// not enforced (Flink's `PRIMARY KEY (...) NOT ENFORCED`): views grouped or partitioned by
+    /// it free state by a watermarked column it determines, which is wrong only if two records
+    /// share a key with different values.
+    async fn declared_source_key(&self, create: &CreateSource, schema: &SchemaRef) -> SqlResult<Option<Vec<usize>>> {
+        use datafusion::sql::sqlparser::ast::ColumnOption;
+        let column_key = create.columns.iter().any(|c| c.options.iter().any(|o| matches!(o.option, ColumnOption::PrimaryKey(_))));
+        if create.constraints.is_empty() && !column_key {
+            return Ok(None);
+        }
+        let sql = crate::ingest::table_definition(create, schema)?;
+        let Some(crate::parser::OcStatement::CreateTable(ct, _)) = crate::parser::parse(&sql)?.pop() else {
+            return Err(SqlError::new(SqlState::Internal, "a source's columns did not re-parse"));
+        };
+        let (_, constraints) = self.plan_columns(*ct).await?;
+        Ok(constraints.iter().find_map(|c| match c {
+            Constraint::PrimaryKey(cols) => Some(cols.clone()),
+            _ => None,
+        }))
     }
 
     /// Creates `<source>_dlq`, the table a source's undecodable records go to, or keeps the

@@ -142,7 +142,7 @@ impl Database {
 
 /// `CREATE TABLE` text for a connector table: every column of `schema` (declared and
 /// included metadata), then the declared constraints.
-fn table_definition(create: &CreateSource, schema: &SchemaRef) -> SqlResult<String> {
+pub(crate) fn table_definition(create: &CreateSource, schema: &SchemaRef) -> SqlResult<String> {
     let mut parts = vec![];
     for field in schema.fields() {
         let declared = create.columns.iter().find(|c| c.name.value == *field.name());
