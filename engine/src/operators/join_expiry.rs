@@ -46,15 +46,7 @@ pub fn expiries(filter: Option<&Arc<dyn PhysicalExpr>>, pairs: &[(usize, usize)]
 /// The expiries that the time bounds among `filter`'s conjuncts give.
 fn bounds(filter: &Arc<dyn PhysicalExpr>, left_width: usize) -> [Option<Expiry>; 2] {
     let mut out = [None, None];
-    for conjunct in conjuncts(filter) {
-        let Some(b) = conjunct.downcast_ref::<BinaryExpr>() else { continue };
-        // Normalise to `small <= big + c`.
-        let (small, big) = match b.op() {
-            BinOp::LtEq | BinOp::Lt => (b.left(), b.right()),
-            BinOp::GtEq | BinOp::Gt => (b.right(), b.left()),
-            _ => continue,
-        };
-        let (Some((p, p_off)), Some((q, q_off))) = (column_plus(small), column_plus(big)) else { continue };
+    for ((p, p_off), (q, q_off)) in conjuncts(filter).into_iter().filter_map(time_bound) {
         let (p_side, q_side) = (usize::from(p >= left_width), usize::from(q >= left_width));
         if p_side == q_side {
             continue;
@@ -87,16 +79,8 @@ pub fn derived_watermarks(filter: Option<&Arc<dyn PhysicalExpr>>, left_width: us
     let Some(filter) = filter else { return vec![] };
     // `big >= small + d`, from each conjunct `small + s <= big + b` (`d = s - b`).
     let mut edges: Vec<(usize, usize, i64)> = vec![];
-    for conjunct in conjuncts(filter) {
-        let Some(b) = conjunct.downcast_ref::<BinaryExpr>() else { continue };
-        let (small, big) = match b.op() {
-            BinOp::LtEq | BinOp::Lt => (b.left(), b.right()),
-            BinOp::GtEq | BinOp::Gt => (b.right(), b.left()),
-            _ => continue,
-        };
-        if let (Some((s, s_off)), Some((g, g_off))) = (column_plus(small), column_plus(big)) {
-            edges.push((g, s, s_off.saturating_sub(g_off)));
-        }
+    for ((s, s_off), (g, g_off)) in conjuncts(filter).into_iter().filter_map(time_bound) {
+        edges.push((g, s, s_off.saturating_sub(g_off)));
     }
     let mut columns: Vec<usize> = edges.iter().flat_map(|&(g, s, _)| [g, s]).collect();
     columns.sort_unstable();
@@ -126,6 +110,18 @@ pub fn derived_watermarks(filter: Option<&Arc<dyn PhysicalExpr>>, left_width: us
             (!bounds[0].is_empty() && !bounds[1].is_empty()).then_some(DerivedWatermark { output, bounds })
         })
         .collect()
+}
+
+/// A conjunct `small + s <= big + b` (or `<`, or written the other way round) over two
+/// columns: `((small, s), (big, b))`, offsets in µs.
+fn time_bound(conjunct: &Arc<dyn PhysicalExpr>) -> Option<((usize, i64), (usize, i64))> {
+    let b = conjunct.downcast_ref::<BinaryExpr>()?;
+    let (small, big) = match b.op() {
+        BinOp::LtEq | BinOp::Lt => (b.left(), b.right()),
+        BinOp::GtEq | BinOp::Gt => (b.right(), b.left()),
+        _ => return None,
+    };
+    Some((column_plus(small)?, column_plus(big)?))
 }
 
 fn conjuncts(e: &Arc<dyn PhysicalExpr>) -> Vec<&Arc<dyn PhysicalExpr>> {
