@@ -228,7 +228,8 @@ async fn nexmark_q4_q6_q9_over_the_generator_keep_their_state_bounded_across_a_r
     let client = server.connect().await;
     client.batch_execute(&ddl).await.unwrap();
     let mut samples: Vec<(&str, std::collections::BTreeMap<String, i64>)> = vec![];
-    // Until the readers are halfway through the bids.
+    // Until the readers are halfway through the bids. The pause is a sampling period, not a
+    // wait for a condition: the run's end is awaited by FLUSH.
     loop {
         samples.push(("", state_keys(&client).await));
         if source_rows_read(&client, "bid").await >= BIDS / 2 {

@@ -171,8 +171,16 @@ pub fn as_micros(array: &dyn Array) -> Option<i64> {
 mod tests {
     use std::sync::Arc;
 
-    use datafusion::arrow::array::TimestampMicrosecondArray;
+    use datafusion::arrow::array::{BooleanArray, TimestampMicrosecondArray, TimestampMillisecondArray};
     use datafusion::arrow::datatypes::{Field, Schema};
+
+    /// Rows at or after the watermark, and rows without a time, are kept; the rest are late.
+    #[test]
+    fn rows_before_the_watermark_have_passed() {
+        let times = TimestampMillisecondArray::from(vec![Some(1), None, Some(2), Some(3)]);
+        let keep = super::not_passed(&times, 2_000).unwrap();
+        assert_eq!(keep, BooleanArray::from(vec![false, true, true, true]));
+    }
 
     use super::*;
 
@@ -217,4 +225,17 @@ mod tests {
         let wm = w.observe_splits_at(&batch(&[200]), &[0], &[0, 1], t0 + Duration::from_millis(1_200)).unwrap();
         assert_eq!(wm.map(|w| w.time_us), Some(190));
     }
+}
+
+/// Which rows of `times` (a time column) a watermark at `closed_us` has not passed: those at
+/// or after it, and those without a time (they belong to no window). One comparison kernel
+/// over the chunk; what it leaves out is late.
+pub fn not_passed(times: &dyn Array, closed_us: i64) -> EngineResult<datafusion::arrow::array::BooleanArray> {
+    use datafusion::arrow::array::{Scalar, TimestampMicrosecondArray};
+    use datafusion::arrow::compute::kernels::{boolean::or_kleene, cmp::gt_eq};
+    let times = cast(times, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    let bound = Scalar::new(TimestampMicrosecondArray::from(vec![closed_us]));
+    let at_or_after = gt_eq(&times, &bound)?;
+    let untimed = datafusion::arrow::compute::is_null(&times)?;
+    Ok(or_kleene(&at_or_after, &untimed)?)
 }

@@ -192,9 +192,7 @@ impl AggregateOperator {
         let (Some(w), Some(closed)) = (self.spec.window_column(), self.closed_below_us) else {
             return Ok((chunk, group_cols.to_vec()));
         };
-        let times = datafusion::arrow::compute::cast(&group_cols[w], &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None))?;
-        let times = times.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
-        let keep = BooleanArray::from_iter((0..times.len()).map(|i| Some(times.is_null(i) || times.value(i) >= closed)));
+        let keep = crate::watermark::not_passed(&group_cols[w], closed)?;
         let late = keep.len() - keep.true_count();
         if late == 0 {
             return Ok((chunk, group_cols.to_vec()));

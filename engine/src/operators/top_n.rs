@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::SortOptions;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 use openclaw_storage::{decode_count, CfKind, RowCodec, StateWrite, Store};
 
@@ -161,10 +161,7 @@ impl TopNOperator {
     /// Drops the rows of partitions the watermark has passed, counting them.
     fn drop_late(&self, chunk: StreamChunk) -> EngineResult<StreamChunk> {
         let (Some(column), Some(closed)) = (self.spec.clean_by, self.closed_below_us) else { return Ok(chunk) };
-        let micros = DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None);
-        let times = datafusion::arrow::compute::cast(chunk.batch().column(column), &micros)?;
-        let times = times.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
-        let keep = BooleanArray::from_iter((0..times.len()).map(|i| Some(times.is_null(i) || times.value(i) >= closed)));
+        let keep = crate::watermark::not_passed(chunk.batch().column(column), closed)?;
         let late = keep.len() - keep.true_count();
         if late == 0 {
             return Ok(chunk);
@@ -249,6 +246,7 @@ impl Operator for TopNOperator {
 mod tests {
     use super::*;
     use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::DataType;
 
     #[test]
     fn entries_sort_best_first_and_decode_back() {
