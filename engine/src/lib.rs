@@ -19,6 +19,7 @@ pub mod operators;
 pub mod plan;
 pub mod runtime;
 pub mod source;
+pub mod state;
 pub mod table;
 pub mod table_log;
 pub mod watermark;

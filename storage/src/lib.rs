@@ -3,12 +3,14 @@
 //! ([`RowCodec`], versioned by [`FORMAT_VERSION`]), so that keys sort like the values they
 //! encode and values decode straight back into Arrow columns.
 
+mod budget;
 pub mod cf_export;
 pub mod checkpoint;
 mod codec;
 mod error;
 mod store;
 
+pub use budget::MemoryBudget;
 pub use codec::{Row, RowCodec, Rows};
 pub use error::{StorageError, StorageResult};
 pub use store::{decode_count, CfKind, ReadSnapshot, StateWrite, Store, FORMAT_VERSION};

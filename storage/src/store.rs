@@ -7,7 +7,7 @@ use rocksdb::{
     ReadOptions, SnapshotWithThreadMode, WriteBatch,
 };
 
-use crate::{StorageError, StorageResult};
+use crate::{MemoryBudget, StorageError, StorageResult};
 
 type Db = DBWithThreadMode<MultiThreaded>;
 
@@ -107,6 +107,8 @@ pub struct Store {
     pub(crate) db: Arc<DbAndOptions>,
     pub(crate) cache: rocksdb::Cache,
     pub(crate) dir: PathBuf,
+    /// The operators' decoded state caches ([`MemoryBudget`]).
+    operator_cache: Arc<MemoryBudget>,
     /// Column families found when the store was opened.
     opened_with: Arc<Vec<String>>,
 }
@@ -123,9 +125,10 @@ impl Store {
         Self::open_with_cache(dir, DEFAULT_STATE_CACHE_BYTES)
     }
 
-    /// Opens the store with a memory budget for state: half for the shared LRU block cache
-    /// in front of every column family, half for the write buffers (memtables). State larger
-    /// than that lives on disk.
+    /// Opens the store with a memory budget for state: half for the operators' decoded state
+    /// caches ([`Store::operator_cache`]), a quarter for the shared LRU block cache in front of
+    /// every column family, a quarter for the write buffers (memtables). State larger than that
+    /// lives on disk.
     pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> StorageResult<Self> {
         Self::open_at(dir, STATE_SUBDIR, cache_bytes)
     }
@@ -133,7 +136,7 @@ impl Store {
     /// Opens the RocksDB database in `dir/<subdir>` (the live one is [`STATE_SUBDIR`]).
     pub(crate) fn open_at(dir: &Path, subdir: &str, cache_bytes: usize) -> StorageResult<Self> {
         std::fs::create_dir_all(dir)?;
-        let cache = rocksdb::Cache::new_lru_cache(cache_bytes / 2);
+        let cache = rocksdb::Cache::new_lru_cache(cache_bytes / 4);
         check_format(dir)?;
         let path = dir.join(subdir);
         let mut opts = Options::default();
@@ -141,7 +144,7 @@ impl Store {
         opts.create_missing_column_families(true);
         // Two background jobs match the two cores of the target machine.
         opts.increase_parallelism(2);
-        opts.set_db_write_buffer_size(cache_bytes / 2);
+        opts.set_db_write_buffer_size(cache_bytes / 4);
         // Files written by flushes and compactions are synced a megabyte at a time, so that
         // dirty pages never pile up: on ext4, a durable write's fsync of the log otherwise
         // waits for them (an INSERT during a backfill once took 440 ms in its fsync).
@@ -159,12 +162,18 @@ impl Store {
         let db = Db::open_cf_descriptors(&opts, &path, cfs)?;
         let opened_with = Arc::new(existing.into_iter().filter(|n| n != "default").collect());
         let db = DbAndOptions { db, created_cf_options: Default::default() };
-        Ok(Self { db: Arc::new(db), cache, dir: dir.to_path_buf(), opened_with })
+        let operator_cache = Arc::new(MemoryBudget::new(cache_bytes / 2));
+        Ok(Self { db: Arc::new(db), cache, dir: dir.to_path_buf(), opened_with, operator_cache })
     }
 
     /// The column families (besides RocksDB's default) the store had when it was opened.
     pub fn opened_with(&self) -> &[String] {
         &self.opened_with
+    }
+
+    /// The budget every operator's decoded state cache counts against.
+    pub fn operator_cache(&self) -> &Arc<MemoryBudget> {
+        &self.operator_cache
     }
 
     pub fn dir(&self) -> &Path {

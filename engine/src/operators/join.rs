@@ -18,20 +18,23 @@
 //!
 //! and deletes the rows the other side's watermark has passed (they can never match again).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{new_null_array, Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{concat_batches, take};
+use datafusion::arrow::array::{new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMicrosecondArray, UInt32Array};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::compute::kernels::cmp::gt_eq;
+use datafusion::arrow::compute::{and, interleave, prep_null_mask_filter, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::expressions::Column;
-use openclaw_storage::{CfKind, RowCodec, StateWrite, Store};
+use openclaw_storage::{CfKind, RowCodec, Rows, StateWrite, Store};
 
 use super::join_expiry::{derived_watermarks, expiries, time_key, DerivedWatermark, Expiry};
 use crate::chunk::nullable_schema;
-use crate::{internal_err, EngineResult, Message, Op, Operator, OperatorContext, StreamChunk, Watermark};
+use crate::state::{GroupedTable, StateValue};
+use crate::{internal_err, Barrier, EngineResult, Message, Op, Operator, OperatorContext, StreamChunk, Watermark};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinKind {
@@ -126,7 +129,8 @@ impl JoinSpec {
 
 /// One side's stored rows.
 struct Side {
-    cf: Arc<str>,
+    /// Join key ‖ row → [`Entry`], held decoded in memory by join key.
+    table: GroupedTable<Entry>,
     rows: RowCodec,
     /// How the side's rows expire, and the index that finds them by time.
     expiry: Option<(Expiry, Arc<str>)>,
@@ -143,8 +147,14 @@ pub struct JoinOperator {
     watermarks: [HashMap<usize, i64>; 2],
     /// Which inputs said they are idle ([`Message::Idle`]) and have sent nothing since.
     idle: [bool; 2],
-    /// Per side, the expiry time below which its rows have been deleted.
+    /// Per side, the expiry time below which its rows can never match again: they no longer
+    /// match (a probe skips them) and are deleted at the next barrier.
     expired_below: [i64; 2],
+    /// Per side, the expiry time below which rows have been deleted from the store.
+    deleted_below: [i64; 2],
+    /// Per side, the rows changed since the last barrier whose expiry index entry is still to
+    /// write: (expiry time, join key ‖ row) → length of the join key.
+    unindexed: [BTreeMap<(i64, Box<[u8]>), usize>; 2],
     /// Output columns whose watermarks the condition's time bounds give.
     derived: Vec<DerivedWatermark>,
 }
@@ -156,8 +166,8 @@ struct Entry {
     degree: i64,
 }
 
-impl Entry {
-    fn encode(self) -> Vec<u8> {
+impl StateValue for Entry {
+    fn encode(&self) -> Vec<u8> {
         let mut v = self.count.to_le_bytes().to_vec();
         v.extend_from_slice(&self.degree.to_le_bytes());
         v
@@ -168,6 +178,17 @@ impl Entry {
         let degree = i64::from_le_bytes(v[8..16].try_into().expect("16-byte join entry"));
         Self { count, degree }
     }
+
+    fn is_absent(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// The value of an expiry index entry: the length of the join key inside the indexed key
+/// (`time ‖ join key ‖ row`), so that expiry finds the row's group in the cache. Entries
+/// written before it existed are empty.
+fn index_value(key_len: usize) -> Vec<u8> {
+    (key_len as u32).to_le_bytes().to_vec()
 }
 
 impl JoinOperator {
@@ -192,15 +213,29 @@ impl JoinOperator {
                 }
                 None => None,
             };
-            Ok(Side { cf: Arc::from(tables[i].as_str()), rows: RowCodec::new(nullable_schema(&spec.input_schemas[i]))?, expiry })
+            let table = GroupedTable::new(store.clone(), Arc::from(tables[i].as_str()))?;
+            Ok(Side { table, rows: RowCodec::new(nullable_schema(&spec.input_schemas[i]))?, expiry })
         };
         let sides = [side(0)?, side(1)?];
         let both: Vec<Field> = spec.input_schemas.iter().flat_map(|s| s.fields().iter().map(|f| f.as_ref().clone().with_nullable(true))).collect();
         let both_schema = Arc::new(Schema::new(both));
-        Ok(Self { both_schema, key_codec: RowCodec::new(Arc::new(Schema::new(key_fields)))?, sides, derived: spec.derived_watermarks(), spec, store, watermarks: Default::default(), idle: [false; 2], expired_below: [i64::MIN; 2] })
+        Ok(Self {
+            both_schema,
+            key_codec: RowCodec::new(Arc::new(Schema::new(key_fields)))?,
+            sides,
+            derived: spec.derived_watermarks(),
+            spec,
+            store,
+            watermarks: Default::default(),
+            idle: [false; 2],
+            expired_below: [i64::MIN; 2],
+            deleted_below: [i64::MIN; 2],
+            unindexed: Default::default(),
+        })
     }
 
-    fn keys(&self, side: usize, batch: &RecordBatch) -> EngineResult<(Vec<Vec<u8>>, Vec<bool>)> {
+    /// The join key of each row, and which rows have a NULL in it (they never match).
+    fn keys(&self, side: usize, batch: &RecordBatch) -> EngineResult<(Rows, Vec<bool>)> {
         let n = batch.num_rows();
         let cols = self.spec.keys[side]
             .iter()
@@ -210,250 +245,304 @@ impl JoinOperator {
                 Ok(if c.data_type() == f.data_type() { c } else { datafusion::arrow::compute::cast(&c, f.data_type())? })
             })
             .collect::<EngineResult<Vec<ArrayRef>>>()?;
-        let has_null: Vec<bool> = (0..n).map(|i| cols.iter().any(|c| c.is_null(i))).collect();
-        let rows = self.key_codec.encode(&cols)?;
-        Ok((rows.iter().map(|r| r.as_ref().to_vec()).collect(), has_null))
+        let nulls = cols.iter().fold(None, |acc: Option<NullBuffer>, c| NullBuffer::union(acc.as_ref(), c.logical_nulls().as_ref()));
+        let has_null = match nulls {
+            Some(nulls) => nulls.iter().map(|valid| !valid).collect(),
+            None => vec![false; n],
+        };
+        Ok((self.key_codec.encode(&cols)?, has_null))
     }
 
-    /// The other side's rows under `key`, with pending changes of this chunk applied.
-    fn lookup(&self, side: usize, key: &[u8], overlay: &Overlay) -> EngineResult<Vec<(Vec<u8>, Entry)>> {
-        let mut found: Vec<(Vec<u8>, Entry)> = vec![];
-        self.store.scan_prefix(&self.sides[side].cf, key, false, |k, v| {
-            found.push((k.to_vec(), Entry::decode(v)));
-            true
-        })?;
-        if let Some(pending) = overlay.get(&(side, key.to_vec())) {
-            for (full, entry) in found.iter_mut() {
-                if let Some(e) = pending.get(full) {
-                    *entry = *e;
-                }
-            }
-            // Rows inserted earlier in this chunk are only in the overlay.
-            for (full, e) in pending {
-                if !found.iter().any(|(f, _)| f == full) {
-                    found.push((full.clone(), *e));
-                }
-            }
-        }
-        found.retain(|(_, e)| e.count > 0);
-        Ok(found)
-    }
-
+    /// Applies one chunk of `side`: probes the other side's rows of each key (one hash lookup
+    /// per row, in memory), evaluates the extra condition once over every candidate pair,
+    /// then walks the rows in order for degrees and outer padding, and assembles the output
+    /// with one `interleave` per column.
     fn apply(&mut self, side: usize, chunk: &StreamChunk) -> EngineResult<StreamChunk> {
         let other = 1 - side;
         let batch = chunk.batch();
         let (keys, null_key) = self.keys(side, batch)?;
         let own_rows = self.sides[side].rows.encode(batch.columns())?;
         let times = self.expiry_times(side, batch)?;
-        // This chunk's stored rows of `side` with their time, for the expiry index.
-        let mut indexed: HashMap<Vec<u8>, i64> = HashMap::new();
-        let mut overlay: Overlay = HashMap::new();
-        let mut out = Output::default();
-        for i in 0..chunk.num_rows() {
+        let live: Vec<&[u8]> = (0..batch.num_rows()).filter(|&i| !null_key[i]).map(|i| keys.row(i).data()).collect();
+        self.sides[other].table.load(live.iter().copied())?;
+        self.sides[side].table.load(live.iter().copied())?;
+        let pairs = self.probe(side, &keys, &null_key, batch)?;
+        let kind = self.spec.kind;
+        let mut out = OutputRows::default();
+        let mut p = 0;
+        for i in 0..batch.num_rows() {
             let sign = chunk.ops()[i].sign();
-            let this = batch.slice(i, 1);
             let mut matched_total = 0i64;
-            if !null_key[i] {
-                let candidates = self.lookup(other, &keys[i], &overlay)?;
-                let matched = self.matching(side, &this, &candidates, keys[i].len())?;
-                let kind = self.spec.kind;
-                for (full, entry, other_row) in matched {
-                    matched_total += entry.count;
-                    let degree = entry.degree + sign;
-                    // A padded row leaves before its first match arrives, and comes back
-                    // after its last match left.
-                    let pads = kind.preserves(other);
-                    if pads && entry.degree == 0 && degree > 0 {
-                        out.push_padded(other, &other_row, entry.count, -1, &self.spec);
-                    }
-                    if kind.emits_joined() {
-                        out.push_joined(side, &this, &other_row, entry.count, sign);
-                    }
-                    if pads && entry.degree > 0 && degree == 0 {
-                        out.push_padded(other, &other_row, entry.count, 1, &self.spec);
-                    }
-                    if let Some(shown) = kind.filters(other) {
-                        match (shown(entry.degree), shown(degree)) {
-                            (false, true) => out.push(other_row.clone(), entry.count, 1),
-                            (true, false) => out.push(other_row.clone(), entry.count, -1),
-                            _ => {}
-                        }
-                    }
-                    if kind.tracks_degree(other) {
-                        overlay.entry((other, keys[i].clone())).or_default().insert(full, Entry { count: entry.count, degree });
-                    }
+            let key = keys.row(i).data();
+            while p < pairs.probe_rows.len() && pairs.probe_rows[p] as usize == i {
+                if pairs.passed[p] {
+                    matched_total += pairs.counts[p];
+                    self.emit_match(side, key, &pairs, p, sign, &mut out);
                 }
+                p += 1;
             }
-            if self.spec.kind.preserves(side) && matched_total == 0 {
-                out.push_padded(side, &this, 1, sign, &self.spec);
+            if kind.preserves(side) && matched_total == 0 {
+                out.push_this_padded(i, 1, sign);
             }
-            if self.spec.kind.filters(side).is_some_and(|shown| shown(matched_total)) {
-                out.push(this.clone(), 1, sign);
+            if kind.filters(side).is_some_and(|shown| shown(matched_total)) {
+                out.push_plain(i, 1, sign);
             }
             if null_key[i] {
                 continue; // it can never match, so it is not stored
             }
-            let expired = times.as_ref().and_then(|t| t[i]).is_some_and(|t| t < self.expired_below[side]);
-            if expired && sign > 0 {
-                // The other side's watermark has passed it already (that side ran ahead): it
-                // joined what is stored now and can never match a later row, so it is not kept.
+            let time = times.as_ref().and_then(|t| t[i]);
+            self.store_row(side, key, own_rows.row(i).data(), time, sign, matched_total)?;
+        }
+        out.assemble(side, &self.spec, batch, &pairs)
+    }
+
+    /// Emits what candidate pair `p` (which passed the condition) produces for a row of
+    /// `side` with `sign`, and adjusts the other row's degree.
+    fn emit_match(&mut self, side: usize, key: &[u8], pairs: &Pairs, p: usize, sign: i64, out: &mut OutputRows) {
+        let other = 1 - side;
+        let kind = self.spec.kind;
+        let count = pairs.counts[p];
+        if !kind.tracks_degree(other) {
+            if kind.emits_joined() {
+                out.push_joined(p, count, sign);
+            }
+            return;
+        }
+        let member = &pairs.members[p];
+        let degree = self.sides[other].table.get(key, member).unwrap_or_default().degree;
+        let next = degree + sign;
+        // A padded row leaves before its first match arrives, and comes back after its last
+        // match left.
+        let pads = kind.preserves(other);
+        if pads && degree == 0 && next > 0 {
+            out.push_other_padded(p, count, -1);
+        }
+        if kind.emits_joined() {
+            out.push_joined(p, count, sign);
+        }
+        if pads && degree > 0 && next == 0 {
+            out.push_other_padded(p, count, 1);
+        }
+        if let Some(shown) = kind.filters(other) {
+            match (shown(degree), shown(next)) {
+                (false, true) => out.push_plain(p, count, 1),
+                (true, false) => out.push_plain(p, count, -1),
+                _ => {}
+            }
+        }
+        self.sides[other].table.update(key, member, |e| e.degree = next);
+    }
+
+    /// Adds `sign` to the stored multiplicity of a row of `side`, which matched
+    /// `matched_total` rows of the other side.
+    fn store_row(&mut self, side: usize, key: &[u8], row: &[u8], time: Option<i64>, sign: i64, matched_total: i64) -> EngineResult<()> {
+        let expired = time.is_some_and(|t| t < self.expired_below[side]);
+        if expired && sign > 0 {
+            // The other side's watermark has passed it already (that side ran ahead): it
+            // joined what is stored now and can never match a later row, so it is not kept.
+            return Ok(());
+        }
+        let mut negative = false;
+        self.sides[side].table.update(key, row, |e| {
+            e.count += sign;
+            e.degree = matched_total;
+            if e.count < 0 {
+                negative = true;
+                e.count = 0;
+            }
+        });
+        if negative && !expired {
+            internal_err!("join state \"{}\" deleted a row it does not hold", self.sides[side].table.cf());
+        }
+        // The deletion of a row that expired (the other side's watermark passed it): late,
+        // like a late row of a window, and nothing is stored for it.
+        if let (Some(_), Some(t)) = (&self.sides[side].expiry, time) {
+            let mut full = key.to_vec();
+            full.extend_from_slice(row);
+            self.unindexed[side].insert((t, full.into()), key.len());
+        }
+        Ok(())
+    }
+
+    /// Every (row of `side`, stored row of the other side) pair with equal keys, in row
+    /// order, with the other rows decoded in one batch and the extra condition evaluated once.
+    fn probe(&self, side: usize, keys: &Rows, null_key: &[bool], batch: &RecordBatch) -> EngineResult<Pairs> {
+        let other = 1 - side;
+        let keep_members = self.spec.kind.tracks_degree(other);
+        let mut probe_rows: Vec<u32> = vec![];
+        let mut counts: Vec<i64> = vec![];
+        let mut members: Vec<Box<[u8]>> = vec![];
+        let mut candidates: Vec<&[u8]> = vec![];
+        let table = &self.sides[other].table;
+        for (i, &null) in null_key.iter().enumerate() {
+            if null {
                 continue;
             }
-            let mut full = keys[i].clone();
-            full.extend_from_slice(own_rows.row(i).as_ref());
-            let pending = overlay.get(&(side, keys[i].clone())).and_then(|p| p.get(&full));
-            let current = match pending {
-                Some(e) => *e,
-                None => self.store.multi_get(&self.sides[side].cf, &[&full])?[0].as_deref().map(Entry::decode).unwrap_or_default(),
-            };
-            let mut next = Entry { count: current.count + sign, degree: matched_total };
-            if next.count < 0 {
-                // The deletion of a row that expired (the other side's watermark passed it):
-                // late, like a late row of a window, and nothing is stored for it.
-                if !expired {
-                    internal_err!("join state \"{}\" deleted a row it does not hold", self.sides[side].cf);
-                }
-                next.count = 0;
-            }
-            if let Some(t) = times.as_ref().and_then(|t| t[i]) {
-                indexed.insert(full.clone(), t);
-            }
-            overlay.entry((side, keys[i].clone())).or_default().insert(full, next);
-        }
-        let mut write = StateWrite::default();
-        for ((s, _), pending) in overlay {
-            for (full, e) in pending {
-                if let (Some((_, index)), Some(&t)) = (&self.sides[s].expiry, indexed.get(&full)) {
-                    let mut key = time_key(t).to_vec();
-                    key.extend_from_slice(&full);
-                    if e.count == 0 {
-                        write.delete(index, key);
-                    } else {
-                        write.put(index, key, vec![]);
-                    }
-                }
-                if e.count == 0 {
-                    write.delete(&self.sides[s].cf, full);
-                } else {
-                    write.put(&self.sides[s].cf, full, e.encode());
+            for (member, entry) in table.members(keys.row(i).data()).filter(|(_, e)| e.count > 0) {
+                probe_rows.push(i as u32);
+                counts.push(entry.count);
+                candidates.push(member);
+                if keep_members {
+                    members.push(Box::from(member));
                 }
             }
         }
-        self.store.write_state(write)?;
-        out.finish(&self.spec.schema)
-    }
-
-    /// The candidates that satisfy the extra condition, decoded.
-    fn matching(&self, side: usize, this: &RecordBatch, candidates: &[(Vec<u8>, Entry)], key_len: usize) -> EngineResult<Vec<(Vec<u8>, Entry, RecordBatch)>> {
-        if candidates.is_empty() {
-            return Ok(vec![]);
-        }
-        let other = 1 - side;
-        let rows = self.sides[other].rows.decode(candidates.iter().map(|(full, _)| &full[key_len..]))?;
-        let rows = RecordBatch::try_new(self.spec.input_schemas[other].clone(), rows.columns().to_vec())?;
-        let mask = match &self.spec.filter {
-            None => None,
-            Some(f) => {
-                let repeated = take_rows(this, &UInt32Array::from(vec![0u32; rows.num_rows()]))?;
-                let joined = if side == 0 { concat_columns(&repeated, &rows, &self.both_schema)? } else { concat_columns(&rows, &repeated, &self.both_schema)? };
-                Some(f.evaluate(&joined)?.into_array(rows.num_rows())?.as_boolean().clone())
-            }
+        let decoded = self.sides[other].rows.decode(candidates)?;
+        let others = RecordBatch::try_new(self.spec.input_schemas[other].clone(), decoded.columns().to_vec())?;
+        let probes = take_rows(batch, &UInt32Array::from(probe_rows.clone()))?;
+        let (l, r) = if side == 0 { (&probes, &others) } else { (&others, &probes) };
+        let joined = concat_columns(l, r, &self.both_schema)?;
+        let mut passed = match &self.spec.filter {
+            None => BooleanArray::from(vec![true; joined.num_rows()]),
+            Some(f) => null_is_false(f.evaluate(&joined)?.into_array(joined.num_rows())?.as_boolean()),
         };
-        Ok(candidates
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| mask.as_ref().is_none_or(|m| m.is_valid(*j) && m.value(*j)))
-            .map(|(j, (full, e))| (full.clone(), *e, rows.slice(j, 1)))
-            .collect())
+        if let Some(live) = self.unexpired(other, &others)? {
+            passed = and(&passed, &live)?;
+        }
+        let passed = passed.values().iter().collect();
+        Ok(Pairs { probe_rows, counts, members, others, joined, passed })
     }
 
+    /// For a side whose rows expire: which of its `rows` have not expired yet (expired rows
+    /// wait in state for the next barrier, but never match).
+    fn unexpired(&self, side: usize, rows: &RecordBatch) -> EngineResult<Option<BooleanArray>> {
+        let Some((expiry, _)) = &self.sides[side].expiry else { return Ok(None) };
+        if self.expired_below[side] == i64::MIN {
+            return Ok(None);
+        }
+        let micros = DataType::Timestamp(TimeUnit::Microsecond, None);
+        let times = datafusion::arrow::compute::cast(rows.column(expiry.column), &micros)?;
+        let bound = TimestampMicrosecondArray::new_scalar(self.expired_below[side]);
+        Ok(Some(null_is_false(&gt_eq(&times, &bound)?)))
+    }
 }
 
-/// Changes of the current chunk not yet written: (side, join key) → full key → entry.
-type Overlay = HashMap<(usize, Vec<u8>), HashMap<Vec<u8>, Entry>>;
+/// The candidate pairs of one chunk ([`JoinOperator::probe`]).
+struct Pairs {
+    /// The probing row of each pair, ascending.
+    probe_rows: Vec<u32>,
+    /// The stored multiplicity of each pair's other row.
+    counts: Vec<i64>,
+    /// Each pair's other row, encoded; only when the other side tracks degrees.
+    members: Vec<Box<[u8]>>,
+    /// Each pair's other row, decoded (the other side's columns).
+    others: RecordBatch,
+    /// Each pair joined: left columns, then right columns.
+    joined: RecordBatch,
+    /// Whether the pair satisfies the extra condition.
+    passed: Vec<bool>,
+}
 
-/// Joined output rows, gathered as small batches with one op each.
+/// The output of one chunk, as positions in the arrays it is assembled from: per output row,
+/// where the probing side's columns and the other side's columns come from.
 #[derive(Default)]
-struct Output {
-    batches: Vec<RecordBatch>,
+struct OutputRows {
     ops: Vec<Op>,
+    /// (source, row) of the probing side's columns: 0 a pair, 1 NULL, 2 the input chunk.
+    this: Vec<(usize, usize)>,
+    /// (source, row) of the other side's columns: 0 a pair, 1 NULL.
+    other: Vec<(usize, usize)>,
 }
 
-impl Output {
-    fn push(&mut self, batch: RecordBatch, count: i64, sign: i64) {
+const FROM_PAIR: usize = 0;
+const FROM_NULL: usize = 1;
+const FROM_INPUT: usize = 2;
+
+impl OutputRows {
+    fn push(&mut self, this: (usize, usize), other: (usize, usize), count: i64, sign: i64) {
         let op = if sign > 0 { Op::Insert } else { Op::Delete };
         for _ in 0..count {
             self.ops.push(op);
-            self.batches.push(batch.clone());
+            self.this.push(this);
+            self.other.push(other);
         }
     }
 
-    fn push_joined(&mut self, side: usize, this: &RecordBatch, other: &RecordBatch, count: i64, sign: i64) {
-        let (l, r) = if side == 0 { (this, other) } else { (other, this) };
-        let mut cols = l.columns().to_vec();
-        cols.extend(r.columns().iter().cloned());
-        self.push(RecordBatch::try_new(joined_schema(l, r), cols).expect("joined row"), count, sign);
+    fn push_joined(&mut self, pair: usize, count: i64, sign: i64) {
+        self.push((FROM_PAIR, pair), (FROM_PAIR, pair), count, sign);
     }
 
-    /// `row` of `side` with the other side's columns NULL.
-    fn push_padded(&mut self, side: usize, row: &RecordBatch, count: i64, sign: i64, spec: &JoinSpec) {
-        let other = &spec.input_schemas[1 - side];
-        let nulls: Vec<ArrayRef> = other.fields().iter().map(|f| new_null_array(f.data_type(), 1)).collect();
-        let mut cols = vec![];
-        if side == 0 {
-            cols.extend(row.columns().iter().cloned());
-            cols.extend(nulls);
+    /// Pair `pair`'s other row with the probing side's columns NULL.
+    fn push_other_padded(&mut self, pair: usize, count: i64, sign: i64) {
+        self.push((FROM_NULL, 0), (FROM_PAIR, pair), count, sign);
+    }
+
+    /// Input row `row` with the other side's columns NULL.
+    fn push_this_padded(&mut self, row: usize, count: i64, sign: i64) {
+        self.push((FROM_INPUT, row), (FROM_NULL, 0), count, sign);
+    }
+
+    /// For semi and anti joins, whose output is one side's columns: `at` is a pair when the
+    /// output side is the other side, else an input row.
+    fn push_plain(&mut self, at: usize, count: i64, sign: i64) {
+        self.push((FROM_INPUT, at), (FROM_PAIR, at), count, sign);
+    }
+
+    fn assemble(self, side: usize, spec: &JoinSpec, input: &RecordBatch, pairs: &Pairs) -> EngineResult<StreamChunk> {
+        if self.ops.is_empty() {
+            return Ok(StreamChunk::new(vec![], RecordBatch::new_empty(spec.schema.clone())));
+        }
+        let columns: Vec<ArrayRef> = if spec.kind.emits_joined() {
+            let left_width = spec.input_schemas[0].fields().len();
+            let this_range = if side == 0 { 0..left_width } else { left_width..pairs.joined.num_columns() };
+            (0..pairs.joined.num_columns())
+                .map(|c| {
+                    let joined = pairs.joined.column(c);
+                    let null = new_null_array(joined.data_type(), 1);
+                    if this_range.contains(&c) {
+                        let own = input.column(c - this_range.start);
+                        Ok(interleave(&[joined.as_ref(), null.as_ref(), own.as_ref()], &self.this)?)
+                    } else {
+                        Ok(interleave(&[joined.as_ref(), null.as_ref()], &self.other)?)
+                    }
+                })
+                .collect::<EngineResult<_>>()?
         } else {
-            cols.extend(nulls);
-            cols.extend(row.columns().iter().cloned());
-        }
-        let schema = Arc::new(Schema::new(cols.iter().enumerate().map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true)).collect::<Vec<_>>()));
-        self.push(RecordBatch::try_new(schema, cols).expect("padded row"), count, sign);
-    }
-
-    fn finish(self, schema: &SchemaRef) -> EngineResult<StreamChunk> {
-        let batches: Vec<RecordBatch> = self
-            .batches
-            .into_iter()
-            .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
-            .collect::<Result<_, _>>()?;
-        let batch = concat_batches(schema, &batches)?;
-        Ok(StreamChunk::new(self.ops, batch))
+            // Semi or anti: only one source is ever used.
+            let (source, rows): (&RecordBatch, Vec<u32>) = if spec.kind.filters(side).is_some() {
+                (input, self.this.iter().map(|&(_, r)| r as u32).collect())
+            } else {
+                (&pairs.others, self.other.iter().map(|&(_, r)| r as u32).collect())
+            };
+            take_rows(source, &UInt32Array::from(rows))?.columns().to_vec()
+        };
+        Ok(StreamChunk::new(self.ops, RecordBatch::try_new(spec.schema.clone(), columns)?))
     }
 }
 
-fn joined_schema(l: &RecordBatch, r: &RecordBatch) -> SchemaRef {
-    let fields: Vec<Field> = l
-        .schema()
-        .fields()
-        .iter()
-        .chain(r.schema().fields().iter())
-        .enumerate()
-        .map(|(i, f)| Field::new(format!("c{i}"), f.data_type().clone(), true))
-        .collect();
-    Arc::new(Schema::new(fields))
+/// A condition's result with NULL taken as false.
+fn null_is_false(mask: &BooleanArray) -> BooleanArray {
+    if mask.null_count() == 0 { mask.clone() } else { prep_null_mask_filter(mask) }
 }
 
 fn take_rows(batch: &RecordBatch, idx: &UInt32Array) -> EngineResult<RecordBatch> {
     let cols = batch.columns().iter().map(|c| take(c, idx, None)).collect::<Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(batch.schema(), cols)?)
+    let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(idx.len()));
+    Ok(RecordBatch::try_new_with_options(batch.schema(), cols, &options)?)
 }
 
 fn concat_columns(l: &RecordBatch, r: &RecordBatch, schema: &SchemaRef) -> EngineResult<RecordBatch> {
     let mut cols = l.columns().to_vec();
     cols.extend(r.columns().iter().cloned());
-    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+    let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(l.num_rows()));
+    Ok(RecordBatch::try_new_with_options(schema.clone(), cols, &options)?)
 }
 
 #[async_trait]
 impl Operator for JoinOperator {
     fn name(&self) -> String {
-        format!("Join({:?}; state = \"{}\", \"{}\")", self.spec.kind, self.sides[0].cf, self.sides[1].cf)
+        format!("Join({:?}; state = \"{}\", \"{}\")", self.spec.kind, self.sides[0].table.cf(), self.sides[1].table.cf())
     }
 
     fn state_tables(&self) -> Vec<(Arc<str>, CfKind)> {
         let indexes = self.sides.iter().filter_map(|s| s.expiry.as_ref().map(|(_, index)| (index.clone(), CfKind::Plain)));
-        self.sides.iter().map(|s| (s.cf.clone(), CfKind::Plain)).chain(indexes).collect()
+        self.sides.iter().map(|s| (s.table.cf().clone(), CfKind::Plain)).chain(indexes).collect()
+    }
+
+    /// Writes both sides' changes since the last barrier (one batch), deletes the rows the
+    /// watermarks expired, and evicts what the state cache cannot hold.
+    async fn handle_checkpoint(&mut self, _barrier: &Barrier, _ctx: &mut OperatorContext) -> EngineResult<()> {
+        self.write_back()
     }
 
     async fn process_batch(&mut self, input: usize, chunk: StreamChunk, ctx: &mut OperatorContext) -> EngineResult<()> {
@@ -474,8 +563,9 @@ impl Operator for JoinOperator {
         *seen = (*seen).max(wm.time_us);
         let other = 1 - input;
         if let Some(expiry) = self.sides[other].expiry.as_ref().map(|(e, _)| *e).filter(|e| e.other_column == wm.column) {
-            // Rows of the other side whose time plus the offset is below it never match again.
-            self.expire(other, wm.time_us.saturating_sub(expiry.offset_us))?;
+            // Rows of the other side whose time plus the offset is below it never match again:
+            // probes skip them now, and the next barrier deletes them.
+            self.expired_below[other] = self.expired_below[other].max(wm.time_us.saturating_sub(expiry.offset_us));
         }
         self.emit_watermarks(Some((input, wm.column)), ctx).await
     }
@@ -497,22 +587,86 @@ impl JoinOperator {
         Ok(Some(times.iter().collect()))
     }
 
-    /// Deletes the stored rows of `side` whose expiry time is below `below_us`.
+    /// Writes both sides' changes and the expiry indexes' as one batch, then deletes what
+    /// expired and evicts the least recently used keys beyond the cache budget.
+    fn write_back(&mut self) -> EngineResult<()> {
+        let mut write = StateWrite::default();
+        for side in 0..2 {
+            self.index_changes(side, &mut write);
+        }
+        for side in &mut self.sides {
+            side.table.flush(&mut write);
+        }
+        if !write.is_empty() {
+            self.store.write_state(write)?;
+        }
+        for side in 0..2 {
+            if self.expired_below[side] > self.deleted_below[side] {
+                self.expire(side, self.expired_below[side])?;
+            }
+            self.sides[side].table.evict_to_budget();
+        }
+        Ok(())
+    }
+
+    /// The expiry index entries of the rows of `side` changed since the last barrier. A row
+    /// that expired meanwhile is deleted instead: when it never reached the store, nothing
+    /// of it is written at all (most rows of a short interval join live less than a barrier).
+    fn index_changes(&mut self, side: usize, write: &mut StateWrite) {
+        let unindexed = std::mem::take(&mut self.unindexed[side]);
+        let Some((_, index)) = &self.sides[side].expiry else { return };
+        let table = &mut self.sides[side].table;
+        for ((time, full), key_len) in unindexed {
+            let (key, row) = full.split_at(key_len);
+            if time < self.expired_below[side] {
+                // A stored one is deleted by the flush, its index entry by `expire`.
+                table.update(key, row, |e| e.count = 0);
+                continue;
+            }
+            let mut indexed = time_key(time).to_vec();
+            indexed.extend_from_slice(&full);
+            if table.get(key, row).unwrap_or_default().count > 0 {
+                write.put(index, indexed, index_value(key_len));
+            } else if table.is_stored(key, row) {
+                write.delete(index, indexed);
+            }
+        }
+    }
+
+    /// Deletes the stored rows of `side` whose expiry time is below `below_us`, from the
+    /// store and from the cache (which holds no unwritten change by then).
     fn expire(&mut self, side: usize, below_us: i64) -> EngineResult<()> {
         let Some((_, index)) = &self.sides[side].expiry else { return Ok(()) };
-        self.expired_below[side] = self.expired_below[side].max(below_us);
+        self.deleted_below[side] = below_us;
         let bound = time_key(below_us);
         let mut write = StateWrite::default();
-        self.store.scan_from(index, None, None, |key, _| {
+        let mut placed: Vec<(Vec<u8>, usize)> = vec![];
+        let mut unplaced = false;
+        self.store.scan_from(index, None, None, |key, value| {
             if key >= bound.as_slice() {
                 return false;
             }
-            write.delete(&self.sides[side].cf, key[8..].to_vec());
+            let full = key[8..].to_vec();
+            write.delete(self.sides[side].table.cf(), full.clone());
+            match <[u8; 4]>::try_from(value) {
+                Ok(len) => placed.push((full, u32::from_le_bytes(len) as usize)),
+                Err(_) => unplaced = true,
+            }
             true
         })?;
-        if !write.is_empty() {
-            self.store.write_state(write)?;
-            self.store.delete_range(index, &[], &bound)?;
+        if write.is_empty() {
+            return Ok(());
+        }
+        self.store.write_state(write)?;
+        self.store.delete_range(index, &[], &bound)?;
+        let table = &mut self.sides[side].table;
+        if unplaced {
+            // Entries of an older index do not say where the key ends.
+            table.forget_all();
+        } else {
+            for (full, key_len) in placed {
+                table.forget(&full[..key_len], &full[key_len..]);
+            }
         }
         Ok(())
     }
