@@ -12,21 +12,36 @@ use crate::EngineArgs;
 
 #[derive(Args)]
 pub struct NexmarkArgs {
-    /// The query: q0, q1, q2, q10, q14, q21, q22 (stateless), or q5, q7, q15, q16, q17, q18,
-    /// q19 (stateful; partitioned over --workers).
+    /// The queries, comma-separated, or `all`: q0, q1, q2, q10, q14, q21, q22 (stateless), or
+    /// q5, q7, q15, q16, q17, q18, q19 (stateful; partitioned over --workers).
     #[arg(long, default_value = "q1")]
     query: String,
     /// Events to generate (all types; 46 of every 50 are bids).
     #[arg(long, default_value_t = 10_000_000)]
     events: u64,
-    /// Directory for the benchmark's state; a fresh temporary one by default.
+    /// Where each query's rows go: `blackhole` (a sink that drops them, as Flink's and
+    /// RisingWave's Nexmark runs do) or `view` (a materialized view that keeps them).
+    #[arg(long, default_value = "blackhole")]
+    sink: String,
+    /// Also write the results to this file as JSON.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Directory under which each query gets a fresh state directory (deleted after it);
+    /// the system's temporary directory by default.
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
 
+/// Every query `bench nexmark` knows, in order.
+const ALL_QUERIES: &[&str] = &["q0", "q1", "q2", "q5", "q7", "q10", "q14", "q15", "q16", "q17", "q18", "q19", "q21", "q22"];
+
 const BID_COLUMNS: &str = "auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time TIMESTAMP, extra VARCHAR";
+
+/// Nexmark's watermark (its Flink DDL's): what lets windows close and interval joins free
+/// their state.
+const BID_WATERMARK: &str = "WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND";
 
 /// The Nexmark queries that read bids only, in RisingWave's form (q14 with `count_char`
 /// inlined). The stateless ones are checked against ad-hoc queries in
@@ -61,43 +76,151 @@ async fn run(db: &Database, vars: &mut SessionVars, sql: &str) -> Result<Vec<Que
     Ok(out)
 }
 
+/// One query's run.
+struct NexmarkResult {
+    engine: &'static str,
+    query: String,
+    sink: String,
+    events: u64,
+    workers: usize,
+    seconds: f64,
+    events_per_s: f64,
+    events_per_s_per_core: f64,
+    cpu_seconds: f64,
+    peak_rss_mb: f64,
+    output_rows: Option<u64>,
+}
+
 pub async fn nexmark(args: NexmarkArgs, dataflow: tokio::runtime::Handle) -> Result<(), BoxError> {
-    let sql = query(&args.query).ok_or_else(|| format!("unknown query {:?}; choose q0, q1, q2, q5, q7, q10, q14, q15, q16, q17, q18, q19, q21 or q22", args.query))?;
-    let dir = args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("openclaw-bench-{}", std::process::id())));
+    let names: Vec<String> = match args.query.as_str() {
+        "all" => ALL_QUERIES.iter().map(|q| q.to_string()).collect(),
+        list => list.split(',').map(|q| q.trim().to_string()).collect(),
+    };
+    if let Some(unknown) = names.iter().find(|q| query(q).is_none()) {
+        return Err(format!("unknown query {unknown:?}; choose from {}, or all", ALL_QUERIES.join(", ")).into());
+    }
+    if !["blackhole", "view"].contains(&args.sink.as_str()) {
+        return Err(format!("unknown sink {:?}; choose blackhole or view", args.sink).into());
+    }
+    let mut results = vec![];
+    for name in &names {
+        results.push(nexmark_query(&args, name, &dataflow).await?);
+    }
+    println!();
+    println!("{:<6} {:>10} {:>9} {:>12} {:>14} {:>9} {:>10}", "query", "events", "seconds", "events/s", "events/s/core", "cpu s", "peak MiB");
+    for r in &results {
+        println!(
+            "{:<6} {:>10} {:>9.2} {:>12.0} {:>14.0} {:>9.1} {:>10.0}",
+            r.query, r.events, r.seconds, r.events_per_s, r.events_per_s_per_core, r.cpu_seconds, r.peak_rss_mb
+        );
+    }
+    if let Some(path) = &args.json {
+        let json: Vec<serde_json::Value> = results.iter().map(NexmarkResult::to_json).collect();
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+    }
+    Ok(())
+}
+
+impl NexmarkResult {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "engine": self.engine, "query": self.query, "sink": self.sink, "events": self.events,
+            "workers": self.workers, "seconds": self.seconds, "events_per_s": self.events_per_s.round(),
+            "events_per_s_per_core": self.events_per_s_per_core.round(), "cpu_seconds": self.cpu_seconds,
+            "peak_rss_mb": self.peak_rss_mb.round(), "output_rows": self.output_rows,
+        })
+    }
+}
+
+/// Runs one query from CREATE to FLUSH in a fresh store, measuring wall and CPU time and the
+/// peak resident memory of the process during the run.
+async fn nexmark_query(args: &NexmarkArgs, name: &str, dataflow: &tokio::runtime::Handle) -> Result<NexmarkResult, BoxError> {
+    let sql = query(name).expect("checked");
+    // A directory per query: the previous query's store may still be closing.
+    let dir = args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir()).join(format!("openclaw-bench-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let db = Database::open(Store::open_with_cache(&dir, args.engine.state_cache_mb.max(8) << 20)?, args.engine.engine_config(&dataflow), None).await?;
+    let db = Database::open(Store::open_with_cache(&dir, args.engine.state_cache_mb.max(8) << 20)?, args.engine.engine_config(dataflow), None).await?;
     let mut vars = SessionVars::default();
     run(&db, &mut vars, &format!(
-        "CREATE SOURCE bid ({BID_COLUMNS}) WITH (connector = 'nexmark', 'nexmark.table.type' = 'bid', 'nexmark.event.num' = '{}')",
+        "CREATE SOURCE bid ({BID_COLUMNS}, {BID_WATERMARK}) WITH (connector = 'nexmark', 'nexmark.table.type' = 'bid', 'nexmark.event.num' = '{}')",
         args.events
     ))
     .await?;
+    reset_peak_rss();
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
-    run(&db, &mut vars, &format!("CREATE MATERIALIZED VIEW {} AS {sql}", args.query)).await?;
+    let create = match args.sink.as_str() {
+        "view" => format!("CREATE MATERIALIZED VIEW {name} AS {sql}"),
+        _ => format!("CREATE SINK {name} AS {sql} WITH (connector = 'blackhole')"),
+    };
+    run(&db, &mut vars, &create).await?;
     run(&db, &mut vars, "FLUSH").await?;
     let elapsed = started.elapsed().as_secs_f64();
-    let rows = match run(&db, &mut vars, &format!("SELECT count(*) FROM {}", args.query)).await?.pop() {
-        Some(output) => {
-            let batches = output.collect().await.map_err(|e| e.message)?;
-            datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string()
-        }
-        None => String::new(),
+    let cpu = cpu_seconds() - cpu_before;
+    let peak_rss_mb = peak_rss_bytes() as f64 / (1 << 20) as f64;
+    let output_rows = match args.sink.as_str() {
+        "view" => match run(&db, &mut vars, &format!("SELECT count(*) FROM {name}")).await?.pop() {
+            Some(output) => {
+                let batches = output.collect().await.map_err(|e| e.message)?;
+                batches.first().and_then(|b| b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>()).map(|c| c.value(0) as u64)
+            }
+            None => None,
+        },
+        _ => None,
     };
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let workers = args.engine.worker_threads();
     let eps = args.events as f64 / elapsed;
-    println!("query: nexmark {} ({} events, {} bids)", args.query, args.events, args.events / 50 * 46);
-    println!("view rows:\n{rows}");
-    println!("elapsed: {elapsed:.2} s");
     println!(
-        "throughput: {eps:.0} events/s; {:.0} events/s per core ({cores} cores, {workers} workers)",
-        eps / cores.min(workers) as f64
+        "nexmark {name} ({} events, {} bids, {} sink): {elapsed:.2} s, {eps:.0} events/s, {:.0} per core ({cores} cores, {workers} workers), {cpu:.1} CPU s, peak RSS {peak_rss_mb:.0} MiB{}",
+        args.events,
+        args.events / 50 * 46,
+        args.sink,
+        eps / cores.min(workers) as f64,
+        output_rows.map(|r| format!(", {r} rows in the view")).unwrap_or_default()
     );
     drop(db);
-    if args.data_dir.is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(NexmarkResult {
+        engine: "openclaw",
+        query: name.to_string(),
+        sink: args.sink.clone(),
+        events: args.events,
+        workers,
+        seconds: elapsed,
+        events_per_s: eps,
+        events_per_s_per_core: eps / cores.min(workers) as f64,
+        cpu_seconds: cpu,
+        peak_rss_mb,
+        output_rows,
+    })
+}
+
+/// CPU seconds (user and system) this process has used.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
     }
-    Ok(())
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// Resets the process's peak resident set to its current size (Linux: `clear_refs` 5), so
+/// that each query's peak is its own.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The peak resident set since the last [`reset_peak_rss`] (Linux's `VmHWM`).
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 #[derive(Args)]

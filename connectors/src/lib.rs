@@ -9,6 +9,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use openclaw_engine::dead_letters::DeadLetterTable;
 use openclaw_engine::source::{SourceProgress, SourceReader};
 
+pub mod blackhole;
 pub mod datagen;
 pub mod kafka;
 pub mod nexmark;
@@ -90,6 +91,43 @@ pub fn connector(name: &str) -> Option<&'static dyn Connector> {
         _ => None,
     }
 }
+
+/// A kind of sink, named by `CREATE SINK ... WITH (connector = '...')`.
+pub trait SinkConnector: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// Checks the options, and whatever they point to (a broker, a registry): it may block,
+    /// so the caller runs it off the async workers. A mistake is the user's, reported at
+    /// `CREATE SINK`.
+    fn prepare(&self, options: &Options) -> Result<Arc<dyn PreparedSink>, ConnectorError>;
+}
+
+/// A sink whose options were checked: it builds the operator a dataflow ends in.
+pub trait PreparedSink: Send + Sync {
+    /// The sink's operator for object `object`. `buffer_cf` is a column family of the
+    /// sink's own (rows by sequence number), for a sink that must hold records until their
+    /// checkpoint is durable; a sink that holds nothing ignores it.
+    fn operator(
+        &self,
+        object: openclaw_engine::ObjectId,
+        name: &str,
+        schema: &SchemaRef,
+        store: openclaw_storage::Store,
+        buffer_cf: &str,
+    ) -> Result<Box<dyn openclaw_engine::Operator>, ConnectorError>;
+}
+
+/// The sink connector named `name`.
+pub fn sink_connector(name: &str) -> Option<&'static dyn SinkConnector> {
+    match name.to_ascii_lowercase().as_str() {
+        "kafka" => Some(&kafka::KafkaSinkConnector),
+        "blackhole" => Some(&blackhole::BlackholeConnector),
+        _ => None,
+    }
+}
+
+/// Names of every sink connector, for hints.
+pub const SINK_CONNECTORS: &[&str] = &["kafka", "blackhole"];
 
 /// Names of every connector, for hints.
 pub const CONNECTORS: &[&str] = &["kafka", "nexmark", "datagen"];

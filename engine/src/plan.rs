@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::AtomicU64;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -19,7 +20,7 @@ use crate::watermark::{WatermarkGenerator, WatermarkSpec};
 use datafusion::physical_plan::expressions::Column;
 use crate::operators::exchange::{ExchangeOperator, MAX_PARALLELISM};
 use crate::operators::{
-    AggregateOperator, AggregateSpec, FilterOperator, JoinOperator, JoinSpec, ProjectOperator, TemporalFilterOperator, TemporalFilterSpec, TopNOperator, TopNSpec,
+    AggregateOperator, AggregateSpec, FilterOperator, JoinKind, JoinOperator, JoinSpec, ProjectOperator, TemporalFilterOperator, TemporalFilterSpec, TopNOperator, TopNSpec,
     UnionOperator,
 };
 use crate::source::{run_source, RootCheckpoints, SourceProgress, SourceReader};
@@ -72,6 +73,19 @@ impl StreamNode {
             StreamNode::Aggregate { spec, .. } => spec.schema.clone(),
             StreamNode::Join { spec, .. } => spec.schema.clone(),
             StreamNode::TopN { spec, .. } => spec.schema.clone(),
+        }
+    }
+
+    /// Whether the node only ever emits inserts: what reads it may keep less state (an
+    /// aggregate's `min`/`max` as one value).
+    pub fn append_only(&self) -> bool {
+        match self {
+            StreamNode::Subscribe { .. } | StreamNode::TemporalFilter { .. } | StreamNode::TopN { .. } => false,
+            StreamNode::Source { reader, .. } => reader.is_append_only(),
+            StreamNode::Filter { input, .. } | StreamNode::Project { input, .. } => input.append_only(),
+            StreamNode::Union { inputs, .. } => inputs.iter().all(|i| i.append_only()),
+            StreamNode::Aggregate { spec, .. } => spec.emit_on_close.is_some(),
+            StreamNode::Join { spec, inputs } => spec.kind == JoinKind::Inner && inputs.iter().all(|i| i.append_only()),
         }
     }
 
@@ -133,17 +147,23 @@ impl StreamNode {
         let mut text = String::new();
         self.explain(&mut text, 0, parallelism);
         self.describe_layout(&mut text);
+        if self.source_reads().values().any(|&n| n > 1) {
+            // Its branches share one reader, whose position is stored once: a checkpoint
+            // taken with one reader per branch cannot be resumed.
+            text.push_str("shared sources\n");
+        }
         format!("{:016x}", xxhash_rust::xxh64::xxh64(text.as_bytes(), 0))
     }
 
     fn describe_layout(&self, out: &mut String) {
         let _ = match self {
-            StreamNode::Aggregate { spec, .. } => writeln!(
+            StreamNode::Aggregate { spec, input } => writeln!(
                 out,
-                "agg groups {:?} clean {:?} emit {:?} calls {:?}",
+                "agg groups {:?} clean {:?} emit {:?} append-only input {} calls {:?}",
                 spec.group_exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
                 spec.clean_by,
                 spec.emit_on_close,
+                input.append_only(),
                 spec.calls.iter().map(|c| (c.expr.name().to_string(), c.expr.expressions().iter().map(|e| e.to_string()).collect::<Vec<_>>())).collect::<Vec<_>>()
             ),
             StreamNode::TopN { spec, .. } => writeln!(out, "topn clean {:?} input {:?}", spec.clean_by, spec.input_schema),
@@ -251,6 +271,20 @@ impl StreamNode {
         }
     }
 
+    /// How many nodes read each source, by name. A source read more than once is read by one
+    /// reader whose output goes to every such node.
+    pub fn source_reads(&self) -> HashMap<String, usize> {
+        fn count(node: &StreamNode, out: &mut HashMap<String, usize>) {
+            if let StreamNode::Source { name, .. } = node {
+                *out.entry(name.clone()).or_default() += 1;
+            }
+            node.children().into_iter().for_each(|c| count(c, out));
+        }
+        let mut out = HashMap::new();
+        count(self, &mut out);
+        out
+    }
+
     fn children(&self) -> Vec<&StreamNode> {
         match self {
             StreamNode::Subscribe { .. } | StreamNode::Source { .. } => vec![],
@@ -323,7 +357,8 @@ pub fn build_dataflow(
     coordinator: &Arc<Coordinator>,
 ) -> EngineResult<Dataflow> {
     let mut df = Dataflow { tasks: vec![], roots: vec![], pending_roots: vec![], subscriptions: vec![], state_tables: vec![], late_rows: Default::default() };
-    let mut b = Builder { config, coordinator, state, tables: 0, sources: 0, df: &mut df };
+    let source_reads = plan.source_reads();
+    let mut b = Builder { config, coordinator, state, tables: 0, sources: 0, source_reads, shared: HashMap::new(), df: &mut df };
     let built = b.build(plan);
     let input = match built {
         Ok(input) => input,
@@ -344,6 +379,11 @@ struct Builder<'a> {
     tables: usize,
     /// Source readers built so far: the n-th stores its position as `<prefix>_source<n>`.
     sources: usize,
+    /// How many nodes of the plan read each source ([`StreamNode::source_reads`]).
+    source_reads: HashMap<String, usize>,
+    /// Outputs of sources already built, waiting for the other nodes that read them: one
+    /// reader feeds every branch of a source read several times (HOP's windows, self-joins).
+    shared: HashMap<String, Vec<mpsc::Receiver<Message>>>,
     df: &'a mut Dataflow,
 }
 
@@ -389,13 +429,22 @@ impl Builder<'_> {
                 self.df.subscriptions.push(Subscription { upstream: object, snapshot, sender: std::sync::Mutex::new(Some(tx)), progress, replay_from });
             }
             StreamNode::Source { name, mut reader, progress, watermark } => {
+                if let Some(shared) = self.shared.get_mut(&name).and_then(|r| r.pop()) {
+                    return Ok(shared);
+                }
+                let mut tx = vec![tx];
+                for _ in 1..self.source_reads.get(&name).copied().unwrap_or(1) {
+                    let (stx, srx) = self.channel();
+                    tx.push(stx);
+                    self.shared.entry(name.clone()).or_default().push(srx);
+                }
                 self.sources += 1;
                 let key = format!("{}_source{}", self.state.prefix, self.sources);
                 let others = reader.split_off(self.state.parallelism.max(1))?;
                 let readers: Vec<Box<dyn SourceReader>> = std::iter::once(reader).chain(others).collect();
                 if readers.len() == 1 {
                     let reader = readers.into_iter().next().expect("one reader");
-                    self.spawn_source(&name, &key, reader, progress, watermark, Outputs::new(vec![tx]))?;
+                    self.spawn_source(&name, &key, reader, progress, watermark, Outputs::new(tx))?;
                 } else {
                     // Each reader reads its share of the partitions; a union merges them (and
                     // their watermarks: the minimum over readers not idle).
@@ -405,7 +454,7 @@ impl Builder<'_> {
                         self.spawn_source(&name, &key, reader, progress.clone(), watermark, Outputs::new(vec![rtx]))?;
                         inputs.push(rrx);
                     }
-                    self.spawn_operator(Box::new(UnionOperator::new(schema)), inputs, Outputs::new(vec![tx]));
+                    self.spawn_operator(Box::new(UnionOperator::new(schema)), inputs, Outputs::new(tx));
                 }
             }
             StreamNode::Filter { predicate, input } => {
@@ -439,10 +488,11 @@ impl Builder<'_> {
                 let groups = self.table(n, "groups", parts);
                 let values = self.table(n, "values", parts);
                 let input_schema = input.schema();
+                let append_only = input.append_only();
                 let operators = (0..parts)
                     .map(|k| {
                         let tables = AggregateTables { groups: groups[k].clone(), values: values[k].clone() };
-                        let op = AggregateOperator::new(spec.clone(), self.state.store.clone(), tables, &input_schema, self.df.late_rows.clone())?;
+                        let op = AggregateOperator::new(spec.clone(), self.state.store.clone(), tables, &input_schema, append_only, self.df.late_rows.clone())?;
                         Ok(Box::new(op) as Box<dyn Operator>)
                     })
                     .collect::<EngineResult<_>>()?;

@@ -26,6 +26,12 @@ pub trait SourceReader: Send + 'static {
     /// yet), but must return within about 100 ms so that barriers are not held up.
     async fn next_chunk(&mut self, max_rows: usize) -> EngineResult<Option<StreamChunk>>;
 
+    /// Whether the stream only ever inserts (no deletes or updates, as an upsert stream has):
+    /// an aggregate over it can keep `min`/`max` as one value instead of every value.
+    fn is_append_only(&self) -> bool {
+        false
+    }
+
     /// Whether the stream ends. `FLUSH` waits for a bounded stream to be read to its end; an
     /// unbounded one passes `FLUSH` at once.
     fn is_bounded(&self) -> bool;

@@ -331,7 +331,7 @@ fn aggregate_op(store: &Store, emit_on_close: Option<usize>, prefix: &str) -> Bo
     ]));
     let spec = AggregateSpec { group_exprs: vec![col("c0", &input).unwrap()], calls, schema, emit_on_close, clean_by: None };
     let tables = AggregateTables { groups: format!("{prefix}_groups"), values: format!("{prefix}_values") };
-    Box::new(openclaw_engine::operators::AggregateOperator::new(spec, store.clone(), tables, &input, Default::default()).unwrap())
+    Box::new(openclaw_engine::operators::AggregateOperator::new(spec, store.clone(), tables, &input, false, Default::default()).unwrap())
 }
 
 #[tokio::test]

@@ -27,8 +27,8 @@ use crate::session::SessionVars;
 enum Target {
     /// A materialized view: rows kept in RocksDB, queryable.
     View,
-    /// A Kafka sink, with its options as shown by `SHOW SINKS`.
-    Sink(openclaw_connectors::kafka::KafkaSinkOptions, String),
+    /// A sink of a connector's, with its options as shown by `SHOW SINKS`.
+    Sink(Arc<dyn openclaw_connectors::PreparedSink>, String),
 }
 
 /// What a restart resumes views from.
@@ -331,13 +331,11 @@ impl Database {
         sql: &str,
         resume: Option<&mut Resume>,
     ) -> SqlResult<QueryOutput> {
-        let connector = sink.options.get("connector").map(|c| c.to_ascii_lowercase());
-        if connector.as_deref() != Some("kafka") {
-            return Err(SqlError::new(SqlState::InvalidParameterValue, "a sink needs connector = 'kafka'")
-                .with_hint("sinks write to Kafka; add WITH (connector = 'kafka', topic = '...', 'properties.bootstrap.server' = '...')"));
-        }
-        let options = openclaw_connectors::kafka::KafkaSinkOptions::parse(&sink.options).map_err(connector_error)?;
-        tokio::task::block_in_place(|| options.validate()).map_err(connector_error)?;
+        let connector = sink.options.get("connector").and_then(|c| openclaw_connectors::sink_connector(c)).ok_or_else(|| {
+            SqlError::new(SqlState::InvalidParameterValue, format!("a sink needs connector = one of {}", openclaw_connectors::SINK_CONNECTORS.join(", ")))
+                .with_hint("e.g. WITH (connector = 'kafka', topic = '...', 'properties.bootstrap.server' = '...'), or connector = 'blackhole' to discard the rows")
+        })?;
+        let options = tokio::task::block_in_place(|| connector.prepare(&sink.options)).map_err(connector_error)?;
         let mut shown: Vec<String> = sink.options.iter().map(|(k, v)| format!("'{k}' = '{v}'")).collect();
         shown.sort();
         self.create_dataflow(sink.view, Target::Sink(options, shown.join(", ")), vars, sql, resume).await
@@ -380,13 +378,11 @@ impl Database {
                 let state = Arc::new(MaterializedState::new(self.store.clone(), &format!("mv_{id}"), schema.clone(), Layout::Multiset)?);
                 (state.clone(), Box::new(MaterializeOperator::new(id, state)))
             }
-            Target::Sink(options, _) => {
-                // The sink's column family is its buffer of records not yet in Kafka.
+            Target::Sink(sink, _) => {
+                // The sink's column family is its buffer of records not yet written out.
                 let state = Arc::new(MaterializedState::new(self.store.clone(), &format!("mv_{id}"), schema.clone(), Layout::RowId)?);
-                // ENCODE AVRO registers its schemas here, so a registry problem is CREATE's error.
-                let op = openclaw_connectors::kafka::KafkaSinkOperator::new(id, &name, &schema, options.clone(), self.store.clone(), &state.cf)
-                    .map_err(connector_error)?;
-                (state, Box::new(op))
+                let op = sink.operator(id, &name, &schema, self.store.clone(), &state.cf).map_err(connector_error)?;
+                (state, op)
             }
         };
         let location = StateLocation { store: self.store.clone(), owner: id, prefix: format!("mv_{id}"), parallelism, resume: positions };
@@ -734,12 +730,20 @@ impl ScanResolver for CatalogResolver<'_> {
                     Some(Detail::Table { state, .. }) => Some(Arc::new(openclaw_engine::dead_letters::DeadLetterTable::new(state.clone())?)),
                     _ => None,
                 };
-                let progress = Arc::new(SourceProgress::default());
+                // A source read twice in one plan is read by one reader (the engine shares it),
+                // so it counts once in SHOW SOURCES.
+                let progress = match self.progress.iter().find(|(n, _)| *n == entry.name) {
+                    Some((_, p)) => p.clone(),
+                    None => {
+                        let p = Arc::new(SourceProgress::default());
+                        self.progress.push((entry.name.clone(), p.clone()));
+                        p
+                    }
+                };
                 let context = openclaw_connectors::ReaderContext { source: name.to_string(), progress: progress.clone(), dead_letters };
                 let reader = connector
                     .reader(&entry.schema, options, context)
                     .map_err(|e| SqlError::new(SqlState::InvalidParameterValue, e.message))?;
-                self.progress.push((entry.name.clone(), progress.clone()));
                 Ok(StreamNode::Source { name: name.to_string(), reader, progress, watermark: *watermark })
             }
         }

@@ -152,6 +152,10 @@ impl SourceReader for DatagenReader {
         self.schema.clone()
     }
 
+    fn is_append_only(&self) -> bool {
+        true
+    }
+
     fn is_bounded(&self) -> bool {
         self.limit.is_some()
     }

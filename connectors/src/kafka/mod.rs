@@ -21,7 +21,7 @@ pub use avro::AvroEncoding;
 pub use decode::{Decoded, Encoding, ValueDecoder};
 pub use encode::SinkEncoding;
 pub use reader::KafkaReader;
-pub use sink::{KafkaSinkOperator, KafkaSinkOptions, SinkFormat, SINK_COMMITS_CF};
+pub use sink::{KafkaSinkConnector, KafkaSinkOperator, KafkaSinkOptions, SinkFormat, SINK_COMMITS_CF};
 
 use crate::{Connector, ConnectorError, Options, ReaderContext};
 

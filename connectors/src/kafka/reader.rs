@@ -384,6 +384,10 @@ impl SourceReader for KafkaReader {
         Ok(Some(chunk))
     }
 
+    fn is_append_only(&self) -> bool {
+        !self.options.upsert
+    }
+
     fn is_bounded(&self) -> bool {
         false
     }

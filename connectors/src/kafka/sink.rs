@@ -23,7 +23,29 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::encode::{encode_chunk, Codec, SinkEncoding};
-use crate::{ConnectorError, Options};
+use crate::{ConnectorError, Options, PreparedSink, SinkConnector};
+
+/// `CREATE SINK ... WITH (connector = 'kafka', ...)`.
+pub struct KafkaSinkConnector;
+
+impl SinkConnector for KafkaSinkConnector {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn prepare(&self, options: &Options) -> Result<Arc<dyn PreparedSink>, ConnectorError> {
+        let options = KafkaSinkOptions::parse(options)?;
+        options.validate()?;
+        Ok(Arc::new(options))
+    }
+}
+
+impl PreparedSink for KafkaSinkOptions {
+    /// ENCODE AVRO registers its schemas here, so a registry problem is CREATE's error.
+    fn operator(&self, object: ObjectId, name: &str, schema: &SchemaRef, store: Store, buffer_cf: &str) -> Result<Box<dyn Operator>, ConnectorError> {
+        Ok(Box::new(KafkaSinkOperator::new(object, name, schema, self.clone(), store, buffer_cf)?))
+    }
+}
 
 /// The column family where sinks note what they have committed to Kafka (sink id → buffer
 /// position). Like tables, it is carried over when a restart rolls state back: it describes

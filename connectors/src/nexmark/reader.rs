@@ -124,6 +124,10 @@ impl SourceReader for NexmarkReader {
         self.schema.clone()
     }
 
+    fn is_append_only(&self) -> bool {
+        true
+    }
+
     fn is_bounded(&self) -> bool {
         self.event_num.is_some()
     }

@@ -46,12 +46,16 @@ enum Strategy {
     Retract,
     Min,
     Max,
+    /// `min`/`max` over an append-only input: the extreme so far, in the group's row (no
+    /// values are kept, since none is ever retracted).
+    MinAppend,
+    MaxAppend,
     /// Recomputed from the group's stored values.
     Recompute,
 }
 
 impl Strategy {
-    fn of(call: &AggCall) -> EngineResult<Self> {
+    fn of(call: &AggCall, append_only: bool) -> EngineResult<Self> {
         if !call.expr.order_bys().is_empty() {
             return Err(EngineError::NotSupported(format!(
                 "aggregate {}(... ORDER BY ...) is not supported in materialized views yet",
@@ -60,6 +64,8 @@ impl Strategy {
         }
         let name = call.expr.fun().name();
         Ok(match name {
+            "min" if call.expr.expressions().len() == 1 && append_only => Strategy::MinAppend,
+            "max" if call.expr.expressions().len() == 1 && append_only => Strategy::MaxAppend,
             "min" if call.expr.expressions().len() == 1 => Strategy::Min,
             "max" if call.expr.expressions().len() == 1 => Strategy::Max,
             "count" | "sum" | "avg" if !call.expr.is_distinct() => {
@@ -123,14 +129,15 @@ pub struct AggregateOperator {
 }
 
 impl AggregateOperator {
-    pub fn new(spec: AggregateSpec, store: Store, tables: AggregateTables, input: &Schema, late_rows: Arc<AtomicU64>) -> EngineResult<Self> {
+    /// `append_only`: whether the input only ever inserts ([`crate::plan::StreamNode::append_only`]).
+    pub fn new(spec: AggregateSpec, store: Store, tables: AggregateTables, input: &Schema, append_only: bool, late_rows: Arc<AtomicU64>) -> EngineResult<Self> {
         let calls = spec
             .calls
             .iter()
             .map(|c| {
-                let strategy = Strategy::of(c)?;
+                let strategy = Strategy::of(c, append_only)?;
                 let arg_codec = match strategy {
-                    Strategy::Retract => None,
+                    Strategy::Retract | Strategy::MinAppend | Strategy::MaxAppend => None,
                     _ => {
                         let fields: Vec<Field> = c
                             .expr
@@ -159,10 +166,14 @@ impl AggregateOperator {
         };
         let mut state_fields = vec![Field::new("rows", DataType::Int64, false)];
         for (i, (c, p)) in spec.calls.iter().zip(&calls).enumerate() {
-            if p.strategy == Strategy::Retract {
-                for (j, v) in c.expr.create_sliding_accumulator()?.state()?.iter().enumerate() {
-                    state_fields.push(Field::new(format!("s{i}_{j}"), v.data_type(), true));
+            match p.strategy {
+                Strategy::Retract => {
+                    for (j, v) in c.expr.create_sliding_accumulator()?.state()?.iter().enumerate() {
+                        state_fields.push(Field::new(format!("s{i}_{j}"), v.data_type(), true));
+                    }
                 }
+                Strategy::MinAppend | Strategy::MaxAppend => state_fields.push(Field::new(format!("s{i}_0"), c.expr.field().data_type().clone(), true)),
+                _ => {}
             }
         }
 
@@ -288,6 +299,10 @@ impl AggregateOperator {
             groups[g].rows.push(row as u32);
             groups[g].delta += chunk.ops()[row].sign();
         }
+        let appends_only = self.calls.iter().any(|c| matches!(c.strategy, Strategy::MinAppend | Strategy::MaxAppend));
+        if appends_only && chunk.ops().iter().any(|op| op.sign() < 0) {
+            internal_err!("aggregate \"{}\" keeps min/max of an append-only input, which retracted a row", self.groups_cf);
+        }
         let inputs = self.call_inputs(&chunk)?;
         self.write_values(&groups, &inputs, &chunk)?;
         let old = self.read_groups(&groups)?;
@@ -405,6 +420,21 @@ impl AggregateOperator {
                     retract_rows(acc.as_mut(), group, &inputs[ci], ops)?;
                     states.extend(acc.state()?);
                     acc.evaluate()?
+                }
+                Strategy::MinAppend | Strategy::MaxAppend => {
+                    let mut acc = call.expr.create_accumulator()?;
+                    if let Some(old) = &old_state {
+                        acc.update_batch(&[old[state_col].clone()])?;
+                    }
+                    state_col += 1;
+                    // No argument columns: the empty group of a global aggregate at start.
+                    if let Some(arg) = inputs[ci].args.first() {
+                        let rows = UInt32Array::from_iter_values(group.rows.iter().copied().filter(|&r| inputs[ci].passes(r as usize)));
+                        acc.update_batch(&[take(arg, &rows, None)?])?;
+                    }
+                    let value = acc.evaluate()?;
+                    states.push(value.clone());
+                    value
                 }
                 Strategy::Min => self.extreme(p.arg_codec.as_ref().expect("min keeps values"), &prefix, false)?,
                 Strategy::Max => self.extreme(p.arg_codec.as_ref().expect("max keeps values"), &prefix, true)?,

@@ -606,6 +606,12 @@ impl JoinOperator {
             }
             self.sides[side].table.evict_to_budget();
         }
+        tracing::debug!(
+            left_bytes = self.sides[0].table.held_bytes(),
+            right_bytes = self.sides[1].table.held_bytes(),
+            expired_below = ?self.expired_below,
+            "join state written back"
+        );
         Ok(())
     }
 
