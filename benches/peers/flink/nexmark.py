@@ -34,6 +34,7 @@ CREATE TEMPORARY TABLE bid (
     WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND
 ) WITH (
     'connector' = 'datagen',
+    'rows-per-second' = '1000000000',
     'fields.seq.kind' = 'sequence',
     'fields.seq.start' = '0',
     'fields.seq.end' = '{last}',
@@ -103,8 +104,9 @@ def main():
     args = parser.parse_args()
     bids = args.events // 50 * 46
     results = []
+    run_job("q0", 1000, args.parallelism)  # starts the JVM: not part of any job's cost
     for name in args.queries.split(","):
-        startup = run_job(name, 1000, args.parallelism)
+        startup = min(run_job(name, 1000, args.parallelism) for _ in range(2))
         total = run_job(name, bids, args.parallelism)
         net = max(total - startup, 1e-6)
         eps = args.events / net
