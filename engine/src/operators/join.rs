@@ -155,6 +155,8 @@ pub struct JoinOperator {
     /// Per side, the rows changed since the last barrier whose expiry index entry is still to
     /// write: (expiry time, join key ‖ row) → length of the join key.
     unindexed: [BTreeMap<(i64, Box<[u8]>), usize>; 2],
+    /// Bytes `unindexed` holds, counted with the cache when deciding to write back early.
+    unindexed_bytes: usize,
     /// Output columns whose watermarks the condition's time bounds give.
     derived: Vec<DerivedWatermark>,
 }
@@ -183,6 +185,10 @@ impl StateValue for Entry {
         self.count == 0
     }
 }
+
+/// Bytes an entry of `JoinOperator::unindexed` costs besides its key: its B-tree slot, the
+/// boxed key's allocation, the time and the key length.
+const UNINDEXED_OVERHEAD_BYTES: usize = 80;
 
 /// The value of an expiry index entry: the length of the join key inside the indexed key
 /// (`time ‖ join key ‖ row`), so that expiry finds the row's group in the cache. Entries
@@ -231,6 +237,7 @@ impl JoinOperator {
             expired_below: [i64::MIN; 2],
             deleted_below: [i64::MIN; 2],
             unindexed: Default::default(),
+            unindexed_bytes: 0,
         })
     }
 
@@ -359,7 +366,10 @@ impl JoinOperator {
         if let (Some(_), Some(t)) = (&self.sides[side].expiry, time) {
             let mut full = key.to_vec();
             full.extend_from_slice(row);
-            self.unindexed[side].insert((t, full.into()), key.len());
+            let bytes = full.len() + UNINDEXED_OVERHEAD_BYTES;
+            if self.unindexed[side].insert((t, full.into()), key.len()).is_none() {
+                self.unindexed_bytes += bytes;
+            }
         }
         Ok(())
     }
@@ -550,7 +560,7 @@ impl Operator for JoinOperator {
         let out = self.apply(input, &chunk)?;
         // Changes cannot be evicted before they are written: when barriers are slow to come,
         // write them back early (still before the next barrier, so its snapshot is exact).
-        let held: usize = self.sides.iter().map(|s| s.table.held_bytes()).sum();
+        let held: usize = self.sides.iter().map(|s| s.table.held_bytes()).sum::<usize>() + self.unindexed_bytes;
         if held > self.store.operator_cache().limit_bytes() {
             self.write_back()?;
         }
@@ -626,6 +636,7 @@ impl JoinOperator {
     /// of it is written at all (most rows of a short interval join live less than a barrier).
     fn index_changes(&mut self, side: usize, write: &mut StateWrite) {
         let unindexed = std::mem::take(&mut self.unindexed[side]);
+        self.unindexed_bytes -= unindexed.keys().map(|(_, full)| full.len() + UNINDEXED_OVERHEAD_BYTES).sum::<usize>();
         let Some((_, index)) = &self.sides[side].expiry else { return };
         let table = &mut self.sides[side].table;
         for ((time, full), key_len) in unindexed {

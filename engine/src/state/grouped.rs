@@ -21,10 +21,12 @@ pub trait StateValue: Copy + Default {
     fn is_absent(&self) -> bool;
 }
 
-/// Bytes a member costs besides its key: the value, the map node and the dirty flag.
-const MEMBER_OVERHEAD_BYTES: usize = 64;
-/// Bytes a group costs besides its key and members.
-const GROUP_OVERHEAD_BYTES: usize = 96;
+/// Bytes a member costs besides its key: its slot in a B-tree node (a third of a node is
+/// empty on average), the boxed key's allocation, the value and the flags.
+const MEMBER_OVERHEAD_BYTES: usize = 96;
+/// Bytes a group costs besides its key and members: its hash map slot, boxed key, B-tree
+/// root and its place in the dirty list.
+const GROUP_OVERHEAD_BYTES: usize = 160;
 
 struct Member<V> {
     value: V,
