@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the kernels on the hot path: building Nexmark bids into Arrow,
 //! evaluating a projection and a filter over a chunk, and applying a changelog chunk to a
-//! view's multiset state in RocksDB.
+//! view's multiset state in RocksDB, and a join's probe over its in-memory state.
 //!
 //! `cargo bench --bench kernels` (in CI they run once each, as tests, through `--all-targets`).
 
@@ -88,5 +88,71 @@ fn materialize(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(kernels, nexmark_generator, stateless, materialize);
+/// The join's probe and state cache: a self-join of bids on `auction`, four chunks a side
+/// arriving alternately, through the operator's runtime loop (as a dataflow runs it), on a
+/// fresh operator each time.
+fn join(c: &mut Criterion) {
+    use openclaw_engine::operators::{JoinKind, JoinOperator, JoinSpec};
+    use openclaw_engine::runtime::run_operator;
+    use openclaw_engine::{Coordinator, EngineConfig, Message, OperatorContext, Outputs};
+    let rt = runtime();
+    let mut reader = bid_reader();
+    let chunks: Vec<StreamChunk> = (0..8).map(|_| one_chunk(&rt, &mut reader)).collect();
+    let schema = chunks[0].schema();
+    let mut fields: Vec<datafusion::arrow::datatypes::Field> = vec![];
+    for side in ["l", "r"] {
+        fields.extend(schema.fields().iter().map(|f| f.as_ref().clone().with_name(format!("{side}_{}", f.name())).with_nullable(true)));
+    }
+    let spec = JoinSpec {
+        kind: JoinKind::Inner,
+        keys: [vec![col("auction", &schema).unwrap()], vec![col("auction", &schema).unwrap()]],
+        filter: None,
+        schema: Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+        input_schemas: [schema.clone(), schema.clone()],
+    };
+    let dir = std::env::temp_dir().join(format!("openclaw-bench-join-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Store::open(&dir).unwrap();
+    let mut n = 0;
+    let mut g = c.benchmark_group("join");
+    g.throughput(Throughput::Elements((CHUNK_ROWS * chunks.len()) as u64));
+    g.bench_function("self_join_8x4096", |b| {
+        b.iter_batched(
+            || {
+                for side in ["l", "r"] {
+                    let _ = store.drop_cf(&format!("j{n}_{side}"));
+                }
+                n += 1;
+                JoinOperator::new(spec.clone(), store.clone(), [format!("j{n}_l"), format!("j{n}_r")]).unwrap()
+            },
+            |op| {
+                rt.block_on(async {
+                    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel(64);
+                    let mut receivers = vec![];
+                    for side in 0..2 {
+                        let (tx, rx) = tokio::sync::mpsc::channel(64);
+                        for chunk in chunks.iter().skip(side).step_by(2) {
+                            tx.send(Message::Chunk(chunk.clone())).await.unwrap();
+                        }
+                        receivers.push(rx);
+                    }
+                    let ctx = OperatorContext::new(Outputs::new(vec![out_tx]), Arc::new(EngineConfig::default()), Coordinator::new());
+                    run_operator(Box::new(op), receivers, ctx).await.unwrap();
+                    let mut rows = 0;
+                    while let Some(m) = out_rx.recv().await {
+                        if let Message::Chunk(c) = m {
+                            rows += c.num_rows();
+                        }
+                    }
+                    assert!(rows > 0, "bids of one auction join");
+                    rows
+                })
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(kernels, nexmark_generator, stateless, materialize, join);
 criterion_main!(kernels);
