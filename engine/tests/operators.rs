@@ -428,6 +428,44 @@ async fn join_retracts_when_one_side_is_deleted_and_pads_outer_rows() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A join holds its changes in memory until a barrier; when barriers are slow to come and the
+/// changes outgrow the operators' cache budget, it writes them back early instead of growing.
+#[tokio::test]
+async fn a_join_over_its_cache_budget_writes_back_before_any_barrier() {
+    use openclaw_engine::operators::{JoinKind, JoinOperator, JoinSpec};
+    let dir = std::env::temp_dir().join(format!("openclaw-engine-join-budget-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // 64 KiB of state: 32 KiB for the operators' caches, a few hundred rows.
+    let store = Store::open_with_cache(&dir, 64 << 10).unwrap();
+    let side = fixture::schema("I T");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("l0", DataType::Int64, true),
+        Field::new("l1", DataType::Utf8, true),
+        Field::new("r0", DataType::Int64, true),
+        Field::new("r1", DataType::Utf8, true),
+    ]));
+    let spec = JoinSpec {
+        kind: JoinKind::Inner,
+        keys: [vec![col("c0", &side).unwrap()], vec![col("c0", &side).unwrap()]],
+        filter: None,
+        schema,
+        input_schemas: [side.clone(), side],
+    };
+    let op = JoinOperator::new(spec, store.clone(), ["jb_l".into(), "jb_r".into()]).unwrap();
+    let chunks: Vec<Message> = (0..20)
+        .map(|c| {
+            let rows: String = (0..100).map(|i| format!("+ {} row-{c}-{i}\n", c * 100 + i)).collect();
+            Message::Chunk(fixture::parse(&format!("I T\n{rows}")))
+        })
+        .collect();
+    let out = run(Box::new(op), vec![chunks, vec![]]).await;
+    assert_eq!(pretty(&out), "", "nothing on the right: nothing joins");
+    let written = store.count_keys("jb_l").unwrap();
+    assert!(written >= 1_000, "no barrier came, yet the rows beyond the budget were written back: {written} of 2,000");
+    assert_eq!(store.operator_cache().used_bytes(), 0, "the dropped operator released its cache");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test]
 async fn top_n_promotes_the_runner_up_when_the_leader_is_deleted() {
     use datafusion::arrow::compute::SortOptions;

@@ -416,12 +416,10 @@ impl JoinOperator {
     /// For a side whose rows expire: which of its `rows` have not expired yet (expired rows
     /// wait in state for the next barrier, but never match).
     fn unexpired(&self, side: usize, rows: &RecordBatch) -> EngineResult<Option<BooleanArray>> {
-        let Some((expiry, _)) = &self.sides[side].expiry else { return Ok(None) };
         if self.expired_below[side] == i64::MIN {
             return Ok(None);
         }
-        let micros = DataType::Timestamp(TimeUnit::Microsecond, None);
-        let times = datafusion::arrow::compute::cast(rows.column(expiry.column), &micros)?;
+        let Some(times) = self.expiry_column(side, rows)? else { return Ok(None) };
         let bound = TimestampMicrosecondArray::new_scalar(self.expired_below[side]);
         Ok(Some(null_is_false(&gt_eq(&times, &bound)?)))
     }
@@ -596,11 +594,15 @@ impl Operator for JoinOperator {
 impl JoinOperator {
     /// The expiry times (µs) of `batch`'s rows of `side`, when that side's rows expire.
     fn expiry_times(&self, side: usize, batch: &RecordBatch) -> EngineResult<Option<Vec<Option<i64>>>> {
+        let Some(times) = self.expiry_column(side, batch)? else { return Ok(None) };
+        Ok(Some(times.as_primitive::<TimestampMicrosecondType>().iter().collect()))
+    }
+
+    /// `batch`'s expiry column of `side` as microseconds, when that side's rows expire.
+    fn expiry_column(&self, side: usize, batch: &RecordBatch) -> EngineResult<Option<ArrayRef>> {
         let Some((expiry, _)) = &self.sides[side].expiry else { return Ok(None) };
         let micros = DataType::Timestamp(TimeUnit::Microsecond, None);
-        let times = datafusion::arrow::compute::cast(batch.column(expiry.column), &micros)?;
-        let times = times.as_primitive::<TimestampMicrosecondType>();
-        Ok(Some(times.iter().collect()))
+        Ok(Some(datafusion::arrow::compute::cast(batch.column(expiry.column), &micros)?))
     }
 
     /// Writes both sides' changes and the expiry indexes' as one batch, then deletes what
