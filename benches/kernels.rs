@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the kernels on the hot path: building Nexmark bids into Arrow,
 //! evaluating a projection and a filter over a chunk, and applying a changelog chunk to a
-//! view's multiset state in RocksDB, and a join's probe over its in-memory state.
+//! view's multiset state in RocksDB, a join's probe over its in-memory state, and an
+//! aggregate over its in-memory groups.
 //!
 //! `cargo bench --bench kernels` (in CI they run once each, as tests, through `--all-targets`).
 
@@ -34,6 +35,31 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn one_chunk(rt: &tokio::runtime::Runtime, reader: &mut NexmarkReader) -> StreamChunk {
     rt.block_on(reader.next_chunk(CHUNK_ROWS)).expect("chunk").expect("unbounded")
+}
+
+/// Runs `op` over `inputs` (each input's chunks, then its end) to its close; the rows it emitted.
+fn run_to_end(rt: &tokio::runtime::Runtime, op: Box<dyn openclaw_engine::Operator>, inputs: Vec<Vec<StreamChunk>>) -> usize {
+    use openclaw_engine::{Coordinator, EngineConfig, Message, OperatorContext, Outputs};
+    rt.block_on(async {
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::channel(64);
+        let mut receivers = vec![];
+        for chunks in inputs {
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            for chunk in chunks {
+                tx.send(Message::Chunk(chunk)).await.unwrap();
+            }
+            receivers.push(rx);
+        }
+        let ctx = OperatorContext::new(Outputs::new(vec![out_tx]), Arc::new(EngineConfig::default()), Coordinator::new());
+        openclaw_engine::runtime::run_operator(op, receivers, ctx).await.unwrap();
+        let mut rows = 0;
+        while let Some(m) = out_rx.recv().await {
+            if let Message::Chunk(c) = m {
+                rows += c.num_rows();
+            }
+        }
+        rows
+    })
 }
 
 fn nexmark_generator(c: &mut Criterion) {
@@ -93,8 +119,6 @@ fn materialize(c: &mut Criterion) {
 /// fresh operator each time.
 fn join(c: &mut Criterion) {
     use openclaw_engine::operators::{JoinKind, JoinOperator, JoinSpec};
-    use openclaw_engine::runtime::run_operator;
-    use openclaw_engine::{Coordinator, EngineConfig, Message, OperatorContext, Outputs};
     let rt = runtime();
     let mut reader = bid_reader();
     let chunks: Vec<StreamChunk> = (0..8).map(|_| one_chunk(&rt, &mut reader)).collect();
@@ -126,27 +150,10 @@ fn join(c: &mut Criterion) {
                 JoinOperator::new(spec.clone(), store.clone(), [format!("j{n}_l"), format!("j{n}_r")]).unwrap()
             },
             |op| {
-                rt.block_on(async {
-                    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel(64);
-                    let mut receivers = vec![];
-                    for side in 0..2 {
-                        let (tx, rx) = tokio::sync::mpsc::channel(64);
-                        for chunk in chunks.iter().skip(side).step_by(2) {
-                            tx.send(Message::Chunk(chunk.clone())).await.unwrap();
-                        }
-                        receivers.push(rx);
-                    }
-                    let ctx = OperatorContext::new(Outputs::new(vec![out_tx]), Arc::new(EngineConfig::default()), Coordinator::new());
-                    run_operator(Box::new(op), receivers, ctx).await.unwrap();
-                    let mut rows = 0;
-                    while let Some(m) = out_rx.recv().await {
-                        if let Message::Chunk(c) = m {
-                            rows += c.num_rows();
-                        }
-                    }
-                    assert!(rows > 0, "bids of one auction join");
-                    rows
-                })
+                let sides: Vec<Vec<StreamChunk>> = (0..2).map(|side| chunks.iter().skip(side).step_by(2).cloned().collect()).collect();
+                let rows = run_to_end(&rt, Box::new(op), sides);
+                assert!(rows > 0, "bids of one auction join");
+                rows
             },
             BatchSize::PerIteration,
         )
@@ -154,5 +161,63 @@ fn join(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(kernels, nexmark_generator, stateless, materialize, join);
+/// A `GROUP BY auction` with `count(*)`, `sum(price)` and `max(price)` over 8 chunks of bids:
+/// over an append-only input (count and sum by the vectorized kernels, max by DataFusion's
+/// `GroupsAccumulator`), and over a changelog (max kept as counted values per group).
+fn aggregate(c: &mut Criterion) {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
+    use openclaw_engine::operators::aggregate::{AggCall, AggregateSpec, AggregateTables};
+    use openclaw_engine::operators::AggregateOperator;
+    let rt = runtime();
+    let mut reader = bid_reader();
+    let chunks: Vec<StreamChunk> = (0..8).map(|_| one_chunk(&rt, &mut reader)).collect();
+    let schema = chunks[0].schema();
+    let call = |udaf, name: &str| AggCall {
+        expr: Arc::new(AggregateExprBuilder::new(udaf, vec![col("price", &schema).unwrap()]).schema(schema.clone()).alias(name).build().unwrap()),
+        filter: None,
+    };
+    let spec = AggregateSpec {
+        group_exprs: vec![col("auction", &schema).unwrap()],
+        calls: vec![
+            call(datafusion::functions_aggregate::count::count_udaf(), "n"),
+            call(datafusion::functions_aggregate::sum::sum_udaf(), "s"),
+            call(datafusion::functions_aggregate::min_max::max_udaf(), "hi"),
+        ],
+        schema: Arc::new(Schema::new(vec![
+            Field::new("auction", DataType::Int64, true),
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Int64, true),
+            Field::new("hi", DataType::Int64, true),
+        ])),
+        emit_on_close: None,
+        clean_by: None,
+    };
+    let dir = std::env::temp_dir().join(format!("openclaw-bench-agg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Store::open(&dir).unwrap();
+    let mut n = 0;
+    let mut g = c.benchmark_group("aggregate");
+    g.throughput(Throughput::Elements((CHUNK_ROWS * chunks.len()) as u64));
+    for (name, append_only) in [("append_only_count_sum_max_8x4096", true), ("changelog_count_sum_max_8x4096", false)] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    n += 1;
+                    let tables = AggregateTables { groups: format!("a{n}_groups"), values: format!("a{n}_values") };
+                    AggregateOperator::new(spec.clone(), store.clone(), tables, &schema, append_only, Default::default()).unwrap()
+                },
+                |op| {
+                    let rows = run_to_end(&rt, Box::new(op), vec![chunks.clone()]);
+                    assert!(rows > 0, "every group emits");
+                    rows
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(kernels, nexmark_generator, stateless, materialize, join, aggregate);
 criterion_main!(kernels);

@@ -13,7 +13,8 @@ use crate::EngineArgs;
 #[derive(Args)]
 pub struct NexmarkArgs {
     /// The queries, comma-separated, or `all`: q0, q1, q2, q10, q14, q21, q22 (stateless), or
-    /// q5, q7, q15, q16, q17, q18, q19 (stateful; partitioned over --workers).
+    /// q3, q4, q5, q7, q8, q9, q15, q16, q17, q18, q19, q20 (stateful; partitioned over
+    /// --workers). q3, q4, q8, q9 and q20 also read the person and auction streams.
     #[arg(long, default_value = "q1")]
     query: String,
     /// Events to generate (all types; 46 of every 50 are bids).
@@ -35,13 +36,27 @@ pub struct NexmarkArgs {
 }
 
 /// Every query `bench nexmark` knows, in order.
-const ALL_QUERIES: &[&str] = &["q0", "q1", "q2", "q5", "q7", "q10", "q14", "q15", "q16", "q17", "q18", "q19", "q21", "q22"];
+const ALL_QUERIES: &[&str] = &["q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q9", "q10", "q14", "q15", "q16", "q17", "q18", "q19", "q20", "q21", "q22"];
 
 const BID_COLUMNS: &str = "auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time TIMESTAMP, extra VARCHAR";
 
-/// Nexmark's watermark (its Flink DDL's): what lets windows close and interval joins free
-/// their state.
-const BID_WATERMARK: &str = "WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND";
+const PERSON_COLUMNS: &str = "id BIGINT, name VARCHAR, email_address VARCHAR, credit_card VARCHAR, city VARCHAR, state VARCHAR, date_time TIMESTAMP, extra VARCHAR";
+
+const AUCTION_COLUMNS: &str = "id BIGINT, item_name VARCHAR, description VARCHAR, initial_bid BIGINT, reserve BIGINT, date_time TIMESTAMP, expires TIMESTAMP, seller BIGINT, category BIGINT, extra VARCHAR";
+
+/// Nexmark's watermark (its Flink DDL's), on every stream: what lets windows close and
+/// interval joins free their state.
+const WATERMARK: &str = "WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND";
+
+/// The streams a query reads besides bids (each a source over the same event sequence, as in
+/// RisingWave's Nexmark runs).
+fn other_streams(name: &str) -> &'static [(&'static str, &'static str)] {
+    match name {
+        "q3" | "q8" => &[("person", PERSON_COLUMNS), ("auction", AUCTION_COLUMNS)],
+        "q4" | "q9" | "q20" => &[("auction", AUCTION_COLUMNS)],
+        _ => &[],
+    }
+}
 
 /// The Nexmark queries that read bids only, in RisingWave's form (q14 with `count_char`
 /// inlined). The stateless ones are checked against ad-hoc queries in
@@ -55,6 +70,13 @@ fn query(name: &str) -> Option<&'static str> {
         "q14" => "SELECT auction, bidder, 0.908 * price AS price, CASE WHEN extract(hour from date_time) >= 8 AND extract(hour from date_time) <= 18 THEN 'dayTime' WHEN extract(hour from date_time) <= 6 OR extract(hour from date_time) >= 20 THEN 'nightTime' ELSE 'otherTime' END AS bidTimeType, date_time, extra, length(extra) - length(replace(extra, 'c', '')) AS c_counts FROM bid WHERE 0.908 * price > 1000000 AND 0.908 * price < 50000000",
         "q21" => "SELECT auction, bidder, price, channel, CASE WHEN lower(channel) = 'apple' THEN '0' WHEN lower(channel) = 'google' THEN '1' WHEN lower(channel) = 'facebook' THEN '2' WHEN lower(channel) = 'baidu' THEN '3' ELSE (regexp_match(url, '(&|^)channel_id=([^&]*)'))[2] END AS channel_id FROM bid WHERE (regexp_match(url, '(&|^)channel_id=([^&]*)'))[2] IS NOT NULL OR lower(channel) IN ('apple', 'google', 'facebook', 'baidu')",
         "q22" => "SELECT auction, bidder, price, channel, split_part(url, '/', 4) AS dir1, split_part(url, '/', 5) AS dir2, split_part(url, '/', 6) AS dir3 FROM bid",
+        // Stateful queries over several streams, RisingWave's forms as in
+        // tests/slt/07_nexmark_stateful.slt (checked there against ad-hoc queries).
+        "q3" => "SELECT P.name, P.city, P.state, A.id FROM auction AS A INNER JOIN person AS P ON A.seller = P.id WHERE A.category = 10 AND (P.state = 'or' OR P.state = 'id' OR P.state = 'ca')",
+        "q4" => "SELECT Q.category, AVG(Q.final) AS avg FROM (SELECT MAX(B.price) AS final, A.category FROM auction A, bid B WHERE A.id = B.auction AND B.date_time BETWEEN A.date_time AND A.expires GROUP BY A.id, A.category) Q GROUP BY Q.category",
+        "q8" => "SELECT P.id, P.name, P.starttime FROM (SELECT id, name, window_start AS starttime, window_end AS endtime FROM TUMBLE(person, date_time, INTERVAL '10' SECOND) GROUP BY id, name, window_start, window_end) P JOIN (SELECT seller, window_start AS starttime, window_end AS endtime FROM TUMBLE(auction, date_time, INTERVAL '10' SECOND) GROUP BY seller, window_start, window_end) A ON P.id = A.seller AND P.starttime = A.starttime AND P.endtime = A.endtime",
+        "q9" => "SELECT id, item_name, description, initial_bid, reserve, date_time, expires, seller, category, auction, bidder, price, bid_date_time FROM (SELECT A.*, B.auction, B.bidder, B.price, B.date_time AS bid_date_time, ROW_NUMBER() OVER (PARTITION BY A.id ORDER BY B.price DESC, B.date_time ASC, B.bidder ASC) AS rownum FROM auction A, bid B WHERE A.id = B.auction AND B.date_time BETWEEN A.date_time AND A.expires) tmp WHERE rownum <= 1",
+        "q20" => "SELECT auction, bidder, price, channel, url, B.date_time AS date_time, B.extra AS extra, item_name, description, initial_bid, reserve, A.date_time AS auction_date_time, expires, seller, category, A.extra AS auction_extra FROM bid AS B INNER JOIN auction AS A ON B.auction = A.id WHERE A.category = 10",
         // Stateful queries over bids only, as in tests/slt/nexmark_queries.py (checked against
         // ad-hoc queries in 07_nexmark_stateful.slt and 10_parallelism.slt).
         "q5" => "SELECT AuctionBids.auction, AuctionBids.num FROM (SELECT bid.auction, count(*) AS num, window_start AS starttime FROM HOP(bid, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) GROUP BY window_start, bid.auction) AS AuctionBids JOIN (SELECT max(CountBids.num) AS maxn, CountBids.starttime_c FROM (SELECT count(*) AS num, window_start AS starttime_c FROM HOP(bid, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) GROUP BY bid.auction, window_start) AS CountBids GROUP BY CountBids.starttime_c) AS MaxBids ON AuctionBids.starttime = MaxBids.starttime_c AND AuctionBids.num >= MaxBids.maxn",
@@ -141,11 +163,13 @@ async fn nexmark_query(args: &NexmarkArgs, name: &str, dataflow: &tokio::runtime
     let _ = std::fs::remove_dir_all(&dir);
     let db = Database::open(Store::open_with_cache(&dir, args.engine.state_cache_mb.max(8) << 20)?, args.engine.engine_config(dataflow), None).await?;
     let mut vars = SessionVars::default();
-    run(&db, &mut vars, &format!(
-        "CREATE SOURCE bid ({BID_COLUMNS}, {BID_WATERMARK}) WITH (connector = 'nexmark', 'nexmark.table.type' = 'bid', 'nexmark.event.num' = '{}')",
-        args.events
-    ))
-    .await?;
+    for (stream, columns) in [("bid", BID_COLUMNS)].iter().chain(other_streams(name)) {
+        run(&db, &mut vars, &format!(
+            "CREATE SOURCE {stream} ({columns}, {WATERMARK}) WITH (connector = 'nexmark', 'nexmark.table.type' = '{stream}', 'nexmark.event.num' = '{}')",
+            args.events
+        ))
+        .await?;
+    }
     reset_peak_rss();
     let cpu_before = cpu_seconds();
     let started = Instant::now();

@@ -374,10 +374,12 @@ async fn aggregate_emits_each_window_once_when_the_watermark_passes_it() {
              + 1 99
              + 3 30",
         )),
+        barrier(1),
     ];
     let out = run(aggregate_op(&store, Some(0), "w"), vec![input]).await;
-    // Only inserts (append-only); group 1 closes at watermark 2, the late row is dropped.
-    assert_eq!(pretty(&out), "+ 1 2 11\nwatermark 2\n");
+    // Only inserts (append-only); group 1 closes at watermark 2, the late row is dropped; the
+    // open groups reach the store at the barrier.
+    assert_eq!(pretty(&out), "+ 1 2 11\nwatermark 2\nbarrier 1\n");
     let mut keys = 0;
     store.scan("w_groups", None, |_, _| { keys += 1; true }).unwrap();
     assert_eq!(keys, 2, "groups 2 and 3 stay open; group 1's state is gone");
@@ -575,5 +577,69 @@ async fn a_backfill_with_a_full_channel_never_holds_up_the_writer() {
     let table: std::collections::BTreeMap<String, i64> = table.iter().map(|(k, v)| (format!("{k} {v}"), 1)).collect();
     assert_eq!(net_rows(&text), table, "{text}");
     drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// count, sum (the vectorized kernels) and avg (group by group) over inserts and retractions
+/// with NULLs, with the state written back at a barrier and read back by a new operator.
+#[tokio::test]
+async fn aggregate_kernels_retract_and_resume_from_the_written_back_state() {
+    use openclaw_engine::operators::aggregate::{AggregateSpec, AggregateTables};
+    let (store, dir) = temp_store("agg-kernels");
+    let op = |store: &Store| -> Box<dyn Operator> {
+        let input = fixture::schema("I I");
+        let c1 = || col("c1", &input).unwrap();
+        let calls = vec![
+            agg(datafusion::functions_aggregate::count::count_udaf(), c1(), &input, "n"),
+            agg(datafusion::functions_aggregate::sum::sum_udaf(), c1(), &input, "s"),
+            // The planner casts avg's argument to DOUBLE; so does this test.
+            agg(datafusion::functions_aggregate::average::avg_udaf(), datafusion::physical_expr::expressions::cast(c1(), &input, DataType::Float64).unwrap(), &input, "a"),
+        ];
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Int64, true),
+            Field::new("a", DataType::Float64, true),
+        ]));
+        let spec = AggregateSpec { group_exprs: vec![col("c0", &input).unwrap()], calls, schema, emit_on_close: None, clean_by: None };
+        let tables = AggregateTables { groups: "k_groups".into(), values: "k_values".into() };
+        Box::new(openclaw_engine::operators::AggregateOperator::new(spec, store.clone(), tables, &input, false, Default::default()).unwrap())
+    };
+    let first = vec![
+        Message::Chunk(fixture::parse(
+            "I I
+             + 1 10
+             + 1 .
+             + 2 5",
+        )),
+        Message::Chunk(fixture::parse(
+            "I I
+             - 1 10
+             + 2 7",
+        )),
+        barrier(1),
+    ];
+    let out = run(op(&store), vec![first]).await;
+    assert_eq!(
+        pretty(&out),
+        "+ 1 1 10 10.0\n+ 2 1 5 5.0\nU- 1 1 10 10.0\nU+ 1 0 null null\nU- 2 1 5 5.0\nU+ 2 2 12 6.0\nbarrier 1\n"
+    );
+    // A new operator over the same column families continues from what the barrier wrote.
+    // A chunk whose groups are partly new: a new group starts from no rows, whatever the old
+    // groups beside it hold, so that retracting its one row deletes it.
+    let second = vec![
+        Message::Chunk(fixture::parse(
+            "I I
+             - 1 .
+             - 2 5
+             + 3 4",
+        )),
+        Message::Chunk(fixture::parse(
+            "I I
+             - 3 4",
+        )),
+    ];
+    let out = run(op(&store), vec![second]).await;
+    assert_eq!(pretty(&out), "- 1 0 null null\nU- 2 2 12 6.0\nU+ 2 1 7 7.0\n+ 3 1 4 4.0\n- 3 1 4 4.0\n");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -66,11 +66,7 @@ pub struct GroupedTable<V: StateValue> {
 impl<V: StateValue> GroupedTable<V> {
     /// The table over column family `cf` (created by the caller).
     pub fn new(store: Store, cf: Arc<str>) -> EngineResult<Self> {
-        let mut empty = true;
-        store.scan(&cf, None, |_, _| {
-            empty = false;
-            false
-        })?;
+        let empty = super::cf_is_empty(&store, &cf)?;
         let budget = store.operator_cache().clone();
         Ok(Self { store, cf, groups: HashMap::new(), dirty: vec![], complete: empty, bytes: 0, clock: 0, budget })
     }
@@ -112,7 +108,7 @@ impl<V: StateValue> GroupedTable<V> {
 
     /// The members of `group` with their values, in member order; nothing when the group is
     /// empty. The group must have been [`Self::load`]ed.
-    pub fn members(&self, group: &[u8]) -> impl Iterator<Item = (&[u8], &V)> {
+    pub fn members(&self, group: &[u8]) -> impl DoubleEndedIterator<Item = (&[u8], &V)> {
         self.groups.get(group).into_iter().flat_map(|g| g.members.iter().map(|(m, v)| (m.as_ref(), &v.value)))
     }
 
@@ -173,6 +169,25 @@ impl<V: StateValue> GroupedTable<V> {
         self.budget.shrink(self.bytes);
         self.bytes = 0;
         self.complete = false;
+    }
+
+    /// Forgets every group below `bound`, changed or not, for a range the caller deletes
+    /// from the store itself. Returns whether the store may hold any of it (so whether that
+    /// delete is needed): always for an incomplete table.
+    pub fn forget_below(&mut self, bound: &[u8]) -> bool {
+        let mut stored = !self.complete;
+        let mut freed = 0;
+        self.groups.retain(|key, g| {
+            if key.as_ref() >= bound {
+                return true;
+            }
+            stored |= g.members.values().any(|m| m.stored);
+            freed += g.bytes;
+            false
+        });
+        self.bytes -= freed;
+        self.budget.shrink(freed);
+        stored
     }
 
     /// Adds every change since the last flush to `write`; absent entries become deletes.
@@ -250,20 +265,7 @@ impl<V: StateValue> Drop for GroupedTable<V> {
 mod tests {
     use super::*;
 
-    #[derive(Debug, Clone, Copy, Default, PartialEq)]
-    struct Count(i64);
-
-    impl StateValue for Count {
-        fn encode(&self) -> Vec<u8> {
-            self.0.to_le_bytes().to_vec()
-        }
-        fn decode(bytes: &[u8]) -> Self {
-            Count(i64::from_le_bytes(bytes.try_into().unwrap()))
-        }
-        fn is_absent(&self) -> bool {
-            self.0 == 0
-        }
-    }
+    use crate::state::Count;
 
     fn temp_store(name: &str, cache_bytes: usize) -> (Store, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("openclaw-grouped-{name}-{}", std::process::id()));
