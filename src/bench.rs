@@ -27,6 +27,13 @@ pub struct NexmarkArgs {
     /// Also write the results to this file as JSON.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Generate events at this many per second of wall-clock time (event times then follow
+    /// the wall clock), and measure each output row's latency from its event's generation
+    /// (its `date_time`) to the blackhole sink: p50 and p99. Queries whose rows carry a
+    /// `date_time`: q0, q1, q7, q10, q14, q20, q22... Without it, events come as fast as
+    /// the query takes them.
+    #[arg(long)]
+    rate: Option<u64>,
     /// Directory under which each query gets a fresh state directory (deleted after it);
     /// the system's temporary directory by default.
     #[arg(long)]
@@ -111,6 +118,8 @@ struct NexmarkResult {
     cpu_seconds: f64,
     peak_rss_mb: f64,
     output_rows: Option<u64>,
+    /// Under `--rate`: the rate, and the p50 and p99 latency (ms).
+    latency: Option<(u64, Option<u64>, Option<u64>)>,
 }
 
 pub async fn nexmark(args: NexmarkArgs, dataflow: tokio::runtime::Handle) -> Result<(), BoxError> {
@@ -150,6 +159,8 @@ impl NexmarkResult {
             "workers": self.workers, "seconds": self.seconds, "events_per_s": self.events_per_s.round(),
             "events_per_s_per_core": self.events_per_s_per_core.round(), "cpu_seconds": self.cpu_seconds,
             "peak_rss_mb": self.peak_rss_mb.round(), "output_rows": self.output_rows,
+            "rate": self.latency.map(|l| l.0), "latency_p50_ms": self.latency.and_then(|l| l.1),
+            "latency_p99_ms": self.latency.and_then(|l| l.2),
         })
     }
 }
@@ -163,9 +174,21 @@ async fn nexmark_query(args: &NexmarkArgs, name: &str, dataflow: &tokio::runtime
     let _ = std::fs::remove_dir_all(&dir);
     let db = Database::open(Store::open_with_cache(&dir, args.engine.state_cache_mb.max(8) << 20)?, args.engine.engine_config(dataflow), None).await?;
     let mut vars = SessionVars::default();
+    // Paced: event i is released at start + i / rate and stamped base + i / rate, with the
+    // base the wall clock now, so that an event's time is when it was generated.
+    // A reader paces the rows of its own stream, which holds `share` of every 50 events.
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    let pacing = |share: u64| match args.rate {
+        Some(rate) => format!(
+            ", 'nexmark.min.event.gap.in.ns' = '{}', 'nexmark.base.time' = '{now_ms}', 'nexmark.first.rate' = '{rate}', 'nexmark.next.rate' = '{rate}'",
+            50_000_000_000 / (rate.max(1) * share)
+        ),
+        None => String::new(),
+    };
     for (stream, columns) in [("bid", BID_COLUMNS)].iter().chain(other_streams(name)) {
+        let pacing = pacing(match *stream { "bid" => 46, "auction" => 3, _ => 1 });
         run(&db, &mut vars, &format!(
-            "CREATE SOURCE {stream} ({columns}, {WATERMARK}) WITH (connector = 'nexmark', 'nexmark.table.type' = '{stream}', 'nexmark.event.num' = '{}')",
+            "CREATE SOURCE {stream} ({columns}, {WATERMARK}) WITH (connector = 'nexmark', 'nexmark.table.type' = '{stream}', 'nexmark.event.num' = '{}'{pacing})",
             args.events
         ))
         .await?;
@@ -175,6 +198,7 @@ async fn nexmark_query(args: &NexmarkArgs, name: &str, dataflow: &tokio::runtime
     let started = Instant::now();
     let create = match args.sink.as_str() {
         "view" => format!("CREATE MATERIALIZED VIEW {name} AS {sql}"),
+        _ if args.rate.is_some() => format!("CREATE SINK {name} AS {sql} WITH (connector = 'blackhole', 'latency.column' = 'date_time')"),
         _ => format!("CREATE SINK {name} AS {sql} WITH (connector = 'blackhole')"),
     };
     run(&db, &mut vars, &create).await?;
@@ -192,6 +216,15 @@ async fn nexmark_query(args: &NexmarkArgs, name: &str, dataflow: &tokio::runtime
         },
         _ => None,
     };
+    let latency = args.rate.map(|rate| {
+        let histogram = openclaw_connectors::blackhole::latency::take(name);
+        let quantile = |q| histogram.as_ref().and_then(|h| h.lock().ok()?.quantile_ms(q));
+        (rate, quantile(0.5), quantile(0.99))
+    });
+    if let Some((rate, p50, p99)) = latency {
+        let ms = |v: Option<u64>| v.map_or("n/a".to_string(), |v| format!("{v} ms"));
+        println!("nexmark {name} at {rate} events/s: latency from generation to the sink p50 {}, p99 {}", ms(p50), ms(p99));
+    }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let workers = args.engine.worker_threads();
     let eps = args.events as f64 / elapsed;
@@ -217,6 +250,7 @@ async fn nexmark_query(args: &NexmarkArgs, name: &str, dataflow: &tokio::runtime
         cpu_seconds: cpu,
         peak_rss_mb,
         output_rows,
+        latency,
     })
 }
 
