@@ -32,9 +32,13 @@ pub struct RowCodec {
     options: Vec<SortOptions>,
 }
 
-/// Encoded rows, one byte string each.
+/// Encoded rows, one byte string each, in one buffer: row `i` is
+/// `data[offsets[i]..offsets[i + 1]]`.
 #[derive(Debug, Clone, Default)]
-pub struct Rows(Vec<Vec<u8>>);
+pub struct Rows {
+    data: Vec<u8>,
+    offsets: Vec<usize>,
+}
 
 /// One encoded row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,19 +58,48 @@ impl AsRef<[u8]> for Row<'_> {
 
 impl Rows {
     pub fn row(&self, i: usize) -> Row<'_> {
-        Row(&self.0[i])
+        Row(&self.data[self.offsets[i]..self.offsets[i + 1]])
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Row<'_>> {
-        self.0.iter().map(|r| Row(r))
+        self.offsets.windows(2).map(|w| Row(&self.data[w[0]..w[1]]))
     }
 
     pub fn num_rows(&self) -> usize {
-        self.0.len()
+        self.offsets.len().saturating_sub(1)
     }
 
     pub fn into_vecs(self) -> Vec<Vec<u8>> {
-        self.0
+        self.iter().map(|r| r.0.to_vec()).collect()
+    }
+}
+
+/// Where each row's next value goes while a batch is encoded column by column.
+struct Writer<'a> {
+    data: &'a mut [u8],
+    cursors: Vec<usize>,
+}
+
+impl Writer<'_> {
+    fn push(&mut self, row: usize, byte: u8) {
+        self.data[self.cursors[row]] = byte;
+        self.cursors[row] += 1;
+    }
+
+    /// Appends `bytes` to row `row`, inverted for a descending column.
+    fn put(&mut self, row: usize, bytes: &[u8], descending: bool) {
+        let at = self.cursors[row];
+        let slot = &mut self.data[at..at + bytes.len()];
+        if descending {
+            slot.iter_mut().zip(bytes).for_each(|(d, b)| *d = !b);
+        } else {
+            slot.copy_from_slice(bytes);
+        }
+        self.cursors[row] += bytes.len();
+    }
+
+    fn rows(&self) -> usize {
+        self.cursors.len()
     }
 }
 
@@ -94,14 +127,23 @@ impl RowCodec {
     pub fn encode(&self, columns: &[ArrayRef]) -> StorageResult<Rows> {
         assert_eq!(columns.len(), self.schema.fields().len(), "one array per column");
         let rows = columns.first().map_or(0, |c| c.len());
-        let mut out = vec![Vec::with_capacity(16 * columns.len()); rows];
+        // One buffer for the batch, each row's length known before any is written: a vector
+        // per row, grown column by column, was a fifth of Nexmark q5's time.
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        for len in row_lengths(columns, rows) {
+            offsets.push(offsets.last().copied().unwrap_or(0) + len);
+        }
+        let mut data = vec![0u8; offsets[rows]];
+        let mut out = Writer { data: &mut data, cursors: offsets[..rows].to_vec() };
         for ((column, field), options) in columns.iter().zip(self.schema.fields()).zip(&self.options) {
             if column.data_type() != field.data_type() {
                 return Err(StorageError::UnsupportedType(format!("column \"{}\" is {}, the codec's schema says {}", field.name(), column.data_type(), field.data_type())));
             }
             encode_column(column, *options, &mut out)?;
         }
-        Ok(Rows(out))
+        debug_assert!(out.cursors.iter().zip(&offsets[1..]).all(|(c, end)| c == end), "every row filled exactly");
+        Ok(Rows { data, offsets })
     }
 
     /// Decodes encoded rows (as produced by [`Self::encode`]) into one batch.
@@ -138,15 +180,6 @@ fn supported(dt: &DataType) -> bool {
 
 fn corrupt(message: String) -> StorageError {
     StorageError::Corrupt(format!("undecodable row: {message}"))
-}
-
-/// Appends `bytes` to `out`, inverted for a descending column.
-fn put(out: &mut Vec<u8>, bytes: &[u8], descending: bool) {
-    if descending {
-        out.extend(bytes.iter().map(|b| !b));
-    } else {
-        out.extend_from_slice(bytes);
-    }
 }
 
 fn null_marker(options: SortOptions) -> u8 {
@@ -255,58 +288,92 @@ impl Ordered for IntervalMonthDayNano {
     }
 }
 
-fn encode_primitive<T: ArrowPrimitiveType>(column: &dyn Array, options: SortOptions, out: &mut [Vec<u8>])
+fn encode_primitive<T: ArrowPrimitiveType>(column: &dyn Array, options: SortOptions, out: &mut Writer)
 where
     T::Native: Ordered,
 {
     let array = column.as_primitive::<T>();
     let mut scratch = [0u8; 32];
     let width = <T::Native as Ordered>::WIDTH;
-    for (i, row) in out.iter_mut().enumerate() {
+    for i in 0..out.rows() {
         if array.is_null(i) {
-            row.push(null_marker(options));
+            out.push(i, null_marker(options));
         } else {
-            row.push(VALID);
+            out.push(i, VALID);
             array.value(i).write(&mut scratch[..width]);
-            put(row, &scratch[..width], options.descending);
+            out.put(i, &scratch[..width], options.descending);
         }
     }
 }
 
-fn encode_bytes<'a>(values: impl Iterator<Item = Option<&'a [u8]>>, options: SortOptions, out: &mut [Vec<u8>]) {
-    for (row, value) in out.iter_mut().zip(values) {
+fn encode_bytes<'a>(values: impl Iterator<Item = Option<&'a [u8]>>, options: SortOptions, out: &mut Writer) {
+    for (i, value) in values.enumerate() {
         let Some(value) = value else {
-            row.push(null_marker(options));
+            out.push(i, null_marker(options));
             continue;
         };
-        row.push(VALID);
-        let start = row.len();
+        out.push(i, VALID);
+        let flip = if options.descending { 0xFF } else { 0x00 };
+        let start = out.cursors[i];
+        let mut at = start;
         for &b in value {
-            row.push(b);
+            out.data[at] = b ^ flip;
+            at += 1;
             if b == 0 {
-                row.push(0xFF);
+                out.data[at] = 0xFF ^ flip;
+                at += 1;
             }
         }
-        row.extend_from_slice(&[0, 0]);
-        if options.descending {
-            row[start..].iter_mut().for_each(|b| *b = !*b);
-        }
+        out.data[at] = flip;
+        out.data[at + 1] = flip;
+        out.cursors[i] = at + 2;
     }
 }
 
-fn encode_column(column: &ArrayRef, options: SortOptions, out: &mut [Vec<u8>]) -> StorageResult<()> {
+/// Bytes each row's encoding takes: a marker per value, the width of every fixed-width
+/// value, and for bytes the value, one escape per zero byte and a two-byte terminator.
+fn row_lengths(columns: &[ArrayRef], rows: usize) -> Vec<usize> {
+    use DataType::*;
+    let mut lengths = vec![0; rows];
+    for c in columns {
+        let c = c.as_ref();
+        let width = c.data_type().primitive_width().unwrap_or(match c.data_type() {
+            Boolean => 1,
+            _ => 0,
+        });
+        let bytes_len = |v: Option<&[u8]>| v.map_or(0, |v| v.len() + v.iter().filter(|&&b| b == 0).count() + 2);
+        let var: Option<Box<dyn Iterator<Item = usize>>> = match c.data_type() {
+            Utf8 => Some(Box::new(c.as_string::<i32>().iter().map(move |v| bytes_len(v.map(str::as_bytes))))),
+            LargeUtf8 => Some(Box::new(c.as_string::<i64>().iter().map(move |v| bytes_len(v.map(str::as_bytes))))),
+            Utf8View => Some(Box::new(c.as_string_view().iter().map(move |v| bytes_len(v.map(str::as_bytes))))),
+            Binary => Some(Box::new(c.as_binary::<i32>().iter().map(bytes_len))),
+            LargeBinary => Some(Box::new(c.as_binary::<i64>().iter().map(bytes_len))),
+            BinaryView => Some(Box::new(c.as_binary_view().iter().map(bytes_len))),
+            _ => None,
+        };
+        match var {
+            Some(var) => lengths.iter_mut().zip(var).for_each(|(l, v)| *l += 1 + v),
+            // A null is its marker alone; NULL columns hold nothing but markers.
+            None if width == 0 || c.null_count() == 0 => lengths.iter_mut().for_each(|l| *l += 1 + width),
+            None => lengths.iter_mut().enumerate().for_each(|(i, l)| *l += 1 + if c.is_null(i) { 0 } else { width }),
+        }
+    }
+    lengths
+}
+
+fn encode_column(column: &ArrayRef, options: SortOptions, out: &mut Writer) -> StorageResult<()> {
     use DataType::*;
     let c = column.as_ref();
     match column.data_type() {
-        Null => out.iter_mut().for_each(|row| row.push(null_marker(options))),
+        Null => (0..out.rows()).for_each(|i| out.push(i, null_marker(options))),
         Boolean => {
             let array = c.as_boolean();
-            for (i, row) in out.iter_mut().enumerate() {
+            for i in 0..out.rows() {
                 if array.is_null(i) {
-                    row.push(null_marker(options));
+                    out.push(i, null_marker(options));
                 } else {
-                    row.push(VALID);
-                    put(row, &[array.value(i) as u8], options.descending);
+                    out.push(i, VALID);
+                    out.put(i, &[array.value(i) as u8], options.descending);
                 }
             }
         }
