@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the kernels on the hot path: building Nexmark bids into Arrow,
 //! evaluating a projection and a filter over a chunk, and applying a changelog chunk to a
-//! view's multiset state in RocksDB, a join's probe over its in-memory state, and an
-//! aggregate over its in-memory groups.
+//! view's multiset state in RocksDB, a join's probe over its in-memory state, an aggregate
+//! over its in-memory groups, a top-N per partition, and the exchange's routing of rows.
 //!
 //! `cargo bench --bench kernels` (in CI they run once each, as tests, through `--all-targets`).
 
@@ -219,5 +219,65 @@ fn aggregate(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(kernels, nexmark_generator, stateless, materialize, join, aggregate);
+/// A top-10 per auction by price (q19's shape) over 8 chunks of bids, from an empty state.
+fn top_n(c: &mut Criterion) {
+    use datafusion::arrow::compute::SortOptions;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use openclaw_engine::operators::{TopNOperator, TopNSpec};
+    let rt = runtime();
+    let mut reader = bid_reader();
+    let chunks: Vec<StreamChunk> = (0..8).map(|_| one_chunk(&rt, &mut reader)).collect();
+    let schema = chunks[0].schema();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+    fields.push(Field::new("rank", DataType::UInt64, true));
+    let spec = TopNSpec {
+        partition_by: vec![col("auction", &schema).unwrap()],
+        order_by: vec![(col("price", &schema).unwrap(), SortOptions { descending: true, nulls_first: false })],
+        limit: 10,
+        schema: Arc::new(Schema::new(fields)),
+        input_schema: schema.clone(),
+        clean_by: None,
+    };
+    let dir = std::env::temp_dir().join(format!("openclaw-bench-topn-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Store::open(&dir).unwrap();
+    let mut n = 0;
+    let mut g = c.benchmark_group("top_n");
+    g.throughput(Throughput::Elements((CHUNK_ROWS * chunks.len()) as u64));
+    g.bench_function("top10_per_auction_8x4096", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                TopNOperator::new(spec.clone(), store.clone(), format!("t{n}_rows"), Default::default()).unwrap()
+            },
+            |op| {
+                let rows = run_to_end(&rt, Box::new(op), vec![chunks.clone()]);
+                assert!(rows > 0, "every auction has a top bid");
+                rows
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+/// The exchange's routing of a chunk of bids by auction over 2 and 8 partitions: the row
+/// encoding of the key and its hash.
+fn exchange(c: &mut Criterion) {
+    use openclaw_engine::operators::exchange::partition_of_rows;
+    let rt = runtime();
+    let mut reader = bid_reader();
+    let chunk = one_chunk(&rt, &mut reader);
+    let keys = vec![chunk.batch().column_by_name("auction").unwrap().clone()];
+    let mut g = c.benchmark_group("exchange");
+    g.throughput(Throughput::Elements(chunk.num_rows() as u64));
+    for partitions in [2, 8] {
+        g.bench_function(format!("route_by_auction_4096_to_{partitions}"), |b| {
+            b.iter(|| partition_of_rows(&keys, chunk.num_rows(), partitions).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(kernels, nexmark_generator, stateless, materialize, join, aggregate, top_n, exchange);
 criterion_main!(kernels);
