@@ -1,11 +1,13 @@
 //! Top-N per partition: `ROW_NUMBER() OVER (PARTITION BY p ORDER BY o) AS rn … WHERE rn <= N`
-//! (N = 1 is dedup). Every input row is kept in RocksDB under
+//! (N = 1 is dedup). Every input row is kept under
 //!
 //! `partition bytes ‖ (order columns, then the row)` → multiplicity
 //!
-//! where the order columns are encoded to sort as the `ORDER BY` says, so a prefix scan reads
-//! a partition best-first. For each partition a chunk touches, the operator reads the first N
-//! before and after applying the chunk and emits the difference, rank by rank. Ties in the
+//! where the order columns are encoded to sort as the `ORDER BY` says, so a partition reads
+//! best-first. The entries are held in memory by partition ([`GroupedTable`]: a partition is
+//! read from RocksDB with one prefix scan on first use) and written back at each barrier as
+//! one batch. For each partition a chunk touches, the operator reads the first N before and
+//! after applying the chunk and emits the difference, rank by rank. Ties in the
 //! `ORDER BY` are broken by the whole row, so the result is deterministic.
 //!
 //! When the first `PARTITION BY` expression is an input column carrying a watermark (a window
@@ -22,9 +24,10 @@ use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
-use openclaw_storage::{decode_count, CfKind, RowCodec, StateWrite, Store};
+use openclaw_storage::{CfKind, RowCodec, StateWrite, Store};
 
-use crate::{EngineResult, Message, Op, Operator, OperatorContext, StreamChunk, Watermark};
+use crate::state::{Count, GroupedTable};
+use crate::{Barrier, EngineResult, Message, Op, Operator, OperatorContext, StreamChunk, Watermark};
 
 /// Largest N accepted: a partition's top N is read twice per touched partition and chunk.
 pub const MAX_TOP_N: usize = 10_000;
@@ -45,6 +48,8 @@ pub struct TopNSpec {
 pub struct TopNOperator {
     spec: TopNSpec,
     store: Store,
+    /// `partition ‖ entry → count`, held in memory by partition, written back at barriers.
+    table: GroupedTable<Count>,
     cf: Arc<str>,
     partition_codec: Option<RowCodec>,
     /// Order columns then the input row.
@@ -83,30 +88,30 @@ impl TopNOperator {
         }
         let entry_codec = RowCodec::with_order(Arc::new(Schema::new(fields)), &options)?;
         store.create_cf(&table, CfKind::Counters)?;
-        Ok(Self { spec, store, cf: Arc::from(table.as_str()), partition_codec, entry_codec, closed_below_us: None, late_rows })
+        let cf: Arc<str> = Arc::from(table.as_str());
+        let table = GroupedTable::new(store.clone(), cf.clone())?;
+        Ok(Self { spec, store, table, cf, partition_codec, entry_codec, closed_below_us: None, late_rows })
     }
 
     fn eval(exprs: impl Iterator<Item = Arc<dyn PhysicalExpr>>, batch: &RecordBatch) -> EngineResult<Vec<ArrayRef>> {
         exprs.map(|e| Ok(e.evaluate(batch)?.into_array(batch.num_rows())?)).collect()
     }
 
-    /// The first `limit` entries (expanded by multiplicity) of a partition, best first.
-    fn read_top(&self, partition: &[u8]) -> EngineResult<Vec<Vec<u8>>> {
+    /// The first `limit` entries (expanded by multiplicity) of a loaded partition, best first.
+    fn read_top(&self, partition: &[u8]) -> Vec<Vec<u8>> {
         let mut top = vec![];
-        self.store.scan_prefix(&self.cf, partition, false, |key, value| {
-            let count = decode_count(value);
-            for _ in 0..count.max(0) {
+        for (entry, count) in self.table.members(partition) {
+            for _ in 0..count.0.max(0) {
                 if top.len() == self.spec.limit {
-                    return false;
+                    return top;
                 }
-                top.push(key[partition.len()..].to_vec());
+                top.push(entry.to_vec());
             }
-            top.len() < self.spec.limit
-        })?;
-        Ok(top)
+        }
+        top
     }
 
-    fn apply(&self, chunk: &StreamChunk) -> EngineResult<StreamChunk> {
+    fn apply(&mut self, chunk: &StreamChunk) -> EngineResult<StreamChunk> {
         let batch = chunk.batch();
         let n = batch.num_rows();
         let partitions: Vec<Vec<u8>> = match &self.partition_codec {
@@ -129,19 +134,16 @@ impl TopNOperator {
             });
             *deltas.entry((p, entries.row(i).data())).or_default() += chunk.ops()[i].sign();
         }
-        let before: Vec<Vec<Vec<u8>>> = dirty.iter().map(|p| self.read_top(p)).collect::<EngineResult<_>>()?;
-        let mut write = StateWrite::default();
+        self.table.load(dirty.iter().copied())?;
+        let before: Vec<Vec<Vec<u8>>> = dirty.iter().map(|p| self.read_top(p)).collect();
         for ((p, entry), delta) in deltas {
             if delta != 0 {
-                let mut key = dirty[p].to_vec();
-                key.extend_from_slice(entry);
-                write.add_count(&self.cf, key, delta);
+                self.table.update(dirty[p], entry, |c| c.0 += delta);
             }
         }
-        self.store.write_state(write)?;
         let mut changed: Vec<(Vec<u8>, u64, Op)> = vec![];
         for (p, old) in dirty.iter().zip(before) {
-            let new = self.read_top(p)?;
+            let new = self.read_top(p);
             for rank in 0..old.len().max(new.len()) {
                 match (old.get(rank), new.get(rank)) {
                     (Some(o), Some(n)) if o == n => {}
@@ -172,7 +174,7 @@ impl TopNOperator {
 
     /// Frees the partitions whose first `PARTITION BY` value is below `closed_us`, when there
     /// is one (so that watermarks leave no range tombstones behind for nothing).
-    fn free_partitions(&self, column: usize, closed_us: i64) -> EngineResult<()> {
+    fn free_partitions(&mut self, column: usize, closed_us: i64) -> EngineResult<()> {
         let bound = if closed_us == i64::MAX {
             // The end of the input: above every encoded key (valid values start with 0x01).
             vec![0xFF]
@@ -185,6 +187,9 @@ impl TopNOperator {
         };
         // Null partitions (0x00) are never behind a watermark: start at the first valid value.
         let from = [0x01u8];
+        if !self.table.forget_range(&from, &bound) {
+            return Ok(());
+        }
         let mut below = false;
         self.store.scan(&self.cf, None, |key, _| {
             if key < from.as_slice() {
@@ -196,6 +201,18 @@ impl TopNOperator {
         if below {
             self.store.delete_range(&self.cf, &from, &bound)?;
         }
+        Ok(())
+    }
+
+    /// Writes the changes since the last write-back as one batch, then evicts what the state
+    /// cache cannot hold.
+    fn write_back(&mut self) -> EngineResult<()> {
+        let mut write = StateWrite::default();
+        self.table.flush(&mut write);
+        if !write.is_empty() {
+            self.store.write_state(write)?;
+        }
+        self.table.evict_to_budget();
         Ok(())
     }
 
@@ -227,7 +244,18 @@ impl Operator for TopNOperator {
     async fn process_batch(&mut self, _input: usize, chunk: StreamChunk, ctx: &mut OperatorContext) -> EngineResult<()> {
         let chunk = self.drop_late(chunk)?;
         let out = self.apply(&chunk)?;
+        // Changes cannot be evicted before they are written: when barriers are slow to come,
+        // write them back early (still before the next barrier, so its snapshot is exact).
+        if self.table.held_bytes() > self.store.operator_cache().limit_bytes() {
+            self.write_back()?;
+        }
         ctx.collect(out).await
+    }
+
+    /// Writes the changes since the last barrier (one batch) and evicts what the state cache
+    /// cannot hold.
+    async fn handle_checkpoint(&mut self, _barrier: &Barrier, _ctx: &mut OperatorContext) -> EngineResult<()> {
+        self.write_back()
     }
 
     /// Frees the partitions the watermark of [`TopNSpec::clean_by`] has passed; the

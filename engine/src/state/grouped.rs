@@ -175,10 +175,15 @@ impl<V: StateValue> GroupedTable<V> {
     /// from the store itself. Returns whether the store may hold any of it (so whether that
     /// delete is needed): always for an incomplete table.
     pub fn forget_below(&mut self, bound: &[u8]) -> bool {
+        self.forget_range(&[], bound)
+    }
+
+    /// [`Self::forget_below`] for the groups in `from..bound` only.
+    pub fn forget_range(&mut self, from: &[u8], bound: &[u8]) -> bool {
         let mut stored = !self.complete;
         let mut freed = 0;
         self.groups.retain(|key, g| {
-            if key.as_ref() >= bound {
+            if key.as_ref() >= bound || key.as_ref() < from {
                 return true;
             }
             stored |= g.members.values().any(|m| m.stored);
