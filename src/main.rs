@@ -58,8 +58,9 @@ pub struct EngineArgs {
     /// How often progress is pushed through the dataflow without a FLUSH (e.g. 1s, 200ms).
     #[arg(long, env = "OPENCLAW_FLUSH_INTERVAL", default_value = "1s")]
     flush_interval: humantime::Duration,
-    /// Memory for operator and table state (RocksDB block cache and write buffers), in MiB;
-    /// state beyond it stays on disk.
+    /// Memory for state, in MiB: half for the operators' decoded state (join sides, aggregate
+    /// groups, top-N partitions; least recently used evicted at barriers), a quarter each for
+    /// RocksDB's block cache and write buffers. State beyond it stays on disk.
     #[arg(long, env = "OPENCLAW_STATE_CACHE_MB", default_value_t = 256)]
     pub state_cache_mb: usize,
     /// How long a table or source with a watermark may carry no rows before it counts as idle
