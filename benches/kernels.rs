@@ -68,6 +68,11 @@ fn nexmark_generator(c: &mut Criterion) {
     let mut g = c.benchmark_group("nexmark");
     g.throughput(Throughput::Elements(CHUNK_ROWS as u64));
     g.bench_function("bid_chunk_4096", |b| b.iter(|| one_chunk(&rt, &mut reader)));
+    // The reference crate's events alone (a struct and its strings per bid, no columns):
+    // what the reader cost at least before it wrote columns directly.
+    let mut reference = nexmark::EventGenerator::new(nexmark::config::NexmarkConfig { base_time: 1_700_000_000_000, ..Default::default() })
+        .with_type_filter(nexmark::event::EventType::Bid);
+    g.bench_function("reference_crate_bid_events_4096", |b| b.iter(|| reference.by_ref().take(CHUNK_ROWS).count()));
     g.finish();
 }
 

@@ -1,7 +1,8 @@
 //! `openclaw bench nexmark`: runs a Nexmark query as a materialized view over the built-in
 //! generator, in-process, and prints events per second.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use openclaw_sql::{Database, QueryOutput, SessionVars};
@@ -38,6 +39,10 @@ pub struct NexmarkArgs {
     /// the system's temporary directory by default.
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
+    /// Readers of the bid stream (`nexmark.split.num`): each generates a disjoint share of
+    /// the bids on its own task. One per worker by default.
+    #[arg(long)]
+    splits: Option<usize>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -117,6 +122,9 @@ struct NexmarkResult {
     events_per_s_per_core: f64,
     cpu_seconds: f64,
     peak_rss_mb: f64,
+    /// The state store's largest size during the run (SST files and memtables).
+    peak_state_mb: f64,
+    state_cache_mb: usize,
     output_rows: Option<u64>,
     /// Under `--rate`: the rate, and the p50 and p99 latency (ms).
     latency: Option<(u64, Option<u64>, Option<u64>)>,
@@ -138,11 +146,11 @@ pub async fn nexmark(args: NexmarkArgs, dataflow: tokio::runtime::Handle) -> Res
         results.push(nexmark_query(&args, name, &dataflow).await?);
     }
     println!();
-    println!("{:<6} {:>10} {:>9} {:>12} {:>14} {:>9} {:>10}", "query", "events", "seconds", "events/s", "events/s/core", "cpu s", "peak MiB");
+    println!("{:<6} {:>10} {:>9} {:>12} {:>14} {:>9} {:>10} {:>11}", "query", "events", "seconds", "events/s", "events/s/core", "cpu s", "peak MiB", "state MiB");
     for r in &results {
         println!(
-            "{:<6} {:>10} {:>9.2} {:>12.0} {:>14.0} {:>9.1} {:>10.0}",
-            r.query, r.events, r.seconds, r.events_per_s, r.events_per_s_per_core, r.cpu_seconds, r.peak_rss_mb
+            "{:<6} {:>10} {:>9.2} {:>12.0} {:>14.0} {:>9.1} {:>10.0} {:>11.0}",
+            r.query, r.events, r.seconds, r.events_per_s, r.events_per_s_per_core, r.cpu_seconds, r.peak_rss_mb, r.peak_state_mb
         );
     }
     if let Some(path) = &args.json {
@@ -158,7 +166,8 @@ impl NexmarkResult {
             "engine": self.engine, "query": self.query, "sink": self.sink, "events": self.events,
             "workers": self.workers, "seconds": self.seconds, "events_per_s": self.events_per_s.round(),
             "events_per_s_per_core": self.events_per_s_per_core.round(), "cpu_seconds": self.cpu_seconds,
-            "peak_rss_mb": self.peak_rss_mb.round(), "output_rows": self.output_rows,
+            "peak_rss_mb": self.peak_rss_mb.round(), "peak_state_mb": self.peak_state_mb.round(),
+            "state_cache_mb": self.state_cache_mb, "output_rows": self.output_rows,
             "rate": self.latency.map(|l| l.0), "latency_p50_ms": self.latency.and_then(|l| l.1),
             "latency_p99_ms": self.latency.and_then(|l| l.2),
         })
@@ -172,7 +181,9 @@ async fn nexmark_query(args: &NexmarkArgs, name: &str, dataflow: &tokio::runtime
     // A directory per query: the previous query's store may still be closing.
     let dir = args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir()).join(format!("openclaw-bench-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let db = Database::open(Store::open_with_cache(&dir, args.engine.state_cache_mb.max(8) << 20)?, args.engine.engine_config(dataflow), None).await?;
+    let store = Store::open_with_cache(&dir, args.engine.state_cache_mb.max(8) << 20)?;
+    let state_sampler = StateSampler::start(store.clone());
+    let db = Database::open(store, args.engine.engine_config(dataflow), None).await?;
     let mut vars = SessionVars::default();
     // Paced: event i is released at start + i / rate and stamped base + i / rate, with the
     // base the wall clock now, so that an event's time is when it was generated.
@@ -185,10 +196,13 @@ async fn nexmark_query(args: &NexmarkArgs, name: &str, dataflow: &tokio::runtime
         ),
         None => String::new(),
     };
+    let bid_splits = args.splits.unwrap_or_else(|| args.engine.worker_threads()).max(1);
     for (stream, columns) in [("bid", BID_COLUMNS)].iter().chain(other_streams(name)) {
         let pacing = pacing(match *stream { "bid" => 46, "auction" => 3, _ => 1 });
+        // Persons and auctions are 4 events in 50: one reader each keeps up.
+        let splits = if *stream == "bid" { bid_splits } else { 1 };
         run(&db, &mut vars, &format!(
-            "CREATE SOURCE {stream} ({columns}, {WATERMARK}) WITH (connector = 'nexmark', 'nexmark.table.type' = '{stream}', 'nexmark.event.num' = '{}'{pacing})",
+            "CREATE SOURCE {stream} ({columns}, {WATERMARK}) WITH (connector = 'nexmark', 'nexmark.table.type' = '{stream}', 'nexmark.event.num' = '{}', 'nexmark.split.num' = '{splits}'{pacing})",
             args.events
         ))
         .await?;
@@ -206,6 +220,7 @@ async fn nexmark_query(args: &NexmarkArgs, name: &str, dataflow: &tokio::runtime
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_before;
     let peak_rss_mb = peak_rss_bytes() as f64 / (1 << 20) as f64;
+    let peak_state_mb = state_sampler.stop() as f64 / (1 << 20) as f64;
     let output_rows = match args.sink.as_str() {
         "view" => match run(&db, &mut vars, &format!("SELECT count(*) FROM {name}")).await?.pop() {
             Some(output) => {
@@ -229,11 +244,12 @@ async fn nexmark_query(args: &NexmarkArgs, name: &str, dataflow: &tokio::runtime
     let workers = args.engine.worker_threads();
     let eps = args.events as f64 / elapsed;
     println!(
-        "nexmark {name} ({} events, {} bids, {} sink): {elapsed:.2} s, {eps:.0} events/s, {:.0} per core ({cores} cores, {workers} workers), {cpu:.1} CPU s, peak RSS {peak_rss_mb:.0} MiB{}",
+        "nexmark {name} ({} events, {} bids, {} sink): {elapsed:.2} s, {eps:.0} events/s, {:.0} per core ({cores} cores, {workers} workers), {cpu:.1} CPU s, peak RSS {peak_rss_mb:.0} MiB, peak state {peak_state_mb:.0} MiB (cache {} MiB){}",
         args.events,
         args.events / 50 * 46,
         args.sink,
         eps / cores.min(workers) as f64,
+        args.engine.state_cache_mb,
         output_rows.map(|r| format!(", {r} rows in the view")).unwrap_or_default()
     );
     drop(db);
@@ -249,9 +265,44 @@ async fn nexmark_query(args: &NexmarkArgs, name: &str, dataflow: &tokio::runtime
         events_per_s_per_core: eps / cores.min(workers) as f64,
         cpu_seconds: cpu,
         peak_rss_mb,
+        peak_state_mb,
+        state_cache_mb: args.engine.state_cache_mb,
         output_rows,
         latency,
     })
+}
+
+/// Samples the state store's size (SST files and memtables) every quarter second on a thread
+/// of its own, keeping the largest.
+struct StateSampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl StateSampler {
+    const EVERY: Duration = Duration::from_millis(250);
+
+    fn start(store: Store) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            loop {
+                peak = store.state_bytes().unwrap_or(0).max(peak);
+                if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    return peak;
+                }
+                std::thread::sleep(Self::EVERY);
+            }
+        });
+        Self { stop, thread }
+    }
+
+    /// The largest size seen, in bytes, once the sampler has stopped.
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
 }
 
 /// CPU seconds (user and system) this process has used.

@@ -342,6 +342,20 @@ impl Store {
         Ok(())
     }
 
+    /// Bytes of state the database holds: its SST files (compressed) and memtables, over
+    /// every column family. For benchmarks, which compare it with the cache budget.
+    pub fn state_bytes(&self) -> StorageResult<u64> {
+        let names = Db::list_cf(&Options::default(), self.db.path())?;
+        let mut total = 0;
+        for name in names {
+            let Some(handle) = self.db.cf_handle(&name) else { continue };
+            for property in ["rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"] {
+                total += self.db.property_int_value_cf(&handle, property)?.unwrap_or(0);
+            }
+        }
+        Ok(total)
+    }
+
     /// Number of keys in `cf`, counted by a full scan (for tests and `SHOW`).
     pub fn count_keys(&self, cf: &str) -> StorageResult<u64> {
         let mut n = 0;

@@ -1,8 +1,11 @@
 //! The Nexmark generator as a source: the events of the `nexmark` crate (RisingWave's
-//! nexmark-rs, the reference), built into Arrow columns chunk by chunk.
+//! nexmark-rs, the reference), generated straight into Arrow columns chunk by chunk
+//! (`generator.rs`), optionally split over several readers (`nexmark.split.num`).
 
 pub mod avro;
 pub mod json;
+mod generator;
+mod rng;
 mod reader;
 mod schema;
 
@@ -44,11 +47,13 @@ impl Connector for NexmarkConnector {
         for key in options.keys() {
             if !OPTIONS.contains(&key.as_str()) && reader::config_field(key).is_none() {
                 return Err(ConnectorError::new(format!("unrecognized nexmark option \"{key}\""))
-                    .with_hint("valid options are nexmark.table.type, nexmark.event.num, nexmark.max.chunk.size, nexmark.min.event.gap.in.ns and the generator's nexmark.<field> settings"));
+                    .with_hint("valid options are nexmark.table.type, nexmark.event.num, nexmark.max.chunk.size, nexmark.min.event.gap.in.ns, nexmark.split.num, nexmark.use.real.time and the generator's nexmark.<field> settings"));
             }
         }
         let table = TableType::from_options(options)?;
         let full = table_schema(table);
+        // Every option's value (numbers, ranges) as the reader will read it.
+        NexmarkReader::new(full.clone(), options)?;
         if declared.fields().is_empty() {
             return Ok(full);
         }
