@@ -75,6 +75,10 @@ pub struct EngineArgs {
     /// top-N) unless a session sets `streaming_parallelism`. Default: the number of cores.
     #[arg(long, env = "OPENCLAW_WORKERS")]
     pub workers: Option<usize>,
+    /// Rows a SUBSCRIBE may have waiting for its client; a client further behind is
+    /// disconnected with an error that says by how much (the dataflow never waits for it).
+    #[arg(long, env = "OPENCLAW_SUBSCRIBER_MAX_ROWS", default_value_t = openclaw_engine::operators::subscribe::DEFAULT_SUBSCRIBER_MAX_ROWS)]
+    subscriber_max_rows: usize,
 }
 
 impl EngineArgs {
@@ -94,6 +98,7 @@ impl EngineArgs {
             idle_timeout_ms: self.idle_timeout.as_millis() as u64,
             checkpoint_interval_ms: self.checkpoint_interval.as_millis() as u64,
             dataflow_runtime: Some(dataflow.clone()),
+            subscriber_max_rows: self.subscriber_max_rows.max(1),
         }
     }
 }

@@ -23,6 +23,9 @@ pub struct EngineConfig {
     /// never queued behind busy operators on the same worker threads (a point `SELECT` took
     /// up to 188 ms while a view backfilled on shared workers).
     pub dataflow_runtime: Option<tokio::runtime::Handle>,
+    /// Rows a subscriber may have waiting for its client before it is closed
+    /// ([`crate::operators::subscribe`]).
+    pub subscriber_max_rows: usize,
 }
 
 impl EngineConfig {
@@ -41,6 +44,6 @@ impl EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { chunk_size_rows: 4096, channel_capacity_chunks: 16, flush_interval_ms: 1000, parallelism: 1, idle_timeout_ms: 5000, checkpoint_interval_ms: 5000, dataflow_runtime: None }
+        Self { chunk_size_rows: 4096, channel_capacity_chunks: 16, flush_interval_ms: 1000, parallelism: 1, idle_timeout_ms: 5000, checkpoint_interval_ms: 5000, dataflow_runtime: None, subscriber_max_rows: crate::operators::subscribe::DEFAULT_SUBSCRIBER_MAX_ROWS }
     }
 }

@@ -29,6 +29,8 @@ use crate::transaction::TxnState;
 pub enum QueryOutput {
     Rows { schema: SchemaRef, stream: SendableRecordBatchStream },
     Command { tag: String, rows: Option<usize> },
+    /// `COPY (SUBSCRIBE ...) TO STDOUT`: rows that keep coming until the client goes.
+    Subscription(Box<crate::subscribe::Subscription>),
 }
 
 impl std::fmt::Debug for QueryOutput {
@@ -36,6 +38,7 @@ impl std::fmt::Debug for QueryOutput {
         match self {
             QueryOutput::Rows { schema, .. } => write!(f, "Rows({schema:?})"),
             QueryOutput::Command { tag, rows } => write!(f, "Command({tag}, {rows:?})"),
+            QueryOutput::Subscription(s) => write!(f, "Subscription({:?})", s.schema()),
         }
     }
 }
@@ -53,6 +56,7 @@ impl QueryOutput {
         match self {
             QueryOutput::Rows { stream, .. } => Ok(stream.try_collect().await?),
             QueryOutput::Command { .. } => Ok(vec![]),
+            QueryOutput::Subscription(_) => Err(SqlError::new(SqlState::FeatureNotSupported, "a subscription never ends: read it, do not collect it")),
         }
     }
 
@@ -377,9 +381,11 @@ impl Database {
             s @ (OcStatement::Show(_) | OcStatement::ShowVar(_) | OcStatement::Describe(_) | OcStatement::ShowStateTables | OcStatement::ShowCheckpoints) => {
                 match self.execute_statement(vars, s, sql, None).await? {
                     QueryOutput::Rows { schema, .. } => Ok((vec![], Some(schema))),
-                    QueryOutput::Command { .. } => Ok((vec![], None)),
+                    QueryOutput::Command { .. } | QueryOutput::Subscription(_) => Ok((vec![], None)),
                 }
             }
+            // The rows a FETCH returns, without taking any.
+            OcStatement::Fetch { cursor, .. } => Ok((vec![], vars.cursors.get(&cursor).map(|s| s.schema()))),
             _ => Ok((vec![], None)),
         }
     }
@@ -426,6 +432,12 @@ impl Database {
             OcStatement::Show(kind) => self.show(kind).await,
             OcStatement::Describe(name) => self.describe_object(&name).await,
             OcStatement::Drop { kind, names, if_exists, cascade } => self.drop_objects(kind, &names, if_exists, cascade).await,
+            OcStatement::Subscribe(_) => Err(SqlError::new(SqlState::FeatureNotSupported, "SUBSCRIBE is read with COPY or through a cursor")
+                .with_hint("COPY (SUBSCRIBE ...) TO STDOUT, or DECLARE c CURSOR FOR SUBSCRIBE ...; FETCH ALL c WITH (timeout = '1s')")),
+            OcStatement::CopySubscribe(stmt) => Ok(QueryOutput::Subscription(Box::new(self.subscribe(vars, stmt).await?))),
+            OcStatement::DeclareSubscribe { cursor, stmt } => self.declare(vars, cursor, stmt).await,
+            OcStatement::Fetch { cursor, count, options } => crate::subscribe::fetch(vars, &cursor, count, &options).await,
+            OcStatement::Close(cursor) => crate::subscribe::close(vars, cursor.as_deref()),
             OcStatement::SetVar { name, value } => {
                 vars.set(&name, &value)?;
                 Ok(QueryOutput::command("SET"))

@@ -257,7 +257,7 @@ impl Database {
     }
 
     /// Plans and lowers a view's query; returns the streaming plan and the names it reads.
-    async fn plan_view(&self, catalog: &Catalog, view: &CreateView) -> SqlResult<(StreamNode, Vec<String>, Vec<(String, Arc<SourceProgress>)>)> {
+    pub(crate) async fn plan_view(&self, catalog: &Catalog, view: &CreateView) -> SqlResult<(StreamNode, Vec<String>, Vec<(String, Arc<SourceProgress>)>)> {
         let state = self.ctx.state();
         let plan = self.plan(&state, Statement::Query(view.query.clone())).await?;
         let plan = crate::temporal::mark_now(plan, state.config_options().execution.time_zone.as_deref())?;
@@ -457,7 +457,7 @@ impl Database {
 
     /// Attaches a new dataflow and waits until it holds everything its inputs hold: every
     /// upstream has sent its rows, and a barrier after them has passed the new sink.
-    async fn fill(
+    pub(crate) async fn fill(
         &self,
         id: ObjectId,
         subscribe: Option<Mutation>,
@@ -495,7 +495,7 @@ impl Database {
     }
 
     /// Watches a view's tasks: the first failure stops the view and is kept for its readers.
-    fn supervise(
+    pub(crate) fn supervise(
         &self,
         name: &str,
         id: ObjectId,

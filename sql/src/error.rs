@@ -35,6 +35,10 @@ pub enum SqlState {
     InFailedSqlTransaction,
     /// 25001: the statement cannot run inside this transaction block.
     ActiveSqlTransaction,
+    /// 34000: no open cursor by that name.
+    InvalidCursorName,
+    /// 42P03: a cursor by that name is already open.
+    DuplicateCursor,
     Internal,
 }
 
@@ -67,6 +71,8 @@ impl SqlState {
             SqlState::SerializationFailure => "40001",
             SqlState::InFailedSqlTransaction => "25P02",
             SqlState::ActiveSqlTransaction => "25001",
+            SqlState::InvalidCursorName => "34000",
+            SqlState::DuplicateCursor => "42P03",
             SqlState::Internal => "XX000",
         }
     }

@@ -16,6 +16,7 @@ mod naming;
 pub mod parser;
 pub mod relation;
 pub mod session;
+pub mod subscribe;
 mod temporal;
 pub mod transaction;
 pub mod types;
@@ -24,6 +25,7 @@ pub mod windows;
 pub use database::{Database, QueryOutput};
 pub use error::{SqlError, SqlResult, SqlState};
 pub use session::SessionVars;
+pub use subscribe::{SubscribeStmt, Subscription};
 
 /// `WITH (...)` options, keys lowercased.
 pub type Options = openclaw_connectors::Options;

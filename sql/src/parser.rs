@@ -102,6 +102,16 @@ pub enum OcStatement {
     /// `SHOW name` of a session variable (or `ALL`).
     ShowVar(String),
     Drop { kind: ObjectKind, names: Vec<ObjectName>, if_exists: bool, cascade: bool },
+    /// `SUBSCRIBE ...` on its own (refused: it is read through COPY or a cursor).
+    Subscribe(crate::subscribe::SubscribeStmt),
+    /// `COPY (SUBSCRIBE ...) TO STDOUT`.
+    CopySubscribe(crate::subscribe::SubscribeStmt),
+    /// `DECLARE name CURSOR FOR SUBSCRIBE ...`.
+    DeclareSubscribe { cursor: String, stmt: crate::subscribe::SubscribeStmt },
+    /// `FETCH [n | ALL] [FROM | IN] name [WITH (timeout = ...)]`; `count` `None` is `ALL`.
+    Fetch { cursor: String, count: Option<u64>, options: Options },
+    /// `CLOSE name | ALL` (`None`: all).
+    Close(Option<String>),
     /// Anything else, parsed by sqlparser.
     Standard(Box<Statement>),
 }
@@ -291,6 +301,47 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError>
             p.next_token();
             OcStatement::ShowVar(rest_text(&mut p).to_ascii_lowercase())
         }
+        ["SUBSCRIBE", ..] => {
+            p.next_token();
+            OcStatement::Subscribe(subscribe(&mut p)?)
+        }
+        ["COPY", "(", "SUBSCRIBE", ..] => {
+            for _ in 0..3 {
+                p.next_token();
+            }
+            let stmt = subscribe(&mut p)?;
+            p.expect_token(&Token::RParen)?;
+            p.expect_keyword(Keyword::TO)?;
+            p.expect_keyword(Keyword::STDOUT)?;
+            if p.parse_keyword(Keyword::WITH) || p.peek_token().token == Token::LParen {
+                let options = with_options(&mut p)?;
+                if let Some(other) = options.iter().find(|(k, v)| !(k.as_str() == "format" && v.eq_ignore_ascii_case("text"))) {
+                    return Err(ParserError::ParserError(format!("COPY of a SUBSCRIBE takes only FORMAT text, not {} {}", other.0, other.1)));
+                }
+            }
+            OcStatement::CopySubscribe(stmt)
+        }
+        ["DECLARE", ..] => {
+            p.next_token();
+            let cursor = p.parse_identifier()?.value;
+            p.expect_keyword(Keyword::CURSOR)?;
+            p.expect_keyword(Keyword::FOR)?;
+            if !matches!(p.next_token().token, Token::Word(w) if w.value.eq_ignore_ascii_case("subscribe")) {
+                return Err(ParserError::ParserError("DECLARE ... CURSOR FOR takes a SUBSCRIBE (other queries run directly)".into()));
+            }
+            OcStatement::DeclareSubscribe { cursor, stmt: subscribe(&mut p)? }
+        }
+        ["FETCH", ..] => {
+            p.next_token();
+            fetch(&mut p)?
+        }
+        ["CLOSE", ..] => {
+            p.next_token();
+            match p.parse_keyword(Keyword::ALL) {
+                true => OcStatement::Close(None),
+                false => OcStatement::Close(Some(p.parse_identifier()?.value)),
+            }
+        }
         ["DROP", "TABLE", ..] => drop_stmt(&mut p, 2, ObjectKind::Table)?,
         ["DROP", "SOURCE", ..] => drop_stmt(&mut p, 2, ObjectKind::Source)?,
         ["DROP", "SINK", ..] => drop_stmt(&mut p, 2, ObjectKind::Sink)?,
@@ -301,6 +352,62 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError>
         return p.expected("end of statement", p.peek_token());
     }
     Ok(stmt)
+}
+
+/// After `SUBSCRIBE`: `[TO] <object | (query)> [WITH (...)] [SINCE <token>]`.
+fn subscribe(p: &mut Parser) -> Result<crate::subscribe::SubscribeStmt, ParserError> {
+    let _ = p.parse_keyword(Keyword::TO);
+    let query = match p.consume_token(&Token::LParen) {
+        true => {
+            let q = p.parse_query()?;
+            p.expect_token(&Token::RParen)?;
+            q
+        }
+        false => {
+            let name = p.parse_object_name(false)?;
+            let dialect = PostgreSqlDialect {};
+            let mut q = Parser::new(&dialect).try_with_sql(&format!("SELECT * FROM {name}"))?;
+            q.parse_query()?
+        }
+    };
+    let options = match p.parse_keyword(Keyword::WITH) {
+        true => with_options(p)?,
+        false => Options::new(),
+    };
+    let since = match p.peek_token().token {
+        Token::Word(w) if w.value.eq_ignore_ascii_case("since") => {
+            p.next_token();
+            match p.next_token().token {
+                Token::Number(n, _) => Some(n.parse::<u64>().map_err(|_| ParserError::ParserError(format!("SINCE takes a token (a non-negative integer), not {n}")))?),
+                other => return Err(ParserError::ParserError(format!("SINCE takes a token (a non-negative integer), not {other}"))),
+            }
+        }
+        _ => None,
+    };
+    Ok(crate::subscribe::SubscribeStmt { query, options, since })
+}
+
+/// After `FETCH`: `[FORWARD] [n | ALL] [FROM | IN] cursor [WITH (timeout = ...)]`.
+fn fetch(p: &mut Parser) -> Result<OcStatement, ParserError> {
+    let _ = p.parse_keyword(Keyword::FORWARD);
+    let count = match p.peek_token().token {
+        Token::Number(n, _) => {
+            p.next_token();
+            Some(n.parse::<u64>().map_err(|_| ParserError::ParserError(format!("FETCH takes a row count, not {n}")))?)
+        }
+        Token::Word(w) if w.keyword == Keyword::ALL => {
+            p.next_token();
+            None
+        }
+        _ => Some(1),
+    };
+    let _ = p.parse_one_of_keywords(&[Keyword::FROM, Keyword::IN]);
+    let cursor = p.parse_identifier()?.value;
+    let options = match p.parse_keyword(Keyword::WITH) {
+        true => with_options(p)?,
+        false => Options::new(),
+    };
+    Ok(OcStatement::Fetch { cursor, count, options })
 }
 
 fn set_var(p: &mut Parser) -> Result<OcStatement, ParserError> {

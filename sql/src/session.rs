@@ -14,6 +14,9 @@ pub struct SessionVars {
     vars: BTreeMap<String, String>,
     /// The session's transaction block.
     pub(crate) txn: crate::transaction::TxnState,
+    /// Open cursors (`DECLARE ... CURSOR FOR SUBSCRIBE`), by name, until `CLOSE` or the
+    /// session's end.
+    pub(crate) cursors: std::collections::HashMap<String, crate::subscribe::Subscription>,
 }
 
 impl Default for SessionVars {
@@ -42,7 +45,7 @@ impl Default for SessionVars {
             ("transaction_isolation", "read committed"),
             ("transaction_read_only", "off"),
         ];
-        Self { vars: defaults.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), txn: Default::default() }
+        Self { vars: defaults.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), txn: Default::default(), cursors: Default::default() }
     }
 }
 
@@ -94,7 +97,7 @@ impl SessionVars {
 
 /// PostgreSQL's form of a time setting: a number of milliseconds, or a number with a unit
 /// (`ms`, `s`, `min`, `h`, `d`), e.g. `5000`, `'5s'`, `'1 min'`. Zero means no limit.
-fn parse_timeout(value: &str) -> Result<Option<Duration>, SqlError> {
+pub(crate) fn parse_timeout(value: &str) -> Result<Option<Duration>, SqlError> {
     let text = value.trim().trim_matches('\'').trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = (&text[..split], text[split..].trim());

@@ -2,6 +2,7 @@
 
 mod http;
 mod pg;
+mod pg_copy;
 mod pg_text;
 
 use std::net::SocketAddr;

@@ -7,14 +7,16 @@ use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
-use futures::{stream, StreamExt};
+use futures::{stream, Sink, StreamExt};
 use pgwire::messages::data::DataRow;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
-use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::messages::PgWireBackendMessage;
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use openclaw_sql::{Database, QueryOutput, SessionVars, SqlError};
 use tokio::sync::{Mutex, Semaphore};
@@ -138,21 +140,39 @@ fn to_response(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
             });
             Ok(Response::Query(QueryResponse::new(fields, rows)))
         }
+        QueryOutput::Subscription(_) => unreachable!("subscriptions are streamed by respond"),
+    }
+}
+
+/// The response to one statement's output: a subscription streams over the connection now
+/// (COPY OUT, until it ends or the client goes); anything else is handed to pgwire.
+async fn respond<C>(client: &mut C, output: QueryOutput, format: &Format) -> PgWireResult<Response>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: std::fmt::Debug,
+    PgWireError: From<C::Error>,
+{
+    match output {
+        QueryOutput::Subscription(subscription) => super::pg_copy::copy_out(client, *subscription).await,
+        other => to_response(other, format),
     }
 }
 
 #[async_trait]
 impl SimpleQueryHandler for Session {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
-        C: ClientInfo + Unpin + Send + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let mut vars = self.vars.lock().await;
         let results = self.db.execute(&mut vars, query).await;
         let mut out = Vec::with_capacity(results.len());
         for r in results {
             out.push(match r {
-                Ok(output) => to_response(output, &Format::UnifiedText)?,
+                Ok(output) => respond(client, output, &Format::UnifiedText).await?,
                 Err(e) => Response::Error(Box::new(error_info(e))),
             });
         }
@@ -160,7 +180,7 @@ impl SimpleQueryHandler for Session {
     }
 }
 
-fn error_info(e: SqlError) -> ErrorInfo {
+pub(super) fn error_info(e: SqlError) -> ErrorInfo {
     match pg_error(e) {
         PgWireError::UserError(info) => *info,
         _ => unreachable!("pg_error makes user errors"),
@@ -248,9 +268,12 @@ impl ExtendedQueryHandler for Session {
         Ok(DescribePortalResponse::new(fields))
     }
 
-    async fn do_query<C>(&self, _client: &mut C, portal: &Portal<String>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<String>, _max_rows: usize) -> PgWireResult<Response>
     where
-        C: ClientInfo + Unpin + Send + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = String>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let params = if portal.parameter_len() == 0 {
             None
@@ -264,7 +287,7 @@ impl ExtendedQueryHandler for Session {
         let mut vars = self.vars.lock().await;
         let output = self.db.execute_one(&mut vars, &portal.statement.statement, params).await;
         match output {
-            Ok(o) => to_response(o, &portal.result_column_format),
+            Ok(o) => respond(client, o, &portal.result_column_format).await,
             Err(e) => Err(pg_error(e)),
         }
     }
