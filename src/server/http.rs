@@ -1,11 +1,232 @@
-//! The HTTP front: `GET /health` for now.
+//! The HTTP front: `GET /health`, `POST /v1/sql` (statements, answered as JSON), and
+//! `GET /v1/subscribe/<name>` (a subscription as Server-Sent Events).
+//!
+//! Errors are PostgreSQL's (SQLSTATE, message, detail, hint) in a JSON body, under the HTTP
+//! status their SQLSTATE maps to ([`http_status`]).
 
-use axum::routing::get;
-use axum::Router;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-pub async fn serve(listener: tokio::net::TcpListener) {
-    let app = Router::new().route("/health", get(|| async { "ok\n" }));
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
+use futures::{Stream, StreamExt};
+use openclaw_sql::{Database, QueryOutput, SessionVars, SqlError, SqlState, Subscription};
+use serde_json::{json, Value};
+
+/// Largest `POST /v1/sql` body.
+pub const MAX_SQL_BODY_BYTES: usize = 1 << 20;
+/// Most rows one statement of `POST /v1/sql` returns; more is an error (use pgwire).
+pub const MAX_SQL_RESULT_ROWS: usize = 100_000;
+/// Least time between two heartbeats of a subscription's event stream.
+pub const SSE_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>) {
+    let app = Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/v1/sql", post(sql))
+        .route("/v1/subscribe/{name}", get(subscribe))
+        .layer(DefaultBodyLimit::max(MAX_SQL_BODY_BYTES))
+        .with_state(db);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "http server stopped");
     }
+}
+
+/// The HTTP status of an error, by its SQLSTATE.
+fn http_status(code: SqlState) -> StatusCode {
+    match code {
+        SqlState::UndefinedTable | SqlState::UndefinedObject | SqlState::InvalidCursorName => StatusCode::NOT_FOUND,
+        SqlState::DuplicateObject | SqlState::DependentObjectsStillExist | SqlState::SerializationFailure | SqlState::DuplicateCursor => StatusCode::CONFLICT,
+        SqlState::FeatureNotSupported => StatusCode::NOT_IMPLEMENTED,
+        SqlState::ProgramLimitExceeded | SqlState::StatementTooComplex => StatusCode::PAYLOAD_TOO_LARGE,
+        SqlState::QueryCanceled => StatusCode::REQUEST_TIMEOUT,
+        SqlState::ObjectNotInPrerequisiteState => StatusCode::SERVICE_UNAVAILABLE,
+        SqlState::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+fn error_json(e: &SqlError) -> Value {
+    json!({"code": e.code.code(), "message": e.message, "detail": e.detail, "hint": e.hint})
+}
+
+fn error_response(e: SqlError, results: Vec<Value>) -> Response {
+    (http_status(e.code), Json(json!({"results": results, "error": error_json(&e)}))).into_response()
+}
+
+/// `POST /v1/sql`: the body is the SQL text, or `{"sql": "..."}`. Runs its statements in order
+/// in a session of its own, up to the first error, and answers each one's rows or command tag.
+async fn sql(State(db): State<Arc<Database>>, body: Bytes) -> Response {
+    let text = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(o)) => match o.get("sql") {
+            Some(Value::String(s)) => s.clone(),
+            _ => return error_response(SqlError::new(SqlState::InvalidParameterValue, "a JSON body needs \"sql\": \"<statements>\""), vec![]),
+        },
+        _ => match String::from_utf8(body.to_vec()) {
+            Ok(s) => s,
+            Err(_) => return error_response(SqlError::new(SqlState::InvalidParameterValue, "the body is not UTF-8 text"), vec![]),
+        },
+    };
+    let mut vars = SessionVars::default();
+    let mut results = vec![];
+    for result in db.execute(&mut vars, &text).await {
+        let output = match result {
+            Ok(output) => output,
+            Err(e) => return error_response(e, results),
+        };
+        match statement_json(output).await {
+            Ok(v) => results.push(v),
+            Err(e) => return error_response(e, results),
+        }
+    }
+    Json(json!({"results": results})).into_response()
+}
+
+/// One statement's answer: its columns and rows, or its command tag.
+async fn statement_json(output: QueryOutput) -> Result<Value, SqlError> {
+    match output {
+        QueryOutput::Command { tag, rows } => Ok(json!({"command": tag, "rows": rows})),
+        QueryOutput::Subscription(_) => Err(SqlError::new(SqlState::FeatureNotSupported, "a subscription does not end: read it from GET /v1/subscribe/<name>")),
+        QueryOutput::Rows { schema, mut stream } => {
+            let mut rows = vec![];
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                if rows.len() + batch.num_rows() > MAX_SQL_RESULT_ROWS {
+                    return Err(SqlError::new(SqlState::ProgramLimitExceeded, format!("the result has more than {MAX_SQL_RESULT_ROWS} rows"))
+                        .with_hint("add a LIMIT, or read it over the Postgres protocol"));
+                }
+                rows.extend(rows_json(&batch)?);
+            }
+            Ok(json!({"columns": columns_json(&schema), "rows": rows}))
+        }
+    }
+}
+
+fn columns_json(schema: &SchemaRef) -> Vec<Value> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let pg = arrow_pg::datatypes::into_pg_type(f.data_type()).map(|t| t.name().to_string()).unwrap_or_else(|_| f.data_type().to_string());
+            json!({"name": f.name(), "type": pg})
+        })
+        .collect()
+}
+
+/// A batch's rows as JSON objects (arrow's JSON writer, NULLs kept as `null`).
+fn rows_json(batch: &RecordBatch) -> Result<Vec<Value>, SqlError> {
+    use datafusion::arrow::json::writer::{JsonArray, WriterBuilder};
+    let mut buf = Vec::new();
+    let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(&mut buf);
+    writer.write(batch).map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?;
+    writer.finish().map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?;
+    drop(writer);
+    if buf.is_empty() {
+        return Ok(vec![]);
+    }
+    match serde_json::from_slice(&buf) {
+        Ok(Value::Array(rows)) => Ok(rows),
+        _ => Err(SqlError::new(SqlState::Internal, "arrow's JSON writer wrote something other than an array")),
+    }
+}
+
+/// `GET /v1/subscribe/<name>?snapshot=true|false&progress=true|false`: the subscription's
+/// rows as Server-Sent Events: `change` events (`{"token", "diff", "row"}`, with the token as
+/// the event id), a `progress` event per barrier when asked, else a `heartbeat` with the
+/// current token at most every second, and an `error` event if it ends.
+async fn subscribe(State(db): State<Arc<Database>>, Path(name): Path<String>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
+    let mut options = vec!["progress = true".to_string()];
+    let mut progress = false;
+    for pair in query.as_deref().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "snapshot" => options.push(format!("snapshot = '{}'", value.replace('\'', ""))),
+            "progress" => progress = matches!(value, "true" | "on" | "1"),
+            "since" => return error_response(since_refused(value), vec![]),
+            other => return error_response(SqlError::new(SqlState::InvalidParameterValue, format!("unrecognized parameter \"{other}\"")).with_hint("use snapshot and progress"), vec![]),
+        }
+    }
+    if let Some(last) = headers.get("last-event-id") {
+        return error_response(since_refused(last.to_str().unwrap_or("?")), vec![]);
+    }
+    let ident = format!("\"{}\"", name.replace('"', "\"\""));
+    let sql = format!("SUBSCRIBE TO {ident} WITH ({})", options.join(", "));
+    let stmt = match openclaw_sql::parser::parse(&sql) {
+        Ok(mut s) if s.len() == 1 => match s.remove(0) {
+            openclaw_sql::parser::OcStatement::Subscribe(stmt) => stmt,
+            _ => unreachable!("SUBSCRIBE parses to a subscription"),
+        },
+        Ok(_) => unreachable!("one statement"),
+        Err(e) => return error_response(e, vec![]),
+    };
+    let subscription = match db.subscribe(&SessionVars::default(), stmt).await {
+        Ok(s) => s,
+        Err(e) => return error_response(e, vec![]),
+    };
+    Sse::new(events(subscription, progress)).keep_alive(KeepAlive::default()).into_response()
+}
+
+fn since_refused(token: &str) -> SqlError {
+    SqlError::new(SqlState::FeatureNotSupported, format!("resuming from token {token} needs a durable subscription, which OpenClaw does not keep yet"))
+        .with_hint("subscribe again without since or Last-Event-ID: the snapshot, then every change")
+}
+
+/// The subscription's rows as events, until it ends or the client goes (dropping the stream
+/// stops the subscription).
+fn events(subscription: Subscription, progress: bool) -> impl Stream<Item = Result<Event, std::convert::Infallible>> {
+    let state = (subscription, Instant::now() - SSE_HEARTBEAT_INTERVAL, false);
+    futures::stream::unfold(state, move |(mut sub, mut last_beat, ended)| async move {
+        if ended {
+            return None;
+        }
+        loop {
+            let batch = match sub.next_batch().await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => return None,
+                Err(e) => {
+                    let event = Event::default().event("error").data(error_json(&e).to_string());
+                    return Some((vec![event], (sub, last_beat, true)));
+                }
+            };
+            let events = match batch_events(&batch, progress, &mut last_beat) {
+                Ok(events) => events,
+                Err(e) => vec![Event::default().event("error").data(error_json(&e).to_string())],
+            };
+            if !events.is_empty() {
+                return Some((events, (sub, last_beat, false)));
+            }
+        }
+    })
+    .flat_map(|events| futures::stream::iter(events.into_iter().map(Ok)))
+}
+
+/// The events of one batch of subscription rows (`token`, `diff`, then the columns).
+fn batch_events(batch: &RecordBatch, progress: bool, last_beat: &mut Instant) -> Result<Vec<Event>, SqlError> {
+    let tokens = batch.column(0).as_primitive::<Int64Type>();
+    let diffs = batch.column(1).as_primitive::<Int64Type>();
+    let columns = batch.project(&(2..batch.num_columns()).collect::<Vec<_>>()).map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?;
+    let rows = rows_json(&columns)?;
+    let mut events = Vec::with_capacity(batch.num_rows());
+    for (i, row) in rows.into_iter().enumerate() {
+        let token = tokens.value(i);
+        if diffs.is_null(i) {
+            if progress {
+                events.push(Event::default().event("progress").id(token.to_string()).data(json!({"token": token}).to_string()));
+            } else if last_beat.elapsed() >= SSE_HEARTBEAT_INTERVAL {
+                *last_beat = Instant::now();
+                events.push(Event::default().event("heartbeat").data(json!({"token": token}).to_string()));
+            }
+            continue;
+        }
+        let data = json!({"token": token, "diff": diffs.value(i), "row": row});
+        events.push(Event::default().event("change").id(token.to_string()).data(data.to_string()));
+    }
+    Ok(events)
 }

@@ -49,7 +49,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         write_ports_file(path, pg.local_addr()?.port(), http.local_addr()?.port())?;
     }
     let pg_task = tokio::spawn(pg::serve(pg, db.clone(), config.max_connections));
-    let http_task = tokio::spawn(http::serve(http));
+    let http_task = tokio::spawn(http::serve(http, db.clone()));
     shutdown_signal().await;
     tracing::info!("shutting down");
     pg_task.abort();
