@@ -118,3 +118,51 @@ async fn server_sent_events_stream_the_snapshot_then_each_change() {
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("42P01"), "{body}");
 }
+
+/// The same subscription over a WebSocket: the snapshot, then a change made over HTTP, each
+/// one JSON message; closing the socket ends it (the server goes on serving).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_carries_the_same_messages() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = common::TestServer::start_with(std::env::temp_dir().join(format!("openclaw-test-http-ws-{}", std::process::id())), &["--flush-interval", "50ms"]);
+    let port = server.http_port;
+    let (status, body) = sql(port, "CREATE TABLE t (k INT PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a'); CREATE MATERIALIZED VIEW counts AS SELECT v, count(*) AS n FROM t GROUP BY v; FLUSH").await;
+    assert_eq!(status, 200, "{body}");
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/v1/ws/subscribe/counts"), tcp).await.unwrap();
+    let mut next = async || -> Value {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("a message in time").expect("open").unwrap();
+            if let Message::Text(t) = m {
+                return serde_json::from_str(&t).unwrap();
+            }
+        }
+    };
+    let first = next().await;
+    assert_eq!((&first["type"], &first["diff"], &first["row"]), (&serde_json::json!("change"), &serde_json::json!(1), &serde_json::json!({"v": "a", "n": 1})), "{first}");
+    let (status, _) = sql(port, "INSERT INTO t VALUES (2, 'b')").await;
+    assert_eq!(status, 200);
+    let change = loop {
+        let m = next().await;
+        if m["type"] == "change" {
+            break m;
+        }
+        assert_eq!(m["type"], "heartbeat", "{m}");
+    };
+    assert_eq!((&change["diff"], &change["row"]), (&serde_json::json!(1), &serde_json::json!({"v": "b", "n": 1})), "{change}");
+    assert!(change["token"].as_i64().unwrap() > first["token"].as_i64().unwrap());
+    drop(next);
+    ws.send(Message::Close(None)).await.unwrap();
+    let (status, _) = sql(port, "SELECT 1").await;
+    assert_eq!(status, 200);
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    match tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/v1/ws/subscribe/nope"), tcp).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 404);
+            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).to_string();
+            assert!(body.contains("42P01"), "{body}");
+        }
+        other => panic!("an unknown view is refused before the upgrade: {:?}", other.map(|_| ())),
+    }
+}

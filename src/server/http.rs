@@ -1,5 +1,6 @@
-//! The HTTP front: `GET /health`, `POST /v1/sql` (statements, answered as JSON), and
-//! `GET /v1/subscribe/<name>` (a subscription as Server-Sent Events).
+//! The HTTP front: `GET /health`, `POST /v1/sql` (statements, answered as JSON),
+//! `GET /v1/subscribe/<name>` (a subscription as Server-Sent Events) and
+//! `GET /v1/ws/subscribe/<name>` (the same messages over a WebSocket).
 //!
 //! Errors are PostgreSQL's (SQLSTATE, message, detail, hint) in a JSON body, under the HTTP
 //! status their SQLSTATE maps to ([`http_status`]).
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -32,6 +34,7 @@ pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>) {
         .route("/health", get(|| async { "ok\n" }))
         .route("/v1/sql", post(sql))
         .route("/v1/subscribe/{name}", get(subscribe))
+        .route("/v1/ws/subscribe/{name}", get(subscribe_ws))
         .layer(DefaultBodyLimit::max(MAX_SQL_BODY_BYTES))
         .with_state(db);
     if let Err(e) = axum::serve(listener, app).await {
@@ -142,40 +145,115 @@ fn rows_json(batch: &RecordBatch) -> Result<Vec<Value>, SqlError> {
 /// the event id), a `progress` event per barrier when asked, else a `heartbeat` with the
 /// current token at most every second, and an `error` event if it ends.
 async fn subscribe(State(db): State<Arc<Database>>, Path(name): Path<String>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
-    let mut options = vec!["progress = true".to_string()];
-    let mut progress = false;
-    for pair in query.as_deref().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
-            "snapshot" => options.push(format!("snapshot = '{}'", value.replace('\'', ""))),
-            "progress" => progress = matches!(value, "true" | "on" | "1"),
-            "since" => return error_response(since_refused(value), vec![]),
-            other => return error_response(SqlError::new(SqlState::InvalidParameterValue, format!("unrecognized parameter \"{other}\"")).with_hint("use snapshot and progress"), vec![]),
-        }
-    }
-    if let Some(last) = headers.get("last-event-id") {
-        return error_response(since_refused(last.to_str().unwrap_or("?")), vec![]);
-    }
-    let ident = format!("\"{}\"", name.replace('"', "\"\""));
-    let sql = format!("SUBSCRIBE TO {ident} WITH ({})", options.join(", "));
-    let stmt = match openclaw_sql::parser::parse(&sql) {
-        Ok(mut s) if s.len() == 1 => match s.remove(0) {
-            openclaw_sql::parser::OcStatement::Subscribe(stmt) => stmt,
-            _ => unreachable!("SUBSCRIBE parses to a subscription"),
-        },
-        Ok(_) => unreachable!("one statement"),
-        Err(e) => return error_response(e, vec![]),
-    };
-    let subscription = match db.subscribe(&SessionVars::default(), stmt).await {
+    let last_event_id = headers.get("last-event-id").map(|v| v.to_str().unwrap_or("?").to_string());
+    let (subscription, progress) = match start_subscription(&db, &name, query.as_deref(), last_event_id).await {
         Ok(s) => s,
         Err(e) => return error_response(e, vec![]),
     };
     Sse::new(events(subscription, progress)).keep_alive(KeepAlive::default()).into_response()
 }
 
+/// `GET /v1/ws/subscribe/<name>?snapshot=&progress=`: the same subscription over a WebSocket,
+/// each message one JSON object: `{"type": "change", "token", "diff", "row"}`, `{"type":
+/// "heartbeat" | "progress", "token"}`, or `{"type": "error", "error": {...}}` before the
+/// server closes it. The subscription stops as soon as the client closes or goes.
+async fn subscribe_ws(State(db): State<Arc<Database>>, Path(name): Path<String>, RawQuery(query): RawQuery, ws: WebSocketUpgrade) -> Response {
+    let (subscription, progress) = match start_subscription(&db, &name, query.as_deref(), None).await {
+        Ok(s) => s,
+        Err(e) => return error_response(e, vec![]),
+    };
+    ws.on_upgrade(move |socket| ws_stream(socket, subscription, progress))
+}
+
+/// Starts the subscription an HTTP request asks for; with it, whether the client wants every
+/// progress mark (else heartbeats).
+async fn start_subscription(db: &Database, name: &str, query: Option<&str>, last_event_id: Option<String>) -> Result<(Subscription, bool), SqlError> {
+    let mut options = vec!["progress = true".to_string()];
+    let mut progress = false;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "snapshot" => options.push(format!("snapshot = '{}'", value.replace('\'', ""))),
+            "progress" => progress = matches!(value, "true" | "on" | "1"),
+            "since" => return Err(since_refused(value)),
+            other => return Err(SqlError::new(SqlState::InvalidParameterValue, format!("unrecognized parameter \"{other}\"")).with_hint("use snapshot and progress")),
+        }
+    }
+    if let Some(last) = last_event_id {
+        return Err(since_refused(&last));
+    }
+    let ident = format!("\"{}\"", name.replace('"', "\"\""));
+    let sql = format!("SUBSCRIBE TO {ident} WITH ({})", options.join(", "));
+    let mut parsed = openclaw_sql::parser::parse(&sql)?;
+    let stmt = match parsed.pop() {
+        Some(openclaw_sql::parser::OcStatement::Subscribe(stmt)) if parsed.is_empty() => stmt,
+        _ => return Err(SqlError::new(SqlState::Internal, "a SUBSCRIBE did not parse to one subscription")),
+    };
+    Ok((db.subscribe(&SessionVars::default(), stmt).await?, progress))
+}
+
+/// Sends the subscription's messages until it ends, the client closes, or a send fails.
+async fn ws_stream(mut socket: WebSocket, mut subscription: Subscription, progress: bool) {
+    let mut last_beat = Instant::now() - SSE_HEARTBEAT_INTERVAL;
+    loop {
+        let batch = tokio::select! {
+            batch = subscription.next_batch() => batch,
+            incoming = socket.recv() => match incoming {
+                // Pings are answered by axum; anything else from the client is ignored.
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => continue,
+            },
+        };
+        let messages = match batch {
+            Ok(Some(batch)) => match batch_messages(&batch, progress, &mut last_beat) {
+                Ok(m) => m,
+                Err(e) => vec![Msg::Error(e)],
+            },
+            Ok(None) => return,
+            Err(e) => vec![Msg::Error(e)],
+        };
+        for message in messages {
+            let last = matches!(message, Msg::Error(_));
+            if socket.send(WsMessage::Text(message.json().to_string().into())).await.is_err() || last {
+                let _ = socket.send(WsMessage::Close(None)).await;
+                return;
+            }
+        }
+    }
+}
+
 fn since_refused(token: &str) -> SqlError {
     SqlError::new(SqlState::FeatureNotSupported, format!("resuming from token {token} needs a durable subscription, which OpenClaw does not keep yet"))
         .with_hint("subscribe again without since or Last-Event-ID: the snapshot, then every change")
+}
+
+/// One message of a subscription, as SSE and WebSocket both carry it.
+enum Msg {
+    Change { token: i64, diff: i64, row: Value },
+    Progress(i64),
+    Heartbeat(i64),
+    Error(SqlError),
+}
+
+impl Msg {
+    /// The WebSocket form: the SSE data with the event's kind as `type`.
+    fn json(&self) -> Value {
+        match self {
+            Msg::Change { token, diff, row } => json!({"type": "change", "token": token, "diff": diff, "row": row}),
+            Msg::Progress(token) => json!({"type": "progress", "token": token}),
+            Msg::Heartbeat(token) => json!({"type": "heartbeat", "token": token}),
+            Msg::Error(e) => json!({"type": "error", "error": error_json(e)}),
+        }
+    }
+
+    fn event(&self) -> Event {
+        match self {
+            Msg::Change { token, diff, row } => Event::default().event("change").id(token.to_string()).data(json!({"token": token, "diff": diff, "row": row}).to_string()),
+            Msg::Progress(token) => Event::default().event("progress").id(token.to_string()).data(json!({"token": token}).to_string()),
+            Msg::Heartbeat(token) => Event::default().event("heartbeat").data(json!({"token": token}).to_string()),
+            Msg::Error(e) => Event::default().event("error").data(error_json(e).to_string()),
+        }
+    }
 }
 
 /// The subscription's rows as events, until it ends or the client goes (dropping the stream
@@ -187,46 +265,42 @@ fn events(subscription: Subscription, progress: bool) -> impl Stream<Item = Resu
             return None;
         }
         loop {
-            let batch = match sub.next_batch().await {
-                Ok(Some(batch)) => batch,
+            let messages = match sub.next_batch().await {
+                Ok(Some(batch)) => match batch_messages(&batch, progress, &mut last_beat) {
+                    Ok(m) => m,
+                    Err(e) => vec![Msg::Error(e)],
+                },
                 Ok(None) => return None,
-                Err(e) => {
-                    let event = Event::default().event("error").data(error_json(&e).to_string());
-                    return Some((vec![event], (sub, last_beat, true)));
-                }
+                Err(e) => vec![Msg::Error(e)],
             };
-            let events = match batch_events(&batch, progress, &mut last_beat) {
-                Ok(events) => events,
-                Err(e) => vec![Event::default().event("error").data(error_json(&e).to_string())],
-            };
-            if !events.is_empty() {
-                return Some((events, (sub, last_beat, false)));
+            let ended = messages.iter().any(|m| matches!(m, Msg::Error(_)));
+            if !messages.is_empty() {
+                return Some((messages.iter().map(Msg::event).collect::<Vec<_>>(), (sub, last_beat, ended)));
             }
         }
     })
     .flat_map(|events| futures::stream::iter(events.into_iter().map(Ok)))
 }
 
-/// The events of one batch of subscription rows (`token`, `diff`, then the columns).
-fn batch_events(batch: &RecordBatch, progress: bool, last_beat: &mut Instant) -> Result<Vec<Event>, SqlError> {
+/// The messages of one batch of subscription rows (`token`, `diff`, then the columns):
+/// progress rows become progress messages when asked, else a heartbeat at most every
+/// [`SSE_HEARTBEAT_INTERVAL`].
+fn batch_messages(batch: &RecordBatch, progress: bool, last_beat: &mut Instant) -> Result<Vec<Msg>, SqlError> {
     let tokens = batch.column(0).as_primitive::<Int64Type>();
     let diffs = batch.column(1).as_primitive::<Int64Type>();
     let columns = batch.project(&(2..batch.num_columns()).collect::<Vec<_>>()).map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?;
     let rows = rows_json(&columns)?;
-    let mut events = Vec::with_capacity(batch.num_rows());
+    let mut messages = Vec::with_capacity(batch.num_rows());
     for (i, row) in rows.into_iter().enumerate() {
         let token = tokens.value(i);
-        if diffs.is_null(i) {
-            if progress {
-                events.push(Event::default().event("progress").id(token.to_string()).data(json!({"token": token}).to_string()));
-            } else if last_beat.elapsed() >= SSE_HEARTBEAT_INTERVAL {
-                *last_beat = Instant::now();
-                events.push(Event::default().event("heartbeat").data(json!({"token": token}).to_string()));
-            }
-            continue;
+        if !diffs.is_null(i) {
+            messages.push(Msg::Change { token, diff: diffs.value(i), row });
+        } else if progress {
+            messages.push(Msg::Progress(token));
+        } else if last_beat.elapsed() >= SSE_HEARTBEAT_INTERVAL {
+            *last_beat = Instant::now();
+            messages.push(Msg::Heartbeat(token));
         }
-        let data = json!({"token": token, "diff": diffs.value(i), "row": row});
-        events.push(Event::default().event("change").id(token.to_string()).data(data.to_string()));
     }
-    Ok(events)
+    Ok(messages)
 }
