@@ -102,7 +102,7 @@ fn query(name: &str) -> Option<&'static str> {
     })
 }
 
-async fn run(db: &Database, vars: &mut SessionVars, sql: &str) -> Result<Vec<QueryOutput>, BoxError> {
+pub(crate) async fn run(db: &Database, vars: &mut SessionVars, sql: &str) -> Result<Vec<QueryOutput>, BoxError> {
     let mut out = vec![];
     for r in db.execute(vars, sql).await {
         out.push(r.map_err(|e| format!("{sql}: {} ({})", e.message, e.code.code()))?);
@@ -318,12 +318,12 @@ fn cpu_seconds() -> f64 {
 
 /// Resets the process's peak resident set to its current size (Linux: `clear_refs` 5), so
 /// that each query's peak is its own.
-fn reset_peak_rss() {
+pub(crate) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// The peak resident set since the last [`reset_peak_rss`] (Linux's `VmHWM`).
-fn peak_rss_bytes() -> u64 {
+pub(crate) fn peak_rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()

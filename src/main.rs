@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 mod bench;
+mod bench_subscribe;
 mod kafka;
 mod server;
 
@@ -44,6 +45,9 @@ enum BenchCommand {
     Checkpoint(bench::CheckpointArgs),
     /// JSON bids from a Kafka topic (librdkafka's mock broker) into a counting view.
     Kafka(bench::KafkaArgs),
+    /// Subscribers (pgwire and WebSocket) on a view over a Nexmark source at full speed, and
+    /// the latency from a committed INSERT to a WebSocket client.
+    Subscribe(bench_subscribe::SubscribeArgs),
 }
 
 /// Limits and pacing shared by `serve` and `bench`.
@@ -89,7 +93,7 @@ impl EngineArgs {
     }
 
     /// The engine's settings; `dataflow`: the runtime operators run on.
-    fn engine_config(&self, dataflow: &tokio::runtime::Handle) -> openclaw_engine::EngineConfig {
+    pub(crate) fn engine_config(&self, dataflow: &tokio::runtime::Handle) -> openclaw_engine::EngineConfig {
         openclaw_engine::EngineConfig {
             chunk_size_rows: self.chunk_size.max(1),
             channel_capacity_chunks: self.channel_capacity.max(1),
@@ -155,6 +159,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench { bench: BenchCommand::Nexmark(args) } => args.engine.worker_threads(),
         Command::Bench { bench: BenchCommand::Kafka(args) } => args.engine.worker_threads(),
         Command::Bench { bench: BenchCommand::Checkpoint(args) } => args.engine.worker_threads(),
+        Command::Bench { bench: BenchCommand::Subscribe(args) } => args.engine.worker_threads(),
         Command::Kafka { .. } => 2,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -199,6 +204,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench { bench: BenchCommand::Nexmark(args) } => bench::nexmark(args, handle).await,
             Command::Bench { bench: BenchCommand::Checkpoint(args) } => bench::checkpoint(args, handle).await,
             Command::Bench { bench: BenchCommand::Kafka(args) } => bench::kafka(args, handle).await,
+            Command::Bench { bench: BenchCommand::Subscribe(args) } => bench_subscribe::run(args, handle).await,
             Command::Kafka { kafka } => kafka::run(kafka).await,
         }
     });

@@ -9,7 +9,7 @@
 //! | column | type | |
 //! |---|---|---|
 //! | `token` | `bigint` | the barrier epoch that made the change visible; never decreases |
-//! | `diff` | `bigint` | `1` for a row that appears, `-1` for one that goes (an update is both); `NULL` on a progress row |
+//! | `diff` | `bigint` | the row's net change in copies at that token: positive it appears, negative it goes (an update is both); `NULL` on a progress row |
 //! | the view's columns | | `NULL` on a progress row |
 //!
 //! The snapshot comes first, every row with the token of the first consistent point after
@@ -26,7 +26,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::sql::sqlparser::ast::Query;
 use openclaw_engine::operators::{SubscribeOperator, SubscriberQueue, SubscriptionEvent};
 use openclaw_engine::plan::{build_dataflow, StateLocation};
-use openclaw_engine::{BarrierKind, Mutation, ObjectId, StreamChunk};
+use openclaw_engine::{BarrierKind, Mutation, ObjectId};
 
 use crate::database::Database;
 use crate::error::{SqlError, SqlResult, SqlState};
@@ -234,11 +234,11 @@ impl Subscription {
     /// The rows an event gives this client (none for a change it does not show).
     fn rows_of(&mut self, event: SubscriptionEvent) -> SqlResult<Option<RecordBatch>> {
         match event {
-            SubscriptionEvent::Changes { token, chunk } => {
+            SubscriptionEvent::Changes { token, rows, diffs } => {
                 if token <= self.start && !self.snapshot {
                     return Ok(None);
                 }
-                Ok(Some(changes(&self.schema, token.max(self.start), &chunk)?))
+                Ok(Some(changes(&self.schema, token.max(self.start), &rows, diffs)?))
             }
             SubscriptionEvent::Progress { token } if self.progress && token >= self.start => Ok(Some(progress(&self.schema, token)?)),
             SubscriptionEvent::Progress { .. } => Ok(None),
@@ -259,12 +259,10 @@ fn int64_column(value: Option<i64>, rows: usize) -> ArrayRef {
     Arc::new(Int64Array::from(vec![value; rows]))
 }
 
-/// A chunk's rows under `token`, each with its diff.
-fn changes(schema: &SchemaRef, token: u64, chunk: &StreamChunk) -> SqlResult<RecordBatch> {
-    let rows = chunk.num_rows();
-    let diffs: Int64Array = chunk.ops().iter().map(|op| Some(op.sign())).collect();
-    let mut columns = vec![int64_column(Some(token as i64), rows), Arc::new(diffs) as ArrayRef];
-    columns.extend(chunk.batch().columns().iter().cloned());
+/// Consolidated rows under `token`, each with its diff.
+fn changes(schema: &SchemaRef, token: u64, rows: &RecordBatch, diffs: Int64Array) -> SqlResult<RecordBatch> {
+    let mut columns = vec![int64_column(Some(token as i64), rows.num_rows()), Arc::new(diffs) as ArrayRef];
+    columns.extend(rows.columns().iter().cloned());
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 

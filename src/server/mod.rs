@@ -1,7 +1,7 @@
 //! The server: one database, a Postgres wire protocol front and an HTTP front.
 
-mod http;
-mod pg;
+pub(crate) mod http;
+pub(crate) mod pg;
 mod pg_copy;
 mod pg_text;
 

@@ -1,17 +1,23 @@
 //! The end of a subscription's dataflow (`SUBSCRIBE`): hands each epoch's changes to one
 //! client's queue at the barrier that makes them visible, tagged with that barrier's epoch
-//! (the subscription's progress token).
+//! (the subscription's progress token). The epoch's changes are consolidated first (diffs
+//! summed per distinct row, zeros dropped), as Materialize does per timestamp: a view whose
+//! hundred rows each change with every chunk sends at most two hundred rows per epoch, not a
+//! changelog as long as its input.
 //!
 //! A slow client never holds up the dataflow: the operator never waits on the queue. The
 //! queue is bounded in rows ([`SubscriberQueue::max_rows`]); when a client falls that far
 //! behind, the subscription is closed with [`SubscriptionEvent::Overflow`], and the dataflow
 //! goes on as before.
 
-use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{Int64Array, RecordBatch};
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use tokio::sync::Notify;
 
 use crate::{Barrier, EngineResult, ObjectId, Operator, OperatorContext, StreamChunk};
@@ -23,8 +29,9 @@ pub const DEFAULT_SUBSCRIBER_MAX_ROWS: usize = 1 << 20;
 /// What a subscriber's client reads, in order.
 #[derive(Debug, Clone)]
 pub enum SubscriptionEvent {
-    /// Changes that became visible at `token` (a barrier's epoch).
-    Changes { token: u64, chunk: StreamChunk },
+    /// Changes that became visible at `token` (a barrier's epoch): distinct rows, each with
+    /// its net change in copies (never zero).
+    Changes { token: u64, rows: RecordBatch, diffs: Int64Array },
     /// Every change up to and including `token` has been queued before this.
     Progress { token: u64 },
     /// The client fell more than the limit behind: nothing more comes.
@@ -66,8 +73,8 @@ impl SubscriberQueue {
     fn push(&self, events: impl IntoIterator<Item = SubscriptionEvent>) {
         let mut queue = self.events.lock().expect("subscriber queue lock");
         for event in events {
-            if let SubscriptionEvent::Changes { chunk, .. } = &event {
-                self.queued_rows.fetch_add(chunk.num_rows(), Ordering::AcqRel);
+            if let SubscriptionEvent::Changes { rows, .. } = &event {
+                self.queued_rows.fetch_add(rows.num_rows(), Ordering::AcqRel);
             }
             queue.push_back(event);
         }
@@ -85,8 +92,8 @@ impl SubscriberQueue {
     /// Takes the next event, if one is queued.
     pub fn try_pop(&self) -> Option<SubscriptionEvent> {
         let event = self.events.lock().expect("subscriber queue lock").pop_front()?;
-        if let SubscriptionEvent::Changes { chunk, .. } = &event {
-            self.queued_rows.fetch_sub(chunk.num_rows(), Ordering::AcqRel);
+        if let SubscriptionEvent::Changes { rows, .. } = &event {
+            self.queued_rows.fetch_sub(rows.num_rows(), Ordering::AcqRel);
         }
         Some(event)
     }
@@ -112,14 +119,17 @@ impl SubscriberQueue {
 pub struct SubscribeOperator {
     object: ObjectId,
     queue: Arc<SubscriberQueue>,
-    /// This epoch's changes, queued at its barrier.
-    pending: Vec<StreamChunk>,
-    pending_rows: usize,
+    /// Encodes rows for consolidation; built from the first chunk's columns.
+    converter: Option<RowConverter>,
+    /// This epoch's net change per distinct row, queued at its barrier.
+    pending: HashMap<OwnedRow, i64>,
+    /// The rows' schema, from the first chunk.
+    schema: Option<datafusion::arrow::datatypes::SchemaRef>,
 }
 
 impl SubscribeOperator {
     pub fn new(object: ObjectId, queue: Arc<SubscriberQueue>) -> Self {
-        Self { object, queue, pending: vec![], pending_rows: 0 }
+        Self { object, queue, converter: None, pending: HashMap::new(), schema: None }
     }
 
     /// Closes the subscription if its client is too far behind; whether it is still open.
@@ -128,13 +138,56 @@ impl SubscribeOperator {
             self.pending.clear();
             return false;
         }
-        let behind_rows = self.queue.queued_rows.load(Ordering::Acquire) + self.pending_rows;
+        let behind_rows = self.queue.queued_rows.load(Ordering::Acquire) + self.pending.len();
         if behind_rows > self.queue.max_rows {
             self.pending.clear();
             self.queue.close_with(SubscriptionEvent::Overflow { behind_rows, max_rows: self.queue.max_rows });
             return false;
         }
         true
+    }
+
+    /// Adds a chunk's rows to the epoch's net changes.
+    fn fold(&mut self, chunk: &StreamChunk) -> EngineResult<()> {
+        let batch = chunk.batch();
+        if self.converter.is_none() {
+            let fields = batch.schema().fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+            self.converter = Some(RowConverter::new(fields)?);
+        }
+        let converter = self.converter.as_ref().expect("built above");
+        let rows = converter.convert_columns(batch.columns())?;
+        // Consolidation is a hash per row, as the view's own epoch buffer is. A row whose
+        // changes cancel out leaves the map at once: what it holds (and what counts against
+        // the client's limit) is the epoch's net change, not every version a row went through.
+        for (i, op) in chunk.ops().iter().enumerate() {
+            match self.pending.entry(rows.row(i).owned()) {
+                Entry::Occupied(mut e) => {
+                    *e.get_mut() += op.sign();
+                    if *e.get() == 0 {
+                        e.remove();
+                    }
+                }
+                Entry::Vacant(e) => {
+                    e.insert(op.sign());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The epoch's net changes as one batch with its diffs (`None`: nothing changed).
+    fn take_changes(&mut self, schema: &datafusion::arrow::datatypes::SchemaRef) -> EngineResult<Option<(RecordBatch, Int64Array)>> {
+        let Some(converter) = &self.converter else { return Ok(None) };
+        let mut changed: Vec<(OwnedRow, i64)> = self.pending.drain().filter(|(_, d)| *d != 0).collect();
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        // Rows that go before rows that come: a client keyed by some column (a dashboard's
+        // bucket) applying them in order never holds two versions of one key.
+        changed.sort_by_key(|(_, d)| *d > 0);
+        let columns = converter.convert_rows(changed.iter().map(|(r, _)| r.row()))?;
+        let diffs: Int64Array = changed.iter().map(|(_, d)| Some(*d)).collect();
+        Ok(Some((RecordBatch::try_new(schema.clone(), columns)?, diffs)))
     }
 }
 
@@ -154,8 +207,10 @@ impl Operator for SubscribeOperator {
         if chunk.is_empty() || self.queue.is_closed() {
             return Ok(());
         }
-        self.pending_rows += chunk.num_rows();
-        self.pending.push(chunk);
+        if self.schema.is_none() {
+            self.schema = Some(chunk.schema());
+        }
+        self.fold(&chunk)?;
         self.check_behind();
         Ok(())
     }
@@ -165,10 +220,13 @@ impl Operator for SubscribeOperator {
     async fn barrier_passed(&mut self, barrier: &Barrier, ctx: &mut OperatorContext) -> EngineResult<()> {
         if self.check_behind() {
             let token = barrier.epoch;
-            let changes = self.pending.drain(..).map(|chunk| SubscriptionEvent::Changes { token, chunk });
-            self.queue.push(changes.chain([SubscriptionEvent::Progress { token }]));
+            let changes = match &self.schema.clone() {
+                Some(schema) => self.take_changes(schema)?,
+                None => None,
+            };
+            let changes = changes.map(|(rows, diffs)| SubscriptionEvent::Changes { token, rows, diffs });
+            self.queue.push(changes.into_iter().chain([SubscriptionEvent::Progress { token }]));
         }
-        self.pending_rows = 0;
         ctx.coordinator.ack(self.object, barrier.epoch);
         Ok(())
     }
@@ -196,7 +254,7 @@ mod tests {
     }
 
     async fn run(queue: Arc<SubscriberQueue>, messages: Vec<Message>) {
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let (tx, rx) = tokio::sync::mpsc::channel(messages.len() + 1);
         for m in messages {
             tx.send(m).await.unwrap();
         }
@@ -213,13 +271,13 @@ mod tests {
         let mut seen = vec![];
         while let Some(e) = queue.try_pop() {
             seen.push(match e {
-                SubscriptionEvent::Changes { token, chunk } => format!("{token}:{}", chunk.num_rows()),
+                SubscriptionEvent::Changes { token, rows, diffs } => format!("{token}:{}:{}", rows.num_rows(), diffs.values().iter().sum::<i64>()),
                 SubscriptionEvent::Progress { token } => format!("p{token}"),
                 SubscriptionEvent::Overflow { .. } => "overflow".into(),
                 SubscriptionEvent::Ended => "end".into(),
             });
         }
-        assert_eq!(seen, ["7:2", "7:1", "p7", "p8", "9:1", "p9", "end"]);
+        assert_eq!(seen, ["7:3:3", "p7", "p8", "9:1:1", "p9", "end"]);
     }
 
     /// A client that reads nothing is closed once more than the limit is waiting; the
@@ -237,5 +295,38 @@ mod tests {
         assert!(matches!(events[2], SubscriptionEvent::Overflow { behind_rows: 6, max_rows: 5 }), "{:?}", events[2]);
         assert_eq!(events.len(), 3, "nothing after the overflow: {events:?}");
         assert!(queue.is_closed());
+    }
+
+    /// Within an epoch, a row inserted and deleted cancels out, and copies add up.
+    #[tokio::test]
+    async fn an_epochs_changes_are_consolidated_per_row() {
+        let queue = SubscriberQueue::new(100);
+        let deletes = |values: &[i64]| StreamChunk::new(vec![crate::Op::Delete; values.len()], chunk(values).batch().clone());
+        run(queue.clone(), vec![Message::Chunk(chunk(&[1, 2, 2])), Message::Chunk(deletes(&[1, 3])), barrier(4)]).await;
+        let Some(SubscriptionEvent::Changes { token: 4, rows, diffs }) = queue.try_pop() else { panic!("changes first") };
+        assert!(diffs.value(0) < 0, "rows that go come first: {diffs:?}");
+        let mut net: Vec<(i64, i64)> = (0..rows.num_rows())
+            .map(|i| (datafusion::arrow::array::AsArray::as_primitive::<datafusion::arrow::datatypes::Int64Type>(rows.column(0)).value(i), diffs.value(i)))
+            .collect();
+        net.sort();
+        assert_eq!(net, [(2, 2), (3, -1)]);
+    }
+
+    /// A row that changes many times within an epoch counts once against the client's limit:
+    /// only its net change waits.
+    #[tokio::test]
+    async fn versions_that_cancel_out_within_an_epoch_do_not_count_against_the_limit() {
+        let queue = SubscriberQueue::new(5);
+        let deletes = |values: &[i64]| StreamChunk::new(vec![crate::Op::Delete; values.len()], chunk(values).batch().clone());
+        let mut messages = vec![];
+        for v in 0..100 {
+            messages.push(Message::Chunk(chunk(&[v])));
+            messages.push(Message::Chunk(deletes(&[v])));
+        }
+        messages.push(Message::Chunk(chunk(&[1000])));
+        messages.push(barrier(1));
+        run(queue.clone(), messages).await;
+        assert!(matches!(queue.try_pop(), Some(SubscriptionEvent::Changes { token: 1, ref rows, .. }) if rows.num_rows() == 1));
+        assert!(matches!(queue.try_pop(), Some(SubscriptionEvent::Progress { token: 1 })));
     }
 }
