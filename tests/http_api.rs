@@ -69,8 +69,10 @@ async fn post_sql_answers_json_and_errors_with_their_sqlstate() {
 async fn until_event(lines: &mut tokio::io::Lines<BufReader<TcpStream>>, mut want: impl FnMut(&str, &Value) -> bool) -> Vec<(String, Value)> {
     let mut seen = vec![];
     let (mut event, mut data) = (String::new(), String::new());
+    // Heartbeats keep the stream busy: the deadline is for the wanted event, not the next line.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.expect("an event in time").unwrap().expect("stream open");
+        let line = tokio::time::timeout_at(deadline, lines.next_line()).await.expect("the event in time").unwrap().expect("stream open");
         if let Some(e) = line.strip_prefix("event: ") {
             event = e.to_string();
         } else if let Some(d) = line.strip_prefix("data: ") {
@@ -131,9 +133,10 @@ async fn a_websocket_carries_the_same_messages() {
     assert_eq!(status, 200, "{body}");
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/v1/ws/subscribe/counts"), tcp).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut next = async || -> Value {
         loop {
-            let m = tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("a message in time").expect("open").unwrap();
+            let m = tokio::time::timeout_at(deadline, ws.next()).await.expect("the messages in time").expect("open").unwrap();
             if let Message::Text(t) = m {
                 return serde_json::from_str(&t).unwrap();
             }

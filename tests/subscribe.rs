@@ -49,13 +49,24 @@ struct Applied {
 /// below zero copies, and its tokens never go back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_subscribe_reproduces_the_view_through_writes() {
-    let server = common::TestServer::start_with(std::env::temp_dir().join(format!("openclaw-test-subscribe-copy-{}", std::process::id())), &["--flush-interval", "50ms"]);
+    // By name: the view serves the subscriber itself.
+    copy_subscribe_round_trip("view", "COPY (SUBSCRIBE TO tv WITH (progress = true)) TO STDOUT").await;
+}
+
+/// The same through a query: a dataflow of its own ends in the subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_subscribe_to_a_query_reproduces_it_through_writes() {
+    copy_subscribe_round_trip("query", "COPY (SUBSCRIBE (SELECT k, v FROM t WHERE k > 0) WITH (progress = true)) TO STDOUT").await;
+}
+
+async fn copy_subscribe_round_trip(name: &str, copy_sql: &'static str) {
+    let server = common::TestServer::start_with(std::env::temp_dir().join(format!("openclaw-test-subscribe-copy-{name}-{}", std::process::id())), &["--flush-interval", "50ms"]);
     let writer = server.connect().await;
     writer.batch_execute("CREATE TABLE t (k BIGINT PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'one'), (2, 'two'); CREATE MATERIALIZED VIEW tv AS SELECT k, v FROM t; FLUSH").await.unwrap();
     let reader = server.connect().await;
     let (applied_tx, mut applied_rx) = tokio::sync::mpsc::unbounded_channel::<Result<Applied, String>>();
     let stream = tokio::spawn(async move {
-        let copy = reader.copy_out("COPY (SUBSCRIBE TO tv WITH (progress = true)) TO STDOUT").await.unwrap();
+        let copy = reader.copy_out(copy_sql).await.unwrap();
         futures::pin_mut!(copy);
         let mut applied = Applied { token: 0, content: BTreeMap::new() };
         while let Some(line) = copy.next().await {

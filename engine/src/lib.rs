@@ -28,7 +28,7 @@ pub use chunk::{Op, StreamChunk};
 pub use config::EngineConfig;
 pub use coordinator::Coordinator;
 pub use error::{EngineError, EngineResult};
-pub use message::{Barrier, BarrierKind, Message, Mutation, Subscription, Watermark};
+pub use message::{Barrier, BarrierKind, Message, Mutation, Subscription, Watch, Watermark};
 pub use operator::{Operator, OperatorContext, Outputs};
 
 /// Identifies a catalog object (table, source, view) inside the engine.

@@ -54,6 +54,17 @@ pub struct Barrier {
 pub enum Mutation {
     /// New downstream views attach to existing tables or views.
     Subscribe(Vec<Subscription>),
+    /// New subscribers of views' changes ([`Watch`]).
+    Watch(Vec<Watch>),
+}
+
+/// A new subscriber of a materialized view: the view queues its content at this barrier,
+/// then at every barrier its epoch's consolidated changes, into `queue`, until the client
+/// drops the queue ([`crate::operators::subscribe`]).
+#[derive(Debug)]
+pub struct Watch {
+    pub view: ObjectId,
+    pub queue: std::sync::Arc<crate::operators::SubscriberQueue>,
 }
 
 /// A new downstream edge. The upstream object, on seeing the barrier, sends its whole current
@@ -84,6 +95,12 @@ pub struct Attach {
 }
 
 impl Barrier {
+    /// The new subscribers of view `object` that this barrier carries.
+    pub fn take_watches(&self, object: ObjectId) -> Vec<std::sync::Arc<crate::operators::SubscriberQueue>> {
+        let Some(Mutation::Watch(watches)) = self.mutation.as_deref() else { return vec![] };
+        watches.iter().filter(|w| w.view == object).map(|w| w.queue.clone()).collect()
+    }
+
     /// The new edges from `object` that this barrier carries.
     pub fn take_subscriptions(&self, object: ObjectId) -> Vec<Attach> {
         let Some(Mutation::Subscribe(subs)) = self.mutation.as_deref() else { return vec![] };

@@ -357,17 +357,17 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError>
 /// After `SUBSCRIBE`: `[TO] <object | (query)> [WITH (...)] [SINCE <token>]`.
 fn subscribe(p: &mut Parser) -> Result<crate::subscribe::SubscribeStmt, ParserError> {
     let _ = p.parse_keyword(Keyword::TO);
-    let query = match p.consume_token(&Token::LParen) {
+    let (query, object) = match p.consume_token(&Token::LParen) {
         true => {
             let q = p.parse_query()?;
             p.expect_token(&Token::RParen)?;
-            q
+            (q, None)
         }
         false => {
             let name = p.parse_object_name(false)?;
             let dialect = PostgreSqlDialect {};
             let mut q = Parser::new(&dialect).try_with_sql(&format!("SELECT * FROM {name}"))?;
-            q.parse_query()?
+            (q.parse_query()?, Some(name))
         }
     };
     let options = match p.parse_keyword(Keyword::WITH) {
@@ -384,7 +384,7 @@ fn subscribe(p: &mut Parser) -> Result<crate::subscribe::SubscribeStmt, ParserEr
         }
         _ => None,
     };
-    Ok(crate::subscribe::SubscribeStmt { query, options, since })
+    Ok(crate::subscribe::SubscribeStmt { query, object, options, since })
 }
 
 /// After `FETCH`: `[FORWARD] [n | ALL] [FROM | IN] cursor [WITH (timeout = ...)]`.

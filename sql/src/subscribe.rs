@@ -44,6 +44,8 @@ pub const MAX_CURSORS_PER_SESSION: usize = 64;
 #[derive(Debug, Clone)]
 pub struct SubscribeStmt {
     pub query: Box<Query>,
+    /// The object subscribed to by name (`SUBSCRIBE v`), rather than a query.
+    pub object: Option<datafusion::sql::sqlparser::ast::ObjectName>,
     pub options: crate::Options,
     pub since: Option<u64>,
 }
@@ -86,8 +88,9 @@ pub struct Subscription {
     /// Rows read from the queue and not yet returned (a `FETCH` took fewer).
     leftover: Option<RecordBatch>,
     ended: bool,
-    /// Held for its `Drop`: stops the dataflow with the subscription.
-    _teardown: Teardown,
+    /// Held for its `Drop`: stops the dataflow with the subscription (none for a view's
+    /// subscriber, which the view serves itself and lets go once this queue is dropped).
+    _teardown: Option<Teardown>,
 }
 
 /// What stopping a subscription's dataflow takes.
@@ -123,6 +126,9 @@ impl Database {
     /// returns once the snapshot point is known.
     pub async fn subscribe(&self, vars: &SessionVars, stmt: SubscribeStmt) -> SqlResult<Subscription> {
         let (snapshot, progress) = stmt.settings()?;
+        if let Some(watched) = self.watch_view(&stmt, snapshot, progress).await? {
+            return Ok(watched);
+        }
         let mut catalog = self.catalog.lock().await;
         let id = catalog.next_id();
         let view = CreateView {
@@ -162,8 +168,43 @@ impl Database {
             progress,
             leftover: None,
             ended: false,
-            _teardown: teardown,
+            _teardown: Some(teardown),
         })
+    }
+}
+
+impl Database {
+    /// A subscription to a materialized view by name, served by the view itself: at a barrier
+    /// it queues its content, then at every barrier its epoch's consolidated changes (no
+    /// dataflow per subscriber). `None` when the name is not a materialized view.
+    async fn watch_view(&self, stmt: &SubscribeStmt, snapshot: bool, progress: bool) -> SqlResult<Option<Subscription>> {
+        let Some(name) = &stmt.object else { return Ok(None) };
+        let name = crate::database::object_name(name)?;
+        let catalog = self.catalog.lock().await;
+        let Some(entry) = catalog.get(&name) else { return Ok(None) };
+        if entry.kind != crate::parser::ObjectKind::MaterializedView {
+            return Ok(None);
+        }
+        if let crate::catalog::Detail::View(v) = &entry.detail {
+            if v.backfilling() {
+                return Err(crate::ddl::backfilling(&name));
+            }
+        }
+        let (view, columns) = (entry.id, entry.schema.clone());
+        drop(catalog);
+        let queue = SubscriberQueue::new(self.config.subscriber_max_rows);
+        let watch = openclaw_engine::Watch { view, queue: queue.clone() };
+        let start = self.coordinator.inject_and_wait(BarrierKind::Periodic, Some(Mutation::Watch(vec![watch]))).await?;
+        Ok(Some(Subscription {
+            schema: output_schema(&columns),
+            queue,
+            start,
+            snapshot,
+            progress,
+            leftover: None,
+            ended: false,
+            _teardown: None,
+        }))
     }
 }
 

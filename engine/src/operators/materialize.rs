@@ -2,11 +2,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{RecordBatch, UInt32Array};
+use datafusion::arrow::array::{Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use openclaw_storage::{decode_count, CfKind, ReadSnapshot, RowCodec, StateWrite, Store};
 use tokio::sync::mpsc;
+
+use super::subscribe::SubscriberQueue;
 
 use crate::{
     internal_err, Barrier, EngineResult, Message, ObjectId, Operator, OperatorContext, StreamChunk, Watermark,
@@ -204,11 +206,57 @@ pub struct MaterializeOperator {
     idle: bool,
     /// This epoch's changes, by encoded row.
     pending: HashMap<Vec<u8>, i64>,
+    /// Subscribers of this view (`SUBSCRIBE`): each gets every epoch's consolidated changes,
+    /// the ones `pending` holds, at the barrier, without a dataflow of its own.
+    watchers: Vec<Arc<SubscriberQueue>>,
+    /// Changes of this epoch already written early (an epoch over `MAX_EPOCH_BUFFER_ROWS`),
+    /// kept for the watchers.
+    written_early: Vec<(RecordBatch, Int64Array)>,
 }
 
 impl MaterializeOperator {
     pub fn new(object: ObjectId, state: Arc<MaterializedState>) -> Self {
-        Self { object, state, watermarks: BTreeMap::new(), idle: false, pending: HashMap::new() }
+        Self { object, state, watermarks: BTreeMap::new(), idle: false, pending: HashMap::new(), watchers: vec![], written_early: vec![] }
+    }
+
+    /// The buffered changes as rows and their diffs, rows that go first (`None`: none).
+    fn pending_changes(&self) -> EngineResult<Option<(RecordBatch, Int64Array)>> {
+        let mut changed: Vec<(&[u8], i64)> = self.pending.iter().filter(|(_, d)| **d != 0).map(|(k, d)| (k.as_slice(), *d)).collect();
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        changed.sort_by_key(|(_, d)| *d > 0);
+        let rows = self.state.row_codec().decode(changed.iter().map(|(k, _)| *k))?;
+        let diffs: Int64Array = changed.iter().map(|(_, d)| Some(*d)).collect();
+        Ok(Some((rows, diffs)))
+    }
+
+    /// Hands this epoch's changes to the watchers, dropping those whose client went or fell
+    /// too far behind; then takes the new ones, each with the view's content first.
+    fn serve_watchers(&mut self, barrier: &Barrier, changes: Vec<(RecordBatch, Int64Array)>, chunk_rows: usize) -> EngineResult<()> {
+        // A queue only this operator still holds has lost its client.
+        self.watchers.retain(|q| Arc::strong_count(q) > 1 && q.offer(barrier.epoch, &changes));
+        for queue in barrier.take_watches(self.object) {
+            let content = self.state.read_all(None, chunk_rows)?;
+            let snapshot: Vec<(RecordBatch, Int64Array)> = content
+                .into_iter()
+                .filter(|b| b.num_rows() > 0)
+                .map(|b| {
+                    let ones = Int64Array::from(vec![1; b.num_rows()]);
+                    (b, ones)
+                })
+                .collect();
+            if queue.offer(barrier.epoch, &snapshot) {
+                self.watchers.push(queue);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MaterializeOperator {
+    fn drop(&mut self) {
+        self.watchers.iter().for_each(|q| q.end());
     }
 }
 
@@ -222,6 +270,9 @@ impl Operator for MaterializeOperator {
         self.idle = false;
         self.state.add_deltas(&chunk, &mut self.pending)?;
         if self.pending.len() > MAX_EPOCH_BUFFER_ROWS {
+            if !self.watchers.is_empty() {
+                self.written_early.extend(self.pending_changes()?);
+            }
             self.state.apply_deltas(&mut self.pending)?;
         }
         ctx.collect(chunk).await
@@ -239,7 +290,12 @@ impl Operator for MaterializeOperator {
     }
 
     async fn handle_checkpoint(&mut self, barrier: &Barrier, ctx: &mut OperatorContext) -> EngineResult<()> {
+        let mut changes = std::mem::take(&mut self.written_early);
+        if !self.watchers.is_empty() {
+            changes.extend(self.pending_changes()?);
+        }
         self.state.apply_deltas(&mut self.pending)?;
+        self.serve_watchers(barrier, changes, ctx.config.chunk_size_rows)?;
         // A view sends a new downstream its rows here, whole, before the barrier (a gap: it
         // holds this view's dataflow meanwhile; tables backfill page by page, `backfill.rs`).
         for crate::message::Attach { tx, backfill, .. } in barrier.take_subscriptions(self.object) {
@@ -269,6 +325,7 @@ impl Operator for MaterializeOperator {
     }
 
     async fn on_close(&mut self, _ctx: &mut OperatorContext) -> EngineResult<()> {
+        self.watchers.iter().for_each(|q| q.end());
         self.state.apply_deltas(&mut self.pending)
     }
 }

@@ -113,6 +113,29 @@ impl SubscriberQueue {
     pub fn end(&self) {
         self.close_with(SubscriptionEvent::Ended);
     }
+
+    /// Queues an epoch's changes and then its progress mark, unless that would leave the
+    /// client more than the limit behind (then it is closed instead). Whether it is open.
+    pub fn offer(&self, token: u64, changes: &[(RecordBatch, Int64Array)]) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let rows: usize = changes.iter().map(|(r, _)| r.num_rows()).sum();
+        let behind_rows = self.queued_rows.load(Ordering::Acquire) + rows;
+        if behind_rows > self.max_rows {
+            self.close_with(SubscriptionEvent::Overflow { behind_rows, max_rows: self.max_rows });
+            return false;
+        }
+        let events = changes.iter().map(|(rows, diffs)| SubscriptionEvent::Changes { token, rows: rows.clone(), diffs: diffs.clone() });
+        self.push(events.chain([SubscriptionEvent::Progress { token }]));
+        true
+    }
+}
+
+impl std::fmt::Debug for SubscriberQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SubscriberQueue(max_rows = {}, closed = {})", self.max_rows, self.is_closed())
+    }
 }
 
 /// The last operator of a subscription's dataflow.
