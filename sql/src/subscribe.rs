@@ -160,16 +160,7 @@ impl Database {
         self.fill(id, attach, dataflow.pending_roots, &backfills, &failure).await?;
         // Every upstream has sent its rows before this barrier: the snapshot point.
         let start = self.coordinator.inject_and_wait(BarrierKind::Periodic, None).await?;
-        Ok(Subscription {
-            schema: output_schema(&columns),
-            queue,
-            start,
-            snapshot,
-            progress,
-            leftover: None,
-            ended: false,
-            _teardown: Some(teardown),
-        })
+        Ok(Subscription::new(&columns, queue, start, (snapshot, progress), Some(teardown)))
     }
 }
 
@@ -195,16 +186,7 @@ impl Database {
         let queue = SubscriberQueue::new(self.config.subscriber_max_rows);
         let watch = openclaw_engine::Watch { view, queue: queue.clone() };
         let start = self.coordinator.inject_and_wait(BarrierKind::Periodic, Some(Mutation::Watch(vec![watch]))).await?;
-        Ok(Some(Subscription {
-            schema: output_schema(&columns),
-            queue,
-            start,
-            snapshot,
-            progress,
-            leftover: None,
-            ended: false,
-            _teardown: None,
-        }))
+        Ok(Some(Subscription::new(&columns, queue, start, (snapshot, progress), None)))
     }
 }
 
@@ -216,6 +198,11 @@ fn output_schema(columns: &SchemaRef) -> SchemaRef {
 }
 
 impl Subscription {
+    /// A subscription to rows of `columns` read from `queue`, its snapshot at `start`.
+    fn new(columns: &SchemaRef, queue: Arc<SubscriberQueue>, start: u64, (snapshot, progress): (bool, bool), teardown: Option<Teardown>) -> Self {
+        Self { schema: output_schema(columns), queue, start, snapshot, progress, leftover: None, ended: false, _teardown: teardown }
+    }
+
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }

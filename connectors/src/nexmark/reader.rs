@@ -298,20 +298,23 @@ mod tests {
         assert!(started.elapsed() < crate::MAX_PACING_WAIT * 10);
     }
 
+    /// Each row of a chunk as its columns' text.
+    fn row_strings(chunk: &StreamChunk) -> Vec<String> {
+        let batch = chunk.batch();
+        (0..batch.num_rows())
+            .map(|row| {
+                let cols: Vec<String> = batch.columns().iter().map(|c| datafusion::arrow::util::display::array_value_to_string(c, row).unwrap()).collect();
+                cols.join("|")
+            })
+            .collect()
+    }
+
     /// Every row of `readers`, read to the end, each row's columns as text, sorted.
     async fn read_all(readers: Vec<NexmarkReader>) -> Vec<String> {
         let mut rows = vec![];
         for mut reader in readers {
             while let Some(chunk) = reader.next_chunk(1000).await.unwrap() {
-                let batch = chunk.batch();
-                for row in 0..batch.num_rows() {
-                    let cols: Vec<String> = batch
-                        .columns()
-                        .iter()
-                        .map(|c| datafusion::arrow::util::display::array_value_to_string(c, row).unwrap())
-                        .collect();
-                    rows.push(cols.join("|"));
-                }
+                rows.extend(row_strings(&chunk));
             }
         }
         rows.sort();
@@ -378,15 +381,7 @@ mod tests {
         }
         let mut rows = read_all(resumed).await;
         for chunk in before {
-            let batch = chunk.batch();
-            for row in 0..batch.num_rows() {
-                let cols: Vec<String> = batch
-                    .columns()
-                    .iter()
-                    .map(|c| datafusion::arrow::util::display::array_value_to_string(c, row).unwrap())
-                    .collect();
-                rows.push(cols.join("|"));
-            }
+            rows.extend(row_strings(&chunk));
         }
         rows.sort();
         assert_eq!(rows.len(), whole.len());
