@@ -64,7 +64,7 @@ async fn copy_subscribe_round_trip(name: &str, copy_sql: &'static str) {
     let writer = server.connect().await;
     writer.batch_execute("CREATE TABLE t (k BIGINT PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'one'), (2, 'two'); CREATE MATERIALIZED VIEW tv AS SELECT k, v FROM t; FLUSH").await.unwrap();
     let reader = server.connect().await;
-    let (applied_tx, mut applied_rx) = tokio::sync::mpsc::unbounded_channel::<Result<Applied, String>>();
+    let (applied_tx, mut applied_rx) = tokio::sync::mpsc::channel::<Result<Applied, String>>(256);
     let stream = tokio::spawn(async move {
         let copy = reader.copy_out(copy_sql).await.unwrap();
         futures::pin_mut!(copy);
@@ -74,13 +74,13 @@ async fn copy_subscribe_round_trip(name: &str, copy_sql: &'static str) {
             let cols: Vec<&str> = line.trim_end_matches('\n').split('\t').collect();
             let token: i64 = cols[0].parse().unwrap();
             if token < applied.token {
-                let _ = applied_tx.send(Err(format!("token went back from {} to {token}", applied.token)));
+                let _ = applied_tx.send(Err(format!("token went back from {} to {token}", applied.token))).await;
                 return;
             }
             applied.token = token;
             if cols[1] == "\\N" {
                 // A progress row: the content at this token is complete.
-                if applied_tx.send(Ok(applied.clone())).is_err() {
+                if applied_tx.send(Ok(applied.clone())).await.is_err() {
                     return;
                 }
                 continue;
@@ -90,7 +90,7 @@ async fn copy_subscribe_round_trip(name: &str, copy_sql: &'static str) {
             let copies = applied.content.entry(key.clone()).or_insert(0);
             *copies += diff;
             if *copies < 0 {
-                let _ = applied_tx.send(Err(format!("{key:?} went below zero copies at token {token}")));
+                let _ = applied_tx.send(Err(format!("{key:?} went below zero copies at token {token}"))).await;
                 return;
             }
             if *copies == 0 {
@@ -144,7 +144,6 @@ async fn a_cursor_fetch_waits_for_its_timeout_or_the_next_change() {
         let got = rows(&reader, "FETCH ALL c WITH (timeout = '10s')").await;
         (got, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
     writer.batch_execute("INSERT INTO t VALUES (2, 'one')").await.unwrap();
     let (got, waited) = fetch.await.unwrap();
     assert!(waited < Duration::from_secs(5), "the change came after {waited:?}");
