@@ -192,13 +192,15 @@ async fn insert_latency(args: &SubscribeArgs, dataflow: &tokio::runtime::Handle,
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.http_port)).await?;
     let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://127.0.0.1:{}/v1/ws/subscribe/lat_v?snapshot=false", server.http_port), tcp).await?;
     let arrivals = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<i64, Instant>::new()));
-    let seen = arrivals.clone();
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let (seen, notify) = (arrivals.clone(), arrived.clone());
     let reader = tokio::spawn(async move {
         while let Some(Ok(message)) = ws.next().await {
             let tokio_tungstenite::tungstenite::Message::Text(text) = message else { continue };
             let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
             if let Some(id) = value["row"]["id"].as_i64() {
                 seen.lock().expect("arrivals lock").insert(id, Instant::now());
+                notify.notify_one();
             }
         }
     });
@@ -207,12 +209,14 @@ async fn insert_latency(args: &SubscribeArgs, dataflow: &tokio::runtime::Handle,
     for id in 0..args.inserts as i64 {
         client.batch_execute(&format!("INSERT INTO lat VALUES ({id})")).await?;
         committed.push((id, Instant::now()));
-        // Spread the inserts over the barrier interval.
+        // Spread the inserts over the barrier interval, so that the latencies sample all of it.
         tokio::time::sleep(Duration::from_millis(7)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while arrivals.lock().expect("arrivals lock").len() < args.inserts && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while arrivals.lock().expect("arrivals lock").len() < args.inserts {
+        if tokio::time::timeout_at(deadline, arrived.notified()).await.is_err() {
+            break;
+        }
     }
     reader.abort();
     let arrivals = arrivals.lock().expect("arrivals lock");

@@ -73,10 +73,16 @@ impl SubscriberQueue {
     fn push(&self, events: impl IntoIterator<Item = SubscriptionEvent>) {
         let mut queue = self.events.lock().expect("subscriber queue lock");
         for event in events {
-            if let SubscriptionEvent::Changes { rows, .. } = &event {
-                self.queued_rows.fetch_add(rows.num_rows(), Ordering::AcqRel);
+            match (&event, queue.back_mut()) {
+                // A progress mark behind another says more: the queue of a client that stopped
+                // reading a quiet view holds one mark, not one per barrier.
+                (SubscriptionEvent::Progress { token }, Some(SubscriptionEvent::Progress { token: last })) => *last = *token,
+                (SubscriptionEvent::Changes { rows, .. }, _) => {
+                    self.queued_rows.fetch_add(rows.num_rows(), Ordering::AcqRel);
+                    queue.push_back(event);
+                }
+                _ => queue.push_back(event),
             }
-            queue.push_back(event);
         }
         drop(queue);
         self.ready.notify_one();
@@ -300,7 +306,8 @@ mod tests {
                 SubscriptionEvent::Ended => "end".into(),
             });
         }
-        assert_eq!(seen, ["7:3:3", "p7", "p8", "9:1:1", "p9", "end"]);
+        // The marks of 7 and 8 are one mark (8): nobody read between them.
+        assert_eq!(seen, ["7:3:3", "p8", "9:1:1", "p9", "end"]);
     }
 
     /// A client that reads nothing is closed once more than the limit is waiting; the
@@ -351,5 +358,16 @@ mod tests {
         run(queue.clone(), messages).await;
         assert!(matches!(queue.try_pop(), Some(SubscriptionEvent::Changes { token: 1, ref rows, .. }) if rows.num_rows() == 1));
         assert!(matches!(queue.try_pop(), Some(SubscriptionEvent::Progress { token: 1 })));
+    }
+
+    /// A client that stops reading a quiet view holds one progress mark, however many
+    /// barriers pass: the queue stays bounded in events as well as rows.
+    #[tokio::test]
+    async fn progress_marks_of_an_unread_queue_collapse_into_one() {
+        let queue = SubscriberQueue::new(5);
+        run(queue.clone(), (1..=1000).map(barrier).collect()).await;
+        assert!(matches!(queue.try_pop(), Some(SubscriptionEvent::Progress { token: 1000 })));
+        assert!(matches!(queue.try_pop(), Some(SubscriptionEvent::Ended)));
+        assert!(queue.try_pop().is_none());
     }
 }
