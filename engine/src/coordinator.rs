@@ -228,6 +228,11 @@ impl Coordinator {
         });
     }
 
+    /// The epoch of the newest barrier injected (0 before the first).
+    pub fn last_epoch(&self) -> u64 {
+        self.state.lock().expect("coordinator lock").next_epoch - 1
+    }
+
     /// Follows the epochs of durable checkpoints.
     pub fn committed_checkpoints(&self) -> watch::Receiver<u64> {
         self.committed.subscribe()

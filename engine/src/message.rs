@@ -65,6 +65,8 @@ pub enum Mutation {
 pub struct Watch {
     pub view: ObjectId,
     pub queue: std::sync::Arc<crate::operators::SubscriberQueue>,
+    /// Whether the view queues its content first (else only the changes after the barrier).
+    pub snapshot: bool,
 }
 
 /// A new downstream edge. The upstream object, on seeing the barrier, sends its whole current
@@ -96,9 +98,9 @@ pub struct Attach {
 
 impl Barrier {
     /// The new subscribers of view `object` that this barrier carries.
-    pub fn take_watches(&self, object: ObjectId) -> Vec<std::sync::Arc<crate::operators::SubscriberQueue>> {
+    pub fn take_watches(&self, object: ObjectId) -> Vec<(std::sync::Arc<crate::operators::SubscriberQueue>, bool)> {
         let Some(Mutation::Watch(watches)) = self.mutation.as_deref() else { return vec![] };
-        watches.iter().filter(|w| w.view == object).map(|w| w.queue.clone()).collect()
+        watches.iter().filter(|w| w.view == object).map(|w| (w.queue.clone(), w.snapshot)).collect()
     }
 
     /// The new edges from `object` that this barrier carries.

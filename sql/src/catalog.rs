@@ -55,6 +55,8 @@ pub enum Detail {
         dead_letters: Option<String>,
     },
     View(ViewRuntime),
+    /// A durable subscription: the view it logs and its log.
+    Subscription { view: String, log: Arc<openclaw_engine::operators::ChangeLog> },
 }
 
 /// The task that feeds a table from a connector.
@@ -80,6 +82,8 @@ pub struct ViewRuntime {
     pub failure: Arc<Mutex<Option<SqlError>>>,
     /// Whether this start resumed it from a checkpoint (rather than rebuilding it).
     pub resumed: bool,
+    /// The changelogs of its durable subscriptions, written by its materialize operator.
+    pub logs: openclaw_engine::operators::ChangeLogs,
     /// While its CREATE fills it: how each input's backfill goes.
     pub backfill: Mutex<Option<Vec<Arc<openclaw_engine::backfill::BackfillProgress>>>>,
 }

@@ -228,6 +228,7 @@ impl Database {
                 Err(e) => tracing::error!(object = %record.name, id = record.id, error = %e.message, "cannot restore; skipped"),
             }
         }
+        self.drop_orphan_logs().await?;
         if !records.is_empty() {
             let elapsed_ms = started.elapsed().as_millis() as u64;
             let resumed: Vec<&String> = resume.as_ref().map(|r| r.resumed.iter().collect()).unwrap_or_default();
@@ -255,6 +256,8 @@ impl Database {
         };
         openclaw_storage::checkpoint::collect_garbage(&dir)?;
         if let Some((path, m)) = newest {
+            // Durable subscriptions give tokens up to it from the start.
+            self.coordinator.checkpoint_committed(m.id);
             tracing::info!(
                 checkpoint = m.id,
                 path = %path.display(),
@@ -293,6 +296,7 @@ impl Database {
                 }
                 self.create_sink_resuming(sink, &vars, &record.sql, resume).await?
             }
+            OcStatement::CreateSubscription { name, view, options } => self.create_subscription(&name, &view, &options, &record.sql).await?,
             _ => return Err(SqlError::new(SqlState::Internal, "a catalog record holds no CREATE statement")),
         };
         Ok(())
@@ -429,7 +433,9 @@ impl Database {
             OcStatement::ExplainCreateView(v) => self.explain_create_view(v, vars).await,
             OcStatement::Flush => self.flush(vars.statement_timeout()?).await,
             OcStatement::ShowCheckpoints => self.show_checkpoints().await,
+            OcStatement::Show(ObjectKind::Subscription) => self.show_subscriptions().await,
             OcStatement::Show(kind) => self.show(kind).await,
+            OcStatement::CreateSubscription { name, view, options } => self.create_subscription(&name, &view, &options, text).await,
             OcStatement::Describe(name) => self.describe_object(&name).await,
             OcStatement::Drop { kind, names, if_exists, cascade } => self.drop_objects(kind, &names, if_exists, cascade).await,
             OcStatement::Subscribe(_) => Err(SqlError::new(SqlState::FeatureNotSupported, "SUBSCRIBE is read with COPY or through a cursor")
@@ -585,7 +591,7 @@ impl Database {
                 let rows = entries.map(|e| source_row(e)).collect();
                 QueryOutput::nullable_text_rows(&["name", "connector", "readers", "rows_read", "bytes_read", "dead_letters", "lag", "watermark"], rows)
             }
-            ObjectKind::MaterializedView | ObjectKind::Sink => {
+            ObjectKind::MaterializedView | ObjectKind::Sink | ObjectKind::Subscription => {
                 let rows = entries
                     .map(|e| {
                         let (status, late) = match &e.detail {

@@ -373,10 +373,11 @@ impl Database {
             }
         };
         let resuming = positions.is_some();
+        let logs = openclaw_engine::operators::ChangeLogs::default();
         let (state, sink): (_, Box<dyn openclaw_engine::Operator>) = match &target {
             Target::View => {
                 let state = Arc::new(MaterializedState::new(self.store.clone(), &format!("mv_{id}"), schema.clone(), Layout::Multiset)?);
-                (state.clone(), Box::new(MaterializeOperator::new(id, state)))
+                (state.clone(), Box::new(MaterializeOperator::with_logs(id, state, logs.clone())))
             }
             Target::Sink(sink, _) => {
                 // The sink's column family is its buffer of records not yet written out.
@@ -404,6 +405,7 @@ impl Database {
             roots: dataflow.roots.clone(),
             failure: failure.clone(),
             resumed: resuming,
+            logs,
             backfill: Mutex::new((!backfills.is_empty()).then(|| backfills.clone())),
         };
         self.supervise(&name, id, dataflow.tasks, dataflow.roots.clone(), failure.clone());
@@ -532,6 +534,9 @@ impl Database {
         self.coordinator.unregister_external(id);
         view.roots.iter().for_each(|r| self.coordinator.unregister_root(*r));
         let _ = self.store.drop_cf(&view.state.cf);
+        for log in view.logs.lock().expect("change logs lock").drain(..) {
+            let _ = self.store.drop_cf(&log.cf);
+        }
         for cf in view.state_tables.iter().flat_map(|t| &t.column_families) {
             let _ = self.store.drop_cf(cf);
         }
@@ -614,6 +619,7 @@ impl Database {
             Detail::View(view) => self.stop_view(entry.id, view),
             Detail::Source { dead_letters: Some(dlq), .. } => self.drop_one(catalog, dlq)?,
             Detail::Source { .. } => {}
+            Detail::Subscription { view, log } => self.drop_subscription(catalog, view, log),
         }
         tracing::info!(object = %name, kind = entry.kind.sql_name(), "dropped");
         Ok(())
@@ -746,6 +752,8 @@ impl ScanResolver for CatalogResolver<'_> {
                     .map_err(|e| SqlError::new(SqlState::InvalidParameterValue, e.message))?;
                 Ok(StreamNode::Source { name: name.to_string(), reader, progress, watermark: *watermark })
             }
+            Detail::Subscription { .. } => Err(SqlError::new(SqlState::WrongObjectType, format!("{} is a subscription, not a relation", quote(name)))
+                .with_hint("read it with SUBSCRIBE, or query its view")),
         }
     }
 }

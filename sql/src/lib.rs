@@ -17,6 +17,7 @@ pub mod parser;
 pub mod relation;
 pub mod session;
 pub mod subscribe;
+mod subscriptions;
 mod temporal;
 pub mod transaction;
 pub mod types;

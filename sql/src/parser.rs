@@ -30,6 +30,8 @@ pub enum ObjectKind {
     Source,
     MaterializedView,
     Sink,
+    /// A durable subscription (`CREATE SUBSCRIPTION s FROM v`): a view's retained changelog.
+    Subscription,
 }
 
 impl ObjectKind {
@@ -39,11 +41,12 @@ impl ObjectKind {
             ObjectKind::Source => "source",
             ObjectKind::MaterializedView => "materialized view",
             ObjectKind::Sink => "sink",
+            ObjectKind::Subscription => "subscription",
         }
     }
 
     pub fn from_sql_name(name: &str) -> Option<Self> {
-        [ObjectKind::Table, ObjectKind::Source, ObjectKind::MaterializedView, ObjectKind::Sink].into_iter().find(|k| k.sql_name() == name)
+        [ObjectKind::Table, ObjectKind::Source, ObjectKind::MaterializedView, ObjectKind::Sink, ObjectKind::Subscription].into_iter().find(|k| k.sql_name() == name)
     }
 }
 
@@ -89,6 +92,8 @@ pub enum OcStatement {
     /// `CREATE TABLE`, with its watermark when it declares one.
     CreateTable(Box<datafusion::sql::sqlparser::ast::CreateTable>, Option<WatermarkDecl>),
     CreateView(CreateView),
+    /// `CREATE SUBSCRIPTION name FROM view [WITH (retention = ...)]`.
+    CreateSubscription { name: ObjectName, view: ObjectName, options: Options },
     ExplainCreateView(CreateView),
     Flush,
     Show(ObjectKind),
@@ -278,6 +283,19 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError>
         ["SHOW", "SOURCES"] => show(&mut p, 2, ObjectKind::Source),
         ["SHOW", "MATERIALIZED", "VIEWS"] => show(&mut p, 3, ObjectKind::MaterializedView),
         ["SHOW", "SINKS"] => show(&mut p, 2, ObjectKind::Sink),
+        ["SHOW", "SUBSCRIPTIONS"] => show(&mut p, 2, ObjectKind::Subscription),
+        ["CREATE", "SUBSCRIPTION", ..] => {
+            p.next_token();
+            p.next_token();
+            let name = p.parse_object_name(false)?;
+            p.expect_keyword(Keyword::FROM)?;
+            let view = p.parse_object_name(false)?;
+            let options = match p.parse_keyword(Keyword::WITH) {
+                true => with_options(&mut p)?,
+                false => Options::new(),
+            };
+            OcStatement::CreateSubscription { name, view, options }
+        }
         ["SHOW", "STATE", "TABLES"] => {
             for _ in 0..3 {
                 p.next_token();
@@ -345,6 +363,7 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError>
         ["DROP", "TABLE", ..] => drop_stmt(&mut p, 2, ObjectKind::Table)?,
         ["DROP", "SOURCE", ..] => drop_stmt(&mut p, 2, ObjectKind::Source)?,
         ["DROP", "SINK", ..] => drop_stmt(&mut p, 2, ObjectKind::Sink)?,
+        ["DROP", "SUBSCRIPTION", ..] => drop_stmt(&mut p, 2, ObjectKind::Subscription)?,
         ["DROP", "MATERIALIZED", "VIEW", ..] => drop_stmt(&mut p, 3, ObjectKind::MaterializedView)?,
         _ => OcStatement::Standard(Box::new(p.parse_statement()?)),
     };
@@ -384,7 +403,7 @@ fn subscribe(p: &mut Parser) -> Result<crate::subscribe::SubscribeStmt, ParserEr
         }
         _ => None,
     };
-    Ok(crate::subscribe::SubscribeStmt { query, object, options, since })
+    Ok(crate::subscribe::SubscribeStmt { query, object, options, since, since_rows: 0 })
 }
 
 /// After `FETCH`: `[FORWARD] [n | ALL] [FROM | IN] cursor [WITH (timeout = ...)]`.

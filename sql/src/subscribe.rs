@@ -47,7 +47,11 @@ pub struct SubscribeStmt {
     /// The object subscribed to by name (`SUBSCRIBE v`), rather than a query.
     pub object: Option<datafusion::sql::sqlparser::ast::ObjectName>,
     pub options: crate::Options,
+    /// `SINCE token`: every change after it (a durable subscription only).
     pub since: Option<u64>,
+    /// Rows of the token after `since` the client already has (SSE's `Last-Event-ID: T:k`
+    /// resumes after `T - 1`, skipping `k` rows of `T`).
+    pub since_rows: usize,
 }
 
 impl SubscribeStmt {
@@ -69,18 +73,40 @@ impl SubscribeStmt {
                 _ => return Err(SqlError::new(SqlState::InvalidParameterValue, format!("SUBSCRIBE option \"{key}\" must be true or false, not \"{value}\""))),
             };
         }
-        if let Some(token) = self.since {
-            return Err(SqlError::new(SqlState::FeatureNotSupported, format!("SUBSCRIBE ... SINCE {token} needs a durable subscription, which OpenClaw does not keep yet"))
-                .with_hint("subscribe without SINCE: the snapshot, then every change"));
-        }
         Ok((snapshot, progress))
+    }
+}
+
+/// Where a subscription's events come from.
+enum Feed {
+    /// A queue the view (or the subscription's own dataflow) fills at barriers.
+    Queue(Arc<SubscriberQueue>),
+    /// A durable subscription's log, then its view's queue.
+    Durable(Box<crate::subscriptions::DurableFeed>),
+}
+
+impl Feed {
+    async fn next(&mut self) -> SqlResult<SubscriptionEvent> {
+        match self {
+            Feed::Queue(queue) => Ok(queue.pop().await),
+            Feed::Durable(feed) => feed.next_event().await,
+        }
+    }
+
+    /// An event that is there now, without waiting. A durable feed waits for checkpoints, so
+    /// it is read one event per wait.
+    fn try_next(&mut self) -> Option<SubscriptionEvent> {
+        match self {
+            Feed::Queue(queue) => queue.try_pop(),
+            Feed::Durable(_) => None,
+        }
     }
 }
 
 /// A running subscription. Dropping it stops its dataflow.
 pub struct Subscription {
     schema: SchemaRef,
-    queue: Arc<SubscriberQueue>,
+    feed: Feed,
     /// Changes at or before this token are the snapshot: they take this token.
     start: u64,
     snapshot: bool,
@@ -126,6 +152,18 @@ impl Database {
     /// returns once the snapshot point is known.
     pub async fn subscribe(&self, vars: &SessionVars, stmt: SubscribeStmt) -> SqlResult<Subscription> {
         let (snapshot, progress) = stmt.settings()?;
+        if let Some(name) = &stmt.object {
+            let name = crate::database::object_name(name)?;
+            if let Some((feed, at)) = self.open_durable(&name, stmt.since, stmt.since_rows).await? {
+                let mut subscription = Subscription::new(&at.schema, SubscriberQueue::new(1), at.start, (snapshot && at.snapshot, progress), None);
+                subscription.feed = Feed::Durable(Box::new(feed));
+                return Ok(subscription);
+            }
+        }
+        if let Some(token) = stmt.since {
+            return Err(SqlError::new(SqlState::FeatureNotSupported, format!("SUBSCRIBE ... SINCE {token} needs a durable subscription"))
+                .with_hint("CREATE SUBSCRIPTION s FROM <view> keeps the view's changes; then SUBSCRIBE s SINCE <token>"));
+        }
         if let Some(watched) = self.watch_view(&stmt, snapshot, progress).await? {
             return Ok(watched);
         }
@@ -184,7 +222,7 @@ impl Database {
         let (view, columns) = (entry.id, entry.schema.clone());
         drop(catalog);
         let queue = SubscriberQueue::new(self.config.subscriber_max_rows);
-        let watch = openclaw_engine::Watch { view, queue: queue.clone() };
+        let watch = openclaw_engine::Watch { view, queue: queue.clone(), snapshot };
         let start = self.coordinator.inject_and_wait(BarrierKind::Periodic, Some(Mutation::Watch(vec![watch]))).await?;
         Ok(Some(Subscription::new(&columns, queue, start, (snapshot, progress), None)))
     }
@@ -200,11 +238,16 @@ fn output_schema(columns: &SchemaRef) -> SchemaRef {
 impl Subscription {
     /// A subscription to rows of `columns` read from `queue`, its snapshot at `start`.
     fn new(columns: &SchemaRef, queue: Arc<SubscriberQueue>, start: u64, (snapshot, progress): (bool, bool), teardown: Option<Teardown>) -> Self {
-        Self { schema: output_schema(columns), queue, start, snapshot, progress, leftover: None, ended: false, _teardown: teardown }
+        Self { schema: output_schema(columns), feed: Feed::Queue(queue), start, snapshot, progress, leftover: None, ended: false, _teardown: teardown }
     }
 
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    /// The snapshot's token, when the subscription starts with one.
+    pub fn snapshot_token(&self) -> Option<u64> {
+        self.snapshot.then_some(self.start)
     }
 
     /// The first token: the snapshot's.
@@ -222,7 +265,7 @@ impl Subscription {
             if self.ended {
                 return Ok(None);
             }
-            let event = self.queue.pop().await;
+            let event = self.feed.next().await?;
             if let Some(rows) = self.rows_of(event)? {
                 return Ok(Some(rows));
             }
@@ -245,7 +288,7 @@ impl Subscription {
         let mut batches = vec![first];
         let mut rows = batches[0].num_rows();
         while rows < max_rows {
-            let Some(event) = self.queue.try_pop() else { break };
+            let Some(event) = self.feed.try_next() else { break };
             if let Some(more) = self.rows_of(event)? {
                 rows += more.num_rows();
                 batches.push(more);

@@ -140,61 +140,92 @@ fn rows_json(batch: &RecordBatch) -> Result<Vec<Value>, SqlError> {
     }
 }
 
-/// `GET /v1/subscribe/<name>?snapshot=true|false&progress=true|false`: the subscription's
-/// rows as Server-Sent Events: `change` events (`{"token", "diff", "row"}`, with the token as
-/// the event id), a `progress` event per barrier when asked, else a `heartbeat` with the
-/// current token at most every second, and an `error` event if it ends.
+/// `GET /v1/subscribe/<name>?snapshot=true|false&progress=true|false&since=T`: the
+/// subscription's rows as Server-Sent Events: `change` events (`{"token", "diff", "row"}`), a
+/// `progress` event per barrier when asked, else a `heartbeat` with the current token at most
+/// every second, and an `error` event if it ends. Event ids are positions: `T:k` on the k-th
+/// change of token `T`, `T` on progress and heartbeats; a snapshot's rows have none. A
+/// durable subscription (`CREATE SUBSCRIPTION`) resumes from `Last-Event-ID` (what browsers'
+/// `EventSource` sends on reconnecting) or `since`, with no change missing or repeated.
 async fn subscribe(State(db): State<Arc<Database>>, Path(name): Path<String>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
     let last_event_id = headers.get("last-event-id").map(|v| v.to_str().unwrap_or("?").to_string());
-    let (subscription, progress) = match start_subscription(&db, &name, query.as_deref(), last_event_id).await {
+    let (subscription, progress, cursor) = match start_subscription(&db, &name, query.as_deref(), last_event_id).await {
         Ok(s) => s,
         Err(e) => return error_response(e, vec![]),
     };
-    Sse::new(events(subscription, progress)).keep_alive(KeepAlive::default()).into_response()
+    Sse::new(events(subscription, progress, cursor)).keep_alive(KeepAlive::default()).into_response()
 }
 
 /// `GET /v1/ws/subscribe/<name>?snapshot=&progress=`: the same subscription over a WebSocket,
-/// each message one JSON object: `{"type": "change", "token", "diff", "row"}`, `{"type":
+/// each message one JSON object: `{"type": "change", "token", "diff", "row", "id"}`, `{"type":
 /// "heartbeat" | "progress", "token"}`, or `{"type": "error", "error": {...}}` before the
 /// server closes it. The subscription stops as soon as the client closes or goes.
 async fn subscribe_ws(State(db): State<Arc<Database>>, Path(name): Path<String>, RawQuery(query): RawQuery, ws: WebSocketUpgrade) -> Response {
-    let (subscription, progress) = match start_subscription(&db, &name, query.as_deref(), None).await {
+    let (subscription, progress, cursor) = match start_subscription(&db, &name, query.as_deref(), None).await {
         Ok(s) => s,
         Err(e) => return error_response(e, vec![]),
     };
-    ws.on_upgrade(move |socket| ws_stream(socket, subscription, progress))
+    ws.on_upgrade(move |socket| ws_stream(socket, subscription, progress, cursor))
 }
 
 /// Starts the subscription an HTTP request asks for; with it, whether the client wants every
-/// progress mark (else heartbeats).
-async fn start_subscription(db: &Database, name: &str, query: Option<&str>, last_event_id: Option<String>) -> Result<(Subscription, bool), SqlError> {
+/// progress mark (else heartbeats). `since` (or SSE's `Last-Event-ID`, which wins) resumes a
+/// durable subscription: `T` after token `T`, `T:k` after the first `k` rows of token `T`.
+async fn start_subscription(db: &Database, name: &str, query: Option<&str>, last_event_id: Option<String>) -> Result<(Subscription, bool, StreamCursor), SqlError> {
     let mut options = vec!["progress = true".to_string()];
     let mut progress = false;
+    let mut since = None;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {
             "snapshot" => options.push(format!("snapshot = '{}'", value.replace('\'', ""))),
             "progress" => progress = matches!(value, "true" | "on" | "1"),
-            "since" => return Err(since_refused(value)),
-            other => return Err(SqlError::new(SqlState::InvalidParameterValue, format!("unrecognized parameter \"{other}\"")).with_hint("use snapshot and progress")),
+            "since" => since = Some(parse_position(value)?),
+            other => return Err(SqlError::new(SqlState::InvalidParameterValue, format!("unrecognized parameter \"{other}\"")).with_hint("use snapshot, progress and since")),
         }
     }
     if let Some(last) = last_event_id {
-        return Err(since_refused(&last));
+        since = Some(parse_position(&last)?);
     }
     let ident = format!("\"{}\"", name.replace('"', "\"\""));
     let sql = format!("SUBSCRIBE TO {ident} WITH ({})", options.join(", "));
     let mut parsed = openclaw_sql::parser::parse(&sql)?;
-    let stmt = match parsed.pop() {
+    let mut stmt = match parsed.pop() {
         Some(openclaw_sql::parser::OcStatement::Subscribe(stmt)) if parsed.is_empty() => stmt,
         _ => return Err(SqlError::new(SqlState::Internal, "a SUBSCRIBE did not parse to one subscription")),
     };
-    Ok((db.subscribe(&SessionVars::default(), stmt).await?, progress))
+    if let Some((after, rows)) = since {
+        (stmt.since, stmt.since_rows) = (Some(after), rows);
+    }
+    let subscription = db.subscribe(&SessionVars::default(), stmt).await?;
+    let mut cursor = StreamCursor::new(&subscription);
+    if let Some((after, rows)) = since.filter(|(_, rows)| *rows > 0) {
+        (cursor.token, cursor.rows) = ((after + 1) as i64, rows);
+    }
+    Ok((subscription, progress, cursor))
+}
+
+/// A resume position, `T` or `T:k` (an event id), as (every change after this token, rows
+/// of the next token the client has).
+fn parse_position(text: &str) -> Result<(u64, usize), SqlError> {
+    let bad = || {
+        SqlError::new(SqlState::InvalidParameterValue, format!("invalid position \"{text}\""))
+            .with_hint("give a token (since=1234) or an event id (1234:17) as the server sent it")
+    };
+    match text.split_once(':') {
+        None => Ok((text.parse().map_err(|_| bad())?, 0)),
+        Some((token, rows)) => {
+            let (token, rows): (u64, usize) = (token.parse().map_err(|_| bad())?, rows.parse().map_err(|_| bad())?);
+            match token {
+                0 => Err(bad()),
+                t => Ok((t - 1, rows)),
+            }
+        }
+    }
 }
 
 /// Sends the subscription's messages until it ends, the client closes, or a send fails.
-async fn ws_stream(mut socket: WebSocket, mut subscription: Subscription, progress: bool) {
-    let mut last_beat = Instant::now() - SSE_HEARTBEAT_INTERVAL;
+async fn ws_stream(mut socket: WebSocket, mut subscription: Subscription, progress: bool, mut cursor: StreamCursor) {
     loop {
         let batch = tokio::select! {
             batch = subscription.next_batch() => batch,
@@ -205,7 +236,7 @@ async fn ws_stream(mut socket: WebSocket, mut subscription: Subscription, progre
             },
         };
         let messages = match batch {
-            Ok(Some(batch)) => match batch_messages(&batch, progress, &mut last_beat) {
+            Ok(Some(batch)) => match batch_messages(&batch, progress, &mut cursor) {
                 Ok(m) => m,
                 Err(e) => vec![Msg::Error(e)],
             },
@@ -222,14 +253,11 @@ async fn ws_stream(mut socket: WebSocket, mut subscription: Subscription, progre
     }
 }
 
-fn since_refused(token: &str) -> SqlError {
-    SqlError::new(SqlState::FeatureNotSupported, format!("resuming from token {token} needs a durable subscription, which OpenClaw does not keep yet"))
-        .with_hint("subscribe again without since or Last-Event-ID: the snapshot, then every change")
-}
-
 /// One message of a subscription, as SSE and WebSocket both carry it.
 enum Msg {
-    Change { token: i64, diff: i64, row: Value },
+    /// `id`: the event's position (`T:k`: the first `k` rows of token `T` are out), none in a
+    /// snapshot, which cannot be resumed.
+    Change { token: i64, diff: i64, row: Value, id: Option<String> },
     Progress(i64),
     Heartbeat(i64),
     Error(SqlError),
@@ -239,7 +267,7 @@ impl Msg {
     /// The WebSocket form: the SSE data with the event's kind as `type`.
     fn json(&self) -> Value {
         match self {
-            Msg::Change { token, diff, row } => json!({"type": "change", "token": token, "diff": diff, "row": row}),
+            Msg::Change { token, diff, row, id } => json!({"type": "change", "token": token, "diff": diff, "row": row, "id": id}),
             Msg::Progress(token) => json!({"type": "progress", "token": token}),
             Msg::Heartbeat(token) => json!({"type": "heartbeat", "token": token}),
             Msg::Error(e) => json!({"type": "error", "error": error_json(e)}),
@@ -248,9 +276,15 @@ impl Msg {
 
     fn event(&self) -> Event {
         match self {
-            Msg::Change { token, diff, row } => Event::default().event("change").id(token.to_string()).data(json!({"token": token, "diff": diff, "row": row}).to_string()),
+            Msg::Change { token, diff, row, id } => {
+                let event = Event::default().event("change").data(json!({"token": token, "diff": diff, "row": row}).to_string());
+                match id {
+                    Some(id) => event.id(id),
+                    None => event,
+                }
+            }
             Msg::Progress(token) => Event::default().event("progress").id(token.to_string()).data(json!({"token": token}).to_string()),
-            Msg::Heartbeat(token) => Event::default().event("heartbeat").data(json!({"token": token}).to_string()),
+            Msg::Heartbeat(token) => Event::default().event("heartbeat").id(token.to_string()).data(json!({"token": token}).to_string()),
             Msg::Error(e) => Event::default().event("error").data(error_json(e).to_string()),
         }
     }
@@ -258,15 +292,14 @@ impl Msg {
 
 /// The subscription's rows as events, until it ends or the client goes (dropping the stream
 /// stops the subscription).
-fn events(subscription: Subscription, progress: bool) -> impl Stream<Item = Result<Event, std::convert::Infallible>> {
-    let state = (subscription, Instant::now() - SSE_HEARTBEAT_INTERVAL, false);
-    futures::stream::unfold(state, move |(mut sub, mut last_beat, ended)| async move {
+fn events(subscription: Subscription, progress: bool, cursor: StreamCursor) -> impl Stream<Item = Result<Event, std::convert::Infallible>> {
+    futures::stream::unfold((subscription, cursor, false), move |(mut sub, mut cursor, ended)| async move {
         if ended {
             return None;
         }
         loop {
             let messages = match sub.next_batch().await {
-                Ok(Some(batch)) => match batch_messages(&batch, progress, &mut last_beat) {
+                Ok(Some(batch)) => match batch_messages(&batch, progress, &mut cursor) {
                     Ok(m) => m,
                     Err(e) => vec![Msg::Error(e)],
                 },
@@ -275,17 +308,40 @@ fn events(subscription: Subscription, progress: bool) -> impl Stream<Item = Resu
             };
             let ended = messages.iter().any(|m| matches!(m, Msg::Error(_)));
             if !messages.is_empty() {
-                return Some((messages.iter().map(Msg::event).collect::<Vec<_>>(), (sub, last_beat, ended)));
+                return Some((messages.iter().map(Msg::event).collect::<Vec<_>>(), (sub, cursor, ended)));
             }
         }
     })
     .flat_map(|events| futures::stream::iter(events.into_iter().map(Ok)))
 }
 
+/// Where a client's stream stands: what its event ids say, and when it last had a heartbeat.
+struct StreamCursor {
+    last_beat: Instant,
+    /// The token of the last change sent, and how many of its rows are out.
+    token: i64,
+    rows: usize,
+    /// The snapshot's token: its rows get no id, as a snapshot cannot be resumed.
+    snapshot_token: Option<i64>,
+}
+
+impl StreamCursor {
+    fn new(subscription: &Subscription) -> Self {
+        Self { last_beat: Instant::now() - SSE_HEARTBEAT_INTERVAL, token: -1, rows: 0, snapshot_token: subscription.snapshot_token().map(|t| t as i64) }
+    }
+
+    /// The id of the next change of `token`.
+    fn change_id(&mut self, token: i64) -> Option<String> {
+        self.rows = if token == self.token { self.rows + 1 } else { 1 };
+        self.token = token;
+        (self.snapshot_token != Some(token)).then(|| format!("{token}:{}", self.rows))
+    }
+}
+
 /// The messages of one batch of subscription rows (`token`, `diff`, then the columns):
 /// progress rows become progress messages when asked, else a heartbeat at most every
 /// [`SSE_HEARTBEAT_INTERVAL`].
-fn batch_messages(batch: &RecordBatch, progress: bool, last_beat: &mut Instant) -> Result<Vec<Msg>, SqlError> {
+fn batch_messages(batch: &RecordBatch, progress: bool, cursor: &mut StreamCursor) -> Result<Vec<Msg>, SqlError> {
     let tokens = batch.column(0).as_primitive::<Int64Type>();
     let diffs = batch.column(1).as_primitive::<Int64Type>();
     let columns = batch.project(&(2..batch.num_columns()).collect::<Vec<_>>()).map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?;
@@ -294,11 +350,11 @@ fn batch_messages(batch: &RecordBatch, progress: bool, last_beat: &mut Instant) 
     for (i, row) in rows.into_iter().enumerate() {
         let token = tokens.value(i);
         if !diffs.is_null(i) {
-            messages.push(Msg::Change { token, diff: diffs.value(i), row });
+            messages.push(Msg::Change { token, diff: diffs.value(i), row, id: cursor.change_id(token) });
         } else if progress {
             messages.push(Msg::Progress(token));
-        } else if last_beat.elapsed() >= SSE_HEARTBEAT_INTERVAL {
-            *last_beat = Instant::now();
+        } else if cursor.last_beat.elapsed() >= SSE_HEARTBEAT_INTERVAL {
+            cursor.last_beat = Instant::now();
             messages.push(Msg::Heartbeat(token));
         }
     }

@@ -8,6 +8,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use openclaw_storage::{decode_count, CfKind, ReadSnapshot, RowCodec, StateWrite, Store};
 use tokio::sync::mpsc;
 
+use super::change_log::{ChangeLog, ChangeLogs};
 use super::subscribe::SubscriberQueue;
 
 use crate::{
@@ -212,11 +213,63 @@ pub struct MaterializeOperator {
     /// Changes of this epoch already written early (an epoch over `MAX_EPOCH_BUFFER_ROWS`),
     /// kept for the watchers.
     written_early: Vec<(RecordBatch, Int64Array)>,
+    /// The durable subscriptions' logs of this view, as the catalog holds them.
+    logs: ChangeLogs,
+    /// The logs written at the last barrier: state of this operator, exported with it.
+    logging: Vec<Arc<ChangeLog>>,
 }
 
 impl MaterializeOperator {
     pub fn new(object: ObjectId, state: Arc<MaterializedState>) -> Self {
-        Self { object, state, watermarks: BTreeMap::new(), idle: false, pending: HashMap::new(), watchers: vec![], written_early: vec![] }
+        Self::with_logs(object, state, ChangeLogs::default())
+    }
+
+    /// A view that also writes the changelogs in `logs` (durable subscriptions) at each barrier.
+    pub fn with_logs(object: ObjectId, state: Arc<MaterializedState>, logs: ChangeLogs) -> Self {
+        Self {
+            object,
+            state,
+            watermarks: BTreeMap::new(),
+            idle: false,
+            pending: HashMap::new(),
+            watchers: vec![],
+            written_early: vec![],
+            logs,
+            logging: vec![],
+        }
+    }
+
+    /// Whether this epoch's changes are wanted decoded (by subscribers or logs).
+    fn changes_wanted(&self) -> bool {
+        !self.watchers.is_empty() || !self.logging.is_empty()
+    }
+
+    /// Writes `changes` (epoch `epoch`'s) to every log, adopting new ones, and drops what is
+    /// past each log's retention: one write for all.
+    fn write_logs(&mut self, epoch: u64, changes: &[(RecordBatch, Int64Array)]) -> EngineResult<()> {
+        self.logging = self.logs.lock().expect("change logs lock").clone();
+        if self.logging.is_empty() {
+            return Ok(());
+        }
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let mut write = StateWrite::default();
+        for log in &self.logging {
+            if log.is_adopted() {
+                log.append(epoch, now_ms, changes, &mut write)?;
+            } else {
+                // Its first epoch is the one after this barrier.
+                log.adopt(epoch, &mut write);
+            }
+            log.trim(now_ms, &mut write)?;
+        }
+        self.store_write(write)
+    }
+
+    fn store_write(&self, write: StateWrite) -> EngineResult<()> {
+        if !write.is_empty() {
+            self.state.store.write_state(write)?;
+        }
+        Ok(())
     }
 
     /// The buffered changes as rows and their diffs, rows that go first (`None`: none).
@@ -236,8 +289,8 @@ impl MaterializeOperator {
     fn serve_watchers(&mut self, barrier: &Barrier, changes: Vec<(RecordBatch, Int64Array)>, chunk_rows: usize) -> EngineResult<()> {
         // A queue only this operator still holds has lost its client.
         self.watchers.retain(|q| Arc::strong_count(q) > 1 && q.offer(barrier.epoch, &changes));
-        for queue in barrier.take_watches(self.object) {
-            let content = self.state.read_all(None, chunk_rows)?;
+        for (queue, snapshot) in barrier.take_watches(self.object) {
+            let content = if snapshot { self.state.read_all(None, chunk_rows)? } else { vec![] };
             let snapshot: Vec<(RecordBatch, Int64Array)> = content
                 .into_iter()
                 .filter(|b| b.num_rows() > 0)
@@ -270,7 +323,7 @@ impl Operator for MaterializeOperator {
         self.idle = false;
         self.state.add_deltas(&chunk, &mut self.pending)?;
         if self.pending.len() > MAX_EPOCH_BUFFER_ROWS {
-            if !self.watchers.is_empty() {
+            if self.changes_wanted() {
                 self.written_early.extend(self.pending_changes()?);
             }
             self.state.apply_deltas(&mut self.pending)?;
@@ -291,10 +344,13 @@ impl Operator for MaterializeOperator {
 
     async fn handle_checkpoint(&mut self, barrier: &Barrier, ctx: &mut OperatorContext) -> EngineResult<()> {
         let mut changes = std::mem::take(&mut self.written_early);
-        if !self.watchers.is_empty() {
+        // A log added since the last barrier is picked up here (`write_logs`), so ask for the
+        // changes whenever there are logs at all.
+        if self.changes_wanted() || !self.logs.lock().expect("change logs lock").is_empty() {
             changes.extend(self.pending_changes()?);
         }
         self.state.apply_deltas(&mut self.pending)?;
+        self.write_logs(barrier.epoch, &changes)?;
         self.serve_watchers(barrier, changes, ctx.config.chunk_size_rows)?;
         // A view sends a new downstream its rows here, whole, before the barrier (a gap: it
         // holds this view's dataflow meanwhile; tables backfill page by page, `backfill.rs`).
@@ -316,7 +372,8 @@ impl Operator for MaterializeOperator {
 
     fn state_tables(&self) -> Vec<(Arc<str>, CfKind)> {
         let kind = if self.state.layout == Layout::Multiset { CfKind::Counters } else { CfKind::Plain };
-        vec![(self.state.cf.clone(), kind)]
+        let logs = self.logging.iter().map(|log| (log.cf.clone(), CfKind::Plain));
+        std::iter::once((self.state.cf.clone(), kind)).chain(logs).collect()
     }
 
     async fn barrier_passed(&mut self, barrier: &Barrier, ctx: &mut OperatorContext) -> EngineResult<()> {

@@ -2,6 +2,7 @@
 //! batches; stateful ones keep their state in RocksDB through `openclaw-storage`.
 
 pub mod aggregate;
+pub mod change_log;
 pub mod exchange;
 mod filter;
 pub mod join;
@@ -14,6 +15,7 @@ pub mod top_n;
 mod union;
 
 pub use aggregate::{AggregateOperator, AggregateSpec};
+pub use change_log::{ChangeLog, ChangeLogs};
 pub use filter::FilterOperator;
 pub use join::{JoinKind, JoinOperator, JoinSpec};
 pub use materialize::{MaterializeOperator, MaterializedState};
