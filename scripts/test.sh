@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite (installing what the build needs): unit and fixture tests of every
-# crate, the .slt files against a real server over pgwire, and the tokio-postgres tests.
+# crate, the .slt files against a real server over pgwire, the tokio-postgres tests, and the
+# console in headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+# Debian's Chromium and playwright-core, for the console's browser test (tests/console.rs).
+source scripts/install-browser.sh
 cargo test --workspace --all-targets "$@"

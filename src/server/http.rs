@@ -31,6 +31,9 @@ pub const SSE_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
 pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>) {
     let app = Router::new()
+        .route("/", get(|| async { console_file("text/html; charset=utf-8", CONSOLE_HTML) }))
+        .route("/console.js", get(|| async { console_file("text/javascript; charset=utf-8", CONSOLE_JS) }))
+        .route("/console.css", get(|| async { console_file("text/css; charset=utf-8", CONSOLE_CSS) }))
         .route("/health", get(|| async { "ok\n" }))
         .route("/v1/sql", post(sql))
         .route("/v1/subscribe/{name}", get(subscribe))
@@ -40,6 +43,16 @@ pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>) {
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "http server stopped");
     }
+}
+
+/// The console (`GET /`): three files compiled into the binary, so it works offline. It uses
+/// only the public API below (`/v1/sql`, `/v1/ws/subscribe`).
+const CONSOLE_HTML: &str = include_str!("console/index.html");
+const CONSOLE_JS: &str = include_str!("console/console.js");
+const CONSOLE_CSS: &str = include_str!("console/console.css");
+
+fn console_file(content_type: &'static str, body: &'static str) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, content_type), (axum::http::header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
 /// The HTTP status of an error, by its SQLSTATE.

@@ -1,0 +1,67 @@
+//! The console (`GET /`) in headless Chromium, driven by Playwright (`tests/console/drive.cjs`;
+//! `scripts/test.sh` installs Debian's Chromium and playwright-core): the page loads, lists a
+//! view, runs SQL, and the view's row count on screen changes after an INSERT over pgwire.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use std::io::BufRead;
+
+/// Bound on each step the browser reports.
+const STEP_WAIT: Duration = Duration::from_secs(60);
+
+fn browser_env() -> (String, String) {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let modules = std::env::var("OPENCLAW_PLAYWRIGHT_DIR").unwrap_or_else(|_| format!("{home}/.cache/openclaw/browser/node_modules"));
+    let chromium = std::env::var("OPENCLAW_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&modules).join("playwright-core").exists() && std::path::Path::new(&chromium).exists(),
+        "the browser test needs Chromium and playwright-core: scripts/test.sh installs them (scripts/install-browser.sh)"
+    );
+    (modules, chromium)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_a_view_updating_live() {
+    let (modules, chromium) = browser_env();
+    let server = common::TestServer::start_with(std::env::temp_dir().join(format!("openclaw-test-console-{}", std::process::id())), &["--flush-interval", "50ms"]);
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (k INT PRIMARY KEY, v TEXT);
+             INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'b');
+             CREATE MATERIALIZED VIEW per_v AS SELECT v, count(*) AS n FROM t GROUP BY v;
+             FLUSH",
+        )
+        .await
+        .unwrap();
+    let mut browser = std::process::Command::new("node")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/console/drive.cjs"))
+        .arg(format!("http://127.0.0.1:{}/", server.http_port))
+        .arg("per_v")
+        .env("OPENCLAW_PLAYWRIGHT_DIR", modules)
+        .env("OPENCLAW_CHROMIUM", chromium)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start node");
+    // The driver's lines, read on a thread of their own (the test's runtime has no process
+    // support), through a small bounded channel.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(8);
+    let stdout = browser.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.blocking_send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut next = async || tokio::time::timeout(STEP_WAIT, rx.recv()).await.expect("the browser reports in time").unwrap_or_default();
+    let ready = next().await;
+    assert_eq!(ready, "READY 2", "the page shows the view's two rows");
+    client.batch_execute("INSERT INTO t VALUES (4, 'c')").await.unwrap();
+    let updated = next().await;
+    assert_eq!(updated, "UPDATED 3", "the row count on screen follows the INSERT");
+    assert!(browser.wait().unwrap().success());
+}
