@@ -28,12 +28,18 @@ pub struct SubscribeArgs {
     /// INSERTs timed per latency phase.
     #[arg(long, default_value_t = 200)]
     inserts: usize,
+    /// Rows of the view (`auction % buckets`): each changes with every barrier, so each
+    /// subscriber receives twice this many rows per barrier.
+    #[arg(long, default_value_t = 100)]
+    buckets: u64,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
 
-/// The view the subscribers watch: a hundred rows, each changing with every barrier.
-const DASHBOARD: &str = "CREATE MATERIALIZED VIEW dash AS SELECT auction % 100 AS bucket, count(*) AS bids, max(price) AS top FROM bid GROUP BY auction % 100";
+/// The view the subscribers watch: `buckets` rows, each changing with every barrier.
+fn dashboard(buckets: u64) -> String {
+    format!("CREATE MATERIALIZED VIEW dash AS SELECT auction % {buckets} AS bucket, count(*) AS bids, max(price) AS top FROM bid GROUP BY auction % {buckets}")
+}
 
 const BID_SOURCE: &str = "CREATE SOURCE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time TIMESTAMP, extra VARCHAR) WITH (connector = 'nexmark', 'nexmark.table.type' = 'bid'";
 
@@ -116,6 +122,28 @@ async fn subscriber(run: &Running, websocket: bool, received: Arc<AtomicU64>) ->
     }))
 }
 
+/// Reads a stalled durable cursor until it has every token up to the newest durable one; how
+/// many rows that took and how long.
+async fn catch_up(client: &tokio_postgres::Client) -> Result<String, BoxError> {
+    let mut newest = 0u64;
+    for message in client.simple_query("SHOW SUBSCRIPTIONS").await? {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = message {
+            newest = r.get(4).and_then(|t| t.parse().ok()).unwrap_or(0);
+        }
+    }
+    let started = Instant::now();
+    let (mut rows, mut token) = (0u64, 0u64);
+    while token < newest {
+        for message in client.simple_query("FETCH 65536 stuck WITH (timeout = '10s')").await? {
+            if let tokio_postgres::SimpleQueryMessage::Row(r) = message {
+                rows += 1;
+                token = token.max(r.get(0).and_then(|t| t.parse().ok()).unwrap_or(0));
+            }
+        }
+    }
+    Ok(format!("caught up to token {newest}, {rows} rows, in {:.2} s", started.elapsed().as_secs_f64()))
+}
+
 /// Source rows per second over `seconds`, once the source has been running a second.
 async fn steady_rate(db: &Database, seconds: u64) -> Result<f64, BoxError> {
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -134,8 +162,11 @@ pub async fn run(args: SubscribeArgs, dataflow: tokio::runtime::Handle) -> Resul
         let mut vars = SessionVars::default();
         execute(&server.db, &mut vars, &source).await?;
         reset_peak_rss();
-        execute(&server.db, &mut vars, DASHBOARD).await?;
+        execute(&server.db, &mut vars, &dashboard(args.buckets)).await?;
         let rate = steady_rate(&server.db, args.seconds).await?;
+        // The dataflow runs on the shared dataflow runtime: stop it, or it competes with the
+        // next phase (it did, and the subscribers were blamed for halving the rate).
+        execute(&server.db, &mut vars, "DROP MATERIALIZED VIEW dash").await?;
         (rate, peak_rss_bytes())
     };
     println!("view alone: {:.0} bids/s, peak RSS {} MiB", alone.0, alone.1 >> 20);
@@ -145,10 +176,13 @@ pub async fn run(args: SubscribeArgs, dataflow: tokio::runtime::Handle) -> Resul
     let mut vars = SessionVars::default();
     execute(&server.db, &mut vars, &source).await?;
     reset_peak_rss();
-    execute(&server.db, &mut vars, DASHBOARD).await?;
+    execute(&server.db, &mut vars, &dashboard(args.buckets)).await?;
     let attach_started = Instant::now();
     let stalled = pg_client(server.pg_port).await?;
     stalled.batch_execute("DECLARE stuck CURSOR FOR SUBSCRIBE dash").await?;
+    // A durable subscriber that stalls too: it must catch up from the log, not be closed.
+    let durable = pg_client(server.pg_port).await?;
+    durable.batch_execute("CREATE SUBSCRIPTION dash_log FROM dash; DECLARE stuck CURSOR FOR SUBSCRIBE dash_log WITH (progress = true)").await?;
     // Dashboards connect at once, as after a deploy.
     let counters: Vec<Arc<AtomicU64>> = (0..args.subscribers).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let attaching = counters.iter().enumerate().map(|(i, c)| subscriber(&server, i % 2 == 1, c.clone()));
@@ -162,8 +196,9 @@ pub async fn run(args: SubscribeArgs, dataflow: tokio::runtime::Handle) -> Resul
         Ok(_) => "still open (within --subscriber-max-rows)".to_string(),
         Err(e) => format!("closed: {}", e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())),
     };
+    let durable_outcome = catch_up(&durable).await?;
     println!(
-        "with {} subscribers ({} pgwire COPY, {} WebSocket; attached in {attach_s:.1} s): {rate:.0} bids/s ({:.0}% of alone), peak RSS {} MiB; {alive} still reading, rows or messages each: min {}, max {}; the stalled cursor: {stalled_outcome}",
+        "with {} subscribers ({} pgwire COPY, {} WebSocket; attached in {attach_s:.1} s): {rate:.0} bids/s ({:.0}% of alone), peak RSS {} MiB; {alive} still reading, rows or messages each: min {}, max {}; the stalled cursor: {stalled_outcome}; the stalled durable cursor: {durable_outcome}",
         args.subscribers,
         args.subscribers.div_ceil(2),
         args.subscribers / 2,
@@ -173,6 +208,8 @@ pub async fn run(args: SubscribeArgs, dataflow: tokio::runtime::Handle) -> Resul
         counts.iter().max().copied().unwrap_or(0),
     );
     readers.iter().for_each(|r| r.abort());
+    drop((stalled, durable));
+    execute(&server.db, &mut vars, "DROP MATERIALIZED VIEW dash CASCADE").await?;
     drop(server);
 
     // Latency from a committed INSERT to a WebSocket client.

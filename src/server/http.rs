@@ -153,6 +153,19 @@ fn rows_json(batch: &RecordBatch) -> Result<Vec<Value>, SqlError> {
     }
 }
 
+/// A batch's rows, each as the text of a JSON object (arrow's line-delimited JSON writer, NULLs
+/// kept as `null`, columns in the batch's order).
+fn rows_json_text(batch: &RecordBatch) -> Result<Vec<String>, SqlError> {
+    use datafusion::arrow::json::writer::{LineDelimited, WriterBuilder};
+    let mut buf = Vec::new();
+    let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, LineDelimited>(&mut buf);
+    writer.write(batch).map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?;
+    writer.finish().map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?;
+    drop(writer);
+    let text = String::from_utf8(buf).map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?;
+    Ok(text.lines().map(str::to_string).collect())
+}
+
 /// `GET /v1/subscribe/<name>?snapshot=true|false&progress=true|false&since=T`: the
 /// subscription's rows as Server-Sent Events: `change` events (`{"token", "diff", "row"}`), a
 /// `progress` event per barrier when asked, else a `heartbeat` with the current token at most
@@ -258,7 +271,7 @@ async fn ws_stream(mut socket: WebSocket, mut subscription: Subscription, progre
         };
         for message in messages {
             let last = matches!(message, Msg::Error(_));
-            if socket.send(WsMessage::Text(message.json().to_string().into())).await.is_err() || last {
+            if socket.send(WsMessage::Text(message.json().into())).await.is_err() || last {
                 let _ = socket.send(WsMessage::Close(None)).await;
                 return;
             }
@@ -270,34 +283,41 @@ async fn ws_stream(mut socket: WebSocket, mut subscription: Subscription, progre
 enum Msg {
     /// `id`: the event's position (`T:k`: the first `k` rows of token `T` are out), none in a
     /// snapshot, which cannot be resumed.
-    Change { token: i64, diff: i64, row: Value, id: Option<String> },
+    /// `row`: the row as a JSON object, already encoded (`rows_json_text`).
+    Change { token: i64, diff: i64, row: String, id: Option<String> },
     Progress(i64),
     Heartbeat(i64),
     Error(SqlError),
 }
 
 impl Msg {
-    /// The WebSocket form: the SSE data with the event's kind as `type`.
-    fn json(&self) -> Value {
+    /// The WebSocket form: the SSE data with the event's kind as `type`. Written as text,
+    /// not through `serde_json::Value`: the row is already JSON, and a busy view sends every
+    /// subscriber thousands of these per barrier.
+    fn json(&self) -> String {
         match self {
-            Msg::Change { token, diff, row, id } => json!({"type": "change", "token": token, "diff": diff, "row": row, "id": id}),
-            Msg::Progress(token) => json!({"type": "progress", "token": token}),
-            Msg::Heartbeat(token) => json!({"type": "heartbeat", "token": token}),
-            Msg::Error(e) => json!({"type": "error", "error": error_json(e)}),
+            Msg::Change { token, diff, row, id } => {
+                // Ids are digits and a colon: nothing to escape.
+                let id = id.as_ref().map_or("null".to_string(), |id| format!("\"{id}\""));
+                format!(r#"{{"type":"change","token":{token},"diff":{diff},"row":{row},"id":{id}}}"#)
+            }
+            Msg::Progress(token) => format!(r#"{{"type":"progress","token":{token}}}"#),
+            Msg::Heartbeat(token) => format!(r#"{{"type":"heartbeat","token":{token}}}"#),
+            Msg::Error(e) => json!({"type": "error", "error": error_json(e)}).to_string(),
         }
     }
 
     fn event(&self) -> Event {
         match self {
             Msg::Change { token, diff, row, id } => {
-                let event = Event::default().event("change").data(json!({"token": token, "diff": diff, "row": row}).to_string());
+                let event = Event::default().event("change").data(format!(r#"{{"token":{token},"diff":{diff},"row":{row}}}"#));
                 match id {
                     Some(id) => event.id(id),
                     None => event,
                 }
             }
-            Msg::Progress(token) => Event::default().event("progress").id(token.to_string()).data(json!({"token": token}).to_string()),
-            Msg::Heartbeat(token) => Event::default().event("heartbeat").id(token.to_string()).data(json!({"token": token}).to_string()),
+            Msg::Progress(token) => Event::default().event("progress").id(token.to_string()).data(format!(r#"{{"token":{token}}}"#)),
+            Msg::Heartbeat(token) => Event::default().event("heartbeat").id(token.to_string()).data(format!(r#"{{"token":{token}}}"#)),
             Msg::Error(e) => Event::default().event("error").data(error_json(e).to_string()),
         }
     }
@@ -358,7 +378,7 @@ fn batch_messages(batch: &RecordBatch, progress: bool, cursor: &mut StreamCursor
     let tokens = batch.column(0).as_primitive::<Int64Type>();
     let diffs = batch.column(1).as_primitive::<Int64Type>();
     let columns = batch.project(&(2..batch.num_columns()).collect::<Vec<_>>()).map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?;
-    let rows = rows_json(&columns)?;
+    let rows = rows_json_text(&columns)?;
     let mut messages = Vec::with_capacity(batch.num_rows());
     for (i, row) in rows.into_iter().enumerate() {
         let token = tokens.value(i);
