@@ -6,25 +6,12 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::TestServer;
+use common::{Rng, TestServer};
 
 /// Kill-and-restart rounds.
 const ROUNDS: u64 = 10;
 /// Acknowledged statements per round before the kill.
 const STATEMENTS_PER_ROUND: u64 = 40;
-
-/// A small deterministic generator (SplitMix64), so that a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
 
 /// One write and its effect on the model of the table (id → v).
 fn statement(rng: &mut Rng, round: u64, i: u64) -> (String, Box<dyn Fn(&mut BTreeMap<i64, i64>)>) {

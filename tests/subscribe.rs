@@ -8,22 +8,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::text_rows as rows;
 use futures::StreamExt;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 fn code(e: &tokio_postgres::Error) -> String {
     e.as_db_error().map(|d| d.code().code().to_string()).unwrap_or_else(|| e.to_string())
-}
-
-/// The rows of a simple query, each as its columns' text (`None` for NULL).
-async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    let mut out = vec![];
-    for m in client.simple_query(sql).await.unwrap() {
-        if let SimpleQueryMessage::Row(r) = m {
-            out.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect());
-        }
-    }
-    out
 }
 
 /// `SELECT k, v FROM t` as the model's form.
@@ -212,4 +202,35 @@ async fn subscribe_errors_carry_their_sqlstate_and_the_session_continues() {
     assert_eq!(code(&client.simple_query("FETCH c WITH (wait = '1s')").await.unwrap_err()), "22023");
     client.batch_execute("CLOSE c").await.unwrap();
     assert_eq!(code(&client.simple_query("FETCH c").await.unwrap_err()), "34000");
+}
+
+/// Subscriptions are limited in all and per object; a refusal is 53400 and names the limit
+/// (429 over HTTP); closing one frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_limits_refuse_with_53400_and_free_on_close() {
+    let server = common::TestServer::start_with(
+        std::env::temp_dir().join(format!("openclaw-test-subscribe-limits-{}", std::process::id())),
+        &["--max-subscribers", "3", "--max-subscribers-per-object", "2"],
+    );
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE t (k BIGINT PRIMARY KEY); CREATE MATERIALIZED VIEW a AS SELECT k FROM t; CREATE MATERIALIZED VIEW b AS SELECT k FROM t; DECLARE a1 CURSOR FOR SUBSCRIBE a; DECLARE a2 CURSOR FOR SUBSCRIBE a")
+        .await
+        .unwrap();
+    let err = client.batch_execute("DECLARE a3 CURSOR FOR SUBSCRIBE a").await.unwrap_err();
+    assert_eq!(code(&err), "53400");
+    assert!(err.as_db_error().unwrap().message().contains("limit per object is 2"), "{err:?}");
+    client.batch_execute("DECLARE b1 CURSOR FOR SUBSCRIBE b").await.unwrap();
+    let err = client.batch_execute("DECLARE b2 CURSOR FOR SUBSCRIBE b").await.unwrap_err();
+    assert_eq!(code(&err), "53400");
+    assert!(err.as_db_error().unwrap().message().contains("the limit is 3"), "{err:?}");
+    // Over HTTP the same refusal is 429.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", server.http_port)).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, b"GET /v1/subscribe/b HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut response = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 429"), "{response}");
+    assert!(response.contains("53400"), "{response}");
+    // Closing one frees its place.
+    client.batch_execute("CLOSE a1; DECLARE b2 CURSOR FOR SUBSCRIBE b").await.unwrap();
 }

@@ -20,19 +20,6 @@ const ROUNDS: u64 = 3;
 /// Generous bound on any one wait for the stream.
 const STREAM_WAIT: Duration = Duration::from_secs(60);
 
-/// SplitMix64: the kill moments reproduce from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// The view's content as the client rebuilt it: each row (its columns' text) with its copies.
 #[derive(Default, Debug)]
 struct Model {
@@ -140,6 +127,15 @@ async fn set_up(client: &Client) {
         .unwrap();
 }
 
+/// A server on a fresh data dir with the source, the view and the subscription.
+async fn started(name: &str) -> common::TestServer {
+    let dir = std::env::temp_dir().join(format!("openclaw-test-sub-resume-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = start(dir);
+    set_up(&server.connect().await).await;
+    server
+}
+
 /// Once the source has ended (FLUSH waits for it) and the stream has delivered every token up
 /// to the checkpoint after it, the model must equal the view.
 async fn settle_and_compare(client: &Client, caught_up_to: impl std::future::Future<Output = Model>) {
@@ -152,11 +148,8 @@ async fn settle_and_compare(client: &Client, caught_up_to: impl std::future::Fut
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_subscription_resumes_across_sigkill_over_pgwire() {
-    let dir = std::env::temp_dir().join(format!("openclaw-test-sub-resume-pg-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut server = start(dir);
-    set_up(&server.connect().await).await;
-    let mut rng = Rng(11);
+    let mut server = started("pg").await;
+    let mut rng = common::Rng(11);
     let mut model = Model::default();
     let mut since: Option<i64> = None;
     for round in 0..ROUNDS {
@@ -252,11 +245,8 @@ fn sse_row(row: &serde_json::Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_subscription_resumes_across_sigkill_over_sse_with_last_event_id() {
-    let dir = std::env::temp_dir().join(format!("openclaw-test-sub-resume-sse-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut server = start(dir);
-    set_up(&server.connect().await).await;
-    let mut rng = Rng(23);
+    let mut server = started("sse").await;
+    let mut rng = common::Rng(23);
     let mut model = Model::default();
     // As a browser's EventSource keeps it: the id of the last event that had one.
     let mut last_id: Option<String> = None;
@@ -298,16 +288,6 @@ async fn a_durable_subscription_resumes_across_sigkill_over_sse_with_last_event_
     .await;
 }
 
-/// The rows of a simple query, tab-joined (`\N` for NULL), each with its copies.
-async fn text_rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    let mut out = vec![];
-    for m in client.simple_query(sql).await.unwrap() {
-        if let SimpleQueryMessage::Row(r) = m {
-            out.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect());
-        }
-    }
-    out
-}
 
 /// A durable subscriber that stops reading falls more than `--subscriber-max-rows` behind; it
 /// is not closed, as an ephemeral one is: it drops back to the retained log and catches up,
@@ -323,7 +303,7 @@ async fn a_stalled_durable_subscriber_catches_up_from_the_log() {
         .batch_execute("CREATE TABLE t (k INT PRIMARY KEY, v INT); CREATE MATERIALIZED VIEW tv AS SELECT k, v FROM t; CREATE SUBSCRIPTION s FROM tv")
         .await
         .unwrap();
-    let oldest = text_rows(&writer, "SHOW SUBSCRIPTIONS").await[0][3].clone().unwrap();
+    let oldest = common::text_rows(&writer, "SHOW SUBSCRIPTIONS").await[0][3].clone().unwrap();
     let reader = server.connect().await;
     reader.batch_execute(&format!("BEGIN; DECLARE c CURSOR FOR SUBSCRIBE s WITH (progress = true) SINCE {oldest}")).await.unwrap();
     // 10 rounds of 20 writes, none read: far more than 8 rows behind.
@@ -332,16 +312,16 @@ async fn a_stalled_durable_subscriber_catches_up_from_the_log() {
         writer.batch_execute(&format!("INSERT INTO t VALUES {}; FLUSH", values.join(", "))).await.unwrap();
     }
     writer.batch_execute("DELETE FROM t WHERE k < 10; FLUSH").await.unwrap();
-    let target: i64 = text_rows(&writer, "SHOW SUBSCRIPTIONS").await[0][4].clone().unwrap().parse().unwrap();
+    let target: i64 = common::text_rows(&writer, "SHOW SUBSCRIPTIONS").await[0][4].clone().unwrap().parse().unwrap();
     let mut model = Model::default();
     while model.complete < target {
-        for row in text_rows(&reader, "FETCH ALL c WITH (timeout = '5s')").await {
+        for row in common::text_rows(&reader, "FETCH ALL c WITH (timeout = '5s')").await {
             let cols: Vec<String> = row.iter().map(|c| c.clone().unwrap_or_else(|| "\\N".into())).collect();
             model.copy_line(&cols.join("\t"));
         }
     }
     let mut view = BTreeMap::new();
-    for row in text_rows(&writer, "SELECT k, v FROM tv").await {
+    for row in common::text_rows(&writer, "SELECT k, v FROM tv").await {
         *view.entry(format!("{}\t{}", row[0].as_ref().unwrap(), row[1].as_ref().unwrap())).or_insert(0) += 1;
     }
     assert_eq!(model.applied, view, "the stalled subscriber caught up with the view, nothing missing or twice");

@@ -26,7 +26,17 @@ pub struct EngineConfig {
     /// Rows a subscriber may have waiting for its client before it is closed
     /// ([`crate::operators::subscribe`]).
     pub subscriber_max_rows: usize,
+    /// Subscriptions open at once, over every object ([`DEFAULT_MAX_SUBSCRIBERS`]).
+    pub max_subscribers: usize,
+    /// Subscriptions open at once on one view, table or durable subscription
+    /// ([`DEFAULT_MAX_SUBSCRIBERS_PER_OBJECT`]).
+    pub max_subscribers_per_object: usize,
 }
+
+/// Default of `--max-subscribers`.
+pub const DEFAULT_MAX_SUBSCRIBERS: usize = 4096;
+/// Default of `--max-subscribers-per-object`.
+pub const DEFAULT_MAX_SUBSCRIBERS_PER_OBJECT: usize = 1024;
 
 impl EngineConfig {
     /// Spawns a task of the dataflow on [`Self::dataflow_runtime`].
@@ -44,6 +54,10 @@ impl EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { chunk_size_rows: 4096, channel_capacity_chunks: 16, flush_interval_ms: 1000, parallelism: 1, idle_timeout_ms: 5000, checkpoint_interval_ms: 5000, dataflow_runtime: None, subscriber_max_rows: crate::operators::subscribe::DEFAULT_SUBSCRIBER_MAX_ROWS }
+        Self { chunk_size_rows: 4096, channel_capacity_chunks: 16, flush_interval_ms: 1000, parallelism: 1, idle_timeout_ms: 5000, checkpoint_interval_ms: 5000, dataflow_runtime: None,
+            subscriber_max_rows: crate::operators::subscribe::DEFAULT_SUBSCRIBER_MAX_ROWS,
+            max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
+            max_subscribers_per_object: DEFAULT_MAX_SUBSCRIBERS_PER_OBJECT,
+        }
     }
 }

@@ -95,6 +95,8 @@ pub struct Database {
     /// those sources, so a periodic checkpoint now would wait (holding the checkpoint lock)
     /// until the sources end; it is skipped instead.
     pub(crate) pending_flushes: std::sync::atomic::AtomicUsize,
+    /// Subscriptions open now, against `--max-subscribers` and `--max-subscribers-per-object`.
+    pub(crate) subscribers: Arc<crate::subscribe::SubscriberSlots>,
 }
 
 /// `fut`, canceled with PostgreSQL's 57014 error at `deadline` (`None`: no limit).
@@ -173,6 +175,7 @@ impl Database {
             catalog: Default::default(),
             last_checkpoint: Default::default(),
             pending_flushes: Default::default(),
+            subscribers: Default::default(),
         };
         let db = Arc::new(db);
         db.report_checkpoints(restored.as_ref()).await?;

@@ -39,6 +39,8 @@ pub enum SqlState {
     InvalidCursorName,
     /// 42P03: a cursor by that name is already open.
     DuplicateCursor,
+    /// 53400: a limit set by the server's configuration (`--max-subscribers`, ...).
+    ConfigurationLimitExceeded,
     Internal,
 }
 
@@ -73,6 +75,7 @@ impl SqlState {
             SqlState::ActiveSqlTransaction => "25001",
             SqlState::InvalidCursorName => "34000",
             SqlState::DuplicateCursor => "42P03",
+            SqlState::ConfigurationLimitExceeded => "53400",
             SqlState::Internal => "XX000",
         }
     }

@@ -117,6 +117,62 @@ pub struct Subscription {
     /// Held for its `Drop`: stops the dataflow with the subscription (none for a view's
     /// subscriber, which the view serves itself and lets go once this queue is dropped).
     _teardown: Option<Teardown>,
+    /// Its place under the subscriber limits, given back when it is dropped.
+    _slot: Option<SubscriberSlot>,
+}
+
+/// Subscriptions open now: in all, and per object subscribed to by name.
+#[derive(Default)]
+pub struct SubscriberSlots {
+    open: std::sync::Mutex<(usize, std::collections::HashMap<String, usize>)>,
+}
+
+/// One open subscription's place; dropping it frees the place.
+pub(crate) struct SubscriberSlot {
+    slots: Arc<SubscriberSlots>,
+    object: Option<String>,
+}
+
+impl SubscriberSlots {
+    /// A place for a new subscription (to `object` by name, or to a query), or the error
+    /// that names the limit it would pass.
+    pub(crate) fn take(self: &Arc<Self>, object: Option<&str>, max_total: usize, max_per_object: usize) -> SqlResult<SubscriberSlot> {
+        let mut open = self.open.lock().expect("subscriber slots lock");
+        if open.0 >= max_total {
+            return Err(SqlError::new(SqlState::ConfigurationLimitExceeded, format!("too many subscriptions: {} are open, the limit is {max_total}", open.0))
+                .with_hint("close some, or raise --max-subscribers"));
+        }
+        if let Some(object) = object {
+            let on_object = open.1.get(object).copied().unwrap_or(0);
+            if on_object >= max_per_object {
+                return Err(SqlError::new(SqlState::ConfigurationLimitExceeded, format!("too many subscriptions to \"{object}\": {on_object} are open, the limit per object is {max_per_object}"))
+                    .with_hint("close some, or raise --max-subscribers-per-object"));
+            }
+            *open.1.entry(object.to_string()).or_insert(0) += 1;
+        }
+        open.0 += 1;
+        Ok(SubscriberSlot { slots: self.clone(), object: object.map(str::to_string) })
+    }
+
+    /// Subscriptions open now.
+    pub fn open(&self) -> usize {
+        self.open.lock().expect("subscriber slots lock").0
+    }
+}
+
+impl Drop for SubscriberSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().expect("subscriber slots lock");
+        open.0 -= 1;
+        if let Some(object) = &self.object {
+            if let Some(n) = open.1.get_mut(object) {
+                *n -= 1;
+                if *n == 0 {
+                    open.1.remove(object);
+                }
+            }
+        }
+    }
 }
 
 /// What stopping a subscription's dataflow takes.
@@ -152,6 +208,14 @@ impl Database {
     /// returns once the snapshot point is known.
     pub async fn subscribe(&self, vars: &SessionVars, stmt: SubscribeStmt) -> SqlResult<Subscription> {
         let (snapshot, progress) = stmt.settings()?;
+        let object = stmt.object.as_ref().map(crate::database::object_name).transpose()?;
+        let slot = self.subscribers.take(object.as_deref(), self.config.max_subscribers, self.config.max_subscribers_per_object)?;
+        let mut subscription = self.subscribe_unlimited(vars, stmt, (snapshot, progress)).await?;
+        subscription._slot = Some(slot);
+        Ok(subscription)
+    }
+
+    async fn subscribe_unlimited(&self, vars: &SessionVars, stmt: SubscribeStmt, (snapshot, progress): (bool, bool)) -> SqlResult<Subscription> {
         if let Some(name) = &stmt.object {
             let name = crate::database::object_name(name)?;
             if let Some((feed, at)) = self.open_durable(&name, stmt.since, stmt.since_rows).await? {
@@ -238,7 +302,7 @@ fn output_schema(columns: &SchemaRef) -> SchemaRef {
 impl Subscription {
     /// A subscription to rows of `columns` read from `queue`, its snapshot at `start`.
     fn new(columns: &SchemaRef, queue: Arc<SubscriberQueue>, start: u64, (snapshot, progress): (bool, bool), teardown: Option<Teardown>) -> Self {
-        Self { schema: output_schema(columns), feed: Feed::Queue(queue), start, snapshot, progress, leftover: None, ended: false, _teardown: teardown }
+        Self { schema: output_schema(columns), feed: Feed::Queue(queue), start, snapshot, progress, leftover: None, ended: false, _teardown: teardown, _slot: None }
     }
 
     pub fn schema(&self) -> SchemaRef {

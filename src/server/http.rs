@@ -63,6 +63,7 @@ fn http_status(code: SqlState) -> StatusCode {
         SqlState::FeatureNotSupported => StatusCode::NOT_IMPLEMENTED,
         SqlState::ProgramLimitExceeded | SqlState::StatementTooComplex => StatusCode::PAYLOAD_TOO_LARGE,
         SqlState::QueryCanceled => StatusCode::REQUEST_TIMEOUT,
+        SqlState::ConfigurationLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
         SqlState::ObjectNotInPrerequisiteState => StatusCode::SERVICE_UNAVAILABLE,
         SqlState::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
@@ -136,21 +137,12 @@ fn columns_json(schema: &SchemaRef) -> Vec<Value> {
         .collect()
 }
 
-/// A batch's rows as JSON objects (arrow's JSON writer, NULLs kept as `null`).
+/// A batch's rows as JSON objects (NULLs kept as `null`).
 fn rows_json(batch: &RecordBatch) -> Result<Vec<Value>, SqlError> {
-    use datafusion::arrow::json::writer::{JsonArray, WriterBuilder};
-    let mut buf = Vec::new();
-    let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(&mut buf);
-    writer.write(batch).map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?;
-    writer.finish().map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?;
-    drop(writer);
-    if buf.is_empty() {
-        return Ok(vec![]);
-    }
-    match serde_json::from_slice(&buf) {
-        Ok(Value::Array(rows)) => Ok(rows),
-        _ => Err(SqlError::new(SqlState::Internal, "arrow's JSON writer wrote something other than an array")),
-    }
+    rows_json_text(batch)?
+        .iter()
+        .map(|row| serde_json::from_str(row).map_err(|e| SqlError::new(SqlState::Internal, format!("arrow's JSON writer wrote an invalid row: {e}"))))
+        .collect()
 }
 
 /// A batch's rows, each as the text of a JSON object (arrow's line-delimited JSON writer, NULLs
