@@ -83,6 +83,10 @@ pub struct EngineArgs {
     /// disconnected with an error that says by how much (the dataflow never waits for it).
     #[arg(long, env = "OPENCLAW_SUBSCRIBER_MAX_ROWS", default_value_t = openclaw_engine::operators::subscribe::DEFAULT_SUBSCRIBER_MAX_ROWS)]
     subscriber_max_rows: usize,
+    /// Bytes of changes a SUBSCRIBE may have waiting for its client (Arrow arrays), with the
+    /// same consequence as --subscriber-max-rows.
+    #[arg(long, env = "OPENCLAW_SUBSCRIBER_MAX_BYTES", default_value_t = openclaw_engine::operators::subscribe::DEFAULT_SUBSCRIBER_MAX_BYTES)]
+    subscriber_max_bytes: usize,
     /// Subscriptions (SUBSCRIBE, the HTTP event streams and WebSockets) open at once in all;
     /// one more is refused with 53400.
     #[arg(long, env = "OPENCLAW_MAX_SUBSCRIBERS", default_value_t = openclaw_engine::config::DEFAULT_MAX_SUBSCRIBERS)]
@@ -110,6 +114,7 @@ impl EngineArgs {
             checkpoint_interval_ms: self.checkpoint_interval.as_millis() as u64,
             dataflow_runtime: Some(dataflow.clone()),
             subscriber_max_rows: self.subscriber_max_rows.max(1),
+            subscriber_max_bytes: self.subscriber_max_bytes.max(1),
             max_subscribers: self.max_subscribers,
             max_subscribers_per_object: self.max_subscribers_per_object,
         }

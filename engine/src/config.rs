@@ -26,6 +26,8 @@ pub struct EngineConfig {
     /// Rows a subscriber may have waiting for its client before it is closed
     /// ([`crate::operators::subscribe`]).
     pub subscriber_max_rows: usize,
+    /// Bytes of changes a subscriber may have waiting for its client.
+    pub subscriber_max_bytes: usize,
     /// Subscriptions open at once, over every object ([`DEFAULT_MAX_SUBSCRIBERS`]).
     pub max_subscribers: usize,
     /// Subscriptions open at once on one view, table or durable subscription
@@ -39,6 +41,11 @@ pub const DEFAULT_MAX_SUBSCRIBERS: usize = 4096;
 pub const DEFAULT_MAX_SUBSCRIBERS_PER_OBJECT: usize = 1024;
 
 impl EngineConfig {
+    /// A subscriber's queue under `--subscriber-max-rows` and `--subscriber-max-bytes`.
+    pub fn subscriber_queue(&self) -> std::sync::Arc<crate::operators::SubscriberQueue> {
+        crate::operators::SubscriberQueue::with_limits(self.subscriber_max_rows, self.subscriber_max_bytes)
+    }
+
     /// Spawns a task of the dataflow on [`Self::dataflow_runtime`].
     pub fn spawn_dataflow<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
     where
@@ -56,6 +63,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self { chunk_size_rows: 4096, channel_capacity_chunks: 16, flush_interval_ms: 1000, parallelism: 1, idle_timeout_ms: 5000, checkpoint_interval_ms: 5000, dataflow_runtime: None,
             subscriber_max_rows: crate::operators::subscribe::DEFAULT_SUBSCRIBER_MAX_ROWS,
+            subscriber_max_bytes: crate::operators::subscribe::DEFAULT_SUBSCRIBER_MAX_BYTES,
             max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
             max_subscribers_per_object: DEFAULT_MAX_SUBSCRIBERS_PER_OBJECT,
         }

@@ -242,7 +242,7 @@ impl Database {
         let (node, _deps, _progress) = self.plan_view(&catalog, &view).await?;
         let columns = node.schema();
         let parallelism = vars.streaming_parallelism()?.unwrap_or(self.config.parallelism);
-        let queue = SubscriberQueue::new(self.config.subscriber_max_rows);
+        let queue = self.config.subscriber_queue();
         let sink = Box::new(SubscribeOperator::new(id, queue.clone()));
         let location = StateLocation { store: self.store.clone(), owner: id, prefix: format!("sub_{id}"), parallelism, resume: None };
         let dataflow = build_dataflow(node, sink, &location, &self.config, &self.coordinator)?;
@@ -285,7 +285,7 @@ impl Database {
         }
         let (view, columns) = (entry.id, entry.schema.clone());
         drop(catalog);
-        let queue = SubscriberQueue::new(self.config.subscriber_max_rows);
+        let queue = self.config.subscriber_queue();
         let watch = openclaw_engine::Watch { view, queue: queue.clone(), snapshot };
         let start = self.coordinator.inject_and_wait(BarrierKind::Periodic, Some(Mutation::Watch(vec![watch]))).await?;
         Ok(Some(Subscription::new(&columns, queue, start, (snapshot, progress), None)))
@@ -377,10 +377,14 @@ impl Subscription {
             }
             SubscriptionEvent::Progress { token } if self.progress && token >= self.start => Ok(Some(progress(&self.schema, token)?)),
             SubscriptionEvent::Progress { .. } => Ok(None),
-            SubscriptionEvent::Overflow { behind_rows, max_rows } => {
+            SubscriptionEvent::Overflow { behind_rows, max_rows, behind_bytes, max_bytes } => {
                 self.ended = true;
-                Err(SqlError::new(SqlState::ProgramLimitExceeded, format!("the subscriber fell behind: {behind_rows} rows were waiting for it, more than the limit of {max_rows}"))
-                    .with_hint("read faster, or raise --subscriber-max-rows"))
+                let (behind, limit, flag) = match behind_rows > max_rows {
+                    true => (format!("{behind_rows} rows"), format!("{max_rows}"), "--subscriber-max-rows"),
+                    false => (format!("{behind_bytes} bytes"), format!("{max_bytes} bytes"), "--subscriber-max-bytes"),
+                };
+                Err(SqlError::new(SqlState::ProgramLimitExceeded, format!("the subscriber fell behind: {behind} were waiting for it, more than the limit of {limit}"))
+                    .with_hint(format!("read faster, or raise {flag}")))
             }
             SubscriptionEvent::Ended => {
                 self.ended = true;

@@ -191,7 +191,7 @@ impl Database {
             log,
             view: view_id,
             coordinator: self.coordinator.clone(),
-            max_rows: self.config.subscriber_max_rows,
+            config: self.config.clone(),
             committed: self.coordinator.committed_checkpoints(),
             after: 0,
             into: None,
@@ -248,7 +248,7 @@ pub(crate) struct DurableFeed {
     log: Arc<ChangeLog>,
     view: ObjectId,
     coordinator: Arc<Coordinator>,
-    max_rows: usize,
+    config: Arc<openclaw_engine::EngineConfig>,
     committed: watch::Receiver<u64>,
     /// Every change up to this token has been returned.
     after: u64,
@@ -277,7 +277,7 @@ impl DurableFeed {
     /// Starts watching the view (again) with a new queue; the log is read up to the barrier
     /// it starts at. Returns that barrier's epoch.
     async fn watch(&mut self, snapshot: bool) -> SqlResult<u64> {
-        let queue = SubscriberQueue::new(self.max_rows);
+        let queue = self.config.subscriber_queue();
         let watch = openclaw_engine::Watch { view: self.view, queue: queue.clone(), snapshot };
         let at = self.coordinator.inject_and_wait(BarrierKind::Periodic, Some(Mutation::Watch(vec![watch]))).await?;
         self.queue = queue;

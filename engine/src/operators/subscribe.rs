@@ -25,6 +25,9 @@ use crate::{Barrier, EngineResult, ObjectId, Operator, OperatorContext, StreamCh
 /// Rows a subscriber may have waiting (not yet read by its client) before it is closed, by
 /// default: with the rows of the epoch being gathered. `SUBSCRIBE`'s snapshot counts too.
 pub const DEFAULT_SUBSCRIBER_MAX_ROWS: usize = 1 << 20;
+/// Bytes of Arrow arrays a subscriber may have waiting, by default (`--subscriber-max-bytes`):
+/// wide rows reach it before the row limit.
+pub const DEFAULT_SUBSCRIBER_MAX_BYTES: usize = 256 << 20;
 
 /// What a subscriber's client reads, in order.
 #[derive(Debug, Clone)]
@@ -35,7 +38,7 @@ pub enum SubscriptionEvent {
     /// Every change up to and including `token` has been queued before this.
     Progress { token: u64 },
     /// The client fell more than the limit behind: nothing more comes.
-    Overflow { behind_rows: usize, max_rows: usize },
+    Overflow { behind_rows: usize, max_rows: usize, behind_bytes: usize, max_bytes: usize },
     /// The dataflow stopped (its input was dropped, or it failed): nothing more comes.
     Ended,
 }
@@ -46,16 +49,26 @@ pub struct SubscriberQueue {
     /// Rows in `events`.
     queued_rows: AtomicUsize,
     max_rows: usize,
+    /// Bytes of the arrays in `events` (a batch shared with other subscribers counts for each).
+    queued_bytes: AtomicUsize,
+    max_bytes: usize,
     closed: AtomicBool,
     ready: Notify,
 }
 
 impl SubscriberQueue {
     pub fn new(max_rows: usize) -> Arc<Self> {
+        Self::with_limits(max_rows, DEFAULT_SUBSCRIBER_MAX_BYTES)
+    }
+
+    /// A queue closed once more than `max_rows` rows or `max_bytes` bytes wait in it.
+    pub fn with_limits(max_rows: usize, max_bytes: usize) -> Arc<Self> {
         Arc::new(Self {
             events: Mutex::new(VecDeque::new()),
             queued_rows: AtomicUsize::new(0),
             max_rows: max_rows.max(1),
+            queued_bytes: AtomicUsize::new(0),
+            max_bytes: max_bytes.max(1),
             closed: AtomicBool::new(false),
             ready: Notify::new(),
         })
@@ -77,8 +90,9 @@ impl SubscriberQueue {
                 // A progress mark behind another says more: the queue of a client that stopped
                 // reading a quiet view holds one mark, not one per barrier.
                 (SubscriptionEvent::Progress { token }, Some(SubscriptionEvent::Progress { token: last })) => *last = *token,
-                (SubscriptionEvent::Changes { rows, .. }, _) => {
+                (SubscriptionEvent::Changes { rows, diffs, .. }, _) => {
                     self.queued_rows.fetch_add(rows.num_rows(), Ordering::AcqRel);
+                    self.queued_bytes.fetch_add(batch_bytes(rows, diffs), Ordering::AcqRel);
                     queue.push_back(event);
                 }
                 _ => queue.push_back(event),
@@ -98,8 +112,9 @@ impl SubscriberQueue {
     /// Takes the next event, if one is queued.
     pub fn try_pop(&self) -> Option<SubscriptionEvent> {
         let event = self.events.lock().expect("subscriber queue lock").pop_front()?;
-        if let SubscriptionEvent::Changes { rows, .. } = &event {
+        if let SubscriptionEvent::Changes { rows, diffs, .. } = &event {
             self.queued_rows.fetch_sub(rows.num_rows(), Ordering::AcqRel);
+            self.queued_bytes.fetch_sub(batch_bytes(rows, diffs), Ordering::AcqRel);
         }
         Some(event)
     }
@@ -127,15 +142,33 @@ impl SubscriberQueue {
             return false;
         }
         let rows: usize = changes.iter().map(|(r, _)| r.num_rows()).sum();
-        let behind_rows = self.queued_rows.load(Ordering::Acquire) + rows;
-        if behind_rows > self.max_rows {
-            self.close_with(SubscriptionEvent::Overflow { behind_rows, max_rows: self.max_rows });
+        let bytes: usize = changes.iter().map(|(r, d)| batch_bytes(r, d)).sum();
+        if !self.check_behind(rows, bytes) {
             return false;
         }
         let events = changes.iter().map(|(rows, diffs)| SubscriptionEvent::Changes { token, rows: rows.clone(), diffs: diffs.clone() });
         self.push(events.chain([SubscriptionEvent::Progress { token }]));
         true
     }
+}
+
+impl SubscriberQueue {
+    /// Closes the queue if `rows` and `bytes` more would put its client over a limit; whether
+    /// it is still open.
+    fn check_behind(&self, rows: usize, bytes: usize) -> bool {
+        let behind_rows = self.queued_rows.load(Ordering::Acquire) + rows;
+        let behind_bytes = self.queued_bytes.load(Ordering::Acquire) + bytes;
+        if behind_rows > self.max_rows || behind_bytes > self.max_bytes {
+            self.close_with(SubscriptionEvent::Overflow { behind_rows, max_rows: self.max_rows, behind_bytes, max_bytes: self.max_bytes });
+            return false;
+        }
+        true
+    }
+}
+
+/// What a batch of changes holds in memory.
+fn batch_bytes(rows: &RecordBatch, diffs: &Int64Array) -> usize {
+    rows.get_array_memory_size() + datafusion::arrow::array::Array::get_array_memory_size(diffs)
 }
 
 impl std::fmt::Debug for SubscriberQueue {
@@ -167,10 +200,9 @@ impl SubscribeOperator {
             self.pending.clear();
             return false;
         }
-        let behind_rows = self.queue.queued_rows.load(Ordering::Acquire) + self.pending.len();
-        if behind_rows > self.queue.max_rows {
+        // The epoch's rows count before they are queued; their bytes once they are.
+        if !self.queue.check_behind(self.pending.len(), 0) {
             self.pending.clear();
-            self.queue.close_with(SubscriptionEvent::Overflow { behind_rows, max_rows: self.queue.max_rows });
             return false;
         }
         true
@@ -322,9 +354,33 @@ mod tests {
         }
         assert!(matches!(events[0], SubscriptionEvent::Changes { token: 1, .. }));
         assert!(matches!(events[1], SubscriptionEvent::Progress { token: 1 }));
-        assert!(matches!(events[2], SubscriptionEvent::Overflow { behind_rows: 6, max_rows: 5 }), "{:?}", events[2]);
+        assert!(matches!(events[2], SubscriptionEvent::Overflow { behind_rows: 6, max_rows: 5, .. }), "{:?}", events[2]);
         assert_eq!(events.len(), 3, "nothing after the overflow: {events:?}");
         assert!(queue.is_closed());
+    }
+
+    /// Wide rows reach the byte limit before the row limit: the queue closes on bytes, and
+    /// says so; reading frees what was read.
+    #[test]
+    fn the_byte_limit_closes_a_queue_of_wide_rows() {
+        let rows = chunk(&(0..1000).collect::<Vec<_>>()).batch().clone();
+        let diffs = Int64Array::from(vec![1; 1000]);
+        let bytes = batch_bytes(&rows, &diffs);
+        let queue = SubscriberQueue::with_limits(1_000_000, bytes * 2);
+        assert!(queue.offer(1, &[(rows.clone(), diffs.clone())]));
+        assert!(queue.offer(2, &[(rows.clone(), diffs.clone())]));
+        while queue.try_pop().is_some() {}
+        assert!(queue.offer(3, &[(rows.clone(), diffs.clone())]), "what was read no longer counts");
+        assert!(queue.offer(4, &[(rows.clone(), diffs.clone())]));
+        assert!(!queue.offer(5, &[(rows, diffs)]), "a third batch waiting is over the limit");
+        let mut last = None;
+        while let Some(e) = queue.try_pop() {
+            last = Some(e);
+        }
+        match last {
+            Some(SubscriptionEvent::Overflow { behind_rows: 3000, behind_bytes, max_bytes, .. }) => assert_eq!((behind_bytes, max_bytes), (bytes * 3, bytes * 2)),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// Within an epoch, a row inserted and deleted cancels out, and copies add up.
