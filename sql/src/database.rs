@@ -97,6 +97,10 @@ pub struct Database {
     pub(crate) pending_flushes: std::sync::atomic::AtomicUsize,
     /// Subscriptions open now, against `--max-subscribers` and `--max-subscribers-per-object`.
     pub(crate) subscribers: Arc<crate::subscribe::SubscriberSlots>,
+    /// Idempotency keys of API writes in progress, and how many are stored
+    /// (`crate::write_api`).
+    pub(crate) keys_in_flight: crate::write_api::KeysInFlight,
+    pub(crate) write_keys: std::sync::atomic::AtomicUsize,
 }
 
 /// `fut`, canceled with PostgreSQL's 57014 error at `deadline` (`None`: no limit).
@@ -176,6 +180,8 @@ impl Database {
             last_checkpoint: Default::default(),
             pending_flushes: Default::default(),
             subscribers: Default::default(),
+            keys_in_flight: Default::default(),
+            write_keys: Default::default(),
         };
         let db = Arc::new(db);
         db.report_checkpoints(restored.as_ref()).await?;
@@ -195,12 +201,13 @@ impl Database {
     async fn restore(self: &Arc<Self>, restored: Option<openclaw_storage::checkpoint::Manifest>) -> SqlResult<()> {
         let started = std::time::Instant::now();
         crate::durable::open(&self.store)?;
+        self.write_keys.store(crate::write_api::open(&self.store)?, std::sync::atomic::Ordering::Release);
         let records = crate::durable::load(&self.store)?;
         let keep: std::collections::HashSet<String> = records
             .iter()
             .filter(|r| r.kind == ObjectKind::Table)
             .map(|r| format!("table_{}", r.id))
-            .chain([crate::durable::CATALOG_CF.to_string(), openclaw_connectors::kafka::SINK_COMMITS_CF.to_string()])
+            .chain([crate::durable::CATALOG_CF.to_string(), openclaw_connectors::kafka::SINK_COMMITS_CF.to_string(), crate::write_api::WRITE_KEYS_CF.to_string()])
             .collect();
         // With a restored checkpoint, a view's state may resume; `create_view` decides.
         let view_prefixes: Vec<String> = match &restored {

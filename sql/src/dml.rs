@@ -95,7 +95,7 @@ impl Database {
     }
 
     /// The table `name` as a write target, with its schema and primary key.
-    async fn write_target(&self, name: &str) -> SqlResult<(WriteTarget, SchemaRef, Option<Vec<usize>>)> {
+    pub(crate) async fn write_target(&self, name: &str) -> SqlResult<(WriteTarget, SchemaRef, Option<Vec<usize>>)> {
         let catalog = self.catalog.lock().await;
         let entry = catalog.get(name).ok_or_else(|| undefined(name))?;
         match &entry.detail {
@@ -151,7 +151,7 @@ fn note_reads(writes: &mut TableWrites, batch: &RecordBatch, snapshot: &QuerySna
 }
 
 /// Casts the planned rows to the table's exact schema and checks NOT NULL.
-fn conform(batch: &RecordBatch, schema: &datafusion::arrow::datatypes::SchemaRef) -> SqlResult<RecordBatch> {
+pub(crate) fn conform(batch: &RecordBatch, schema: &datafusion::arrow::datatypes::SchemaRef) -> SqlResult<RecordBatch> {
     if batch.num_columns() != schema.fields().len() {
         return Err(SqlError::new(SqlState::Internal, "DML produced the wrong number of columns"));
     }

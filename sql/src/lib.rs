@@ -22,6 +22,7 @@ mod temporal;
 pub mod transaction;
 pub mod types;
 pub mod windows;
+pub mod write_api;
 
 pub use database::{Database, QueryOutput};
 pub use error::{SqlError, SqlResult, SqlState};

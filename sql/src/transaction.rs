@@ -129,6 +129,12 @@ impl Database {
     /// Commits `tables`' writes as one atomic, durable write that every view sees in one epoch.
     /// Locks the tables (in id order) unless the caller holds their locks (`locked`).
     pub(crate) async fn commit(&self, tables: Vec<TableWrites>, locked: bool) -> SqlResult<()> {
+        self.commit_with(tables, locked, StateWrite::default()).await
+    }
+
+    /// [`Self::commit`], with `extra` in the same synced write (an API write's idempotency
+    /// key: stored if and only if its rows are).
+    pub(crate) async fn commit_with(&self, tables: Vec<TableWrites>, locked: bool, extra: StateWrite) -> SqlResult<()> {
         let mut guards = vec![];
         if !locked {
             for t in &tables {
@@ -151,7 +157,7 @@ impl Database {
             t.target.writer.send(TableRequest { write, done }).await.map_err(|_| not_accepting(&t.target.name))?;
             parts.push((t.target.name, prepared_rx, decide, done_rx));
         }
-        let mut write = StateWrite::default();
+        let mut write = extra;
         for (name, prepared, _, _) in &mut parts {
             // On an error, the other writers' decisions are dropped: they send nothing.
             write.append(prepared.await.map_err(|_| not_accepting(name))??);

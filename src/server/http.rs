@@ -1,6 +1,7 @@
 //! The HTTP front: `GET /health`, `POST /v1/sql` (statements, answered as JSON),
 //! `GET /v1/subscribe/<name>` (a subscription as Server-Sent Events) and
-//! `GET /v1/ws/subscribe/<name>` (the same messages over a WebSocket).
+//! `GET /v1/ws/subscribe/<name>` (the same messages over a WebSocket); `POST /v1/ingest/<table>`
+//! is `http_ingest.rs`.
 //!
 //! Errors are PostgreSQL's (SQLSTATE, message, detail, hint) in a JSON body, under the HTTP
 //! status their SQLSTATE maps to ([`http_status`]).
@@ -39,7 +40,8 @@ pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>) {
         .route("/v1/subscribe/{name}", get(subscribe))
         .route("/v1/ws/subscribe/{name}", get(subscribe_ws))
         .layer(DefaultBodyLimit::max(MAX_SQL_BODY_BYTES))
-        .with_state(db);
+        .with_state(db.clone())
+        .merge(super::http_ingest::routes(db));
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "http server stopped");
     }
@@ -70,11 +72,11 @@ fn http_status(code: SqlState) -> StatusCode {
     }
 }
 
-fn error_json(e: &SqlError) -> Value {
+pub(super) fn error_json(e: &SqlError) -> Value {
     json!({"code": e.code.code(), "message": e.message, "detail": e.detail, "hint": e.hint})
 }
 
-fn error_response(e: SqlError, results: Vec<Value>) -> Response {
+pub(super) fn error_response(e: SqlError, results: Vec<Value>) -> Response {
     (http_status(e.code), Json(json!({"results": results, "error": error_json(&e)}))).into_response()
 }
 

@@ -1,6 +1,7 @@
 //! The server: one database, a Postgres wire protocol front and an HTTP front.
 
 pub(crate) mod http;
+mod http_ingest;
 pub(crate) mod pg;
 mod pg_copy;
 mod pg_text;

@@ -62,6 +62,15 @@ impl TestServer {
 
     /// [`Self::start_with`], writing the server's log (stderr) to `log` instead of the test's.
     pub fn start_logging(data_dir: PathBuf, flags: &[&str], log: Option<PathBuf>) -> Self {
+        Self::start_full(data_dir, flags, log, &[])
+    }
+
+    /// [`Self::start_with`] with extra environment variables (test hooks).
+    pub fn start_with_env(data_dir: PathBuf, flags: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_full(data_dir, flags, None, env)
+    }
+
+    fn start_full(data_dir: PathBuf, flags: &[&str], log: Option<PathBuf>, env: &[(&str, &str)]) -> Self {
         // Port 0, and the server reports what it bound: a port chosen here and bound later
         // could be taken in between, by another test or by any outgoing connection's
         // ephemeral port (CI once failed that way on a restart).
@@ -77,6 +86,7 @@ impl TestServer {
             .args(["--idle-timeout", "0s"])
             .args(flags)
             .env("OPENCLAW_LOG", std::env::var("OPENCLAW_LOG").unwrap_or_else(|_| "warn".into()))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(match &log {
                 Some(path) => Stdio::from(std::fs::File::create(path).expect("create the server log")),

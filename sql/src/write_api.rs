@@ -1,0 +1,351 @@
+//! Rows written through the API (`POST /v1/ingest/<table>` today): a body decoded into the
+//! table's columns and committed as one atomic, durable write, through the same writer as
+//! `INSERT` (upserts by primary key). A request is all or nothing: a body that does not decode
+//! into the table's columns is refused with the line (or record) that failed, and nothing of
+//! it is applied.
+//!
+//! **Idempotency keys.** A write that carries a key stores the key with its receipt in the
+//! same synced RocksDB write as its rows (column family [`WRITE_KEYS_CF`], which lives across
+//! rollbacks as tables do). A retry with the key gets the first receipt back and writes
+//! nothing, also after a crash that lost the first response. Keys are kept for
+//! [`WRITE_KEY_TTL_MS`] and at most [`MAX_WRITE_KEYS`] of them (the oldest go first); two
+//! requests with one key at once: the second is refused with 40001.
+//!
+//! Layout of `write_keys`, format [`WRITE_KEY_FORMAT`]: `'k' ‖ key` → `format (u8) ‖
+//! created_ms (u64 LE) ‖ receipt (JSON)`; `'t' ‖ created_ms (u64 BE) ‖ key` → empty, the
+//! keys in age order for trimming.
+
+use std::collections::HashSet;
+use std::io::Cursor;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use openclaw_engine::table::Change;
+use openclaw_storage::{CfKind, StateWrite, Store};
+use serde_json::{json, Value};
+
+use crate::database::Database;
+use crate::error::{quote, SqlError, SqlResult, SqlState};
+use crate::transaction::TableWrites;
+
+/// The column family of idempotency keys.
+pub const WRITE_KEYS_CF: &str = "write_keys";
+/// Version of a stored key's value.
+pub const WRITE_KEY_FORMAT: u8 = 1;
+/// How long a key is remembered (24 hours).
+pub const WRITE_KEY_TTL_MS: u64 = 86_400_000;
+/// Most keys remembered at once.
+pub const MAX_WRITE_KEYS: usize = 1_000_000;
+/// Longest idempotency key.
+pub const MAX_WRITE_KEY_BYTES: usize = 256;
+/// Most rows one request may carry.
+pub const MAX_INGEST_ROWS: usize = 1_000_000;
+
+/// How a request's body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// One JSON object per line (`application/x-ndjson`).
+    NdJson,
+    /// A JSON array of objects (`application/json`).
+    JsonArray,
+    /// CSV, with a header line naming the columns unless `header` is false (`text/csv`).
+    Csv { header: bool },
+    /// An Arrow IPC stream (`application/vnd.apache.arrow.stream`).
+    ArrowStream,
+}
+
+/// What a write did: what the client is told, and told again on a retry with its key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteReceipt {
+    pub table: String,
+    pub accepted: u64,
+    /// A retry with a key already seen: nothing was written this time.
+    pub replayed: bool,
+}
+
+impl WriteReceipt {
+    pub fn json(&self) -> Value {
+        json!({"table": self.table, "accepted": self.accepted, "dead_letters": 0, "replayed": self.replayed})
+    }
+}
+
+/// Idempotency keys being written now: a second request with one of them is refused.
+#[derive(Default)]
+pub struct KeysInFlight(Mutex<HashSet<String>>);
+
+struct KeyGuard<'a>(&'a KeysInFlight, String);
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        self.0 .0.lock().expect("keys in flight lock").remove(&self.1);
+    }
+}
+
+impl Database {
+    /// Decodes `body` into `table`'s columns and commits it; with `key`, at most once.
+    pub async fn write_rows<B: AsRef<[u8]> + Send + 'static>(&self, table: &str, format: BodyFormat, body: B, key: Option<String>) -> SqlResult<WriteReceipt> {
+        let _in_flight = match &key {
+            Some(k) => Some(self.claim_key(k)?),
+            None => None,
+        };
+        if let Some(receipt) = key.as_deref().map(|k| stored_receipt(&self.store, k)).transpose()?.flatten() {
+            return Ok(WriteReceipt { replayed: true, ..receipt });
+        }
+        let (target, schema, _) = self.write_target(table).await?;
+        let batches = tokio::task::spawn_blocking({
+            let schema = schema.clone();
+            move || decode(format, body.as_ref(), &schema)
+        })
+        .await
+        .map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))??;
+        let accepted: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let receipt = WriteReceipt { table: table.to_string(), accepted: accepted as u64, replayed: false };
+        let mut extra = StateWrite::default();
+        if let Some(k) = &key {
+            remember(k, &receipt, chrono::Utc::now().timestamp_millis().max(0) as u64, &mut extra);
+        }
+        let mut writes = TableWrites::new(target);
+        writes.changes = batches.into_iter().map(Change::Upsert).collect();
+        self.commit_with(vec![writes], false, extra).await?;
+        if key.is_some() {
+            self.write_keys.fetch_add(1, Ordering::AcqRel);
+            let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+            self.trim_write_keys(now_ms)?;
+        }
+        Ok(receipt)
+    }
+
+    fn claim_key(&self, key: &str) -> SqlResult<KeyGuard<'_>> {
+        if key.is_empty() || key.len() > MAX_WRITE_KEY_BYTES {
+            return Err(SqlError::new(SqlState::InvalidParameterValue, format!("an idempotency key has 1 to {MAX_WRITE_KEY_BYTES} bytes")));
+        }
+        if !self.keys_in_flight.0.lock().expect("keys in flight lock").insert(key.to_string()) {
+            return Err(SqlError::new(SqlState::SerializationFailure, format!("a request with idempotency key {} is being written", quote(key)))
+                .with_hint("retry once it has been answered: the retry then gets its answer"));
+        }
+        Ok(KeyGuard(&self.keys_in_flight, key.to_string()))
+    }
+
+    /// Forgets keys past [`WRITE_KEY_TTL_MS`] and beyond [`MAX_WRITE_KEYS`], oldest first.
+    pub(crate) fn trim_write_keys(&self, now_ms: u64) -> SqlResult<usize> {
+        let dropped = trim_keys(&self.store, self.write_keys.load(Ordering::Acquire), MAX_WRITE_KEYS, now_ms)?;
+        self.write_keys.fetch_sub(dropped, Ordering::AcqRel);
+        Ok(dropped)
+    }
+}
+
+/// Deletes the keys older than the TTL and the oldest beyond `max_keys` (of `stored`): reads
+/// only the keys it drops and the one after them. How many it dropped.
+fn trim_keys(store: &Store, stored: usize, max_keys: usize, now_ms: u64) -> SqlResult<usize> {
+    let cutoff_ms = now_ms.saturating_sub(WRITE_KEY_TTL_MS);
+    let over = stored.saturating_sub(max_keys);
+    let mut expired: Vec<Vec<u8>> = vec![];
+    store.scan_prefix(WRITE_KEYS_CF, b"t", false, |index_key, _| {
+        let created_ms = index_key.get(1..9).map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
+        if expired.len() >= over && created_ms >= cutoff_ms {
+            return false;
+        }
+        expired.push(index_key.to_vec());
+        true
+    })?;
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    let cf: Arc<str> = Arc::from(WRITE_KEYS_CF);
+    let mut write = StateWrite::default();
+    for index_key in &expired {
+        let mut key = vec![b'k'];
+        key.extend_from_slice(&index_key[9..]);
+        write.delete(&cf, key);
+        write.delete(&cf, index_key.clone());
+    }
+    store.write_durable(write)?;
+    Ok(expired.len())
+}
+
+/// Makes sure the keys' column family exists; how many keys it holds.
+pub(crate) fn open(store: &Store) -> SqlResult<usize> {
+    store.create_cf(WRITE_KEYS_CF, CfKind::Plain)?;
+    let mut keys = 0;
+    store.scan_prefix(WRITE_KEYS_CF, b"t", false, |_, _| {
+        keys += 1;
+        true
+    })?;
+    Ok(keys)
+}
+
+fn stored_receipt(store: &Store, key: &str) -> SqlResult<Option<WriteReceipt>> {
+    let mut stored_key = vec![b'k'];
+    stored_key.extend_from_slice(key.as_bytes());
+    let Some(value) = store.multi_get(WRITE_KEYS_CF, &[&stored_key])?.pop().flatten() else { return Ok(None) };
+    let corrupt = || SqlError::new(SqlState::Internal, format!("the stored answer of idempotency key {} is corrupt", quote(key)));
+    let [WRITE_KEY_FORMAT, rest @ ..] = value.as_slice() else { return Err(corrupt()) };
+    let receipt: Value = serde_json::from_slice(rest.get(8..).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+    Ok(Some(WriteReceipt {
+        table: receipt["table"].as_str().ok_or_else(corrupt)?.to_string(),
+        accepted: receipt["accepted"].as_u64().ok_or_else(corrupt)?,
+        replayed: false,
+    }))
+}
+
+/// Adds `key` and its receipt to `write` (the commit's own synced write).
+fn remember(key: &str, receipt: &WriteReceipt, now_ms: u64, write: &mut StateWrite) {
+    let cf: Arc<str> = Arc::from(WRITE_KEYS_CF);
+    let mut stored_key = vec![b'k'];
+    stored_key.extend_from_slice(key.as_bytes());
+    let mut value = vec![WRITE_KEY_FORMAT];
+    value.extend_from_slice(&now_ms.to_le_bytes());
+    value.extend_from_slice(json!({"table": receipt.table, "accepted": receipt.accepted}).to_string().as_bytes());
+    write.put(&cf, stored_key, value);
+    let mut index_key = vec![b't'];
+    index_key.extend_from_slice(&now_ms.to_be_bytes());
+    index_key.extend_from_slice(key.as_bytes());
+    write.put(&cf, index_key, vec![]);
+}
+
+fn bad_body(message: String) -> SqlError {
+    SqlError::new(SqlState::InvalidTextRepresentation, message).with_hint("nothing of this request was applied; fix the record and send it again")
+}
+
+/// The body's rows, in the table's columns (cast, NOT NULL checked).
+fn decode(format: BodyFormat, body: &[u8], table: &SchemaRef) -> SqlResult<Vec<RecordBatch>> {
+    // Decoded as nullable: `conform` then names the NOT NULL column a record left empty.
+    let schema = &Arc::new(datafusion::arrow::datatypes::Schema::new(
+        table.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+    ));
+    let batches = match format {
+        BodyFormat::NdJson => decode_ndjson(body, schema)?,
+        BodyFormat::JsonArray => {
+            let rows: Vec<Value> = serde_json::from_slice(body).map_err(|e| bad_body(format!("the body is not a JSON array of objects: {e}")))?;
+            let mut decoder = json_decoder(schema)?;
+            decoder.serialize(&rows).map_err(|e| bad_body(format!("a record does not fit table columns: {e}")))?;
+            decoder.flush().map_err(|e| bad_body(e.to_string()))?.into_iter().collect()
+        }
+        BodyFormat::Csv { header } => datafusion::arrow::csv::ReaderBuilder::new(schema.clone())
+            .with_header(header)
+            .build(Cursor::new(body))
+            .map_err(|e| bad_body(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad_body(format!("CSV: {e}")))?,
+        BodyFormat::ArrowStream => decode_arrow(body, table)?,
+    };
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if rows > MAX_INGEST_ROWS {
+        return Err(SqlError::new(SqlState::ProgramLimitExceeded, format!("{rows} rows in one request, more than {MAX_INGEST_ROWS}")).with_hint("split the body into several requests"));
+    }
+    batches.iter().filter(|b| b.num_rows() > 0).map(|b| crate::dml::conform(b, table)).collect()
+}
+
+fn json_decoder(schema: &SchemaRef) -> SqlResult<datafusion::arrow::json::reader::Decoder> {
+    datafusion::arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(8192).build_decoder().map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))
+}
+
+/// NDJSON through one decoder; on a failure, the first line that fails on its own is named.
+fn decode_ndjson(body: &[u8], schema: &SchemaRef) -> SqlResult<Vec<RecordBatch>> {
+    let mut decoder = json_decoder(schema)?;
+    let all = (|| {
+        let mut out = vec![];
+        let mut rest = body;
+        while !rest.is_empty() {
+            let read = decoder.decode(rest)?;
+            rest = &rest[read..];
+            if let Some(batch) = decoder.flush()? {
+                out.push(batch);
+            }
+        }
+        out.extend(decoder.flush()?);
+        Ok::<_, datafusion::arrow::error::ArrowError>(out)
+    })();
+    all.map_err(|e| {
+        for (i, line) in body.split(|b| *b == b'\n').enumerate().filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace)) {
+            let mut one = match json_decoder(schema) {
+                Ok(d) => d,
+                Err(e) => return e,
+            };
+            if let Err(e) = one.decode(line).and_then(|_| one.flush()) {
+                return bad_body(format!("line {}: {e}", i + 1));
+            }
+        }
+        bad_body(e.to_string())
+    })
+}
+
+/// An Arrow IPC stream whose columns are the table's by name (in any order), castable to its
+/// types.
+fn decode_arrow(body: &[u8], schema: &SchemaRef) -> SqlResult<Vec<RecordBatch>> {
+    let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(Cursor::new(body), None).map_err(|e| bad_body(format!("not an Arrow IPC stream: {e}")))?;
+    let theirs = reader.schema();
+    let mut order = vec![];
+    for field in schema.fields() {
+        let at = theirs.index_of(field.name()).map_err(|_| {
+            SqlError::new(SqlState::DatatypeMismatch, format!("the Arrow stream has no column {}", quote(field.name())))
+                .with_detail(format!("the table's columns: {}", schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")))
+        })?;
+        if !datafusion::arrow::compute::can_cast_types(theirs.field(at).data_type(), field.data_type()) {
+            return Err(SqlError::new(SqlState::DatatypeMismatch, format!("column {} is {} in the Arrow stream, which does not convert to {}", quote(field.name()), theirs.field(at).data_type(), field.data_type())));
+        }
+        order.push(at);
+    }
+    reader
+        .map(|batch| {
+            let batch = batch.map_err(|e| bad_body(format!("Arrow IPC: {e}")))?;
+            let columns = order.iter().map(|&i| batch.column(i).clone()).collect();
+            let schema = theirs.project(&order).map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?;
+            RecordBatch::try_new(Arc::new(schema), columns).map_err(|e| bad_body(format!("Arrow IPC: {e}")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys go by age past the TTL and oldest first beyond the cap; a kept key still answers.
+    #[test]
+    fn stored_keys_are_bounded_by_age_and_count() {
+        let dir = std::env::temp_dir().join(format!("openclaw-write-keys-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        open(&store).unwrap();
+        let mut write = StateWrite::default();
+        for i in 0..5u64 {
+            let receipt = WriteReceipt { table: "t".into(), accepted: i, replayed: false };
+            remember(&format!("key-{i}"), &receipt, 1_000 * (i + 1), &mut write);
+        }
+        store.write_durable(write).unwrap();
+        assert_eq!(open(&store).unwrap(), 5);
+        assert_eq!(trim_keys(&store, 5, 3, 5_000).unwrap(), 2, "the two oldest beyond a cap of 3");
+        assert!(stored_receipt(&store, "key-0").unwrap().is_none());
+        assert_eq!(stored_receipt(&store, "key-2").unwrap().unwrap().accepted, 2);
+        // Past the TTL of the ones written at 3 s and 4 s.
+        assert_eq!(trim_keys(&store, 3, 10, 4_500 + WRITE_KEY_TTL_MS).unwrap(), 2);
+        assert_eq!(open(&store).unwrap(), 1);
+        assert_eq!(store.count_keys(WRITE_KEYS_CF).unwrap(), 2, "one key and its age entry");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The stored form of a key, pinned: keys written by this version answer in the next.
+    #[test]
+    fn a_stored_key_is_pinned() {
+        let dir = std::env::temp_dir().join(format!("openclaw-write-key-golden-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        open(&store).unwrap();
+        let mut write = StateWrite::default();
+        remember("k", &WriteReceipt { table: "t".into(), accepted: 3, replayed: false }, 0x0102, &mut write);
+        store.write_durable(write).unwrap();
+        let mut golden = vec![1u8, 0x02, 0x01, 0, 0, 0, 0, 0, 0];
+        golden.extend_from_slice(br#"{"accepted":3,"table":"t"}"#);
+        let mut stored = vec![];
+        store.scan(WRITE_KEYS_CF, None, |k, v| {
+            stored.push((k.to_vec(), v.to_vec()));
+            true
+        }).unwrap();
+        assert_eq!(stored, vec![(b"kk".to_vec(), golden), (vec![b't', 0, 0, 0, 0, 0, 0, 0x01, 0x02, b'k'], vec![])]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,84 @@
+//! `POST /v1/ingest/<table>`: rows for a table in the body (newline-delimited JSON, a JSON
+//! array, CSV or an Arrow IPC stream, by `Content-Type`), committed through the table's writer
+//! and answered once durable: `{"table", "accepted", "dead_letters", "replayed"}`. An
+//! `Idempotency-Key` header makes a retry safe (`openclaw_sql::write_api`). A request is all or
+//! nothing; an error is PostgreSQL's, under the HTTP status of its SQLSTATE.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use openclaw_sql::write_api::BodyFormat;
+use openclaw_sql::{Database, SqlError, SqlState};
+use tokio::sync::Semaphore;
+
+/// Largest body of one ingest request (larger: 413).
+pub const MAX_INGEST_BODY_BYTES: usize = 64 << 20;
+/// Ingest requests served at once; one more is refused with 429 and `Retry-After`.
+pub const MAX_CONCURRENT_INGESTS: usize = 32;
+/// Seconds a client refused for concurrency is told to wait.
+const RETRY_AFTER_SECONDS: &str = "1";
+/// Set (to anything) by the crash test only: the server dies right after a write is durable,
+/// before it answers, as a crash at that moment would.
+const CRASH_AFTER_WRITE_ENV: &str = "OPENCLAW_TEST_CRASH_AFTER_INGEST_WRITE";
+
+#[derive(Clone)]
+struct Ingest {
+    db: Arc<Database>,
+    slots: Arc<Semaphore>,
+}
+
+/// The ingest routes, with their own body limit.
+pub(crate) fn routes(db: Arc<Database>) -> Router {
+    Router::new()
+        .route("/v1/ingest/{table}", post(ingest))
+        .layer(DefaultBodyLimit::max(MAX_INGEST_BODY_BYTES))
+        .with_state(Ingest { db, slots: Arc::new(Semaphore::new(MAX_CONCURRENT_INGESTS)) })
+}
+
+async fn ingest(State(state): State<Ingest>, Path(table): Path<String>, RawQuery(query): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+    let Ok(_slot) = state.slots.clone().try_acquire_owned() else {
+        let e = SqlError::new(SqlState::ConfigurationLimitExceeded, format!("{MAX_CONCURRENT_INGESTS} ingest requests are being served"))
+            .with_hint("retry after the time Retry-After gives");
+        let mut response = super::http::error_response(e, vec![]);
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        return response;
+    };
+    let format = match body_format(&headers, query.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return (StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(serde_json::json!({"error": super::http::error_json(&e)}))).into_response(),
+    };
+    let key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or("").to_string());
+    match state.db.write_rows(&table, format, body, key).await {
+        Ok(receipt) => {
+            if std::env::var_os(CRASH_AFTER_WRITE_ENV).is_some() && !receipt.replayed {
+                tracing::error!("{CRASH_AFTER_WRITE_ENV} is set: dying after a durable write, before its answer");
+                std::process::abort();
+            }
+            Json(receipt.json()).into_response()
+        }
+        Err(e) => super::http::error_response(e, vec![]),
+    }
+}
+
+/// The body's format from `Content-Type` (and `?header=false` for CSV without a header line).
+fn body_format(headers: &HeaderMap, query: Option<&str>) -> Result<BodyFormat, SqlError> {
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).filter(|e| *e != "identity") {
+        return Err(SqlError::new(SqlState::FeatureNotSupported, format!("Content-Encoding {encoding} is not supported yet")).with_hint("send the body uncompressed"));
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let header_line = !query.unwrap_or("").split('&').any(|p| p == "header=false");
+    match media.as_str() {
+        "application/x-ndjson" | "application/jsonl" | "application/json-seq" => Ok(BodyFormat::NdJson),
+        "application/json" => Ok(BodyFormat::JsonArray),
+        "text/csv" => Ok(BodyFormat::Csv { header: header_line }),
+        "application/vnd.apache.arrow.stream" => Ok(BodyFormat::ArrowStream),
+        other => Err(SqlError::new(SqlState::InvalidParameterValue, format!("Content-Type \"{other}\" is not a format ingest reads"))
+            .with_hint("application/x-ndjson, application/json (an array), text/csv or application/vnd.apache.arrow.stream")),
+    }
+}

@@ -1,0 +1,126 @@
+//! `POST /v1/ingest/<table>` against a real server over raw HTTP/1.1: NDJSON, a JSON array, CSV
+//! and an Arrow IPC stream into one table, the view over it counting exactly what was
+//! accepted; a bad record refuses the whole request and leaves nothing; the errors with their
+//! SQLSTATE and HTTP status; and an idempotency key that holds across a crash between the
+//! durable write and the answer.
+
+mod common;
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Float64Array, Int32Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One POST on a fresh connection; the status and the JSON body (`None`: the connection closed
+/// without an answer).
+async fn post(port: u16, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Option<(u16, Value)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut head = format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok())?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))))
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+fn arrow_stream(batch: &RecordBatch) -> Vec<u8> {
+    let mut out = vec![];
+    let mut writer = datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut out, &batch.schema()).unwrap();
+    writer.write(batch).unwrap();
+    writer.finish().unwrap();
+    drop(writer);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_formats_land_in_one_table_and_bad_requests_leave_nothing() {
+    let server = common::TestServer::start("http-ingest");
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE ev (id BIGINT PRIMARY KEY, name VARCHAR NOT NULL, amount DOUBLE); CREATE MATERIALIZED VIEW totals AS SELECT count(*) AS n, sum(amount) AS s FROM ev")
+        .await
+        .unwrap();
+    let port = server.http_port;
+    let path = "/v1/ingest/ev";
+    let ndjson = b"{\"id\": 1, \"name\": \"a\", \"amount\": 1.5}\n{\"id\": 2, \"name\": \"b\", \"amount\": null}\n";
+    let (status, body) = post(port, path, &[("Content-Type", "application/x-ndjson")], ndjson).await.unwrap();
+    assert_eq!((status, &body["accepted"]), (200, &serde_json::json!(2)), "{body}");
+    let (status, body) = post(port, path, &[("Content-Type", "application/json")], br#"[{"id": 3, "name": "c", "amount": 3}]"#).await.unwrap();
+    assert_eq!((status, &body["accepted"]), (200, &serde_json::json!(1)), "{body}");
+    let (status, body) = post(port, path, &[("Content-Type", "text/csv")], b"id,name,amount\n4,d,4\n5,e,5\n").await.unwrap();
+    assert_eq!((status, &body["accepted"]), (200, &serde_json::json!(2)), "{body}");
+    let (status, body) = post(port, &format!("{path}?header=false"), &[("Content-Type", "text/csv; charset=utf-8")], b"6,f,6\n").await.unwrap();
+    assert_eq!((status, &body["accepted"]), (200, &serde_json::json!(1)), "{body}");
+    // Arrow: columns by name in another order, an int32 id that widens to the table's bigint.
+    let schema = Arc::new(Schema::new(vec![Field::new("amount", DataType::Float64, true), Field::new("name", DataType::Utf8, false), Field::new("id", DataType::Int32, false)]));
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(Float64Array::from(vec![7.0, 8.0])), Arc::new(StringArray::from(vec!["g", "h"])), Arc::new(Int32Array::from(vec![7, 8]))]).unwrap();
+    let (status, body) = post(port, path, &[("Content-Type", "application/vnd.apache.arrow.stream")], &arrow_stream(&batch)).await.unwrap();
+    assert_eq!((status, &body["accepted"]), (200, &serde_json::json!(2)), "{body}");
+    // An upsert by primary key, as INSERT does.
+    post(port, path, &[("Content-Type", "application/x-ndjson")], b"{\"id\": 1, \"name\": \"a2\", \"amount\": 10}\n").await.unwrap();
+
+    // Refused whole: a bad line among good ones, a NULL in a NOT NULL column, a missing Arrow
+    // column, an unknown table, a format not read, a compressed body.
+    let (status, body) = post(port, path, &[("Content-Type", "application/x-ndjson")], b"{\"id\": 20, \"name\": \"x\"}\n{\"id\": \"oops\", \"name\": \"y\"}\n").await.unwrap();
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("22P02")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("line 2:"), "{body}");
+    let (status, body) = post(port, path, &[("Content-Type", "application/json")], br#"[{"id": 21, "name": null}]"#).await.unwrap();
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("23502")), "{body}");
+    let narrow = RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, false)])), vec![Arc::new(Int32Array::from(vec![22]))]).unwrap();
+    let (status, body) = post(port, path, &[("Content-Type", "application/vnd.apache.arrow.stream")], &arrow_stream(&narrow)).await.unwrap();
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("42804")), "{body}");
+    let (status, body) = post(port, "/v1/ingest/nope", &[("Content-Type", "application/json")], b"[]").await.unwrap();
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("42P01")), "{body}");
+    let (status, _) = post(port, path, &[("Content-Type", "text/plain")], b"1").await.unwrap();
+    assert_eq!(status, 415);
+    let (status, _) = post(port, path, &[("Content-Type", "application/json"), ("Content-Encoding", "gzip")], b"[]").await.unwrap();
+    assert_eq!(status, 415);
+
+    client.batch_execute("FLUSH").await.unwrap();
+    assert_eq!(count(&client, "SELECT n FROM totals").await, 8, "exactly the accepted rows, the upsert replacing one");
+    assert_eq!(count(&client, "SELECT CAST(s AS BIGINT) FROM totals").await, 10 + 3 + 4 + 5 + 6 + 7 + 8);
+    assert_eq!(count(&client, "SELECT count(*) FROM ev WHERE id >= 20").await, 0, "nothing of a refused request");
+}
+
+/// The server dies right after the durable write of a keyed request, before it answers; the
+/// client retries with the key after the restart and gets the first answer, and the rows are
+/// there once. A retry without a crash is answered the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_holds_across_a_crash_before_the_answer() {
+    let dir = std::env::temp_dir().join(format!("openclaw-test-http-ingest-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = common::TestServer::start_with(dir.clone(), &[]);
+    server.connect().await.batch_execute("CREATE TABLE log (n BIGINT)").await.unwrap();
+    let dir = server.kill();
+    let crashing = common::TestServer::start_with_env(dir, &[], &[("OPENCLAW_TEST_CRASH_AFTER_INGEST_WRITE", "1")]);
+    let rows: String = (0..100).map(|i| format!("{{\"n\": {i}}}\n")).collect();
+    let headers = [("Content-Type", "application/x-ndjson"), ("Idempotency-Key", "batch-1")];
+    assert!(post(crashing.http_port, "/v1/ingest/log", &headers, rows.as_bytes()).await.is_none(), "the server died before answering");
+    let dir = crashing.kill();
+    let server = common::TestServer::start_with(dir, &[]);
+    let (status, body) = post(server.http_port, "/v1/ingest/log", &headers, rows.as_bytes()).await.unwrap();
+    assert_eq!((status, &body["accepted"], &body["replayed"]), (200, &serde_json::json!(100), &serde_json::json!(true)), "{body}");
+    let (_, body) = post(server.http_port, "/v1/ingest/log", &headers, rows.as_bytes()).await.unwrap();
+    assert_eq!(body["replayed"], true, "{body}");
+    let client = server.connect().await;
+    assert_eq!(count(&client, "SELECT count(*) FROM log").await, 100, "the rows are there once");
+    // Another key writes again (the table has no primary key: appended).
+    let other = [("Content-Type", "application/x-ndjson"), ("Idempotency-Key", "batch-2")];
+    let (_, body) = post(server.http_port, "/v1/ingest/log", &other, rows.as_bytes()).await.unwrap();
+    assert_eq!(body["replayed"], false, "{body}");
+    assert_eq!(count(&client, "SELECT count(*) FROM log").await, 200);
+}
