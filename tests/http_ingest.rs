@@ -73,11 +73,25 @@ async fn four_formats_land_in_one_table_and_bad_requests_leave_nothing() {
     // An upsert by primary key, as INSERT does.
     post(port, path, &[("Content-Type", "application/x-ndjson")], b"{\"id\": 1, \"name\": \"a2\", \"amount\": 10}\n").await.unwrap();
 
-    // Refused whole: a bad line among good ones, a NULL in a NOT NULL column, a missing Arrow
+    // Malformed records among good ones: the good ones are written, the bad ones go to the
+    // dead-letter table in the same write, and the answer counts both.
+    let mixed = b"{\"id\": 20, \"name\": \"x\"}\n{\"id\": \"oops\", \"name\": \"y\"}\n\n{\"id\": 21, \"name\": \"z\"\n";
+    let (status, body) = post(port, path, &[("Content-Type", "application/x-ndjson"), ("Idempotency-Key", "mixed-1")], mixed).await.unwrap();
+    assert_eq!((status, &body["accepted"], &body["dead_letters"]), (200, &serde_json::json!(1), &serde_json::json!(2)), "{body}");
+    assert_eq!((&body["errors"][0]["line"], &body["errors"][1]["line"]), (&serde_json::json!(2), &serde_json::json!(4)), "{body}");
+    // Its retry writes nothing again, dead letters included.
+    let (_, again) = post(port, path, &[("Content-Type", "application/x-ndjson"), ("Idempotency-Key", "mixed-1")], mixed).await.unwrap();
+    assert_eq!((&again["replayed"], &again["dead_letters"]), (&serde_json::json!(true), &serde_json::json!(2)), "{again}");
+    let (status, body) = post(port, path, &[("Content-Type", "text/csv")], b"id,name,amount\n30,p,1\nthirty-one,q,2\n32,r,3\n").await.unwrap();
+    assert_eq!((status, &body["accepted"], &body["dead_letters"]), (200, &serde_json::json!(2), &serde_json::json!(1)), "{body}");
+    assert_eq!(body["errors"][0]["line"], 3, "{body}");
+    let (status, body) = post(port, path, &[("Content-Type", "application/json")], br#"[{"id": 40, "name": "s"}, {"id": [1], "name": "t"}]"#).await.unwrap();
+    assert_eq!((status, &body["accepted"], &body["dead_letters"]), (200, &serde_json::json!(1), &serde_json::json!(1)), "{body}");
+
+    // Refused whole: an unreadable body, a NULL in a NOT NULL column, a missing Arrow
     // column, an unknown table, a format not read, a compressed body.
-    let (status, body) = post(port, path, &[("Content-Type", "application/x-ndjson")], b"{\"id\": 20, \"name\": \"x\"}\n{\"id\": \"oops\", \"name\": \"y\"}\n").await.unwrap();
+    let (status, body) = post(port, path, &[("Content-Type", "application/json")], b"[{\"id\": 50,").await.unwrap();
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("22P02")), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().starts_with("line 2:"), "{body}");
     let (status, body) = post(port, path, &[("Content-Type", "application/json")], br#"[{"id": 21, "name": null}]"#).await.unwrap();
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("23502")), "{body}");
     let narrow = RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, false)])), vec![Arc::new(Int32Array::from(vec![22]))]).unwrap();
@@ -91,9 +105,14 @@ async fn four_formats_land_in_one_table_and_bad_requests_leave_nothing() {
     assert_eq!(status, 415);
 
     client.batch_execute("FLUSH").await.unwrap();
-    assert_eq!(count(&client, "SELECT n FROM totals").await, 8, "exactly the accepted rows, the upsert replacing one");
-    assert_eq!(count(&client, "SELECT CAST(s AS BIGINT) FROM totals").await, 10 + 3 + 4 + 5 + 6 + 7 + 8);
-    assert_eq!(count(&client, "SELECT count(*) FROM ev WHERE id >= 20").await, 0, "nothing of a refused request");
+    assert_eq!(count(&client, "SELECT n FROM totals").await, 8 + 1 + 2 + 1, "exactly the accepted rows, the upsert replacing one");
+    assert_eq!(count(&client, "SELECT CAST(sum(amount) AS BIGINT) FROM ev WHERE id < 20").await, 10 + 3 + 4 + 5 + 6 + 7 + 8);
+    assert_eq!(count(&client, "SELECT count(*) FROM ev WHERE id >= 50").await, 0, "nothing of a refused request");
+    // Each bad record once, with its line, error and text.
+    assert_eq!(count(&client, "SELECT count(*) FROM ev_dlq").await, 4);
+    let row = client.query_one("SELECT line, payload, error FROM ev_dlq WHERE request = 'mixed-1' AND line = 2", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(1), r#"{"id": "oops", "name": "y"}"#);
+    assert!(row.get::<_, String>(2).contains("oops"), "{:?}", row.get::<_, String>(2));
 }
 
 /// The server dies right after the durable write of a keyed request, before it answers; the

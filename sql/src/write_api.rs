@@ -1,8 +1,11 @@
 //! Rows written through the API (`POST /v1/ingest/<table>` today): a body decoded into the
 //! table's columns and committed as one atomic, durable write, through the same writer as
-//! `INSERT` (upserts by primary key). A request is all or nothing: a body that does not decode
-//! into the table's columns is refused with the line (or record) that failed, and nothing of
-//! it is applied.
+//! `INSERT` (upserts by primary key). A record that does not decode (a line of NDJSON or CSV,
+//! an element of a JSON array) goes to the dead-letter table `<table>_dlq` (created on first
+//! use: request, line, error, payload, received_at; keyed by request and line) in the same
+//! write as the good rows. A body that cannot be read at all, an Arrow stream whose columns do
+//! not fit, or a NULL in a NOT NULL column refuse the whole request, and nothing of it is
+//! applied.
 //!
 //! **Idempotency keys.** A write that carries a key stores the key with its receipt in the
 //! same synced RocksDB write as its rows (column family [`WRITE_KEYS_CF`], which lives across
@@ -56,19 +59,51 @@ pub enum BodyFormat {
     ArrowStream,
 }
 
+/// Most errors a receipt lists (the dead-letter table has them all).
+pub const MAX_RECEIPT_ERRORS: usize = 10;
+/// The dead-letter table's columns (`<table>_dlq`).
+const DEAD_LETTER_COLUMNS: &str = "request VARCHAR NOT NULL, line BIGINT NOT NULL, error VARCHAR NOT NULL, payload VARCHAR, \
+     received_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (request, line)";
+
 /// What a write did: what the client is told, and told again on a retry with its key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WriteReceipt {
     pub table: String,
     pub accepted: u64,
+    /// Records that went to the dead-letter table, and the first errors (line, why).
+    pub dead_letters: u64,
+    pub errors: Vec<(u64, String)>,
     /// A retry with a key already seen: nothing was written this time.
     pub replayed: bool,
 }
 
 impl WriteReceipt {
-    pub fn json(&self) -> Value {
-        json!({"table": self.table, "accepted": self.accepted, "dead_letters": 0, "replayed": self.replayed})
+    /// What is stored with a key, and (with `replayed`) answered.
+    fn stored_json(&self) -> Value {
+        let errors: Vec<Value> = self.errors.iter().map(|(line, error)| json!({"line": line, "error": error})).collect();
+        json!({"table": self.table, "accepted": self.accepted, "dead_letters": self.dead_letters, "errors": errors})
     }
+
+    pub fn json(&self) -> Value {
+        let mut value = self.stored_json();
+        value["replayed"] = json!(self.replayed);
+        value
+    }
+}
+
+/// A record that did not decode: its line (1-based; a JSON array's element number), why, and
+/// its text.
+#[derive(Debug, Clone)]
+struct BadRecord {
+    line: u64,
+    error: String,
+    payload: String,
+}
+
+/// A body's rows, and the records that did not decode.
+struct Decoded {
+    batches: Vec<RecordBatch>,
+    bad: Vec<BadRecord>,
 }
 
 /// Idempotency keys being written now: a second request with one of them is refused.
@@ -94,27 +129,62 @@ impl Database {
             return Ok(WriteReceipt { replayed: true, ..receipt });
         }
         let (target, schema, _) = self.write_target(table).await?;
-        let batches = tokio::task::spawn_blocking({
+        let decoded = tokio::task::spawn_blocking({
             let schema = schema.clone();
             move || decode(format, body.as_ref(), &schema)
         })
         .await
         .map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))??;
-        let accepted: usize = batches.iter().map(|b| b.num_rows()).sum();
-        let receipt = WriteReceipt { table: table.to_string(), accepted: accepted as u64, replayed: false };
+        let accepted: usize = decoded.batches.iter().map(|b| b.num_rows()).sum();
+        let receipt = WriteReceipt {
+            table: table.to_string(),
+            accepted: accepted as u64,
+            dead_letters: decoded.bad.len() as u64,
+            errors: decoded.bad.iter().take(MAX_RECEIPT_ERRORS).map(|b| (b.line, b.error.clone())).collect(),
+            replayed: false,
+        };
         let mut extra = StateWrite::default();
         if let Some(k) = &key {
             remember(k, &receipt, chrono::Utc::now().timestamp_millis().max(0) as u64, &mut extra);
         }
         let mut writes = TableWrites::new(target);
-        writes.changes = batches.into_iter().map(Change::Upsert).collect();
-        self.commit_with(vec![writes], false, extra).await?;
+        writes.changes = decoded.batches.into_iter().map(Change::Upsert).collect();
+        let mut tables = vec![writes];
+        if !decoded.bad.is_empty() {
+            let request = key.clone().unwrap_or_else(new_request_id);
+            let (dlq, dlq_schema, _) = self.dead_letter_target(table).await?;
+            let mut dead = TableWrites::new(dlq);
+            dead.changes.push(Change::Upsert(dead_letter_batch(&request, &decoded.bad, &dlq_schema)?));
+            tables.push(dead);
+        }
+        // Locked in id order, as every commit locks.
+        tables.sort_by_key(|t| t.target.id);
+        self.commit_with(tables, false, extra).await?;
         if key.is_some() {
             self.write_keys.fetch_add(1, Ordering::AcqRel);
             let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
             self.trim_write_keys(now_ms)?;
         }
         Ok(receipt)
+    }
+
+    /// `<table>_dlq`, created with [`DEAD_LETTER_COLUMNS`] on first use.
+    async fn dead_letter_target(&self, table: &str) -> SqlResult<(crate::transaction::WriteTarget, SchemaRef, Option<Vec<usize>>)> {
+        let name = format!("{table}_dlq");
+        let sql = format!("CREATE TABLE IF NOT EXISTS {} ({DEAD_LETTER_COLUMNS})", quote(&name));
+        let mut parsed = crate::parser::parse(&sql)?;
+        let Some(crate::parser::OcStatement::CreateTable(create, None)) = parsed.pop() else {
+            return Err(SqlError::new(SqlState::Internal, "the dead-letter table's definition did not parse"));
+        };
+        self.create_table(*create, None, &sql).await?;
+        let target = self.write_target(&name).await?;
+        let columns: Vec<&str> = target.1.fields().iter().map(|f| f.name().as_str()).collect();
+        if columns != ["request", "line", "error", "payload", "received_at"] {
+            return Err(SqlError::new(SqlState::WrongObjectType, format!("{} is not a dead-letter table of ingest", quote(&name)))
+                .with_detail(format!("ingest writes records that do not decode to {} ({DEAD_LETTER_COLUMNS})", quote(&name)))
+                .with_hint("rename that table"));
+        }
+        Ok(target)
     }
 
     fn claim_key(&self, key: &str) -> SqlResult<KeyGuard<'_>> {
@@ -183,9 +253,12 @@ fn stored_receipt(store: &Store, key: &str) -> SqlResult<Option<WriteReceipt>> {
     let corrupt = || SqlError::new(SqlState::Internal, format!("the stored answer of idempotency key {} is corrupt", quote(key)));
     let [WRITE_KEY_FORMAT, rest @ ..] = value.as_slice() else { return Err(corrupt()) };
     let receipt: Value = serde_json::from_slice(rest.get(8..).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+    let errors = receipt["errors"].as_array().ok_or_else(corrupt)?;
     Ok(Some(WriteReceipt {
         table: receipt["table"].as_str().ok_or_else(corrupt)?.to_string(),
         accepted: receipt["accepted"].as_u64().ok_or_else(corrupt)?,
+        dead_letters: receipt["dead_letters"].as_u64().ok_or_else(corrupt)?,
+        errors: errors.iter().map(|e| (e["line"].as_u64().unwrap_or(0), e["error"].as_str().unwrap_or("").to_string())).collect(),
         replayed: false,
     }))
 }
@@ -197,7 +270,7 @@ fn remember(key: &str, receipt: &WriteReceipt, now_ms: u64, write: &mut StateWri
     stored_key.extend_from_slice(key.as_bytes());
     let mut value = vec![WRITE_KEY_FORMAT];
     value.extend_from_slice(&now_ms.to_le_bytes());
-    value.extend_from_slice(json!({"table": receipt.table, "accepted": receipt.accepted}).to_string().as_bytes());
+    value.extend_from_slice(receipt.stored_json().to_string().as_bytes());
     write.put(&cf, stored_key, value);
     let mut index_key = vec![b't'];
     index_key.extend_from_slice(&now_ms.to_be_bytes());
@@ -206,70 +279,127 @@ fn remember(key: &str, receipt: &WriteReceipt, now_ms: u64, write: &mut StateWri
 }
 
 fn bad_body(message: String) -> SqlError {
-    SqlError::new(SqlState::InvalidTextRepresentation, message).with_hint("nothing of this request was applied; fix the record and send it again")
+    SqlError::new(SqlState::InvalidTextRepresentation, message).with_hint("nothing of this request was applied; fix the body and send it again")
 }
 
-/// The body's rows, in the table's columns (cast, NOT NULL checked).
-fn decode(format: BodyFormat, body: &[u8], table: &SchemaRef) -> SqlResult<Vec<RecordBatch>> {
+/// A request id for dead letters of a request without an idempotency key.
+fn new_request_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!("{:x}-{}", chrono::Utc::now().timestamp_micros(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The dead-letter rows of one request, in the dead-letter table's columns.
+fn dead_letter_batch(request: &str, bad: &[BadRecord], schema: &SchemaRef) -> SqlResult<RecordBatch> {
+    use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
+    let now_us = chrono::Utc::now().timestamp_micros();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(bad.iter().map(|_| request))),
+        Arc::new(Int64Array::from_iter_values(bad.iter().map(|b| b.line as i64))),
+        Arc::new(StringArray::from_iter_values(bad.iter().map(|b| b.error.as_str()))),
+        Arc::new(StringArray::from_iter_values(bad.iter().map(|b| b.payload.as_str()))),
+        Arc::new(TimestampMicrosecondArray::from_iter_values(bad.iter().map(|_| now_us)).with_timezone("+00:00")),
+    ];
+    let fields: Vec<_> = schema.fields().iter().zip(&columns).map(|(f, c)| datafusion::arrow::datatypes::Field::new(f.name(), c.data_type().clone(), true)).collect();
+    let batch = RecordBatch::try_new(Arc::new(datafusion::arrow::datatypes::Schema::new(fields)), columns).map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?;
+    crate::dml::conform(&batch, schema)
+}
+
+/// The body's rows, in the table's columns (cast, NOT NULL checked), and the records that did
+/// not decode.
+fn decode(format: BodyFormat, body: &[u8], table: &SchemaRef) -> SqlResult<Decoded> {
     // Decoded as nullable: `conform` then names the NOT NULL column a record left empty.
     let schema = &Arc::new(datafusion::arrow::datatypes::Schema::new(
         table.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
     ));
-    let batches = match format {
-        BodyFormat::NdJson => decode_ndjson(body, schema)?,
+    let decoded = match format {
+        BodyFormat::NdJson => by_record(lines(body), schema, decode_json_lines)?,
         BodyFormat::JsonArray => {
             let rows: Vec<Value> = serde_json::from_slice(body).map_err(|e| bad_body(format!("the body is not a JSON array of objects: {e}")))?;
-            let mut decoder = json_decoder(schema)?;
-            decoder.serialize(&rows).map_err(|e| bad_body(format!("a record does not fit table columns: {e}")))?;
-            decoder.flush().map_err(|e| bad_body(e.to_string()))?.into_iter().collect()
+            let records: Vec<(u64, String)> = rows.iter().enumerate().map(|(i, r)| (i as u64 + 1, r.to_string())).collect();
+            by_record(records, schema, decode_json_lines)?
         }
-        BodyFormat::Csv { header } => datafusion::arrow::csv::ReaderBuilder::new(schema.clone())
-            .with_header(header)
-            .build(Cursor::new(body))
-            .map_err(|e| bad_body(e.to_string()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad_body(format!("CSV: {e}")))?,
-        BodyFormat::ArrowStream => decode_arrow(body, table)?,
-    };
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    if rows > MAX_INGEST_ROWS {
-        return Err(SqlError::new(SqlState::ProgramLimitExceeded, format!("{rows} rows in one request, more than {MAX_INGEST_ROWS}")).with_hint("split the body into several requests"));
-    }
-    batches.iter().filter(|b| b.num_rows() > 0).map(|b| crate::dml::conform(b, table)).collect()
-}
-
-fn json_decoder(schema: &SchemaRef) -> SqlResult<datafusion::arrow::json::reader::Decoder> {
-    datafusion::arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(8192).build_decoder().map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))
-}
-
-/// NDJSON through one decoder; on a failure, the first line that fails on its own is named.
-fn decode_ndjson(body: &[u8], schema: &SchemaRef) -> SqlResult<Vec<RecordBatch>> {
-    let mut decoder = json_decoder(schema)?;
-    let all = (|| {
-        let mut out = vec![];
-        let mut rest = body;
-        while !rest.is_empty() {
-            let read = decoder.decode(rest)?;
-            rest = &rest[read..];
-            if let Some(batch) = decoder.flush()? {
-                out.push(batch);
-            }
-        }
-        out.extend(decoder.flush()?);
-        Ok::<_, datafusion::arrow::error::ArrowError>(out)
-    })();
-    all.map_err(|e| {
-        for (i, line) in body.split(|b| *b == b'\n').enumerate().filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace)) {
-            let mut one = match json_decoder(schema) {
-                Ok(d) => d,
-                Err(e) => return e,
+        BodyFormat::Csv { header } => {
+            let mut records = lines(body);
+            let head = match header {
+                true if !records.is_empty() => Some(records.remove(0).1),
+                _ => None,
             };
-            if let Err(e) = one.decode(line).and_then(|_| one.flush()) {
-                return bad_body(format!("line {}: {e}", i + 1));
-            }
+            by_record(records, schema, |texts, schema| decode_csv(head.as_deref(), texts, schema))?
         }
-        bad_body(e.to_string())
-    })
+        BodyFormat::ArrowStream => Decoded { batches: decode_arrow(body, table)?, bad: vec![] },
+    };
+    let rows: usize = decoded.batches.iter().map(|b| b.num_rows()).sum();
+    if rows + decoded.bad.len() > MAX_INGEST_ROWS {
+        return Err(SqlError::new(SqlState::ProgramLimitExceeded, format!("{} records in one request, more than {MAX_INGEST_ROWS}", rows + decoded.bad.len()))
+            .with_hint("split the body into several requests"));
+    }
+    let batches = decoded.batches.iter().filter(|b| b.num_rows() > 0).map(|b| crate::dml::conform(b, table)).collect::<SqlResult<_>>()?;
+    Ok(Decoded { batches, bad: decoded.bad })
+}
+
+/// The body's non-blank lines, numbered from 1.
+fn lines(body: &[u8]) -> Vec<(u64, String)> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i as u64 + 1, l.to_string()))
+        .collect()
+}
+
+/// Decodes every record at once; only when that fails, record by record, so that the bad
+/// ones go to the dead-letter table and the rest are written.
+fn by_record(
+    records: Vec<(u64, String)>,
+    schema: &SchemaRef,
+    decode: impl Fn(&[&str], &SchemaRef) -> Result<Vec<RecordBatch>, String>,
+) -> SqlResult<Decoded> {
+    let texts: Vec<&str> = records.iter().map(|(_, t)| t.as_str()).collect();
+    if let Ok(batches) = decode(&texts, schema) {
+        return Ok(Decoded { batches, bad: vec![] });
+    }
+    let (mut batches, mut bad) = (vec![], vec![]);
+    for (line, text) in &records {
+        match decode(&[text.as_str()], schema) {
+            Ok(one) => batches.extend(one),
+            Err(error) => bad.push(BadRecord { line: *line, error, payload: text.clone() }),
+        }
+    }
+    let batches = match batches.is_empty() {
+        true => vec![],
+        false => vec![datafusion::arrow::compute::concat_batches(schema, &batches).map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?],
+    };
+    Ok(Decoded { batches, bad })
+}
+
+/// JSON objects, one per text.
+fn decode_json_lines(texts: &[&str], schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
+    let mut decoder = datafusion::arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(8192).build_decoder().map_err(|e| e.to_string())?;
+    let mut out = vec![];
+    for text in texts {
+        decoder.decode(text.as_bytes()).map_err(|e| e.to_string())?;
+        decoder.decode(b"\n").map_err(|e| e.to_string())?;
+        if decoder.len() >= 8192 {
+            out.extend(decoder.flush().map_err(|e| e.to_string())?);
+        }
+    }
+    out.extend(decoder.flush().map_err(|e| e.to_string())?);
+    Ok(out)
+}
+
+/// CSV rows, one per text, under the header line when there is one.
+fn decode_csv(head: Option<&str>, texts: &[&str], schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
+    let mut text = head.map(|h| format!("{h}\n")).unwrap_or_default();
+    for t in texts {
+        text.push_str(t);
+        text.push('\n');
+    }
+    datafusion::arrow::csv::ReaderBuilder::new(schema.clone())
+        .with_header(head.is_some())
+        .build(Cursor::new(text.into_bytes()))
+        .map_err(|e| e.to_string())?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
 }
 
 /// An Arrow IPC stream whose columns are the table's by name (in any order), castable to its
@@ -311,7 +441,7 @@ mod tests {
         open(&store).unwrap();
         let mut write = StateWrite::default();
         for i in 0..5u64 {
-            let receipt = WriteReceipt { table: "t".into(), accepted: i, replayed: false };
+            let receipt = WriteReceipt { table: "t".into(), accepted: i, dead_letters: 0, errors: vec![], replayed: false };
             remember(&format!("key-{i}"), &receipt, 1_000 * (i + 1), &mut write);
         }
         store.write_durable(write).unwrap();
@@ -335,16 +465,18 @@ mod tests {
         let store = Store::open(&dir).unwrap();
         open(&store).unwrap();
         let mut write = StateWrite::default();
-        remember("k", &WriteReceipt { table: "t".into(), accepted: 3, replayed: false }, 0x0102, &mut write);
+        let receipt = WriteReceipt { table: "t".into(), accepted: 3, dead_letters: 1, errors: vec![(2, "bad".into())], replayed: false };
+        remember("k", &receipt, 0x0102, &mut write);
         store.write_durable(write).unwrap();
         let mut golden = vec![1u8, 0x02, 0x01, 0, 0, 0, 0, 0, 0];
-        golden.extend_from_slice(br#"{"accepted":3,"table":"t"}"#);
+        golden.extend_from_slice(br#"{"accepted":3,"dead_letters":1,"errors":[{"error":"bad","line":2}],"table":"t"}"#);
         let mut stored = vec![];
         store.scan(WRITE_KEYS_CF, None, |k, v| {
             stored.push((k.to_vec(), v.to_vec()));
             true
         }).unwrap();
         assert_eq!(stored, vec![(b"kk".to_vec(), golden), (vec![b't', 0, 0, 0, 0, 0, 0, 0x01, 0x02, b'k'], vec![])]);
+        assert_eq!(stored_receipt(&store, "k").unwrap(), Some(receipt));
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
