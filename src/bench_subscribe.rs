@@ -44,10 +44,10 @@ fn dashboard(buckets: u64) -> String {
 const BID_SOURCE: &str = "CREATE SOURCE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time TIMESTAMP, extra VARCHAR) WITH (connector = 'nexmark', 'nexmark.table.type' = 'bid'";
 
 /// An in-process server on loopback ports.
-struct Running {
-    db: Arc<Database>,
-    pg_port: u16,
-    http_port: u16,
+pub(crate) struct Running {
+    pub(crate) db: Arc<Database>,
+    pub(crate) pg_port: u16,
+    pub(crate) http_port: u16,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     dir: std::path::PathBuf,
 }
@@ -60,18 +60,23 @@ impl Drop for Running {
 }
 
 async fn start(args: &SubscribeArgs, dataflow: &tokio::runtime::Handle, name: &str, flush_interval_ms: Option<u64>) -> Result<Running, BoxError> {
-    let dir = std::env::temp_dir().join(format!("openclaw-bench-subscribe-{}-{name}", std::process::id()));
+    start_server(&args.engine, dataflow, &format!("subscribe-{name}"), flush_interval_ms, args.subscribers + 16).await
+}
+
+/// A server in this process on loopback ports, over a fresh data dir.
+pub(crate) async fn start_server(engine: &EngineArgs, dataflow: &tokio::runtime::Handle, name: &str, flush_interval_ms: Option<u64>, max_connections: usize) -> Result<Running, BoxError> {
+    let dir = std::env::temp_dir().join(format!("openclaw-bench-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut config = args.engine.engine_config(dataflow);
+    let mut config = engine.engine_config(dataflow);
     if let Some(ms) = flush_interval_ms {
         config.flush_interval_ms = ms;
     }
-    let db = Database::open(Store::open_with_cache(&dir, args.engine.state_cache_mb.max(8) << 20)?, config, None).await?;
+    let db = Database::open(Store::open_with_cache(&dir, engine.state_cache_mb.max(8) << 20)?, config, None).await?;
     let pg = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let (pg_port, http_port) = (pg.local_addr()?.port(), http.local_addr()?.port());
     let tasks = vec![
-        tokio::spawn(crate::server::pg::serve(pg, db.clone(), args.subscribers + 16)),
+        tokio::spawn(crate::server::pg::serve(pg, db.clone(), max_connections)),
         tokio::spawn(crate::server::http::serve(http, db.clone())),
     ];
     Ok(Running { db, pg_port, http_port, tasks, dir })

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 mod bench;
+mod bench_ingest;
 mod bench_subscribe;
 mod kafka;
 mod server;
@@ -48,6 +49,9 @@ enum BenchCommand {
     /// Subscribers (pgwire and WebSocket) on a view over a Nexmark source at full speed, and
     /// the latency from a committed INSERT to a WebSocket client.
     Subscribe(bench_subscribe::SubscribeArgs),
+    /// Rows posted to `POST /v1/ingest/<table>` by concurrent HTTP clients, into a table and
+    /// into a table with a view.
+    Ingest(bench_ingest::IngestArgs),
 }
 
 /// Limits and pacing shared by `serve` and `bench`.
@@ -174,6 +178,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench { bench: BenchCommand::Kafka(args) } => args.engine.worker_threads(),
         Command::Bench { bench: BenchCommand::Checkpoint(args) } => args.engine.worker_threads(),
         Command::Bench { bench: BenchCommand::Subscribe(args) } => args.engine.worker_threads(),
+        Command::Bench { bench: BenchCommand::Ingest(args) } => args.engine.worker_threads(),
         Command::Kafka { .. } => 2,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -219,6 +224,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench { bench: BenchCommand::Checkpoint(args) } => bench::checkpoint(args, handle).await,
             Command::Bench { bench: BenchCommand::Kafka(args) } => bench::kafka(args, handle).await,
             Command::Bench { bench: BenchCommand::Subscribe(args) } => bench_subscribe::run(args, handle).await,
+            Command::Bench { bench: BenchCommand::Ingest(args) } => bench_ingest::run(args, handle).await,
             Command::Kafka { kafka } => kafka::run(kafka).await,
         }
     });

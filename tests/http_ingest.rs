@@ -108,6 +108,12 @@ async fn four_formats_land_in_one_table_and_bad_requests_leave_nothing() {
     assert_eq!(count(&client, "SELECT n FROM totals").await, 8 + 1 + 2 + 1, "exactly the accepted rows, the upsert replacing one");
     assert_eq!(count(&client, "SELECT CAST(sum(amount) AS BIGINT) FROM ev WHERE id < 20").await, 10 + 3 + 4 + 5 + 6 + 7 + 8);
     assert_eq!(count(&client, "SELECT count(*) FROM ev WHERE id >= 50").await, 0, "nothing of a refused request");
+    // `?wait=visible`: the view has the row when the answer comes, without a FLUSH.
+    let (status, body) = post(port, &format!("{path}?wait=visible&timeout=30s"), &[("Content-Type", "application/x-ndjson")], b"{\"id\": 60, \"name\": \"w\"}\n").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(count(&client, "SELECT n FROM totals").await, 8 + 1 + 2 + 1 + 1, "visible at the answer");
+    let (status, body) = post(port, &format!("{path}?wait=soon"), &[("Content-Type", "application/x-ndjson")], b"{\"id\": 61, \"name\": \"v\"}\n").await.unwrap();
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("22023")), "{body}");
     // Each bad record once, with its line, error and text.
     assert_eq!(count(&client, "SELECT count(*) FROM ev_dlq").await, 4);
     let row = client.query_one("SELECT line, payload, error FROM ev_dlq WHERE request = 'mixed-1' AND line = 2", &[]).await.unwrap();

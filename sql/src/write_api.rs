@@ -187,6 +187,16 @@ impl Database {
         Ok(target)
     }
 
+    /// Waits until every view reflects what was committed before this call (a barrier after it
+    /// has passed every view), at most `timeout`: what `?wait=visible` asks.
+    pub async fn wait_visible(&self, timeout: std::time::Duration) -> SqlResult<()> {
+        match tokio::time::timeout(timeout, self.coordinator.inject_and_wait(openclaw_engine::BarrierKind::Periodic, None)).await {
+            Ok(passed) => passed.map(|_| ()).map_err(SqlError::from),
+            Err(_) => Err(SqlError::new(SqlState::QueryCanceled, format!("the rows are durable, but not yet visible in every view after {} ms", timeout.as_millis()))
+                .with_hint("they will be; wait longer with ?wait=visible&timeout=30s, or read without waiting")),
+        }
+    }
+
     fn claim_key(&self, key: &str) -> SqlResult<KeyGuard<'_>> {
         if key.is_empty() || key.len() > MAX_WRITE_KEY_BYTES {
             return Err(SqlError::new(SqlState::InvalidParameterValue, format!("an idempotency key has 1 to {MAX_WRITE_KEY_BYTES} bytes")));

@@ -22,6 +22,9 @@ pub const MAX_INGEST_BODY_BYTES: usize = 64 << 20;
 pub const MAX_CONCURRENT_INGESTS: usize = 32;
 /// Seconds a client refused for concurrency is told to wait.
 const RETRY_AFTER_SECONDS: &str = "1";
+/// How long `?wait=visible` waits by default, and at most.
+const DEFAULT_VISIBLE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const MAX_VISIBLE_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 /// Set (to anything) by the crash test only: the server dies right after a write is durable,
 /// before it answers, as a crash at that moment would.
 const CRASH_AFTER_WRITE_ENV: &str = "OPENCLAW_TEST_CRASH_AFTER_INGEST_WRITE";
@@ -52,17 +55,49 @@ async fn ingest(State(state): State<Ingest>, Path(table): Path<String>, RawQuery
         Ok(f) => f,
         Err(e) => return (StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(serde_json::json!({"error": super::http::error_json(&e)}))).into_response(),
     };
+    let wait = match visible_wait(query.as_deref()) {
+        Ok(w) => w,
+        Err(e) => return super::http::error_response(e, vec![]),
+    };
     let key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or("").to_string());
-    match state.db.write_rows(&table, format, body, key).await {
-        Ok(receipt) => {
-            if std::env::var_os(CRASH_AFTER_WRITE_ENV).is_some() && !receipt.replayed {
-                tracing::error!("{CRASH_AFTER_WRITE_ENV} is set: dying after a durable write, before its answer");
-                std::process::abort();
-            }
-            Json(receipt.json()).into_response()
-        }
-        Err(e) => super::http::error_response(e, vec![]),
+    let receipt = match state.db.write_rows(&table, format, body, key).await {
+        Ok(receipt) => receipt,
+        Err(e) => return super::http::error_response(e, vec![]),
+    };
+    if std::env::var_os(CRASH_AFTER_WRITE_ENV).is_some() && !receipt.replayed {
+        tracing::error!("{CRASH_AFTER_WRITE_ENV} is set: dying after a durable write, before its answer");
+        std::process::abort();
     }
+    if let Some(timeout) = wait {
+        if let Err(e) = state.db.wait_visible(timeout).await {
+            // The write stands: the answer says so beside the error.
+            return super::http::error_response(e, vec![receipt.json()]);
+        }
+    }
+    Json(receipt.json()).into_response()
+}
+
+/// `?wait=visible[&timeout=10s]`: how long to wait for the views after the write.
+fn visible_wait(query: Option<&str>) -> Result<Option<std::time::Duration>, SqlError> {
+    let (mut wait, mut timeout) = (false, DEFAULT_VISIBLE_WAIT);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("wait", "visible") => wait = true,
+            ("wait", "durable") => wait = false,
+            ("timeout", t) => {
+                timeout = humantime::parse_duration(t)
+                    .ok()
+                    .filter(|t| *t <= MAX_VISIBLE_WAIT)
+                    .ok_or_else(|| SqlError::new(SqlState::InvalidParameterValue, format!("invalid timeout \"{t}\"")).with_hint("e.g. timeout=5s, at most 300s"))?;
+            }
+            ("header", _) => {}
+            (other, _) => {
+                return Err(SqlError::new(SqlState::InvalidParameterValue, format!("unrecognized parameter \"{other}\""))
+                    .with_hint("ingest takes wait=visible|durable, timeout and header"))
+            }
+        }
+    }
+    Ok(wait.then_some(timeout))
 }
 
 /// The body's format from `Content-Type` (and `?header=false` for CSV without a header line).
