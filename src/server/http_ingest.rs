@@ -18,6 +18,9 @@ use tokio::sync::Semaphore;
 
 /// Largest body of one ingest request (larger: 413).
 pub const MAX_INGEST_BODY_BYTES: usize = 64 << 20;
+/// Largest body once decompressed (`Content-Encoding: zstd`): a small body must not expand
+/// without bound.
+pub const MAX_DECODED_BODY_BYTES: usize = 256 << 20;
 /// Ingest requests served at once; one more is refused with 429 and `Retry-After`.
 pub const MAX_CONCURRENT_INGESTS: usize = 32;
 /// Seconds a client refused for concurrency is told to wait.
@@ -43,13 +46,33 @@ pub(crate) fn routes(db: Arc<Database>) -> Router {
         .with_state(Ingest { db, slots: Arc::new(Semaphore::new(MAX_CONCURRENT_INGESTS)) })
 }
 
-async fn ingest(State(state): State<Ingest>, Path(table): Path<String>, RawQuery(query): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+async fn ingest(
+    State(state): State<Ingest>,
+    Path(table): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    // A body over the limit (or cut off) is answered like every other error.
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let e = SqlError::new(SqlState::ProgramLimitExceeded, format!("the body is larger than {} MiB", MAX_INGEST_BODY_BYTES >> 20))
+                .with_hint("split it into several requests");
+            return super::http::error_response(e, vec![]);
+        }
+        Err(rejection) => return super::http::error_response(SqlError::new(SqlState::InvalidParameterValue, rejection.body_text()), vec![]),
+    };
     let Ok(_slot) = state.slots.clone().try_acquire_owned() else {
         let e = SqlError::new(SqlState::ConfigurationLimitExceeded, format!("{MAX_CONCURRENT_INGESTS} ingest requests are being served"))
             .with_hint("retry after the time Retry-After gives");
         let mut response = super::http::error_response(e, vec![]);
         response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static(RETRY_AFTER_SECONDS));
         return response;
+    };
+    let body = match decompress(&headers, body).await {
+        Ok(body) => body,
+        Err(e) => return (StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(serde_json::json!({"error": super::http::error_json(&e)}))).into_response(),
     };
     let format = match body_format(&headers, query.as_deref()) {
         Ok(f) => f,
@@ -100,11 +123,28 @@ fn visible_wait(query: Option<&str>) -> Result<Option<std::time::Duration>, SqlE
     Ok(wait.then_some(timeout))
 }
 
+/// The body as sent, or decompressed (`Content-Encoding: zstd`), off the async workers.
+async fn decompress(headers: &HeaderMap, body: Bytes) -> Result<Bytes, SqlError> {
+    match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::trim) {
+        None | Some("identity") => Ok(body),
+        Some("zstd") => tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut out = Vec::new();
+            let decoder = zstd::stream::read::Decoder::new(body.as_ref()).map_err(|e| SqlError::new(SqlState::InvalidParameterValue, format!("zstd: {e}")))?;
+            decoder.take(MAX_DECODED_BODY_BYTES as u64 + 1).read_to_end(&mut out).map_err(|e| SqlError::new(SqlState::InvalidParameterValue, format!("the body is not valid zstd: {e}")))?;
+            if out.len() > MAX_DECODED_BODY_BYTES {
+                return Err(SqlError::new(SqlState::ProgramLimitExceeded, format!("the body decompresses to more than {} MiB", MAX_DECODED_BODY_BYTES >> 20)));
+            }
+            Ok(Bytes::from(out))
+        })
+        .await
+        .map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?,
+        Some(other) => Err(SqlError::new(SqlState::FeatureNotSupported, format!("Content-Encoding {other} is not supported")).with_hint("send the body as it is, or compressed with zstd")),
+    }
+}
+
 /// The body's format from `Content-Type` (and `?header=false` for CSV without a header line).
 fn body_format(headers: &HeaderMap, query: Option<&str>) -> Result<BodyFormat, SqlError> {
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).filter(|e| *e != "identity") {
-        return Err(SqlError::new(SqlState::FeatureNotSupported, format!("Content-Encoding {encoding} is not supported yet")).with_hint("send the body uncompressed"));
-    }
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let header_line = !query.unwrap_or("").split('&').any(|p| p == "header=false");
