@@ -322,19 +322,25 @@ fn decode(format: BodyFormat, body: &[u8], table: &SchemaRef) -> SqlResult<Decod
         table.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
     ));
     let decoded = match format {
-        BodyFormat::NdJson => by_record(lines(body), schema, decode_json_lines)?,
+        BodyFormat::NdJson => {
+            let whole = || std::str::from_utf8(body).map_err(|e| e.to_string()).and_then(|text| decode_json_lines(&[text], schema));
+            by_record(whole, || lines(body), schema, decode_json_lines)?
+        }
         BodyFormat::JsonArray => {
             let rows: Vec<Value> = serde_json::from_slice(body).map_err(|e| bad_body(format!("the body is not a JSON array of objects: {e}")))?;
-            let records: Vec<(u64, String)> = rows.iter().enumerate().map(|(i, r)| (i as u64 + 1, r.to_string())).collect();
-            by_record(records, schema, decode_json_lines)?
+            let whole = || {
+                let mut decoder = datafusion::arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(8192).build_decoder().map_err(|e| e.to_string())?;
+                decoder.serialize(&rows).map_err(|e| e.to_string())?;
+                decoder.flush().map(|b| b.into_iter().collect()).map_err(|e| e.to_string())
+            };
+            let records = || rows.iter().enumerate().map(|(i, r)| (i as u64 + 1, r.to_string())).collect();
+            by_record(whole, records, schema, decode_json_lines)?
         }
         BodyFormat::Csv { header } => {
-            let mut records = lines(body);
-            let head = match header {
-                true if !records.is_empty() => Some(records.remove(0).1),
-                _ => None,
-            };
-            by_record(records, schema, |texts, schema| decode_csv(head.as_deref(), texts, schema))?
+            let whole = || decode_csv_body(header, body, schema);
+            let records = || lines(body).into_iter().skip(usize::from(header)).collect();
+            let head = lines(body.split(|b| *b == b'\n').next().unwrap_or_default()).pop().map(|(_, h)| h).filter(|_| header);
+            by_record(whole, records, schema, |texts, schema| decode_csv(head.as_deref(), texts, schema))?
         }
         BodyFormat::ArrowStream => Decoded { batches: decode_arrow(body, table)?, bad: vec![] },
     };
@@ -357,22 +363,22 @@ fn lines(body: &[u8]) -> Vec<(u64, String)> {
         .collect()
 }
 
-/// Decodes every record at once; only when that fails, record by record, so that the bad
-/// ones go to the dead-letter table and the rest are written.
+/// Decodes the whole body at once (`whole`: one pass, batch by batch); only when that fails,
+/// record by record, so that the bad ones go to the dead-letter table and the rest are written.
 fn by_record(
-    records: Vec<(u64, String)>,
+    whole: impl FnOnce() -> Result<Vec<RecordBatch>, String>,
+    records: impl FnOnce() -> Vec<(u64, String)>,
     schema: &SchemaRef,
     decode: impl Fn(&[&str], &SchemaRef) -> Result<Vec<RecordBatch>, String>,
 ) -> SqlResult<Decoded> {
-    let texts: Vec<&str> = records.iter().map(|(_, t)| t.as_str()).collect();
-    if let Ok(batches) = decode(&texts, schema) {
+    if let Ok(batches) = whole() {
         return Ok(Decoded { batches, bad: vec![] });
     }
     let (mut batches, mut bad) = (vec![], vec![]);
-    for (line, text) in &records {
+    for (line, text) in records() {
         match decode(&[text.as_str()], schema) {
             Ok(one) => batches.extend(one),
-            Err(error) => bad.push(BadRecord { line: *line, error, payload: text.clone() }),
+            Err(error) => bad.push(BadRecord { line, error, payload: text }),
         }
     }
     let batches = match batches.is_empty() {
@@ -397,6 +403,16 @@ fn decode_json_lines(texts: &[&str], schema: &SchemaRef) -> Result<Vec<RecordBat
     Ok(out)
 }
 
+/// A whole CSV body.
+fn decode_csv_body(header: bool, body: &[u8], schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
+    datafusion::arrow::csv::ReaderBuilder::new(schema.clone())
+        .with_header(header)
+        .build(Cursor::new(body))
+        .map_err(|e| e.to_string())?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
+}
+
 /// CSV rows, one per text, under the header line when there is one.
 fn decode_csv(head: Option<&str>, texts: &[&str], schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
     let mut text = head.map(|h| format!("{h}\n")).unwrap_or_default();
@@ -404,12 +420,7 @@ fn decode_csv(head: Option<&str>, texts: &[&str], schema: &SchemaRef) -> Result<
         text.push_str(t);
         text.push('\n');
     }
-    datafusion::arrow::csv::ReaderBuilder::new(schema.clone())
-        .with_header(head.is_some())
-        .build(Cursor::new(text.into_bytes()))
-        .map_err(|e| e.to_string())?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())
+    decode_csv_body(head.is_some(), text.as_bytes(), schema)
 }
 
 /// An Arrow IPC stream whose columns are the table's by name (in any order), castable to its
