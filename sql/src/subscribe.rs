@@ -219,9 +219,7 @@ impl Database {
         if let Some(name) = &stmt.object {
             let name = crate::database::object_name(name)?;
             if let Some((feed, at)) = self.open_durable(&name, stmt.since, stmt.since_rows).await? {
-                let mut subscription = Subscription::new(&at.schema, SubscriberQueue::new(1), at.start, (snapshot && at.snapshot, progress), None);
-                subscription.feed = Feed::Durable(Box::new(feed));
-                return Ok(subscription);
+                return Ok(Subscription::new(&at.schema, Feed::Durable(Box::new(feed)), at.start, (snapshot && at.snapshot, progress), None));
             }
         }
         if let Some(token) = stmt.since {
@@ -262,7 +260,7 @@ impl Database {
         self.fill(id, attach, dataflow.pending_roots, &backfills, &failure).await?;
         // Every upstream has sent its rows before this barrier: the snapshot point.
         let start = self.coordinator.inject_and_wait(BarrierKind::Periodic, None).await?;
-        Ok(Subscription::new(&columns, queue, start, (snapshot, progress), Some(teardown)))
+        Ok(Subscription::new(&columns, Feed::Queue(queue), start, (snapshot, progress), Some(teardown)))
     }
 }
 
@@ -288,7 +286,7 @@ impl Database {
         let queue = self.config.subscriber_queue();
         let watch = openclaw_engine::Watch { view, queue: queue.clone(), snapshot };
         let start = self.coordinator.inject_and_wait(BarrierKind::Periodic, Some(Mutation::Watch(vec![watch]))).await?;
-        Ok(Some(Subscription::new(&columns, queue, start, (snapshot, progress), None)))
+        Ok(Some(Subscription::new(&columns, Feed::Queue(queue), start, (snapshot, progress), None)))
     }
 }
 
@@ -300,9 +298,9 @@ fn output_schema(columns: &SchemaRef) -> SchemaRef {
 }
 
 impl Subscription {
-    /// A subscription to rows of `columns` read from `queue`, its snapshot at `start`.
-    fn new(columns: &SchemaRef, queue: Arc<SubscriberQueue>, start: u64, (snapshot, progress): (bool, bool), teardown: Option<Teardown>) -> Self {
-        Self { schema: output_schema(columns), feed: Feed::Queue(queue), start, snapshot, progress, leftover: None, ended: false, _teardown: teardown, _slot: None }
+    /// A subscription to rows of `columns` read from `feed`, its snapshot at `start`.
+    fn new(columns: &SchemaRef, feed: Feed, start: u64, (snapshot, progress): (bool, bool), teardown: Option<Teardown>) -> Self {
+        Self { schema: output_schema(columns), feed, start, snapshot, progress, leftover: None, ended: false, _teardown: teardown, _slot: None }
     }
 
     pub fn schema(&self) -> SchemaRef {

@@ -196,6 +196,7 @@ impl Database {
             after: 0,
             into: None,
             catch_up: None,
+            // Replaced by `watch` below, before anything reads it.
             queue: SubscriberQueue::new(1),
             snapshot_at: None,
             held: None,

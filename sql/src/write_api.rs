@@ -236,9 +236,7 @@ fn trim_keys(store: &Store, stored: usize, max_keys: usize, now_ms: u64) -> SqlR
     let cf: Arc<str> = Arc::from(WRITE_KEYS_CF);
     let mut write = StateWrite::default();
     for index_key in &expired {
-        let mut key = vec![b'k'];
-        key.extend_from_slice(&index_key[9..]);
-        write.delete(&cf, key);
+        write.delete(&cf, stored_key(&index_key[9..]));
         write.delete(&cf, index_key.clone());
     }
     store.write_durable(write)?;
@@ -256,10 +254,13 @@ pub(crate) fn open(store: &Store) -> SqlResult<usize> {
     Ok(keys)
 }
 
+/// Where key `key`'s answer is stored (`'k' ‖ key`).
+fn stored_key(key: &[u8]) -> Vec<u8> {
+    [&b"k"[..], key].concat()
+}
+
 fn stored_receipt(store: &Store, key: &str) -> SqlResult<Option<WriteReceipt>> {
-    let mut stored_key = vec![b'k'];
-    stored_key.extend_from_slice(key.as_bytes());
-    let Some(value) = store.multi_get(WRITE_KEYS_CF, &[&stored_key])?.pop().flatten() else { return Ok(None) };
+    let Some(value) = store.multi_get(WRITE_KEYS_CF, &[&stored_key(key.as_bytes())])?.pop().flatten() else { return Ok(None) };
     let corrupt = || SqlError::new(SqlState::Internal, format!("the stored answer of idempotency key {} is corrupt", quote(key)));
     let [WRITE_KEY_FORMAT, rest @ ..] = value.as_slice() else { return Err(corrupt()) };
     let receipt: Value = serde_json::from_slice(rest.get(8..).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
@@ -276,12 +277,10 @@ fn stored_receipt(store: &Store, key: &str) -> SqlResult<Option<WriteReceipt>> {
 /// Adds `key` and its receipt to `write` (the commit's own synced write).
 fn remember(key: &str, receipt: &WriteReceipt, now_ms: u64, write: &mut StateWrite) {
     let cf: Arc<str> = Arc::from(WRITE_KEYS_CF);
-    let mut stored_key = vec![b'k'];
-    stored_key.extend_from_slice(key.as_bytes());
     let mut value = vec![WRITE_KEY_FORMAT];
     value.extend_from_slice(&now_ms.to_le_bytes());
     value.extend_from_slice(receipt.stored_json().to_string().as_bytes());
-    write.put(&cf, stored_key, value);
+    write.put(&cf, stored_key(key.as_bytes()), value);
     let mut index_key = vec![b't'];
     index_key.extend_from_slice(&now_ms.to_be_bytes());
     index_key.extend_from_slice(key.as_bytes());

@@ -247,7 +247,6 @@ impl MaterializeOperator {
     /// Writes `changes` (epoch `epoch`'s) to every log, adopting new ones, and drops what is
     /// past each log's retention: one write for all.
     fn write_logs(&mut self, epoch: u64, changes: &[(RecordBatch, Int64Array)]) -> EngineResult<()> {
-        self.logging = self.logs.lock().expect("change logs lock").clone();
         if self.logging.is_empty() {
             return Ok(());
         }
@@ -344,9 +343,9 @@ impl Operator for MaterializeOperator {
 
     async fn handle_checkpoint(&mut self, barrier: &Barrier, ctx: &mut OperatorContext) -> EngineResult<()> {
         let mut changes = std::mem::take(&mut self.written_early);
-        // A log added since the last barrier is picked up here (`write_logs`), so ask for the
-        // changes whenever there are logs at all.
-        if self.changes_wanted() || !self.logs.lock().expect("change logs lock").is_empty() {
+        // The logs as the catalog holds them now: one added since the last barrier starts here.
+        self.logging = self.logs.lock().expect("change logs lock").clone();
+        if self.changes_wanted() {
             changes.extend(self.pending_changes()?);
         }
         self.state.apply_deltas(&mut self.pending)?;
