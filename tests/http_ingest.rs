@@ -144,3 +144,75 @@ async fn an_idempotency_key_holds_across_a_crash_before_the_answer() {
     assert_eq!(body["replayed"], false, "{body}");
     assert_eq!(count(&client, "SELECT count(*) FROM log").await, 200);
 }
+
+/// What a sender puts in GitHub's signature header: `sha256=` and the HMAC-SHA256 of the body
+/// under the secret, as hex, computed by OpenSSL (not by our code).
+fn github_signature(secret: &str, body: &[u8]) -> String {
+    use std::io::Write;
+    let mut openssl = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac", secret])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    openssl.stdin.take().unwrap().write_all(body).unwrap();
+    let out = String::from_utf8(openssl.wait_with_output().unwrap().stdout).unwrap();
+    format!("sha256={}", out.trim().rsplit(' ').next().unwrap())
+}
+
+/// A webhook table: signed deliveries land (a redelivery once), a wrong or missing signature
+/// is 401 and leaves nothing (not even a dead letter), a body that is not JSON is a dead
+/// letter, and the table keeps its secret across a restart. `/v1/ingest` refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_table_takes_only_signed_deliveries() {
+    let dir = std::env::temp_dir().join(format!("openclaw-test-webhook-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = common::TestServer::start_with(dir, &[]);
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE gh (action VARCHAR, number BIGINT) WITH (connector = 'webhook', webhook.secret = 's3cret', webhook.idempotency.header = 'X-GitHub-Delivery'); \
+             CREATE MATERIALIZED VIEW actions AS SELECT action, count(*) AS n FROM gh GROUP BY action",
+        )
+        .await
+        .unwrap();
+    let port = server.http_port;
+    let path = "/v1/webhook/gh";
+    let opened = br#"{"action": "opened", "number": 7}"#;
+    let signed = github_signature("s3cret", opened);
+    let delivery = |id: &'static str| [("X-Hub-Signature-256", signed.as_str()), ("X-GitHub-Delivery", id), ("Content-Type", "application/json")];
+    let (status, body) = post(port, path, &delivery("d-1"), opened).await.unwrap();
+    assert_eq!((status, &body["accepted"], &body["replayed"]), (200, &serde_json::json!(1), &serde_json::json!(false)), "{body}");
+    let (status, body) = post(port, path, &delivery("d-1"), opened).await.unwrap();
+    assert_eq!((status, &body["replayed"]), (200, &serde_json::json!(true)), "a redelivery: {body}");
+    // Signed for another body, unsigned, signed with another secret: refused, nothing written.
+    let closed = br#"{"action": "closed", "number": 7}"#;
+    let forged = github_signature("guess", closed);
+    for headers in [vec![("X-Hub-Signature-256", signed.as_str())], vec![], vec![("X-Hub-Signature-256", forged.as_str())]] {
+        let (status, body) = post(port, path, &headers, closed).await.unwrap();
+        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("28000")), "{body}");
+    }
+    let not_json = b"action=closed";
+    let (status, body) = post(port, path, &[("X-Hub-Signature-256", github_signature("s3cret", not_json).as_str())], not_json).await.unwrap();
+    assert_eq!((status, &body["accepted"], &body["dead_letters"]), (200, &serde_json::json!(0), &serde_json::json!(1)), "{body}");
+    let (status, body) = post(port, "/v1/ingest/gh", &[("Content-Type", "application/x-ndjson")], closed).await.unwrap();
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("42809")), "ingest bypassing the signature: {body}");
+    client.batch_execute("FLUSH").await.unwrap();
+    let rows = common::text_rows(&client, "SELECT action, n FROM actions").await;
+    assert_eq!(rows, vec![vec![Some("opened".to_string()), Some("1".to_string())]]);
+    assert_eq!(count(&client, "SELECT count(*) FROM gh_dlq WHERE payload = 'action=closed'").await, 1);
+    // After a restart the table still checks, and still knows the delivery.
+    let server = common::TestServer::start_with(server.kill(), &[]);
+    let port = server.http_port;
+    let (status, _) = post(port, path, &[("X-Hub-Signature-256", signed.as_str())], closed).await.unwrap();
+    assert_eq!(status, 401);
+    let (_, body) = post(port, path, &delivery("d-1"), opened).await.unwrap();
+    assert_eq!(body["replayed"], true, "{body}");
+    let closed_signed = github_signature("s3cret", closed);
+    let (status, _) = post(port, path, &[("X-Hub-Signature-256", closed_signed.as_str())], closed).await.unwrap();
+    assert_eq!(status, 200);
+    let client = server.connect().await;
+    client.batch_execute("FLUSH").await.unwrap();
+    let rows = common::text_rows(&client, "SELECT action, n FROM actions ORDER BY action").await;
+    assert_eq!(rows, vec![vec![Some("closed".to_string()), Some("1".to_string())], vec![Some("opened".to_string()), Some("1".to_string())]]);
+}

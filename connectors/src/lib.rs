@@ -13,6 +13,7 @@ pub mod blackhole;
 pub mod datagen;
 pub mod kafka;
 pub mod nexmark;
+pub mod webhook;
 
 /// `WITH (...)` options of a source, keys lowercased.
 pub type Options = BTreeMap<String, String>;
@@ -68,6 +69,13 @@ pub trait Connector: Send + Sync {
         None
     }
 
+    /// For a connector whose records are sent to OpenClaw over HTTP rather than read (a
+    /// webhook): what checks each request before its rows are written. `None` (the default):
+    /// the connector reads, through [`Connector::reader`].
+    fn receiver(&self, _schema: &SchemaRef, _options: &Options) -> Result<Option<Arc<dyn Receiver>>, ConnectorError> {
+        Ok(None)
+    }
+
     /// A new reader of the whole stream, from its beginning.
     fn reader(&self, schema: &SchemaRef, options: &Options, context: ReaderContext) -> Result<Box<dyn SourceReader>, ConnectorError>;
 }
@@ -82,12 +90,28 @@ pub struct ReaderContext {
     pub dead_letters: Option<Arc<DeadLetterTable>>,
 }
 
+/// The checks of a table fed by requests sent to it (`POST /v1/webhook/<table>`).
+pub trait Receiver: Send + Sync {
+    /// Whether a request with these headers (`header` takes a lowercased name) and this body,
+    /// exactly as received, may write. An error refuses it (401) before anything is decoded.
+    fn authenticate(&self, header: &dyn Fn(&str) -> Option<Vec<u8>>, body: &[u8]) -> Result<(), ConnectorError>;
+
+    /// The (lowercased) header that names a delivery: a second request with the same value
+    /// writes nothing again and gets the first answer.
+    fn idempotency_header(&self) -> Option<&str>;
+
+    /// Whether the whole body is one row of the table's only column, rather than records
+    /// whose fields are columns.
+    fn body_is_text(&self) -> bool;
+}
+
 /// The connector named `name`.
 pub fn connector(name: &str) -> Option<&'static dyn Connector> {
     match name.to_ascii_lowercase().as_str() {
         "nexmark" => Some(&nexmark::NexmarkConnector),
         "datagen" => Some(&datagen::DatagenConnector),
         "kafka" => Some(&kafka::KafkaConnector),
+        "webhook" => Some(&webhook::WebhookConnector),
         _ => None,
     }
 }
@@ -130,7 +154,7 @@ pub fn sink_connector(name: &str) -> Option<&'static dyn SinkConnector> {
 pub const SINK_CONNECTORS: &[&str] = &["kafka", "blackhole"];
 
 /// Names of every connector, for hints.
-pub const CONNECTORS: &[&str] = &["kafka", "nexmark", "datagen"];
+pub const CONNECTORS: &[&str] = &["kafka", "nexmark", "datagen", "webhook"];
 
 /// Longest a rate-limited reader waits inside one `next_chunk`, so that barriers pass promptly.
 pub(crate) const MAX_PACING_WAIT: std::time::Duration = std::time::Duration::from_millis(100);

@@ -44,6 +44,8 @@ pub enum Detail {
         task: AbortHandle,
         /// For a table fed by a connector (`CREATE TABLE ... WITH (connector = ...)`).
         ingest: Option<Ingest>,
+        /// For a table fed by requests sent to it (`connector = 'webhook'`): their checks.
+        receiver: Option<Arc<dyn openclaw_connectors::Receiver>>,
     },
     Source {
         watermark: Option<openclaw_engine::watermark::WatermarkSpec>,

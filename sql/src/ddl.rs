@@ -122,7 +122,7 @@ impl Database {
             definition: String::new(),
             depends_on: vec![],
             watermark_columns: watermark.iter().map(|w| w.column).collect(),
-            detail: Detail::Table { writer: req_tx, state, primary_key, write_lock: Default::default(), root, task: task.abort_handle(), ingest: None },
+            detail: Detail::Table { writer: req_tx, state, primary_key, write_lock: Default::default(), root, task: task.abort_handle(), ingest: None, receiver: None },
         });
         tracing::info!(table = %name, "created table");
         Ok(QueryOutput::command("CREATE TABLE"))
@@ -156,6 +156,11 @@ impl Database {
         // What a restart must not choose again.
         let resolved = resolve_options(connector, &mut options)?;
         let schema = self.connector_schema(&create, connector, &options).await?;
+        if connector.receiver(&schema, &options).map_err(connector_error)?.is_some() {
+            return Err(SqlError::new(SqlState::WrongObjectType, format!("connector {} feeds a table, not a source", quote(connector.name())))
+                .with_detail("its rows are sent to OpenClaw, and a table keeps them")
+                .with_hint(format!("CREATE TABLE {name} (...) WITH (connector = '{}', ...)", connector.name())));
+        }
         let watermark = create.watermark.as_ref().map(|w| resolve_watermark(w, &schema)).transpose()?;
         let dead_letters = match connector.has_dead_letters() {
             true => {

@@ -41,6 +41,8 @@ pub enum SqlState {
     DuplicateCursor,
     /// 53400: a limit set by the server's configuration (`--max-subscribers`, ...).
     ConfigurationLimitExceeded,
+    /// 28000: a request's credentials (a webhook's signature) do not check out.
+    InvalidAuthorizationSpecification,
     Internal,
 }
 
@@ -76,6 +78,7 @@ impl SqlState {
             SqlState::InvalidCursorName => "34000",
             SqlState::DuplicateCursor => "42P03",
             SqlState::ConfigurationLimitExceeded => "53400",
+            SqlState::InvalidAuthorizationSpecification => "28000",
             SqlState::Internal => "XX000",
         }
     }

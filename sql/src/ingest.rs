@@ -48,6 +48,7 @@ impl Database {
             return Err(SqlError::new(SqlState::Internal, "a connector table's definition did not parse"));
         };
         self.check_upsert_key(connector, &options, &ct).await?;
+        let receiver = connector.receiver(&schema, &options).map_err(crate::ddl::connector_error)?;
         // The dead-letter table first: a restart replays records in id order, and finds it.
         let dead_letters = match connector.has_dead_letters() {
             true => Some(self.create_dead_letter_table(&name).await?),
@@ -62,11 +63,17 @@ impl Database {
         let Some(entry) = catalog.get_mut(&name) else {
             return Err(SqlError::new(SqlState::Internal, "the table just created is gone"));
         };
-        let Detail::Table { writer, ingest, .. } = &mut entry.detail else {
+        let Detail::Table { writer, ingest, receiver: receives, .. } = &mut entry.detail else {
             return Err(SqlError::new(SqlState::Internal, "a connector table is a table"));
         };
         // The table's record again, with what the connector resolved (its Avro schema).
         self.persist(entry.id, ObjectKind::Table, &name, sql, resolved)?;
+        if let Some(receiver) = receiver {
+            // Fed by the requests sent to it: nothing to read, no position to keep.
+            *receives = Some(receiver);
+            tracing::info!(table = %name, connector = connector.name(), "table fed by requests sent to it");
+            return Ok(QueryOutput::command("CREATE TABLE"));
+        }
         let cf = offsets_cf(entry.id);
         self.store.create_cf(&cf, CfKind::Plain)?;
         let dead_letter_table = match dead_letter_state {

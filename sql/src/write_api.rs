@@ -57,6 +57,11 @@ pub enum BodyFormat {
     Csv { header: bool },
     /// An Arrow IPC stream (`application/vnd.apache.arrow.stream`).
     ArrowStream,
+    /// One JSON object, or an array of them: what a webhook sends. A body that is neither is
+    /// one record for the dead-letter table.
+    JsonDocument,
+    /// The whole body, as one row of the table's only (text) column (`webhook.body = 'text'`).
+    Text,
 }
 
 /// Most errors a receipt lists (the dead-letter table has them all).
@@ -119,8 +124,52 @@ impl Drop for KeyGuard<'_> {
 }
 
 impl Database {
-    /// Decodes `body` into `table`'s columns and commits it; with `key`, at most once.
+    /// `POST /v1/ingest/<table>`: decodes `body` into `table`'s columns and commits it; with
+    /// `key`, at most once. A webhook table is refused: its requests must pass its checks.
     pub async fn write_rows<B: AsRef<[u8]> + Send + 'static>(&self, table: &str, format: BodyFormat, body: B, key: Option<String>) -> SqlResult<WriteReceipt> {
+        if self.receiver_of(table).await?.is_some() {
+            return Err(SqlError::new(SqlState::WrongObjectType, format!("table {} receives its rows as a webhook", quote(table)))
+                .with_hint(format!("send them to /v1/webhook/{table}")));
+        }
+        self.write_body(table, format, body, key).await
+    }
+
+    /// `POST /v1/webhook/<table>`: a request to a table fed by requests, checked by its
+    /// receiver (a bad signature: 28000, and nothing is decoded or written), then written as
+    /// ingest writes, at most once per delivery when the table names a delivery header.
+    /// `format`: the body's format from its `Content-Type`, if it names one.
+    pub async fn write_pushed<B: AsRef<[u8]> + Send + 'static>(&self, table: &str, header: &(dyn Fn(&str) -> Option<Vec<u8>> + Sync), format: Option<BodyFormat>, body: B) -> SqlResult<WriteReceipt> {
+        let receiver = self.receiver_of(table).await?.ok_or_else(|| {
+            SqlError::new(SqlState::WrongObjectType, format!("table {} is not a webhook table", quote(table)))
+                .with_hint(format!("CREATE TABLE ... WITH (connector = 'webhook'), or send rows to /v1/ingest/{table}"))
+        })?;
+        receiver.authenticate(header, body.as_ref()).map_err(|e| {
+            let error = SqlError::new(SqlState::InvalidAuthorizationSpecification, e.message);
+            match e.hint {
+                Some(hint) => error.with_hint(hint),
+                None => error,
+            }
+        })?;
+        let key = receiver.idempotency_header().and_then(header).map(|delivery| format!("{table}/{}", String::from_utf8_lossy(&delivery)));
+        let format = match receiver.body_is_text() {
+            true => BodyFormat::Text,
+            false => format.unwrap_or(BodyFormat::JsonDocument),
+        };
+        self.write_body(table, format, body, key).await
+    }
+
+    /// The receiver of a table fed by requests; `None` for any other table.
+    async fn receiver_of(&self, table: &str) -> SqlResult<Option<std::sync::Arc<dyn openclaw_connectors::Receiver>>> {
+        let catalog = self.catalog.lock().await;
+        let entry = catalog.get(table).ok_or_else(|| SqlError::new(SqlState::UndefinedTable, format!("relation {} does not exist", quote(table))))?;
+        Ok(match &entry.detail {
+            crate::catalog::Detail::Table { receiver, .. } => receiver.clone(),
+            _ => None,
+        })
+    }
+
+    /// Decodes `body` into `table`'s columns and commits it; with `key`, at most once.
+    async fn write_body<B: AsRef<[u8]> + Send + 'static>(&self, table: &str, format: BodyFormat, body: B, key: Option<String>) -> SqlResult<WriteReceipt> {
         let _in_flight = match &key {
             Some(k) => Some(self.claim_key(k)?),
             None => None,
@@ -327,14 +376,18 @@ fn decode(format: BodyFormat, body: &[u8], table: &SchemaRef) -> SqlResult<Decod
         }
         BodyFormat::JsonArray => {
             let rows: Vec<Value> = serde_json::from_slice(body).map_err(|e| bad_body(format!("the body is not a JSON array of objects: {e}")))?;
-            let whole = || {
-                let mut decoder = datafusion::arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(8192).build_decoder().map_err(|e| e.to_string())?;
-                decoder.serialize(&rows).map_err(|e| e.to_string())?;
-                decoder.flush().map(|b| b.into_iter().collect()).map_err(|e| e.to_string())
-            };
-            let records = || rows.iter().enumerate().map(|(i, r)| (i as u64 + 1, r.to_string())).collect();
-            by_record(whole, records, schema, decode_json_lines)?
+            decode_json_values(rows, schema)?
         }
+        BodyFormat::JsonDocument => match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Array(rows)) => decode_json_values(rows, schema)?,
+            Ok(object @ Value::Object(_)) => decode_json_values(vec![object], schema)?,
+            Ok(_) => whole_body_bad("the body is not a JSON object or an array of them".into(), body),
+            Err(e) => whole_body_bad(format!("the body is not JSON: {e}"), body),
+        },
+        BodyFormat::Text => match std::str::from_utf8(body) {
+            Ok(text) => Decoded { batches: vec![text_row(text, schema)?], bad: vec![] },
+            Err(e) => whole_body_bad(format!("the body is not UTF-8: {e}"), body),
+        },
         BodyFormat::Csv { header } => {
             let whole = || decode_csv_body(header, body, schema);
             let records = || lines(body).into_iter().skip(usize::from(header)).collect();
@@ -350,6 +403,29 @@ fn decode(format: BodyFormat, body: &[u8], table: &SchemaRef) -> SqlResult<Decod
     }
     let batches = decoded.batches.iter().filter(|b| b.num_rows() > 0).map(|b| crate::dml::conform(b, table)).collect::<SqlResult<_>>()?;
     Ok(Decoded { batches, bad: decoded.bad })
+}
+
+/// JSON objects, already parsed (the elements of an array).
+fn decode_json_values(rows: Vec<Value>, schema: &SchemaRef) -> SqlResult<Decoded> {
+    let whole = || {
+        let mut decoder = datafusion::arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(8192).build_decoder().map_err(|e| e.to_string())?;
+        decoder.serialize(&rows).map_err(|e| e.to_string())?;
+        decoder.flush().map(|b| b.into_iter().collect()).map_err(|e| e.to_string())
+    };
+    let records = || rows.iter().enumerate().map(|(i, r)| (i as u64 + 1, r.to_string())).collect();
+    by_record(whole, records, schema, decode_json_lines)
+}
+
+/// A body that is one bad record as a whole.
+fn whole_body_bad(error: String, body: &[u8]) -> Decoded {
+    Decoded { batches: vec![], bad: vec![BadRecord { line: 1, error, payload: String::from_utf8_lossy(body).into_owned() }] }
+}
+
+/// One row: `text` in the only column of `schema`.
+fn text_row(text: &str, schema: &SchemaRef) -> SqlResult<RecordBatch> {
+    let column: datafusion::arrow::array::ArrayRef = Arc::new(datafusion::arrow::array::StringArray::from(vec![text]));
+    let column = datafusion::arrow::compute::cast(&column, schema.field(0).data_type()).map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?;
+    RecordBatch::try_new(schema.clone(), vec![column]).map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))
 }
 
 /// The body's non-blank lines, numbered from 1.

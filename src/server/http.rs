@@ -66,6 +66,7 @@ fn http_status(code: SqlState) -> StatusCode {
         SqlState::ProgramLimitExceeded | SqlState::StatementTooComplex => StatusCode::PAYLOAD_TOO_LARGE,
         SqlState::QueryCanceled => StatusCode::REQUEST_TIMEOUT,
         SqlState::ConfigurationLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+        SqlState::InvalidAuthorizationSpecification => StatusCode::UNAUTHORIZED,
         SqlState::ObjectNotInPrerequisiteState => StatusCode::SERVICE_UNAVAILABLE,
         SqlState::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,

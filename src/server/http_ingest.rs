@@ -3,6 +3,9 @@
 //! and answered once durable: `{"table", "accepted", "dead_letters", "replayed"}`. An
 //! `Idempotency-Key` header makes a retry safe (`openclaw_sql::write_api`). A request is all or
 //! nothing; an error is PostgreSQL's, under the HTTP status of its SQLSTATE.
+//!
+//! `POST /v1/webhook/<table>`: a delivery to a webhook table (`connector = 'webhook'`), whose
+//! signature the table's receiver checks first (a bad one: 401, nothing written).
 
 use std::sync::Arc;
 
@@ -42,8 +45,56 @@ struct Ingest {
 pub(crate) fn routes(db: Arc<Database>) -> Router {
     Router::new()
         .route("/v1/ingest/{table}", post(ingest))
+        .route("/v1/webhook/{table}", post(webhook))
         .layer(DefaultBodyLimit::max(MAX_INGEST_BODY_BYTES))
         .with_state(Ingest { db, slots: Arc::new(Semaphore::new(MAX_CONCURRENT_INGESTS)) })
+}
+
+/// `POST /v1/webhook/<table>`: one delivery to a webhook table, checked (its signature) by the
+/// table's receiver, then written as ingest writes. The body's format is its `Content-Type`'s
+/// (a JSON object or array of them when it names none).
+async fn webhook(State(state): State<Ingest>, Path(table): Path<String>, headers: HeaderMap, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Response {
+    let body = match admitted_body(body) {
+        Ok(body) => body,
+        Err(response) => return *response,
+    };
+    let _slot = match take_slot(&state) {
+        Ok(slot) => slot,
+        Err(response) => return *response,
+    };
+    let format = match headers.get(header::CONTENT_TYPE) {
+        Some(_) => body_format(&headers, None).ok().map(|f| if f == BodyFormat::JsonArray { BodyFormat::JsonDocument } else { f }),
+        None => None,
+    };
+    let header = |name: &str| headers.get(name).map(|v| v.as_bytes().to_vec());
+    match state.db.write_pushed(&table, &header, format, body).await {
+        Ok(receipt) => Json(receipt.json()).into_response(),
+        Err(e) => super::http::error_response(e, vec![]),
+    }
+}
+
+/// The body, or the answer to a body over the limit (or cut off).
+fn admitted_body(body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Result<Bytes, Box<Response>> {
+    match body {
+        Ok(body) => Ok(body),
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let e = SqlError::new(SqlState::ProgramLimitExceeded, format!("the body is larger than {} MiB", MAX_INGEST_BODY_BYTES >> 20))
+                .with_hint("split it into several requests");
+            Err(Box::new(super::http::error_response(e, vec![])))
+        }
+        Err(rejection) => Err(Box::new(super::http::error_response(SqlError::new(SqlState::InvalidParameterValue, rejection.body_text()), vec![]))),
+    }
+}
+
+/// One of the [`MAX_CONCURRENT_INGESTS`] slots, or the 429 that says to retry.
+fn take_slot(state: &Ingest) -> Result<tokio::sync::OwnedSemaphorePermit, Box<Response>> {
+    state.slots.clone().try_acquire_owned().map_err(|_| {
+        let e = SqlError::new(SqlState::ConfigurationLimitExceeded, format!("{MAX_CONCURRENT_INGESTS} ingest requests are being served"))
+            .with_hint("retry after the time Retry-After gives");
+        let mut response = super::http::error_response(e, vec![]);
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        Box::new(response)
+    })
 }
 
 async fn ingest(
@@ -54,21 +105,13 @@ async fn ingest(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     // A body over the limit (or cut off) is answered like every other error.
-    let body = match body {
+    let body = match admitted_body(body) {
         Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            let e = SqlError::new(SqlState::ProgramLimitExceeded, format!("the body is larger than {} MiB", MAX_INGEST_BODY_BYTES >> 20))
-                .with_hint("split it into several requests");
-            return super::http::error_response(e, vec![]);
-        }
-        Err(rejection) => return super::http::error_response(SqlError::new(SqlState::InvalidParameterValue, rejection.body_text()), vec![]),
+        Err(response) => return *response,
     };
-    let Ok(_slot) = state.slots.clone().try_acquire_owned() else {
-        let e = SqlError::new(SqlState::ConfigurationLimitExceeded, format!("{MAX_CONCURRENT_INGESTS} ingest requests are being served"))
-            .with_hint("retry after the time Retry-After gives");
-        let mut response = super::http::error_response(e, vec![]);
-        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static(RETRY_AFTER_SECONDS));
-        return response;
+    let _slot = match take_slot(&state) {
+        Ok(slot) => slot,
+        Err(response) => return *response,
     };
     let body = match decompress(&headers, body).await {
         Ok(body) => body,
