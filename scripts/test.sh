@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 # Debian's Chromium and playwright-core, for the console's browser test (tests/console.rs).
 source scripts/install-browser.sh
+source scripts/install-grpc-client.sh
 cargo test --workspace --all-targets "$@"

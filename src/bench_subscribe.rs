@@ -48,6 +48,7 @@ pub(crate) struct Running {
     pub(crate) db: Arc<Database>,
     pub(crate) pg_port: u16,
     pub(crate) http_port: u16,
+    pub(crate) grpc_port: u16,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     dir: std::path::PathBuf,
 }
@@ -74,12 +75,21 @@ pub(crate) async fn start_server(engine: &EngineArgs, dataflow: &tokio::runtime:
     let db = Database::open(Store::open_with_cache(&dir, engine.state_cache_mb.max(8) << 20)?, config, None).await?;
     let pg = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let (pg_port, http_port) = (pg.local_addr()?.port(), http.local_addr()?.port());
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let (pg_port, http_port, grpc_port) = (pg.local_addr()?.port(), http.local_addr()?.port(), grpc.local_addr()?.port());
     let tasks = vec![
         tokio::spawn(crate::server::pg::serve(pg, db.clone(), max_connections)),
         tokio::spawn(crate::server::http::serve(http, db.clone())),
+        tokio::spawn({
+            let db = db.clone();
+            async move {
+                if let Err(e) = crate::server::grpc::serve(grpc, db).await {
+                    tracing::error!(error = %e, "the gRPC listener stopped");
+                }
+            }
+        }),
     ];
-    Ok(Running { db, pg_port, http_port, tasks, dir })
+    Ok(Running { db, pg_port, http_port, grpc_port, tasks, dir })
 }
 
 /// Rows the source's readers have read so far (`SHOW SOURCES`).

@@ -136,10 +136,13 @@ struct ServeArgs {
     /// Address of the HTTP listener (GET /health).
     #[arg(long, env = "OPENCLAW_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     http_listen: SocketAddr,
+    /// Address of the gRPC listener (ingest, Arrow Flight DoPut, health, reflection).
+    #[arg(long, env = "OPENCLAW_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
+    grpc_listen: SocketAddr,
     /// Most concurrent client connections.
     #[arg(long, env = "OPENCLAW_MAX_CONNECTIONS", default_value_t = 256)]
     max_connections: usize,
-    /// Once listening, write the bound ports here (`pg=<port>` and `http=<port>` lines), so
+    /// Once listening, write the bound ports here (`pg=`, `http=` and `grpc=<port>` lines), so
     /// that a supervisor can pass port 0 and learn which ports the kernel chose.
     #[arg(long)]
     ports_file: Option<PathBuf>,
@@ -214,6 +217,7 @@ fn main() -> std::process::ExitCode {
                 data_dir: args.data_dir,
                 pg_listen: args.pg_listen,
                 http_listen: args.http_listen,
+                grpc_listen: args.grpc_listen,
                 max_connections: args.max_connections,
                 ports_file: args.ports_file,
                 state_cache_bytes: args.engine.state_cache_mb.max(8) << 20,

@@ -36,7 +36,7 @@ fn a_format_1_data_dir_is_refused_clearly_and_left_untouched() {
     let out = Command::new(env!("CARGO_BIN_EXE_openclaw"))
         .args(["serve", "--data-dir"])
         .arg(&data)
-        .args(["--pg-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--pg-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .output()
         .expect("run openclaw");

@@ -168,8 +168,32 @@ impl Database {
         })
     }
 
+    /// Arrow batches (Flight's `DoPut`), whose columns are the table's by name, in any order,
+    /// of types that convert; committed as one write, with `key` at most once. A webhook table
+    /// is refused, as by [`Database::write_rows`].
+    pub async fn write_batches(&self, table: &str, batches: Vec<RecordBatch>, key: Option<String>) -> SqlResult<WriteReceipt> {
+        if self.receiver_of(table).await?.is_some() {
+            return Err(SqlError::new(SqlState::WrongObjectType, format!("table {} receives its rows as a webhook", quote(table)))
+                .with_hint(format!("send them to /v1/webhook/{table}")));
+        }
+        self.write_decoded(table, key, move |schema| {
+            let batches = match batches.first().map(|b| b.schema()) {
+                Some(theirs) => fit_arrow(&theirs, batches, schema)?,
+                None => vec![],
+            };
+            finish(Decoded { batches, bad: vec![] }, schema)
+        })
+        .await
+    }
+
     /// Decodes `body` into `table`'s columns and commits it; with `key`, at most once.
     async fn write_body<B: AsRef<[u8]> + Send + 'static>(&self, table: &str, format: BodyFormat, body: B, key: Option<String>) -> SqlResult<WriteReceipt> {
+        self.write_decoded(table, key, move |schema| decode(format, body.as_ref(), schema)).await
+    }
+
+    /// Commits what `decode` makes of the request (run off the async workers, given the
+    /// table's schema); with `key`, at most once.
+    async fn write_decoded(&self, table: &str, key: Option<String>, decode: impl FnOnce(&SchemaRef) -> SqlResult<Decoded> + Send + 'static) -> SqlResult<WriteReceipt> {
         let _in_flight = match &key {
             Some(k) => Some(self.claim_key(k)?),
             None => None,
@@ -180,7 +204,7 @@ impl Database {
         let (target, schema, _) = self.write_target(table).await?;
         let decoded = tokio::task::spawn_blocking({
             let schema = schema.clone();
-            move || decode(format, body.as_ref(), &schema)
+            move || decode(&schema)
         })
         .await
         .map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))??;
@@ -396,6 +420,12 @@ fn decode(format: BodyFormat, body: &[u8], table: &SchemaRef) -> SqlResult<Decod
         }
         BodyFormat::ArrowStream => Decoded { batches: decode_arrow(body, table)?, bad: vec![] },
     };
+    finish(decoded, table)
+}
+
+/// Holds `decoded` to the request row limit and conforms its batches to the table (types,
+/// NOT NULL).
+fn finish(decoded: Decoded, table: &SchemaRef) -> SqlResult<Decoded> {
     let rows: usize = decoded.batches.iter().map(|b| b.num_rows()).sum();
     if rows + decoded.bad.len() > MAX_INGEST_ROWS {
         return Err(SqlError::new(SqlState::ProgramLimitExceeded, format!("{} records in one request, more than {MAX_INGEST_ROWS}", rows + decoded.bad.len()))
@@ -503,6 +533,13 @@ fn decode_csv(head: Option<&str>, texts: &[&str], schema: &SchemaRef) -> Result<
 fn decode_arrow(body: &[u8], schema: &SchemaRef) -> SqlResult<Vec<RecordBatch>> {
     let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(Cursor::new(body), None).map_err(|e| bad_body(format!("not an Arrow IPC stream: {e}")))?;
     let theirs = reader.schema();
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| bad_body(format!("Arrow IPC: {e}")))?;
+    fit_arrow(&theirs, batches, schema)
+}
+
+/// Arrow batches of schema `theirs`, with the table's columns picked by name (checked to
+/// convert to the table's types; `finish` casts them).
+fn fit_arrow(theirs: &SchemaRef, batches: Vec<RecordBatch>, schema: &SchemaRef) -> SqlResult<Vec<RecordBatch>> {
     let mut order = vec![];
     for field in schema.fields() {
         let at = theirs.index_of(field.name()).map_err(|_| {
@@ -514,9 +551,9 @@ fn decode_arrow(body: &[u8], schema: &SchemaRef) -> SqlResult<Vec<RecordBatch>> 
         }
         order.push(at);
     }
-    reader
+    batches
+        .into_iter()
         .map(|batch| {
-            let batch = batch.map_err(|e| bad_body(format!("Arrow IPC: {e}")))?;
             let columns = order.iter().map(|&i| batch.column(i).clone()).collect();
             let schema = theirs.project(&order).map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?;
             RecordBatch::try_new(Arc::new(schema), columns).map_err(|e| bad_body(format!("Arrow IPC: {e}")))

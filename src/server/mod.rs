@@ -1,5 +1,6 @@
-//! The server: one database, a Postgres wire protocol front and an HTTP front.
+//! The server: one database, a Postgres wire protocol front, an HTTP front and a gRPC front.
 
+pub(crate) mod grpc;
 pub(crate) mod http;
 mod http_ingest;
 pub(crate) mod pg;
@@ -18,6 +19,7 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub pg_listen: SocketAddr,
     pub http_listen: SocketAddr,
+    pub grpc_listen: SocketAddr,
     pub max_connections: usize,
     /// Where to write the bound ports once listening (see [`write_ports_file`]).
     pub ports_file: Option<PathBuf>,
@@ -38,32 +40,40 @@ pub async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     let db: Arc<Database> = Database::open(store, config.engine.clone(), restored.map(|r| r.manifest)).await?;
     let pg = tokio::net::TcpListener::bind(config.pg_listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.pg_listen))?;
     let http = tokio::net::TcpListener::bind(config.http_listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.http_listen))?;
+    let grpc = tokio::net::TcpListener::bind(config.grpc_listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.grpc_listen))?;
     tracing::info!(
         data_dir = %config.data_dir.display(),
         pg = %pg.local_addr()?,
         http = %http.local_addr()?,
+        grpc = %grpc.local_addr()?,
         "openclaw is serving; connect with: psql -h {} -p {} -U openclaw",
         config.pg_listen.ip(),
         pg.local_addr()?.port()
     );
     if let Some(path) = &config.ports_file {
-        write_ports_file(path, pg.local_addr()?.port(), http.local_addr()?.port())?;
+        write_ports_file(path, pg.local_addr()?.port(), http.local_addr()?.port(), grpc.local_addr()?.port())?;
     }
     let pg_task = tokio::spawn(pg::serve(pg, db.clone(), config.max_connections));
     let http_task = tokio::spawn(http::serve(http, db.clone()));
+    let grpc_task = tokio::spawn(async move {
+        if let Err(e) = grpc::serve(grpc, db).await {
+            tracing::error!(error = %e, "the gRPC listener stopped");
+        }
+    });
     shutdown_signal().await;
     tracing::info!("shutting down");
     pg_task.abort();
     http_task.abort();
+    grpc_task.abort();
     Ok(())
 }
 
-/// Writes `pg=<port>` and `http=<port>` to `path` through a rename, so that a reader never
+/// Writes `pg=<port>`, `http=<port>` and `grpc=<port>` to `path` through a rename, so that a reader never
 /// sees half a file. With port 0 the kernel picks the ports while they are bound, which leaves
 /// no window for another process to take them between choosing and listening.
-fn write_ports_file(path: &std::path::Path, pg_port: u16, http_port: u16) -> Result<(), BoxError> {
+fn write_ports_file(path: &std::path::Path, pg_port: u16, http_port: u16, grpc_port: u16) -> Result<(), BoxError> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("pg={pg_port}\nhttp={http_port}\n")).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::write(&tmp, format!("pg={pg_port}\nhttp={http_port}\ngrpc={grpc_port}\n")).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))?;
     Ok(())
 }

@@ -13,6 +13,7 @@ pub struct TestServer {
     child: Child,
     pub pg_port: u16,
     pub http_port: u16,
+    pub grpc_port: u16,
     pub data_dir: PathBuf,
     /// Whether dropping the server leaves its data dir (for a restart on it).
     keep_dir: bool,
@@ -22,7 +23,7 @@ pub struct TestServer {
 
 /// Waits for the server's ports file (written once it listens) and parses it. Fails at once
 /// if the server exits first, and after [`START_TIMEOUT`] otherwise.
-fn wait_for_ports(child: &mut Child, ports_file: &Path) -> Result<(u16, u16), String> {
+fn wait_for_ports(child: &mut Child, ports_file: &Path) -> Result<(u16, u16, u16), String> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Ok(text) = std::fs::read_to_string(ports_file) {
@@ -31,7 +32,7 @@ fn wait_for_ports(child: &mut Child, ports_file: &Path) -> Result<(u16, u16), St
                     .find_map(|l| l.strip_prefix(name)?.strip_prefix('=')?.parse::<u16>().ok())
                     .ok_or_else(|| format!("no {name} port in {}: {text:?}", ports_file.display()))
             };
-            return Ok((port("pg")?, port("http")?));
+            return Ok((port("pg")?, port("http")?, port("grpc")?));
         }
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             return Err(format!("openclaw exited before listening: {status}"));
@@ -79,7 +80,7 @@ impl TestServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_openclaw"))
             .args(["serve", "--data-dir"])
             .arg(&data_dir)
-            .args(["--pg-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--ports-file"])
+            .args(["--pg-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--ports-file"])
             .arg(&ports_file)
             // A root without rows since the last barrier is idle at the next one, so that a
             // FLUSH settles idleness and tests never wait on a clock.
@@ -94,7 +95,7 @@ impl TestServer {
             })
             .spawn()
             .expect("start openclaw");
-        let (pg_port, http_port) = match wait_for_ports(&mut child, &ports_file) {
+        let (pg_port, http_port, grpc_port) = match wait_for_ports(&mut child, &ports_file) {
             Ok(ports) => ports,
             Err(e) => {
                 let _ = child.kill();
@@ -102,7 +103,7 @@ impl TestServer {
                 panic!("{e}");
             }
         };
-        let server = Self { child, pg_port, http_port, data_dir, keep_dir: false, log };
+        let server = Self { child, pg_port, http_port, grpc_port, data_dir, keep_dir: false, log };
         server.wait_ready();
         server
     }
