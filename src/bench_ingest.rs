@@ -1,6 +1,8 @@
-//! `openclaw bench ingest`: rows posted to `POST /v1/ingest/<table>` by concurrent HTTP
-//! clients on loopback (bodies encoded before the clock starts), into a table without a
-//! primary key, then into one with a view over it (counted until a FLUSH shows every row).
+//! `openclaw bench ingest`: rows sent by concurrent clients on loopback (bodies encoded before
+//! the clock starts), over HTTP (`POST /v1/ingest/<table>`), gRPC (`Ingest/Write` streams,
+//! with producer ids and sequence numbers, 8 batches in flight each) or Arrow Flight
+//! (`DoPut`), into a table without a primary key, then into one with a view over it (counted
+//! until a FLUSH shows every row).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,15 +28,22 @@ pub struct IngestArgs {
     /// Concurrent HTTP clients (one keep-alive connection each).
     #[arg(long, default_value_t = 4)]
     clients: usize,
-    /// Body format: ndjson, csv or arrow.
+    /// Body format: ndjson, csv or arrow (gRPC: ndjson or arrow; Flight: arrow).
     #[arg(long, default_value = "ndjson")]
     format: String,
+    /// The view of the second phase, over `bids (auction, bidder, price, channel)`; a heavy
+    /// one (`SELECT bidder, count(*) AS n FROM bids GROUP BY bidder`, a group per row) shows
+    /// backpressure: producers slowed, acks later, memory bounded.
+    #[arg(long, default_value = "SELECT auction % 100 AS bucket, count(*) AS n, sum(price) AS total FROM bids GROUP BY auction % 100")]
+    view: String,
+    /// How the rows are sent: http, grpc or flight.
+    #[arg(long, default_value = "http")]
+    protocol: String,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
 
 const TABLE: &str = "CREATE TABLE bids (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR)";
-const VIEW: &str = "CREATE MATERIALIZED VIEW per_bucket AS SELECT auction % 100 AS bucket, count(*) AS n, sum(price) AS total FROM bids GROUP BY auction % 100";
 
 /// One request body of `rows` bid-like rows starting at `first`, and its Content-Type.
 fn body(format: &str, first: usize, rows: usize) -> Result<(Vec<u8>, &'static str), BoxError> {
@@ -99,13 +108,81 @@ async fn client(port: u16, bodies: Vec<Arc<Vec<u8>>>, content_type: &'static str
     Ok(())
 }
 
+/// Batches a gRPC client keeps unacknowledged.
+const GRPC_WINDOW: usize = 8;
+
+/// Streams `bodies` on one `Ingest/Write` call, as producer `producer`, and waits for every
+/// ack.
+async fn grpc_client(port: u16, producer: String, bodies: Vec<Arc<Vec<u8>>>, arrow: bool) -> Result<Vec<std::time::Duration>, BoxError> {
+    use crate::server::grpc::proto::{ingest_client::IngestClient, write_request::Rows, WriteRequest};
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))?.connect().await?;
+    let mut client = IngestClient::new(channel).max_encoding_message_size(crate::server::grpc::MAX_GRPC_MESSAGE_BYTES);
+    let (tx, rx) = tokio::sync::mpsc::channel(GRPC_WINDOW);
+    let expected = bodies.len();
+    // When each batch was handed to the stream, for its ack latency.
+    let sent = Arc::new(std::sync::Mutex::new(vec![None; expected]));
+    let feeder_sent = sent.clone();
+    let feeder = tokio::spawn(async move {
+        for (sequence, body) in bodies.into_iter().enumerate() {
+            feeder_sent.lock().expect("sent lock")[sequence] = Some(Instant::now());
+            let body = Arc::unwrap_or_clone(body);
+            let rows = if arrow { Rows::ArrowIpc(body) } else { Rows::JsonRows(body) };
+            let request = WriteRequest { table: "bids".into(), producer_id: producer.clone(), sequence: sequence as u64, rows: Some(rows) };
+            if tx.send(request).await.is_err() {
+                return;
+            }
+        }
+    });
+    let requests = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+    let mut acks = client.write(requests).await?.into_inner();
+    let (mut acked, mut latencies) = (0, Vec::with_capacity(expected));
+    while let Some(ack) = acks.message().await? {
+        if ack.replayed || ack.sequence != acked as u64 {
+            return Err(format!("unexpected ack {ack:?}").into());
+        }
+        latencies.extend(sent.lock().expect("sent lock")[acked].map(|t| t.elapsed()));
+        acked += 1;
+        if acked == expected {
+            break;
+        }
+    }
+    feeder.abort();
+    if acked != expected {
+        return Err(format!("{acked} acks for {expected} batches").into());
+    }
+    Ok(latencies)
+}
+
+/// Sends `bodies` (Arrow IPC streams) as one Flight `DoPut`, and waits for every `PutResult`.
+async fn flight_client(port: u16, bodies: Vec<Arc<Vec<u8>>>) -> Result<Vec<std::time::Duration>, BoxError> {
+    use futures::StreamExt;
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))?.connect().await?;
+    let mut client = arrow_flight::FlightClient::new(channel);
+    let batches: Vec<Result<RecordBatch, arrow_flight::error::FlightError>> = bodies
+        .iter()
+        .flat_map(|body| datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body.as_slice()), None).expect("our own stream"))
+        .map(|b| b.map_err(arrow_flight::error::FlightError::Arrow))
+        .collect();
+    let expected = batches.len();
+    let data = arrow_flight::encode::FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(arrow_flight::FlightDescriptor::new_path(vec!["bids".into()])))
+        .with_max_flight_data_size(crate::server::grpc::MAX_GRPC_MESSAGE_BYTES)
+        .build(futures::stream::iter(batches));
+    let results: Vec<_> = client.do_put(data).await?.collect().await;
+    let acked = results.into_iter().collect::<Result<Vec<_>, _>>()?.len();
+    if acked != expected {
+        return Err(format!("{acked} acks for {expected} batches").into());
+    }
+    Ok(vec![])
+}
+
 /// Rows per second of one phase: every body posted, then (with a view) a FLUSH.
-async fn phase(args: &IngestArgs, dataflow: &tokio::runtime::Handle, with_view: bool) -> Result<f64, BoxError> {
+async fn phase(args: &IngestArgs, dataflow: &tokio::runtime::Handle, with_view: bool) -> Result<Phase, BoxError> {
     let server = crate::bench_subscribe::start_server(&args.engine, dataflow, &format!("ingest-{with_view}"), None, 16).await?;
     let mut vars = SessionVars::default();
     execute(&server.db, &mut vars, TABLE).await?;
     if with_view {
-        execute(&server.db, &mut vars, VIEW).await?;
+        execute(&server.db, &mut vars, &format!("CREATE MATERIALIZED VIEW per_bucket AS {}", args.view)).await?;
     }
     let batches = args.rows.div_ceil(args.batch_rows.max(1));
     let mut per_client: Vec<Vec<Arc<Vec<u8>>>> = vec![vec![]; args.clients.max(1)];
@@ -118,29 +195,76 @@ async fn phase(args: &IngestArgs, dataflow: &tokio::runtime::Handle, with_view: 
         per_client[b % n].push(Arc::new(bytes));
     }
     let started = Instant::now();
-    let clients = per_client.into_iter().map(|bodies| tokio::spawn(client(server.http_port, bodies, content_type)));
+    let arrow = content_type == "application/vnd.apache.arrow.stream";
+    let clients = per_client.into_iter().enumerate().map(|(i, bodies)| match args.protocol.as_str() {
+        "grpc" => tokio::spawn(grpc_client(server.grpc_port, format!("bench-{with_view}-{i}"), bodies, arrow)),
+        "flight" => tokio::spawn(flight_client(server.grpc_port, bodies)),
+        _ => tokio::spawn(async move { client(server.http_port, bodies, content_type).await.map(|()| vec![]) }),
+    });
+    let mut latencies = vec![];
     for c in futures::future::join_all(clients).await {
-        c??;
+        latencies.extend(c??);
     }
     if with_view {
         execute(&server.db, &mut vars, "FLUSH").await?;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    // Nothing dropped: every row sent is in the table.
+    let counted = count_rows(&server.db, &mut vars).await?;
+    if counted != args.rows as u64 {
+        return Err(format!("{counted} rows in the table, {} sent", args.rows).into());
+    }
     if with_view {
         execute(&server.db, &mut vars, "DROP MATERIALIZED VIEW per_bucket").await?;
     }
-    Ok(args.rows as f64 / elapsed)
+    latencies.sort_unstable();
+    Ok(Phase { rows_per_s: args.rows as f64 / elapsed, ack_latencies: latencies })
+}
+
+/// `SELECT count(*) FROM bids`.
+async fn count_rows(db: &openclaw_sql::Database, vars: &mut SessionVars) -> Result<u64, BoxError> {
+    let mut total = 0;
+    for output in execute(db, vars, "SELECT count(*) FROM bids").await? {
+        for batch in output.collect().await.map_err(|e| e.message)? {
+            let column = datafusion::arrow::compute::cast(batch.column(0), &DataType::Int64)?;
+            total += datafusion::arrow::array::AsArray::as_primitive::<datafusion::arrow::datatypes::Int64Type>(&column).iter().flatten().sum::<i64>() as u64;
+        }
+    }
+    Ok(total)
+}
+
+/// What one phase measured.
+struct Phase {
+    rows_per_s: f64,
+    /// gRPC only: from handing a batch to the stream to its ack, sorted.
+    ack_latencies: Vec<std::time::Duration>,
+}
+
+/// The process's peak resident memory so far (`VmHWM`), in MiB.
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).unwrap_or(0) / 1024
 }
 
 pub async fn run(args: IngestArgs, dataflow: tokio::runtime::Handle) -> Result<(), BoxError> {
+    match (args.protocol.as_str(), args.format.as_str()) {
+        ("http", "ndjson" | "csv" | "arrow") | ("grpc", "ndjson" | "arrow") | ("flight", "arrow") => {}
+        (protocol, format) => return Err(format!("--protocol {protocol} does not take --format {format}: http takes ndjson, csv and arrow; grpc ndjson and arrow; flight arrow").into()),
+    }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     for with_view in [false, true] {
-        let rate = phase(&args, &dataflow, with_view).await?;
+        let measured = phase(&args, &dataflow, with_view).await?;
+        let rate = measured.rows_per_s;
         let into = if with_view { "a table with a view" } else { "a table" };
         println!(
-            "{} rows as {} in requests of {} rows, {} clients, into {into}: {rate:.0} rows/s ({:.0} per core)",
-            args.rows, args.format, args.batch_rows, args.clients, rate / cores
+            "{} rows as {} over {} in batches of {} rows, {} clients, into {into}: {rate:.0} rows/s ({:.0} per core); peak RSS {} MiB",
+            args.rows, args.format, args.protocol, args.batch_rows, args.clients, rate / cores, peak_rss_mib()
         );
+        let l = &measured.ack_latencies;
+        if !l.is_empty() {
+            let at = |q: f64| l[((l.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+            println!("  ack latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", at(0.5), at(0.99), at(1.0));
+        }
     }
     Ok(())
 }

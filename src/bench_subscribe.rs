@@ -79,7 +79,7 @@ pub(crate) async fn start_server(engine: &EngineArgs, dataflow: &tokio::runtime:
     let (pg_port, http_port, grpc_port) = (pg.local_addr()?.port(), http.local_addr()?.port(), grpc.local_addr()?.port());
     let tasks = vec![
         tokio::spawn(crate::server::pg::serve(pg, db.clone(), max_connections)),
-        tokio::spawn(crate::server::http::serve(http, db.clone())),
+        tokio::spawn(crate::server::http::serve(http, db.clone(), crate::server::http_ingest::DEFAULT_MAX_INGEST_REQUESTS)),
         tokio::spawn({
             let db = db.clone();
             async move {

@@ -142,6 +142,10 @@ struct ServeArgs {
     /// Most concurrent client connections.
     #[arg(long, env = "OPENCLAW_MAX_CONNECTIONS", default_value_t = 256)]
     max_connections: usize,
+    /// Ingest requests (`POST /v1/ingest`, `/v1/webhook`) served at once; one more is refused
+    /// with 429 and `Retry-After`.
+    #[arg(long, env = "OPENCLAW_MAX_INGEST_REQUESTS", default_value_t = 32)]
+    max_ingest_requests: usize,
     /// Once listening, write the bound ports here (`pg=`, `http=` and `grpc=<port>` lines), so
     /// that a supervisor can pass port 0 and learn which ports the kernel chose.
     #[arg(long)]
@@ -219,6 +223,7 @@ fn main() -> std::process::ExitCode {
                 http_listen: args.http_listen,
                 grpc_listen: args.grpc_listen,
                 max_connections: args.max_connections,
+                max_ingest_requests: args.max_ingest_requests.max(1),
                 ports_file: args.ports_file,
                 state_cache_bytes: args.engine.state_cache_mb.max(8) << 20,
                 engine: args.engine.engine_config(&handle),

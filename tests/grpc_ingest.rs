@@ -60,10 +60,14 @@ async fn a_million_bids_over_grpc_land_once_across_sigkills() {
         .unwrap();
     let seed = 0x6772_7063u64 ^ std::process::id() as u64;
     let mut rng = common::Rng(seed);
-    // Room after the first kill for the crash of the restarted server, 5 writes later.
-    let mut kills: Vec<u64> = (0..3).map(|_| 5 + rng.next() % (BATCHES - 20)).collect();
-    kills.sort_unstable();
-    kills.dedup();
+    // Three kills at least 10 acks apart: room after the first for the crash of the
+    // restarted server, 5 writes later, before the next kill.
+    let mut kills = vec![5 + rng.next() % 20];
+    for _ in 0..2 {
+        let last = *kills.last().unwrap();
+        kills.push(last + 10 + rng.next() % 20);
+    }
+    assert!(*kills.last().unwrap() < BATCHES);
     eprintln!("seed {seed:#x}: SIGKILL after acks {kills:?}");
     let mut child = client(&["--table", "bid", "--batches", &BATCHES.to_string(), "--rows", &ROWS_PER_BATCH.to_string()]);
     let mut stdin = child.stdin.take().unwrap();

@@ -23,6 +23,14 @@ async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
 
+/// `bytes` compressed by the gzip tool (not by our code).
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gzip = std::process::Command::new("gzip").arg("-c").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().expect("gzip");
+    gzip.stdin.take().unwrap().write_all(bytes).unwrap();
+    gzip.wait_with_output().unwrap().stdout
+}
+
 fn arrow_stream(batch: &RecordBatch) -> Vec<u8> {
     let mut out = vec![];
     let mut writer = datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut out, &batch.schema()).unwrap();
@@ -87,9 +95,14 @@ async fn four_formats_land_in_one_table_and_bad_requests_leave_nothing() {
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("42P01")), "{body}");
     let (status, _) = post(port, path, &[("Content-Type", "text/plain")], b"1").await.unwrap();
     assert_eq!(status, 415);
-    let (status, _) = post(port, path, &[("Content-Type", "application/json"), ("Content-Encoding", "gzip")], b"[]").await.unwrap();
+    let (status, _) = post(port, path, &[("Content-Type", "application/json"), ("Content-Encoding", "br")], b"[]").await.unwrap();
     assert_eq!(status, 415);
-    // zstd-compressed bodies are read; gzip is not yet.
+    // gzip (as the gzip tool writes it) and zstd bodies are read.
+    let gzipped = gzip(b"{\"id\": 46, \"name\": \"gz\"}\n");
+    let (status, body) = post(port, path, &[("Content-Type", "application/x-ndjson"), ("Content-Encoding", "gzip")], &gzipped).await.unwrap();
+    assert_eq!((status, &body["accepted"]), (200, &serde_json::json!(1)), "{body}");
+    let (status, _) = post(port, path, &[("Content-Type", "application/x-ndjson"), ("Content-Encoding", "gzip")], b"not gzip").await.unwrap();
+    assert_eq!(status, 415);
     let compressed = zstd::encode_all(&b"{\"id\": 45, \"name\": \"zz\"}\n"[..], 3).unwrap();
     let (status, body) = post(port, path, &[("Content-Type", "application/x-ndjson"), ("Content-Encoding", "zstd")], &compressed).await.unwrap();
     assert_eq!((status, &body["accepted"]), (200, &serde_json::json!(1)), "{body}");
@@ -100,13 +113,13 @@ async fn four_formats_land_in_one_table_and_bad_requests_leave_nothing() {
     assert_eq!((status, body["error"]["code"].as_str()), (413, Some("54000")), "{body}");
 
     client.batch_execute("FLUSH").await.unwrap();
-    assert_eq!(count(&client, "SELECT n FROM totals").await, 8 + 1 + 2 + 1 + 1, "exactly the accepted rows, the upsert replacing one");
+    assert_eq!(count(&client, "SELECT n FROM totals").await, 8 + 1 + 2 + 1 + 1 + 1, "exactly the accepted rows, the upsert replacing one");
     assert_eq!(count(&client, "SELECT CAST(sum(amount) AS BIGINT) FROM ev WHERE id < 20").await, 10 + 3 + 4 + 5 + 6 + 7 + 8);
     assert_eq!(count(&client, "SELECT count(*) FROM ev WHERE id >= 50").await, 0, "nothing of a refused request");
     // `?wait=visible`: the view has the row when the answer comes, without a FLUSH.
     let (status, body) = post(port, &format!("{path}?wait=visible&timeout=30s"), &[("Content-Type", "application/x-ndjson")], b"{\"id\": 60, \"name\": \"w\"}\n").await.unwrap();
     assert_eq!(status, 200, "{body}");
-    assert_eq!(count(&client, "SELECT n FROM totals").await, 8 + 1 + 2 + 1 + 1 + 1, "visible at the answer");
+    assert_eq!(count(&client, "SELECT n FROM totals").await, 8 + 1 + 2 + 1 + 1 + 1 + 1, "visible at the answer");
     let (status, body) = post(port, &format!("{path}?wait=soon"), &[("Content-Type", "application/x-ndjson")], b"{\"id\": 61, \"name\": \"v\"}\n").await.unwrap();
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("22023")), "{body}");
     // Each bad record once, with its line, error and text.
@@ -215,4 +228,57 @@ async fn a_webhook_table_takes_only_signed_deliveries() {
     client.batch_execute("FLUSH").await.unwrap();
     let rows = common::text_rows(&client, "SELECT action, n FROM actions ORDER BY action").await;
     assert_eq!(rows, vec![vec![Some("closed".to_string()), Some("1".to_string())], vec![Some("opened".to_string()), Some("1".to_string())]]);
+}
+
+/// With `--max-ingest-requests 1`, a request whose body is still arriving holds the one slot:
+/// another is refused with 429, `Retry-After` and 53400, and writes nothing; the first then
+/// completes, and the next is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_beyond_the_concurrency_limit_gets_429_and_leaves_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = std::env::temp_dir().join(format!("openclaw-test-ingest-429-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = common::TestServer::start_with(dir, &["--max-ingest-requests", "1"]);
+    let client = server.connect().await;
+    client.batch_execute("CREATE TABLE log (n BIGINT)").await.unwrap();
+    let body = b"{\"n\": 1}\n";
+    let head = format!("POST /v1/ingest/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let start_slow = || async {
+        let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", server.http_port)).await.unwrap();
+        slow.write_all(head.as_bytes()).await.unwrap();
+        slow.write_all(&body[..3]).await.unwrap();
+        slow
+    };
+    let mut slow = start_slow().await;
+    // Until the slow request's handler holds the slot, others may still get in (and write);
+    // and one of them may hold it when the slow one comes, which is then refused itself and
+    // started again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut served_before = 0;
+    let refused = loop {
+        if slow.try_read(&mut [0u8; 1]).is_ok_and(|n| n > 0) {
+            slow = start_slow().await;
+        }
+        let mut other = tokio::net::TcpStream::connect(("127.0.0.1", server.http_port)).await.unwrap();
+        let head = format!("POST /v1/ingest/log HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        other.write_all(head.as_bytes()).await.unwrap();
+        other.write_all(body).await.unwrap();
+        let mut answer = String::new();
+        other.read_to_string(&mut answer).await.unwrap();
+        if answer.starts_with("HTTP/1.1 429") {
+            break answer;
+        }
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        served_before += 1;
+        assert!(std::time::Instant::now() < deadline, "never refused");
+    };
+    assert!(refused.to_ascii_lowercase().contains("retry-after: 1"), "{refused}");
+    assert!(refused.contains("\"code\":\"53400\""), "{refused}");
+    slow.write_all(&body[3..]).await.unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "the slow request completes: {answer}");
+    let (status, _) = post(server.http_port, "/v1/ingest/log", &[("Content-Type", "application/x-ndjson")], body).await.unwrap();
+    assert_eq!(status, 200, "the slot is free again");
+    assert_eq!(count(&client, "SELECT count(*) FROM log").await, served_before + 2, "the refused request wrote nothing");
 }

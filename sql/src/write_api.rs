@@ -64,6 +64,9 @@ pub enum BodyFormat {
     Text,
 }
 
+/// Rows per batch the JSON decoder makes.
+const JSON_BATCH_ROWS: usize = 8192;
+
 /// Most errors a receipt lists (the dead-letter table has them all).
 pub const MAX_RECEIPT_ERRORS: usize = 10;
 /// The dead-letter table's columns (`<table>_dlq`).
@@ -438,7 +441,7 @@ fn finish(decoded: Decoded, table: &SchemaRef) -> SqlResult<Decoded> {
 /// JSON objects, already parsed (the elements of an array).
 fn decode_json_values(rows: Vec<Value>, schema: &SchemaRef) -> SqlResult<Decoded> {
     let whole = || {
-        let mut decoder = datafusion::arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(8192).build_decoder().map_err(|e| e.to_string())?;
+        let mut decoder = datafusion::arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(JSON_BATCH_ROWS).build_decoder().map_err(|e| e.to_string())?;
         decoder.serialize(&rows).map_err(|e| e.to_string())?;
         decoder.flush().map(|b| b.into_iter().collect()).map_err(|e| e.to_string())
     };
@@ -495,13 +498,19 @@ fn by_record(
 
 /// JSON objects, one per text.
 fn decode_json_lines(texts: &[&str], schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
-    let mut decoder = datafusion::arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(8192).build_decoder().map_err(|e| e.to_string())?;
+    let mut decoder = datafusion::arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(JSON_BATCH_ROWS).build_decoder().map_err(|e| e.to_string())?;
     let mut out = vec![];
     for text in texts {
-        decoder.decode(text.as_bytes()).map_err(|e| e.to_string())?;
-        decoder.decode(b"\n").map_err(|e| e.to_string())?;
-        if decoder.len() >= 8192 {
-            out.extend(decoder.flush().map_err(|e| e.to_string())?);
+        for mut bytes in [text.as_bytes(), b"\n"] {
+            // The decoder takes at most a batch of rows per call and says how many bytes it
+            // read: the rest waits until the batch is flushed.
+            while !bytes.is_empty() {
+                let read = decoder.decode(bytes).map_err(|e| e.to_string())?;
+                bytes = &bytes[read..];
+                if !bytes.is_empty() {
+                    out.extend(decoder.flush().map_err(|e| e.to_string())?);
+                }
+            }
         }
     }
     out.extend(decoder.flush().map_err(|e| e.to_string())?);
@@ -588,6 +597,32 @@ mod tests {
         assert_eq!(store.count_keys(WRITE_KEYS_CF).unwrap(), 2, "one key and its age entry");
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A body of more rows than a decoder batch is decoded whole, in every format (NDJSON
+    /// once kept only its first 8,192 rows).
+    #[test]
+    fn every_row_of_a_large_body_is_decoded() {
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+        let rows = 3 * JSON_BATCH_ROWS + 17;
+        let ndjson: String = (0..rows).map(|i| format!("{{\"n\": {i}}}\n")).collect();
+        let array = format!("[{}]", (0..rows).map(|i| format!("{{\"n\": {i}}}")).collect::<Vec<_>>().join(","));
+        let csv: String = std::iter::once("n\n".to_string()).chain((0..rows).map(|i| format!("{i}\n"))).collect();
+        for (format, body) in [(BodyFormat::NdJson, ndjson.as_bytes()), (BodyFormat::JsonArray, array.as_bytes()), (BodyFormat::JsonDocument, array.as_bytes()), (BodyFormat::Csv { header: true }, csv.as_bytes())] {
+            let decoded = decode(format, body, &schema).unwrap();
+            assert!(decoded.bad.is_empty(), "{format:?}");
+            let values: Vec<i64> = decoded
+                .batches
+                .iter()
+                .flat_map(|b| datafusion::arrow::array::AsArray::as_primitive::<datafusion::arrow::datatypes::Int64Type>(b.column(0)).values().to_vec())
+                .collect();
+            assert_eq!(values, (0..rows as i64).collect::<Vec<_>>(), "{format:?}");
+        }
+        // A bad record among many: the rest are all kept.
+        let with_bad = ndjson.replacen("{\"n\": 5}", "{\"n\": \"x\"}", 1);
+        let decoded = decode(BodyFormat::NdJson, with_bad.as_bytes(), &schema).unwrap();
+        assert_eq!((decoded.batches.iter().map(|b| b.num_rows()).sum::<usize>(), decoded.bad.len()), (rows - 1, 1));
     }
 
     /// The stored form of a key, pinned: keys written by this version answer in the next.

@@ -30,7 +30,8 @@ pub const MAX_SQL_RESULT_ROWS: usize = 100_000;
 /// Least time between two heartbeats of a subscription's event stream.
 pub const SSE_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
-pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>) {
+/// Serves the HTTP front; at most `max_ingest_requests` ingest requests at once.
+pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>, max_ingest_requests: usize) {
     let app = Router::new()
         .route("/", get(|| async { console_file("text/html; charset=utf-8", CONSOLE_HTML) }))
         .route("/console.js", get(|| async { console_file("text/javascript; charset=utf-8", CONSOLE_JS) }))
@@ -41,7 +42,7 @@ pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>) {
         .route("/v1/ws/subscribe/{name}", get(subscribe_ws))
         .layer(DefaultBodyLimit::max(MAX_SQL_BODY_BYTES))
         .with_state(db.clone())
-        .merge(super::http_ingest::routes(db));
+        .merge(super::http_ingest::routes(db, max_ingest_requests));
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "http server stopped");
     }

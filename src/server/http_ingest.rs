@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,11 +21,13 @@ use tokio::sync::Semaphore;
 
 /// Largest body of one ingest request (larger: 413).
 pub const MAX_INGEST_BODY_BYTES: usize = 64 << 20;
-/// Largest body once decompressed (`Content-Encoding: zstd`): a small body must not expand
+/// Largest body once decompressed (`Content-Encoding: gzip | zstd`): a small body must not expand
 /// without bound.
 pub const MAX_DECODED_BODY_BYTES: usize = 256 << 20;
-/// Ingest requests served at once; one more is refused with 429 and `Retry-After`.
-pub const MAX_CONCURRENT_INGESTS: usize = 32;
+/// Ingest requests served at once by default (`--max-ingest-requests`); one more is refused
+/// with 429 and `Retry-After`. A request holds its slot from before its body is read, so the
+/// limit also bounds the memory of bodies being received.
+pub const DEFAULT_MAX_INGEST_REQUESTS: usize = 32;
 /// Seconds a client refused for concurrency is told to wait.
 const RETRY_AFTER_SECONDS: &str = "1";
 /// How long `?wait=visible` waits by default, and at most.
@@ -39,27 +41,25 @@ const CRASH_AFTER_WRITE_ENV: &str = "OPENCLAW_TEST_CRASH_AFTER_INGEST_WRITE";
 struct Ingest {
     db: Arc<Database>,
     slots: Arc<Semaphore>,
+    max_requests: usize,
 }
 
-/// The ingest routes, with their own body limit.
-pub(crate) fn routes(db: Arc<Database>) -> Router {
+/// The ingest routes; at most `max_requests` served at once.
+pub(crate) fn routes(db: Arc<Database>, max_requests: usize) -> Router {
     Router::new()
         .route("/v1/ingest/{table}", post(ingest))
         .route("/v1/webhook/{table}", post(webhook))
-        .layer(DefaultBodyLimit::max(MAX_INGEST_BODY_BYTES))
-        .with_state(Ingest { db, slots: Arc::new(Semaphore::new(MAX_CONCURRENT_INGESTS)) })
+        // The body is read by `read_body`, under its own limit, once the request has a slot.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(Ingest { db, slots: Arc::new(Semaphore::new(max_requests)), max_requests })
 }
 
 /// `POST /v1/webhook/<table>`: one delivery to a webhook table, checked (its signature) by the
 /// table's receiver, then written as ingest writes. The body's format is its `Content-Type`'s
 /// (a JSON object or array of them when it names none).
-async fn webhook(State(state): State<Ingest>, Path(table): Path<String>, headers: HeaderMap, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Response {
-    let body = match admitted_body(body) {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
-    let _slot = match take_slot(&state) {
-        Ok(slot) => slot,
+async fn webhook(State(state): State<Ingest>, Path(table): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    let (_slot, body) = match admit(&state, body).await {
+        Ok(admitted) => admitted,
         Err(response) => return *response,
     };
     let format = match headers.get(header::CONTENT_TYPE) {
@@ -73,23 +73,32 @@ async fn webhook(State(state): State<Ingest>, Path(table): Path<String>, headers
     }
 }
 
-/// The body, or the answer to a body over the limit (or cut off).
-fn admitted_body(body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Result<Bytes, Box<Response>> {
-    match body {
-        Ok(body) => Ok(body),
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            let e = SqlError::new(SqlState::ProgramLimitExceeded, format!("the body is larger than {} MiB", MAX_INGEST_BODY_BYTES >> 20))
-                .with_hint("split it into several requests");
-            Err(Box::new(super::http::error_response(e, vec![])))
-        }
-        Err(rejection) => Err(Box::new(super::http::error_response(SqlError::new(SqlState::InvalidParameterValue, rejection.body_text()), vec![]))),
+/// A slot for the request, then its body: or the answer that refuses it (429, 413).
+async fn admit(state: &Ingest, body: Body) -> Result<(tokio::sync::OwnedSemaphorePermit, Bytes), Box<Response>> {
+    let slot = take_slot(state)?;
+    Ok((slot, read_body(body).await?))
+}
+
+/// The whole body, at most [`MAX_INGEST_BODY_BYTES`], or the answer to one over the limit
+/// (413) or cut off.
+async fn read_body(body: Body) -> Result<Bytes, Box<Response>> {
+    let too_large = || {
+        let e = SqlError::new(SqlState::ProgramLimitExceeded, format!("the body is larger than {} MiB", MAX_INGEST_BODY_BYTES >> 20))
+            .with_hint("split it into several requests");
+        Box::new(super::http::error_response(e, vec![]))
+    };
+    let limited = http_body_util::Limited::new(body, MAX_INGEST_BODY_BYTES);
+    match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(Box::new(super::http::error_response(SqlError::new(SqlState::InvalidParameterValue, format!("the body could not be read: {e}")), vec![]))),
     }
 }
 
-/// One of the [`MAX_CONCURRENT_INGESTS`] slots, or the 429 that says to retry.
+/// One of the `--max-ingest-requests` slots, or the 429 that says to retry.
 fn take_slot(state: &Ingest) -> Result<tokio::sync::OwnedSemaphorePermit, Box<Response>> {
     state.slots.clone().try_acquire_owned().map_err(|_| {
-        let e = SqlError::new(SqlState::ConfigurationLimitExceeded, format!("{MAX_CONCURRENT_INGESTS} ingest requests are being served"))
+        let e = SqlError::new(SqlState::ConfigurationLimitExceeded, format!("{} ingest requests are being served", state.max_requests))
             .with_hint("retry after the time Retry-After gives");
         let mut response = super::http::error_response(e, vec![]);
         response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static(RETRY_AFTER_SECONDS));
@@ -102,15 +111,11 @@ async fn ingest(
     Path(table): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: Body,
 ) -> Response {
     // A body over the limit (or cut off) is answered like every other error.
-    let body = match admitted_body(body) {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
-    let _slot = match take_slot(&state) {
-        Ok(slot) => slot,
+    let (_slot, body) = match admit(&state, body).await {
+        Ok(admitted) => admitted,
         Err(response) => return *response,
     };
     let body = match decompress(&headers, body).await {
@@ -166,24 +171,39 @@ fn visible_wait(query: Option<&str>) -> Result<Option<std::time::Duration>, SqlE
     Ok(wait.then_some(timeout))
 }
 
-/// The body as sent, or decompressed (`Content-Encoding: zstd`), off the async workers.
+/// The body as sent, or decompressed (`Content-Encoding: gzip | zstd`), off the async workers.
 async fn decompress(headers: &HeaderMap, body: Bytes) -> Result<Bytes, SqlError> {
     match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::trim) {
         None | Some("identity") => Ok(body),
-        Some("zstd") => tokio::task::spawn_blocking(move || {
-            use std::io::Read;
-            let mut out = Vec::new();
-            let decoder = zstd::stream::read::Decoder::new(body.as_ref()).map_err(|e| SqlError::new(SqlState::InvalidParameterValue, format!("zstd: {e}")))?;
-            decoder.take(MAX_DECODED_BODY_BYTES as u64 + 1).read_to_end(&mut out).map_err(|e| SqlError::new(SqlState::InvalidParameterValue, format!("the body is not valid zstd: {e}")))?;
-            if out.len() > MAX_DECODED_BODY_BYTES {
-                return Err(SqlError::new(SqlState::ProgramLimitExceeded, format!("the body decompresses to more than {} MiB", MAX_DECODED_BODY_BYTES >> 20)));
-            }
-            Ok(Bytes::from(out))
-        })
-        .await
-        .map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?,
-        Some(other) => Err(SqlError::new(SqlState::FeatureNotSupported, format!("Content-Encoding {other} is not supported")).with_hint("send the body as it is, or compressed with zstd")),
+        Some(encoding @ ("zstd" | "gzip")) => {
+            let gzip = encoding == "gzip";
+            tokio::task::spawn_blocking(move || {
+                let decoder: Box<dyn std::io::Read> = match gzip {
+                    true => Box::new(flate2::read::MultiGzDecoder::new(body.as_ref())),
+                    false => Box::new(zstd::stream::read::Decoder::new(body.as_ref()).map_err(|e| SqlError::new(SqlState::InvalidParameterValue, format!("zstd: {e}")))?),
+                };
+                read_decoded(decoder, if gzip { "gzip" } else { "zstd" })
+            })
+            .await
+            .map_err(|e| SqlError::new(SqlState::Internal, e.to_string()))?
+        }
+        Some(other) => Err(SqlError::new(SqlState::FeatureNotSupported, format!("Content-Encoding {other} is not supported")).with_hint("send the body as it is, or compressed with gzip or zstd")),
     }
+}
+
+/// Everything `decoder` gives, at most [`MAX_DECODED_BODY_BYTES`]: a small body must not
+/// expand without bound.
+fn read_decoded(decoder: Box<dyn std::io::Read + '_>, encoding: &str) -> Result<Bytes, SqlError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    decoder
+        .take(MAX_DECODED_BODY_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| SqlError::new(SqlState::InvalidParameterValue, format!("the body is not valid {encoding}: {e}")))?;
+    if out.len() > MAX_DECODED_BODY_BYTES {
+        return Err(SqlError::new(SqlState::ProgramLimitExceeded, format!("the body decompresses to more than {} MiB", MAX_DECODED_BODY_BYTES >> 20)));
+    }
+    Ok(Bytes::from(out))
 }
 
 /// The body's format from `Content-Type` (and `?header=false` for CSV without a header line).

@@ -2,7 +2,7 @@
 
 pub(crate) mod grpc;
 pub(crate) mod http;
-mod http_ingest;
+pub(crate) mod http_ingest;
 pub(crate) mod pg;
 mod pg_copy;
 mod pg_text;
@@ -21,6 +21,7 @@ pub struct ServeConfig {
     pub http_listen: SocketAddr,
     pub grpc_listen: SocketAddr,
     pub max_connections: usize,
+    pub max_ingest_requests: usize,
     /// Where to write the bound ports once listening (see [`write_ports_file`]).
     pub ports_file: Option<PathBuf>,
     pub state_cache_bytes: usize,
@@ -54,7 +55,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         write_ports_file(path, pg.local_addr()?.port(), http.local_addr()?.port(), grpc.local_addr()?.port())?;
     }
     let pg_task = tokio::spawn(pg::serve(pg, db.clone(), config.max_connections));
-    let http_task = tokio::spawn(http::serve(http, db.clone()));
+    let http_task = tokio::spawn(http::serve(http, db.clone(), config.max_ingest_requests));
     let grpc_task = tokio::spawn(async move {
         if let Err(e) = grpc::serve(grpc, db).await {
             tracing::error!(error = %e, "the gRPC listener stopped");
