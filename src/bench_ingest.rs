@@ -28,7 +28,7 @@ pub struct IngestArgs {
     /// Concurrent HTTP clients (one keep-alive connection each).
     #[arg(long, default_value_t = 4)]
     clients: usize,
-    /// Body format: ndjson, csv or arrow (gRPC: ndjson or arrow; Flight: arrow).
+    /// Body format: ndjson, csv or arrow (gRPC: ndjson, arrow or protobuf; Flight: arrow).
     #[arg(long, default_value = "ndjson")]
     format: String,
     /// The view of the second phase, over `bids (auction, bidder, price, channel)`; a heavy
@@ -74,9 +74,48 @@ fn body(format: &str, first: usize, rows: usize) -> Result<(Vec<u8>, &'static st
             writer.finish()?;
             "application/vnd.apache.arrow.stream"
         }
-        other => return Err(format!("--format takes ndjson, csv or arrow, not {other}").into()),
+        "protobuf" => {
+            out = protobuf_rows(first, rows);
+            "application/x-protobuf"
+        }
+        other => return Err(format!("--format takes ndjson, csv, arrow or protobuf, not {other}").into()),
     };
     Ok((out, content_type))
+}
+
+/// A bid as the bench encodes it in Protobuf (`bench.Bid`).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoBid {
+    #[prost(int64, tag = "1")]
+    auction: i64,
+    #[prost(int64, tag = "2")]
+    bidder: i64,
+    #[prost(int64, tag = "3")]
+    price: i64,
+    #[prost(string, tag = "4")]
+    channel: String,
+}
+
+/// The descriptor set of [`ProtoBid`].
+fn bid_descriptor_set() -> Vec<u8> {
+    use prost_types::{field_descriptor_proto::Type, DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet};
+    let field = |name: &str, number: i32, kind: Type| FieldDescriptorProto { name: Some(name.into()), number: Some(number), r#type: Some(kind as i32), ..Default::default() };
+    let fields = vec![field("auction", 1, Type::Int64), field("bidder", 2, Type::Int64), field("price", 3, Type::Int64), field("channel", 4, Type::String)];
+    let message = DescriptorProto { name: Some("Bid".into()), field: fields, ..Default::default() };
+    let file = FileDescriptorProto { name: Some("bench.proto".into()), package: Some("bench".into()), message_type: vec![message], syntax: Some("proto3".into()), ..Default::default() };
+    prost::Message::encode_to_vec(&FileDescriptorSet { file: vec![file] })
+}
+
+/// The same rows as [`body`]'s, as an encoded `ProtobufRows` with its descriptor set.
+fn protobuf_rows(first: usize, rows: usize) -> Vec<u8> {
+    let messages = (first as i64..(first + rows) as i64)
+        .map(|i| {
+            let bid = ProtoBid { auction: 1000 + i % 977, bidder: 2000 + i % 331, price: (i * 7919) % 100_000, channel: ["apple", "google", "facebook", "baidu"][(i % 4) as usize].into() };
+            prost::Message::encode_to_vec(&bid)
+        })
+        .collect();
+    let rows = crate::server::grpc::proto::ProtobufRows { message: "bench.Bid".into(), descriptor_set: bid_descriptor_set(), messages };
+    prost::Message::encode_to_vec(&rows)
 }
 
 /// Posts `bodies` on one keep-alive connection; fails on any answer but 200.
@@ -113,7 +152,7 @@ const GRPC_WINDOW: usize = 8;
 
 /// Streams `bodies` on one `Ingest/Write` call, as producer `producer`, and waits for every
 /// ack.
-async fn grpc_client(port: u16, producer: String, bodies: Vec<Arc<Vec<u8>>>, arrow: bool) -> Result<Vec<std::time::Duration>, BoxError> {
+async fn grpc_client(port: u16, producer: String, bodies: Vec<Arc<Vec<u8>>>, format: &'static str) -> Result<Vec<std::time::Duration>, BoxError> {
     use crate::server::grpc::proto::{ingest_client::IngestClient, write_request::Rows, WriteRequest};
     let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))?.connect().await?;
     let mut client = IngestClient::new(channel).max_encoding_message_size(crate::server::grpc::MAX_GRPC_MESSAGE_BYTES);
@@ -126,7 +165,20 @@ async fn grpc_client(port: u16, producer: String, bodies: Vec<Arc<Vec<u8>>>, arr
         for (sequence, body) in bodies.into_iter().enumerate() {
             feeder_sent.lock().expect("sent lock")[sequence] = Some(Instant::now());
             let body = Arc::unwrap_or_clone(body);
-            let rows = if arrow { Rows::ArrowIpc(body) } else { Rows::JsonRows(body) };
+            let rows = match format {
+                "arrow" => Rows::ArrowIpc(body),
+                // The descriptor set goes with a stream's first request only.
+                "protobuf" => match <crate::server::grpc::proto::ProtobufRows as prost::Message>::decode(body.as_slice()) {
+                    Ok(mut rows) => {
+                        if sequence > 0 {
+                            rows.descriptor_set.clear();
+                        }
+                        Rows::Protobuf(rows)
+                    }
+                    Err(_) => return,
+                },
+                _ => Rows::JsonRows(body),
+            };
             let request = WriteRequest { table: "bids".into(), producer_id: producer.clone(), sequence: sequence as u64, rows: Some(rows) };
             if tx.send(request).await.is_err() {
                 return;
@@ -195,9 +247,13 @@ async fn phase(args: &IngestArgs, dataflow: &tokio::runtime::Handle, with_view: 
         per_client[b % n].push(Arc::new(bytes));
     }
     let started = Instant::now();
-    let arrow = content_type == "application/vnd.apache.arrow.stream";
+    let format: &'static str = match args.format.as_str() {
+        "arrow" => "arrow",
+        "protobuf" => "protobuf",
+        _ => "ndjson",
+    };
     let clients = per_client.into_iter().enumerate().map(|(i, bodies)| match args.protocol.as_str() {
-        "grpc" => tokio::spawn(grpc_client(server.grpc_port, format!("bench-{with_view}-{i}"), bodies, arrow)),
+        "grpc" => tokio::spawn(grpc_client(server.grpc_port, format!("bench-{with_view}-{i}"), bodies, format)),
         "flight" => tokio::spawn(flight_client(server.grpc_port, bodies)),
         _ => tokio::spawn(async move { client(server.http_port, bodies, content_type).await.map(|()| vec![]) }),
     });
@@ -248,8 +304,8 @@ fn peak_rss_mib() -> u64 {
 
 pub async fn run(args: IngestArgs, dataflow: tokio::runtime::Handle) -> Result<(), BoxError> {
     match (args.protocol.as_str(), args.format.as_str()) {
-        ("http", "ndjson" | "csv" | "arrow") | ("grpc", "ndjson" | "arrow") | ("flight", "arrow") => {}
-        (protocol, format) => return Err(format!("--protocol {protocol} does not take --format {format}: http takes ndjson, csv and arrow; grpc ndjson and arrow; flight arrow").into()),
+        ("http", "ndjson" | "csv" | "arrow") | ("grpc", "ndjson" | "arrow" | "protobuf") | ("flight", "arrow") => {}
+        (protocol, format) => return Err(format!("--protocol {protocol} does not take --format {format}: http takes ndjson, csv and arrow; grpc ndjson, arrow and protobuf; flight arrow").into()),
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     for with_view in [false, true] {

@@ -128,6 +128,26 @@ async fn pyarrow_flight_do_put_lands_the_same_bids_once() {
     assert_eq!(counts(&server, "bid_flight").await, expected());
 }
 
+/// Protobuf-encoded bids (Python classes and descriptor set from `tests/grpc/bid.proto` by
+/// grpcio-tools), one garbage message among them: every bid lands, the garbage is a dead
+/// letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_bids_land_and_a_garbage_message_is_a_dead_letter() {
+    let server = common::TestServer::start("grpc-protobuf");
+    server.connect().await.batch_execute(&format!("CREATE TABLE bid_pb {BIDS}")).await.unwrap();
+    let mut child = client(&["--table", "bid_pb", "--protobuf", "--batches", "10", "--rows", "1000"]);
+    writeln!(child.stdin.take().unwrap(), "connect {}", server.grpc_port).unwrap();
+    let summary = BufReader::new(child.stdout.take().unwrap()).lines().map(Result::unwrap).find(|l| l.starts_with("done")).expect("a summary");
+    assert!(child.wait().unwrap().success());
+    assert_eq!(summary, "done accepted=10000 dead_letters=1");
+    let client = server.connect().await;
+    let rows = common::text_rows(&client, "SELECT count(*), count(DISTINCT bidder), sum(price), min(date_time), max(channel) FROM bid_pb").await;
+    let price: u64 = (0..10_000u64).map(|i| 100 + i % 9000).sum();
+    assert_eq!(rows, vec![vec![Some("10000".into()), Some("10000".into()), Some(price.to_string()), Some("2023-11-14 22:13:20".into()), Some("channel-6".into())]]);
+    let dead = common::text_rows(&client, "SELECT line, payload FROM bid_pb_dlq").await;
+    assert_eq!(dead, vec![vec![Some("2".into()), Some("0affff".into())]]);
+}
+
 /// Health and reflection answer; errors are gRPC statuses with their SQLSTATE, and a refused
 /// batch leaves nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ pub mod blackhole;
 pub mod datagen;
 pub mod kafka;
 pub mod nexmark;
+pub mod protobuf;
 pub mod webhook;
 
 /// `WITH (...)` options of a source, keys lowercased.

@@ -189,6 +189,37 @@ impl Database {
         .await
     }
 
+    /// Records already parsed into JSON objects (Protobuf messages decoded by their
+    /// descriptor), or, for one that could not be, why and its text for the dead-letter table;
+    /// committed as one write, with `key` at most once. Record numbers count from 1.
+    pub async fn write_records(&self, table: &str, records: Vec<Result<Value, (String, String)>>, key: Option<String>) -> SqlResult<WriteReceipt> {
+        if self.receiver_of(table).await?.is_some() {
+            return Err(SqlError::new(SqlState::WrongObjectType, format!("table {} receives its rows as a webhook", quote(table)))
+                .with_hint(format!("send them to /v1/webhook/{table}")));
+        }
+        self.write_decoded(table, key, move |schema| {
+            let (mut good, mut numbers, mut bad) = (vec![], vec![], vec![]);
+            for (i, record) in records.into_iter().enumerate() {
+                match record {
+                    Ok(value) => {
+                        good.push(value);
+                        numbers.push(i as u64 + 1);
+                    }
+                    Err((error, payload)) => bad.push(BadRecord { line: i as u64 + 1, error, payload }),
+                }
+            }
+            let mut decoded = decode_json_values(good, &nullable(schema))?;
+            // Numbered among the good ones: renumber among all.
+            for record in &mut decoded.bad {
+                record.line = numbers[record.line as usize - 1];
+            }
+            decoded.bad.extend(bad);
+            decoded.bad.sort_by_key(|b| b.line);
+            finish(decoded, schema)
+        })
+        .await
+    }
+
     /// Decodes `body` into `table`'s columns and commits it; with `key`, at most once.
     async fn write_body<B: AsRef<[u8]> + Send + 'static>(&self, table: &str, format: BodyFormat, body: B, key: Option<String>) -> SqlResult<WriteReceipt> {
         self.write_decoded(table, key, move |schema| decode(format, body.as_ref(), schema)).await
@@ -392,10 +423,7 @@ fn dead_letter_batch(request: &str, bad: &[BadRecord], schema: &SchemaRef) -> Sq
 /// The body's rows, in the table's columns (cast, NOT NULL checked), and the records that did
 /// not decode.
 fn decode(format: BodyFormat, body: &[u8], table: &SchemaRef) -> SqlResult<Decoded> {
-    // Decoded as nullable: `conform` then names the NOT NULL column a record left empty.
-    let schema = &Arc::new(datafusion::arrow::datatypes::Schema::new(
-        table.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
-    ));
+    let schema = &nullable(table);
     let decoded = match format {
         BodyFormat::NdJson => {
             let whole = || std::str::from_utf8(body).map_err(|e| e.to_string()).and_then(|text| decode_json_lines(&[text], schema));
@@ -424,6 +452,12 @@ fn decode(format: BodyFormat, body: &[u8], table: &SchemaRef) -> SqlResult<Decod
         BodyFormat::ArrowStream => Decoded { batches: decode_arrow(body, table)?, bad: vec![] },
     };
     finish(decoded, table)
+}
+
+/// The table's columns, all nullable: records are decoded so, and `conform` then names the
+/// NOT NULL column a record left empty.
+fn nullable(table: &SchemaRef) -> SchemaRef {
+    Arc::new(datafusion::arrow::datatypes::Schema::new(table.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>()))
 }
 
 /// Holds `decoded` to the request row limit and conforms its batches to the table (types,

@@ -101,6 +101,41 @@ def run_grpc(args):
     say("done acked=%d replayed=%d" % (acked, replayed))
 
 
+def run_protobuf(args):
+    """WriteBatch calls of Protobuf-encoded bids (one garbage message in the first batch),
+    with the descriptor set compiled from tests/grpc/bid.proto by grpcio-tools."""
+    import grpc
+    from grpc_tools import protoc
+
+    pb, pb_grpc = stubs()
+    here = os.path.dirname(__file__)
+    out = tempfile.mkdtemp(prefix="openclaw-bid-")
+    includes = os.path.join(os.path.dirname(protoc.__file__), "_proto")
+    descriptor_path = os.path.join(out, "bid.desc")
+    code = protoc.main(["protoc", "-I" + here, "-I" + includes, "--python_out=" + out, "--include_imports",
+                        "--descriptor_set_out=" + descriptor_path, os.path.join(here, "bid.proto")])
+    assert code == 0, "grpc_tools.protoc failed"
+    sys.path.insert(0, out)
+    import bid_pb2
+
+    descriptor_set = open(descriptor_path, "rb").read()
+    stub = pb_grpc.IngestStub(grpc.insecure_channel("127.0.0.1:%d" % next_port()))
+    accepted = dead = 0
+    for b in range(args.batches):
+        messages = []
+        for i in range(b * args.rows, (b + 1) * args.rows):
+            bid = bid_pb2.Bid(auction=i % 1000, bidder=i, price=100 + i % 9000, channel="channel-%d" % (i % 7))
+            bid.date_time.FromMicroseconds(1_700_000_000_000_000 + i * 1000)
+            messages.append(bid.SerializeToString())
+        if b == 0:
+            messages.insert(1, b"\x0a\xff\xff")
+        rows = pb.ProtobufRows(message="nexmark.Bid", descriptor_set=descriptor_set, messages=messages)
+        ack = stub.WriteBatch(pb.WriteRequest(table=args.table, producer_id=args.producer, sequence=b, protobuf=rows))
+        accepted += ack.accepted
+        dead += ack.dead_letters
+    say("done accepted=%d dead_letters=%d" % (accepted, dead))
+
+
 def run_flight(args):
     import pyarrow.flight as flight
 
@@ -135,9 +170,12 @@ def main():
     parser.add_argument("--rows", type=int, default=10000)
     parser.add_argument("--window", type=int, default=8)
     parser.add_argument("--flight", action="store_true")
+    parser.add_argument("--protobuf", action="store_true")
     args = parser.parse_args()
     if args.flight:
         run_flight(args)
+    elif args.protobuf:
+        run_protobuf(args)
     else:
         run_grpc(args)
 

@@ -15,7 +15,9 @@ use openclaw_sql::write_api::BodyFormat;
 use openclaw_sql::{Database, SqlError, SqlState};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::proto::{write_request::Rows, WriteAck, WriteRequest};
+use openclaw_connectors::protobuf::ProtobufMessage;
+
+use super::proto::{write_request::Rows, ProtobufRows, WriteAck, WriteRequest};
 
 /// Set to n by the crash test only: the server dies right after the n-th durable write of a
 /// stream, before its ack, as a crash at that moment would.
@@ -32,19 +34,51 @@ impl IngestService {
     }
 }
 
-/// Writes one request; its ack, or the error that ends the call.
-async fn write_one(db: &Database, request: WriteRequest) -> Result<WriteAck, Status> {
+/// Writes one request; its ack, or the error that ends the call. `message`: the Protobuf
+/// message type of the stream's last descriptor set.
+async fn write_one(db: &Database, request: WriteRequest, message: &mut Option<ProtobufMessage>) -> Result<WriteAck, Status> {
     let key = super::producer_key(&request.producer_id, request.sequence)?;
     let (format, body) = match request.rows {
         Some(Rows::ArrowIpc(bytes)) => (BodyFormat::ArrowStream, bytes),
         Some(Rows::JsonRows(bytes)) => (BodyFormat::NdJson, bytes),
-        Some(Rows::Protobuf(_)) => {
-            return Err(super::status(&SqlError::not_supported("Protobuf rows are not supported yet").with_hint("send arrow_ipc or json_rows")));
+        Some(Rows::Protobuf(rows)) => {
+            let receipt = write_protobuf(db, &request.table, rows, message, key).await?;
+            return Ok(super::ack(request.sequence, &receipt));
         }
-        None => return Err(super::status(&SqlError::new(SqlState::InvalidParameterValue, "the request carries no rows").with_hint("set arrow_ipc or json_rows"))),
+        None => return Err(super::status(&SqlError::new(SqlState::InvalidParameterValue, "the request carries no rows").with_hint("set arrow_ipc, json_rows or protobuf"))),
     };
     let receipt = db.write_rows(&request.table, format, body, key).await.map_err(|e| super::status(&e))?;
     Ok(super::ack(request.sequence, &receipt))
+}
+
+/// Protobuf messages, decoded (off the async workers) by the descriptor set the request
+/// carries, or the stream's last one; a message that does not decode is a dead letter, its
+/// bytes as hex.
+async fn write_protobuf(db: &Database, table: &str, rows: ProtobufRows, message: &mut Option<ProtobufMessage>, key: Option<String>) -> Result<openclaw_sql::write_api::WriteReceipt, Status> {
+    let bad_descriptor = |e: openclaw_connectors::ConnectorError| {
+        let error = SqlError::new(SqlState::InvalidParameterValue, e.message);
+        super::status(&match e.hint {
+            Some(hint) => error.with_hint(hint),
+            None => error,
+        })
+    };
+    if !rows.descriptor_set.is_empty() {
+        *message = Some(ProtobufMessage::from_descriptor_set(&rows.descriptor_set, &rows.message).map_err(bad_descriptor)?);
+    }
+    let decoder = match message.as_ref() {
+        Some(m) if m.name() == rows.message => m.clone(),
+        _ => {
+            let e = SqlError::new(SqlState::InvalidParameterValue, format!("no descriptor set for message {:?} on this stream", rows.message))
+                .with_hint("send descriptor_set with the first Protobuf request of a stream (and of every WriteBatch)");
+            return Err(super::status(&e));
+        }
+    };
+    let records = tokio::task::spawn_blocking(move || {
+        rows.messages.iter().map(|m| decoder.to_json(m).map_err(|e| (e, m.iter().map(|b| format!("{b:02x}")).collect()))).collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| Status::internal(e.to_string()))?;
+    db.write_records(table, records, key).await.map_err(|e| super::status(&e))
 }
 
 #[tonic::async_trait]
@@ -61,6 +95,7 @@ impl super::proto::ingest_server::Ingest for IngestService {
             let _slot = slot;
             let mut last: Option<(String, u64)> = None;
             let mut written = 0u64;
+            let mut message = None;
             loop {
                 let request = match input.message().await {
                     Ok(Some(request)) => request,
@@ -71,7 +106,7 @@ impl super::proto::ingest_server::Ingest for IngestService {
                     }
                 };
                 let result = match check_order(&mut last, &request) {
-                    Ok(()) => write_one(&db, request).await,
+                    Ok(()) => write_one(&db, request, &mut message).await,
                     Err(status) => Err(status),
                 };
                 if let Ok(ack) = &result {
@@ -94,7 +129,7 @@ impl super::proto::ingest_server::Ingest for IngestService {
 
     async fn write_batch(&self, request: Request<WriteRequest>) -> Result<Response<WriteAck>, Status> {
         let _slot = super::take_stream_slot(&self.streams)?;
-        write_one(&self.db, request.into_inner()).await.map(Response::new)
+        write_one(&self.db, request.into_inner(), &mut None).await.map(Response::new)
     }
 }
 
