@@ -282,3 +282,77 @@ async fn a_request_beyond_the_concurrency_limit_gets_429_and_leaves_nothing() {
     assert_eq!(status, 200, "the slot is free again");
     assert_eq!(count(&client, "SELECT count(*) FROM log").await, served_before + 2, "the refused request wrote nothing");
 }
+
+/// Two clients post 100 keyed requests of 500 rows each, retrying a request (same key) until
+/// it is answered, while the server is SIGKILLed at three seeded points of their progress and
+/// restarted (the first restart also dies by itself between a durable write and its answer):
+/// every request's rows are in the table exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_requests_land_once_across_sigkills() {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const CLIENTS: u64 = 2;
+    const REQUESTS: u64 = 100;
+    const ROWS: u64 = 500;
+    let dir = std::env::temp_dir().join(format!("openclaw-test-ingest-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut server = common::TestServer::start_with(dir, &[]);
+    server.connect().await.batch_execute("CREATE TABLE log (k BIGINT, n BIGINT); CREATE MATERIALIZED VIEW per_k AS SELECT k, count(*) AS c FROM log GROUP BY k").await.unwrap();
+    let port = Arc::new(AtomicU16::new(server.http_port));
+    let (answered, mut progress) = tokio::sync::watch::channel(0u64);
+    let answered = Arc::new(answered);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (port, answered) = (port.clone(), answered.clone());
+            tokio::spawn(async move {
+                for r in 0..REQUESTS {
+                    let k = c * REQUESTS + r;
+                    let body: String = (0..ROWS).map(|n| format!("{{\"k\": {k}, \"n\": {n}}}\n")).collect();
+                    let key = format!("req-{k}");
+                    let headers = [("Content-Type", "application/x-ndjson"), ("Idempotency-Key", key.as_str())];
+                    loop {
+                        match common::http_request(port.load(Ordering::Acquire), "POST", "/v1/ingest/log", &headers, body.as_bytes()).await {
+                            Some((200, _)) => break,
+                            // Killed mid-request, not yet back, or the key still in flight on
+                            // a dying server: the same request again.
+                            _ => tokio::task::yield_now().await,
+                        }
+                    }
+                    answered.send_modify(|n| *n += 1);
+                }
+            })
+        })
+        .collect();
+    let seed = 0x6874_7470u64 ^ std::process::id() as u64;
+    let mut rng = common::Rng(seed);
+    let kills: Vec<u64> = (1..=3).map(|i| i * 50 + rng.next() % 30).collect();
+    eprintln!("seed {seed:#x}: SIGKILL after {kills:?} answers");
+    for (i, kill_at) in kills.into_iter().enumerate() {
+        progress.wait_for(|n| *n >= kill_at).await.unwrap();
+        let dir = server.kill();
+        if i == 0 {
+            // This one dies by itself right after its first durable write, before answering:
+            // the retry must be answered from the stored key, not written again.
+            let mut crashing = common::TestServer::start_with_env(dir, &[], &[("OPENCLAW_TEST_CRASH_AFTER_INGEST_WRITE", "1")]);
+            port.store(crashing.http_port, Ordering::Release);
+            let crashing = tokio::task::spawn_blocking(move || {
+                crashing.wait_exit();
+                crashing
+            })
+            .await
+            .unwrap();
+            server = common::TestServer::start_with(crashing.kill(), &[]);
+        } else {
+            server = common::TestServer::start_with(dir, &[]);
+        }
+        port.store(server.http_port, Ordering::Release);
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let client = server.connect().await;
+    client.batch_execute("FLUSH").await.unwrap();
+    let total = CLIENTS * REQUESTS * ROWS;
+    assert_eq!(count(&client, "SELECT count(*) FROM log").await, total as i64, "every row once");
+    assert_eq!(count(&client, &format!("SELECT count(*) FROM per_k WHERE c <> {ROWS}")).await, 0, "each request's rows once");
+    assert_eq!(count(&client, "SELECT count(*) FROM per_k").await, (CLIENTS * REQUESTS) as i64);
+}

@@ -135,9 +135,17 @@ impl TestServer {
     /// Kills the server with SIGKILL, as a crash would, and returns its data dir, kept.
     pub fn kill(mut self) -> PathBuf {
         self.keep_dir = true;
-        self.child.kill().expect("SIGKILL the server");
+        // A server that already died (a crash hook) has nothing left to kill.
+        if self.child.try_wait().expect("poll the server").is_none() {
+            self.child.kill().expect("SIGKILL the server");
+        }
         self.child.wait().expect("reap the server");
         self.data_dir.clone()
+    }
+
+    /// Waits until the server exits by itself (a test's crash hook).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait for the server")
     }
 }
 
@@ -178,17 +186,17 @@ pub async fn text_rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Op
 }
 
 /// One HTTP/1.1 request on a fresh connection (closed after it): the status and the body, or
-/// `None` when the connection closed without an answer. A server refusing a body too large
+/// `None` when the server could not be reached or closed without an answer. A server refusing a body too large
 /// may answer and close before it has all of it, so a failed body write is not an error.
 pub async fn http_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(head.as_bytes()).await.ok()?;
     let _ = stream.write_all(body).await;
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response).await;
