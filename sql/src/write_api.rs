@@ -130,10 +130,7 @@ impl Database {
     /// `POST /v1/ingest/<table>`: decodes `body` into `table`'s columns and commits it; with
     /// `key`, at most once. A webhook table is refused: its requests must pass its checks.
     pub async fn write_rows<B: AsRef<[u8]> + Send + 'static>(&self, table: &str, format: BodyFormat, body: B, key: Option<String>) -> SqlResult<WriteReceipt> {
-        if self.receiver_of(table).await?.is_some() {
-            return Err(SqlError::new(SqlState::WrongObjectType, format!("table {} receives its rows as a webhook", quote(table)))
-                .with_hint(format!("send them to /v1/webhook/{table}")));
-        }
+        self.refuse_webhook_table(table).await?;
         self.write_body(table, format, body, key).await
     }
 
@@ -161,6 +158,16 @@ impl Database {
         self.write_body(table, format, body, key).await
     }
 
+    /// Refuses a webhook table to the write paths that would skip its checks (its requests
+    /// must pass them at `/v1/webhook/<table>`).
+    async fn refuse_webhook_table(&self, table: &str) -> SqlResult<()> {
+        match self.receiver_of(table).await? {
+            Some(_) => Err(SqlError::new(SqlState::WrongObjectType, format!("table {} receives its rows as a webhook", quote(table)))
+                .with_hint(format!("send them to /v1/webhook/{table}"))),
+            None => Ok(()),
+        }
+    }
+
     /// The receiver of a table fed by requests; `None` for any other table.
     async fn receiver_of(&self, table: &str) -> SqlResult<Option<std::sync::Arc<dyn openclaw_connectors::Receiver>>> {
         let catalog = self.catalog.lock().await;
@@ -175,10 +182,7 @@ impl Database {
     /// of types that convert; committed as one write, with `key` at most once. A webhook table
     /// is refused, as by [`Database::write_rows`].
     pub async fn write_batches(&self, table: &str, batches: Vec<RecordBatch>, key: Option<String>) -> SqlResult<WriteReceipt> {
-        if self.receiver_of(table).await?.is_some() {
-            return Err(SqlError::new(SqlState::WrongObjectType, format!("table {} receives its rows as a webhook", quote(table)))
-                .with_hint(format!("send them to /v1/webhook/{table}")));
-        }
+        self.refuse_webhook_table(table).await?;
         self.write_decoded(table, key, move |schema| {
             let batches = match batches.first().map(|b| b.schema()) {
                 Some(theirs) => fit_arrow(&theirs, batches, schema)?,
@@ -193,10 +197,7 @@ impl Database {
     /// descriptor), or, for one that could not be, why and its text for the dead-letter table;
     /// committed as one write, with `key` at most once. Record numbers count from 1.
     pub async fn write_records(&self, table: &str, records: Vec<Result<Value, (String, String)>>, key: Option<String>) -> SqlResult<WriteReceipt> {
-        if self.receiver_of(table).await?.is_some() {
-            return Err(SqlError::new(SqlState::WrongObjectType, format!("table {} receives its rows as a webhook", quote(table)))
-                .with_hint(format!("send them to /v1/webhook/{table}")));
-        }
+        self.refuse_webhook_table(table).await?;
         self.write_decoded(table, key, move |schema| {
             let (mut good, mut numbers, mut bad) = (vec![], vec![], vec![]);
             for (i, record) in records.into_iter().enumerate() {
