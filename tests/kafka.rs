@@ -789,3 +789,68 @@ async fn an_upsert_table_mirrors_an_upsert_sink_with_its_deletes() {
     let tables = rows(&client, "SHOW TABLES").await;
     assert_eq!(tables.len(), 3, "nothing left behind by the failed statements: {tables:?}");
 }
+
+/// A bid as Protobuf (`test.Bid`), encoded by prost, and the descriptor set that defines it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoBid {
+    #[prost(int64, tag = "1")]
+    auction: i64,
+    #[prost(int64, tag = "2")]
+    price: i64,
+    #[prost(string, tag = "3")]
+    channel: String,
+}
+
+fn bid_descriptor_set() -> Vec<u8> {
+    use prost_types::{field_descriptor_proto::Type, DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet};
+    let field = |name: &str, number: i32, kind: Type| FieldDescriptorProto { name: Some(name.into()), number: Some(number), r#type: Some(kind as i32), ..Default::default() };
+    let message = DescriptorProto { name: Some("Bid".into()), field: vec![field("auction", 1, Type::Int64), field("price", 2, Type::Int64), field("channel", 3, Type::String)], ..Default::default() };
+    let file = FileDescriptorProto { name: Some("test.proto".into()), package: Some("test".into()), message_type: vec![message], syntax: Some("proto3".into()), ..Default::default() };
+    prost::Message::encode_to_vec(&FileDescriptorSet { file: vec![file] })
+}
+
+/// `ENCODE PROTOBUF (message, schema.location)`: Protobuf bids count exactly, a record that is
+/// not a Bid is a dead letter, and the descriptor set is kept with the source, so a restart
+/// without the file still decodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_bids_count_exactly_and_survive_a_restart_without_their_descriptor_file() {
+    use prost::Message;
+    let broker = Broker::start("pbid");
+    let dir = std::env::temp_dir().join(format!("openclaw-test-kafka-protobuf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = TestServer::start_with(dir.clone(), &[]);
+    let desc = dir.with_extension("bid.desc");
+    std::fs::write(&desc, bid_descriptor_set()).unwrap();
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE pbid (auction BIGINT, price BIGINT, channel VARCHAR)
+                 WITH (connector = 'kafka', topic = 'pbid', 'properties.bootstrap.server' = '{}', 'scan.startup.mode' = 'earliest')
+                 FORMAT PLAIN ENCODE PROTOBUF (message = 'test.Bid', schema.location = 'file://{}');
+             CREATE MATERIALIZED VIEW per_channel AS SELECT channel, count(*) AS n, sum(price) AS total FROM pbid GROUP BY channel;",
+            broker.bootstrap(),
+            desc.display()
+        ))
+        .await
+        .unwrap();
+    let bids = |from: i64, to: i64| -> Vec<Vec<u8>> { (from..to).map(|i| ProtoBid { auction: i % 100, price: i, channel: format!("c{}", i % 3) }.encode_to_vec()).collect() };
+    let mut first = bids(0, 3000);
+    first.push(vec![0x0a, 0xff, 0xff]);
+    produce(&broker.producer, "pbid", &first);
+    client.batch_execute("FLUSH").await.unwrap();
+    let totals = |n: i64| vec![vec!["3".to_string(), n.to_string(), ((0..n).sum::<i64>()).to_string()]];
+    assert_eq!(rows(&client, "SELECT count(*), sum(n), sum(total) FROM per_channel").await, totals(3000));
+    assert_eq!(rows(&client, "SELECT count(*) FROM pbid_dlq").await, vec![vec!["1".to_string()]]);
+    // The file goes; the source keeps its descriptor set.
+    std::fs::remove_file(&desc).unwrap();
+    let server = TestServer::start_with(server.kill(), &[]);
+    produce(&broker.producer, "pbid", &bids(3000, 5000));
+    let client = server.connect().await;
+    client.batch_execute("FLUSH").await.unwrap();
+    assert_eq!(rows(&client, "SELECT count(*), sum(n), sum(total) FROM per_channel").await, totals(5000));
+    let refused = client
+        .batch_execute("CREATE SOURCE nodesc (a BIGINT) WITH (connector = 'kafka', topic = 'pbid', 'properties.bootstrap.server' = 'x:1') FORMAT PLAIN ENCODE PROTOBUF (message = 'test.Bid')")
+        .await
+        .unwrap_err();
+    assert!(refused.as_db_error().unwrap().message().contains("needs a descriptor set"), "{refused:?}");
+}

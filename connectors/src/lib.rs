@@ -21,7 +21,7 @@ pub type Options = BTreeMap<String, String>;
 
 /// Options fixed at `CREATE` and stored with the statement, so that a restart does not choose
 /// them again: a Nexmark source's base time, a Kafka source's Avro schema (from the registry).
-pub const RESOLVED_OPTIONS: &[&str] = &["nexmark.base.time", "encode.schema"];
+pub const RESOLVED_OPTIONS: &[&str] = &["nexmark.base.time", "encode.schema", "encode.descriptor"];
 
 /// A mistake in a source's definition: the user's fault, reported with SQLSTATE 22023/42601.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,7 +13,7 @@ use crate::ConnectorError;
 pub const MAX_DESCRIPTOR_SET_BYTES: usize = 4 << 20;
 
 /// A message type to decode records of.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProtobufMessage {
     descriptor: MessageDescriptor,
 }

@@ -180,7 +180,8 @@ impl Database {
         let constraints = Constraints::new_unverified(key.into_iter().map(Constraint::PrimaryKey).collect());
         self.ctx.register_table(name.as_str(), Arc::new(SourceRelation { name: name.clone(), schema: schema.clone(), constraints }))?;
         self.persist(id, ObjectKind::Source, &name, sql, resolved)?;
-        let mut shown: Vec<String> = options.iter().map(|(k, v)| format!("'{k}' = '{v}'")).collect();
+        // A stored Protobuf descriptor set is bytes in base64: not for reading.
+        let mut shown: Vec<String> = options.iter().filter(|(k, _)| k.as_str() != "encode.descriptor").map(|(k, v)| format!("'{k}' = '{v}'")).collect();
         shown.sort();
         catalog.insert(Entry {
             id,

@@ -18,6 +18,9 @@ pub enum Encoding {
     Csv { delimiter: u8 },
     /// One Avro datum per record; fields are matched to columns by name.
     Avro(AvroEncoding),
+    /// One Protobuf message per record, decoded by its descriptor; fields are matched to
+    /// columns by name.
+    Protobuf(crate::protobuf::ProtobufMessage),
 }
 
 /// The outcome of decoding one poll's records.
@@ -60,6 +63,9 @@ impl ValueDecoder {
     /// together; a batch that still fails (a type mismatch, say) is halved until the bad
     /// records are alone, with an explicit work list (no recursion).
     pub fn decode(&self, records: &[&[u8]]) -> Decoded {
+        if let Encoding::Protobuf(message) = &self.encoding {
+            return self.decode_protobuf(message, records);
+        }
         let mut bad = vec![];
         // Candidates grouped by Avro writer schema (one group for JSON and CSV), so that one
         // decoder never switches schemas mid-batch.
@@ -107,6 +113,47 @@ impl ValueDecoder {
         Decoded { batch, good, bad }
     }
 
+    /// Protobuf records: each message is decoded alone (that is the format), to a JSON object
+    /// or an error; the objects then go through one JSON decoder, record by record only when
+    /// that fails (a value of the wrong type for its column).
+    fn decode_protobuf(&self, message: &crate::protobuf::ProtobufMessage, records: &[&[u8]]) -> Decoded {
+        let (mut values, mut good, mut bad) = (vec![], vec![], vec![]);
+        for (i, record) in records.iter().enumerate() {
+            match message.to_json(record) {
+                Ok(value) => {
+                    values.push(value);
+                    good.push(i);
+                }
+                Err(e) => bad.push((i, e)),
+            }
+        }
+        let serialize = |values: &[serde_json::Value]| -> Result<RecordBatch, String> {
+            let mut decoder = datafusion::arrow::json::ReaderBuilder::new(self.schema.clone()).with_batch_size(values.len().max(1)).build_decoder().map_err(|e| e.to_string())?;
+            decoder.serialize(values).map_err(|e| e.to_string())?;
+            Ok(decoder.flush().map_err(|e| e.to_string())?.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
+        };
+        let batch = match serialize(&values) {
+            Ok(batch) => batch,
+            Err(_) => {
+                let (mut kept, mut batches) = (vec![], vec![]);
+                for (value, i) in values.iter().zip(&good) {
+                    match serialize(std::slice::from_ref(value)) {
+                        Ok(batch) => {
+                            kept.push(*i);
+                            batches.push(batch);
+                        }
+                        Err(e) => bad.push((*i, e)),
+                    }
+                }
+                good = kept;
+                bad.sort_by_key(|(i, _)| *i);
+                concat_batches(&self.schema, &batches).expect("batches of one schema concatenate")
+            }
+        };
+        debug_assert_eq!(batch.num_rows(), good.len());
+        Decoded { batch, good, bad }
+    }
+
     /// A fast check that rejects most malformed records one by one, so that a batch rarely
     /// needs to be split. Returns the record's Avro writer schema id (0 for JSON and CSV).
     fn check_syntax(&self, record: &[u8]) -> Result<u32, String> {
@@ -130,6 +177,7 @@ impl ValueDecoder {
                 }
             }
             Encoding::Avro(_) => self.avro.as_ref().expect("an Avro decoder for ENCODE AVRO").writer_of(record),
+            Encoding::Protobuf(_) => Ok(0),
         }
     }
 
@@ -139,6 +187,7 @@ impl ValueDecoder {
             Encoding::Json => self.decode_json(n, records),
             Encoding::Csv { delimiter } => self.decode_csv(n, records, *delimiter),
             Encoding::Avro(_) => self.avro.as_ref().expect("an Avro decoder for ENCODE AVRO").decode_all(writer, n, records),
+            Encoding::Protobuf(_) => Err("Protobuf records are decoded by decode_protobuf".into()),
         }
     }
 

@@ -91,6 +91,7 @@ pub struct KafkaOptions {
 const KNOWN: &[&str] = &[
     "connector", "topic", "scan.startup.mode", "scan.startup.timestamp.millis", "format", "encode",
     "encode.delimiter", "encode.without_header", "encode.schema", "encode.schema.registry", "dlq.topic",
+    "encode.message", "encode.schema.location", "encode.descriptor",
 ];
 
 impl KafkaOptions {
@@ -227,9 +228,36 @@ fn encoding(options: &Options) -> Result<Encoding, ConnectorError> {
             })?;
             Ok(Encoding::Avro(AvroEncoding { schema, registry }))
         }
+        Some("protobuf") => {
+            let message = options.get("encode.message").ok_or_else(|| {
+                ConnectorError::new("ENCODE PROTOBUF needs a message").with_hint("ENCODE PROTOBUF (message = 'pkg.Msg', schema.location = 'file:///path/to/set.desc')")
+            })?;
+            let descriptor_set = match options.get("encode.descriptor") {
+                Some(stored) => {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD.decode(stored).map_err(|e| ConnectorError::new(format!("the stored descriptor set is corrupt: {e}")))?
+                }
+                None => read_descriptor_set(options)?,
+            };
+            Ok(Encoding::Protobuf(crate::protobuf::ProtobufMessage::from_descriptor_set(&descriptor_set, message)?))
+        }
         Some(other) => Err(ConnectorError::new(format!("ENCODE {} is not supported", other.to_uppercase()))
-            .with_hint("use ENCODE JSON, CSV or AVRO")),
+            .with_hint("use ENCODE JSON, CSV, AVRO or PROTOBUF")),
     }
+}
+
+/// The descriptor set `schema.location` names (`file:///path` or a path), as `protoc
+/// --descriptor_set_out --include_imports` writes it.
+fn read_descriptor_set(options: &Options) -> Result<Vec<u8>, ConnectorError> {
+    let location = options.get("encode.schema.location").ok_or_else(|| {
+        ConnectorError::new("ENCODE PROTOBUF needs a descriptor set").with_hint("ENCODE PROTOBUF (message = 'pkg.Msg', schema.location = 'file:///path/to/set.desc')")
+    })?;
+    let path = location.strip_prefix("file://").unwrap_or(location);
+    let bytes = std::fs::read(path).map_err(|e| ConnectorError::new(format!("cannot read the descriptor set {location}: {e}")))?;
+    if bytes.len() > crate::protobuf::MAX_DESCRIPTOR_SET_BYTES {
+        return Err(ConnectorError::new(format!("a descriptor set has at most {} MiB", crate::protobuf::MAX_DESCRIPTOR_SET_BYTES >> 20)));
+    }
+    Ok(bytes)
 }
 
 fn include(options: &Options) -> Result<Vec<(Meta, String)>, ConnectorError> {
@@ -259,6 +287,14 @@ impl Connector for KafkaConnector {
     /// (subject `<topic>-value`) as the reader's schema: it gives the columns, and a restart
     /// must not pick a newer one.
     fn resolve(&self, options: &mut Options) -> Result<(), ConnectorError> {
+        // A Protobuf descriptor set is kept with the statement: a restart does not need the
+        // file, and a changed file does not change the source.
+        let is_protobuf = options.get("encode").is_some_and(|e| e.eq_ignore_ascii_case("protobuf"));
+        if is_protobuf && !options.contains_key("encode.descriptor") {
+            use base64::Engine;
+            let stored = base64::engine::general_purpose::STANDARD.encode(read_descriptor_set(options)?);
+            options.insert("encode.descriptor".into(), stored);
+        }
         let is_avro = options.get("encode").is_some_and(|e| e.eq_ignore_ascii_case("avro"));
         let (Some(base), None, true) = (options.get("encode.schema.registry"), options.get("encode.schema"), is_avro) else {
             return Ok(());
