@@ -50,7 +50,7 @@ pub(crate) struct Running {
     pub(crate) http_port: u16,
     pub(crate) grpc_port: u16,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    dir: std::path::PathBuf,
+    pub(crate) dir: std::path::PathBuf,
 }
 
 impl Drop for Running {

@@ -854,3 +854,98 @@ async fn protobuf_bids_count_exactly_and_survive_a_restart_without_their_descrip
         .unwrap_err();
     assert!(refused.as_db_error().unwrap().message().contains("needs a descriptor set"), "{refused:?}");
 }
+
+/// A bid as the registry's Protobuf schema below has it (`channel` is the enum's number).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RegistryBid {
+    #[prost(int64, tag = "1")]
+    auction: i64,
+    #[prost(int64, tag = "2")]
+    price: i64,
+    #[prost(int32, tag = "3")]
+    channel: i32,
+}
+
+/// `record` in Confluent's wire format: a zero byte, the schema id, the message's indexes in
+/// its file (zigzag varints: a count, then each), the message.
+fn confluent_protobuf(schema_id: u32, indexes: &[i64], record: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    let zigzag = |v: i64| ((v << 1) ^ (v >> 63)) as u64;
+    if indexes == [0] {
+        out.push(0);
+    } else {
+        prost::encoding::encode_varint(zigzag(indexes.len() as i64), &mut out);
+        indexes.iter().for_each(|i| prost::encoding::encode_varint(zigzag(*i), &mut out));
+    }
+    out.extend_from_slice(record);
+    out
+}
+
+/// `ENCODE PROTOBUF (message, schema.registry)`: the topic's `.proto` schema and the schema it
+/// imports (a reference to another subject) are fetched and compiled at CREATE; records in
+/// Confluent's wire format count exactly, the enum as its name; a record without the header or
+/// of another message of the file is a dead letter; a restart decodes with the registry gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_bids_from_a_schema_registry_count_exactly_and_survive_the_registry_going() {
+    use openclaw_connectors::kafka::registry::{serve_mock_registry, RegistryClient, SchemaReference};
+    use prost::Message;
+    let broker = Broker::start("rbid");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let registry = format!("http://{}", listener.local_addr().unwrap());
+    let serving = tokio::spawn(serve_mock_registry(listener));
+    let client_registry = RegistryClient::new(&registry).unwrap();
+    let channel = "syntax = \"proto3\";\npackage shop;\nenum Channel { APPLE = 0; GOOGLE = 1; BAIDU = 2; }\n";
+    client_registry.register_typed("shop-channel", channel, "PROTOBUF", &[]).await.unwrap();
+    let bid = "syntax = \"proto3\";\npackage shop;\nimport \"shop/channel.proto\";\nmessage Ask { int64 id = 1; }\nmessage Bid { int64 auction = 1; int64 price = 2; Channel channel = 3; }\n";
+    let reference = SchemaReference { name: "shop/channel.proto".into(), subject: "shop-channel".into(), version: 1 };
+    let id = client_registry.register_typed("rbid-value", bid, "PROTOBUF", &[reference]).await.unwrap();
+
+    let dir = std::env::temp_dir().join(format!("openclaw-test-kafka-protobuf-registry-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = TestServer::start_with(dir.clone(), &[]);
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE rbid (auction BIGINT, price BIGINT, channel VARCHAR)
+                 WITH (connector = 'kafka', topic = 'rbid', 'properties.bootstrap.server' = '{}', 'scan.startup.mode' = 'earliest')
+                 FORMAT PLAIN ENCODE PROTOBUF (message = 'shop.Bid', schema.registry = '{registry}');
+             CREATE MATERIALIZED VIEW per_channel AS SELECT channel, count(*) AS n, sum(price) AS total FROM rbid GROUP BY channel;",
+            broker.bootstrap()
+        ))
+        .await
+        .unwrap();
+    // Bid is the file's second message: indexes [1].
+    let bids = |from: i64, to: i64| -> Vec<Vec<u8>> {
+        (from..to).map(|i| confluent_protobuf(id, &[1], &RegistryBid { auction: i % 100, price: i, channel: (i % 3) as i32 }.encode_to_vec())).collect()
+    };
+    let mut first = bids(0, 3000);
+    first.push(RegistryBid { auction: 1, price: 1, channel: 0 }.encode_to_vec());
+    first.push(confluent_protobuf(id, &[0], &[0x08, 1]));
+    produce(&broker.producer, "rbid", &first);
+    client.batch_execute("FLUSH").await.unwrap();
+    let per_channel = |n: i64| -> Vec<Vec<String>> {
+        ["APPLE", "BAIDU", "GOOGLE"]
+            .iter()
+            .map(|name| {
+                let number = ["APPLE", "GOOGLE", "BAIDU"].iter().position(|c| c == name).unwrap() as i64;
+                let prices: Vec<i64> = (0..n).filter(|i| i % 3 == number).collect();
+                vec![name.to_string(), prices.len().to_string(), prices.iter().sum::<i64>().to_string()]
+            })
+            .collect()
+    };
+    assert_eq!(rows(&client, "SELECT channel, n, total FROM per_channel ORDER BY channel").await, per_channel(3000));
+    let errors = rows(&client, "SELECT error FROM rbid_dlq ORDER BY error").await;
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0][0].contains("not in Confluent's wire format"), "{errors:?}");
+    assert!(errors[1][0].contains("indexes [0]"), "{errors:?}");
+    // The registry goes; the source keeps the compiled schema.
+    serving.abort();
+    let server = TestServer::start_with(server.kill(), &[]);
+    produce(&broker.producer, "rbid", &bids(3000, 5000));
+    let client = server.connect().await;
+    client.batch_execute("FLUSH").await.unwrap();
+    assert_eq!(rows(&client, "SELECT channel, n, total FROM per_channel ORDER BY channel").await, per_channel(5000));
+    let options = rows(&client, "SHOW SOURCES").await;
+    assert!(!format!("{options:?}").contains("encode.descriptor"), "the compiled schema is not shown: {options:?}");
+}

@@ -20,7 +20,59 @@ pub enum Encoding {
     Avro(AvroEncoding),
     /// One Protobuf message per record, decoded by its descriptor; fields are matched to
     /// columns by name.
-    Protobuf(crate::protobuf::ProtobufMessage),
+    Protobuf(ProtobufEncoding),
+}
+
+/// `ENCODE PROTOBUF`: the message, and whether records carry Confluent's header (with a
+/// schema registry).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProtobufEncoding {
+    pub message: crate::protobuf::ProtobufMessage,
+    /// With a schema registry, each record starts with Confluent's header: a zero byte, the
+    /// schema id (4 bytes, big-endian) and the message's indexes in its file, which must be
+    /// these ([`crate::protobuf::ProtobufMessage::message_indexes`]).
+    pub confluent_indexes: Option<Vec<i32>>,
+}
+
+impl ProtobufEncoding {
+    /// The message bytes of `record`, past Confluent's header if records carry one.
+    fn payload<'a>(&self, record: &'a [u8]) -> Result<&'a [u8], String> {
+        let Some(expected) = &self.confluent_indexes else {
+            return Ok(record);
+        };
+        let [0, _, _, _, _, rest @ ..] = record else {
+            return Err("not in Confluent's wire format: no zero byte and schema id".into());
+        };
+        let (indexes, payload) = confluent_message_indexes(rest)?;
+        if indexes != *expected {
+            return Err(format!("the record is the message at indexes {indexes:?} of its schema, not {} (at {expected:?})", self.message.name()));
+        }
+        Ok(payload)
+    }
+}
+
+/// Longest message-index path of Confluent's header accepted (nesting depth).
+const MAX_MESSAGE_INDEXES: i64 = 32;
+
+/// Reads the message indexes of Confluent's Protobuf header: a zigzag varint count, then as
+/// many zigzag varints; a count of 0 stands for `[0]`. Returns them and the rest.
+fn confluent_message_indexes(mut bytes: &[u8]) -> Result<(Vec<i32>, &[u8]), String> {
+    let next = |bytes: &mut &[u8]| -> Result<i64, String> {
+        let raw = prost::encoding::decode_varint(bytes).map_err(|e| format!("bad message indexes in Confluent's header: {e}"))?;
+        Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
+    };
+    let count = next(&mut bytes)?;
+    if !(0..=MAX_MESSAGE_INDEXES).contains(&count) {
+        return Err(format!("bad message index count {count} in Confluent's header"));
+    }
+    if count == 0 {
+        return Ok((vec![0], bytes));
+    }
+    let mut indexes = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        indexes.push(i32::try_from(next(&mut bytes)?).map_err(|_| "a message index out of range in Confluent's header".to_string())?);
+    }
+    Ok((indexes, bytes))
 }
 
 /// The outcome of decoding one poll's records.
@@ -63,8 +115,8 @@ impl ValueDecoder {
     /// together; a batch that still fails (a type mismatch, say) is halved until the bad
     /// records are alone, with an explicit work list (no recursion).
     pub fn decode(&self, records: &[&[u8]]) -> Decoded {
-        if let Encoding::Protobuf(message) = &self.encoding {
-            return self.decode_protobuf(message, records);
+        if let Encoding::Protobuf(protobuf) = &self.encoding {
+            return self.decode_protobuf(protobuf, records);
         }
         let mut bad = vec![];
         // Candidates grouped by Avro writer schema (one group for JSON and CSV), so that one
@@ -116,10 +168,10 @@ impl ValueDecoder {
     /// Protobuf records: each message is decoded alone (that is the format), to a JSON object
     /// or an error; the objects then go through one JSON decoder, record by record only when
     /// that fails (a value of the wrong type for its column).
-    fn decode_protobuf(&self, message: &crate::protobuf::ProtobufMessage, records: &[&[u8]]) -> Decoded {
+    fn decode_protobuf(&self, protobuf: &ProtobufEncoding, records: &[&[u8]]) -> Decoded {
         let (mut values, mut good, mut bad) = (vec![], vec![], vec![]);
         for (i, record) in records.iter().enumerate() {
-            match message.to_json(record) {
+            match protobuf.payload(record).and_then(|payload| protobuf.message.to_json(payload)) {
                 Ok(value) => {
                     values.push(value);
                     good.push(i);

@@ -237,20 +237,63 @@ fn encoding(options: &Options) -> Result<Encoding, ConnectorError> {
                     use base64::Engine;
                     base64::engine::general_purpose::STANDARD.decode(stored).map_err(|e| ConnectorError::new(format!("the stored descriptor set is corrupt: {e}")))?
                 }
-                None => read_descriptor_set(options)?,
+                None => descriptor_set(options)?,
             };
-            Ok(Encoding::Protobuf(crate::protobuf::ProtobufMessage::from_descriptor_set(&descriptor_set, message)?))
+            let message = crate::protobuf::ProtobufMessage::from_descriptor_set(&descriptor_set, message)?;
+            let confluent_indexes = options.contains_key("encode.schema.registry").then(|| message.message_indexes());
+            Ok(Encoding::Protobuf(decode::ProtobufEncoding { message, confluent_indexes }))
         }
         Some(other) => Err(ConnectorError::new(format!("ENCODE {} is not supported", other.to_uppercase()))
             .with_hint("use ENCODE JSON, CSV, AVRO or PROTOBUF")),
     }
 }
 
+/// The descriptor set of `ENCODE PROTOBUF`: compiled from the topic's latest value schema
+/// with `schema.registry`, else read from `schema.location`.
+fn descriptor_set(options: &Options) -> Result<Vec<u8>, ConnectorError> {
+    match options.get("encode.schema.registry") {
+        Some(base) => registry_descriptor_set(base, options),
+        None => read_descriptor_set(options),
+    }
+}
+
+/// Most schemas one Protobuf schema may reference, directly or not.
+const MAX_SCHEMA_REFERENCES: usize = crate::protobuf::MAX_PROTO_FILES - 1;
+
+/// Compiles the latest schema of subject `<topic>-value` (a Protobuf schema) with every
+/// schema it references (each by the import name the reference gives).
+fn registry_descriptor_set(base: &str, options: &Options) -> Result<Vec<u8>, ConnectorError> {
+    let topic = options.get("topic").ok_or_else(|| ConnectorError::new("a kafka source needs a topic").with_hint("add WITH (topic = '...')"))?;
+    let client = registry::RegistryClient::new(base)?;
+    let subject = format!("{topic}-value");
+    let root = registry::block_on(client.version(&subject, None)).map_err(|e| e.into_connector_error(base))?;
+    if root.schema_type != "PROTOBUF" {
+        return Err(ConnectorError::new(format!("subject \"{subject}\" holds a {} schema, not a Protobuf one", root.schema_type))
+            .with_hint(format!("use ENCODE {} for this topic", root.schema_type)));
+    }
+    let root_name = format!("{subject}.proto");
+    let mut files = std::collections::BTreeMap::from([(root_name.clone(), root.schema)]);
+    let mut pending = root.references;
+    while let Some(reference) = pending.pop() {
+        if files.contains_key(&reference.name) {
+            continue;
+        }
+        if files.len() > MAX_SCHEMA_REFERENCES {
+            return Err(ConnectorError::new(format!("subject \"{subject}\" references more than {MAX_SCHEMA_REFERENCES} schemas")));
+        }
+        let found = registry::block_on(client.version(&reference.subject, Some(reference.version))).map_err(|e| e.into_connector_error(base))?;
+        files.insert(reference.name, found.schema);
+        pending.extend(found.references);
+    }
+    crate::protobuf::compile_sources(&root_name, files)
+}
+
 /// The descriptor set `schema.location` names (`file:///path` or a path), as `protoc
 /// --descriptor_set_out --include_imports` writes it.
 fn read_descriptor_set(options: &Options) -> Result<Vec<u8>, ConnectorError> {
     let location = options.get("encode.schema.location").ok_or_else(|| {
-        ConnectorError::new("ENCODE PROTOBUF needs a descriptor set").with_hint("ENCODE PROTOBUF (message = 'pkg.Msg', schema.location = 'file:///path/to/set.desc')")
+        ConnectorError::new("ENCODE PROTOBUF needs a descriptor set or a schema registry")
+            .with_hint("ENCODE PROTOBUF (message = 'pkg.Msg', schema.location = 'file:///path/to/set.desc') or (message = 'pkg.Msg', schema.registry = 'http://host:8081')")
     })?;
     let path = location.strip_prefix("file://").unwrap_or(location);
     let bytes = std::fs::read(path).map_err(|e| ConnectorError::new(format!("cannot read the descriptor set {location}: {e}")))?;
@@ -288,11 +331,11 @@ impl Connector for KafkaConnector {
     /// must not pick a newer one.
     fn resolve(&self, options: &mut Options) -> Result<(), ConnectorError> {
         // A Protobuf descriptor set is kept with the statement: a restart does not need the
-        // file, and a changed file does not change the source.
+        // file or the registry, and a changed file or a newer schema does not change the source.
         let is_protobuf = options.get("encode").is_some_and(|e| e.eq_ignore_ascii_case("protobuf"));
         if is_protobuf && !options.contains_key("encode.descriptor") {
             use base64::Engine;
-            let stored = base64::engine::general_purpose::STANDARD.encode(read_descriptor_set(options)?);
+            let stored = base64::engine::general_purpose::STANDARD.encode(descriptor_set(options)?);
             options.insert("encode.descriptor".into(), stored);
         }
         let is_avro = options.get("encode").is_some_and(|e| e.eq_ignore_ascii_case("avro"));

@@ -1,6 +1,6 @@
-//! Confluent Schema Registry: a client for the REST calls Avro sources and sinks need, and a
-//! small in-memory registry speaking the same API (`openclaw kafka mock --schema-registry`,
-//! and the tests), for trying Avro without Confluent's server.
+//! Confluent Schema Registry: a client for the REST calls Avro and Protobuf sources and Avro
+//! sinks need, and a small in-memory registry speaking the same API (`openclaw kafka mock
+//! --schema-registry`, and the tests), for trying them without Confluent's server.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +14,25 @@ use crate::ConnectorError;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest schema the mock registry accepts, in bytes (a request body limit).
 const MOCK_MAX_SCHEMA_BYTES: usize = 1 << 20;
+
+/// A schema as the registry keeps it: its text, its type (`AVRO`, `PROTOBUF`, `JSON`) and
+/// the schemas it imports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisteredSchema {
+    pub id: u32,
+    pub schema: String,
+    pub schema_type: String,
+    pub references: Vec<SchemaReference>,
+}
+
+/// A schema's import of another subject's version, by the name the schema imports it as (a
+/// Protobuf import path such as `common/money.proto`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SchemaReference {
+    pub name: String,
+    pub subject: String,
+    pub version: u32,
+}
 
 /// A registry at `base` (e.g. `http://localhost:8081`).
 #[derive(Clone)]
@@ -75,18 +94,41 @@ impl RegistryClient {
 
     /// The latest schema of `subject`: its id and its Avro JSON.
     pub async fn latest(&self, subject: &str) -> Result<(u32, String), RegistryError> {
-        let body = self.call(self.http.get(format!("{}/subjects/{subject}/versions/latest", self.base)), &format!("subject \"{subject}\"")).await?;
-        Ok((id_field(&body)?, schema_field(&body)?))
+        let found = self.version(subject, None).await?;
+        Ok((found.id, found.schema))
+    }
+
+    /// Version `version` of `subject` (the latest with `None`), with its type and references.
+    pub async fn version(&self, subject: &str, version: Option<u32>) -> Result<RegisteredSchema, RegistryError> {
+        let which = version.map_or("latest".to_string(), |v| v.to_string());
+        let what = format!("subject \"{subject}\" version {which}");
+        let body = self.call(self.http.get(format!("{}/subjects/{subject}/versions/{which}", self.base)), &what).await?;
+        let references = match body.get("references") {
+            None | Some(Value::Null) => vec![],
+            Some(r) => serde_json::from_value(r.clone()).map_err(|e| RegistryError::Unavailable(format!("{what}: bad references: {e}")))?,
+        };
+        // Confluent leaves the type out for Avro.
+        let schema_type = body.get("schemaType").and_then(Value::as_str).unwrap_or("AVRO").to_string();
+        Ok(RegisteredSchema { id: id_field(&body)?, schema: schema_field(&body)?, schema_type, references })
     }
 
     /// Registers `schema` under `subject` (a no-op returning the same id when it is there
     /// already), and returns its id.
     pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+        self.register_typed(subject, schema, "AVRO", &[]).await
+    }
+
+    /// Registers a schema of `schema_type` with its references, as [`Self::register`].
+    pub async fn register_typed(&self, subject: &str, schema: &str, schema_type: &str, references: &[SchemaReference]) -> Result<u32, RegistryError> {
+        let body = match schema_type {
+            "AVRO" => json!({ "schema": schema }),
+            _ => json!({ "schema": schema, "schemaType": schema_type, "references": references }),
+        };
         let request = self
             .http
             .post(format!("{}/subjects/{subject}/versions", self.base))
             .header("content-type", "application/vnd.schemaregistry.v1+json")
-            .body(json!({ "schema": schema }).to_string());
+            .body(body.to_string());
         id_field(&self.call(request, &format!("subject \"{subject}\"")).await?)
     }
 
@@ -127,12 +169,36 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 /// The in-memory registry's content: schemas by id (from 1) and subjects' versions.
 #[derive(Default)]
 struct MockState {
-    schemas: Vec<String>,
+    schemas: Vec<MockSchema>,
     subjects: BTreeMap<String, Vec<u32>>,
 }
 
+/// A registered schema: its text, type and references (as the request gave them).
+#[derive(PartialEq)]
+struct MockSchema {
+    schema: String,
+    schema_type: String,
+    references: Value,
+}
+
+impl MockSchema {
+    /// The fields of an answer about this schema; the type left out for Avro, as Confluent's.
+    fn fields(&self) -> serde_json::Map<String, Value> {
+        let mut out = serde_json::Map::new();
+        out.insert("schema".into(), json!(self.schema));
+        if self.schema_type != "AVRO" {
+            out.insert("schemaType".into(), json!(self.schema_type));
+        }
+        if self.references.as_array().is_some_and(|r| !r.is_empty()) {
+            out.insert("references".into(), self.references.clone());
+        }
+        out
+    }
+}
+
 /// Serves a Confluent-compatible registry on `listener` until the task is dropped: register
-/// (`POST /subjects/{s}/versions`), look up by id, latest version, and list subjects.
+/// (`POST /subjects/{s}/versions`, Avro checked to be JSON, Protobuf and JSON Schema kept as
+/// given), look up by id, by subject and version (or `latest`), and list subjects.
 pub async fn serve_mock_registry(listener: tokio::net::TcpListener) -> std::io::Result<()> {
     use axum::extract::{DefaultBodyLimit, Path, State};
     use axum::http::StatusCode;
@@ -145,12 +211,15 @@ pub async fn serve_mock_registry(listener: tokio::net::TcpListener) -> std::io::
         (StatusCode::NOT_FOUND, Json(json!({ "error_code": code, "message": message })))
     }
     async fn register(State(state): State<Shared>, Path(subject): Path<String>, body: String) -> Answer {
-        let Some(schema) = serde_json::from_str::<Value>(&body).ok().and_then(|b| b.get("schema")?.as_str().map(str::to_string)) else {
-            return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "error_code": 42201, "message": "Invalid schema" })));
-        };
-        if serde_json::from_str::<Value>(&schema).is_err() {
-            return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "error_code": 42201, "message": "Invalid schema" })));
+        let invalid = || (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "error_code": 42201, "message": "Invalid schema" })));
+        let Ok(body) = serde_json::from_str::<Value>(&body) else { return invalid() };
+        let Some(text) = body.get("schema").and_then(Value::as_str).map(str::to_string) else { return invalid() };
+        let schema_type = body.get("schemaType").and_then(Value::as_str).unwrap_or("AVRO").to_string();
+        let references = body.get("references").cloned().unwrap_or(json!([]));
+        if !["AVRO", "PROTOBUF", "JSON"].contains(&schema_type.as_str()) || (schema_type != "PROTOBUF" && serde_json::from_str::<Value>(&text).is_err()) {
+            return invalid();
         }
+        let schema = MockSchema { schema: text, schema_type, references };
         let mut s = state.lock().expect("registry lock");
         // The same schema text gets the same id, under any subject (as Confluent's does).
         let id = match s.schemas.iter().position(|known| *known == schema) {
@@ -169,17 +238,26 @@ pub async fn serve_mock_registry(listener: tokio::net::TcpListener) -> std::io::
     async fn by_id(State(state): State<Shared>, Path(id): Path<u32>) -> Answer {
         let s = state.lock().expect("registry lock");
         match id.checked_sub(1).and_then(|i| s.schemas.get(i as usize)) {
-            Some(schema) => (StatusCode::OK, Json(json!({ "schema": schema }))),
+            Some(schema) => (StatusCode::OK, Json(Value::Object(schema.fields()))),
             None => not_found(40403, "Schema not found"),
         }
     }
-    async fn latest(State(state): State<Shared>, Path(subject): Path<String>) -> Answer {
+    async fn version(State(state): State<Shared>, Path((subject, version)): Path<(String, String)>) -> Answer {
         let s = state.lock().expect("registry lock");
-        let Some((version, &id)) = s.subjects.get(&subject).and_then(|v| v.iter().enumerate().last()) else {
+        let Some(versions) = s.subjects.get(&subject) else {
             return not_found(40401, "Subject not found");
         };
-        let schema = &s.schemas[id as usize - 1];
-        (StatusCode::OK, Json(json!({ "subject": subject, "version": version + 1, "id": id, "schema": schema })))
+        let index = match version.as_str() {
+            "latest" => versions.len().checked_sub(1),
+            v => v.parse::<usize>().ok().and_then(|v| v.checked_sub(1)).filter(|i| *i < versions.len()),
+        };
+        let Some(index) = index else {
+            return not_found(40402, "Version not found");
+        };
+        let id = versions[index];
+        let mut fields = s.schemas[id as usize - 1].fields();
+        fields.extend([("subject".into(), json!(subject)), ("version".into(), json!(index + 1)), ("id".into(), json!(id))]);
+        (StatusCode::OK, Json(Value::Object(fields)))
     }
     async fn subjects(State(state): State<Shared>) -> Json<Value> {
         Json(json!(state.lock().expect("registry lock").subjects.keys().collect::<Vec<_>>()))
@@ -188,7 +266,7 @@ pub async fn serve_mock_registry(listener: tokio::net::TcpListener) -> std::io::
     let app = axum::Router::new()
         .route("/subjects", get(subjects))
         .route("/subjects/{subject}/versions", axum::routing::post(register))
-        .route("/subjects/{subject}/versions/latest", get(latest))
+        .route("/subjects/{subject}/versions/{version}", get(version))
         .route("/schemas/ids/{id}", get(by_id))
         .layer(DefaultBodyLimit::max(MOCK_MAX_SCHEMA_BYTES))
         .with_state(Shared::default());
@@ -212,6 +290,16 @@ mod tests {
         let id2 = client.register("bid-value", v2).await.unwrap();
         assert_ne!(id1, id2);
         assert_eq!(client.schema_by_id(id1).await.unwrap(), v1);
+        assert_eq!(client.version("bid-value", Some(1)).await.unwrap(), RegisteredSchema { id: id1, schema: v1.into(), schema_type: "AVRO".into(), references: vec![] });
+        let proto = "syntax = \"proto3\"; import \"money.proto\"; message Bid { Money price = 1; }";
+        let money = "syntax = \"proto3\"; message Money { int64 cents = 1; }";
+        let money_id = client.register_typed("money", money, "PROTOBUF", &[]).await.unwrap();
+        let reference = SchemaReference { name: "money.proto".into(), subject: "money".into(), version: 1 };
+        let proto_id = client.register_typed("pbid-value", proto, "PROTOBUF", std::slice::from_ref(&reference)).await.unwrap();
+        assert_ne!(money_id, proto_id);
+        let found = client.version("pbid-value", None).await.unwrap();
+        assert_eq!(found, RegisteredSchema { id: proto_id, schema: proto.into(), schema_type: "PROTOBUF".into(), references: vec![reference] });
+        assert!(matches!(client.version("bid-value", Some(3)).await, Err(RegistryError::NotFound(_))));
         assert_eq!(client.latest("bid-value").await.unwrap(), (id2, v2.to_string()));
         assert!(matches!(client.schema_by_id(99).await, Err(RegistryError::NotFound(_))));
         assert!(matches!(client.latest("nope-value").await, Err(RegistryError::NotFound(_))));
