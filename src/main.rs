@@ -150,6 +150,12 @@ struct ServeArgs {
     /// that a supervisor can pass port 0 and learn which ports the kernel chose.
     #[arg(long)]
     ports_file: Option<PathBuf>,
+    /// Where history files older than their `history.hot` age go: `s3://bucket/prefix` (S3 or
+    /// an S3-compatible store, with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+    /// AWS_ENDPOINT_URL, AWS_ALLOW_HTTP) or `file:///directory`. Without it, history stays on
+    /// local disk.
+    #[arg(long, env = "OPENCLAW_COLD_STORE")]
+    cold_store: Option<String>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -217,7 +223,9 @@ fn main() -> std::process::ExitCode {
     let handle = dataflow.handle().clone();
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => server::serve(server::ServeConfig {
+            Command::Serve(args) => match args.cold_store.as_deref().map(openclaw_connectors::parquet::configure_cold_store) {
+                Some(Err(e)) => Err(format!("{}{}", e.message, e.hint.map(|h| format!(" ({h})")).unwrap_or_default()).into()),
+                _ => server::serve(server::ServeConfig {
                 data_dir: args.data_dir,
                 pg_listen: args.pg_listen,
                 http_listen: args.http_listen,
@@ -227,8 +235,9 @@ fn main() -> std::process::ExitCode {
                 ports_file: args.ports_file,
                 state_cache_bytes: args.engine.state_cache_mb.max(8) << 20,
                 engine: args.engine.engine_config(&handle),
-            })
-            .await,
+                })
+                .await,
+            },
             Command::Bench { bench: BenchCommand::Nexmark(args) } => bench::nexmark(args, handle).await,
             Command::Bench { bench: BenchCommand::Checkpoint(args) } => bench::checkpoint(args, handle).await,
             Command::Bench { bench: BenchCommand::Kafka(args) } => bench::kafka(args, handle).await,

@@ -13,7 +13,9 @@ pub mod blackhole;
 pub mod datagen;
 pub mod kafka;
 pub mod nexmark;
+pub mod parquet;
 pub mod protobuf;
+pub mod two_phase;
 pub mod webhook;
 
 /// `WITH (...)` options of a source, keys lowercased.
@@ -146,16 +148,33 @@ pub trait PreparedSink: Send + Sync {
 pub fn sink_connector(name: &str) -> Option<&'static dyn SinkConnector> {
     match name.to_ascii_lowercase().as_str() {
         "kafka" => Some(&kafka::KafkaSinkConnector),
+        "parquet" => Some(&parquet::ParquetSinkConnector),
         "blackhole" => Some(&blackhole::BlackholeConnector),
         _ => None,
     }
 }
 
 /// Names of every sink connector, for hints.
-pub const SINK_CONNECTORS: &[&str] = &["kafka", "blackhole"];
+pub const SINK_CONNECTORS: &[&str] = &["kafka", "parquet", "blackhole"];
 
 /// Names of every connector, for hints.
 pub const CONNECTORS: &[&str] = &["kafka", "nexmark", "datagen", "webhook"];
+
+/// `'1 day'`, `'12 hours'`, `'30 min'`, `'90s'`: a number and a unit (seconds, minutes,
+/// hours or days), in milliseconds; `None` for anything else.
+pub fn parse_duration_ms(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = (&text[..split], text[split..].trim().to_ascii_lowercase());
+    let ms_per_unit = match unit.as_str() {
+        "s" | "sec" | "second" | "seconds" => 1_000,
+        "min" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(ms_per_unit)
+}
 
 /// Longest a rate-limited reader waits inside one `next_chunk`, so that barriers pass promptly.
 pub(crate) const MAX_PACING_WAIT: std::time::Duration = std::time::Duration::from_millis(100);

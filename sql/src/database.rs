@@ -101,6 +101,8 @@ pub struct Database {
     /// (`crate::write_api`).
     pub(crate) keys_in_flight: crate::write_api::KeysInFlight,
     pub(crate) write_keys: std::sync::atomic::AtomicUsize,
+    /// Parquet sinks' files, for `history()` (`crate::history`).
+    pub(crate) parquet_sinks: crate::history::ParquetSinks,
 }
 
 /// `fut`, canceled with PostgreSQL's 57014 error at `deadline` (`None`: no limit).
@@ -169,6 +171,11 @@ impl Database {
         opts.execution.time_zone = Some("+00:00".to_string());
         let ctx = SessionContext::new_with_config(session);
         crate::functions::register(&ctx);
+        let parquet_sinks = crate::history::ParquetSinks::default();
+        ctx.register_udtf("history", Arc::new(crate::history::HistoryFunction(parquet_sinks.clone())));
+        if let Some(cold) = openclaw_connectors::parquet::cold_store() {
+            ctx.register_object_store(&cold.root_url, cold.store.clone());
+        }
         let coordinator = Coordinator::new();
         coordinator.set_snapshot_store(store.clone());
         let db = Self {
@@ -182,11 +189,14 @@ impl Database {
             subscribers: Default::default(),
             keys_in_flight: Default::default(),
             write_keys: Default::default(),
+            parquet_sinks,
         };
         let db = Arc::new(db);
         db.report_checkpoints(restored.as_ref()).await?;
         db.spawn_periodic_barriers();
         db.restore(restored).await?;
+        let dir = db.store.dir().to_path_buf();
+        tokio::task::spawn_blocking(move || crate::history::remove_dropped(&dir));
         // Tables replay their logs to resumed views at the first barrier after the restore
         // (once every view is attached); this one makes that happen before clients come.
         db.coordinator.inject_and_wait(BarrierKind::Periodic, None).await?;
@@ -435,7 +445,21 @@ impl Database {
     ) -> SqlResult<QueryOutput> {
         match stmt {
             OcStatement::CreateSource(s) if s.as_table => self.create_connector_table(s, text).await,
-            OcStatement::CreateSource(s) => self.create_source(s, text).await,
+            OcStatement::CreateSource(s) => {
+                // The source's stored statement keeps its history options; the history's sink
+                // is a catalog object of its own, restored from its own record.
+                let history = crate::history::HistoryOptions::take(&mut s.options.clone())?;
+                let (name, written) = (object_name(&s.name)?, s.name.clone());
+                let existed = s.if_not_exists && self.catalog.lock().await.get(&name).is_some();
+                let output = self.create_source(s, text).await?;
+                if let (Some(history), false) = (history, existed) {
+                    if let Err(e) = self.create_history(&name, history, vars).await {
+                        let _ = self.drop_objects(ObjectKind::Source, &[written], true, false).await;
+                        return Err(e);
+                    }
+                }
+                Ok(output)
+            }
             OcStatement::CreateTable(ct, watermark) => self.create_table(*ct, watermark, text).await,
             OcStatement::ShowStateTables => self.show_state_tables().await,
             OcStatement::CreateView(v) => self.create_view(v, vars, text).await,
@@ -443,6 +467,7 @@ impl Database {
             OcStatement::ExplainCreateView(v) => self.explain_create_view(v, vars).await,
             OcStatement::Flush => self.flush(vars.statement_timeout()?).await,
             OcStatement::ShowCheckpoints => self.show_checkpoints().await,
+            OcStatement::ShowHistory => self.show_history().await,
             OcStatement::Show(ObjectKind::Subscription) => self.show_subscriptions().await,
             OcStatement::Show(kind) => self.show(kind).await,
             OcStatement::CreateSubscription { name, view, options } => self.create_subscription(&name, &view, &options, text).await,

@@ -136,6 +136,8 @@ impl Database {
         }
         self.check_new_name(&catalog, &name)?;
         let mut options = create.options.clone();
+        // The history's own sink is created beside the source (`crate::history`).
+        crate::history::HistoryOptions::take(&mut options)?;
         if options.get("format").is_some_and(|f| f.eq_ignore_ascii_case("upsert")) {
             return Err(SqlError::not_supported("FORMAT UPSERT needs a table: a source is a stream of inserts")
                 .with_hint("CREATE TABLE t (..., PRIMARY KEY (k)) INCLUDE key AS k WITH (...) FORMAT UPSERT ENCODE JSON"));
@@ -344,7 +346,12 @@ impl Database {
         let options = tokio::task::block_in_place(|| connector.prepare(&sink.options)).map_err(connector_error)?;
         let mut shown: Vec<String> = sink.options.iter().map(|(k, v)| format!("'{k}' = '{v}'")).collect();
         shown.sort();
-        self.create_dataflow(sink.view, Target::Sink(options, shown.join(", ")), vars, sql, resume).await
+        let name = object_name(&sink.view.name)?;
+        let output = self.create_dataflow(sink.view, Target::Sink(options, shown.join(", ")), vars, sql, resume).await?;
+        if let Some(schema) = self.catalog.lock().await.get(&name).map(|e| e.schema.clone()) {
+            self.parquet_sinks.register(&name, &sink.options, &schema);
+        }
+        Ok(output)
     }
 
     async fn create_dataflow(
@@ -569,6 +576,7 @@ impl Database {
                 }
                 return Err(undefined(&name).with_hint(format!("no {} named {} exists", kind.sql_name(), quote(&name))));
             };
+            let entry_id = entry.id;
             if entry.kind != kind {
                 return Err(SqlError::new(SqlState::WrongObjectType, format!("{} is not a {}", quote(&name), kind.sql_name()))
                     .with_hint(format!("use DROP {}", entry.kind.sql_name().to_uppercase())));
@@ -581,7 +589,14 @@ impl Database {
                 )
                 .with_hint(format!("DROP SOURCE {} drops its dead-letter table too", quote(source))));
             }
-            let dependents: Vec<(String, ObjectKind)> = catalog.dependents(&name).iter().map(|e| (e.name.clone(), e.kind)).collect();
+            // An object's history goes with it.
+            let history = crate::history::sink_name(&name);
+            let dependents: Vec<(String, ObjectKind)> = catalog.dependents(&name).iter().filter(|e| e.name != history).map(|e| (e.name.clone(), e.kind)).collect();
+            if catalog.get(&history).is_some() {
+                self.drop_one(&mut catalog, &history)?;
+                let id = entry_id;
+                tokio::task::block_in_place(|| crate::history::set_aside(self.store.dir(), &name, id));
+            }
             if !dependents.is_empty() && !cascade {
                 let detail: Vec<String> = dependents
                     .iter()
@@ -609,6 +624,7 @@ impl Database {
         crate::durable::remove(&self.store, id)?;
         let Some(entry) = catalog.remove(name) else { return Ok(()) };
         self.ctx.deregister_table(name)?;
+        self.parquet_sinks.remove(name);
         match &entry.detail {
             Detail::Table { root, task, state, ingest, .. } => {
                 if let Some(ingest) = ingest {

@@ -6,6 +6,8 @@ pub mod catalog;
 mod checkpoints;
 pub mod database;
 mod ddl;
+mod history;
+mod history_scan;
 mod ingest;
 mod dml;
 pub mod durable;

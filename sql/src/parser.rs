@@ -101,6 +101,8 @@ pub enum OcStatement {
     ShowStateTables,
     /// `SHOW CHECKPOINTS`.
     ShowCheckpoints,
+    /// `SHOW HISTORY`.
+    ShowHistory,
     Describe(ObjectName),
     /// `SET name = value` / `SET name TO value` / `SET TIME ZONE value`.
     SetVar { name: String, value: String },
@@ -306,6 +308,11 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError>
             p.next_token();
             p.next_token();
             OcStatement::ShowCheckpoints
+        }
+        ["SHOW", "HISTORY"] => {
+            p.next_token();
+            p.next_token();
+            OcStatement::ShowHistory
         }
         ["DESCRIBE" | "DESC", ..] => {
             p.next_token();

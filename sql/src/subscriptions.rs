@@ -42,17 +42,7 @@ fn log_cf(view: ObjectId, id: ObjectId) -> String {
 /// `'1 day'`, `'12 hours'`, `'30 min'`, `'90s'`: a number and a unit.
 fn parse_retention(text: &str) -> SqlResult<u64> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = (&text[..split], text[split..].trim().to_ascii_lowercase());
-    let ms_per_unit = match unit.as_str() {
-        "s" | "sec" | "second" | "seconds" => Some(1_000),
-        "min" | "minute" | "minutes" => Some(60_000),
-        "h" | "hour" | "hours" => Some(3_600_000),
-        "d" | "day" | "days" => Some(86_400_000),
-        _ => None,
-    };
-    let ms = number.parse::<u64>().ok().zip(ms_per_unit).and_then(|(n, per)| n.checked_mul(per));
-    match ms {
+    match openclaw_connectors::parse_duration_ms(text) {
         Some(ms) if (1_000..=MAX_RETENTION_MS).contains(&ms) => Ok(ms),
         _ => Err(SqlError::new(SqlState::InvalidParameterValue, format!("invalid retention \"{text}\""))
             .with_hint("give a number and a unit (seconds, minutes, hours or days), from 1 second to 30 days, e.g. retention = '1 day'")),

@@ -16,13 +16,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use openclaw_engine::{Barrier, EngineError, EngineResult, ObjectId, Operator, OperatorContext, StreamChunk};
-use openclaw_storage::{StateWrite, Store};
+use openclaw_storage::Store;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::encode::{encode_chunk, Codec, SinkEncoding};
+use crate::two_phase::{run_committer, Committer, PendingCommits, SeqBuffer};
 use crate::{ConnectorError, Options, PreparedSink, SinkConnector};
 
 /// `CREATE SINK ... WITH (connector = 'kafka', ...)`.
@@ -47,61 +48,10 @@ impl PreparedSink for KafkaSinkOptions {
     }
 }
 
-/// The column family where sinks note what they have committed to Kafka (sink id → buffer
-/// position). Like tables, it is carried over when a restart rolls state back: it describes
-/// the outside world, not the dataflow.
-pub const SINK_COMMITS_CF: &str = "sink_commits";
+pub use crate::two_phase::SINK_COMMITS_CF;
 
 /// How long one transaction step (init, commit, marker) may take before it is retried.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Checkpoints whose records wait to be committed, at most. Beyond it the newest waiting
-/// checkpoint takes in the next one (one transaction for both), so that a checkpoint barrier
-/// never waits on Kafka: with the broker down, FLUSH, DDL and checkpoints go on.
-const PENDING_COMMITS: usize = 16;
-
-/// The checkpoints whose records wait to be committed, as (epoch, buffer end), oldest first;
-/// bounded by [`PENDING_COMMITS`] by merging the newest.
-#[derive(Default)]
-struct PendingCommits {
-    queue: std::sync::Mutex<std::collections::VecDeque<(u64, u64)>>,
-    notify: tokio::sync::Notify,
-    closed: std::sync::atomic::AtomicBool,
-}
-
-impl PendingCommits {
-    /// Never waits.
-    fn push(&self, epoch: u64, end: u64) {
-        let mut queue = self.queue.lock().expect("pending commits lock");
-        if let Some(&(last_epoch, last_end)) = queue.back() {
-            assert!(last_epoch < epoch && last_end <= end, "checkpoints arrive in order");
-        }
-        if queue.len() == PENDING_COMMITS {
-            queue.pop_back();
-        }
-        queue.push_back((epoch, end));
-        drop(queue);
-        self.notify.notify_one();
-    }
-
-    /// The oldest waiting checkpoint; `None` once closed and empty.
-    async fn pop(&self) -> Option<(u64, u64)> {
-        loop {
-            let notified = self.notify.notified();
-            if let Some(next) = self.queue.lock().expect("pending commits lock").pop_front() {
-                return Some(next);
-            }
-            if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
-                return None;
-            }
-            notified.await;
-        }
-    }
-
-    fn close(&self) {
-        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.notify.notify_one();
-    }
-}
 
 /// The record envelope (`FORMAT PLAIN | UPSERT | DEBEZIUM`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,57 +198,18 @@ impl SinkRecord {
     }
 }
 
-/// The sink's buffer in the state store: records by sequence number (u64, big endian).
+/// The sink's buffer: encoded [`SinkRecord`]s by sequence number.
 #[derive(Clone)]
-struct Buffer {
-    store: Store,
-    cf: Arc<str>,
-}
+struct Buffer(SeqBuffer);
 
 impl Buffer {
     fn append(&self, next_seq: &mut u64, records: &[SinkRecord]) -> EngineResult<()> {
-        let mut write = StateWrite::default();
-        for r in records {
-            write.put(&self.cf, next_seq.to_be_bytes().to_vec(), r.encode());
-            *next_seq += 1;
-        }
-        Ok(self.store.write_state(write)?)
+        self.0.append(next_seq, records.iter().map(SinkRecord::encode))
     }
 
     /// Records with sequence numbers in `from..to`, in order.
     fn read(&self, from: u64, to: u64) -> EngineResult<Vec<SinkRecord>> {
-        let mut out = vec![];
-        let mut failed = None;
-        let after = from.checked_sub(1).map(u64::to_be_bytes);
-        self.store.scan_from(&self.cf, after.as_ref().map(|a| a.as_slice()), None, |k, v| {
-            let seq = u64::from_be_bytes(k.try_into().expect("8-byte sequence number"));
-            if seq >= to {
-                return false;
-            }
-            match SinkRecord::decode(v) {
-                Ok(r) => out.push(r),
-                Err(e) => failed = Some(e),
-            }
-            failed.is_none()
-        })?;
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
-    }
-
-    /// The sequence number after the last buffered record (0 when empty).
-    fn end(&self) -> EngineResult<u64> {
-        let mut last = None;
-        self.store.scan(&self.cf, None, |k, _| {
-            last = Some(u64::from_be_bytes(k.try_into().expect("8-byte sequence number")));
-            true
-        })?;
-        Ok(last.map_or(0, |l| l + 1))
-    }
-
-    fn trim(&self, to: u64) -> EngineResult<()> {
-        Ok(self.store.delete_range(&self.cf, &0u64.to_be_bytes(), &to.to_be_bytes())?)
+        self.0.read(from, to, SinkRecord::decode)
     }
 }
 
@@ -325,7 +236,7 @@ impl KafkaSinkOperator {
             options,
             key_columns,
             codec,
-            buffer: Buffer { store, cf: Arc::from(buffer_cf) },
+            buffer: Buffer(SeqBuffer { store, cf: Arc::from(buffer_cf) }),
             next_seq: 0,
             commits: None,
         })
@@ -343,20 +254,20 @@ impl Operator for KafkaSinkOperator {
     }
 
     async fn on_start(&mut self, ctx: &mut OperatorContext) -> EngineResult<()> {
-        let committer = Committer::new(&self.options, &self.group(), self.buffer.clone(), self.object)?;
+        let committer = KafkaCommitter::new(&self.options, &self.group(), self.buffer.clone(), self.object)?;
         let (marker, committer) = tokio::task::spawn_blocking(move || committer.recover().map(|m| (m, committer)))
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))??;
         // Records below the marker are in Kafka already; the rest of the restored buffer is
         // produced again, first.
-        self.buffer.trim(marker)?;
-        self.next_seq = self.buffer.end()?.max(marker);
+        self.buffer.0.trim(marker)?;
+        self.next_seq = self.buffer.0.end()?.max(marker);
         let pending = Arc::new(PendingCommits::default());
         pending.push(0, self.next_seq);
         let coordinator = ctx.coordinator.clone();
         coordinator.register_external(self.object);
         let span = tracing::info_span!("kafka sink", sink = %self.name);
-        tokio::spawn(tracing::Instrument::instrument(committer.run(marker, pending.clone(), coordinator, self.object), span));
+        tokio::spawn(tracing::Instrument::instrument(run_committer(committer, marker, pending.clone(), coordinator, self.object), span));
         self.commits = Some(pending);
         Ok(())
     }
@@ -377,7 +288,7 @@ impl Operator for KafkaSinkOperator {
     }
 
     fn state_tables(&self) -> Vec<(Arc<str>, openclaw_storage::CfKind)> {
-        vec![(self.buffer.cf.clone(), openclaw_storage::CfKind::Plain)]
+        vec![(self.buffer.0.cf.clone(), openclaw_storage::CfKind::Plain)]
     }
 
     async fn barrier_passed(&mut self, barrier: &Barrier, ctx: &mut OperatorContext) -> EngineResult<()> {
@@ -396,7 +307,7 @@ impl Drop for KafkaSinkOperator {
 }
 
 /// Produces buffered records to Kafka once their checkpoint is durable.
-struct Committer {
+struct KafkaCommitter {
     topic: String,
     producer: ThreadedProducer<DefaultProducerContext>,
     /// For the marker: the group's metadata and its committed offset.
@@ -407,9 +318,8 @@ struct Committer {
     sink: ObjectId,
 }
 
-impl Committer {
+impl KafkaCommitter {
     fn new(options: &KafkaSinkOptions, group: &str, buffer: Buffer, sink: ObjectId) -> EngineResult<Self> {
-        buffer.store.create_cf(SINK_COMMITS_CF, openclaw_storage::CfKind::Plain)?;
         let mut producer = options.client.clone();
         let linger = producer.get("linger.ms").unwrap_or("5").to_string();
         producer.set("enable.idempotence", "true").set("linger.ms", linger);
@@ -428,22 +338,13 @@ impl Committer {
         Ok(Self { topic: options.topic.clone(), producer, consumer, buffer, exactly_once: options.exactly_once, sink })
     }
 
-    /// The buffer position this sink noted after its last commit (0 before the first).
-    fn noted(&self) -> EngineResult<u64> {
-        let found = self.buffer.store.multi_get(SINK_COMMITS_CF, &[&self.sink.to_be_bytes()])?;
-        Ok(match found.first().and_then(|v| v.as_deref()) {
-            Some(v) => u64::from_be_bytes(v.try_into().map_err(|_| EngineError::Internal("bad sink commit record".into()))?),
-            None => 0,
-        })
-    }
-
     /// Fences earlier producers of this sink (aborting their open transaction) and returns
     /// the marker: the buffer position Kafka has every record before. That is the larger of
     /// the marker committed in the last transaction (exact) and the position noted locally
     /// after it (which a crash between Kafka's commit and the note can leave behind; brokers
     /// that do not keep transactional offset commits, such as librdkafka's mock, have only it).
     fn recover(&self) -> EngineResult<u64> {
-        let noted = self.noted()?;
+        let noted = self.buffer.0.noted(self.sink)?;
         if !self.exactly_once {
             return Ok(noted);
         }
@@ -460,39 +361,11 @@ impl Committer {
         Ok(marker)
     }
 
-    /// Commits each checkpoint's records once it is durable, in order, retrying failures;
-    /// tells the coordinator which checkpoint it has committed (what `FLUSH` waits for).
-    async fn run(self, mut done: u64, commits: Arc<PendingCommits>, coordinator: Arc<openclaw_engine::Coordinator>, sink: ObjectId) {
-        let this = Arc::new(self);
-        let mut committed = coordinator.committed_checkpoints();
-        while let Some((epoch, end)) = commits.pop().await {
-            if committed.wait_for(|c| *c >= epoch).await.is_err() {
-                return; // the server is shutting down
-            }
-            if end <= done {
-                coordinator.external_committed(sink, epoch);
-                continue;
-            }
-            loop {
-                let (c, from) = (this.clone(), done);
-                match tokio::task::spawn_blocking(move || c.commit(from, end)).await {
-                    Ok(Ok(n)) => {
-                        tracing::debug!(records = n, epoch, "kafka sink committed");
-                        done = end;
-                        coordinator.external_committed(sink, epoch);
-                        break;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, epoch, "kafka sink commit failed; retrying");
-                        // A broker that is down is retried once a second: often enough to
-                        // resume soon after it is back, rarely enough not to flood the log.
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                    Err(_) => return,
-                }
-            }
-        }
-        coordinator.unregister_external(sink);
+}
+
+impl Committer for KafkaCommitter {
+    fn target(&self) -> &str {
+        &self.topic
     }
 
     /// Produces the buffered records `from..to` in one transaction with the marker `to`.
@@ -508,13 +381,12 @@ impl Committer {
             }
             return Err(e);
         }
-        let mut note = StateWrite::default();
-        note.put(&Arc::from(SINK_COMMITS_CF), self.sink.to_be_bytes().to_vec(), to.to_be_bytes().to_vec());
-        self.buffer.store.write_durable(note)?;
-        self.buffer.trim(to)?;
+        self.buffer.0.note_and_trim(self.sink, to)?;
         Ok(records.len())
     }
+}
 
+impl KafkaCommitter {
     fn produce(&self, records: &[SinkRecord]) -> EngineResult<()> {
         for r in records {
             let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic);
@@ -567,23 +439,5 @@ mod tests {
             assert_eq!(SinkRecord::decode(&r.encode()).unwrap(), r);
         }
         assert!(SinkRecord::decode(&[1, 9, 0, 0, 0, b'x']).is_err());
-    }
-
-    #[tokio::test]
-    async fn waiting_commits_stay_bounded_by_merging_the_newest() {
-        let pending = PendingCommits::default();
-        for epoch in 1..=(PENDING_COMMITS as u64 + 5) {
-            pending.push(epoch, epoch * 10);
-        }
-        pending.close();
-        let mut popped = vec![];
-        while let Some(next) = pending.pop().await {
-            popped.push(next);
-        }
-        assert_eq!(popped.len(), PENDING_COMMITS);
-        // The oldest stay as they were; the last takes in every checkpoint past the limit.
-        assert_eq!(popped[0], (1, 10));
-        assert_eq!(popped[PENDING_COMMITS - 2], (PENDING_COMMITS as u64 - 1, (PENDING_COMMITS as u64 - 1) * 10));
-        assert_eq!(*popped.last().unwrap(), (PENDING_COMMITS as u64 + 5, (PENDING_COMMITS as u64 + 5) * 10));
     }
 }

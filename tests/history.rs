@@ -1,0 +1,264 @@
+//! History: a source's rows kept as Parquet files, exactly once, read back with SQL
+//! (`history('name')`) and by DuckDB (from PyPI, installed by `scripts/install-grpc-client.sh`)
+//! as an independent reader of the same files.
+
+mod common;
+
+use common::{text_rows, Rng, TestServer};
+
+/// Events the Nexmark sources generate (46 of every 50 are bids).
+const EVENTS: u64 = 300_000;
+const BIDS: u64 = EVENTS / 50 * 46;
+
+/// A bounded Nexmark bid source with history, generating about 50,000 events a second, so that
+/// checkpoints (and crashes) fall while it runs. Its event times start 10 s before an hour
+/// ends, so that they span two hours.
+fn source_ddl(extra: &str) -> String {
+    format!(
+        "CREATE SOURCE bid WITH (connector = 'nexmark', 'nexmark.table.type' = 'Bid', 'nexmark.event.num' = '{EVENTS}',
+             'nexmark.min.event.gap.in.ns' = '20000', 'nexmark.base.time' = '1700002790000', history = 'parquet'{extra});
+         CREATE MATERIALIZED VIEW all_bids AS SELECT auction, bidder, price, date_time FROM bid;"
+    )
+}
+
+async fn one(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
+    text_rows(client, sql).await.into_iter().map(|r| r.into_iter().map(Option::unwrap_or_default).collect()).collect()
+}
+
+/// Runs `script` (Python) with the test venv's python, which has DuckDB.
+fn python(script: &str) -> String {
+    let python = std::env::var("OPENCLAW_GRPC_PYTHON").expect("OPENCLAW_GRPC_PYTHON: run through scripts/test.sh, which installs DuckDB");
+    let out = std::process::Command::new(python).arg("-c").arg(script).output().expect("run python");
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `count(*)`, `sum(price)` and the per-hour counts over a source's history equal the
+/// generated bids (kept by a view over the same source), across several checkpoints; DuckDB
+/// reading the files gives the same answers; `SHOW HISTORY` counts the same rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_counts_like_the_source_and_duckdb_reads_the_same_files() {
+    let server = TestServer::start_with(std::env::temp_dir().join(format!("openclaw-test-history-{}", std::process::id())), &["--checkpoint-interval", "100ms"]);
+    let client = server.connect().await;
+    client.batch_execute(&source_ddl(", history.partition = 'hour'")).await.unwrap();
+    client.batch_execute("FLUSH").await.unwrap();
+    let totals = "SELECT count(*), sum(price), count(DISTINCT auction) FROM ";
+    let expected = one(&client, &format!("{totals} all_bids")).await;
+    assert_eq!(expected[0][0], BIDS.to_string());
+    assert_eq!(one(&client, &format!("{totals} history('bid')")).await, expected);
+    assert_eq!(one(&client, "SELECT sum(_diff) FROM history('bid')").await, [[BIDS.to_string()]]);
+    let per_hour = "SELECT extract(epoch FROM date_trunc('hour', date_time))::bigint AS h, count(*) FROM {} GROUP BY 1 ORDER BY 1";
+    let hours = one(&client, &per_hour.replace("{}", "all_bids")).await;
+    assert!(hours.len() > 1, "the bids span hours: {hours:?}");
+    assert_eq!(one(&client, &per_hour.replace("{}", "history('bid')")).await, hours);
+    // Filters on the partition columns prune files, and still give exact answers.
+    assert_eq!(one(&client, "SELECT count(*) FROM history('bid') WHERE date = '1999-01-01'").await, [["0"]]);
+    assert_eq!(one(&client, "SELECT count(*) FROM history('bid') WHERE date >= '2000-01-01' AND hour <> 'x'").await, [[BIDS.to_string()]]);
+    assert_eq!(one(&client, "SELECT count(*) FROM history('bid') WHERE price < 0").await, [["0"]]);
+
+    let shown = one(&client, "SHOW HISTORY").await;
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    let (path, files, rows) = (shown[0][2].clone(), shown[0][3].parse::<u64>().unwrap(), shown[0][5].clone());
+    assert_eq!((shown[0][0].as_str(), shown[0][1].as_str(), rows.as_str()), ("bid", "hot", BIDS.to_string().as_str()));
+    assert!(files > 1, "written over several checkpoints: {files} files");
+
+    let duckdb = python(&format!(
+        "import duckdb\n\
+         t = \"read_parquet('{path}/**/*.parquet', hive_partitioning = true)\"\n\
+         print(duckdb.sql(f'SELECT count(*), sum(price), count(DISTINCT auction) FROM {{t}}').fetchall())\n\
+         print(duckdb.sql(f\"SELECT epoch(date_trunc('hour', date_time))::BIGINT, count(*) FROM {{t}} GROUP BY 1 ORDER BY 1\").fetchall())\n\
+         print(duckdb.sql(f'SELECT DISTINCT date FROM {{t}}').fetchall() != [])"
+    ));
+    let lines: Vec<&str> = duckdb.lines().collect();
+    let tuple = |row: &Vec<String>| format!("({})", row.join(", "));
+    assert_eq!(lines[0], format!("[{}]", tuple(&expected[0])), "DuckDB's totals");
+    assert_eq!(lines[1], format!("[{}]", hours.iter().map(tuple).collect::<Vec<_>>().join(", ")), "DuckDB's hours");
+    assert_eq!(lines[2], "True", "DuckDB sees the Hive partitions");
+
+    // Mistakes are PostgreSQL-style errors.
+    let error = client.simple_query("SELECT count(*) FROM history('nope')").await.unwrap_err();
+    assert_eq!(error.code().unwrap().code(), "42P01", "{error:?}");
+    let error = client.simple_query("SELECT count(*) FROM history(1)").await.unwrap_err();
+    assert_eq!(error.code().unwrap().code(), "42883", "{error:?}");
+    let error = client.simple_query("CREATE SOURCE s WITH (connector = 'nexmark', history = 'iceberg')").await.unwrap_err();
+    assert_eq!(error.code().unwrap().code(), "22023", "{error:?}");
+    let error = client.simple_query("CREATE SOURCE s WITH (connector = 'nexmark', history = 'parquet', history.partition = 'week')").await.unwrap_err();
+    assert_eq!(error.code().unwrap().code(), "22023", "{error:?}");
+    assert!(one(&client, "SHOW SOURCES").await.iter().all(|r| r[0] != "s"), "a refused history leaves no source behind");
+
+    // The history goes with its source.
+    client.batch_execute("DROP MATERIALIZED VIEW all_bids; DROP SOURCE bid").await.unwrap();
+    assert!(one(&client, "SHOW HISTORY").await.is_empty());
+    assert!(one(&client, "SHOW SINKS").await.is_empty());
+    let error = client.simple_query("SELECT count(*) FROM history('bid')").await.unwrap_err();
+    assert_eq!(error.code().unwrap().code(), "42P01", "{error:?}");
+}
+
+/// Ten SIGKILLs at random moments while a source's history is written: afterwards the history
+/// holds every bid once (equal, as a multiset, to a view over the same source, which resumes
+/// exactly once from checkpoints itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_holds_every_event_once_across_ten_sigkills() {
+    let flags = ["--checkpoint-interval", "200ms"];
+    let dir = std::env::temp_dir().join(format!("openclaw-test-history-kills-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut server = TestServer::start_with(dir, &flags);
+    server.connect().await.batch_execute(&source_ddl("")).await.unwrap();
+    let mut rng = Rng(29);
+    for _ in 0..10 {
+        // A moment somewhere in the next 0.2 to 1.0 s picks when to crash; results are read
+        // only after FLUSH.
+        tokio::time::sleep(std::time::Duration::from_millis(200 + rng.next() % 800)).await;
+        server = TestServer::start_with(server.kill(), &flags);
+    }
+    let client = server.connect().await;
+    client.batch_execute("FLUSH").await.unwrap();
+    let columns = "auction, bidder, price, date_time";
+    assert_eq!(one(&client, "SELECT count(*) FROM all_bids").await, [[BIDS.to_string()]]);
+    assert_eq!(one(&client, "SELECT count(*) FROM history('bid')").await, [[BIDS.to_string()]], "every bid once");
+    for (a, b) in [("history('bid')", "all_bids"), ("all_bids", "history('bid')")] {
+        let differ = one(&client, &format!("SELECT count(*) FROM (SELECT {columns} FROM {a} EXCEPT ALL SELECT {columns} FROM {b}) AS d")).await;
+        assert_eq!(differ, [["0"]], "{a} EXCEPT ALL {b}");
+    }
+}
+
+/// An S3-compatible server (moto's, from PyPI, installed by `scripts/install-grpc-client.sh`)
+/// on a free port, with the bucket `history`; killed on drop.
+struct S3Server {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl S3Server {
+    fn start() -> Self {
+        let python = std::env::var("OPENCLAW_GRPC_PYTHON").expect("OPENCLAW_GRPC_PYTHON: run through scripts/test.sh, which installs moto");
+        let moto = std::path::Path::new(&python).with_file_name("moto_server");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new(moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let server = Self { child, port };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                let created = std::process::Command::new(&python)
+                    .arg("-c")
+                    .arg(format!("import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:{port}/history', method='PUT')).read()"))
+                    .status()
+                    .unwrap();
+                assert!(created.success(), "create the bucket");
+                return server;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("moto_server did not listen on {port}");
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.port)),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ]
+    }
+
+    /// Stops answering (SIGSTOP) or answers again (SIGCONT), keeping what it holds.
+    fn signal(&self, signal: &str) {
+        let sent = std::process::Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success());
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `sql`'s rows satisfy `done` (a tier moves files on its own clock), at most a
+/// minute; returns them.
+async fn until(client: &tokio_postgres::Client, sql: &str, what: &str, done: impl Fn(&[Vec<String>]) -> bool) -> Vec<Vec<String>> {
+    for _ in 0..600 {
+        let rows = one(client, sql).await;
+        if done(&rows) {
+            return rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{what}: still {:?}", one(client, sql).await);
+}
+
+/// `SHOW HISTORY`'s row for `object` in `tier`.
+fn tier<'a>(rows: &'a [Vec<String>], object: &str, tier: &str) -> Option<&'a Vec<String>> {
+    rows.iter().find(|r| r[0] == object && r[1] == tier)
+}
+
+/// Tiering: files older than `history.hot` move to the S3 server, and a query over both tiers
+/// answers as before the move. With the server stopped, ingestion goes on, files wait in the
+/// hot tier, and `SHOW HISTORY` says the store is unreachable; once it is back they move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_moves_to_an_s3_server_and_waits_while_it_is_down() {
+    let s3 = S3Server::start();
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let dir = std::env::temp_dir().join(format!("openclaw-test-history-s3-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = TestServer::start_with_env(dir, &["--checkpoint-interval", "100ms", "--cold-store", "s3://history/tiers"], &env);
+    let client = server.connect().await;
+    client.batch_execute(&source_ddl(", history.hot = '1 s'")).await.unwrap();
+    client.batch_execute("FLUSH").await.unwrap();
+    let totals = "SELECT count(*), sum(price), count(DISTINCT auction) FROM ";
+    let expected = one(&client, &format!("{totals} all_bids")).await;
+    assert_eq!(one(&client, &format!("{totals} history('bid')")).await, expected, "over both tiers while files move");
+    let shown = until(&client, "SHOW HISTORY", "every file moves to the cold tier", |rows| tier(rows, "bid", "hot").is_some_and(|r| r[3] == "0")).await;
+    let cold = tier(&shown, "bid", "cold").unwrap();
+    assert!(cold[3].parse::<u64>().unwrap() > 1, "files in the cold tier: {cold:?}");
+    assert!(cold[2].starts_with("s3://history/tiers/bid/"), "{cold:?}");
+    assert_eq!(cold[8], "ok");
+    assert_eq!(one(&client, &format!("{totals} history('bid')")).await, expected, "from the cold tier alone");
+
+    // The store stops answering: a second source still flows, its files wait in the hot tier.
+    s3.signal("-STOP");
+    client
+        .batch_execute(
+            "CREATE SOURCE ask WITH (connector = 'nexmark', 'nexmark.table.type' = 'Bid', 'nexmark.event.num' = '50000',
+                 'nexmark.base.time' = '1700002790000', history = 'parquet', history.hot = '1 s');
+             CREATE MATERIALIZED VIEW ask_totals AS SELECT count(*) AS n, sum(price) AS total FROM ask;
+             FLUSH;",
+        )
+        .await
+        .unwrap();
+    let ask = one(&client, "SELECT n, total FROM ask_totals").await;
+    assert_eq!(ask[0][0], (50_000 / 50 * 46).to_string());
+    let shown = until(&client, "SHOW HISTORY", "the cold tier is reported unreachable", |rows| tier(rows, "ask", "cold").is_some_and(|r| r[8].starts_with("unreachable"))).await;
+    let waiting = tier(&shown, "ask", "hot").unwrap();
+    assert!(waiting[3] != "0" && waiting[5] == ask[0][0], "files wait in the hot tier: {waiting:?}");
+    // Back: they move.
+    s3.signal("-CONT");
+    until(&client, "SHOW HISTORY", "waiting files move once the store is back", |rows| {
+        tier(rows, "ask", "hot").is_some_and(|r| r[3] == "0") && tier(rows, "ask", "cold").is_some_and(|r| r[3] != "0" && r[8] == "ok")
+    })
+    .await;
+    assert_eq!(one(&client, "SELECT count(*), sum(price) FROM history('ask')").await, ask, "nothing lost while the store was down");
+    assert_eq!(one(&client, &format!("{totals} history('bid')")).await, expected);
+}
+
+/// Retention: files older than `history.retention` are deleted, and `SHOW HISTORY` shows
+/// none left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_past_its_retention_is_deleted() {
+    let server = TestServer::start_with(std::env::temp_dir().join(format!("openclaw-test-history-retention-{}", std::process::id())), &["--checkpoint-interval", "100ms"]);
+    let client = server.connect().await;
+    client.batch_execute(&source_ddl(", history.retention = '2 s'")).await.unwrap();
+    client.batch_execute("FLUSH").await.unwrap();
+    let shown = one(&client, "SHOW HISTORY").await;
+    assert!(tier(&shown, "bid", "hot").is_some_and(|r| r[3] != "0"), "written: {shown:?}");
+    until(&client, "SHOW HISTORY", "files past the retention are deleted", |rows| tier(rows, "bid", "hot").is_some_and(|r| r[3] == "0" && r[5] == "0")).await;
+    assert_eq!(one(&client, "SELECT count(*) FROM history('bid')").await, [["0"]]);
+    assert_eq!(one(&client, "SELECT count(*) FROM all_bids").await, [[BIDS.to_string()]], "the source and its views are untouched");
+}
