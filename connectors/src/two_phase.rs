@@ -143,6 +143,39 @@ impl SeqBuffer {
     }
 }
 
+/// A sink operator's end of its committer: checkpoints are pushed here; dropping it lets the
+/// committer finish what waits, then end.
+#[derive(Default)]
+pub(crate) struct CommitQueue(Option<Arc<PendingCommits>>);
+
+impl CommitQueue {
+    /// Starts `committer` for sink `sink`, whose buffer has everything before `done` written
+    /// out already and ends at `end` (what the restored checkpoint held is committed first).
+    pub(crate) fn start<C: Committer>(committer: C, sink: ObjectId, done: u64, end: u64, coordinator: Arc<openclaw_engine::Coordinator>, span: tracing::Span) -> Self {
+        let pending = Arc::new(PendingCommits::default());
+        pending.push(0, end);
+        coordinator.register_external(sink);
+        tokio::spawn(tracing::Instrument::instrument(run_committer(committer, done, pending.clone(), coordinator, sink), span));
+        Self(Some(pending))
+    }
+
+    /// At a checkpoint barrier: the buffer up to `end` is committed once it is durable.
+    pub(crate) fn checkpoint(&self, barrier: &openclaw_engine::Barrier, end: u64) {
+        if let (true, Some(pending)) = (barrier.checkpoint, &self.0) {
+            pending.push(barrier.epoch, end);
+        }
+    }
+}
+
+impl Drop for CommitQueue {
+    /// The committer commits what is waiting, then ends.
+    fn drop(&mut self) {
+        if let Some(pending) = &self.0 {
+            pending.close();
+        }
+    }
+}
+
 /// Writes a range of a sink's buffer out. Runs on a blocking thread.
 pub(crate) trait Committer: Send + Sync + 'static {
     /// Writes the buffered values `from..to` out, notes `to` (where [`SeqBuffer::noted`] or

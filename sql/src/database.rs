@@ -217,7 +217,7 @@ impl Database {
             .iter()
             .filter(|r| r.kind == ObjectKind::Table)
             .map(|r| format!("table_{}", r.id))
-            .chain([crate::durable::CATALOG_CF.to_string(), openclaw_connectors::kafka::SINK_COMMITS_CF.to_string(), crate::write_api::WRITE_KEYS_CF.to_string()])
+            .chain([crate::durable::CATALOG_CF.to_string(), openclaw_connectors::two_phase::SINK_COMMITS_CF.to_string(), crate::write_api::WRITE_KEYS_CF.to_string()])
             .collect();
         // With a restored checkpoint, a view's state may resume; `create_view` decides.
         let view_prefixes: Vec<String> = match &restored {

@@ -18,7 +18,7 @@ pub const CATALOG_CF: &str = "catalog";
 /// checkpoint: tables (acknowledged writes), the catalog, what sinks committed outside, and
 /// the idempotency keys of acknowledged API writes.
 pub fn lives_across_rollbacks(cf: &str) -> bool {
-    cf == CATALOG_CF || cf == openclaw_connectors::kafka::SINK_COMMITS_CF || cf == crate::write_api::WRITE_KEYS_CF || cf.starts_with("table_")
+    cf == CATALOG_CF || cf == openclaw_connectors::two_phase::SINK_COMMITS_CF || cf == crate::write_api::WRITE_KEYS_CF || cf.starts_with("table_")
 }
 
 /// One catalog object as it is stored.

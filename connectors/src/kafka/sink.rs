@@ -23,7 +23,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::encode::{encode_chunk, Codec, SinkEncoding};
-use crate::two_phase::{run_committer, Committer, PendingCommits, SeqBuffer};
+use crate::two_phase::{CommitQueue, Committer, SeqBuffer};
 use crate::{ConnectorError, Options, PreparedSink, SinkConnector};
 
 /// `CREATE SINK ... WITH (connector = 'kafka', ...)`.
@@ -222,7 +222,7 @@ pub struct KafkaSinkOperator {
     codec: Codec,
     buffer: Buffer,
     next_seq: u64,
-    commits: Option<Arc<PendingCommits>>,
+    commits: CommitQueue,
 }
 
 impl KafkaSinkOperator {
@@ -238,7 +238,7 @@ impl KafkaSinkOperator {
             codec,
             buffer: Buffer(SeqBuffer { store, cf: Arc::from(buffer_cf) }),
             next_seq: 0,
-            commits: None,
+            commits: CommitQueue::default(),
         })
     }
 
@@ -262,13 +262,7 @@ impl Operator for KafkaSinkOperator {
         // produced again, first.
         self.buffer.0.trim(marker)?;
         self.next_seq = self.buffer.0.end()?.max(marker);
-        let pending = Arc::new(PendingCommits::default());
-        pending.push(0, self.next_seq);
-        let coordinator = ctx.coordinator.clone();
-        coordinator.register_external(self.object);
-        let span = tracing::info_span!("kafka sink", sink = %self.name);
-        tokio::spawn(tracing::Instrument::instrument(run_committer(committer, marker, pending.clone(), coordinator, self.object), span));
-        self.commits = Some(pending);
+        self.commits = CommitQueue::start(committer, self.object, marker, self.next_seq, ctx.coordinator.clone(), tracing::info_span!("kafka sink", sink = %self.name));
         Ok(())
     }
 
@@ -279,11 +273,7 @@ impl Operator for KafkaSinkOperator {
     }
 
     async fn handle_checkpoint(&mut self, barrier: &Barrier, _ctx: &mut OperatorContext) -> EngineResult<()> {
-        if barrier.checkpoint {
-            if let Some(pending) = &self.commits {
-                pending.push(barrier.epoch, self.next_seq);
-            }
-        }
+        self.commits.checkpoint(barrier, self.next_seq);
         Ok(())
     }
 
@@ -294,15 +284,6 @@ impl Operator for KafkaSinkOperator {
     async fn barrier_passed(&mut self, barrier: &Barrier, ctx: &mut OperatorContext) -> EngineResult<()> {
         ctx.coordinator.ack(self.object, barrier.epoch);
         Ok(())
-    }
-}
-
-impl Drop for KafkaSinkOperator {
-    /// The committer commits what is waiting, then ends.
-    fn drop(&mut self) {
-        if let Some(pending) = &self.commits {
-            pending.close();
-        }
     }
 }
 

@@ -26,7 +26,7 @@ use openclaw_storage::Store;
 
 pub use files::{list_files, DataFile, Partitioning};
 pub use tier::{cold_store, configure_cold_store, relative_path, sink_dir_name, ColdStore};
-use crate::two_phase::{run_committer, Committer, PendingCommits, SeqBuffer};
+use crate::two_phase::{CommitQueue, Committer, SeqBuffer};
 use crate::{ConnectorError, Options, PreparedSink, SinkConnector};
 
 /// The columns every file adds after the sink's own.
@@ -113,13 +113,13 @@ pub struct ParquetSinkOperator {
     schema: SchemaRef,
     buffer: SeqBuffer,
     next_seq: u64,
-    commits: Option<Arc<PendingCommits>>,
+    commits: CommitQueue,
 }
 
 impl ParquetSinkOperator {
     pub fn new(object: ObjectId, schema: &SchemaRef, options: ParquetSinkOptions, store: Store, buffer_cf: &str) -> Result<Self, ConnectorError> {
         let schema = file_schema(schema)?;
-        Ok(Self { object, options, schema, buffer: SeqBuffer { store, cf: Arc::from(buffer_cf) }, next_seq: 0, commits: None })
+        Ok(Self { object, options, schema, buffer: SeqBuffer { store, cf: Arc::from(buffer_cf) }, next_seq: 0, commits: CommitQueue::default() })
     }
 }
 
@@ -138,13 +138,7 @@ impl Operator for ParquetSinkOperator {
         // written again, first.
         self.buffer.trim(noted)?;
         self.next_seq = self.buffer.end()?.max(noted);
-        let pending = Arc::new(PendingCommits::default());
-        pending.push(0, self.next_seq);
-        let coordinator = ctx.coordinator.clone();
-        coordinator.register_external(self.object);
-        let span = tracing::info_span!("parquet sink", path = %self.options.path.display());
-        tokio::spawn(tracing::Instrument::instrument(run_committer(committer, noted, pending.clone(), coordinator, self.object), span));
-        self.commits = Some(pending);
+        self.commits = CommitQueue::start(committer, self.object, noted, self.next_seq, ctx.coordinator.clone(), tracing::info_span!("parquet sink", path = %self.options.path.display()));
         Ok(())
     }
 
@@ -163,11 +157,7 @@ impl Operator for ParquetSinkOperator {
     }
 
     async fn handle_checkpoint(&mut self, barrier: &Barrier, _ctx: &mut OperatorContext) -> EngineResult<()> {
-        if barrier.checkpoint {
-            if let Some(pending) = &self.commits {
-                pending.push(barrier.epoch, self.next_seq);
-            }
-        }
+        self.commits.checkpoint(barrier, self.next_seq);
         Ok(())
     }
 
@@ -178,15 +168,6 @@ impl Operator for ParquetSinkOperator {
     async fn barrier_passed(&mut self, barrier: &Barrier, ctx: &mut OperatorContext) -> EngineResult<()> {
         ctx.coordinator.ack(self.object, barrier.epoch);
         Ok(())
-    }
-}
-
-impl Drop for ParquetSinkOperator {
-    /// The committer commits what is waiting, then ends.
-    fn drop(&mut self) {
-        if let Some(pending) = &self.commits {
-            pending.close();
-        }
     }
 }
 
