@@ -10,6 +10,7 @@ mod history;
 mod history_scan;
 mod ingest;
 mod dml;
+mod drop;
 pub mod durable;
 pub mod error;
 pub mod functions;
