@@ -83,59 +83,97 @@ pub(crate) fn decode_chunk(bytes: &[u8]) -> EngineResult<RecordBatch> {
     }
 }
 
-/// Writes `chunks` (buffer range `from..to`, each with one commit time in its last column)
-/// as one file per partition, each written aside, synced and renamed into place. On failure
-/// the files this call wrote are removed, so that a retry does not duplicate them.
-pub(crate) fn write_files(root: &Path, partitioning: Partitioning, schema: &SchemaRef, chunks: &[RecordBatch], from: u64, to: u64) -> std::io::Result<Vec<PathBuf>> {
+/// Rows per Parquet row group: what one file being written holds in memory before it writes
+/// a row group out, and the unit a filter skips by its statistics.
+const ROW_GROUP_ROWS: usize = 122_880;
+
+/// A file being written: its directory, its name while written, its writer.
+type OpenFile = (PathBuf, PathBuf, ::parquet::arrow::ArrowWriter<std::fs::File>);
+
+/// Writes `chunks` (buffer range `from..to`, each with one commit time in its last column,
+/// read lazily by the caller) as one file per partition, each written aside, then synced and
+/// renamed into place. Returns the files and the rows written. On failure the files this call
+/// wrote are removed, so that a retry does not duplicate them.
+pub(crate) fn write_files(
+    root: &Path,
+    partitioning: Partitioning,
+    schema: &SchemaRef,
+    chunks: impl Iterator<Item = EngineResult<RecordBatch>>,
+    from: u64,
+    to: u64,
+) -> std::io::Result<(Vec<PathBuf>, usize)> {
     if !root.is_dir() {
         // The directory goes with the sink (a dropped history is set aside at once): what
         // its committer still finishes after the DROP has nowhere to go.
         tracing::warn!(path = %root.display(), "the parquet sink's directory is gone; rows not written");
-        return Ok(vec![]);
+        return Ok((vec![], 0));
     }
-    let mut groups: Vec<(PathBuf, Vec<&RecordBatch>)> = vec![];
-    for chunk in chunks.iter().filter(|c| c.num_rows() > 0) {
-        let commit_ms = chunk.column(chunk.num_columns() - 1).as_primitive::<TimestampMillisecondType>().value(0);
-        let dir = partitioning.directory(commit_ms);
-        match groups.iter_mut().find(|(d, _)| *d == dir) {
-            Some((_, members)) => members.push(chunk),
-            None => groups.push((dir, vec![chunk])),
+    let name = file_name(from, to);
+    let mut open: Vec<OpenFile> = vec![];
+    let rows = match write_chunks(root, partitioning, schema, chunks, &name, &mut open) {
+        Ok(rows) => rows,
+        Err(e) => {
+            open.iter().for_each(|(_, partial, _)| drop(std::fs::remove_file(partial)));
+            return Err(e);
         }
-    }
+    };
     let mut written = vec![];
-    for (dir, members) in groups {
-        let dir = root.join(dir);
-        match write_file(&dir, &file_name(from, to), schema, &members) {
+    let mut open = open.into_iter();
+    while let Some((dir, partial, writer)) = open.next() {
+        match finish_file(&dir, &partial, &name, writer) {
             Ok(path) => written.push(path),
             Err(e) => {
                 written.iter().for_each(|p| drop(std::fs::remove_file(p)));
+                open.for_each(|(_, partial, _)| drop(std::fs::remove_file(partial)));
                 return Err(e);
             }
         }
     }
-    Ok(written)
+    Ok((written, rows))
+}
+
+/// Writes each chunk to the file of its partition, opening files as partitions appear.
+fn write_chunks(root: &Path, partitioning: Partitioning, schema: &SchemaRef, chunks: impl Iterator<Item = EngineResult<RecordBatch>>, name: &str, open: &mut Vec<OpenFile>) -> std::io::Result<usize> {
+    use ::parquet::basic::{Compression, ZstdLevel};
+    let mut rows = 0;
+    for chunk in chunks {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        if chunk.num_rows() == 0 {
+            continue;
+        }
+        let commit_ms = chunk.column(chunk.num_columns() - 1).as_primitive::<TimestampMillisecondType>().value(0);
+        let dir = root.join(partitioning.directory(commit_ms));
+        let at = match open.iter().position(|(d, ..)| *d == dir) {
+            Some(at) => at,
+            None => {
+                std::fs::create_dir_all(&dir)?;
+                let partial = dir.join(format!("{name}{PARTIAL_SUFFIX}"));
+                let properties = ::parquet::file::properties::WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                    .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+                    .build();
+                let writer = ::parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&partial)?, schema.clone(), Some(properties)).map_err(std::io::Error::other)?;
+                open.push((dir, partial, writer));
+                open.len() - 1
+            }
+        };
+        open[at].2.write(&chunk).map_err(std::io::Error::other)?;
+        rows += chunk.num_rows();
+    }
+    Ok(rows)
 }
 
 fn file_name(from: u64, to: u64) -> String {
     format!("part-{from:020}-{to:020}.parquet")
 }
 
-/// One file of `batches`, zstd-compressed, atomically in place.
-fn write_file(dir: &Path, name: &str, schema: &SchemaRef, batches: &[&RecordBatch]) -> std::io::Result<PathBuf> {
-    use ::parquet::basic::{Compression, ZstdLevel};
-    std::fs::create_dir_all(dir)?;
-    let partial = dir.join(format!("{name}{PARTIAL_SUFFIX}"));
-    let file = std::fs::File::create(&partial)?;
-    let properties = ::parquet::file::properties::WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
-    let mut writer = ::parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(properties)).map_err(std::io::Error::other)?;
-    for batch in batches {
-        writer.write(batch).map_err(std::io::Error::other)?;
-    }
+/// Closes a file, syncs it, and renames it into place (the directory synced after).
+fn finish_file(dir: &Path, partial: &Path, name: &str, writer: ::parquet::arrow::ArrowWriter<std::fs::File>) -> std::io::Result<PathBuf> {
     let mut file = writer.into_inner().map_err(std::io::Error::other)?;
     file.flush()?;
     file.sync_all()?;
     let path = dir.join(name);
-    std::fs::rename(&partial, &path)?;
+    std::fs::rename(partial, &path)?;
     std::fs::File::open(dir)?.sync_all()?;
     Ok(path)
 }
@@ -282,13 +320,14 @@ mod tests {
         let root = std::env::temp_dir().join(format!("openclaw-parquet-files-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let schema = chunk(&[], 0).schema();
-        assert!(write_files(&root, Partitioning::Hour, &schema, &[chunk(&[1], 0)], 0, 1).unwrap().is_empty(), "no directory, no files");
+        assert!(write_files(&root, Partitioning::Hour, &schema, [Ok(chunk(&[1], 0))].into_iter(), 0, 1).unwrap().0.is_empty(), "no directory, no files");
         std::fs::create_dir_all(&root).unwrap();
         let hour = 3_600_000;
         let base = 1_700_000_000_000 / hour * hour;
         let chunks = [chunk(&[1, 2], base + 5), chunk(&[3], base + hour + 1), chunk(&[4], base + 10)];
         let schema = chunks[0].schema();
-        let written = write_files(&root, Partitioning::Hour, &schema, &chunks, 10, 13).unwrap();
+        let (written, rows) = write_files(&root, Partitioning::Hour, &schema, chunks.iter().cloned().map(Ok), 10, 13).unwrap();
+        assert_eq!(rows, 4);
         assert_eq!(written.len(), 2);
         assert!(written[0].ends_with("date=2023-11-14/hour=22/part-00000000000000000010-00000000000000000013.parquet"), "{written:?}");
         assert!(written[1].ends_with("date=2023-11-14/hour=23/part-00000000000000000010-00000000000000000013.parquet"), "{written:?}");

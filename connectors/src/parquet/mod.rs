@@ -60,6 +60,8 @@ pub struct ParquetSinkOptions {
 const KNOWN: &[&str] = &["connector", "path", "partition", "retention", "hot"];
 /// How long files stay in the hot tier when `hot` is not given.
 const DEFAULT_HOT_MS: u64 = 86_400_000;
+/// Buffered chunks read at once while a commit writes them out (sequence numbers are dense).
+const COMMIT_PAGE_CHUNKS: u64 = 64;
 /// How often, at most, a sink looks for files past their retention.
 const RETENTION_SWEEP_MS: i64 = 10_000;
 
@@ -245,9 +247,14 @@ impl FileCommitter {
 
 impl Committer for FileCommitter {
     fn commit(&self, from: u64, to: u64) -> EngineResult<usize> {
-        let chunks = self.buffer.read(from, to, files::decode_chunk)?;
-        let rows = chunks.iter().map(RecordBatch::num_rows).sum();
-        files::write_files(&self.options.path, self.options.partitioning, &self.schema, &chunks, from, to).map_err(io_err)?;
+        // The range is read a page at a time while it is written: a commit of a long FLUSH
+        // holds at most a page of chunks (and a row group per partition) in memory.
+        let pages = (from..to).step_by(COMMIT_PAGE_CHUNKS as usize).map(|start| self.buffer.read(start, (start + COMMIT_PAGE_CHUNKS).min(to), files::decode_chunk));
+        let chunks = pages.flat_map(|page| match page {
+            Ok(chunks) => chunks.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        });
+        let (_, rows) = files::write_files(&self.options.path, self.options.partitioning, &self.schema, chunks, from, to).map_err(io_err)?;
         self.buffer.note_and_trim(self.sink, to)?;
         self.sweep();
         Ok(rows)
