@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{text_rows, Rng, TestServer};
+use common::{python, text_rows, Rng, TestServer};
 
 /// Events the Nexmark sources generate (46 of every 50 are bids).
 const EVENTS: u64 = 300_000;
@@ -23,14 +23,6 @@ fn source_ddl(extra: &str) -> String {
 
 async fn one(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
     text_rows(client, sql).await.into_iter().map(|r| r.into_iter().map(Option::unwrap_or_default).collect()).collect()
-}
-
-/// Runs `script` (Python) with the test venv's python, which has DuckDB.
-fn python(script: &str) -> String {
-    let python = std::env::var("OPENCLAW_GRPC_PYTHON").expect("OPENCLAW_GRPC_PYTHON: run through scripts/test.sh, which installs DuckDB");
-    let out = std::process::Command::new(python).arg("-c").arg(script).output().expect("run python");
-    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// `count(*)`, `sum(price)` and the per-hour counts over a source's history equal the
@@ -264,4 +256,77 @@ async fn history_past_its_retention_is_deleted() {
     until(&client, "SHOW HISTORY", "files past the retention are deleted", |rows| tier(rows, "bid", "hot").is_some_and(|r| r[3] == "0" && r[5] == "0")).await;
     assert_eq!(one(&client, "SELECT count(*) FROM history('bid')").await, [["0"]]);
     assert_eq!(one(&client, "SELECT count(*) FROM all_bids").await, [[BIDS.to_string()]], "the source and its views are untouched");
+}
+
+/// `FOR SYSTEM_TIME AS OF`: a keyed table, a table without a key and a view over them,
+/// each with history, changed in rounds of inserts, updates and deletes (with a SIGKILL and a
+/// restart halfway); queried `AS OF` the time each round ended, each equals what a `SELECT`
+/// returned then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_of_each_round_equals_what_a_select_returned_then() {
+    let dir = std::env::temp_dir().join(format!("openclaw-test-history-as-of-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let flags = ["--checkpoint-interval", "100ms"];
+    let mut server = Some(TestServer::start_with(dir.clone(), &flags));
+    let mut client = server.as_ref().unwrap().connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE acct (id int PRIMARY KEY, owner text, balance bigint) WITH (history = 'parquet');
+             CREATE TABLE note (owner text, words text) WITH (history = 'parquet');
+             CREATE MATERIALIZED VIEW per_owner WITH (history = 'parquet') AS
+                 SELECT owner, count(*) AS accounts, sum(balance) AS total FROM acct GROUP BY owner;",
+        )
+        .await
+        .unwrap();
+    let queries = [
+        ("acct", "SELECT id, owner, balance FROM acct{} ORDER BY id"),
+        ("note", "SELECT owner, words FROM note{} ORDER BY owner, words"),
+        ("per_owner", "SELECT owner, accounts, total FROM per_owner{} ORDER BY owner"),
+    ];
+    let mut rng = Rng(0x5eed_a5_0f);
+    let mut rounds: Vec<(String, Vec<Vec<Vec<String>>>)> = vec![];
+    for round in 0..6 {
+        let mut sql = String::new();
+        for _ in 0..20 {
+            let (id, owner, amount) = (rng.next() % 40, ["ann", "bob", "cy", "dee"][(rng.next() % 4) as usize], rng.next() % 1000);
+            sql.push_str(&match rng.next() % 4 {
+                0 => format!("DELETE FROM acct WHERE id = {id};"),
+                1 => format!("UPDATE acct SET balance = balance + {amount} WHERE id = {id};"),
+                _ => format!("INSERT INTO acct VALUES ({id}, '{owner}', {amount});"),
+            });
+            // Equal rows in a table without a key: each is kept as a row of its own.
+            sql.push_str(&format!("INSERT INTO note VALUES ('{owner}', 'w{}');", rng.next() % 3));
+        }
+        client.batch_execute(&sql).await.unwrap();
+        client.batch_execute("FLUSH").await.unwrap();
+        let at = one(&client, "SELECT now()::text").await.remove(0).remove(0);
+        let mut seen = vec![];
+        for (_, query) in queries {
+            seen.push(one(&client, &query.replace("{}", "")).await);
+        }
+        rounds.push((at, seen));
+        if round == 2 {
+            // Once the history has caught up, a crash: what it committed stays, once.
+            until(&client, "SELECT count(*) FROM per_owner FOR SYSTEM_TIME AS OF now()", "the view's history catches up", |rows| rows[0][0] == rounds[2].1[2].len().to_string()).await;
+            drop(client);
+            let dir = server.take().unwrap().kill();
+            server = Some(TestServer::start_with(dir, &flags));
+            client = server.as_ref().unwrap().connect().await;
+        }
+    }
+    // The history is written at checkpoints: wait until it has the last round.
+    let last = rounds.last().unwrap().1.clone();
+    for ((name, query), expected) in queries.iter().zip(&last) {
+        let now = query.replace("{}", " FOR SYSTEM_TIME AS OF now()");
+        until(&client, &now, &format!("{name}'s history catches up"), |rows| rows == expected.as_slice()).await;
+    }
+    assert!(rounds.iter().all(|(_, seen)| !seen[0].is_empty()), "every round has accounts");
+    for (n, (at, seen)) in rounds.iter().enumerate() {
+        for ((name, query), expected) in queries.iter().zip(seen) {
+            let as_of = query.replace("{}", &format!(" FOR SYSTEM_TIME AS OF TIMESTAMPTZ '{at}'"));
+            assert_eq!(&one(&client, &as_of).await, expected, "{name} as of round {n} ({at})");
+        }
+    }
+    // Before the first round: nothing.
+    assert_eq!(one(&client, "SELECT count(*) FROM acct FOR SYSTEM_TIME AS OF TIMESTAMPTZ '2000-01-01 00:00:00+00'").await, [["0"]]);
 }

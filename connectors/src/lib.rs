@@ -11,6 +11,7 @@ use openclaw_engine::source::{SourceProgress, SourceReader};
 
 pub mod blackhole;
 pub mod datagen;
+pub mod file;
 pub mod kafka;
 pub mod nexmark;
 pub mod parquet;
@@ -23,7 +24,7 @@ pub type Options = BTreeMap<String, String>;
 
 /// Options fixed at `CREATE` and stored with the statement, so that a restart does not choose
 /// them again: a Nexmark source's base time, a Kafka source's Avro schema (from the registry).
-pub const RESOLVED_OPTIONS: &[&str] = &["nexmark.base.time", "encode.schema", "encode.descriptor"];
+pub const RESOLVED_OPTIONS: &[&str] = &["nexmark.base.time", "encode.schema", "encode.descriptor", file::FILE_LIST_OPTION];
 
 /// A mistake in a source's definition: the user's fault, reported with SQLSTATE 22023/42601.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +116,7 @@ pub fn connector(name: &str) -> Option<&'static dyn Connector> {
         "datagen" => Some(&datagen::DatagenConnector),
         "kafka" => Some(&kafka::KafkaConnector),
         "webhook" => Some(&webhook::WebhookConnector),
+        "file" => Some(&file::FileConnector),
         _ => None,
     }
 }
@@ -158,7 +160,7 @@ pub fn sink_connector(name: &str) -> Option<&'static dyn SinkConnector> {
 pub const SINK_CONNECTORS: &[&str] = &["kafka", "parquet", "blackhole"];
 
 /// Names of every connector, for hints.
-pub const CONNECTORS: &[&str] = &["kafka", "nexmark", "datagen", "webhook"];
+pub const CONNECTORS: &[&str] = &["kafka", "nexmark", "datagen", "webhook", "file"];
 
 /// `'1 day'`, `'12 hours'`, `'30 min'`, `'90s'`: a number and a unit (seconds, minutes,
 /// hours or days), in milliseconds; `None` for anything else.

@@ -173,6 +173,7 @@ impl Database {
         crate::functions::register(&ctx);
         let parquet_sinks = crate::history::ParquetSinks::default();
         ctx.register_udtf("history", Arc::new(crate::history::HistoryFunction(parquet_sinks.clone())));
+        ctx.register_udtf(crate::as_of::FUNCTION, Arc::new(crate::as_of::AsOfFunction(parquet_sinks.clone())));
         if let Some(cold) = openclaw_connectors::parquet::cold_store() {
             ctx.register_object_store(&cold.root_url, cold.store.clone());
         }
@@ -295,7 +296,7 @@ impl Database {
         };
         let mut vars = SessionVars::default();
         match stmt {
-            OcStatement::CreateTable(ct, watermark) => self.create_table(*ct, watermark, &record.sql).await?,
+            OcStatement::CreateTable(ct, watermark, _) => self.create_table(*ct, watermark, &record.sql).await?,
             OcStatement::CreateSource(mut source) if source.as_table => {
                 source.options.extend(record.resolved.clone());
                 self.create_connector_table(source, &record.sql).await?
@@ -444,30 +445,42 @@ impl Database {
         params: Option<Vec<ScalarValue>>,
     ) -> SqlResult<QueryOutput> {
         match stmt {
-            OcStatement::CreateSource(s) if s.as_table => self.create_connector_table(s, text).await,
+            // An object's stored statement keeps its history options; the history's sink is a
+            // catalog object of its own, restored from its own record (`crate::history`).
             OcStatement::CreateSource(s) => {
-                // The source's stored statement keeps its history options; the history's sink
-                // is a catalog object of its own, restored from its own record.
                 let history = crate::history::HistoryOptions::take(&mut s.options.clone())?;
-                let (name, written) = (object_name(&s.name)?, s.name.clone());
-                let existed = s.if_not_exists && self.catalog.lock().await.get(&name).is_some();
-                let output = self.create_source(s, text).await?;
-                if let (Some(history), false) = (history, existed) {
-                    if let Err(e) = self.create_history(&name, history, vars).await {
-                        let _ = self.drop_objects(ObjectKind::Source, &[written], true, false).await;
-                        return Err(e);
-                    }
-                }
-                Ok(output)
+                let (name, kind) = (s.name.clone(), if s.as_table { ObjectKind::Table } else { ObjectKind::Source });
+                let existed = self.exists_already(s.if_not_exists, &name).await;
+                let created = match s.as_table {
+                    true => self.create_connector_table(s, text).await?,
+                    false => self.create_source(s, text).await?,
+                };
+                self.add_history(kind, &name, history, existed, vars).await?;
+                Ok(created)
             }
-            OcStatement::CreateTable(ct, watermark) => self.create_table(*ct, watermark, text).await,
+            OcStatement::CreateTable(ct, watermark, mut options) => {
+                let history = crate::history::HistoryOptions::take(&mut options)?;
+                crate::history::refuse_other_options(&options, "a table")?;
+                let (name, existed) = (ct.name.clone(), self.exists_already(ct.if_not_exists, &ct.name).await);
+                let created = self.create_table(*ct, watermark, text).await?;
+                self.add_history(ObjectKind::Table, &name, history, existed, vars).await?;
+                Ok(created)
+            }
+            OcStatement::CreateView(mut v) => {
+                let history = crate::history::HistoryOptions::take(&mut v.options)?;
+                crate::history::refuse_other_options(&v.options, "a materialized view")?;
+                let (name, existed) = (v.name.clone(), self.exists_already(v.if_not_exists, &v.name).await);
+                let created = self.create_view(v, vars, text).await?;
+                self.add_history(ObjectKind::MaterializedView, &name, history, existed, vars).await?;
+                Ok(created)
+            }
             OcStatement::ShowStateTables => self.show_state_tables().await,
-            OcStatement::CreateView(v) => self.create_view(v, vars, text).await,
             OcStatement::CreateSink(s) => self.create_sink_resuming(s, vars, text, None).await,
             OcStatement::ExplainCreateView(v) => self.explain_create_view(v, vars).await,
             OcStatement::Flush => self.flush(vars.statement_timeout()?).await,
             OcStatement::ShowCheckpoints => self.show_checkpoints().await,
             OcStatement::ShowHistory => self.show_history().await,
+            OcStatement::AlterHistory { kind, name, if_exists, options, reset } => self.alter_history(kind, &name, if_exists, options, reset, vars).await,
             OcStatement::Show(ObjectKind::Subscription) => self.show_subscriptions().await,
             OcStatement::Show(kind) => self.show(kind).await,
             OcStatement::CreateSubscription { name, view, options } => self.create_subscription(&name, &view, &options, text).await,

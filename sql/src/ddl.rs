@@ -182,8 +182,9 @@ impl Database {
         let constraints = Constraints::new_unverified(key.into_iter().map(Constraint::PrimaryKey).collect());
         self.ctx.register_table(name.as_str(), Arc::new(SourceRelation { name: name.clone(), schema: schema.clone(), constraints }))?;
         self.persist(id, ObjectKind::Source, &name, sql, resolved)?;
-        // A stored Protobuf descriptor set is bytes in base64: not for reading.
-        let mut shown: Vec<String> = options.iter().filter(|(k, _)| k.as_str() != "encode.descriptor").map(|(k, v)| format!("'{k}' = '{v}'")).collect();
+        // A stored Protobuf descriptor set is bytes in base64, a file list can be long: not
+        // for reading.
+        let mut shown: Vec<String> = options.iter().filter(|(k, _)| !["encode.descriptor", "file.list"].contains(&k.as_str())).map(|(k, v)| format!("'{k}' = '{v}'")).collect();
         shown.sort();
         catalog.insert(Entry {
             id,
@@ -214,7 +215,7 @@ impl Database {
                 create.name,
                 create.columns.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
             );
-            let Some(crate::parser::OcStatement::CreateTable(ct, _)) = crate::parser::parse(&sql)?.pop() else {
+            let Some(crate::parser::OcStatement::CreateTable(ct, _, _)) = crate::parser::parse(&sql)?.pop() else {
                 return Err(SqlError::new(SqlState::Internal, "column list did not re-parse"));
             };
             self.plan_columns(*ct).await?.0
@@ -234,7 +235,7 @@ impl Database {
             return Ok(None);
         }
         let sql = crate::ingest::table_definition(create, schema)?;
-        let Some(crate::parser::OcStatement::CreateTable(ct, _)) = crate::parser::parse(&sql)?.pop() else {
+        let Some(crate::parser::OcStatement::CreateTable(ct, _, _)) = crate::parser::parse(&sql)?.pop() else {
             return Err(SqlError::new(SqlState::Internal, "a source's columns did not re-parse"));
         };
         let (_, constraints) = self.plan_columns(*ct).await?;
@@ -257,7 +258,7 @@ impl Database {
             };
         }
         let sql = format!("CREATE TABLE \"{name}\" ({})", openclaw_engine::dead_letters::DEAD_LETTER_COLUMNS);
-        let Some(crate::parser::OcStatement::CreateTable(ct, _)) = crate::parser::parse(&sql)?.pop() else {
+        let Some(crate::parser::OcStatement::CreateTable(ct, _, _)) = crate::parser::parse(&sql)?.pop() else {
             return Err(SqlError::new(SqlState::Internal, "the dead-letter table's definition did not parse"));
         };
         self.create_table(*ct, None, &sql).await?;

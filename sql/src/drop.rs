@@ -20,10 +20,15 @@ impl Database {
                 }
                 return Err(undefined(&name).with_hint(format!("no {} named {} exists", kind.sql_name(), quote(&name))));
             };
-            let entry_id = entry.id;
             if entry.kind != kind {
                 return Err(SqlError::new(SqlState::WrongObjectType, format!("{} is not a {}", quote(&name), kind.sql_name()))
                     .with_hint(format!("use DROP {}", entry.kind.sql_name().to_uppercase())));
+            }
+            if crate::history::is_history_sink(entry) {
+                let object = name.strip_suffix("$history").unwrap_or(&name);
+                let kind = catalog.get(object).map(|e| e.kind.sql_name().to_ascii_uppercase()).unwrap_or_default();
+                return Err(SqlError::new(SqlState::DependentObjectsStillExist, format!("cannot drop sink {} because it keeps the history of {}", quote(&name), quote(object)))
+                    .with_hint(format!("ALTER {kind} {object} RESET (history) stops it and deletes the files")));
             }
             if catalog.is_dead_letter_table(&name) {
                 let source = name.strip_suffix("_dlq").unwrap_or(&name);
@@ -33,14 +38,8 @@ impl Database {
                 )
                 .with_hint(format!("DROP SOURCE {} drops its dead-letter table too", quote(source))));
             }
-            // An object's history goes with it.
-            let history = crate::history::sink_name(&name);
-            let dependents: Vec<(String, ObjectKind)> = catalog.dependents(&name).iter().filter(|e| e.name != history).map(|e| (e.name.clone(), e.kind)).collect();
-            if catalog.get(&history).is_some() {
-                self.drop_one(&mut catalog, &history)?;
-                let id = entry_id;
-                tokio::task::block_in_place(|| crate::history::set_aside(self.store.dir(), &name, id));
-            }
+            // Histories are not dependents of their own: each goes with its object.
+            let dependents: Vec<(String, ObjectKind)> = catalog.dependents(&name).iter().filter(|e| !crate::history::is_history_sink(e)).map(|e| (e.name.clone(), e.kind)).collect();
             if !dependents.is_empty() && !cascade {
                 let detail: Vec<String> = dependents
                     .iter()
@@ -53,12 +52,27 @@ impl Database {
                 .with_detail(detail.join("\n"))
                 .with_hint("use DROP ... CASCADE to drop the dependent objects too"));
             }
+            // An object's history goes with it.
+            self.drop_history(&mut catalog, &name)?;
             for (dependent, _) in dependents {
+                self.drop_history(&mut catalog, &dependent)?;
                 self.drop_one(&mut catalog, &dependent)?;
             }
             self.drop_one(&mut catalog, &name)?;
         }
         Ok(QueryOutput::command(&tag))
+    }
+
+    /// Drops `name`'s history, if it has one: its sink, and its files (set aside at once,
+    /// deleted in the background).
+    pub(crate) fn drop_history(&self, catalog: &mut Catalog, name: &str) -> SqlResult<()> {
+        let history = crate::history::sink_name(name);
+        // Named after the sink, which no later history of `name` shares.
+        if let Some(id) = catalog.get(&history).map(|e| e.id) {
+            self.drop_one(catalog, &history)?;
+            tokio::task::block_in_place(|| crate::history::set_aside(self.store.dir(), name, id));
+        }
+        Ok(())
     }
 
     pub(crate) fn drop_one(&self, catalog: &mut Catalog, name: &str) -> SqlResult<()> {

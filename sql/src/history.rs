@@ -16,7 +16,8 @@ use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::logical_expr::Expr;
 use openclaw_connectors::parquet::{cold_store, file_schema, list_files, sink_dir_name, ParquetSinkOptions, Partitioning};
 
-use crate::database::Database;
+use crate::database::{object_name, Database};
+use crate::parser::ObjectKind;
 use crate::error::{SqlError, SqlResult, SqlState};
 use crate::session::SessionVars;
 use crate::{Options, QueryOutput};
@@ -61,6 +62,11 @@ pub(crate) fn sink_name(object: &str) -> String {
     format!("{object}$history")
 }
 
+/// Whether `entry` is the sink of an object's history (`<object>$history`, reading `<object>`).
+pub(crate) fn is_history_sink(entry: &crate::catalog::Entry) -> bool {
+    entry.kind == ObjectKind::Sink && entry.name.strip_suffix("$history").is_some_and(|object| entry.depends_on.iter().any(|d| d == object))
+}
+
 /// What `WITH (history = ...)` asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct HistoryOptions {
@@ -92,6 +98,15 @@ impl HistoryOptions {
     }
 }
 
+/// Refuses options left after the history's were taken, on an object that takes no others.
+pub(crate) fn refuse_other_options(options: &Options, what: &str) -> SqlResult<()> {
+    match options.keys().next() {
+        None => Ok(()),
+        Some(key) => Err(SqlError::new(SqlState::InvalidParameterValue, format!("unknown option \"{key}\" for {what}"))
+            .with_hint("WITH takes history = 'parquet', history.retention, history.partition and history.hot here")),
+    }
+}
+
 /// Where each Parquet sink writes and what its files hold, by sink name: what `history()`
 /// reads.
 #[derive(Default, Clone)]
@@ -103,6 +118,8 @@ pub(crate) struct SinkFiles {
     pub(crate) partitioning: Partitioning,
     /// The files' columns (the object's, `_diff`, `_commit_time`).
     pub(crate) schema: SchemaRef,
+    /// Files older than this are deleted.
+    pub(crate) retention_ms: Option<u64>,
 }
 
 impl ParquetSinks {
@@ -112,7 +129,7 @@ impl ParquetSinks {
             return;
         }
         let (Ok(parsed), Ok(schema)) = (ParquetSinkOptions::parse(options), file_schema(schema)) else { return };
-        let files = SinkFiles { path: parsed.path, partitioning: parsed.partitioning, schema };
+        let files = SinkFiles { path: parsed.path, partitioning: parsed.partitioning, schema, retention_ms: parsed.retention_ms };
         self.0.write().expect("parquet sinks lock").insert(name.to_string(), files);
     }
 
@@ -121,7 +138,7 @@ impl ParquetSinks {
     }
 
     /// The files of `name`'s history, or of the Parquet sink `name`.
-    fn find(&self, name: &str) -> Option<SinkFiles> {
+    pub(crate) fn find(&self, name: &str) -> Option<SinkFiles> {
         let sinks = self.0.read().expect("parquet sinks lock");
         sinks.get(&sink_name(name)).or_else(|| sinks.get(name)).cloned()
     }
@@ -163,6 +180,24 @@ impl TableFunctionImpl for HistoryFunction {
 }
 
 impl Database {
+    /// Whether `CREATE ... IF NOT EXISTS name` finds `name` there already (and does nothing).
+    pub(crate) async fn exists_already(&self, if_not_exists: bool, name: &datafusion::sql::sqlparser::ast::ObjectName) -> bool {
+        let Ok(name) = object_name(name) else { return false };
+        if_not_exists && self.catalog.lock().await.get(&name).is_some()
+    }
+
+    /// After `CREATE` of `name`: creates its history if asked for (and it was not there
+    /// already); if that fails, drops the object again, so that the statement did nothing.
+    pub(crate) async fn add_history(&self, kind: ObjectKind, name: &datafusion::sql::sqlparser::ast::ObjectName, history: Option<HistoryOptions>, existed: bool, vars: &SessionVars) -> SqlResult<()> {
+        let (Some(history), false) = (history, existed) else { return Ok(()) };
+        let object = object_name(name)?;
+        if let Err(e) = self.create_history(&object, history, vars).await {
+            let _ = self.drop_objects(kind, std::slice::from_ref(name), true, false).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Creates `<object>$history`, the Parquet sink of `object`'s history.
     pub(crate) async fn create_history(&self, object: &str, history: HistoryOptions, vars: &SessionVars) -> SqlResult<()> {
         let path = history_dir(self.store.dir(), object);
@@ -178,6 +213,46 @@ impl Database {
         };
         self.create_sink_resuming(sink, vars, &sql, None).await?;
         Ok(())
+    }
+
+    /// `ALTER <kind> name SET (history = 'parquet', ...)` starts `name`'s history (from its
+    /// content then, as rows entering); `RESET (history)` stops it and deletes its files.
+    pub(crate) async fn alter_history(&self, kind: ObjectKind, name: &datafusion::sql::sqlparser::ast::ObjectName, if_exists: bool, mut options: Options, reset: bool, vars: &SessionVars) -> SqlResult<QueryOutput> {
+        let object = object_name(name)?;
+        let tag = format!("ALTER {}", kind.sql_name().to_ascii_uppercase());
+        let mut catalog = self.catalog.lock().await;
+        match catalog.get(&object) {
+            None if if_exists => return Ok(QueryOutput::command(&tag)),
+            None => return Err(SqlError::new(SqlState::UndefinedTable, format!("{} \"{object}\" does not exist", kind.sql_name()))),
+            Some(entry) if entry.kind != kind => {
+                return Err(SqlError::new(SqlState::WrongObjectType, format!("\"{object}\" is not a {}", kind.sql_name()))
+                    .with_hint(format!("use ALTER {}", entry.kind.sql_name().to_ascii_uppercase())))
+            }
+            Some(_) => {}
+        }
+        let has_history = catalog.get(&sink_name(&object)).is_some();
+        if reset {
+            if let Some(key) = options.keys().find(|k| *k != "history" && !k.starts_with("history.")) {
+                return Err(SqlError::new(SqlState::InvalidParameterValue, format!("unrecognized parameter \"{key}\"")).with_hint("RESET (history) stops the history and deletes its files"));
+            }
+            if !options.contains_key("history") {
+                return Err(SqlError::not_supported("resetting one history option is not supported yet").with_hint("RESET (history) stops the history and deletes its files"));
+            }
+            self.drop_history(&mut catalog, &object)?;
+            return Ok(QueryOutput::command(&tag));
+        }
+        drop(catalog);
+        let history = HistoryOptions::take(&mut options)?;
+        refuse_other_options(&options, &format!("ALTER {}", kind.sql_name().to_ascii_uppercase()))?;
+        let Some(history) = history else {
+            return Err(SqlError::new(SqlState::InvalidParameterValue, "ALTER ... SET takes history = 'parquet' and its options"));
+        };
+        if has_history {
+            return Err(SqlError::not_supported(format!("\"{object}\" has history already; changing its options is not supported yet"))
+                .with_hint(format!("ALTER {} {object} RESET (history) deletes it; SET starts a new one", kind.sql_name().to_ascii_uppercase())));
+        }
+        self.create_history(&object, history, vars).await?;
+        Ok(QueryOutput::command(&tag))
     }
 
     /// `SHOW HISTORY`: each Parquet sink's files (a history is its object's `$history` sink).

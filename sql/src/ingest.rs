@@ -36,6 +36,8 @@ impl Database {
             return Ok(QueryOutput::command("CREATE TABLE"));
         }
         let mut options = create.options.clone();
+        // The history's own sink is created beside the table (`crate::history`).
+        crate::history::HistoryOptions::take(&mut options)?;
         let connector_name = options.get("connector").cloned().unwrap_or_default();
         let connector = openclaw_connectors::connector(&connector_name).ok_or_else(|| {
             SqlError::not_supported(format!("connector {} is not supported", quote(&connector_name)))
@@ -44,7 +46,7 @@ impl Database {
         let resolved = crate::ddl::resolve_options(connector, &mut options)?;
         let schema = self.connector_schema(&create, connector, &options).await?;
         let table_sql = table_definition(&create, &schema)?;
-        let Some(crate::parser::OcStatement::CreateTable(ct, _)) = crate::parser::parse(&table_sql)?.pop() else {
+        let Some(crate::parser::OcStatement::CreateTable(ct, _, _)) = crate::parser::parse(&table_sql)?.pop() else {
             return Err(SqlError::new(SqlState::Internal, "a connector table's definition did not parse"));
         };
         self.check_upsert_key(connector, &options, &ct).await?;

@@ -3,6 +3,7 @@
 //! into the engine's streaming plan. [`Database`] executes statements for the server.
 
 pub mod catalog;
+mod as_of;
 mod checkpoints;
 pub mod database;
 mod ddl;

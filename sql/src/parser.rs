@@ -75,6 +75,8 @@ pub struct CreateView {
     pub if_not_exists: bool,
     pub query: Box<Query>,
     pub emit_on_window_close: bool,
+    /// `WITH (...)` before `AS` (RisingWave's place): only history options so far.
+    pub options: Options,
 }
 
 /// `CREATE SINK name FROM object | AS query WITH (...) [FORMAT ... ENCODE ...]`.
@@ -90,7 +92,7 @@ pub enum OcStatement {
     CreateSource(CreateSource),
     CreateSink(CreateSink),
     /// `CREATE TABLE`, with its watermark when it declares one.
-    CreateTable(Box<datafusion::sql::sqlparser::ast::CreateTable>, Option<WatermarkDecl>),
+    CreateTable(Box<datafusion::sql::sqlparser::ast::CreateTable>, Option<WatermarkDecl>, Options),
     CreateView(CreateView),
     /// `CREATE SUBSCRIPTION name FROM view [WITH (retention = ...)]`.
     CreateSubscription { name: ObjectName, view: ObjectName, options: Options },
@@ -104,6 +106,9 @@ pub enum OcStatement {
     /// `SHOW HISTORY`.
     ShowHistory,
     Describe(ObjectName),
+    /// `ALTER TABLE | SOURCE | MATERIALIZED VIEW name SET (history = ..., ...)`, or `RESET
+    /// (history, ...)` (`reset`: the options' keys are what is reset).
+    AlterHistory { kind: ObjectKind, name: ObjectName, if_exists: bool, options: Options, reset: bool },
     /// `SET name = value` / `SET name TO value` / `SET TIME ZONE value`.
     SetVar { name: String, value: String },
     /// `SHOW name` of a session variable (or `ALL`).
@@ -159,13 +164,15 @@ pub fn parse_with_text(sql: &str) -> Result<Vec<(OcStatement, String)>, SqlError
                 .with_hint("use fewer nested parentheses or derived tables, or name parts with WITH"));
         }
         let tokens = crate::windows::desugar_flink_windows(group.to_vec());
+        let tokens = crate::as_of::desugar(tokens).map_err(|e| syntax_error(sql, &e.to_string()))?;
         let (tokens, watermark) = extract_watermark(tokens).map_err(|e| syntax_error(sql, &e.to_string()))?;
         let mut stmt = parse_one(tokens).map_err(|e| syntax_error(sql, &e.to_string()))?;
         stmt = match (stmt, watermark) {
             (OcStatement::Standard(s), wm) if matches!(*s, Statement::CreateTable(_)) => {
                 let Statement::CreateTable(ct) = *s else { unreachable!("matched") };
-                OcStatement::CreateTable(Box::new(ct), wm)
+                OcStatement::CreateTable(Box::new(ct), wm, Options::new())
             }
+            (OcStatement::CreateTable(ct, None, options), wm) => OcStatement::CreateTable(ct, wm, options),
             (OcStatement::CreateSource(mut cs), wm) => {
                 cs.watermark = wm;
                 OcStatement::CreateSource(cs)
@@ -257,6 +264,26 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError>
         let w = words(&tokens[at..], 3);
         w.len() == 3 && w[2].trim_matches('\'').eq_ignore_ascii_case("connector")
     });
+    if let (["CREATE", "TABLE", ..], false, Some(at)) = (w.as_slice(), has_connector, sink_options_start(&tokens)) {
+        // `CREATE TABLE t (...) WITH (history = ...)`: sqlparser's table options take no
+        // dotted keys, so ours are cut off and read as a connector's are.
+        let options = tokens.split_off(at);
+        let mut tail = Parser::new(&dialect).with_tokens_with_locations(options);
+        tail.next_token();
+        let options = with_options(&mut tail)?;
+        if tail.peek_token().token != Token::EOF {
+            return tail.expected("end of statement", tail.peek_token());
+        }
+        let mut head = Parser::new(&dialect).with_recursion_limit(MAX_PARSE_DEPTH).with_tokens_with_locations(tokens);
+        let Statement::CreateTable(ct) = head.parse_statement()? else {
+            return Err(ParserError::ParserError("expected CREATE TABLE".into()));
+        };
+        if head.peek_token().token != Token::EOF {
+            return head.expected("end of statement", head.peek_token());
+        }
+        return Ok(OcStatement::CreateTable(Box::new(ct), None, options));
+    }
+    let tokens_copy = if w.first() == Some(&"ALTER") { tokens.clone() } else { vec![] };
     let mut p = Parser::new(&dialect).with_recursion_limit(MAX_PARSE_DEPTH).with_tokens_with_locations(tokens);
     let stmt = match w.as_slice() {
         ["CREATE", "SOURCE", ..] => {
@@ -314,6 +341,7 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError>
             p.next_token();
             OcStatement::ShowHistory
         }
+        ["ALTER", "TABLE" | "SOURCE", ..] | ["ALTER", "MATERIALIZED", "VIEW", ..] if alters_options(&tokens_copy) => alter_options(&mut p)?,
         ["DESCRIBE" | "DESC", ..] => {
             p.next_token();
             OcStatement::Describe(p.parse_object_name(false)?)
@@ -664,12 +692,16 @@ fn create_sink(p: &mut Parser, options_p: &mut Parser) -> Result<CreateSink, Par
     }
     let mut options = with_options(options_p)?;
     format_clause(options_p, &mut options)?;
-    Ok(CreateSink { view: CreateView { name, if_not_exists, query, emit_on_window_close: false }, options })
+    Ok(CreateSink { view: CreateView { name, if_not_exists, query, emit_on_window_close: false, options: Options::new() }, options })
 }
 
 fn create_view(p: &mut Parser) -> Result<CreateView, ParserError> {
     let if_not_exists = if_not_exists(p);
     let name = p.parse_object_name(false)?;
+    let options = match p.parse_keyword(Keyword::WITH) {
+        true => with_options(p)?,
+        false => Options::new(),
+    };
     p.expect_keyword(Keyword::AS)?;
     let query = p.parse_query()?;
     let emit_on_window_close = match words(&p_rest(p), 4).as_slice() {
@@ -681,12 +713,58 @@ fn create_view(p: &mut Parser) -> Result<CreateView, ParserError> {
         }
         _ => false,
     };
-    Ok(CreateView { name, if_not_exists, query, emit_on_window_close })
+    Ok(CreateView { name, if_not_exists, query, emit_on_window_close, options })
 }
 
 /// The next few tokens, for keyword checks sqlparser has no keyword for.
 fn p_rest(p: &Parser) -> Vec<TokenWithSpan> {
     p.peek_tokens_with_location::<8>().to_vec()
+}
+
+/// Whether an `ALTER` sets or resets options (`SET (` or `RESET (` outside parentheses).
+fn alters_options(tokens: &[TokenWithSpan]) -> bool {
+    let significant: Vec<&Token> = tokens.iter().map(|t| &t.token).filter(|t| !matches!(t, Token::Whitespace(_))).collect();
+    significant.windows(2).any(|w| matches!(w[0], Token::Word(word) if word.keyword == Keyword::SET || word.keyword == Keyword::RESET) && *w[1] == Token::LParen)
+}
+
+/// `ALTER <kind> [IF EXISTS] name SET (key = value, ...)` or `RESET (key, ...)`.
+fn alter_options(p: &mut Parser) -> Result<OcStatement, ParserError> {
+    p.expect_keyword(Keyword::ALTER)?;
+    let kind = match p.parse_one_of_keywords(&[Keyword::TABLE, Keyword::SOURCE, Keyword::MATERIALIZED]) {
+        Some(Keyword::TABLE) => ObjectKind::Table,
+        Some(Keyword::SOURCE) => ObjectKind::Source,
+        _ => {
+            p.expect_keyword(Keyword::VIEW)?;
+            ObjectKind::MaterializedView
+        }
+    };
+    let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+    let name = p.parse_object_name(false)?;
+    let reset = p.expect_one_of_keywords(&[Keyword::SET, Keyword::RESET])? == Keyword::RESET;
+    let options = match reset {
+        false => with_options(p)?,
+        true => {
+            p.expect_token(&Token::LParen)?;
+            let mut keys = Options::new();
+            loop {
+                let mut key = p.parse_identifier()?.value;
+                while p.consume_token(&Token::Period) {
+                    key.push('.');
+                    key.push_str(&p.parse_identifier()?.value);
+                }
+                keys.insert(key.to_ascii_lowercase(), String::new());
+                if !p.consume_token(&Token::Comma) {
+                    break;
+                }
+            }
+            p.expect_token(&Token::RParen)?;
+            keys
+        }
+    };
+    if p.peek_token().token != Token::EOF {
+        return p.expected("end of statement", p.peek_token());
+    }
+    Ok(OcStatement::AlterHistory { kind, name, if_exists, options, reset })
 }
 
 fn drop_stmt(p: &mut Parser, n: usize, kind: ObjectKind) -> Result<OcStatement, ParserError> {

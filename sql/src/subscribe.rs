@@ -236,6 +236,7 @@ impl Database {
             if_not_exists: false,
             query: stmt.query.clone(),
             emit_on_window_close: false,
+            options: Default::default(),
         };
         let (node, _deps, _progress) = self.plan_view(&catalog, &view).await?;
         let columns = node.schema();

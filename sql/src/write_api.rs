@@ -281,7 +281,7 @@ impl Database {
         let name = format!("{table}_dlq");
         let sql = format!("CREATE TABLE IF NOT EXISTS {} ({DEAD_LETTER_COLUMNS})", quote(&name));
         let mut parsed = crate::parser::parse(&sql)?;
-        let Some(crate::parser::OcStatement::CreateTable(create, None)) = parsed.pop() else {
+        let Some(crate::parser::OcStatement::CreateTable(create, None, _)) = parsed.pop() else {
             return Err(SqlError::new(SqlState::Internal, "the dead-letter table's definition did not parse"));
         };
         self.create_table(*create, None, &sql).await?;

@@ -161,6 +161,15 @@ impl Drop for TestServer {
     }
 }
 
+/// Runs `script` (Python) with the test venv's python, which has DuckDB and pyarrow
+/// (installed by `scripts/install-grpc-client.sh`); returns what it printed.
+pub fn python(script: &str) -> String {
+    let python = std::env::var("OPENCLAW_GRPC_PYTHON").expect("OPENCLAW_GRPC_PYTHON: run through scripts/test.sh, which installs DuckDB");
+    let out = std::process::Command::new(python).arg("-c").arg(script).output().expect("run python");
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// A small deterministic generator (SplitMix64), so that a failure reproduces from its seed.
 pub struct Rng(pub u64);
 
