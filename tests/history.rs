@@ -35,7 +35,8 @@ async fn history_counts_like_the_source_and_duckdb_reads_the_same_files() {
     client.batch_execute(&source_ddl(", history.partition = 'hour'")).await.unwrap();
     // Periodic checkpoints are skipped while a FLUSH waits for a bounded source: several
     // files first, then the FLUSH.
-    until(&client, "SHOW HISTORY", "files written at several checkpoints", |rows| tier(rows, "bid", "hot").is_some_and(|r| r[3].parse::<u64>().unwrap_or(0) >= 2)).await;
+    // The whole stream committed by periodic checkpoints (some 60), which compaction merges.
+    until(&client, "SHOW HISTORY", "every bid committed at periodic checkpoints", |rows| tier(rows, "bid", "hot").is_some_and(|r| r[5] == BIDS.to_string())).await;
     client.batch_execute("FLUSH").await.unwrap();
     let totals = "SELECT count(*), sum(price), count(DISTINCT auction) FROM ";
     let expected = one(&client, &format!("{totals} all_bids")).await;
@@ -56,6 +57,13 @@ async fn history_counts_like_the_source_and_duckdb_reads_the_same_files() {
     let (path, files, rows) = (shown[0][2].clone(), shown[0][3].parse::<u64>().unwrap(), shown[0][5].clone());
     assert_eq!((shown[0][0].as_str(), shown[0][1].as_str(), rows.as_str()), ("bid", "hot", BIDS.to_string().as_str()));
     assert!(files > 1, "written over several checkpoints: {files} files");
+    // Compaction: each partition merges its small files as soon as 8 of them follow each
+    // other, so after some 60 commits it holds at most a merged file and 7 small ones.
+    for hour in std::fs::read_dir(&path).unwrap().flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap()) {
+        let hour = hour.unwrap().path();
+        let parquet = std::fs::read_dir(&hour).unwrap().filter(|f| f.as_ref().unwrap().path().extension().is_some_and(|e| e == "parquet")).count();
+        assert!((1..=8).contains(&parquet), "{} holds {parquet} files", hour.display());
+    }
 
     let duckdb = python(&format!(
         "import duckdb\n\

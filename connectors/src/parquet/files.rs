@@ -14,7 +14,7 @@ use crate::ConnectorError;
 /// Format of a buffered chunk: this byte, then the chunk as an Arrow IPC stream (one batch).
 const CHUNK_FORMAT: u8 = 1;
 /// What a file is called while it is written; a crash may leave one behind.
-const PARTIAL_SUFFIX: &str = ".partial";
+pub(crate) const PARTIAL_SUFFIX: &str = ".partial";
 /// Beside a hot file once it is in the cold tier (an empty file): the file is read from the
 /// cold tier from then on, and deleted here after [`super::tier::MOVED_FILE_GRACE`].
 pub(crate) const UPLOADED_SUFFIX: &str = ".uploaded";
@@ -134,7 +134,6 @@ pub(crate) fn write_files(
 
 /// Writes each chunk to the file of its partition, opening files as partitions appear.
 fn write_chunks(root: &Path, partitioning: Partitioning, schema: &SchemaRef, chunks: impl Iterator<Item = EngineResult<RecordBatch>>, name: &str, open: &mut Vec<OpenFile>) -> std::io::Result<usize> {
-    use ::parquet::basic::{Compression, ZstdLevel};
     let mut rows = 0;
     for chunk in chunks {
         let chunk = chunk.map_err(std::io::Error::other)?;
@@ -148,11 +147,7 @@ fn write_chunks(root: &Path, partitioning: Partitioning, schema: &SchemaRef, chu
             None => {
                 std::fs::create_dir_all(&dir)?;
                 let partial = dir.join(format!("{name}{PARTIAL_SUFFIX}"));
-                let properties = ::parquet::file::properties::WriterProperties::builder()
-                    .set_compression(Compression::ZSTD(ZstdLevel::default()))
-                    .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-                    .build();
-                let writer = ::parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&partial)?, schema.clone(), Some(properties)).map_err(std::io::Error::other)?;
+                let writer = new_writer(&partial, schema)?;
                 open.push((dir, partial, writer));
                 open.len() - 1
             }
@@ -163,12 +158,22 @@ fn write_chunks(root: &Path, partitioning: Partitioning, schema: &SchemaRef, chu
     Ok(rows)
 }
 
-fn file_name(from: u64, to: u64) -> String {
+/// A zstd Parquet writer of `schema` into the new file `partial`.
+pub(crate) fn new_writer(partial: &Path, schema: &SchemaRef) -> std::io::Result<::parquet::arrow::ArrowWriter<std::fs::File>> {
+    use ::parquet::basic::{Compression, ZstdLevel};
+    let properties = ::parquet::file::properties::WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build();
+    ::parquet::arrow::ArrowWriter::try_new(std::fs::File::create(partial)?, schema.clone(), Some(properties)).map_err(std::io::Error::other)
+}
+
+pub(crate) fn file_name(from: u64, to: u64) -> String {
     format!("part-{from:020}-{to:020}.parquet")
 }
 
 /// Closes a file, syncs it, and renames it into place (the directory synced after).
-fn finish_file(dir: &Path, partial: &Path, name: &str, writer: ::parquet::arrow::ArrowWriter<std::fs::File>) -> std::io::Result<PathBuf> {
+pub(crate) fn finish_file(dir: &Path, partial: &Path, name: &str, writer: ::parquet::arrow::ArrowWriter<std::fs::File>) -> std::io::Result<PathBuf> {
     let mut file = writer.into_inner().map_err(std::io::Error::other)?;
     file.flush()?;
     file.sync_all()?;
@@ -255,7 +260,7 @@ pub(crate) fn remove_partial(root: &Path) -> std::io::Result<()> {
     walk(root, 0, &mut |path, name| if name.ends_with(PARTIAL_SUFFIX) { std::fs::remove_file(path) } else { Ok(()) })
 }
 
-fn walk(dir: &Path, depth: usize, visit: &mut dyn FnMut(&Path, &str) -> std::io::Result<()>) -> std::io::Result<()> {
+pub(crate) fn walk(dir: &Path, depth: usize, visit: &mut dyn FnMut(&Path, &str) -> std::io::Result<()>) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -286,13 +291,13 @@ fn arrow_err(e: datafusion::arrow::error::ArrowError) -> EngineError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
     use std::sync::Arc;
 
-    fn chunk(values: &[i64], commit_ms: i64) -> RecordBatch {
+    pub(crate) fn chunk(values: &[i64], commit_ms: i64) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false), Field::new("_commit_time", DataType::Timestamp(TimeUnit::Millisecond, None), false)]));
         RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values.to_vec())), Arc::new(TimestampMillisecondArray::from_value(commit_ms, values.len()))]).unwrap()
     }

@@ -12,6 +12,7 @@
 //! File names carry the buffer range, so after a crash the files past the noted position are
 //! deleted and written again from the restored buffer: every row lands once.
 
+mod compact;
 mod files;
 mod tier;
 
@@ -196,7 +197,8 @@ impl FileCommitter {
             }
         }
         files::remove_partial(&self.options.path).map_err(io_err)?;
-        tracing::info!(path = %self.options.path.display(), noted, removed, "parquet sink recovered");
+        let superseded = compact::remove_superseded(&self.options.path).map_err(io_err)?;
+        tracing::info!(path = %self.options.path.display(), noted, removed, superseded, "parquet sink recovered");
         Ok(())
     }
 }
@@ -256,6 +258,11 @@ impl Committer for FileCommitter {
         });
         let (_, rows) = files::write_files(&self.options.path, self.options.partitioning, &self.schema, chunks, from, to).map_err(io_err)?;
         self.buffer.note_and_trim(self.sink, to)?;
+        // Committed first: a compaction that fails is logged and tried again after the next
+        // commit, and never costs a commit.
+        if let Err(e) = compact::compact(&self.options.path) {
+            tracing::warn!(path = %self.options.path.display(), error = %e, "could not compact parquet files");
+        }
         self.sweep();
         Ok(rows)
     }
