@@ -153,9 +153,15 @@ struct ServeArgs {
     /// Where history files older than their `history.hot` age go: `s3://bucket/prefix` (S3 or
     /// an S3-compatible store, with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
     /// AWS_ENDPOINT_URL, AWS_ALLOW_HTTP) or `file:///directory`. Without it, history stays on
-    /// local disk.
+    /// local disk. Checkpoints are uploaded there too (under `_checkpoints/`), for
+    /// --restore-from.
     #[arg(long, env = "OPENCLAW_COLD_STORE")]
     cold_store: Option<String>,
+    /// With an empty data directory: start from the newest checkpoint uploaded under this URL
+    /// (a --cold-store of another server): its catalog, tables, views and source positions.
+    /// A data directory that has a database starts from it instead.
+    #[arg(long, env = "OPENCLAW_RESTORE_FROM")]
+    restore_from: Option<String>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -233,6 +239,7 @@ fn main() -> std::process::ExitCode {
                 max_connections: args.max_connections,
                 max_ingest_requests: args.max_ingest_requests.max(1),
                 ports_file: args.ports_file,
+                restore_from: args.restore_from,
                 state_cache_bytes: args.engine.state_cache_mb.max(8) << 20,
                 engine: args.engine.engine_config(&handle),
                 })

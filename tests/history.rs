@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{python, text_rows, Rng, TestServer};
+use common::{python, text_rows, Rng, S3Server, TestServer};
 
 /// Events the Nexmark sources generate (46 of every 50 are bids).
 const EVENTS: u64 = 300_000;
@@ -122,64 +122,6 @@ async fn history_holds_every_event_once_across_ten_sigkills() {
     for (a, b) in [("history('bid')", "all_bids"), ("all_bids", "history('bid')")] {
         let differ = one(&client, &format!("SELECT count(*) FROM (SELECT {columns} FROM {a} EXCEPT ALL SELECT {columns} FROM {b}) AS d")).await;
         assert_eq!(differ, [["0"]], "{a} EXCEPT ALL {b}");
-    }
-}
-
-/// An S3-compatible server (moto's, from PyPI, installed by `scripts/install-grpc-client.sh`)
-/// on a free port, with the bucket `history`; killed on drop.
-struct S3Server {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl S3Server {
-    fn start() -> Self {
-        let python = std::env::var("OPENCLAW_GRPC_PYTHON").expect("OPENCLAW_GRPC_PYTHON: run through scripts/test.sh, which installs moto");
-        let moto = std::path::Path::new(&python).with_file_name("moto_server");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = std::process::Command::new(moto)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let server = Self { child, port };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                let created = std::process::Command::new(&python)
-                    .arg("-c")
-                    .arg(format!("import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:{port}/history', method='PUT')).read()"))
-                    .status()
-                    .unwrap();
-                assert!(created.success(), "create the bucket");
-                return server;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("moto_server did not listen on {port}");
-    }
-
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ACCESS_KEY_ID", "test".into()),
-            ("AWS_SECRET_ACCESS_KEY", "test".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.port)),
-            ("AWS_ALLOW_HTTP", "true".into()),
-        ]
-    }
-
-    /// Stops answering (SIGSTOP) or answers again (SIGCONT), keeping what it holds.
-    fn signal(&self, signal: &str) {
-        let sent = std::process::Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
-        assert!(sent.success());
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -44,12 +44,17 @@ impl Database {
         let dir = self.store.dir().to_path_buf();
         let timing = checkpoint::Timing { started: cut.started, longest_snapshot: cut.longest_snapshot };
         let store = self.store.clone();
+        let uploaded = self.checkpoint_store.is_some();
         let written = tokio::task::spawn_blocking(move || {
             let pending = checkpoint::pending_state_dir(&dir, epoch);
             // A view dropped since the barrier has no state to keep.
             let live = cut.snapshots.iter().filter(|s| store.has_cf(&s.cf));
-            let state = live.map(|s| store.collect_snapshot(s, &pending.join(&s.cf))).collect::<Result<Vec<_>, _>>()?;
+            let mut state = live.map(|s| store.collect_snapshot(s, &pending.join(&s.cf))).collect::<Result<Vec<_>, _>>()?;
             drop(cut.snapshots);
+            if uploaded {
+                // A checkpoint another machine starts from carries the tables and the catalog.
+                state.extend(export_lasting(&store, &pending)?);
+            }
             let manifest = checkpoint::create(&dir, epoch, cut.positions, state, timing, previous.as_ref())?;
             checkpoint::collect_garbage(&dir)?;
             Ok::<_, openclaw_storage::StorageError>(manifest)
@@ -59,6 +64,9 @@ impl Database {
         if let Ok(manifest) = &written {
             // Sinks commit what they wrote up to this checkpoint.
             self.coordinator.checkpoint_committed(epoch);
+            if let Some(remote) = &self.checkpoint_store {
+                remote.upload_in_background(self.store.dir(), manifest);
+            }
             tracing::debug!(id = manifest.id, bytes = manifest.bytes(), files = manifest.files.len(), duration_ms = manifest.duration_ms, snapshot_ms = manifest.snapshot_ms, "checkpoint committed");
         }
         Ok(written)
@@ -112,9 +120,36 @@ impl Database {
                     m.write_ms.to_string(),
                     m.snapshot_ms.to_string(),
                     positions.join(", "),
+                    match &self.checkpoint_store {
+                        Some(remote) if remote.has_uploaded(m.id) => "yes".into(),
+                        Some(_) => "no".into(),
+                        None => String::new(),
+                    },
                 ]
             })
             .collect();
-        QueryOutput::text_rows(&["id", "created_at", "size_bytes", "files", "duration_ms", "write_ms", "snapshot_ms", "positions"], rows)
+        QueryOutput::text_rows(&["id", "created_at", "size_bytes", "files", "duration_ms", "write_ms", "snapshot_ms", "positions", "uploaded"], rows)
     }
+}
+
+/// Times a family that lives across rollbacks is exported again when writes after its flush
+/// reached its files first.
+const LASTING_EXPORT_ATTEMPTS: u32 = 3;
+
+/// Exports, into `pending`, the families that a rollback keeps as they are (tables, their
+/// logs, the catalog, sinks' commit notes): as they are now, after the checkpoint's barrier.
+fn export_lasting(store: &openclaw_storage::Store, pending: &std::path::Path) -> Result<Vec<openclaw_storage::cf_export::ExportedCf>, openclaw_storage::StorageError> {
+    let mut out = vec![];
+    for (cf, kind) in store.families()?.into_iter().filter(|(cf, _)| crate::durable::lives_across_rollbacks(cf)) {
+        let mut attempt = 1;
+        loop {
+            let started = store.switch_memtable(&cf, kind)?;
+            match store.collect_snapshot(&started, &pending.join(&cf)) {
+                Ok(exported) => break out.push(exported),
+                Err(openclaw_storage::StorageError::SnapshotUnavailable(_)) if attempt < LASTING_EXPORT_ATTEMPTS => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(out)
 }

@@ -103,6 +103,8 @@ pub struct Database {
     pub(crate) write_keys: std::sync::atomic::AtomicUsize,
     /// Parquet sinks' files, for `history()` (`crate::history`).
     pub(crate) parquet_sinks: crate::history::ParquetSinks,
+    /// Where checkpoints are uploaded (the cold store), if anywhere.
+    pub(crate) checkpoint_store: Option<Arc<crate::checkpoint_store::CheckpointStore>>,
 }
 
 /// `fut`, canceled with PostgreSQL's 57014 error at `deadline` (`None`: no limit).
@@ -191,6 +193,7 @@ impl Database {
             keys_in_flight: Default::default(),
             write_keys: Default::default(),
             parquet_sinks,
+            checkpoint_store: crate::checkpoint_store::CheckpointStore::from_cold_store(),
         };
         let db = Arc::new(db);
         db.report_checkpoints(restored.as_ref()).await?;

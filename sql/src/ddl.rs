@@ -344,13 +344,14 @@ impl Database {
             SqlError::new(SqlState::InvalidParameterValue, format!("a sink needs connector = one of {}", openclaw_connectors::SINK_CONNECTORS.join(", ")))
                 .with_hint("e.g. WITH (connector = 'kafka', topic = '...', 'properties.bootstrap.server' = '...'), or connector = 'blackhole' to discard the rows")
         })?;
-        let options = tokio::task::block_in_place(|| connector.prepare(&sink.options)).map_err(connector_error)?;
+        let resolved = under_data_dir(&sink.options, self.store.dir());
+        let options = tokio::task::block_in_place(|| connector.prepare(&resolved)).map_err(connector_error)?;
         let mut shown: Vec<String> = sink.options.iter().map(|(k, v)| format!("'{k}' = '{v}'")).collect();
         shown.sort();
         let name = object_name(&sink.view.name)?;
         let output = self.create_dataflow(sink.view, Target::Sink(options, shown.join(", ")), vars, sql, resume).await?;
         if let Some(schema) = self.catalog.lock().await.get(&name).map(|e| e.schema.clone()) {
-            self.parquet_sinks.register(&name, &sink.options, &schema);
+            self.parquet_sinks.register(&name, &resolved, &schema);
         }
         Ok(output)
     }
@@ -721,4 +722,16 @@ pub(crate) fn resolve_options(
         .filter(|(k, _)| openclaw_connectors::RESOLVED_OPTIONS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect())
+}
+
+/// A Parquet sink's relative `path` is under the data directory (a history's is
+/// `history/<name>`), so that a data directory moved or restored elsewhere keeps its files.
+fn under_data_dir(options: &crate::Options, data_dir: &std::path::Path) -> crate::Options {
+    let mut resolved = options.clone();
+    if options.get("connector").is_some_and(|c| c.eq_ignore_ascii_case("parquet")) {
+        if let Some(path) = options.get("path").filter(|p| !p.starts_with('/') && !p.contains("://")) {
+            resolved.insert("path".into(), data_dir.join(path).display().to_string());
+        }
+    }
+    resolved
 }

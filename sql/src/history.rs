@@ -200,7 +200,8 @@ impl Database {
 
     /// Creates `<object>$history`, the Parquet sink of `object`'s history.
     pub(crate) async fn create_history(&self, object: &str, history: HistoryOptions, vars: &SessionVars) -> SqlResult<()> {
-        let path = history_dir(self.store.dir(), object);
+        // Relative to the data directory (see `ddl::under_data_dir`).
+        let path = history_dir(Path::new(""), object);
         let quote = |s: &str| s.replace('\'', "''");
         let mut options = vec![format!("connector = 'parquet'"), format!("path = '{}'", quote(&path.display().to_string()))];
         options.extend(history.partition.map(|p| format!("partition = '{}'", quote(&p))));

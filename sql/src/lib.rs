@@ -4,6 +4,7 @@
 
 pub mod catalog;
 mod as_of;
+pub mod checkpoint_store;
 mod checkpoints;
 pub mod database;
 mod ddl;

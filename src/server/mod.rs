@@ -24,6 +24,8 @@ pub struct ServeConfig {
     pub max_ingest_requests: usize,
     /// Where to write the bound ports once listening (see [`write_ports_file`]).
     pub ports_file: Option<PathBuf>,
+    /// `--restore-from`: where to find the checkpoint an empty data directory starts from.
+    pub restore_from: Option<String>,
     pub state_cache_bytes: usize,
     pub engine: EngineConfig,
 }
@@ -31,6 +33,13 @@ pub struct ServeConfig {
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub async fn serve(config: ServeConfig) -> Result<(), BoxError> {
+    if let Some(url) = &config.restore_from {
+        let started = std::time::Instant::now();
+        let restored = openclaw_sql::checkpoint_store::restore_from(url, &config.data_dir, config.state_cache_bytes).await.map_err(|e| format!("--restore-from {url}: {e}"))?;
+        if let Some(id) = restored {
+            tracing::info!(checkpoint = id, from = %url, elapsed_ms = started.elapsed().as_millis() as u64, "data directory restored from an uploaded checkpoint");
+        }
+    }
     // Roll the state back to the newest valid checkpoint, keeping tables and the catalog as
     // they are now: acknowledged writes after the checkpoint must survive.
     let restored = openclaw_storage::checkpoint::restore(&config.data_dir, config.state_cache_bytes, openclaw_sql::durable::lives_across_rollbacks)?;

@@ -87,7 +87,7 @@ impl Manifest {
         json!({"body": text, "crc32": crc32fast::hash(text.as_bytes())}).to_string().into_bytes()
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, String> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         let outer: Value = serde_json::from_slice(bytes).map_err(|e| format!("manifest is not JSON: {e}"))?;
         let text = outer.get("body").and_then(Value::as_str).ok_or("manifest has no body")?;
         let crc = outer.get("crc32").and_then(Value::as_u64).ok_or("manifest has no checksum")?;
@@ -369,9 +369,19 @@ pub fn restore(data_dir: &Path, cache_bytes: usize, keep_live: impl Fn(&str) -> 
     for cf in store.opened_with().iter().filter(|cf| !keep_live(cf)) {
         store.drop_cf(cf)?;
     }
+    import_families(&store, data_dir, &checkpoint, &manifest, |cf| !keep_live(cf))?;
+    drop(store);
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let imported = manifest.state.iter().filter(|e| !keep_live(&e.cf)).count();
+    Ok(Some(Restored { imported, manifest, carried, elapsed_ms }))
+}
+
+/// Imports into `store` the families of `manifest` (checkpoint directory `checkpoint`) that
+/// `select` picks.
+fn import_families(store: &Store, data_dir: &Path, checkpoint: &Path, manifest: &Manifest, select: impl Fn(&str) -> bool) -> StorageResult<()> {
     let scratch = data_dir.join(IMPORT_SUBDIR);
     let _ = std::fs::remove_dir_all(&scratch);
-    for exported in manifest.state.iter().filter(|e| !keep_live(&e.cf)) {
+    for exported in manifest.state.iter().filter(|e| select(&e.cf)) {
         let links = scratch.join(&exported.cf);
         std::fs::create_dir_all(&links)?;
         for f in &exported.files {
@@ -381,10 +391,23 @@ pub fn restore(data_dir: &Path, cache_bytes: usize, keep_live: impl Fn(&str) -> 
         }
         store.import_cf(exported, &links)?;
     }
-    drop(store);
     let _ = std::fs::remove_dir_all(&scratch);
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    Ok(Some(Restored { imported: manifest.state.len(), manifest, carried, elapsed_ms }))
+    Ok(())
+}
+
+/// Starts a data directory that has no database from its newest valid checkpoint (one
+/// downloaded into it by `--restore-from`): creates the database with the families `select`
+/// picks (the tables and the catalog, which [`restore`] keeps as they are), so that the
+/// [`restore`] that follows imports the rest as it does after a crash. Returns the checkpoint
+/// used, or `None` when the directory has a database already or no valid checkpoint.
+pub fn seed(data_dir: &Path, cache_bytes: usize, select: impl Fn(&str) -> bool) -> StorageResult<Option<Manifest>> {
+    if data_dir.join(crate::store::STATE_SUBDIR).exists() {
+        return Ok(None);
+    }
+    let Some((checkpoint, manifest)) = newest_valid(data_dir)? else { return Ok(None) };
+    let store = Store::open_at(data_dir, crate::store::STATE_SUBDIR, cache_bytes)?;
+    import_families(&store, data_dir, &checkpoint, &manifest, select)?;
+    Ok(Some(manifest))
 }
 
 /// Deletes all but the newest [`CHECKPOINTS_RETAINED`] checkpoints, and any temporary

@@ -201,6 +201,20 @@ impl Store {
         Ok(())
     }
 
+    /// Every column family the store has now (besides RocksDB's default), with its kind.
+    pub fn families(&self) -> StorageResult<Vec<(String, CfKind)>> {
+        let names = Db::list_cf(&Options::default(), self.db.path())?;
+        let counters = read_counter_families(&self.dir)?;
+        Ok(names
+            .into_iter()
+            .filter(|n| n != "default")
+            .map(|n| {
+                let kind = if counters.contains(&n) { CfKind::Counters } else { CfKind::Plain };
+                (n, kind)
+            })
+            .collect())
+    }
+
     pub fn has_cf(&self, name: &str) -> bool {
         self.db.cf_handle(name).is_some()
     }

@@ -26,7 +26,7 @@ use openclaw_engine::{Barrier, EngineError, EngineResult, ObjectId, Operator, Op
 use openclaw_storage::Store;
 
 pub use files::{list_files, DataFile, Partitioning};
-pub use tier::{cold_store, configure_cold_store, relative_path, sink_dir_name, ColdStore};
+pub use tier::{cold_store, configure_cold_store, open_object_store, relative_path, sink_dir_name, ColdStore};
 use crate::two_phase::{CommitQueue, Committer, SeqBuffer};
 use crate::{ConnectorError, Options, PreparedSink, SinkConnector};
 

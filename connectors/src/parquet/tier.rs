@@ -35,13 +35,15 @@ pub struct ColdStore {
 
 static COLD_STORE: OnceLock<ColdStore> = OnceLock::new();
 
-/// Sets the cold tier from `--cold-store`.
-pub fn configure_cold_store(location: &str) -> Result<(), ConnectorError> {
-    let url = url::Url::parse(location).map_err(|e| ConnectorError::new(format!("invalid cold store \"{location}\": {e}")).with_hint("give s3://bucket/prefix or file:///directory"))?;
+/// An object store named by a URL (`s3://bucket/prefix`, with the usual `AWS_*` variables,
+/// or `file:///dir`): the store, its root URL (without a path, to register with DataFusion),
+/// and the prefix under it.
+pub fn open_object_store(location: &str) -> Result<(Arc<dyn ObjectStore>, url::Url, ObjectPath), ConnectorError> {
+    let url = url::Url::parse(location).map_err(|e| ConnectorError::new(format!("invalid object store \"{location}\": {e}")).with_hint("give s3://bucket/prefix or file:///directory"))?;
     let retry = object_store::RetryConfig { max_retries: COLD_MAX_RETRIES, retry_timeout: COLD_REQUEST_TIMEOUT * 2, ..Default::default() };
     let (store, root_url, prefix): (Arc<dyn ObjectStore>, url::Url, String) = match url.scheme() {
         "s3" => {
-            let bucket = url.host_str().ok_or_else(|| ConnectorError::new(format!("the cold store \"{location}\" names no bucket")))?;
+            let bucket = url.host_str().ok_or_else(|| ConnectorError::new(format!("the object store \"{location}\" names no bucket")))?;
             let store = object_store::aws::AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_retry(retry)
@@ -53,19 +55,25 @@ pub fn configure_cold_store(location: &str) -> Result<(), ConnectorError> {
                         .with_allow_http(std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"))),
                 )
                 .build()
-                .map_err(|e| ConnectorError::new(format!("cannot use the cold store \"{location}\": {e}")))?;
+                .map_err(|e| ConnectorError::new(format!("cannot use the object store \"{location}\": {e}")))?;
             let root = url::Url::parse(&format!("s3://{bucket}")).expect("a bucket URL");
             (Arc::new(store), root, url.path().trim_matches('/').to_string())
         }
         "file" => {
-            let dir = url.to_file_path().map_err(|()| ConnectorError::new(format!("the cold store \"{location}\" is not a local path")))?;
-            std::fs::create_dir_all(&dir).map_err(|e| ConnectorError::new(format!("cannot create the cold store {}: {e}", dir.display())))?;
+            let dir = url.to_file_path().map_err(|()| ConnectorError::new(format!("the object store \"{location}\" is not a local path")))?;
+            std::fs::create_dir_all(&dir).map_err(|e| ConnectorError::new(format!("cannot create the object store {}: {e}", dir.display())))?;
             let root = url::Url::parse("file:///").expect("the file root");
             (Arc::new(object_store::local::LocalFileSystem::new()), root, dir.display().to_string().trim_matches('/').to_string())
         }
-        other => return Err(ConnectorError::new(format!("cold store scheme \"{other}\" is not supported")).with_hint("give s3://bucket/prefix or file:///directory")),
+        other => return Err(ConnectorError::new(format!("object store scheme \"{other}\" is not supported")).with_hint("give s3://bucket/prefix or file:///directory")),
     };
-    let cold = ColdStore { store, root_url, prefix: ObjectPath::from(prefix), last_error: Mutex::new(None) };
+    Ok((store, root_url, ObjectPath::from(prefix)))
+}
+
+/// Sets the cold tier from `--cold-store`.
+pub fn configure_cold_store(location: &str) -> Result<(), ConnectorError> {
+    let (store, root_url, prefix) = open_object_store(location)?;
+    let cold = ColdStore { store, root_url, prefix, last_error: Mutex::new(None) };
     COLD_STORE.set(cold).map_err(|_| ConnectorError::new("the cold store is set once"))
 }
 
