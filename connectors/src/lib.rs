@@ -178,6 +178,22 @@ pub fn parse_duration_ms(text: &str) -> Option<u64> {
     number.parse::<u64>().ok()?.checked_mul(ms_per_unit)
 }
 
+/// `'10 GB'`, `'500 MB'`, `'64 kB'`, `'1024'`: a size in bytes (units of 1024), or `None`.
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = (&text[..split], text[split..].trim().to_ascii_lowercase());
+    let per_unit: u64 = match unit.as_str() {
+        "" | "b" | "bytes" => 1,
+        "kb" | "kib" => 1 << 10,
+        "mb" | "mib" => 1 << 20,
+        "gb" | "gib" => 1 << 30,
+        "tb" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(per_unit)
+}
+
 /// Longest a rate-limited reader waits inside one `next_chunk`, so that barriers pass promptly.
 pub(crate) const MAX_PACING_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 

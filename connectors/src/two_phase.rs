@@ -146,7 +146,7 @@ impl SeqBuffer {
 /// A sink operator's end of its committer: checkpoints are pushed here; dropping it lets the
 /// committer finish what waits, then end.
 #[derive(Default)]
-pub(crate) struct CommitQueue(Option<Arc<PendingCommits>>);
+pub(crate) struct CommitQueue(Option<Arc<PendingCommits>>, Arc<std::sync::atomic::AtomicU64>);
 
 impl CommitQueue {
     /// Starts `committer` for sink `sink`, whose buffer has everything before `done` written
@@ -155,8 +155,22 @@ impl CommitQueue {
         let pending = Arc::new(PendingCommits::default());
         pending.push(0, end);
         coordinator.register_external(sink);
-        tokio::spawn(tracing::Instrument::instrument(run_committer(committer, done, pending.clone(), coordinator, sink), span));
-        Self(Some(pending))
+        let out = Arc::new(std::sync::atomic::AtomicU64::new(done));
+        tokio::spawn(tracing::Instrument::instrument(run_committer(committer, done, pending.clone(), coordinator, sink, out.clone()), span));
+        Self(Some(pending), out)
+    }
+
+    /// Waits while more than `max` chunks before `checkpointed` (a buffer end pushed at a
+    /// checkpoint) are not committed yet. Never waits for a checkpoint to come: only commits
+    /// of checkpoints already pushed move it on.
+    pub(crate) async fn wait_for_room(&self, checkpointed: u64, max: u64) {
+        let mut warned = false;
+        while checkpointed.saturating_sub(self.1.load(std::sync::atomic::Ordering::SeqCst)) > max && self.0.is_some() {
+            if !std::mem::replace(&mut warned, true) {
+                tracing::warn!(max, "the sink's commits are behind; its dataflow waits for them");
+            }
+            tokio::time::sleep(COMMIT_POLL).await;
+        }
     }
 
     /// At a checkpoint barrier: the buffer up to `end` is committed once it is durable.
@@ -190,13 +204,17 @@ pub(crate) trait Committer: Send + Sync + 'static {
     fn idle(&self) {}
 }
 
+/// How often a sink waiting for its commits looks again.
+const COMMIT_POLL: Duration = Duration::from_millis(100);
+
 /// How often an idle committer gets [`Committer::idle`].
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// Commits each checkpoint's records once it is durable, in order, retrying failures once a
 /// second; tells the coordinator which checkpoint it has committed (what `FLUSH` waits for).
 /// `done`: the buffer position already out.
-pub(crate) async fn run_committer<C: Committer>(committer: C, mut done: u64, commits: Arc<PendingCommits>, coordinator: Arc<openclaw_engine::Coordinator>, sink: ObjectId) {
+/// `out`: where `done` is published, for [`CommitQueue::wait_for_room`].
+pub(crate) async fn run_committer<C: Committer>(committer: C, mut done: u64, commits: Arc<PendingCommits>, coordinator: Arc<openclaw_engine::Coordinator>, sink: ObjectId, out: Arc<std::sync::atomic::AtomicU64>) {
     let this = Arc::new(committer);
     let mut committed = coordinator.committed_checkpoints();
     let mut last_idle = tokio::time::Instant::now();
@@ -227,6 +245,7 @@ pub(crate) async fn run_committer<C: Committer>(committer: C, mut done: u64, com
                 Ok(Ok(n)) => {
                     tracing::debug!(records = n, epoch, target = this.target(), "sink committed");
                     done = end;
+                    out.store(done, std::sync::atomic::Ordering::SeqCst);
                     coordinator.external_committed(sink, epoch);
                     break;
                 }

@@ -73,6 +73,7 @@ pub(crate) struct HistoryOptions {
     retention: Option<String>,
     partition: Option<String>,
     hot: Option<String>,
+    hot_limit: Option<String>,
 }
 
 impl HistoryOptions {
@@ -90,11 +91,12 @@ impl HistoryOptions {
             return Err(SqlError::new(SqlState::InvalidParameterValue, format!("history = '{kind}' is not supported")).with_hint("history = 'parquet'"));
         }
         let (retention, partition, hot) = (taken.remove("history.retention"), taken.remove("history.partition"), taken.remove("history.hot"));
+        let hot_limit = taken.remove("history.hot.limit");
         if let Some(key) = taken.keys().next() {
             return Err(SqlError::new(SqlState::InvalidParameterValue, format!("unknown option \"{key}\""))
-                .with_hint("history takes history.retention, history.partition and history.hot"));
+                .with_hint("history takes history.retention, history.partition, history.hot and history.hot.limit"));
         }
-        Ok(Some(Self { retention, partition, hot }))
+        Ok(Some(Self { retention, partition, hot, hot_limit }))
     }
 }
 
@@ -120,6 +122,9 @@ pub(crate) struct SinkFiles {
     pub(crate) schema: SchemaRef,
     /// Files older than this are deleted.
     pub(crate) retention_ms: Option<u64>,
+    /// Files older than this move to the cold tier, and at most this many bytes of them wait.
+    pub(crate) hot_ms: u64,
+    pub(crate) hot_limit_bytes: u64,
 }
 
 impl ParquetSinks {
@@ -129,7 +134,7 @@ impl ParquetSinks {
             return;
         }
         let (Ok(parsed), Ok(schema)) = (ParquetSinkOptions::parse(options), file_schema(schema)) else { return };
-        let files = SinkFiles { path: parsed.path, partitioning: parsed.partitioning, schema, retention_ms: parsed.retention_ms };
+        let files = SinkFiles { path: parsed.path, partitioning: parsed.partitioning, schema, retention_ms: parsed.retention_ms, hot_ms: parsed.hot_ms, hot_limit_bytes: parsed.hot_limit_bytes };
         self.0.write().expect("parquet sinks lock").insert(name.to_string(), files);
     }
 
@@ -207,6 +212,7 @@ impl Database {
         options.extend(history.partition.map(|p| format!("partition = '{}'", quote(&p))));
         options.extend(history.retention.map(|r| format!("retention = '{}'", quote(&r))));
         options.extend(history.hot.map(|h| format!("hot = '{}'", quote(&h))));
+        options.extend(history.hot_limit.map(|l| format!("hot_limit = '{}'", quote(&l))));
         let sql = format!("CREATE SINK \"{}\" AS SELECT * FROM \"{}\" WITH ({})", sink_name(object).replace('"', "\"\""), object.replace('"', "\"\""), options.join(", "));
         let mut statements = crate::parser::parse(&sql)?;
         let Some(crate::parser::OcStatement::CreateSink(sink)) = statements.pop() else {
@@ -272,7 +278,14 @@ fn describe(sink: &str, files: &SinkFiles) -> Vec<Vec<String>> {
     let hot: Vec<_> = list_files(&files.path).unwrap_or_default().into_iter().filter(|f| !f.uploaded).collect();
     let rows: i64 = hot.iter().filter_map(|f| parquet_rows(&f.path)).sum();
     let relative: Vec<String> = hot.iter().filter_map(|f| f.path.strip_prefix(&files.path).ok().map(|p| p.display().to_string())).collect();
-    let mut out = vec![tier_row(&object, "hot", &files.path.display().to_string(), &relative, hot.iter().map(|f| f.bytes).sum(), rows.to_string(), "ok".into())];
+    let mut status = "ok".to_string();
+    if cold_store().is_some() {
+        let waiting = openclaw_connectors::parquet::waiting_bytes(&files.path, std::time::Duration::from_millis(files.hot_ms)).unwrap_or(0);
+        if waiting >= files.hot_limit_bytes {
+            status = format!("full: {waiting} bytes wait for the cold tier (limit {}); commits wait", files.hot_limit_bytes);
+        }
+    }
+    let mut out = vec![tier_row(&object, "hot", &files.path.display().to_string(), &relative, hot.iter().map(|f| f.bytes).sum(), rows.to_string(), status)];
     if let Some(cold) = cold_store() {
         let name = sink_dir_name(&files.path);
         let (listed, status) = match cold.list(&name) {

@@ -224,16 +224,31 @@ pub struct S3Server {
 
 impl S3Server {
     pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self { child: Self::spawn(port), port }
+    }
+
+    /// Kills the server (refusing connections from then on); what it held is lost.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A new server on the same port, with an empty bucket `history`.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.port);
+    }
+
+    fn spawn(port: u16) -> std::process::Child {
         let python = std::env::var("OPENCLAW_GRPC_PYTHON").expect("OPENCLAW_GRPC_PYTHON: run through scripts/test.sh, which installs moto");
         let moto = std::path::Path::new(&python).with_file_name("moto_server");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = std::process::Command::new(moto)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start moto_server");
-        let server = Self { child, port };
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 let created = std::process::Command::new(&python)
@@ -242,7 +257,7 @@ impl S3Server {
                     .status()
                     .unwrap();
                 assert!(created.success(), "create the bucket");
-                return server;
+                return child;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }

@@ -12,8 +12,8 @@
 //! the deletes leaves files whose range lies inside another's in the same directory:
 //! [`remove_superseded`] deletes them when the sink starts. Only the committer compacts,
 //! between commits, so nothing else writes the directory meanwhile. Rows keep their order and
-//! values; only the files' modification time (which retention counts from) becomes the
-//! merge's.
+//! values, and the merged file the modification time of the newest file it holds (retention
+//! and the move to the cold tier count from it).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -102,7 +102,15 @@ fn merge(dir: &Path, run: &[DataFile]) -> std::io::Result<()> {
         }
     })();
     match written {
-        Ok(_) => {}
+        Ok(Some(path)) => {
+            // As old as the newest file it holds: retention and the move to the cold tier go
+            // by a file's age, which a merge must not make younger.
+            let newest = run.iter().map(|f| std::fs::metadata(&f.path).and_then(|m| m.modified())).collect::<std::io::Result<Vec<_>>>()?.into_iter().max();
+            if let Some(newest) = newest {
+                std::fs::File::options().write(true).open(&path)?.set_modified(newest)?;
+            }
+        }
+        Ok(None) => {}
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
             return Err(e);

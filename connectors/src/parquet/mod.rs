@@ -26,7 +26,7 @@ use openclaw_engine::{Barrier, EngineError, EngineResult, ObjectId, Operator, Op
 use openclaw_storage::Store;
 
 pub use files::{list_files, DataFile, Partitioning};
-pub use tier::{cold_store, configure_cold_store, open_object_store, relative_path, sink_dir_name, ColdStore};
+pub use tier::{cold_store, configure_cold_store, open_object_store, relative_path, sink_dir_name, waiting_bytes, ColdStore};
 use crate::two_phase::{CommitQueue, Committer, SeqBuffer};
 use crate::{ConnectorError, Options, PreparedSink, SinkConnector};
 
@@ -56,11 +56,20 @@ pub struct ParquetSinkOptions {
     pub retention_ms: Option<u64>,
     /// With a cold store (`--cold-store`), files older than this move there.
     pub hot_ms: u64,
+    /// Most bytes of files that wait in the hot tier for the cold one (older than `hot_ms`,
+    /// not moved yet, as while the store is down): past it commits wait, and the sink slows
+    /// its dataflow down ([`MAX_UNCOMMITTED_CHUNKS`]) rather than fill the disk.
+    pub hot_limit_bytes: u64,
 }
 
-const KNOWN: &[&str] = &["connector", "path", "partition", "retention", "hot"];
+const KNOWN: &[&str] = &["connector", "path", "partition", "retention", "hot", "hot_limit"];
 /// How long files stay in the hot tier when `hot` is not given.
 const DEFAULT_HOT_MS: u64 = 86_400_000;
+/// `hot_limit` when not given.
+pub const DEFAULT_HOT_LIMIT_BYTES: u64 = 10 << 30;
+/// Chunks checkpointed but not yet committed that a sink lets pile up in its buffer before
+/// it waits for its committer (the buffer is bounded while commits cannot go on).
+pub const MAX_UNCOMMITTED_CHUNKS: u64 = 4096;
 /// Buffered chunks read at once while a commit writes them out (sequence numbers are dense).
 const COMMIT_PAGE_CHUNKS: u64 = 64;
 /// How often, at most, a sink looks for files past their retention.
@@ -87,8 +96,14 @@ impl ParquetSinkOptions {
         };
         let retention_ms = age("retention", "30 days")?;
         let hot_ms = age("hot", "1 day")?.unwrap_or(DEFAULT_HOT_MS);
+        let hot_limit_bytes = match options.get("hot_limit") {
+            None => DEFAULT_HOT_LIMIT_BYTES,
+            Some(text) => crate::parse_bytes(text)
+                .filter(|b| *b > 0)
+                .ok_or_else(|| ConnectorError::new(format!("invalid hot_limit \"{text}\"")).with_hint("give a size, e.g. hot_limit = '10 GB'"))?,
+        };
         std::fs::create_dir_all(&path).map_err(|e| ConnectorError::new(format!("cannot create the directory {}: {e}", path.display())))?;
-        Ok(Self { path, partitioning, retention_ms, hot_ms })
+        Ok(Self { path, partitioning, retention_ms, hot_ms, hot_limit_bytes })
     }
 }
 
@@ -116,13 +131,15 @@ pub struct ParquetSinkOperator {
     schema: SchemaRef,
     buffer: SeqBuffer,
     next_seq: u64,
+    /// The buffer's end at the last checkpoint barrier.
+    checkpointed: u64,
     commits: CommitQueue,
 }
 
 impl ParquetSinkOperator {
     pub fn new(object: ObjectId, schema: &SchemaRef, options: ParquetSinkOptions, store: Store, buffer_cf: &str) -> Result<Self, ConnectorError> {
         let schema = file_schema(schema)?;
-        Ok(Self { object, options, schema, buffer: SeqBuffer { store, cf: Arc::from(buffer_cf) }, next_seq: 0, commits: CommitQueue::default() })
+        Ok(Self { object, options, schema, buffer: SeqBuffer { store, cf: Arc::from(buffer_cf) }, next_seq: 0, checkpointed: 0, commits: CommitQueue::default() })
     }
 }
 
@@ -141,6 +158,7 @@ impl Operator for ParquetSinkOperator {
         // written again, first.
         self.buffer.trim(noted)?;
         self.next_seq = self.buffer.end()?.max(noted);
+        self.checkpointed = self.next_seq;
         self.commits = CommitQueue::start(committer, self.object, noted, self.next_seq, ctx.coordinator.clone(), tracing::info_span!("parquet sink", path = %self.options.path.display()));
         Ok(())
     }
@@ -149,6 +167,10 @@ impl Operator for ParquetSinkOperator {
         if chunk.batch().num_rows() == 0 {
             return Ok(());
         }
+        // Commits that cannot go on (the hot tier full while the cold store is down) slow the
+        // dataflow here rather than grow the buffer without bound. Only checkpointed chunks
+        // count, which commits can clear without another barrier.
+        self.commits.wait_for_room(self.checkpointed, MAX_UNCOMMITTED_CHUNKS).await;
         let rows = chunk.batch().num_rows();
         let diffs: ArrayRef = Arc::new(Int64Array::from_iter_values(chunk.ops().iter().map(|op| op.sign())));
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -161,6 +183,9 @@ impl Operator for ParquetSinkOperator {
 
     async fn handle_checkpoint(&mut self, barrier: &Barrier, _ctx: &mut OperatorContext) -> EngineResult<()> {
         self.commits.checkpoint(barrier, self.next_seq);
+        if barrier.checkpoint {
+            self.checkpointed = self.next_seq;
+        }
         Ok(())
     }
 
@@ -247,8 +272,33 @@ impl FileCommitter {
     }
 }
 
+impl FileCommitter {
+    /// Fails (the commit is retried a second later) while the files waiting for the cold
+    /// tier pass the hot tier's limit, after trying to move them.
+    fn check_hot_limit(&self) -> EngineResult<()> {
+        if tier::cold_store().is_none() {
+            return Ok(());
+        }
+        let hot = std::time::Duration::from_millis(self.options.hot_ms);
+        let waiting = tier::waiting_bytes(&self.options.path, hot).map_err(io_err)?;
+        if waiting < self.options.hot_limit_bytes {
+            return Ok(());
+        }
+        self.sweep();
+        let waiting = tier::waiting_bytes(&self.options.path, hot).map_err(io_err)?;
+        if waiting < self.options.hot_limit_bytes {
+            return Ok(());
+        }
+        Err(EngineError::External(format!(
+            "{waiting} bytes of files wait in the hot tier for the cold one, at least the limit of {}; commits wait until they move",
+            self.options.hot_limit_bytes
+        )))
+    }
+}
+
 impl Committer for FileCommitter {
     fn commit(&self, from: u64, to: u64) -> EngineResult<usize> {
+        self.check_hot_limit()?;
         // The range is read a page at a time while it is written: a commit of a long FLUSH
         // holds at most a page of chunks (and a row group per partition) in memory.
         let pages = (from..to).step_by(COMMIT_PAGE_CHUNKS as usize).map(|start| self.buffer.read(start, (start + COMMIT_PAGE_CHUNKS).min(to), files::decode_chunk));

@@ -31,7 +31,13 @@ pub struct ColdStore {
     pub prefix: ObjectPath,
     /// The last error talking to it, for `SHOW HISTORY`; `None` once a request succeeds.
     pub last_error: Mutex<Option<String>>,
+    /// After a failed upload, none is tried before this time: a store that is down must not
+    /// hold every commit (a sweep runs after each) for its timeouts.
+    retry_uploads_at: Mutex<Option<std::time::Instant>>,
 }
+
+/// How long uploads pause after one fails.
+const UPLOAD_BACKOFF: Duration = Duration::from_secs(2);
 
 static COLD_STORE: OnceLock<ColdStore> = OnceLock::new();
 
@@ -73,7 +79,7 @@ pub fn open_object_store(location: &str) -> Result<(Arc<dyn ObjectStore>, url::U
 /// Sets the cold tier from `--cold-store`.
 pub fn configure_cold_store(location: &str) -> Result<(), ConnectorError> {
     let (store, root_url, prefix) = open_object_store(location)?;
-    let cold = ColdStore { store, root_url, prefix, last_error: Mutex::new(None) };
+    let cold = ColdStore { store, root_url, prefix, last_error: Mutex::new(None), retry_uploads_at: Mutex::new(None) };
     COLD_STORE.set(cold).map_err(|_| ConnectorError::new("the cold store is set once"))
 }
 
@@ -136,10 +142,17 @@ impl ColdStore {
 
     /// Uploads the hot file `file` as `relative` under sink directory `name`.
     fn upload(&self, name: &str, relative: &str, file: &Path) -> Result<(), String> {
+        let mut retry_at = self.retry_uploads_at.lock().expect("upload backoff lock");
+        if retry_at.is_some_and(|at| std::time::Instant::now() < at) {
+            let last = self.last_error.lock().expect("cold store error lock").clone();
+            return Err(format!("uploads paused after a failure: {}", last.unwrap_or_default()));
+        }
         let bytes = std::fs::read(file).map_err(|e| e.to_string())?;
         let location = ObjectPath::parse(format!("{}/{relative}", self.sink_prefix(name))).map_err(|e| e.to_string())?;
         let put = block_on(self.store.put(&location, PutPayload::from(bytes)));
-        self.outcome(put).map(|_| ())
+        let outcome = self.outcome(put).map(|_| ());
+        *retry_at = outcome.is_err().then(|| std::time::Instant::now() + UPLOAD_BACKOFF);
+        outcome
     }
 
     fn delete(&self, name: &str, relative: &str) -> Result<(), String> {
@@ -183,6 +196,20 @@ pub(crate) fn move_cold(cold: &ColdStore, root: &Path, hot: Duration) -> Result<
         moved += 1;
     }
     Ok(moved)
+}
+
+/// Bytes of the hot files of the sink at `root` that wait for the cold tier: older than `hot`
+/// and not uploaded yet.
+pub fn waiting_bytes(root: &Path, hot: Duration) -> std::io::Result<u64> {
+    let now = std::time::SystemTime::now();
+    let mut waiting = 0;
+    for file in super::files::list_files(root)? {
+        let written = std::fs::metadata(&file.path)?.modified()?;
+        if !file.uploaded && now.duration_since(written).unwrap_or_default() >= hot {
+            waiting += file.bytes;
+        }
+    }
+    Ok(waiting)
 }
 
 /// `file`'s path under `root`, with `/` between parts (as in the store and in partitions).
