@@ -1,7 +1,6 @@
 //! Executes statements: the one entry point the server calls.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -19,6 +18,7 @@ use openclaw_storage::Store;
 
 use crate::catalog::{Catalog, Detail};
 use crate::error::{SqlError, SqlResult, SqlState};
+use crate::interrupt::Interrupt;
 use crate::parser::{self, ObjectKind, OcStatement};
 use crate::relation::QuerySnapshot;
 use crate::session::SessionVars;
@@ -107,32 +107,24 @@ pub struct Database {
     pub(crate) checkpoint_store: Option<Arc<crate::checkpoint_store::CheckpointStore>>,
 }
 
-/// `fut`, canceled with PostgreSQL's 57014 error at `deadline` (`None`: no limit).
-async fn until<T>(deadline: Option<tokio::time::Instant>, fut: impl std::future::Future<Output = T>) -> SqlResult<T> {
-    match deadline {
-        None => Ok(fut.await),
-        Some(at) => tokio::time::timeout_at(at, fut).await.map_err(|_| statement_timeout()),
-    }
-}
-
-fn statement_timeout() -> SqlError {
-    SqlError::new(SqlState::QueryCanceled, "canceling statement due to statement timeout")
-}
-
-/// A query's rows, cut off with PostgreSQL's 57014 error at `deadline`: rows are computed as
-/// they are sent, so the deadline must hold over the stream too, not only over planning.
-fn rows_until(deadline: Option<tokio::time::Instant>, output: QueryOutput) -> QueryOutput {
+/// A query's rows, cut off with PostgreSQL's 57014 error by `interrupt`: rows are computed as
+/// they are sent, so the deadline and a cancel must hold over the stream too, not only over
+/// planning.
+fn rows_until(interrupt: Interrupt, output: QueryOutput) -> QueryOutput {
     use futures::StreamExt;
-    let (at, schema, stream) = match (deadline, output) {
-        (Some(at), QueryOutput::Rows { schema, stream }) => (at, schema, stream),
-        (_, output) => return output,
+    let (schema, stream) = match output {
+        QueryOutput::Rows { schema, stream } => (schema, stream),
+        output => return output,
     };
-    let rows = futures::stream::unfold(Some(stream), move |stream| async move {
-        let mut stream = stream?;
-        match tokio::time::timeout_at(at, stream.next()).await {
-            Ok(Some(batch)) => Some((batch, Some(stream))),
-            Ok(None) => None,
-            Err(_) => Some((Err(datafusion::error::DataFusionError::External(Box::new(statement_timeout()))), None)),
+    let rows = futures::stream::unfold(Some(stream), move |stream| {
+        let interrupt = interrupt.clone();
+        async move {
+            let mut stream = stream?;
+            match interrupt.until(stream.next()).await {
+                Ok(Some(batch)) => Some((batch, Some(stream))),
+                Ok(None) => None,
+                Err(e) => Some((Err(datafusion::error::DataFusionError::External(Box::new(e))), None)),
+            }
         }
     });
     QueryOutput::Rows { schema: schema.clone(), stream: Box::pin(RecordBatchStreamAdapter::new(schema, rows)) }
@@ -480,7 +472,7 @@ impl Database {
             OcStatement::ShowStateTables => self.show_state_tables().await,
             OcStatement::CreateSink(s) => self.create_sink_resuming(s, vars, text, None).await,
             OcStatement::ExplainCreateView(v) => self.explain_create_view(v, vars).await,
-            OcStatement::Flush => self.flush(vars.statement_timeout()?).await,
+            OcStatement::Flush => self.flush(vars.interrupt()?).await,
             OcStatement::ShowCheckpoints => self.show_checkpoints().await,
             OcStatement::ShowHistory => self.show_history().await,
             OcStatement::AlterHistory { kind, name, if_exists, options, reset } => self.alter_history(kind, &name, if_exists, options, reset, vars).await,
@@ -508,12 +500,12 @@ impl Database {
                 QueryOutput::text_rows(&[name.as_str()], vec![vec![value]])
             }
             OcStatement::Standard(s) if is_query(&s) => {
-                let deadline = vars.statement_timeout()?.map(|t| tokio::time::Instant::now() + t);
+                let interrupt = vars.interrupt()?;
                 let overlays = match &vars.txn {
                     TxnState::Open(txn) => Some(txn.overlays()),
                     _ => None,
                 };
-                Ok(rows_until(deadline, until(deadline, self.select(*s, params, overlays)).await??))
+                Ok(rows_until(interrupt.clone(), interrupt.until(self.select(*s, params, overlays)).await??))
             }
             OcStatement::Standard(s) => self.execute_standard(vars, *s, params).await,
         }
@@ -523,20 +515,19 @@ impl Database {
     /// Kafka sinks have committed them. Under `statement_timeout` only the waits are cut short,
     /// never a barrier's injection or the checkpoint's copy, which must not stop half done;
     /// what FLUSH waited for goes on without it.
-    async fn flush(&self, timeout: Option<Duration>) -> SqlResult<QueryOutput> {
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    async fn flush(&self, interrupt: Interrupt) -> SqlResult<QueryOutput> {
         // First the wait for bounded sources, which may be long; then a checkpoint. Neither
         // pauses any input.
         {
             let _pending = PendingFlush::enter(&self.pending_flushes);
             // Tables fed by connectors first take in what their streams hold now.
-            until(deadline, self.flush_ingests()).await?;
+            interrupt.until(self.flush_ingests()).await?;
             let (_, done) = self.coordinator.inject(BarrierKind::Flush, None).await;
-            until(deadline, done).await?.map_err(|_| EngineError::Closed)?;
+            interrupt.until(done).await?.map_err(|_| EngineError::Closed)?;
         }
         let manifest = self.checkpoint(BarrierKind::Periodic).await?;
         // Sinks show what FLUSH saw only once they committed it to Kafka.
-        until(deadline, self.coordinator.wait_external_commits(manifest.id)).await.map_err(|e| {
+        interrupt.until(self.coordinator.wait_external_commits(manifest.id)).await.map_err(|e| {
             e.with_hint("a Kafka sink has not committed this checkpoint yet; its log says why (is the broker down?)")
         })?;
         Ok(QueryOutput::command("FLUSH"))

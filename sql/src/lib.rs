@@ -9,6 +9,7 @@ mod checkpoints;
 pub mod database;
 mod ddl;
 mod history;
+pub mod interrupt;
 mod history_scan;
 mod ingest;
 mod dml;

@@ -17,6 +17,8 @@ pub struct SessionVars {
     /// Open cursors (`DECLARE ... CURSOR FOR SUBSCRIBE`), by name, until `CLOSE` or the
     /// session's end.
     pub(crate) cursors: std::collections::HashMap<String, crate::subscribe::Subscription>,
+    /// The running statement's cancel request; the server gives each statement a new one.
+    pub cancel: crate::interrupt::CancelSignal,
 }
 
 impl Default for SessionVars {
@@ -45,7 +47,7 @@ impl Default for SessionVars {
             ("transaction_isolation", "read committed"),
             ("transaction_read_only", "off"),
         ];
-        Self { vars: defaults.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), txn: Default::default(), cursors: Default::default() }
+        Self { vars: defaults.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), txn: Default::default(), cursors: Default::default(), cancel: Default::default() }
     }
 }
 
@@ -82,6 +84,13 @@ impl SessionVars {
     /// `None` (0, the default) for no limit.
     pub fn statement_timeout(&self) -> Result<Option<Duration>, SqlError> {
         parse_timeout(self.vars.get("statement_timeout").map_or("0", String::as_str))
+    }
+
+    /// When the statement starting now stops waiting: its `statement_timeout` from now, or a
+    /// cancel request.
+    pub fn interrupt(&self) -> Result<crate::interrupt::Interrupt, SqlError> {
+        let deadline = self.statement_timeout()?.map(|t| tokio::time::Instant::now() + t);
+        Ok(crate::interrupt::Interrupt { deadline, cancel: self.cancel.clone() })
     }
 
     pub fn get(&self, name: &str) -> Result<&str, SqlError> {

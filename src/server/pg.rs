@@ -1,6 +1,7 @@
 //! The Postgres wire protocol front, on the `pgwire` crate: simple and extended query
 //! protocols, Arrow results encoded by `arrow-pg` in text or binary.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
@@ -15,14 +16,20 @@ use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
+use pgwire::api::cancel::CancelHandler;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::PgWireFrontendMessage;
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use openclaw_sql::interrupt::CancelSignal;
 use openclaw_sql::{Database, QueryOutput, SessionVars, SqlError};
 use tokio::sync::{Mutex, Semaphore};
 
 pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>, max_connections: usize) {
     let slots = Arc::new(Semaphore::new(max_connections));
+    // Which connection a CancelRequest (psql's Ctrl-C) names, by process id and secret key.
+    let connections = Arc::new(Cancels::default());
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -36,7 +43,7 @@ pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>, max_con
             drop(socket);
             continue;
         };
-        let handlers = Arc::new(Session::new(db.clone()));
+        let handlers = Arc::new(Session::new(db.clone(), connections.clone()));
         tokio::spawn(async move {
             let _permit = permit;
             if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
@@ -53,11 +60,58 @@ pub struct Session {
     db: Arc<Database>,
     vars: Arc<Mutex<SessionVars>>,
     parser: Arc<SqlText>,
+    connections: Arc<Cancels>,
 }
 
 impl Session {
-    fn new(db: Arc<Database>) -> Self {
-        Self { db, vars: Arc::new(Mutex::new(SessionVars::default())), parser: Arc::new(SqlText) }
+    fn new(db: Arc<Database>, connections: Arc<Cancels>) -> Self {
+        Self { db, vars: Arc::new(Mutex::new(SessionVars::default())), parser: Arc::new(SqlText), connections }
+    }
+}
+
+/// The connections a CancelRequest may name, by process id and secret key (what
+/// BackendKeyData gave the client): each one's running statement's cancel signal. Ours rather
+/// than pgwire's `ConnectionManager`, which cancels by dropping the whole statement (a DDL or
+/// a write half done); ours stops only the waits that may stop (`openclaw_sql::interrupt`).
+#[derive(Default)]
+pub struct Cancels(std::sync::Mutex<HashMap<(i32, Vec<u8>), Arc<std::sync::Mutex<CancelSignal>>>>);
+
+/// A connection's entry in [`Cancels`], removed when the connection (its session
+/// extensions) ends.
+struct Registered {
+    cancels: Arc<Cancels>,
+    key: (i32, Vec<u8>),
+    current: Arc<std::sync::Mutex<CancelSignal>>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.cancels.0.lock().expect("cancels lock").remove(&self.key);
+    }
+}
+
+/// A new cancel signal for the statement starting now on `client`'s connection, which a
+/// CancelRequest naming the connection fires.
+fn arm_cancel<C: ClientInfo>(client: &C) -> CancelSignal {
+    let signal = CancelSignal::default();
+    if let Some(registered) = client.session_extensions().get::<Registered>() {
+        *registered.current.lock().expect("cancel signal lock") = signal.clone();
+    }
+    signal
+}
+
+/// Fires the running statement's signal of the connection a CancelRequest names; a request
+/// that names none (a wrong key, a connection gone) does nothing, as in PostgreSQL.
+struct CancelRequests(Arc<Cancels>);
+
+#[async_trait]
+impl CancelHandler for CancelRequests {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        let current = self.0 .0.lock().expect("cancels lock").get(&(request.pid, request.secret_key.to_bytes().to_vec())).cloned();
+        tracing::debug!(pid = request.pid, found = current.is_some(), "cancel request");
+        if let Some(current) = current {
+            current.lock().expect("cancel signal lock").cancel();
+        }
     }
 }
 
@@ -71,12 +125,33 @@ impl PgWireServerHandlers for Session {
     }
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
-        Arc::new(Startup)
+        Arc::new(Startup(self.connections.clone()))
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::new(CancelRequests(self.connections.clone()))
     }
 }
 
-struct Startup;
-impl NoopStartupHandler for Startup {}
+/// Registers each connection in [`Cancels`] once it has its process id and secret key.
+struct Startup(Arc<Cancels>);
+
+#[async_trait]
+impl NoopStartupHandler for Startup {
+    async fn post_startup<C>(&self, client: &mut C, _message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (pid, secret) = client.pid_and_secret_key();
+        let key = (pid, secret.to_bytes().to_vec());
+        let current = Arc::new(std::sync::Mutex::new(CancelSignal::default()));
+        self.0 .0.lock().expect("cancels lock").insert(key.clone(), current.clone());
+        client.session_extensions().insert(Registered { cancels: self.0.clone(), key, current });
+        Ok(())
+    }
+}
 
 /// The extended protocol stores statements as SQL text; planning happens at describe and
 /// execute, with the catalog as it is then.
@@ -146,14 +221,14 @@ fn to_response(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
 
 /// The response to one statement's output: a subscription streams over the connection now
 /// (COPY OUT, until it ends or the client goes); anything else is handed to pgwire.
-async fn respond<C>(client: &mut C, output: QueryOutput, format: &Format) -> PgWireResult<Response>
+async fn respond<C>(client: &mut C, output: QueryOutput, format: &Format, cancel: &CancelSignal) -> PgWireResult<Response>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,
     C::Error: std::fmt::Debug,
     PgWireError: From<C::Error>,
 {
     match output {
-        QueryOutput::Subscription(subscription) => super::pg_copy::copy_out(client, *subscription).await,
+        QueryOutput::Subscription(subscription) => super::pg_copy::copy_out(client, *subscription, cancel).await,
         other => to_response(other, format),
     }
 }
@@ -167,12 +242,14 @@ impl SimpleQueryHandler for Session {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let cancel = arm_cancel(client);
         let mut vars = self.vars.lock().await;
+        vars.cancel = cancel.clone();
         let results = self.db.execute(&mut vars, query).await;
         let mut out = Vec::with_capacity(results.len());
         for r in results {
             out.push(match r {
-                Ok(output) => respond(client, output, &Format::UnifiedText).await?,
+                Ok(output) => respond(client, output, &Format::UnifiedText, &cancel).await?,
                 Err(e) => Response::Error(Box::new(error_info(e))),
             });
         }
@@ -284,10 +361,12 @@ impl ExtendedQueryHandler for Session {
                 .collect::<PgWireResult<Vec<_>>>()?;
             Some(values)
         };
+        let cancel = arm_cancel(client);
         let mut vars = self.vars.lock().await;
+        vars.cancel = cancel.clone();
         let output = self.db.execute_one(&mut vars, &portal.statement.statement, params).await;
         match output {
-            Ok(o) => respond(client, o, &portal.result_column_format).await,
+            Ok(o) => respond(client, o, &portal.result_column_format, &cancel).await,
             Err(e) => Err(pg_error(e)),
         }
     }

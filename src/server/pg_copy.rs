@@ -17,7 +17,7 @@ use openclaw_sql::Subscription;
 
 /// Streams `subscription` as COPY OUT. Returns the command's completion (`COPY n`), or the
 /// error that ended it (a client too far behind, the subscribed view dropped).
-pub async fn copy_out<C>(client: &mut C, mut subscription: Subscription) -> PgWireResult<Response>
+pub async fn copy_out<C>(client: &mut C, mut subscription: Subscription, cancel: &openclaw_sql::interrupt::CancelSignal) -> PgWireResult<Response>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,
     C::Error: Debug,
@@ -29,7 +29,13 @@ where
     client.send(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(0, columns as i16, vec![0; columns]))).await?;
     let mut rows = 0usize;
     loop {
-        let batch = match subscription.next_batch().await {
+        // A cancel request ends the subscription (with 57014, which ends the COPY), the
+        // session goes on.
+        let next = tokio::select! {
+            next = subscription.next_batch() => next,
+            () = cancel.canceled() => Err(openclaw_sql::interrupt::user_cancel()),
+        };
+        let batch = match next {
             Ok(Some(batch)) => batch,
             Ok(None) => break,
             Err(e) => return Ok(Response::Error(Box::new(super::pg::error_info(e)))),
