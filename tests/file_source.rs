@@ -5,14 +5,10 @@
 
 mod common;
 
-use common::{python, text_rows, TestServer};
+use common::{one, python, TestServer};
 
 const ROWS: u64 = 10_000_000;
 const FILES: u64 = 8;
-
-async fn one(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
-    text_rows(client, sql).await.into_iter().map(|r| r.into_iter().map(Option::unwrap_or_default).collect()).collect()
-}
 
 /// Writes `FILES` Parquet and `FILES` CSV files of `ROWS` rows in all under `dir`, plus two
 /// bad lines (and a blank one) at the end of the last CSV file; returns DuckDB's `sum(v)`.

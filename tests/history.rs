@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{python, text_rows, Rng, S3Server, TestServer};
+use common::{one, python, until, Rng, S3Server, TestServer};
 
 /// Events the Nexmark sources generate (46 of every 50 are bids).
 const EVENTS: u64 = 300_000;
@@ -19,10 +19,6 @@ fn source_ddl(extra: &str) -> String {
              'nexmark.min.event.gap.in.ns' = '20000', 'nexmark.base.time' = '1700002790000', history = 'parquet'{extra});
          CREATE MATERIALIZED VIEW all_bids AS SELECT auction, bidder, price, date_time FROM bid;"
     )
-}
-
-async fn one(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
-    text_rows(client, sql).await.into_iter().map(|r| r.into_iter().map(Option::unwrap_or_default).collect()).collect()
 }
 
 /// `count(*)`, `sum(price)` and the per-hour counts over a source's history equal the
@@ -123,19 +119,6 @@ async fn history_holds_every_event_once_across_ten_sigkills() {
         let differ = one(&client, &format!("SELECT count(*) FROM (SELECT {columns} FROM {a} EXCEPT ALL SELECT {columns} FROM {b}) AS d")).await;
         assert_eq!(differ, [["0"]], "{a} EXCEPT ALL {b}");
     }
-}
-
-/// Waits until `sql`'s rows satisfy `done` (a tier moves files on its own clock), at most a
-/// minute; returns them.
-async fn until(client: &tokio_postgres::Client, sql: &str, what: &str, done: impl Fn(&[Vec<String>]) -> bool) -> Vec<Vec<String>> {
-    for _ in 0..600 {
-        let rows = one(client, sql).await;
-        if done(&rows) {
-            return rows;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("{what}: still {:?}", one(client, sql).await);
 }
 
 /// `SHOW HISTORY`'s row for `object` in `tier`.

@@ -6,26 +6,11 @@
 
 mod common;
 
-use common::{text_rows, S3Server, TestServer};
+use common::{one, until, S3Server, TestServer};
 
 /// Events of the source (46 of every 50 are bids), about 200,000 a second.
 const EVENTS: u64 = 2_000_000;
 const BIDS: u64 = EVENTS / 50 * 46;
-
-async fn one(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
-    text_rows(client, sql).await.into_iter().map(|r| r.into_iter().map(Option::unwrap_or_default).collect()).collect()
-}
-
-async fn until(client: &tokio_postgres::Client, sql: &str, what: &str, done: impl Fn(&[Vec<String>]) -> bool) -> Vec<Vec<String>> {
-    for _ in 0..600 {
-        let rows = one(client, sql).await;
-        if done(&rows) {
-            return rows;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("{what}: still {:?}", one(client, sql).await);
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_data_directory_restored_from_s3_serves_the_same_views_and_resumes_the_source() {

@@ -170,6 +170,24 @@ pub fn python(script: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The rows of a simple query as text (NULL as an empty string).
+pub async fn one(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
+    text_rows(client, sql).await.into_iter().map(|r| r.into_iter().map(Option::unwrap_or_default).collect()).collect()
+}
+
+/// Waits until `sql`'s rows satisfy `done` (something that happens on its own clock: a tier
+/// move, a source's end), at most a minute; returns them.
+pub async fn until(client: &tokio_postgres::Client, sql: &str, what: &str, done: impl Fn(&[Vec<String>]) -> bool) -> Vec<Vec<String>> {
+    for _ in 0..600 {
+        let rows = one(client, sql).await;
+        if done(&rows) {
+            return rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{what}: still {:?}", one(client, sql).await);
+}
+
 /// A small deterministic generator (SplitMix64), so that a failure reproduces from its seed.
 pub struct Rng(pub u64);
 
