@@ -11,6 +11,10 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use crate::error::{SqlError, SqlState};
 use crate::Options;
 
+mod options;
+pub(crate) use options::with_options;
+use options::{alter_options, alters_options, format_clause, include_clauses, sink_options_start};
+
 /// Deepest nesting of parentheses the parser accepts (sqlparser recurses on it).
 const MAX_PARSE_DEPTH: usize = 128;
 
@@ -524,44 +528,6 @@ fn create_source(p: &mut Parser) -> Result<CreateSource, ParserError> {
     Ok(CreateSource { as_table: false, name, if_not_exists, columns, constraints, options, watermark: None })
 }
 
-/// RisingWave's `INCLUDE partition [AS name]` clauses: connector metadata as columns. The
-/// column is named `_<what>` unless named.
-fn include_clauses(p: &mut Parser) -> Result<Vec<(String, String)>, ParserError> {
-    let mut out = vec![];
-    while p.parse_keyword(Keyword::INCLUDE) {
-        let what = p.parse_identifier()?.value.to_ascii_lowercase();
-        let column = match p.parse_keyword(Keyword::AS) {
-            true => p.parse_identifier()?.value,
-            false => format!("_{what}"),
-        };
-        out.push((what, column));
-    }
-    Ok(out)
-}
-
-/// `FORMAT PLAIN ENCODE JSON [(key = value, ...)]`, stored as the options `format`, `encode`
-/// and `encode.<key>`.
-fn format_clause(p: &mut Parser, options: &mut Options) -> Result<(), ParserError> {
-    if !p.parse_keyword(Keyword::FORMAT) {
-        return Ok(());
-    }
-    options.insert("format".into(), p.parse_identifier()?.value.to_ascii_lowercase());
-    // sqlparser has no ENCODE keyword: match the word.
-    match p.peek_token().token {
-        Token::Word(w) if w.value.eq_ignore_ascii_case("encode") => {
-            p.next_token();
-        }
-        _ => return p.expected("ENCODE after FORMAT", p.peek_token()),
-    }
-    options.insert("encode".into(), p.parse_identifier()?.value.to_ascii_lowercase());
-    if p.peek_token().token == Token::LParen {
-        for (k, v) in with_options(p)? {
-            options.insert(format!("encode.{k}"), v);
-        }
-    }
-    Ok(())
-}
-
 /// Cuts `, WATERMARK FOR col AS expr` out of a column list (sqlparser does not know it).
 fn extract_watermark(tokens: Vec<TokenWithSpan>) -> Result<(Vec<TokenWithSpan>, Option<WatermarkDecl>), ParserError> {
     let w = words(&tokens, 2);
@@ -626,56 +592,6 @@ fn extract_watermark(tokens: Vec<TokenWithSpan>) -> Result<(Vec<TokenWithSpan>, 
     Ok((rest, Some(WatermarkDecl { column, delay_us })))
 }
 
-/// `( key = value, ... )` where a key is a dotted name or a quoted string.
-pub(crate) fn with_options(p: &mut Parser) -> Result<Options, ParserError> {
-    p.expect_token(&Token::LParen)?;
-    let mut options = Options::new();
-    loop {
-        let key = match p.next_token().token {
-            Token::SingleQuotedString(s) => s,
-            Token::Word(w) => {
-                let mut key = w.value;
-                while p.consume_token(&Token::Period) {
-                    key.push('.');
-                    key.push_str(&p.parse_identifier()?.value);
-                }
-                key
-            }
-            _ => return p.expected("an option name", p.peek_token()),
-        };
-        p.expect_token(&Token::Eq)?;
-        let value = match p.next_token().token {
-            Token::SingleQuotedString(s) | Token::Number(s, _) => s,
-            Token::Word(w) => w.value,
-            _ => return p.expected("an option value", p.peek_token()),
-        };
-        options.insert(key.to_ascii_lowercase(), value);
-        if !p.consume_token(&Token::Comma) {
-            break;
-        }
-    }
-    p.expect_token(&Token::RParen)?;
-    Ok(options)
-}
-
-/// Index of the last `WITH` followed by `(` outside parentheses.
-fn sink_options_start(tokens: &[TokenWithSpan]) -> Option<usize> {
-    let mut depth = 0i32;
-    let mut found = None;
-    let significant: Vec<(usize, &Token)> = tokens.iter().enumerate().filter(|(_, t)| !matches!(t.token, Token::Whitespace(_))).map(|(i, t)| (i, &t.token)).collect();
-    for (n, (i, t)) in significant.iter().enumerate() {
-        match t {
-            Token::LParen => depth += 1,
-            Token::RParen => depth -= 1,
-            Token::Word(w) if depth == 0 && w.keyword == Keyword::WITH && matches!(significant.get(n + 1), Some((_, Token::LParen))) => {
-                found = Some(*i)
-            }
-            _ => {}
-        }
-    }
-    found
-}
-
 fn create_sink(p: &mut Parser, options_p: &mut Parser) -> Result<CreateSink, ParserError> {
     let if_not_exists = if_not_exists(p);
     let name = p.parse_object_name(false)?;
@@ -719,52 +635,6 @@ fn create_view(p: &mut Parser) -> Result<CreateView, ParserError> {
 /// The next few tokens, for keyword checks sqlparser has no keyword for.
 fn p_rest(p: &Parser) -> Vec<TokenWithSpan> {
     p.peek_tokens_with_location::<8>().to_vec()
-}
-
-/// Whether an `ALTER` sets or resets options (`SET (` or `RESET (` outside parentheses).
-fn alters_options(tokens: &[TokenWithSpan]) -> bool {
-    let significant: Vec<&Token> = tokens.iter().map(|t| &t.token).filter(|t| !matches!(t, Token::Whitespace(_))).collect();
-    significant.windows(2).any(|w| matches!(w[0], Token::Word(word) if word.keyword == Keyword::SET || word.keyword == Keyword::RESET) && *w[1] == Token::LParen)
-}
-
-/// `ALTER <kind> [IF EXISTS] name SET (key = value, ...)` or `RESET (key, ...)`.
-fn alter_options(p: &mut Parser) -> Result<OcStatement, ParserError> {
-    p.expect_keyword(Keyword::ALTER)?;
-    let kind = match p.parse_one_of_keywords(&[Keyword::TABLE, Keyword::SOURCE, Keyword::MATERIALIZED]) {
-        Some(Keyword::TABLE) => ObjectKind::Table,
-        Some(Keyword::SOURCE) => ObjectKind::Source,
-        _ => {
-            p.expect_keyword(Keyword::VIEW)?;
-            ObjectKind::MaterializedView
-        }
-    };
-    let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-    let name = p.parse_object_name(false)?;
-    let reset = p.expect_one_of_keywords(&[Keyword::SET, Keyword::RESET])? == Keyword::RESET;
-    let options = match reset {
-        false => with_options(p)?,
-        true => {
-            p.expect_token(&Token::LParen)?;
-            let mut keys = Options::new();
-            loop {
-                let mut key = p.parse_identifier()?.value;
-                while p.consume_token(&Token::Period) {
-                    key.push('.');
-                    key.push_str(&p.parse_identifier()?.value);
-                }
-                keys.insert(key.to_ascii_lowercase(), String::new());
-                if !p.consume_token(&Token::Comma) {
-                    break;
-                }
-            }
-            p.expect_token(&Token::RParen)?;
-            keys
-        }
-    };
-    if p.peek_token().token != Token::EOF {
-        return p.expected("end of statement", p.peek_token());
-    }
-    Ok(OcStatement::AlterHistory { kind, name, if_exists, options, reset })
 }
 
 fn drop_stmt(p: &mut Parser, n: usize, kind: ObjectKind) -> Result<OcStatement, ParserError> {
