@@ -106,9 +106,16 @@ impl ViewRuntime {
 pub struct Catalog {
     next_id: ObjectId,
     entries: BTreeMap<String, Entry>,
+    /// What `pg_catalog` describes, kept in step with `entries`.
+    relations: crate::pg_catalog::Relations,
 }
 
 impl Catalog {
+    /// An empty catalog that keeps `relations` (what `pg_catalog` reads) in step.
+    pub fn with_relations(relations: crate::pg_catalog::Relations) -> Self {
+        Self { relations, ..Self::default() }
+    }
+
     /// Whether `name` is a source's (or a connector table's) dead-letter table.
     pub fn is_dead_letter_table(&self, name: &str) -> bool {
         let source = name.strip_suffix("_dlq").and_then(|s| self.get(s));
@@ -140,11 +147,13 @@ impl Catalog {
     }
 
     pub fn insert(&mut self, entry: Entry) {
+        self.relations.insert(&entry);
         let previous = self.entries.insert(entry.name.clone(), entry);
         assert!(previous.is_none(), "catalog names are unique");
     }
 
     pub fn remove(&mut self, name: &str) -> Option<Entry> {
+        self.relations.remove(name);
         self.entries.remove(name)
     }
 

@@ -164,6 +164,8 @@ impl Database {
         // The session time zone is UTC, so TIMESTAMPTZ columns carry a zone.
         opts.execution.time_zone = Some("+00:00".to_string());
         let ctx = SessionContext::new_with_config(session);
+        let relations = crate::pg_catalog::Relations::default();
+        crate::pg_catalog::register(&ctx, relations.clone())?;
         crate::functions::register(&ctx);
         let parquet_sinks = crate::history::ParquetSinks::default();
         ctx.register_udtf("history", Arc::new(crate::history::HistoryFunction(parquet_sinks.clone())));
@@ -178,7 +180,7 @@ impl Database {
             store,
             config: Arc::new(config),
             coordinator,
-            catalog: Default::default(),
+            catalog: tokio::sync::Mutex::new(Catalog::with_relations(relations)),
             last_checkpoint: Default::default(),
             pending_flushes: Default::default(),
             subscribers: Default::default(),

@@ -20,6 +20,7 @@ pub mod functions;
 pub mod lower;
 mod naming;
 pub mod parser;
+mod pg_catalog;
 pub mod relation;
 pub mod session;
 pub mod subscribe;

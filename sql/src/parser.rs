@@ -167,6 +167,11 @@ pub fn parse_with_text(sql: &str) -> Result<Vec<(OcStatement, String)>, SqlError
             return Err(SqlError::new(SqlState::StatementTooComplex, format!("statement too complex: more than {MAX_TABLE_NESTING} nested parenthesized tables in FROM"))
                 .with_hint("use fewer nested parentheses or derived tables, or name parts with WITH"));
         }
+        if crate::pg_catalog::reads_catalog(group) {
+            let stmt = crate::pg_catalog::parse(&text).map_err(|e| syntax_error(sql, &e.message))?;
+            out.push((OcStatement::Standard(Box::new(stmt)), text));
+            continue;
+        }
         let tokens = crate::windows::desugar_flink_windows(group.to_vec());
         let tokens = crate::as_of::desugar(tokens).map_err(|e| syntax_error(sql, &e.to_string()))?;
         let (tokens, watermark) = extract_watermark(tokens).map_err(|e| syntax_error(sql, &e.to_string()))?;

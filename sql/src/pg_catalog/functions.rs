@@ -1,0 +1,207 @@
+//! Catalog functions that describe a relation by OID from [`Relations`]: `pg_get_indexdef`,
+//! `pg_get_constraintdef`, `pg_get_viewdef` and `obj_description` (psql's `\d` and `\d+`,
+//! drivers' index and key lookups), and `col_description` (no column comments: NULL).
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, Int32Array, StringArray};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{exec_err, Result};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+
+use super::relations::{quote_ident, PgRelation, Relations};
+
+type Describe = fn(&PgRelation, i32) -> Option<String>;
+
+/// A function whose first argument is an OID and whose value is text about that object
+/// (NULL for an OID that is not one of ours, as PostgreSQL gives for a missing object).
+#[derive(Debug)]
+struct DescribeOid {
+    name: &'static str,
+    relations: Relations,
+    describe: Describe,
+    signature: Signature,
+}
+
+impl PartialEq for DescribeOid {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for DescribeOid {}
+
+impl Hash for DescribeOid {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for DescribeOid {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let Some(first) = args.args.first() else { return exec_err!("{} takes an OID", self.name) };
+        let oids = first.to_array(args.number_rows)?;
+        let oids = datafusion::arrow::compute::cast(&oids, &DataType::Int32)?;
+        let oids = oids.as_any().downcast_ref::<Int32Array>().expect("cast to Int32");
+        let out: StringArray = oids
+            .iter()
+            .map(|oid| {
+                let oid = oid?;
+                let relation = self.relations.by_oid(oid)?;
+                (self.describe)(&relation, oid)
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+fn index_def(r: &PgRelation, oid: i32) -> Option<String> {
+    (r.index_oid() == Some(oid)).then(|| {
+        let columns: Vec<String> = r.primary_key.iter().map(|&i| quote_ident(r.schema.field(i).name())).collect();
+        format!("CREATE UNIQUE INDEX {} ON public.{} USING btree ({})", quote_ident(&r.index_name()), quote_ident(&r.name), columns.join(", "))
+    })
+}
+
+fn constraint_def(r: &PgRelation, oid: i32) -> Option<String> {
+    (r.constraint_oid() == Some(oid)).then(|| r.primary_key_def())
+}
+
+fn view_def(r: &PgRelation, oid: i32) -> Option<String> {
+    if r.oid == oid {
+        r.view_query()
+    } else {
+        None
+    }
+}
+
+fn comment(r: &PgRelation, oid: i32) -> Option<String> {
+    if r.oid == oid {
+        r.comment.clone()
+    } else {
+        None
+    }
+}
+
+fn nothing(_: &PgRelation, _: i32) -> Option<String> {
+    None
+}
+
+/// The functions, each replacing any of the same name registered before.
+pub fn all(relations: &Relations) -> Vec<ScalarUDF> {
+    let functions: [(&'static str, Describe); 5] = [
+        ("pg_get_indexdef", index_def),
+        ("pg_get_constraintdef", constraint_def),
+        ("pg_get_viewdef", view_def),
+        ("obj_description", comment),
+        ("col_description", nothing),
+    ];
+    functions
+        .into_iter()
+        .map(|(name, describe)| {
+            ScalarUDF::new_from_impl(DescribeOid {
+                name,
+                relations: relations.clone(),
+                describe,
+                signature: Signature::variadic_any(Volatility::Stable),
+            })
+        })
+        .collect()
+}
+
+/// `pg_size_pretty(bigint)`, with PostgreSQL's units and rounding (bytes below 10 kB, then
+/// kB, MB, GB, TB, PB, each half-rounded).
+pub fn size_pretty(size: i64) -> String {
+    const LIMIT: i64 = 10 * 1024;
+    const LIMIT2: i64 = LIMIT * 2 - 1;
+    let half_rounded = |x: i64| (x + if x < 0 { -1 } else { 1 }) / 2;
+    if size.abs() < LIMIT {
+        return format!("{size} bytes");
+    }
+    // One extra bit kept for rounding.
+    let mut size = size >> 9;
+    for unit in ["kB", "MB", "GB", "TB"] {
+        if size.abs() < LIMIT2 {
+            return format!("{} {unit}", half_rounded(size));
+        }
+        size >>= 10;
+    }
+    format!("{} PB", half_rounded(size))
+}
+
+/// Functions psql's listings call that need nothing of ours: `pg_size_pretty`,
+/// `pg_function_is_visible` (every function is on the search path) and `pg_table_size`.
+pub fn plain() -> Vec<ScalarUDF> {
+    use datafusion::logical_expr::create_udf;
+    let pretty = create_udf(
+        "pg_size_pretty",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let sizes = ColumnarValue::values_to_arrays(args)?;
+            let sizes = sizes[0].as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().expect("coerced to Int64");
+            let out: StringArray = sizes.iter().map(|s| s.map(size_pretty)).collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    );
+    let visible = create_udf(
+        "pg_function_is_visible",
+        vec![DataType::Int32],
+        DataType::Boolean,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let oids = ColumnarValue::values_to_arrays(args)?;
+            let out: datafusion::arrow::array::BooleanArray = oids[0].as_any().downcast_ref::<Int32Array>().expect("coerced to Int32").iter().map(|o| o.map(|_| true)).collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    );
+    // Sizes of relations are not tracked per relation (RocksDB column families share files
+    // until compaction): NULL, which psql's `\dt+` prints as an empty Size.
+    let table_size = create_udf(
+        "pg_table_size",
+        vec![DataType::Int32],
+        DataType::Int64,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let oids = ColumnarValue::values_to_arrays(args)?;
+            Ok(ColumnarValue::Array(datafusion::arrow::array::new_null_array(&DataType::Int64, oids[0].len())))
+        }),
+    );
+    vec![pretty, visible, table_size]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_pretty;
+
+    #[test]
+    fn sizes_print_as_postgresql_prints_them() {
+        // From PostgreSQL 15: SELECT pg_size_pretty(x::bigint).
+        for (size, shown) in [
+            (0, "0 bytes"),
+            (10239, "10239 bytes"),
+            (10240, "10 kB"),
+            (1_000_000, "977 kB"),
+            (20_970_000, "20 MB"),
+            (1 << 30, "1024 MB"),
+            (10_000_000_000, "9537 MB"),
+            (1 << 40, "1024 GB"),
+            (-20_000, "-20 kB"),
+        ] {
+            assert_eq!(size_pretty(size), shown, "{size}");
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! PostgreSQL's catalog, for psql, drivers and BI tools: `pg_catalog`'s tables and the
+//! functions their metadata queries call (`format_type`, `pg_table_is_visible`,
+//! `has_*_privilege`, `::regclass`, ...), from `datafusion-pg-catalog`, which describes the
+//! relations registered in the session context and serves PostgreSQL's own static tables
+//! (`pg_type`, `pg_proc`, `pg_am`, ...) as exported from a real server.
+//!
+//! Those queries are written for PostgreSQL's parser and planner (`OPERATOR(pg_catalog.~)`,
+//! `COLLATE pg_catalog.default`, `'t'::regclass`, correlated subqueries in the select list):
+//! a query that names the catalog is parsed by the crate's compatibility parser, which
+//! rewrites those forms into ones DataFusion plans. Other statements never go through it.
+
+mod functions;
+mod relations;
+mod tables;
+
+pub use relations::Relations;
+
+use std::sync::Arc;
+
+use datafusion::execution::context::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use std::sync::OnceLock;
+
+use crate::{SqlError, SqlResult, SqlState};
+
+/// The catalog (database) name OpenClaw's relations live in.
+pub const CATALOG: &str = "openclaw";
+
+/// The role that owns every object, as `pg_tables` and `pg_matviews` name it.
+pub const OWNER_NAME: &str = "postgres";
+
+/// Registers `pg_catalog` and its functions in `ctx`; OpenClaw's relations are described
+/// from `relations`, which the catalog keeps.
+pub fn register(ctx: &SessionContext, relations: Relations) -> SqlResult<()> {
+    datafusion_pg_catalog::setup_pg_catalog(ctx, CATALOG, EmptyContextProvider).map_err(|e| SqlError::from(*e))?;
+    let catalog = ctx.catalog(CATALOG).expect("the default catalog exists");
+    let inner = catalog.schema("pg_catalog").expect("setup_pg_catalog registered pg_catalog");
+    catalog.register_schema("pg_catalog", Arc::new(tables::PgCatalog { inner, relations: relations.clone() }))?;
+    for function in functions::all(&relations).into_iter().chain(functions::plain()) {
+        ctx.register_udf(function);
+    }
+    Ok(())
+}
+
+/// Whether the statement in `tokens` is a query that reads the catalog: a `SELECT` (or
+/// `WITH`) naming `pg_catalog`, one of its tables (`pg_class`, ... unqualified, as drivers
+/// write them), a `pg_get_*`/`pg_*_is_visible` function or an OID alias type (`regclass`,
+/// ...). A user's relation named `pg_something` is not enough: its queries keep OpenClaw's
+/// own rewrites (windows, `AS OF`).
+pub fn reads_catalog(tokens: &[TokenWithSpan]) -> bool {
+    let mut words = tokens.iter().filter_map(|t| match &t.token {
+        Token::Word(w) => Some(w),
+        _ => None,
+    });
+    let Some(first) = words.next() else { return false };
+    if !matches!(first.keyword, Keyword::SELECT | Keyword::WITH) {
+        return false;
+    }
+    words.any(|w| {
+        let v = w.value.to_ascii_lowercase();
+        v == "pg_catalog"
+            || OID_ALIASES.contains(&v.as_str())
+            || datafusion_pg_catalog::pg_catalog::PG_CATALOG_TABLES.contains(&v.as_str())
+            || v.starts_with("pg_get_")
+            || v.starts_with("pg_") && v.ends_with("_is_visible")
+    })
+}
+
+/// The OID alias types whose casts the compatibility parser resolves.
+const OID_ALIASES: [&str; 9] = ["regclass", "regtype", "regproc", "regprocedure", "regnamespace", "regrole", "regoper", "regoperator", "regconfig"];
+
+/// Parses one catalog query with the compatibility parser's rewrites.
+pub fn parse(text: &str) -> SqlResult<Statement> {
+    static PARSER: OnceLock<PostgresCompatibilityParser> = OnceLock::new();
+    let parser = PARSER.get_or_init(PostgresCompatibilityParser::new);
+    let text = rewrite_array_subqueries(text);
+    let mut statements = parser.parse(&text).map_err(|e| SqlError::new(SqlState::SyntaxError, e.to_string()))?;
+    match statements.len() {
+        1 => Ok(statements.remove(0)),
+        n => Err(SqlError::new(SqlState::SyntaxError, format!("expected one statement, found {n}"))),
+    }
+}
+
+/// Rewrites psql's array constructors over subqueries, which DataFusion lacks:
+/// `ARRAY(SELECT x FROM ...)` becomes `(SELECT array_agg(x) FROM ...)` (NULL rather than
+/// `{}` when the subquery is empty, which psql prints the same), and one that reads an
+/// options column (`reloptions`, `ftoptions`, `attfdwoptions`, ...) through a set-returning
+/// function of the outer row becomes a NULL array: no relation here has options.
+fn rewrite_array_subqueries(text: &str) -> String {
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, text).tokenize() else { return text.to_string() };
+    let mut out: Vec<Token> = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        match array_subquery(&tokens, i) {
+            Some(found) if found.reads_options => {
+                out.extend(Tokenizer::new(&PostgreSqlDialect {}, "CAST(NULL AS TEXT[])").tokenize().expect("a fixed text tokenizes"));
+                i = found.close + 1;
+            }
+            Some(ArraySubquery { select, from: Some(from), .. }) => {
+                // `ARRAY (` → `(`, `SELECT` → `SELECT array_agg(`, `FROM` → `) FROM`.
+                out.push(Token::LParen);
+                out.extend(tokens[select..from].iter().cloned().enumerate().flat_map(|(k, t)| {
+                    let mut v = vec![t];
+                    if k == 0 {
+                        v.extend(Tokenizer::new(&PostgreSqlDialect {}, " array_agg(").tokenize().expect("a fixed text tokenizes"));
+                    }
+                    v
+                }));
+                out.push(Token::RParen);
+                i = from;
+            }
+            _ => {
+                out.push(tokens[i].clone());
+                i += 1;
+            }
+        }
+    }
+    out.iter().map(ToString::to_string).collect()
+}
+
+/// An `ARRAY ( SELECT ... )` found in the tokens: where its `SELECT`, its own `FROM` (none
+/// when it has an `ORDER BY`, which `array_agg` would need inside) and its closing
+/// parenthesis are.
+struct ArraySubquery {
+    select: usize,
+    from: Option<usize>,
+    close: usize,
+    reads_options: bool,
+}
+
+fn array_subquery(tokens: &[Token], start: usize) -> Option<ArraySubquery> {
+    let is_array = matches!(&tokens[start], Token::Word(w) if w.value.eq_ignore_ascii_case("array"));
+    if !is_array {
+        return None;
+    }
+    let mut significant = tokens.iter().enumerate().skip(start + 1).filter(|(_, t)| !matches!(t, Token::Whitespace(_)));
+    let (open, _) = significant.next().filter(|(_, t)| **t == Token::LParen)?;
+    let (select, _) = significant.next().filter(|(_, t)| matches!(t, Token::Word(w) if w.keyword == Keyword::SELECT))?;
+    let (mut depth, mut from, mut ordered, mut reads_options) = (0usize, None, false, false);
+    for (i, t) in tokens.iter().enumerate().skip(open) {
+        match t {
+            Token::LParen => depth += 1,
+            Token::RParen => {
+                depth -= 1;
+                if depth == 0 {
+                    let from = if ordered { None } else { from };
+                    return Some(ArraySubquery { select, from, close: i, reads_options });
+                }
+            }
+            Token::Word(w) if depth == 1 && w.keyword == Keyword::FROM && from.is_none() => from = Some(i),
+            Token::Word(w) if depth == 1 && w.keyword == Keyword::ORDER => ordered = true,
+            Token::Word(w) if w.value.to_ascii_lowercase().ends_with("options") => reads_options = true,
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rewrite_array_subqueries;
+
+    #[test]
+    fn array_subqueries_become_aggregates_and_option_arrays_null() {
+        // psql's \du: the roles a role is a member of.
+        let du = "SELECT r.rolname, ARRAY(SELECT b.rolname FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles b ON (m.roleid = b.oid) WHERE m.member = r.oid) as memberof FROM pg_catalog.pg_roles r";
+        assert_eq!(
+            rewrite_array_subqueries(du),
+            "SELECT r.rolname, (SELECT array_agg( b.rolname )FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles b ON (m.roleid = b.oid) WHERE m.member = r.oid) as memberof FROM pg_catalog.pg_roles r"
+        );
+        // psql's \d of a foreign table: its options, through a function of the outer row.
+        let options = "SELECT array_to_string(ARRAY(SELECT quote_ident(option_name) FROM pg_options_to_table(ftoptions)), ', ') FROM f";
+        assert_eq!(rewrite_array_subqueries(options), "SELECT array_to_string(CAST(NULL AS TEXT[]), ', ') FROM f");
+        // An ordered one stays (array_agg would need the ORDER BY inside); literals stay.
+        let ordered = "SELECT ARRAY(SELECT x FROM t ORDER BY x), ARRAY[1, 2]";
+        assert_eq!(rewrite_array_subqueries(ordered), ordered);
+    }
+}
