@@ -31,6 +31,13 @@ pub enum QueryOutput {
     Command { tag: String, rows: Option<usize> },
     /// `COPY (SUBSCRIBE ...) TO STDOUT`: rows that keep coming until the client goes.
     Subscription(Box<crate::subscribe::Subscription>),
+    /// `COPY ... FROM STDIN`: the server gathers the client's data and hands it to
+    /// [`Database::copy_from`]; `columns` per line. `refused`: why it cannot be written (no
+    /// such table or column, say), answered once the client has sent its data: a client of
+    /// the extended protocol has already pipelined what follows the COPY.
+    CopyIn { copy: crate::copy::CopyFrom, columns: usize, refused: Option<SqlError> },
+    /// `COPY ... TO STDOUT`: a query's rows, which the server streams in `format`.
+    CopyOut { schema: SchemaRef, stream: SendableRecordBatchStream, format: crate::copy::CopyFormat, header: bool },
 }
 
 impl std::fmt::Debug for QueryOutput {
@@ -39,6 +46,8 @@ impl std::fmt::Debug for QueryOutput {
             QueryOutput::Rows { schema, .. } => write!(f, "Rows({schema:?})"),
             QueryOutput::Command { tag, rows } => write!(f, "Command({tag}, {rows:?})"),
             QueryOutput::Subscription(s) => write!(f, "Subscription({:?})", s.schema()),
+            QueryOutput::CopyIn { copy, .. } => write!(f, "CopyIn({})", copy.table),
+            QueryOutput::CopyOut { schema, .. } => write!(f, "CopyOut({schema:?})"),
         }
     }
 }
@@ -57,6 +66,8 @@ impl QueryOutput {
             QueryOutput::Rows { stream, .. } => Ok(stream.try_collect().await?),
             QueryOutput::Command { .. } => Ok(vec![]),
             QueryOutput::Subscription(_) => Err(SqlError::new(SqlState::FeatureNotSupported, "a subscription never ends: read it, do not collect it")),
+            QueryOutput::CopyIn { .. } => Err(SqlError::new(SqlState::FeatureNotSupported, "COPY FROM STDIN takes its data over the wire protocol")),
+            QueryOutput::CopyOut { stream, .. } => Ok(stream.try_collect().await?),
         }
     }
 
@@ -403,7 +414,7 @@ impl Database {
             s @ (OcStatement::Show(_) | OcStatement::ShowVar(_) | OcStatement::Describe(_) | OcStatement::ShowStateTables | OcStatement::ShowCheckpoints) => {
                 match self.execute_statement(vars, s, sql, None).await? {
                     QueryOutput::Rows { schema, .. } => Ok((vec![], Some(schema))),
-                    QueryOutput::Command { .. } | QueryOutput::Subscription(_) => Ok((vec![], None)),
+                    QueryOutput::Command { .. } | QueryOutput::Subscription(_) | QueryOutput::CopyIn { .. } | QueryOutput::CopyOut { .. } => Ok((vec![], None)),
                 }
             }
             // The rows a FETCH returns, without taking any.
@@ -486,6 +497,14 @@ impl Database {
             OcStatement::Subscribe(_) => Err(SqlError::new(SqlState::FeatureNotSupported, "SUBSCRIBE is read with COPY or through a cursor")
                 .with_hint("COPY (SUBSCRIBE ...) TO STDOUT, or DECLARE c CURSOR FOR SUBSCRIBE ...; FETCH ALL c WITH (timeout = '1s')")),
             OcStatement::CopySubscribe(stmt) => Ok(QueryOutput::Subscription(Box::new(self.subscribe(vars, stmt).await?))),
+            OcStatement::CopyTo(copy) => match self.select(Statement::Query(copy.query), None, None).await? {
+                QueryOutput::Rows { schema, stream } => Ok(QueryOutput::CopyOut { schema, stream, format: copy.format, header: copy.header }),
+                other => Err(SqlError::new(SqlState::Internal, format!("a query answered {other:?}"))),
+            },
+            OcStatement::CopyFrom(copy) => match self.copy_target(&copy).await {
+                Ok(columns) => Ok(QueryOutput::CopyIn { copy, columns, refused: None }),
+                Err(e) => Ok(QueryOutput::CopyIn { columns: copy.columns.len(), copy, refused: Some(e) }),
+            },
             OcStatement::DeclareSubscribe { cursor, stmt } => self.declare(vars, cursor, stmt).await,
             OcStatement::Fetch { cursor, count, options } => crate::subscribe::fetch(vars, &cursor, count, &options).await,
             OcStatement::Close(cursor) => crate::subscribe::close(vars, cursor.as_deref()),

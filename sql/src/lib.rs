@@ -6,6 +6,7 @@ pub mod catalog;
 mod as_of;
 pub mod checkpoint_store;
 mod checkpoints;
+pub mod copy;
 pub mod database;
 mod ddl;
 mod history;

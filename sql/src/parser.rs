@@ -11,6 +11,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use crate::error::{SqlError, SqlState};
 use crate::Options;
 
+mod copy;
 mod options;
 pub(crate) use options::with_options;
 use options::{alter_options, alters_options, format_clause, include_clauses, sink_options_start};
@@ -122,6 +123,10 @@ pub enum OcStatement {
     Subscribe(crate::subscribe::SubscribeStmt),
     /// `COPY (SUBSCRIBE ...) TO STDOUT`.
     CopySubscribe(crate::subscribe::SubscribeStmt),
+    /// `COPY t [(columns)] FROM STDIN ...`.
+    CopyFrom(crate::copy::CopyFrom),
+    /// `COPY t [(columns)] | (query) TO STDOUT ...`.
+    CopyTo(crate::copy::CopyTo),
     /// `DECLARE name CURSOR FOR SUBSCRIBE ...`.
     DeclareSubscribe { cursor: String, stmt: crate::subscribe::SubscribeStmt },
     /// `FETCH [n | ALL] [FROM | IN] name [WITH (timeout = ...)]`; `count` `None` is `ALL`.
@@ -191,6 +196,7 @@ pub fn parse_with_text(sql: &str) -> Result<Vec<(OcStatement, String)>, SqlError
         };
         match &mut stmt {
             OcStatement::Standard(s) => crate::windows::rewrite(s.as_mut())?,
+            OcStatement::CopyTo(c) => crate::windows::rewrite(c.query.as_mut())?,
             OcStatement::CreateView(v) | OcStatement::ExplainCreateView(v) => crate::windows::rewrite(v.query.as_mut())?,
             OcStatement::CreateSink(s) => crate::windows::rewrite(s.view.query.as_mut())?,
             _ => {}
@@ -198,6 +204,20 @@ pub fn parse_with_text(sql: &str) -> Result<Vec<(OcStatement, String)>, SqlError
         out.push((stmt, text));
     }
     Ok(out)
+}
+
+/// Whether the COPY the parser is at reads from the client (`FROM STDIN`).
+fn is_copy_from_stdin(p: &Parser) -> bool {
+    let mut from = false;
+    for i in 0.. {
+        match p.peek_nth_token(i).token {
+            Token::EOF => return false,
+            Token::Word(w) if w.keyword == Keyword::FROM => from = true,
+            Token::Word(w) if from && w.keyword == Keyword::STDIN => return true,
+            _ => from = false,
+        }
+    }
+    false
 }
 
 fn words(tokens: &[TokenWithSpan], n: usize) -> Vec<String> {
@@ -382,6 +402,14 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError>
                 }
             }
             OcStatement::CopySubscribe(stmt)
+        }
+        ["COPY", ..] if is_copy_from_stdin(&p) => {
+            p.next_token();
+            OcStatement::CopyFrom(copy::copy_from(&mut p)?)
+        }
+        ["COPY", ..] => {
+            p.next_token();
+            OcStatement::CopyTo(copy::copy_to(&mut p)?)
         }
         ["DECLARE", ..] => {
             p.next_token();

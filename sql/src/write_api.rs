@@ -62,6 +62,9 @@ pub enum BodyFormat {
     JsonDocument,
     /// The whole body, as one row of the table's only (text) column (`webhook.body = 'text'`).
     Text,
+    /// CSV without a header whose NULLs are `\N` (an empty field is an empty string): what
+    /// `COPY ... FROM STDIN` makes of its data (`copy.rs`).
+    CsvMarkedNulls,
 }
 
 /// Rows per batch the JSON decoder makes.
@@ -102,16 +105,16 @@ impl WriteReceipt {
 /// A record that did not decode: its line (1-based; a JSON array's element number), why, and
 /// its text.
 #[derive(Debug, Clone)]
-struct BadRecord {
-    line: u64,
-    error: String,
-    payload: String,
+pub(crate) struct BadRecord {
+    pub line: u64,
+    pub error: String,
+    pub payload: String,
 }
 
 /// A body's rows, and the records that did not decode.
-struct Decoded {
-    batches: Vec<RecordBatch>,
-    bad: Vec<BadRecord>,
+pub(crate) struct Decoded {
+    pub batches: Vec<RecordBatch>,
+    pub bad: Vec<BadRecord>,
 }
 
 /// Idempotency keys being written now: a second request with one of them is refused.
@@ -188,7 +191,7 @@ impl Database {
                 Some(theirs) => fit_arrow(&theirs, batches, schema)?,
                 None => vec![],
             };
-            finish(Decoded { batches, bad: vec![] }, schema)
+            finish(Decoded { batches, bad: vec![] }, schema, MAX_INGEST_ROWS)
         })
         .await
     }
@@ -216,7 +219,7 @@ impl Database {
             }
             decoded.bad.extend(bad);
             decoded.bad.sort_by_key(|b| b.line);
-            finish(decoded, schema)
+            finish(decoded, schema, MAX_INGEST_ROWS)
         })
         .await
     }
@@ -228,7 +231,7 @@ impl Database {
 
     /// Commits what `decode` makes of the request (run off the async workers, given the
     /// table's schema); with `key`, at most once.
-    async fn write_decoded(&self, table: &str, key: Option<String>, decode: impl FnOnce(&SchemaRef) -> SqlResult<Decoded> + Send + 'static) -> SqlResult<WriteReceipt> {
+    pub(crate) async fn write_decoded(&self, table: &str, key: Option<String>, decode: impl FnOnce(&SchemaRef) -> SqlResult<Decoded> + Send + 'static) -> SqlResult<WriteReceipt> {
         let _in_flight = match &key {
             Some(k) => Some(self.claim_key(k)?),
             None => None,
@@ -424,6 +427,11 @@ fn dead_letter_batch(request: &str, bad: &[BadRecord], schema: &SchemaRef) -> Sq
 /// The body's rows, in the table's columns (cast, NOT NULL checked), and the records that did
 /// not decode.
 fn decode(format: BodyFormat, body: &[u8], table: &SchemaRef) -> SqlResult<Decoded> {
+    decode_limited(format, body, table, MAX_INGEST_ROWS)
+}
+
+/// [`decode`], with at most `max_rows` records.
+pub(crate) fn decode_limited(format: BodyFormat, body: &[u8], table: &SchemaRef, max_rows: usize) -> SqlResult<Decoded> {
     let schema = &nullable(table);
     let decoded = match format {
         BodyFormat::NdJson => {
@@ -445,14 +453,18 @@ fn decode(format: BodyFormat, body: &[u8], table: &SchemaRef) -> SqlResult<Decod
             Err(e) => whole_body_bad(format!("the body is not UTF-8: {e}"), body),
         },
         BodyFormat::Csv { header } => {
-            let whole = || decode_csv_body(header, body, schema);
+            let whole = || decode_csv_body(header, body, schema, false);
             let records = || lines(body).into_iter().skip(usize::from(header)).collect();
             let head = lines(body.split(|b| *b == b'\n').next().unwrap_or_default()).pop().map(|(_, h)| h).filter(|_| header);
-            by_record(whole, records, schema, |texts, schema| decode_csv(head.as_deref(), texts, schema))?
+            by_record(whole, records, schema, |texts, schema| decode_csv(head.as_deref(), texts, schema, false))?
+        }
+        BodyFormat::CsvMarkedNulls => {
+            let whole = || decode_csv_body(false, body, schema, true);
+            by_record(whole, || lines(body), schema, |texts, schema| decode_csv(None, texts, schema, true))?
         }
         BodyFormat::ArrowStream => Decoded { batches: decode_arrow(body, table)?, bad: vec![] },
     };
-    finish(decoded, table)
+    finish(decoded, table, max_rows)
 }
 
 /// The table's columns, all nullable: records are decoded so, and `conform` then names the
@@ -463,10 +475,10 @@ fn nullable(table: &SchemaRef) -> SchemaRef {
 
 /// Holds `decoded` to the request row limit and conforms its batches to the table (types,
 /// NOT NULL).
-fn finish(decoded: Decoded, table: &SchemaRef) -> SqlResult<Decoded> {
+fn finish(decoded: Decoded, table: &SchemaRef, max_rows: usize) -> SqlResult<Decoded> {
     let rows: usize = decoded.batches.iter().map(|b| b.num_rows()).sum();
-    if rows + decoded.bad.len() > MAX_INGEST_ROWS {
-        return Err(SqlError::new(SqlState::ProgramLimitExceeded, format!("{} records in one request, more than {MAX_INGEST_ROWS}", rows + decoded.bad.len()))
+    if rows + decoded.bad.len() > max_rows {
+        return Err(SqlError::new(SqlState::ProgramLimitExceeded, format!("{} records in one request, more than {max_rows}", rows + decoded.bad.len()))
             .with_hint("split the body into several requests"));
     }
     let batches = decoded.batches.iter().filter(|b| b.num_rows() > 0).map(|b| crate::dml::conform(b, table)).collect::<SqlResult<_>>()?;
@@ -553,9 +565,15 @@ fn decode_json_lines(texts: &[&str], schema: &SchemaRef) -> Result<Vec<RecordBat
 }
 
 /// A whole CSV body.
-fn decode_csv_body(header: bool, body: &[u8], schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
-    datafusion::arrow::csv::ReaderBuilder::new(schema.clone())
-        .with_header(header)
+/// `marked_nulls`: only `\N` is NULL (else an empty field is).
+fn decode_csv_body(header: bool, body: &[u8], schema: &SchemaRef, marked_nulls: bool) -> Result<Vec<RecordBatch>, String> {
+    static MARKED_NULL: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let mut builder = datafusion::arrow::csv::ReaderBuilder::new(schema.clone()).with_header(header);
+    if marked_nulls {
+        let null = MARKED_NULL.get_or_init(|| regex::Regex::new(r"^\\N$").expect("a fixed regex"));
+        builder = builder.with_format(datafusion::arrow::csv::reader::Format::default().with_header(header).with_null_regex(null.clone()));
+    }
+    builder
         .build(Cursor::new(body))
         .map_err(|e| e.to_string())?
         .collect::<Result<Vec<_>, _>>()
@@ -563,13 +581,13 @@ fn decode_csv_body(header: bool, body: &[u8], schema: &SchemaRef) -> Result<Vec<
 }
 
 /// CSV rows, one per text, under the header line when there is one.
-fn decode_csv(head: Option<&str>, texts: &[&str], schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
+fn decode_csv(head: Option<&str>, texts: &[&str], schema: &SchemaRef, marked_nulls: bool) -> Result<Vec<RecordBatch>, String> {
     let mut text = head.map(|h| format!("{h}\n")).unwrap_or_default();
     for t in texts {
         text.push_str(t);
         text.push('\n');
     }
-    decode_csv_body(head.is_some(), text.as_bytes(), schema)
+    decode_csv_body(head.is_some(), text.as_bytes(), schema, marked_nulls)
 }
 
 /// An Arrow IPC stream whose columns are the table's by name (in any order), castable to its

@@ -115,7 +115,9 @@ async fn statement_json(output: QueryOutput) -> Result<Value, SqlError> {
     match output {
         QueryOutput::Command { tag, rows } => Ok(json!({"command": tag, "rows": rows})),
         QueryOutput::Subscription(_) => Err(SqlError::new(SqlState::FeatureNotSupported, "a subscription does not end: read it from GET /v1/subscribe/<name>")),
-        QueryOutput::Rows { schema, mut stream } => {
+        QueryOutput::CopyIn { copy, .. } => Err(SqlError::new(SqlState::FeatureNotSupported, "COPY FROM STDIN takes its data over the PostgreSQL protocol")
+            .with_hint(format!("POST the rows to /v1/ingest/{}", copy.table))),
+        QueryOutput::Rows { schema, mut stream } | QueryOutput::CopyOut { schema, mut stream, .. } => {
             let mut rows = vec![];
             while let Some(batch) = stream.next().await {
                 let batch = batch?;

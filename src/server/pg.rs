@@ -8,7 +8,7 @@ use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
-use futures::{stream, Sink, StreamExt};
+use futures::{stream, Sink, SinkExt, StreamExt};
 use pgwire::messages::data::DataRow;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::portal::{Format, Portal};
@@ -17,6 +17,11 @@ use pgwire::api::results::{DescribePortalResponse, DescribeStatementResponse, Fi
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::cancel::CancelHandler;
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::results::CopyResponse;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use openclaw_sql::copy::{CopyFrom, MAX_COPY_BYTES};
+use openclaw_sql::SqlState;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::PgWireFrontendMessage;
@@ -61,11 +66,73 @@ pub struct Session {
     vars: Arc<Mutex<SessionVars>>,
     parser: Arc<SqlText>,
     connections: Arc<Cancels>,
+    copy_in: Arc<Mutex<Option<CopyInProgress>>>,
 }
 
 impl Session {
     fn new(db: Arc<Database>, connections: Arc<Cancels>) -> Self {
-        Self { db, vars: Arc::new(Mutex::new(SessionVars::default())), parser: Arc::new(SqlText), connections }
+        Self { db, vars: Arc::new(Mutex::new(SessionVars::default())), parser: Arc::new(SqlText), connections, copy_in: Default::default() }
+    }
+}
+
+/// A `COPY ... FROM STDIN` under way on the connection: what it writes, the data so far (held
+/// until the client's CopyDone, since a COPY is one atomic write), and the error that ended
+/// it early (answered at CopyDone; the data sent after it is dropped, as PostgreSQL does).
+struct CopyInProgress {
+    copy: CopyFrom,
+    data: Vec<u8>,
+    failed: Option<SqlError>,
+}
+
+#[async_trait]
+impl CopyHandler for Session {
+    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut state = self.copy_in.lock().await;
+        let Some(progress) = state.as_mut() else { return Ok(()) };
+        if progress.failed.is_some() {
+            return Ok(());
+        }
+        if progress.data.len() + copy_data.data.len() > MAX_COPY_BYTES {
+            progress.data = vec![];
+            progress.failed = Some(
+                SqlError::new(SqlState::ProgramLimitExceeded, format!("COPY data larger than {} MiB", MAX_COPY_BYTES >> 20))
+                    .with_hint("split the data into several COPY statements"),
+            );
+            return Ok(());
+        }
+        progress.data.extend_from_slice(&copy_data.data);
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(progress) = self.copy_in.lock().await.take() else { return Ok(()) };
+        if let Some(error) = progress.failed {
+            return Err(pg_error(error));
+        }
+        let rows = self.db.copy_from(&progress.copy, progress.data).await.map_err(pg_error)?;
+        let tag = Tag::new("COPY").with_rows(rows as usize);
+        client.send(PgWireBackendMessage::CommandComplete(tag.into())).await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.copy_in.lock().await.take();
+        pg_error(SqlError::new(SqlState::QueryCanceled, format!("COPY from stdin failed: {}", fail.message)))
     }
 }
 
@@ -130,6 +197,10 @@ impl PgWireServerHandlers for Session {
 
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
         Arc::new(CancelRequests(self.connections.clone()))
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        Arc::new(self.clone())
     }
 }
 
@@ -215,21 +286,29 @@ fn to_response(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
             });
             Ok(Response::Query(QueryResponse::new(fields, rows)))
         }
-        QueryOutput::Subscription(_) => unreachable!("subscriptions are streamed by respond"),
+        QueryOutput::Subscription(_) | QueryOutput::CopyIn { .. } | QueryOutput::CopyOut { .. } => unreachable!("COPY is answered by respond"),
     }
 }
 
-/// The response to one statement's output: a subscription streams over the connection now
-/// (COPY OUT, until it ends or the client goes); anything else is handed to pgwire.
-async fn respond<C>(client: &mut C, output: QueryOutput, format: &Format, cancel: &CancelSignal) -> PgWireResult<Response>
-where
-    C: Sink<PgWireBackendMessage> + Unpin + Send,
-    C::Error: std::fmt::Debug,
-    PgWireError: From<C::Error>,
-{
-    match output {
-        QueryOutput::Subscription(subscription) => super::pg_copy::copy_out(client, *subscription, cancel).await,
-        other => to_response(other, format),
+impl Session {
+    /// The response to one statement's output: a subscription streams over the connection
+    /// now (COPY OUT, until it ends or the client goes); a COPY FROM STDIN starts taking the
+    /// client's data ([`CopyHandler`]); anything else is handed to pgwire.
+    async fn respond<C>(&self, client: &mut C, output: QueryOutput, format: &Format, cancel: &CancelSignal) -> PgWireResult<Response>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<C::Error>,
+    {
+        match output {
+            QueryOutput::Subscription(subscription) => super::pg_copy::copy_out(client, *subscription, cancel).await,
+            QueryOutput::CopyIn { copy, columns, refused } => {
+                *self.copy_in.lock().await = Some(CopyInProgress { copy, data: vec![], failed: refused });
+                Ok(Response::CopyIn(CopyResponse::new(0, columns, stream::empty())))
+            }
+            QueryOutput::CopyOut { schema, stream, format, header } => super::pg_copy::copy_rows(client, schema, stream, format, header, cancel).await,
+            other => to_response(other, format),
+        }
     }
 }
 
@@ -249,7 +328,7 @@ impl SimpleQueryHandler for Session {
         let mut out = Vec::with_capacity(results.len());
         for r in results {
             out.push(match r {
-                Ok(output) => respond(client, output, &Format::UnifiedText, &cancel).await?,
+                Ok(output) => self.respond(client, output, &Format::UnifiedText, &cancel).await?,
                 Err(e) => Response::Error(Box::new(error_info(e))),
             });
         }
@@ -366,7 +445,7 @@ impl ExtendedQueryHandler for Session {
         vars.cancel = cancel.clone();
         let output = self.db.execute_one(&mut vars, &portal.statement.statement, params).await;
         match output {
-            Ok(o) => respond(client, o, &portal.result_column_format, &cancel).await,
+            Ok(o) => self.respond(client, o, &portal.result_column_format, &cancel).await,
             Err(e) => Err(pg_error(e)),
         }
     }

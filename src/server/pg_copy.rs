@@ -1,6 +1,6 @@
 //! `COPY (SUBSCRIBE ...) TO STDOUT`: a subscription's rows streamed to the client in COPY's
 //! text format, each batch flushed as it comes, until the client goes or the subscription
-//! ends.
+//! ends. `COPY t | (query) TO STDOUT`: a query's rows, in the text format or CSV.
 
 use std::fmt::Debug;
 
@@ -13,6 +13,7 @@ use pgwire::api::results::{Response, Tag};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use pgwire::messages::PgWireBackendMessage;
+use openclaw_sql::copy::CopyFormat;
 use openclaw_sql::Subscription;
 
 /// Streams `subscription` as COPY OUT. Returns the command's completion (`COPY n`), or the
@@ -52,8 +53,64 @@ where
     Ok(Response::Execution(Tag::new("COPY").with_rows(rows)))
 }
 
-/// Each row as a line of COPY's text format: tab-separated, `\N` for NULL, backslash escapes.
-fn text_lines(batch: &RecordBatch) -> PgWireResult<Vec<Vec<u8>>> {
+/// Streams a query's rows as COPY OUT in `format` (with a header line of the column names
+/// for CSV's `HEADER`), stopping on a cancel request. Returns `COPY n`, or the error that
+/// ended it.
+pub async fn copy_rows<C>(
+    client: &mut C,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    mut stream: datafusion::execution::SendableRecordBatchStream,
+    format: CopyFormat,
+    header: bool,
+    cancel: &openclaw_sql::interrupt::CancelSignal,
+) -> PgWireResult<Response>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<C::Error>,
+{
+    use futures::StreamExt;
+    let fields = arrow_pg::datatypes::arrow_schema_to_pg_fields(&schema, &Format::UnifiedText, None)?;
+    let columns = schema.fields().len();
+    client.send(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(0, columns as i16, vec![0; columns]))).await?;
+    if header && format == CopyFormat::Csv {
+        let mut line = vec![];
+        for (i, f) in schema.fields().iter().enumerate() {
+            if i > 0 {
+                line.push(b',');
+            }
+            csv_escape_into(f.name(), &mut line);
+        }
+        line.push(b'\n');
+        client.feed(PgWireBackendMessage::CopyData(CopyData::new(line.into()))).await?;
+    }
+    let mut rows = 0usize;
+    loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            () = cancel.canceled() => Some(Err(datafusion::error::DataFusionError::External(Box::new(openclaw_sql::interrupt::user_cancel())))),
+        };
+        let batch = match next {
+            Some(Ok(batch)) => batch,
+            None => break,
+            Some(Err(e)) => return Ok(Response::Error(Box::new(super::pg::error_info(openclaw_sql::SqlError::from(e))))),
+        };
+        let batch = super::pg_text::apply(batch, &fields).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        let lines = match format {
+            CopyFormat::Text => text_lines(&batch)?,
+            CopyFormat::Csv => csv_lines(&batch)?,
+        };
+        for line in lines {
+            client.feed(PgWireBackendMessage::CopyData(CopyData::new(line.into()))).await?;
+        }
+        rows += batch.num_rows();
+    }
+    client.send(PgWireBackendMessage::CopyDone(CopyDone::new())).await?;
+    Ok(Response::Execution(Tag::new("COPY").with_rows(rows)))
+}
+
+/// Each row's values as PostgreSQL's text forms, `None` for NULL, handed to `line`.
+fn each_row(batch: &RecordBatch, mut line: impl FnMut(usize, Option<&str>)) -> PgWireResult<()> {
     let options = FormatOptions::default();
     let formatters = batch
         .columns()
@@ -61,16 +118,11 @@ fn text_lines(batch: &RecordBatch) -> PgWireResult<Vec<Vec<u8>>> {
         .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-    let mut lines = Vec::with_capacity(batch.num_rows());
     let mut value = String::new();
     for row in 0..batch.num_rows() {
-        let mut line = Vec::with_capacity(64);
         for (i, column) in batch.columns().iter().enumerate() {
-            if i > 0 {
-                line.push(b'\t');
-            }
             if column.is_null(row) {
-                line.extend_from_slice(b"\\N");
+                line(i, None);
                 continue;
             }
             value.clear();
@@ -81,11 +133,66 @@ fn text_lines(batch: &RecordBatch) -> PgWireResult<Vec<Vec<u8>>> {
                     let _ = write!(value, "{}", formatters[i].value(row));
                 }
             }
-            escape_into(&value, &mut line);
+            line(i, Some(&value));
         }
-        line.push(b'\n');
-        lines.push(line);
     }
+    Ok(())
+}
+
+/// Each row as a CSV line: comma-separated, NULL as an empty field, a value quoted when it
+/// holds a comma, a quote, a line break or nothing (so that it is not read back as NULL).
+fn csv_lines(batch: &RecordBatch) -> PgWireResult<Vec<Vec<u8>>> {
+    let columns = batch.num_columns();
+    let mut lines = Vec::with_capacity(batch.num_rows());
+    let mut line = Vec::with_capacity(64);
+    each_row(batch, |i, value| {
+        if i > 0 {
+            line.push(b',');
+        }
+        if let Some(v) = value {
+            csv_escape_into(v, &mut line);
+        }
+        if i + 1 == columns {
+            line.push(b'\n');
+            lines.push(std::mem::take(&mut line));
+        }
+    })?;
+    Ok(lines)
+}
+
+fn csv_escape_into(value: &str, out: &mut Vec<u8>) {
+    if value.is_empty() || value.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+        out.push(b'"');
+        for b in value.bytes() {
+            if b == b'"' {
+                out.push(b'"');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(value.as_bytes());
+    }
+}
+
+/// Each row as a line of COPY's text format: tab-separated, `\N` for NULL, backslash escapes.
+fn text_lines(batch: &RecordBatch) -> PgWireResult<Vec<Vec<u8>>> {
+    let columns = batch.num_columns();
+    let mut lines = Vec::with_capacity(batch.num_rows());
+    let mut line = Vec::with_capacity(64);
+    each_row(batch, |i, value| {
+        if i > 0 {
+            line.push(b'\t');
+        }
+        match value {
+            Some(v) => escape_into(v, &mut line),
+            None => line.extend_from_slice(b"\\N"),
+        }
+        if i + 1 == columns {
+            line.push(b'\n');
+            lines.push(std::mem::take(&mut line));
+        }
+    })?;
     Ok(lines)
 }
 
