@@ -8,4 +8,6 @@ source scripts/env.sh
 # Debian's Chromium and playwright-core, for the console's browser test (tests/console.rs).
 source scripts/install-browser.sh
 source scripts/install-grpc-client.sh
+# A Java runtime and pgJDBC, for the JDBC metadata test (tests/jdbc.rs).
+source scripts/install-jdbc.sh
 cargo test --workspace --all-targets "$@"

@@ -159,3 +159,28 @@ async fn concurrent_sessions_write_and_views_see_every_row() {
         .unwrap();
     assert_eq!(diff.get::<_, i64>(0), 0);
 }
+
+/// An `interval` parameter over the extended protocol: tokio-postgres sends it binary (through
+/// pg_interval's `ToSql`), psycopg sends a `timedelta` as text; both add to a timestamp as
+/// PostgreSQL adds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interval_parameters_work_binary_and_text() {
+    let server = common::TestServer::start("pg-interval");
+    let client = server.connect().await;
+    let sql = "SELECT TIMESTAMP '2024-01-31 00:00:00' + $1::interval";
+    // 1 month, 2 days, 3 hours and a microsecond.
+    let interval = pg_interval::Interval::new(1, 2, 3 * 3_600_000_000 + 1);
+    let row = client.query_one(sql, &[&interval]).await.unwrap();
+    let expected = NaiveDate::from_ymd_opt(2024, 3, 2).unwrap().and_hms_micro_opt(3, 0, 0, 1).unwrap();
+    assert_eq!(row.get::<_, NaiveDateTime>(0), expected);
+    // Its type, as a prepared statement describes it, is interval (OID 1186).
+    let statement = client.prepare(sql).await.unwrap();
+    assert_eq!(statement.params()[0].oid(), 1186);
+    let printed = common::python(&format!(
+        "import datetime, psycopg\n\
+         with psycopg.connect('{}') as c:\n\
+         \x20   print(c.execute('SELECT TIMESTAMP \\'2024-01-31 00:00:00\\' + %s', [datetime.timedelta(days=1, hours=2, seconds=0.5)]).fetchone()[0])\n",
+        server.conn_str()
+    ));
+    assert_eq!(printed.trim(), "2024-02-01 02:00:00.500000");
+}

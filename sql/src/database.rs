@@ -407,6 +407,13 @@ impl Database {
                 for (i, t) in params {
                     out[i - 1] = t;
                 }
+                // `$1::interval`: DataFusion leaves a parameter only cast untyped; PostgreSQL
+                // types it by the cast.
+                for (i, cast_to) in cast_parameters(&plan) {
+                    if let Some(slot @ None) = out.get_mut(i - 1) {
+                        *slot = Some(cast_to);
+                    }
+                }
                 let schema = crate::naming::rename_schema(Arc::new(plan.schema().as_arrow().clone()), &names);
                 let returns_rows = !matches!(plan, LogicalPlan::Dml(_));
                 Ok((out, returns_rows.then_some(schema)))
@@ -801,4 +808,27 @@ fn source_row(e: &crate::catalog::Entry) -> Vec<Option<String>> {
         lag,
         watermark,
     ]
+}
+
+/// The parameters of `plan` that appear cast (`$1::interval`), with the type cast to.
+fn cast_parameters(plan: &LogicalPlan) -> Vec<(usize, DataType)> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Cast, Expr, TryCast};
+    let mut found = vec![];
+    let _ = plan.apply_with_subqueries(|node| {
+        for e in node.expressions() {
+            let _ = e.apply(|e| {
+                if let Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) = e {
+                    if let Expr::Placeholder(p) = expr.as_ref() {
+                        if let Ok(i) = p.id.trim_start_matches('$').parse::<usize>() {
+                            found.push((i, field.data_type().clone()));
+                        }
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }

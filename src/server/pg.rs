@@ -343,10 +343,31 @@ pub(super) fn error_info(e: SqlError) -> ErrorInfo {
     }
 }
 
+/// The statement's text with each parameter the client declared an `interval` written
+/// `CAST($n AS INTERVAL)`: PostgreSQL takes a declared type as the parameter's, while
+/// DataFusion infers one from the expression (`ts + $1` would make `$1` a timestamp, and fail).
+fn typed_sql(stmt: &StoredStatement<String>) -> std::borrow::Cow<'_, str> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let interval = |n: &str| n.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).is_some_and(|n| stmt.parameter_types.get(n.wrapping_sub(1)) == Some(&Some(Type::INTERVAL)));
+    if !stmt.parameter_types.contains(&Some(Type::INTERVAL)) {
+        return std::borrow::Cow::Borrowed(&stmt.statement);
+    }
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, &stmt.statement).tokenize() else { return std::borrow::Cow::Borrowed(&stmt.statement) };
+    let text: String = tokens
+        .iter()
+        .map(|t| match t {
+            Token::Placeholder(p) if interval(p) => format!("CAST({p} AS INTERVAL)"),
+            other => other.to_string(),
+        })
+        .collect();
+    std::borrow::Cow::Owned(text)
+}
+
 /// The parameter types of a statement: the client's where it gave them, else the planner's.
 async fn parameter_types(session: &Session, stmt: &StoredStatement<String>) -> PgWireResult<Vec<Type>> {
     let mut vars = session.vars.lock().await;
-    let (inferred, _) = session.db.describe(&mut vars, &stmt.statement).await.map_err(pg_error)?;
+    let (inferred, _) = session.db.describe(&mut vars, &typed_sql(stmt)).await.map_err(pg_error)?;
     let n = inferred.len().max(stmt.parameter_types.len());
     (0..n)
         .map(|i| match stmt.parameter_types.get(i).cloned().flatten() {
@@ -385,6 +406,9 @@ fn decode_param(portal: &Portal<String>, i: usize, ty: &Type) -> PgWireResult<Sc
             Some("+00:00".into()),
         ),
         Type::BYTEA => ScalarValue::Binary(portal.parameter::<Vec<u8>>(i, ty)?),
+        Type::INTERVAL => ScalarValue::IntervalMonthDayNano(portal.parameter::<pg_interval::Interval>(i, ty)?.map(|v| {
+            datafusion::arrow::datatypes::IntervalMonthDayNano::new(v.months, v.days, v.microseconds.saturating_mul(1000))
+        })),
         _ => ScalarValue::Utf8(portal.parameter::<String>(i, ty)?),
     })
 }
@@ -412,7 +436,7 @@ impl ExtendedQueryHandler for Session {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let params = parameter_types(self, stmt).await?;
-        let fields = result_fields(self, &stmt.statement, &Format::UnifiedBinary).await?;
+        let fields = result_fields(self, &typed_sql(stmt), &Format::UnifiedBinary).await?;
         Ok(DescribeStatementResponse::new(params, fields))
     }
 
@@ -420,7 +444,7 @@ impl ExtendedQueryHandler for Session {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let fields = result_fields(self, &portal.statement.statement, &portal.result_column_format).await?;
+        let fields = result_fields(self, &typed_sql(&portal.statement), &portal.result_column_format).await?;
         Ok(DescribePortalResponse::new(fields))
     }
 
@@ -443,7 +467,7 @@ impl ExtendedQueryHandler for Session {
         let cancel = arm_cancel(client);
         let mut vars = self.vars.lock().await;
         vars.cancel = cancel.clone();
-        let output = self.db.execute_one(&mut vars, &portal.statement.statement, params).await;
+        let output = self.db.execute_one(&mut vars, &typed_sql(&portal.statement), params).await;
         match output {
             Ok(o) => self.respond(client, o, &portal.result_column_format, &cancel).await,
             Err(e) => Err(pg_error(e)),

@@ -78,7 +78,7 @@ const OID_ALIASES: [&str; 9] = ["regclass", "regtype", "regproc", "regprocedure"
 pub fn parse(text: &str) -> SqlResult<Statement> {
     static PARSER: OnceLock<PostgresCompatibilityParser> = OnceLock::new();
     let parser = PARSER.get_or_init(PostgresCompatibilityParser::new);
-    let text = rewrite_array_subqueries(text);
+    let text = rewrite_array_subqueries(&rewrite_expandarray(text));
     let mut statements = parser.parse(&text).map_err(|e| SqlError::new(SqlState::SyntaxError, e.to_string()))?;
     match statements.len() {
         1 => Ok(statements.remove(0)),
@@ -121,6 +121,81 @@ fn rewrite_array_subqueries(text: &str) -> String {
         }
     }
     out.iter().map(ToString::to_string).collect()
+}
+
+/// Rewrites pgJDBC's `getPrimaryKeys` query, which numbers a key's columns with the
+/// composite-returning `information_schema._pg_expandarray(i.indkey)` (DataFusion has no
+/// composite values): `(_pg_expandarray(k)).n` becomes the position of `a.attnum` in the key,
+/// `_pg_expandarray(k)` becomes `a.attnum` for a key column (-1 for another), and `(r.KEYS).x`
+/// becomes `r.KEYS`, so the outer `A_ATTNUM = (KEYS).x` keeps the key's columns.
+fn rewrite_expandarray(text: &str) -> String {
+    if !text.to_ascii_lowercase().contains("_pg_expandarray") {
+        return text.to_string();
+    }
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, text).tokenize() else { return text.to_string() };
+    let position = |key: &str| format!("array_position(CAST(string_to_array({key}, ' ') AS INT[]), CAST(a.attnum AS INT))");
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        if let Some((key, end)) = expandarray_call(&tokens, i, true) {
+            out.push_str(&position(&key));
+            i = end;
+        } else if let Some((key, end)) = expandarray_call(&tokens, i, false) {
+            out.push_str(&format!("CASE WHEN {} IS NULL THEN -1 ELSE a.attnum END", position(&key)));
+            i = end;
+        } else if let Some((field, end)) = composite_field(&tokens, i) {
+            out.push_str(&field);
+            i = end;
+        } else {
+            out.push_str(&tokens[i].to_string());
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The significant tokens from `start` on, with their indexes.
+fn significant(tokens: &[Token], start: usize) -> impl Iterator<Item = (usize, &Token)> {
+    tokens.iter().enumerate().skip(start).filter(|(_, t)| !matches!(t, Token::Whitespace(_)))
+}
+
+fn is_word(t: &Token, word: &str) -> bool {
+    matches!(t, Token::Word(w) if w.value.eq_ignore_ascii_case(word))
+}
+
+/// At `start`, `information_schema._pg_expandarray(<key>)` (with `field_n`: wrapped as
+/// `(...).n`): the key's text and the index after the match.
+fn expandarray_call(tokens: &[Token], start: usize, field_n: bool) -> Option<(String, usize)> {
+    let mut it = significant(tokens, start);
+    if field_n {
+        it.next().filter(|(_, t)| **t == Token::LParen)?;
+    }
+    it.next().filter(|(_, t)| is_word(t, "information_schema"))?;
+    it.next().filter(|(_, t)| **t == Token::Period)?;
+    it.next().filter(|(_, t)| is_word(t, "_pg_expandarray"))?;
+    let (open, _) = it.next().filter(|(_, t)| **t == Token::LParen)?;
+    let (close, _) = it.find(|(_, t)| **t == Token::RParen)?;
+    let key: String = tokens[open + 1..close].iter().map(ToString::to_string).collect();
+    if !field_n {
+        return Some((key, close + 1));
+    }
+    it.next().filter(|(_, t)| **t == Token::RParen)?;
+    it.next().filter(|(_, t)| **t == Token::Period)?;
+    let (end, _) = it.next().filter(|(_, t)| is_word(t, "n"))?;
+    Some((key, end + 1))
+}
+
+/// At `start`, `(<alias>.KEYS).x`: `<alias>.KEYS` and the index after the match.
+fn composite_field(tokens: &[Token], start: usize) -> Option<(String, usize)> {
+    let mut it = significant(tokens, start);
+    it.next().filter(|(_, t)| **t == Token::LParen)?;
+    let (_, alias) = it.next().filter(|(_, t)| matches!(t, Token::Word(_)))?;
+    it.next().filter(|(_, t)| **t == Token::Period)?;
+    it.next().filter(|(_, t)| is_word(t, "keys"))?;
+    it.next().filter(|(_, t)| **t == Token::RParen)?;
+    it.next().filter(|(_, t)| **t == Token::Period)?;
+    let (end, _) = it.next().filter(|(_, t)| is_word(t, "x"))?;
+    Some((format!("{alias}.KEYS"), end + 1))
 }
 
 /// An `ARRAY ( SELECT ... )` found in the tokens: where its `SELECT`, its own `FROM` (none
