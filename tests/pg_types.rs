@@ -184,3 +184,36 @@ async fn interval_parameters_work_binary_and_text() {
     ));
     assert_eq!(printed.trim(), "2024-02-01 02:00:00.500000");
 }
+
+/// `SET TIME ZONE` changes how `timestamptz` text is shown and how text without an offset is
+/// read, as in PostgreSQL; binary values are instants and do not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_time_zone_changes_how_timestamptz_is_shown_and_read() {
+    let server = common::TestServer::start("pg-time-zone");
+    let client = server.connect().await;
+    client.batch_execute("CREATE TABLE ev (id INT PRIMARY KEY, at TIMESTAMPTZ); INSERT INTO ev VALUES (1, '2024-07-01 12:00:00+00')").await.unwrap();
+    let shown = || async { common::one(&client, "SELECT at FROM ev").await[0][0].clone() };
+    assert_eq!(shown().await, "2024-07-01 12:00:00+00");
+    for (zone, expected) in [
+        ("'America/New_York'", "2024-07-01 08:00:00-04"),
+        ("'+05:30'", "2024-07-01 17:30:00+05:30"),
+        ("-7", "2024-07-01 05:00:00-07"),
+        ("'Asia/Kolkata'", "2024-07-01 17:30:00+05:30"),
+        ("LOCAL", "2024-07-01 12:00:00+00"),
+    ] {
+        client.batch_execute(&format!("SET TIME ZONE {zone}")).await.unwrap();
+        assert_eq!(shown().await, expected, "SET TIME ZONE {zone}");
+    }
+    client.batch_execute("SET TIME ZONE 'America/New_York'").await.unwrap();
+    assert_eq!(common::one(&client, "SHOW TIME ZONE").await, [["America/New_York"]]);
+    // Text without an offset is read in the session's zone (winter: -05).
+    let read = common::one(&client, "SELECT '2024-01-15 09:30:00'::timestamptz = '2024-01-15 14:30:00+00'::timestamptz, '2024-01-15 09:30:00'::timestamptz").await;
+    assert_eq!(read, [["t", "2024-01-15 09:30:00-05"]]);
+    // Binary results are the instant, whatever the zone.
+    let at: chrono::DateTime<Utc> = client.query_one("SELECT at FROM ev", &[]).await.unwrap().get(0);
+    assert_eq!(at, Utc.with_ymd_and_hms(2024, 7, 1, 12, 0, 0).unwrap());
+    // A zone that does not exist is refused and the session keeps its zone.
+    let err = client.batch_execute("SET TIME ZONE 'Nowhere/Land'").await.unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "22023");
+    assert_eq!(shown().await, "2024-07-01 08:00:00-04");
+}

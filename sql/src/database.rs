@@ -504,7 +504,7 @@ impl Database {
             OcStatement::Subscribe(_) => Err(SqlError::new(SqlState::FeatureNotSupported, "SUBSCRIBE is read with COPY or through a cursor")
                 .with_hint("COPY (SUBSCRIBE ...) TO STDOUT, or DECLARE c CURSOR FOR SUBSCRIBE ...; FETCH ALL c WITH (timeout = '1s')")),
             OcStatement::CopySubscribe(stmt) => Ok(QueryOutput::Subscription(Box::new(self.subscribe(vars, stmt).await?))),
-            OcStatement::CopyTo(copy) => match self.select(Statement::Query(copy.query), None, None).await? {
+            OcStatement::CopyTo(copy) => match self.select(Statement::Query(copy.query), None, None, &vars.time_zone()).await? {
                 QueryOutput::Rows { schema, stream } => Ok(QueryOutput::CopyOut { schema, stream, format: copy.format, header: copy.header }),
                 other => Err(SqlError::new(SqlState::Internal, format!("a query answered {other:?}"))),
             },
@@ -533,7 +533,7 @@ impl Database {
                     TxnState::Open(txn) => Some(txn.overlays()),
                     _ => None,
                 };
-                Ok(rows_until(interrupt.clone(), interrupt.until(self.select(*s, params, overlays)).await??))
+                Ok(rows_until(interrupt.clone(), interrupt.until(self.select(*s, params, overlays, &vars.time_zone())).await??))
             }
             OcStatement::Standard(s) => self.execute_standard(vars, *s, params).await,
         }
@@ -575,7 +575,7 @@ impl Database {
                 crate::naming::alias_unnamed(&mut stmt);
                 self.dml(vars, stmt, params).await
             }
-            s if is_query(&s) => self.select(s, params, None).await,
+            s if is_query(&s) => self.select(s, params, None, &vars.time_zone()).await,
             other => {
                 let first = other.to_string();
                 let word = first.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
@@ -616,10 +616,13 @@ impl Database {
     }
 
     /// `overlays`: the session's transaction's own changes, which it reads.
-    async fn select(&self, mut stmt: Statement, params: Option<Vec<ScalarValue>>, overlays: Option<crate::relation::TxnOverlays>) -> SqlResult<QueryOutput> {
+    /// `time_zone`: the session's (`SET TIME ZONE`), in which text without an offset is read
+    /// as a `timestamptz`.
+    async fn select(&self, mut stmt: Statement, params: Option<Vec<ScalarValue>>, overlays: Option<crate::relation::TxnOverlays>, time_zone: &str) -> SqlResult<QueryOutput> {
         let names = crate::naming::pg_column_names(&stmt);
         crate::naming::alias_unnamed(&mut stmt);
-        let (state, _) = self.query_state_with(overlays);
+        let (mut state, _) = self.query_state_with(overlays);
+        state.config_mut().options_mut().execution.time_zone = Some(time_zone.to_string());
         let plan = self.plan(&state, stmt).await?;
         self.check_readable(&plan).await?;
         let plan = bind(plan, params)?;

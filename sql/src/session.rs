@@ -70,8 +70,24 @@ impl SessionVars {
         if key == "statement_timeout" {
             parse_timeout(value)?;
         }
+        if key == "timezone" {
+            self.vars.insert(key, parse_time_zone(value)?.0);
+            return Ok(());
+        }
         self.vars.insert(key, value.to_string());
         Ok(())
+    }
+
+    /// `TimeZone`: the zone `timestamptz` values are shown in, and text without an offset
+    /// read in (`SET TIME ZONE`), as its name (an IANA name or a `+hh:mm` offset), which
+    /// arrow and DataFusion take.
+    pub fn time_zone(&self) -> String {
+        self.vars.get("timezone").cloned().unwrap_or_else(|| "UTC".into())
+    }
+
+    /// [`Self::time_zone`], parsed.
+    pub fn time_zone_tz(&self) -> datafusion::arrow::array::timezone::Tz {
+        parse_time_zone(&self.time_zone()).map(|z| z.1).unwrap_or_else(|_| "+00:00".parse().expect("a fixed offset parses"))
     }
 
     /// `streaming_parallelism`: partitions of each keyed stateful operator of the views this
@@ -102,6 +118,30 @@ impl SessionVars {
     pub fn all(&self) -> impl Iterator<Item = (&String, &String)> {
         self.vars.iter()
     }
+}
+
+/// A `SET TIME ZONE` value as PostgreSQL takes it: an IANA name (`'Europe/Paris'`, `'UTC'`),
+/// an offset (`'+05:30'`), a number of hours east of UTC (`-7`), or `LOCAL`/`DEFAULT` (UTC,
+/// the server's zone). Returns the name kept and the zone.
+pub(crate) fn parse_time_zone(value: &str) -> Result<(String, datafusion::arrow::array::timezone::Tz), SqlError> {
+    let text = value.trim().trim_matches('\'').trim();
+    let name = if text.eq_ignore_ascii_case("local") || text.eq_ignore_ascii_case("default") {
+        "UTC".to_string()
+    } else if let Ok(hours) = text.parse::<f64>() {
+        if !(-15.0..=15.0).contains(&hours) {
+            return Err(bad_zone(value));
+        }
+        let minutes = (hours * 60.0).round() as i64;
+        format!("{}{:02}:{:02}", if minutes < 0 { '-' } else { '+' }, minutes.abs() / 60, minutes.abs() % 60)
+    } else {
+        text.to_string()
+    };
+    let zone = name.parse().map_err(|_| bad_zone(value))?;
+    Ok((name, zone))
+}
+
+fn bad_zone(value: &str) -> SqlError {
+    SqlError::new(SqlState::InvalidParameterValue, format!("invalid value for parameter \"TimeZone\": \"{}\"", value.trim().trim_matches('\'')))
 }
 
 /// PostgreSQL's form of a time setting: a number of milliseconds, or a number with a unit

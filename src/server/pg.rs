@@ -22,6 +22,7 @@ use pgwire::api::results::CopyResponse;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use openclaw_sql::copy::{CopyFrom, MAX_COPY_BYTES};
 use openclaw_sql::SqlState;
+use datafusion::arrow::array::timezone::Tz;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::PgWireFrontendMessage;
@@ -256,7 +257,8 @@ fn pg_error(e: SqlError) -> PgWireError {
     PgWireError::UserError(Box::new(info))
 }
 
-fn to_response(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
+/// `zone`: the session's time zone, in which `timestamptz` text is shown.
+fn to_response(output: QueryOutput, format: &Format, zone: Tz) -> PgWireResult<Response> {
     match output {
         // pgwire reports the transaction status in ReadyForQuery from these two.
         QueryOutput::Command { tag, rows: None } if tag == "BEGIN" => Ok(Response::TransactionStart(Tag::new(&tag))),
@@ -277,7 +279,7 @@ fn to_response(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
             let rows = stream.flat_map(move |batch| {
                 let rows: Vec<PgWireResult<DataRow>> = match batch
                     .map_err(|e| pg_error(SqlError::from(e)))
-                    .and_then(|b| super::pg_text::apply(b, &encode_fields).map_err(|e| PgWireError::ApiError(Box::new(e))))
+                    .and_then(|b| super::pg_text::apply(b, &encode_fields, &zone).map_err(|e| PgWireError::ApiError(Box::new(e))))
                 {
                     Ok(b) => encode_recordbatch(encode_fields.clone(), b).collect(),
                     Err(e) => vec![Err(e)],
@@ -294,20 +296,20 @@ impl Session {
     /// The response to one statement's output: a subscription streams over the connection
     /// now (COPY OUT, until it ends or the client goes); a COPY FROM STDIN starts taking the
     /// client's data ([`CopyHandler`]); anything else is handed to pgwire.
-    async fn respond<C>(&self, client: &mut C, output: QueryOutput, format: &Format, cancel: &CancelSignal) -> PgWireResult<Response>
+    async fn respond<C>(&self, client: &mut C, output: QueryOutput, format: &Format, cancel: &CancelSignal, zone: Tz) -> PgWireResult<Response>
     where
         C: Sink<PgWireBackendMessage> + Unpin + Send,
         C::Error: std::fmt::Debug,
         PgWireError: From<C::Error>,
     {
         match output {
-            QueryOutput::Subscription(subscription) => super::pg_copy::copy_out(client, *subscription, cancel).await,
+            QueryOutput::Subscription(subscription) => super::pg_copy::copy_out(client, *subscription, cancel, &zone).await,
             QueryOutput::CopyIn { copy, columns, refused } => {
                 *self.copy_in.lock().await = Some(CopyInProgress { copy, data: vec![], failed: refused });
                 Ok(Response::CopyIn(CopyResponse::new(0, columns, stream::empty())))
             }
-            QueryOutput::CopyOut { schema, stream, format, header } => super::pg_copy::copy_rows(client, schema, stream, format, header, cancel).await,
-            other => to_response(other, format),
+            QueryOutput::CopyOut { schema, stream, format, header } => super::pg_copy::copy_rows(client, schema, stream, format, header, cancel, &zone).await,
+            other => to_response(other, format, zone),
         }
     }
 }
@@ -328,7 +330,7 @@ impl SimpleQueryHandler for Session {
         let mut out = Vec::with_capacity(results.len());
         for r in results {
             out.push(match r {
-                Ok(output) => self.respond(client, output, &Format::UnifiedText, &cancel).await?,
+                Ok(output) => self.respond(client, output, &Format::UnifiedText, &cancel, vars.time_zone_tz()).await?,
                 Err(e) => Response::Error(Box::new(error_info(e))),
             });
         }
@@ -469,7 +471,7 @@ impl ExtendedQueryHandler for Session {
         vars.cancel = cancel.clone();
         let output = self.db.execute_one(&mut vars, &typed_sql(&portal.statement), params).await;
         match output {
-            Ok(o) => self.respond(client, o, &portal.result_column_format, &cancel).await,
+            Ok(o) => self.respond(client, o, &portal.result_column_format, &cancel, vars.time_zone_tz()).await,
             Err(e) => Err(pg_error(e)),
         }
     }

@@ -13,12 +13,13 @@ use pgwire::api::results::{Response, Tag};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use pgwire::messages::PgWireBackendMessage;
+use datafusion::arrow::array::timezone::Tz;
 use openclaw_sql::copy::CopyFormat;
 use openclaw_sql::Subscription;
 
 /// Streams `subscription` as COPY OUT. Returns the command's completion (`COPY n`), or the
 /// error that ended it (a client too far behind, the subscribed view dropped).
-pub async fn copy_out<C>(client: &mut C, mut subscription: Subscription, cancel: &openclaw_sql::interrupt::CancelSignal) -> PgWireResult<Response>
+pub async fn copy_out<C>(client: &mut C, mut subscription: Subscription, cancel: &openclaw_sql::interrupt::CancelSignal, zone: &Tz) -> PgWireResult<Response>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,
     C::Error: Debug,
@@ -41,7 +42,7 @@ where
             Ok(None) => break,
             Err(e) => return Ok(Response::Error(Box::new(super::pg::error_info(e)))),
         };
-        let batch = super::pg_text::apply(batch, &fields).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        let batch = super::pg_text::apply(batch, &fields, zone).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
         for line in text_lines(&batch)? {
             client.feed(PgWireBackendMessage::CopyData(CopyData::new(line.into()))).await?;
         }
@@ -63,6 +64,7 @@ pub async fn copy_rows<C>(
     format: CopyFormat,
     header: bool,
     cancel: &openclaw_sql::interrupt::CancelSignal,
+    zone: &Tz,
 ) -> PgWireResult<Response>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,
@@ -95,7 +97,7 @@ where
             None => break,
             Some(Err(e)) => return Ok(Response::Error(Box::new(super::pg::error_info(openclaw_sql::SqlError::from(e))))),
         };
-        let batch = super::pg_text::apply(batch, &fields).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        let batch = super::pg_text::apply(batch, &fields, zone).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
         let lines = match format {
             CopyFormat::Text => text_lines(&batch)?,
             CopyFormat::Csv => csv_lines(&batch)?,

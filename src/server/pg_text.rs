@@ -1,6 +1,7 @@
 //! PostgreSQL's text output where the encoder's differs: timestamps print their fractional
 //! seconds without trailing zeros (`07:08:09.5`, not `07:08:09.500000`), and `timestamptz`
-//! carries the session's offset (`+00`); floats print in their shortest form, switching to
+//! is shown in the session's time zone (`SET TIME ZONE`) with its offset (`+00`, `-05`,
+//! `+05:30`); floats print in their shortest form, switching to
 //! an exponent as PostgreSQL does (`5`, `1e+20`, `Infinity`).
 
 use std::sync::Arc;
@@ -8,10 +9,13 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringBuilder};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMicrosecondType};
+use chrono::Offset;
+use datafusion::arrow::array::timezone::Tz;
 use pgwire::api::results::{FieldFormat, FieldInfo};
 
-/// Rewrites the timestamp columns sent as text into PostgreSQL's text form.
-pub fn apply(batch: RecordBatch, fields: &[FieldInfo]) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+/// Rewrites the timestamp columns sent as text into PostgreSQL's text form, `timestamptz`
+/// in `zone`.
+pub fn apply(batch: RecordBatch, fields: &[FieldInfo], zone: &Tz) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
     let needs = |i: usize, dt: &DataType| {
         matches!(dt, DataType::Timestamp(..) | DataType::Float32 | DataType::Float64) && fields[i].format() == FieldFormat::Text
     };
@@ -26,7 +30,7 @@ pub fn apply(batch: RecordBatch, fields: &[FieldInfo]) -> Result<RecordBatch, da
             schema_fields.push(Field::new(field.name(), DataType::Utf8, true));
         } else if needs(i, field.data_type()) {
             let with_zone = matches!(field.data_type(), DataType::Timestamp(_, Some(_)));
-            columns.push(timestamps(col, with_zone)?);
+            columns.push(timestamps(col, with_zone.then_some(zone))?);
             schema_fields.push(Field::new(field.name(), DataType::Utf8, true));
         } else {
             columns.push(col.clone());
@@ -36,7 +40,8 @@ pub fn apply(batch: RecordBatch, fields: &[FieldInfo]) -> Result<RecordBatch, da
     RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), columns)
 }
 
-fn timestamps(col: &ArrayRef, with_zone: bool) -> Result<ArrayRef, datafusion::arrow::error::ArrowError> {
+/// `zone`: for `timestamptz`, the zone to show it in.
+fn timestamps(col: &ArrayRef, zone: Option<&Tz>) -> Result<ArrayRef, datafusion::arrow::error::ArrowError> {
     let micros = cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
     let micros = micros.as_primitive::<TimestampMicrosecondType>();
     let mut out = StringBuilder::with_capacity(micros.len(), micros.len() * 26);
@@ -45,9 +50,13 @@ fn timestamps(col: &ArrayRef, with_zone: bool) -> Result<ArrayRef, datafusion::a
             out.append_null();
             continue;
         }
-        match chrono::DateTime::from_timestamp_micros(micros.value(i)) {
-            Some(t) => out.append_value(format(t.naive_utc(), with_zone)),
-            None => out.append_null(),
+        match (chrono::DateTime::from_timestamp_micros(micros.value(i)), zone) {
+            (Some(t), Some(zone)) => {
+                let local = t.with_timezone(zone);
+                out.append_value(format(local.naive_local(), Some(local.offset().fix().local_minus_utc())))
+            }
+            (Some(t), None) => out.append_value(format(t.naive_utc(), None)),
+            (None, _) => out.append_null(),
         }
     }
     Ok(Arc::new(out.finish()))
@@ -91,7 +100,9 @@ fn float_text(v: f64, plain: impl Fn(f64) -> String, exp: impl Fn(f64) -> String
     plain(v)
 }
 
-fn format(t: chrono::NaiveDateTime, with_zone: bool) -> String {
+/// `offset_s`: a `timestamptz`'s offset from UTC, in seconds, printed as PostgreSQL does
+/// (`+01`, `-03:30`).
+fn format(t: chrono::NaiveDateTime, offset_s: Option<i32>) -> String {
     use chrono::Timelike;
     let mut s = t.format("%Y-%m-%d %H:%M:%S").to_string();
     let micros = t.nanosecond() / 1000;
@@ -100,8 +111,16 @@ fn format(t: chrono::NaiveDateTime, with_zone: bool) -> String {
         s.push('.');
         s.push_str(frac.trim_end_matches('0'));
     }
-    if with_zone {
-        s.push_str("+00");
+    if let Some(offset_s) = offset_s {
+        let sign = if offset_s < 0 { '-' } else { '+' };
+        let (hours, minutes, seconds) = (offset_s.abs() / 3600, offset_s.abs() / 60 % 60, offset_s.abs() % 60);
+        s.push_str(&format!("{sign}{hours:02}"));
+        if minutes > 0 || seconds > 0 {
+            s.push_str(&format!(":{minutes:02}"));
+        }
+        if seconds > 0 {
+            s.push_str(&format!(":{seconds:02}"));
+        }
     }
     s
 }
@@ -113,8 +132,10 @@ mod tests {
     #[test]
     fn trims_fractional_zeros() {
         let t = chrono::NaiveDate::from_ymd_opt(2024, 3, 5).unwrap().and_hms_micro_opt(7, 8, 9, 500_000).unwrap();
-        assert_eq!(format(t, false), "2024-03-05 07:08:09.5");
-        assert_eq!(format(t.with_nanosecond(0).unwrap(), true), "2024-03-05 07:08:09+00");
+        assert_eq!(format(t, None), "2024-03-05 07:08:09.5");
+        assert_eq!(format(t.with_nanosecond(0).unwrap(), Some(0)), "2024-03-05 07:08:09+00");
+        assert_eq!(format(t.with_nanosecond(0).unwrap(), Some(-5 * 3600)), "2024-03-05 07:08:09-05");
+        assert_eq!(format(t.with_nanosecond(0).unwrap(), Some(5 * 3600 + 1800)), "2024-03-05 07:08:09+05:30");
     }
 
     use chrono::Timelike;
