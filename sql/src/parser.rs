@@ -12,6 +12,7 @@ use crate::error::{SqlError, SqlState};
 use crate::Options;
 
 mod copy;
+mod intervals;
 mod options;
 pub(crate) use options::with_options;
 use options::{alter_options, alters_options, format_clause, include_clauses, sink_options_start};
@@ -179,6 +180,7 @@ pub fn parse_with_text(sql: &str) -> Result<Vec<(OcStatement, String)>, SqlError
         }
         let tokens = crate::windows::desugar_flink_windows(group.to_vec());
         let tokens = crate::as_of::desugar(tokens).map_err(|e| syntax_error(sql, &e.to_string()))?;
+        let tokens = intervals::normalize(tokens);
         let (tokens, watermark) = extract_watermark(tokens).map_err(|e| syntax_error(sql, &e.to_string()))?;
         let mut stmt = parse_one(tokens).map_err(|e| syntax_error(sql, &e.to_string()))?;
         stmt = match (stmt, watermark) {

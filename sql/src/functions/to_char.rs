@@ -1,5 +1,6 @@
 //! `to_char(timestamp | date, text)` with PostgreSQL's template patterns (`YYYY-MM-DD
-//! HH24:MI:SS`), where DataFusion's takes chrono's (`%Y-%m-%d`).
+//! HH24:MI:SS`, `FMDay`, `DDth`, `dy mon`, ...), where DataFusion's takes chrono's
+//! (`%Y-%m-%d`): the template is parsed once, then each value is written by its pieces.
 
 use std::sync::Arc;
 
@@ -20,41 +21,211 @@ impl PgToChar {
     }
 }
 
-/// PostgreSQL template patterns and their chrono equivalents, longest first.
-const PATTERNS: &[(&str, &str)] = &[
-    ("HH24", "%H"), ("HH12", "%I"), ("YYYY", "%Y"), ("Month", "%B"), ("MONTH", "%B"), ("month", "%B"),
-    ("Day", "%A"), ("DAY", "%A"), ("day", "%A"), ("DDD", "%j"), ("Mon", "%b"), ("MON", "%b"), ("mon", "%b"),
-    ("Dy", "%a"), ("DY", "%a"), ("dy", "%a"), ("YY", "%y"), ("MM", "%m"), ("DD", "%d"), ("HH", "%I"),
-    ("MI", "%M"), ("SS", "%S"), ("MS", "%3f"), ("US", "%6f"), ("AM", "%p"), ("PM", "%p"), ("am", "%P"),
-    ("pm", "%P"), ("TZ", "UTC"), ("tz", "utc"),
+/// A template's pieces: text copied as it is, and fields of the time.
+#[derive(Debug, Clone, PartialEq)]
+enum Piece {
+    Text(String),
+    Field { field: &'static str, fill: bool, ordinal: Option<bool> },
+}
+
+/// PostgreSQL's template patterns (its `DCH_keywords`), longest first where one starts
+/// another. Upper, capitalised and lower forms differ only for the ones that print words.
+const KEYWORDS: &[&str] = &[
+    "A.D.", "A.M.", "AD", "AM", "B.C.", "BC", "CC", "DAY", "DDD", "DD", "DY", "Day", "Dy", "D", "FF1", "FF2", "FF3", "FF4",
+    "FF5", "FF6", "HH24", "HH12", "HH", "IDDD", "ID", "IW", "IYYY", "IYY", "IY", "I", "J", "MI", "MM", "MONTH", "MON",
+    "MS", "Month", "Mon", "OF", "P.M.", "PM", "Q", "RM", "SSSSS", "SSSS", "SS", "TZH", "TZM", "TZ", "US", "WW", "W",
+    "Y,YYY", "YYYY", "YYY", "YY", "Y", "a.d.", "a.m.", "ad", "am", "b.c.", "bc", "cc", "day", "ddd", "dd", "dy", "d",
+    "ff1", "ff2", "ff3", "ff4", "ff5", "ff6", "hh24", "hh12", "hh", "iddd", "id", "iw", "iyyy", "iyy", "iy", "i", "j",
+    "mi", "mm", "month", "mon", "ms", "of", "p.m.", "pm", "q", "rm", "sssss", "ssss", "ss", "tzh", "tzm", "tz", "us",
+    "ww", "w", "y,yyy", "yyyy", "yyy", "yy", "y",
 ];
 
-/// Translates a PostgreSQL template into a chrono format string.
-pub fn translate(template: &str) -> String {
-    let mut out = String::with_capacity(template.len() * 2);
+/// Splits a template into pieces: `FM` (fill mode: no padding) and `TM`/`FX` before a field,
+/// `TH`/`th` (ordinal suffix) and `SP` after it, `"text"` and `\c` copied as they are.
+fn parse_template(template: &str) -> Vec<Piece> {
+    let mut pieces = vec![];
+    let mut text = String::new();
     let mut rest = template;
+    let mut fill = false;
     while let Some(c) = rest.chars().next() {
-        if let Some(stripped) = rest.strip_prefix("FM") {
-            rest = stripped; // fill mode: chrono's output is already unpadded for names
+        if let Some(after) = rest.strip_prefix("FM").or_else(|| rest.strip_prefix("fm")) {
+            fill = true;
+            rest = after;
+            continue;
+        }
+        if let Some(after) = ["TM", "tm", "FX", "fx"].iter().find_map(|p| rest.strip_prefix(p)) {
+            rest = after;
             continue;
         }
         if c == '"' {
-            let end = rest[1..].find('"').map(|i| i + 1).unwrap_or(rest.len());
-            out.push_str(&rest[1..end].replace('%', "%%"));
-            rest = rest.get(end + 1..).unwrap_or("");
+            let mut chars = rest[1..].char_indices();
+            let mut end = rest.len();
+            while let Some((i, q)) = chars.next() {
+                match q {
+                    '\\' => {
+                        if let Some((_, escaped)) = chars.next() {
+                            text.push(escaped);
+                        }
+                    }
+                    '"' => {
+                        end = i + 2;
+                        break;
+                    }
+                    other => text.push(other),
+                }
+            }
+            rest = &rest[end.min(rest.len())..];
             continue;
         }
-        if let Some((pat, fmt)) = PATTERNS.iter().find(|(p, _)| rest.starts_with(p)) {
-            out.push_str(fmt);
-            rest = &rest[pat.len()..];
+        if c == '\\' {
+            let mut chars = rest.chars();
+            chars.next();
+            if let Some(escaped) = chars.next() {
+                text.push(escaped);
+            }
+            rest = chars.as_str();
             continue;
         }
-        if c == '%' {
-            out.push_str("%%");
-        } else {
-            out.push(c);
+        if let Some(keyword) = KEYWORDS.iter().find(|k| rest.starts_with(**k)) {
+            if !text.is_empty() {
+                pieces.push(Piece::Text(std::mem::take(&mut text)));
+            }
+            rest = &rest[keyword.len()..];
+            let ordinal = if let Some(after) = rest.strip_prefix("TH") {
+                rest = after;
+                Some(true)
+            } else if let Some(after) = rest.strip_prefix("th") {
+                rest = after;
+                Some(false)
+            } else {
+                None
+            };
+            rest = rest.strip_prefix("SP").unwrap_or(rest);
+            pieces.push(Piece::Field { field: keyword, fill: std::mem::take(&mut fill), ordinal });
+            continue;
         }
+        text.push(c);
         rest = &rest[c.len_utf8()..];
+    }
+    if !text.is_empty() {
+        pieces.push(Piece::Text(text));
+    }
+    pieces
+}
+
+const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+const DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+const ROMAN: [&str; 12] = ["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII"];
+
+/// A word in the case its pattern is written in: `MONTH` upper, `Month` as is, `month` lower.
+fn cased(word: &str, pattern: &str) -> String {
+    let mut letters = pattern.chars().filter(|c| c.is_alphabetic());
+    match (letters.next(), letters.next()) {
+        (Some(a), Some(b)) if a.is_uppercase() && b.is_uppercase() => word.to_uppercase(),
+        (Some(a), _) if a.is_lowercase() => word.to_lowercase(),
+        _ => word.to_string(),
+    }
+}
+
+/// English ordinal suffix of `n`, upper or lower case.
+fn ordinal(n: i64, upper: bool) -> &'static str {
+    let suffix = match (n % 100, n % 10) {
+        (11..=13, _) => "th",
+        (_, 1) => "st",
+        (_, 2) => "nd",
+        (_, 3) => "rd",
+        _ => "th",
+    };
+    match (upper, suffix) {
+        (false, s) => s,
+        (true, "st") => "ST",
+        (true, "nd") => "ND",
+        (true, "rd") => "RD",
+        (true, _) => "TH",
+    }
+}
+
+/// `t` written by the template's pieces. `zoned`: a `timestamptz` (shown in UTC).
+fn format_time(t: chrono::NaiveDateTime, pieces: &[Piece], zoned: bool) -> String {
+    use chrono::{Datelike, Timelike};
+    let mut out = String::with_capacity(32);
+    for piece in pieces {
+        let (field, fill, suffix) = match piece {
+            Piece::Text(text) => {
+                out.push_str(text);
+                continue;
+            }
+            Piece::Field { field, fill, ordinal } => (*field, *fill, *ordinal),
+        };
+        let upper = field.to_uppercase();
+        let hour12 = match t.hour() % 12 {
+            0 => 12,
+            h => h,
+        };
+        let year = i64::from(t.year());
+        let iso = t.iso_week();
+        // A number, its width when padded with zeros.
+        let number = |n: i64, width: usize| -> String {
+            let digits = if fill { n.to_string() } else { format!("{n:0width$}") };
+            match suffix {
+                Some(upper) => format!("{digits}{}", ordinal(n, upper)),
+                None => digits,
+            }
+        };
+        // A word, padded with blanks to `width` unless in fill mode.
+        let word = |w: String, width: usize| if fill { w } else { format!("{w:<width$}") };
+        let text = match upper.as_str() {
+            "HH" | "HH12" => number(i64::from(hour12), 2),
+            "HH24" => number(i64::from(t.hour()), 2),
+            "MI" => number(i64::from(t.minute()), 2),
+            "SS" => number(i64::from(t.second()), 2),
+            "MS" => number(i64::from(t.nanosecond() / 1_000_000), 3),
+            "US" => number(i64::from(t.nanosecond() / 1000), 6),
+            "FF1" | "FF2" | "FF3" | "FF4" | "FF5" | "FF6" => {
+                let digits = usize::from(upper.as_bytes()[2] - b'0');
+                number(i64::from(t.nanosecond() / 10u32.pow(9 - digits as u32)), digits)
+            }
+            "SSSS" | "SSSSS" => number(i64::from(t.num_seconds_from_midnight()), 0),
+            "AM" | "PM" => cased(if t.hour() < 12 { "AM" } else { "PM" }, field),
+            "A.M." | "P.M." => cased(if t.hour() < 12 { "A.M." } else { "P.M." }, field),
+            "AD" | "BC" => cased(if year > 0 { "AD" } else { "BC" }, field),
+            "A.D." | "B.C." => cased(if year > 0 { "A.D." } else { "B.C." }, field),
+            "Y,YYY" => {
+                let y = year.abs();
+                format!("{},{:03}", y / 1000, y % 1000)
+            }
+            "YYYY" => number(year, 4),
+            "YYY" => number(year % 1000, 3),
+            "YY" => number(year % 100, 2),
+            "Y" => number(year % 10, 1),
+            "IYYY" => number(i64::from(iso.year()), 4),
+            "IYY" => number(i64::from(iso.year()) % 1000, 3),
+            "IY" => number(i64::from(iso.year()) % 100, 2),
+            "I" => number(i64::from(iso.year()) % 10, 1),
+            "CC" => number(if year > 0 { (year + 99) / 100 } else { -((99 - year) / 100) }, 2),
+            "Q" => number(i64::from(t.month0() / 3 + 1), 0),
+            "MM" => number(i64::from(t.month()), 2),
+            "MONTH" => word(cased(MONTHS[t.month0() as usize], field), 9),
+            "MON" => cased(&MONTHS[t.month0() as usize][..3], field),
+            "RM" => word(cased(ROMAN[t.month0() as usize], field), 4),
+            "DAY" => word(cased(DAYS[t.weekday().num_days_from_sunday() as usize], field), 9),
+            "DY" => cased(&DAYS[t.weekday().num_days_from_sunday() as usize][..3], field),
+            "DDD" => number(i64::from(t.ordinal()), 3),
+            "IDDD" => number(i64::from((iso.week() - 1) * 7 + t.weekday().number_from_monday()), 3),
+            "DD" => number(i64::from(t.day()), 2),
+            "D" => number(i64::from(t.weekday().number_from_sunday()), 0),
+            "ID" => number(i64::from(t.weekday().number_from_monday()), 0),
+            "W" => number(i64::from(t.day0() / 7 + 1), 0),
+            "WW" => number(i64::from(t.ordinal0() / 7 + 1), 2),
+            "IW" => number(i64::from(iso.week()), 2),
+            "J" => number(i64::from(t.date().num_days_from_ce()) + 1_721_425, 0),
+            "TZ" => cased(if zoned { "UTC" } else { "" }, field),
+            "TZH" => (if zoned { "+00" } else { "" }).to_string(),
+            "TZM" => (if zoned { "00" } else { "" }).to_string(),
+            "OF" => (if zoned { "+00" } else { "" }).to_string(),
+            other => unreachable!("{other} is a keyword"),
+        };
+        out.push_str(&text);
     }
     out
 }
@@ -83,19 +254,20 @@ impl ScalarUDFImpl for PgToChar {
         let Some(template) = template else {
             return Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)));
         };
-        let format = translate(template);
+        let pieces = parse_template(template);
+        let zoned = matches!(value.data_type(), DataType::Timestamp(_, Some(_)));
         let is_scalar = matches!(value, ColumnarValue::Scalar(_));
         let array = value.to_array(args.number_rows.max(1))?;
         let micros = cast(&array, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
         let micros = micros.as_primitive::<TimestampMicrosecondType>();
-        let mut out = StringBuilder::with_capacity(micros.len(), micros.len() * format.len());
+        let mut out = StringBuilder::with_capacity(micros.len(), micros.len() * template.len() * 2);
         for i in 0..micros.len() {
             if micros.is_null(i) {
                 out.append_null();
                 continue;
             }
             match chrono::DateTime::from_timestamp_micros(micros.value(i)) {
-                Some(t) => out.append_value(t.naive_utc().format(&format).to_string()),
+                Some(t) => out.append_value(format_time(t.naive_utc(), &pieces, zoned)),
                 None => out.append_null(),
             }
         }
@@ -109,12 +281,34 @@ impl ScalarUDFImpl for PgToChar {
 
 #[cfg(test)]
 mod tests {
-    use super::translate;
+    use super::{format_time, parse_template};
+
+    fn to_char(t: &str, template: &str) -> String {
+        let t = chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f").unwrap();
+        format_time(t, &parse_template(template), false)
+    }
 
     #[test]
-    fn translates_postgres_templates() {
-        assert_eq!(translate("YYYY-MM-DD HH24:MI:SS"), "%Y-%m-%d %H:%M:%S");
-        assert_eq!(translate("HH24:MI"), "%H:%M");
-        assert_eq!(translate("\"day\" DD"), "day %d");
+    fn templates_print_as_postgresql_prints_them() {
+        // Each expected value is PostgreSQL 15's `to_char(timestamp '...', '...')`.
+        let t = "2024-03-05 07:08:09.5";
+        for (template, expected) in [
+            ("YYYY-MM-DD HH24:MI:SS.MS", "2024-03-05 07:08:09.500"),
+            ("Day, DD Month YYYY HH12:MI am", "Tuesday  , 05 March     2024 07:08 am"),
+            ("dy mon yy hh:mi pm", "tue mar 24 07:08 am"),
+            ("FMDay FMMonth DDth", "Tuesday March 05th"),
+            ("DY MON Dy Mon", "TUE MAR Tue Mar"),
+            ("Q WW IW IYYY DDD D ID W", "1 10 10 2024 065 3 2 1"),
+            ("FMDD/FMMM/YYYY", "5/3/2024"),
+            ("\"week\" IW, \"quarter\" Q", "week 10, quarter 1"),
+            ("HH:MI:SS A.M. FMDDTH", "07:08:09 A.M. 5TH"),
+            ("RM rm CC Y,YYY J", "III  iii  21 2,024 2460375"),
+            ("US FF3 SSSS", "500000 500 25689"),
+        ] {
+            assert_eq!(to_char(t, template), expected, "{template}");
+        }
+        assert_eq!(to_char("2024-12-31 23:00:00", "IYYY-IW-ID DDD"), "2025-01-2 366");
+        assert_eq!(to_char("2024-01-01 00:00:00", "HH12 AM DDth"), "12 AM 01st");
+        assert_eq!(to_char("2024-01-13 12:00:00", "hh pm ddth"), "12 pm 13th");
     }
 }
