@@ -9,7 +9,7 @@ use common::TestServer;
 const SETUP: &str = "
 CREATE TABLE orders (id INT PRIMARY KEY, customer TEXT NOT NULL, amount NUMERIC(12,2), placed TIMESTAMPTZ);
 CREATE TABLE stock (warehouse BIGINT, item TEXT, quantity INT, PRIMARY KEY (warehouse, item));
-CREATE SOURCE bids WITH (connector = 'nexmark', 'nexmark.table.type' = 'Bid', 'nexmark.event.num' = '10');
+CREATE SOURCE bids WITH (connector = 'nexmark', 'nexmark.table.type' = 'Bid', 'nexmark.event.num' = '10', 'nexmark.base.time' = '1700000000000');
 CREATE MATERIALIZED VIEW per_customer AS SELECT customer, count(*) AS n FROM orders GROUP BY customer;
 INSERT INTO orders VALUES (1, 'ann', 9.5, now()), (2, 'bob', NULL, NULL);
 ";

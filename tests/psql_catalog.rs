@@ -72,3 +72,55 @@ async fn oids_survive_a_restart_and_dropped_relations_leave_the_catalog() {
     let constraint = one(&client, "SELECT conname, pg_catalog.pg_get_constraintdef(oid, true) FROM pg_catalog.pg_constraint").await;
     assert_eq!(constraint, [["stock_pkey", "PRIMARY KEY (warehouse, item)"]]);
 }
+
+/// The schema queries of BI tools and drivers, as their sources write them, answer correctly:
+/// Metabase's table listing (its PostgreSQL driver's `describe-database`), Grafana's table and
+/// column pickers (its PostgreSQL data source's meta queries) and psycopg's type lookup
+/// (`TypeInfo.fetch`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bi_tools_schema_queries_answer_correctly() {
+    let server = TestServer::start("bi-queries");
+    let client = server.connect().await;
+    client.batch_execute(SETUP).await.unwrap();
+    let metabase = r#"SELECT "n"."nspname" AS "schema", "c"."relname" AS "name",
+        CASE "c"."relkind" WHEN 'r' THEN 'TABLE' WHEN 'p' THEN 'PARTITIONED TABLE' WHEN 'v' THEN 'VIEW' WHEN 'f' THEN 'FOREIGN TABLE' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE NULL END AS "type",
+        "d"."description" AS "description", "stat"."n_live_tup" AS "estimated_row_count"
+        FROM "pg_catalog"."pg_class" AS "c"
+        INNER JOIN "pg_catalog"."pg_namespace" AS "n" ON "c"."relnamespace" = "n"."oid"
+        LEFT JOIN "pg_catalog"."pg_description" AS "d" ON ("c"."oid" = "d"."objoid") AND ("d"."objsubid" = '0') AND ("d"."classoid" = 'pg_class'::regclass)
+        LEFT JOIN "pg_stat_user_tables" AS "stat" ON ("n"."nspname" = "stat"."schemaname") AND ("c"."relname" = "stat"."relname")
+        WHERE ("c"."relnamespace" = "n"."oid") AND ("n"."nspname" !~ '^pg_') AND ("n"."nspname" <> 'information_schema')
+          AND c.relkind in ('r', 'p', 'v', 'f', 'm') AND ("n"."nspname" IN ('public'))
+        ORDER BY "type" ASC, "schema" ASC, "name" ASC"#;
+    let rows = one(&client, metabase).await;
+    // A source's description is its options as SHOW SOURCES shows them (with what was
+    // resolved at CREATE, such as the generator's base time).
+    let listed: Vec<[&str; 4]> = rows.iter().map(|r| [r[0].as_str(), r[1].as_str(), r[2].as_str(), r[3].split(", 'nexmark.base").next().unwrap()]).collect();
+    assert_eq!(
+        listed,
+        [
+            ["public", "bids", "FOREIGN TABLE", "source WITH ('connector' = 'nexmark'"],
+            ["public", "per_customer", "MATERIALIZED VIEW", ""],
+            ["public", "orders", "TABLE", ""],
+            ["public", "stock", "TABLE", ""],
+        ]
+    );
+    let grafana_tables = "select quote_ident(table_name) as \"table\" from information_schema.tables \
+        where quote_ident(table_schema) not in ('information_schema', 'pg_catalog', '_timescaledb_cache', '_timescaledb_catalog', '_timescaledb_internal') \
+        and table_type = 'BASE TABLE' order by 1";
+    let tables: Vec<String> = one(&client, grafana_tables).await.into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(tables, ["bids", "orders", "per_customer", "stock"]);
+    let grafana_columns = "select quote_ident(column_name) as \"column\", data_type as \"type\" from information_schema.columns \
+        where quote_ident(table_name) = 'orders' order by ordinal_position";
+    let columns: Vec<String> = one(&client, grafana_columns).await.into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(columns, ["id", "customer", "amount", "placed"]);
+    let psycopg = common::python(&format!(
+        "import psycopg\nfrom psycopg.types import TypeInfo\n\
+         with psycopg.connect('{}') as c:\n\
+         \x20   for name in ('int8', 'text', 'timestamptz', 'numeric'):\n\
+         \x20       t = TypeInfo.fetch(c, name)\n\
+         \x20       print(t.name, t.oid, t.array_oid)\n",
+        server.conn_str()
+    ));
+    assert_eq!(psycopg, "int8 20 1016\ntext 25 1009\ntimestamptz 1184 1185\nnumeric 1700 1231\n");
+}

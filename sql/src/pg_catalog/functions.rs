@@ -141,8 +141,33 @@ pub fn size_pretty(size: i64) -> String {
     format!("{} PB", half_rounded(size))
 }
 
+/// PostgreSQL's type names (internal and SQL spellings) and OIDs, for `to_regtype`.
+const TYPE_OIDS: &[(&str, i32)] = &[
+    ("bool", 16), ("boolean", 16), ("bytea", 17), ("char", 18), ("name", 19), ("int8", 20), ("bigint", 20),
+    ("int2", 21), ("smallint", 21), ("int4", 23), ("integer", 23), ("int", 23), ("text", 25), ("oid", 26),
+    ("json", 114), ("float4", 700), ("real", 700), ("float8", 701), ("double precision", 701),
+    ("bpchar", 1042), ("character", 1042), ("varchar", 1043), ("character varying", 1043), ("date", 1082),
+    ("time", 1083), ("time without time zone", 1083), ("timestamp", 1114), ("timestamp without time zone", 1114),
+    ("timestamptz", 1184), ("timestamp with time zone", 1184), ("interval", 1186), ("numeric", 1700),
+    ("decimal", 1700), ("uuid", 2950), ("jsonb", 3802), ("_bool", 1000), ("_int2", 1005), ("_int4", 1007),
+    ("_text", 1009), ("_int8", 1016), ("_float4", 1021), ("_float8", 1022), ("_timestamp", 1115),
+    ("_timestamptz", 1185), ("_date", 1182), ("_numeric", 1231), ("_varchar", 1015),
+];
+
+/// `to_regtype(name)`: the type's OID, NULL for a name that is not a type.
+pub fn type_oid(name: &str) -> Option<i32> {
+    let name = name.trim().trim_start_matches("pg_catalog.").to_ascii_lowercase();
+    let (base, array) = match name.strip_suffix("[]") {
+        Some(base) => (base.trim().to_string(), true),
+        None => (name, false),
+    };
+    let lookup = if array { format!("_{}", TYPE_OIDS.iter().find(|(n, _)| *n == base).map(|(_, oid)| *oid).and_then(|oid| TYPE_OIDS.iter().find(|(n, o)| *o == oid && !n.contains(' ') && !n.starts_with('_')).map(|(n, _)| *n)).unwrap_or(&base)) } else { base };
+    TYPE_OIDS.iter().find(|(n, _)| *n == lookup).map(|(_, oid)| *oid)
+}
+
 /// Functions psql's listings call that need nothing of ours: `pg_size_pretty`,
-/// `pg_function_is_visible` (every function is on the search path) and `pg_table_size`.
+/// `pg_function_is_visible` (every function is on the search path), `pg_table_size` and
+/// `to_regtype` (psycopg's `TypeInfo.fetch`).
 pub fn plain() -> Vec<ScalarUDF> {
     use datafusion::logical_expr::create_udf;
     let pretty = create_udf(
@@ -180,12 +205,34 @@ pub fn plain() -> Vec<ScalarUDF> {
             Ok(ColumnarValue::Array(datafusion::arrow::array::new_null_array(&DataType::Int64, oids[0].len())))
         }),
     );
-    vec![pretty, visible, table_size]
+    let to_regtype = create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let names = ColumnarValue::values_to_arrays(args)?;
+            let names = datafusion::arrow::compute::cast(&names[0], &DataType::Utf8)?;
+            let out: Int32Array = names.as_any().downcast_ref::<StringArray>().expect("cast to Utf8").iter().map(|n| n.and_then(type_oid)).collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    );
+    vec![pretty, visible, table_size, to_regtype]
 }
 
 #[cfg(test)]
 mod tests {
     use super::size_pretty;
+
+    #[test]
+    fn type_names_resolve_as_to_regtype_does() {
+        use super::type_oid;
+        assert_eq!(type_oid("int8"), Some(20));
+        assert_eq!(type_oid("timestamp with time zone"), Some(1184));
+        assert_eq!(type_oid("pg_catalog.numeric"), Some(1700));
+        assert_eq!(type_oid("integer[]"), Some(1007));
+        assert_eq!(type_oid("nothing"), None);
+    }
 
     #[test]
     fn sizes_print_as_postgresql_prints_them() {

@@ -78,7 +78,7 @@ const OID_ALIASES: [&str; 9] = ["regclass", "regtype", "regproc", "regprocedure"
 pub fn parse(text: &str) -> SqlResult<Statement> {
     static PARSER: OnceLock<PostgresCompatibilityParser> = OnceLock::new();
     let parser = PARSER.get_or_init(PostgresCompatibilityParser::new);
-    let text = rewrite_array_subqueries(&rewrite_expandarray(text));
+    let text = rewrite_array_subqueries(&rewrite_expandarray(&system_regclass(text)));
     let mut statements = parser.parse(&text).map_err(|e| SqlError::new(SqlState::SyntaxError, e.to_string()))?;
     match statements.len() {
         1 => Ok(statements.remove(0)),
@@ -121,6 +121,51 @@ fn rewrite_array_subqueries(text: &str) -> String {
         }
     }
     out.iter().map(ToString::to_string).collect()
+}
+
+/// PostgreSQL's OIDs of its own catalog tables, which clients name as `'pg_class'::regclass`
+/// (the `classoid` of a description, say).
+const SYSTEM_RELATIONS: [(&str, i32); 12] = [
+    ("pg_class", 1259),
+    ("pg_attribute", 1249),
+    ("pg_type", 1247),
+    ("pg_proc", 1255),
+    ("pg_namespace", 2615),
+    ("pg_constraint", 2606),
+    ("pg_index", 2610),
+    ("pg_description", 2609),
+    ("pg_database", 1262),
+    ("pg_am", 2601),
+    ("pg_attrdef", 2604),
+    ("pg_trigger", 2620),
+];
+
+/// Writes `'pg_class'::regclass` (or `'pg_catalog.pg_class'`) as PostgreSQL's OID of that
+/// catalog table: the crate's rewrite looks names up in `pg_class`, which lists only
+/// OpenClaw's relations.
+fn system_regclass(text: &str) -> String {
+    if !text.to_ascii_lowercase().contains("regclass") {
+        return text.to_string();
+    }
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, text).tokenize() else { return text.to_string() };
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        if let Token::SingleQuotedString(name) = &tokens[i] {
+            let name = name.strip_prefix("pg_catalog.").unwrap_or(name);
+            let oid = SYSTEM_RELATIONS.iter().find(|(n, _)| *n == name).map(|(_, oid)| *oid);
+            let mut it = significant(&tokens, i + 1);
+            let cast = it.next().filter(|(_, t)| **t == Token::DoubleColon).and_then(|_| it.next().filter(|(_, t)| is_word(t, "regclass")));
+            if let (Some(oid), Some((end, _))) = (oid, cast) {
+                out.push_str(&oid.to_string());
+                i = end + 1;
+                continue;
+            }
+        }
+        out.push_str(&tokens[i].to_string());
+        i += 1;
+    }
+    out
 }
 
 /// Rewrites pgJDBC's `getPrimaryKeys` query, which numbers a key's columns with the
@@ -254,5 +299,11 @@ mod tests {
         // An ordered one stays (array_agg would need the ORDER BY inside); literals stay.
         let ordered = "SELECT ARRAY(SELECT x FROM t ORDER BY x), ARRAY[1, 2]";
         assert_eq!(rewrite_array_subqueries(ordered), ordered);
+    }
+
+    #[test]
+    fn system_relations_have_their_postgresql_oids() {
+        let sql = "SELECT 1 FROM d WHERE d.classoid = 'pg_class'::regclass AND x = 'pg_catalog.pg_type'::regclass AND y = 'mine'::regclass";
+        assert_eq!(super::system_regclass(sql), "SELECT 1 FROM d WHERE d.classoid = 1259 AND x = 1247 AND y = 'mine'::regclass");
     }
 }
