@@ -217,3 +217,34 @@ async fn set_time_zone_changes_how_timestamptz_is_shown_and_read() {
     assert_eq!(err.as_db_error().unwrap().code().code(), "22023");
     assert_eq!(shown().await, "2024-07-01 08:00:00-04");
 }
+
+/// A column declared `varchar` is described as `varchar` (OID 1043), with its length in
+/// `pg_attribute`, and `text` stays `text`; a view over it keeps the type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn varchar_columns_are_described_as_varchar() {
+    let server = common::TestServer::start("pg-varchar");
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE names (id INT PRIMARY KEY, short VARCHAR(20), free CHARACTER VARYING, body TEXT); \
+             CREATE MATERIALIZED VIEW name_view AS SELECT id, short, body FROM names",
+        )
+        .await
+        .unwrap();
+    let insert = client.prepare("INSERT INTO names VALUES ($1, $2, $3, $4)").await.unwrap();
+    client.execute(&insert, &[&1i32, &"ann", &"free text", &"body"]).await.unwrap();
+    client.batch_execute("FLUSH").await.unwrap();
+    let types = |s: &tokio_postgres::Statement| s.columns().iter().map(|c| c.type_().oid()).collect::<Vec<_>>();
+    let from_table = client.prepare("SELECT id, short, free, body FROM names").await.unwrap();
+    assert_eq!(types(&from_table), [23, 1043, 1043, 25]);
+    let from_view = client.prepare("SELECT short, body FROM name_view").await.unwrap();
+    assert_eq!(types(&from_view), [1043, 25]);
+    let row = client.query_one(&from_table, &[]).await.unwrap();
+    assert_eq!((row.get::<_, String>(1), row.get::<_, String>(3)), ("ann".to_string(), "body".to_string()));
+    let attributes = common::one(
+        &client,
+        "SELECT attname, atttypid::text, atttypmod::text, format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute WHERE attrelid = 'names'::regclass AND attnum > 1 ORDER BY attnum",
+    )
+    .await;
+    assert_eq!(attributes, [["short", "1043", "24", "character varying(20)"], ["free", "1043", "-1", "character varying"], ["body", "25", "-1", "text"]]);
+}

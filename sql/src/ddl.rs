@@ -64,8 +64,11 @@ impl Database {
     }
 
     /// `sql`: the statement as written, kept in the durable catalog.
-    pub(crate) async fn create_table(&self, create: CreateTable, watermark: Option<WatermarkDecl>, sql: &str) -> SqlResult<QueryOutput> {
+    pub(crate) async fn create_table(&self, mut create: CreateTable, watermark: Option<WatermarkDecl>, sql: &str) -> SqlResult<QueryOutput> {
         let name = object_name(&create.name)?;
+        for column in &mut create.columns {
+            crate::types::normalize_declared_type(&mut column.data_type);
+        }
         if create.query.is_some() {
             crate::not_supported!("CREATE TABLE ... AS is not supported yet");
         }
@@ -79,19 +82,25 @@ impl Database {
             return Ok(QueryOutput::command("CREATE TABLE"));
         }
         self.check_new_name(&catalog, &name)?;
+        let declared: Vec<_> = create.columns.iter().map(|c| crate::types::declared_type_metadata(&c.data_type)).collect();
         let (schema, constraints) = self.plan_columns(create).await?;
         let primary_key = constraints.iter().find_map(|c| match c {
             Constraint::PrimaryKey(cols) => Some(cols.clone()),
             _ => None,
         });
-        // Primary-key columns are NOT NULL, as in PostgreSQL.
+        // Primary-key columns are NOT NULL, as in PostgreSQL; a `varchar` keeps its declared
+        // type (`crate::types::PG_TYPE_KEY`).
         let fields: Vec<Field> = schema
             .fields()
             .iter()
             .enumerate()
             .map(|(i, f)| {
                 let pk = primary_key.as_ref().is_some_and(|pk| pk.contains(&i));
-                f.as_ref().clone().with_nullable(f.is_nullable() && !pk)
+                let field = f.as_ref().clone().with_nullable(f.is_nullable() && !pk);
+                match declared.get(i) {
+                    Some(metadata) if !metadata.is_empty() => field.with_metadata(metadata.clone()),
+                    _ => field,
+                }
             })
             .collect();
         let schema = Arc::new(Schema::new(fields));

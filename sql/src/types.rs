@@ -22,3 +22,37 @@ pub fn pg_type_name(dt: &DataType) -> String {
         other => other.to_string().to_lowercase(),
     }
 }
+
+/// Field metadata naming a column's declared PostgreSQL type where Arrow's type loses it:
+/// `varchar` (Arrow's `Utf8` is also `text`). RowDescription and `pg_attribute` report it.
+pub const PG_TYPE_KEY: &str = "openclaw.pg_type";
+/// Field metadata: the declared length of a `varchar(n)`.
+pub const PG_LENGTH_KEY: &str = "openclaw.pg_length";
+
+/// The declared type of a `CREATE TABLE` column, as field metadata (empty when Arrow's type
+/// says it all).
+pub fn declared_type_metadata(declared: &datafusion::sql::sqlparser::ast::DataType) -> std::collections::HashMap<String, String> {
+    use datafusion::sql::sqlparser::ast::{CharacterLength, DataType as Sql};
+    let mut metadata = std::collections::HashMap::new();
+    if let Sql::Varchar(length) | Sql::CharacterVarying(length) | Sql::CharVarying(length) = declared {
+        metadata.insert(PG_TYPE_KEY.to_string(), "varchar".to_string());
+        if let Some(CharacterLength::IntegerLength { length, .. }) = length {
+            metadata.insert(PG_LENGTH_KEY.to_string(), length.to_string());
+        }
+    }
+    metadata
+}
+
+/// A field's declared `varchar`, with its length if it has one.
+pub fn declared_varchar(field: &datafusion::arrow::datatypes::Field) -> Option<Option<u64>> {
+    (field.metadata().get(PG_TYPE_KEY).map(String::as_str) == Some("varchar")).then(|| field.metadata().get(PG_LENGTH_KEY).and_then(|l| l.parse().ok()))
+}
+
+/// PostgreSQL's spellings of `varchar` that DataFusion's planner does not take
+/// (`CHARACTER VARYING(n)`, as pg_dump writes it), as `VARCHAR(n)`.
+pub fn normalize_declared_type(declared: &mut datafusion::sql::sqlparser::ast::DataType) {
+    use datafusion::sql::sqlparser::ast::DataType as Sql;
+    if let Sql::CharacterVarying(length) | Sql::CharVarying(length) = declared {
+        *declared = Sql::Varchar(*length);
+    }
+}

@@ -258,6 +258,20 @@ fn pg_error(e: SqlError) -> PgWireError {
 }
 
 /// `zone`: the session's time zone, in which `timestamptz` text is shown.
+/// The RowDescription of `schema`: arrow-pg's, with a column declared `varchar` described as
+/// `varchar` (OID 1043), as drivers and BI tools expect, rather than `text`.
+fn pg_fields(schema: &SchemaRef, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
+    let fields = arrow_schema_to_pg_fields(schema, format, None)?;
+    Ok(fields
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(info, field)| match openclaw_sql::types::declared_varchar(field) {
+            Some(_) if info.datatype() == &Type::TEXT => FieldInfo::new(info.name().to_string(), None, None, Type::VARCHAR, info.format()),
+            _ => info,
+        })
+        .collect())
+}
+
 fn to_response(output: QueryOutput, format: &Format, zone: Tz) -> PgWireResult<Response> {
     match output {
         // pgwire reports the transaction status in ReadyForQuery from these two.
@@ -274,7 +288,7 @@ fn to_response(output: QueryOutput, format: &Format, zone: Tz) -> PgWireResult<R
             }))
         }
         QueryOutput::Rows { schema, stream } => {
-            let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, None)?);
+            let fields = Arc::new(pg_fields(&schema, format)?);
             let encode_fields = fields.clone();
             let rows = stream.flat_map(move |batch| {
                 let rows: Vec<PgWireResult<DataRow>> = match batch
@@ -419,7 +433,7 @@ async fn result_fields(session: &Session, sql: &str, format: &Format) -> PgWireR
     let mut vars = session.vars.lock().await;
     let (_, schema): (_, Option<SchemaRef>) = session.db.describe(&mut vars, sql).await.map_err(pg_error)?;
     match schema {
-        Some(schema) => arrow_schema_to_pg_fields(&schema, format, None),
+        Some(schema) => pg_fields(&schema, format),
         None => Ok(vec![]),
     }
 }

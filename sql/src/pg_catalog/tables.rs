@@ -40,6 +40,8 @@ const BTREE_AM: i32 = 403;
 const HEAP_AM: i32 = 2;
 /// The default collation, of text columns.
 const DEFAULT_COLLATION: i32 = 100;
+/// `varchar`'s type OID.
+const VARCHAR_OID: i32 = 1043;
 /// The foreign server sources are listed under (psql's `\d` shows it as their server).
 const SOURCE_SERVER: i32 = 16383;
 const SOURCE_SERVER_NAME: &str = "openclaw";
@@ -275,21 +277,21 @@ fn typmod(data_type: &DataType) -> i32 {
 }
 
 fn pg_attribute(relations: &[PgRelation]) -> Columns {
-    // (relation OID, name, type, number, not null)
-    let mut rows: Vec<(i32, String, DataType, i16, bool)> = vec![];
+    // (relation OID, name, type, number, not null, declared varchar)
+    let mut rows: Vec<(i32, String, DataType, i16, bool, Option<Option<u64>>)> = vec![];
     for r in relations {
         for (i, f) in r.schema.fields().iter().enumerate() {
             let not_null = !f.is_nullable() || r.primary_key.contains(&i);
-            rows.push((r.oid, f.name().clone(), f.data_type().clone(), i as i16 + 1, not_null));
+            rows.push((r.oid, f.name().clone(), f.data_type().clone(), i as i16 + 1, not_null, crate::types::declared_varchar(f)));
         }
         if let Some(index) = r.index_oid() {
             for (n, &i) in r.primary_key.iter().enumerate() {
                 let f = r.schema.field(i);
-                rows.push((index, f.name().clone(), f.data_type().clone(), n as i16 + 1, true));
+                rows.push((index, f.name().clone(), f.data_type().clone(), n as i16 + 1, true, crate::types::declared_varchar(f)));
             }
         }
     }
-    let types: Vec<_> = rows.iter().map(|r| pg_type_of(&r.2)).collect();
+    let types: Vec<_> = rows.iter().map(|r| if r.5.is_some() { (VARCHAR_OID, -1, false, "i", "x") } else { pg_type_of(&r.2) }).collect();
     let mut c = Columns::new(rows.len());
     c.int("attrelid", rows.iter().map(|r| r.0))
         .text("attname", rows.iter().map(|r| some(&r.1)))
@@ -298,13 +300,17 @@ fn pg_attribute(relations: &[PgRelation]) -> Columns {
         .set("attlen", Arc::new(Int16Array::from_iter_values(types.iter().map(|t| t.1))))
         .set("attnum", Arc::new(Int16Array::from_iter_values(rows.iter().map(|r| r.3))))
         .int("attcacheoff", rows.iter().map(|_| -1))
-        .int("atttypmod", rows.iter().map(|r| typmod(&r.2)))
+        .int("atttypmod", rows.iter().map(|r| match r.5 {
+            // varchar(n): n plus the 4 bytes of the length word, as PostgreSQL stores it.
+            Some(Some(n)) => n as i32 + 4,
+            _ => typmod(&r.2),
+        }))
         .flag("attbyval", types.iter().map(|t| t.2))
         .text("attalign", types.iter().map(|t| some(t.3)))
         .text("attstorage", types.iter().map(|t| some(t.4)))
         .flag("attnotnull", rows.iter().map(|r| r.4))
         .flag("attislocal", rows.iter().map(|_| true))
-        .int("attcollation", types.iter().map(|t| if t.0 == 25 { DEFAULT_COLLATION } else { 0 }));
+        .int("attcollation", types.iter().map(|t| if t.0 == 25 || t.0 == VARCHAR_OID { DEFAULT_COLLATION } else { 0 }));
     c
 }
 
