@@ -28,10 +28,16 @@ pub(crate) fn copy_from(p: &mut Parser) -> Result<CopyFrom, ParserError> {
     p.expect_keyword(Keyword::FROM)?;
     p.expect_keyword(Keyword::STDIN)?;
     let mut copy = CopyFrom { table, columns, format: CopyFormat::Text, header: false, delimiter: None, null: None, on_error: OnError::Stop };
+    options_clause(p, &mut copy)?;
+    Ok(copy)
+}
+
+/// `[WITH] (option, ...)`, or the older form's words, to the end of the statement.
+fn options_clause(p: &mut Parser, copy: &mut CopyFrom) -> Result<(), ParserError> {
     let _ = p.parse_keyword(Keyword::WITH);
     if p.consume_token(&Token::LParen) {
         loop {
-            option(p, &mut copy)?;
+            option(p, copy)?;
             if !p.consume_token(&Token::Comma) {
                 break;
             }
@@ -39,10 +45,10 @@ pub(crate) fn copy_from(p: &mut Parser) -> Result<CopyFrom, ParserError> {
         p.expect_token(&Token::RParen)?;
     } else {
         while p.peek_token().token != Token::EOF {
-            legacy_option(p, &mut copy)?;
+            legacy_option(p, copy)?;
         }
     }
-    Ok(copy)
+    Ok(())
 }
 
 /// A word or a quoted string.
@@ -137,20 +143,7 @@ pub(crate) fn copy_to(p: &mut Parser) -> Result<CopyTo, ParserError> {
     p.expect_keyword(Keyword::STDOUT)?;
     // The same options as FROM, of which TO takes the format and the header.
     let mut options = CopyFrom { table: String::new(), columns: vec![], format: CopyFormat::Text, header: false, delimiter: None, null: None, on_error: OnError::Stop };
-    let _ = p.parse_keyword(Keyword::WITH);
-    if p.consume_token(&Token::LParen) {
-        loop {
-            option(p, &mut options)?;
-            if !p.consume_token(&Token::Comma) {
-                break;
-            }
-        }
-        p.expect_token(&Token::RParen)?;
-    } else {
-        while p.peek_token().token != Token::EOF {
-            legacy_option(p, &mut options)?;
-        }
-    }
+    options_clause(p, &mut options)?;
     if options.delimiter.is_some() || options.null.is_some() || options.on_error != OnError::Stop {
         return Err(ParserError::ParserError("COPY ... TO STDOUT takes only FORMAT and HEADER".into()));
     }
