@@ -386,52 +386,8 @@ impl Database {
         self.execute_statement(vars, stmt, &text, params).await
     }
 
-    /// Parameter types and result schema of one statement, without running it (for
-    /// `Describe`). Statements that only read the catalog are run to learn their schema.
-    pub async fn describe(&self, vars: &mut SessionVars, sql: &str) -> SqlResult<(Vec<Option<DataType>>, Option<SchemaRef>)> {
-        let mut statements = parser::parse_off_workers(sql).await?;
-        let Some((stmt, _)) = statements.pop() else { return Ok((vec![], None)) };
-        match stmt {
-            OcStatement::Standard(mut s) if is_query(&s) || matches!(*s, Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)) => {
-                let names = crate::naming::pg_column_names(&s);
-                crate::naming::alias_unnamed(&mut s);
-                let plan = self.plan(&self.query_state(), *s).await?;
-                let types = plan.get_parameter_types()?;
-                let mut params: Vec<(usize, Option<DataType>)> = types
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((k.trim_start_matches('$').parse::<usize>().ok()?, v)))
-                    .collect();
-                params.sort_by_key(|(i, _)| *i);
-                let n = params.last().map(|(i, _)| *i).unwrap_or(0);
-                let mut out = vec![None; n];
-                for (i, t) in params {
-                    out[i - 1] = t;
-                }
-                // `$1::interval`: DataFusion leaves a parameter only cast untyped; PostgreSQL
-                // types it by the cast.
-                for (i, cast_to) in cast_parameters(&plan) {
-                    if let Some(slot @ None) = out.get_mut(i - 1) {
-                        *slot = Some(cast_to);
-                    }
-                }
-                let schema = crate::naming::rename_schema(Arc::new(plan.schema().as_arrow().clone()), &names);
-                let returns_rows = !matches!(plan, LogicalPlan::Dml(_));
-                Ok((out, returns_rows.then_some(schema)))
-            }
-            s @ (OcStatement::Show(_) | OcStatement::ShowVar(_) | OcStatement::Describe(_) | OcStatement::ShowStateTables | OcStatement::ShowCheckpoints) => {
-                match self.execute_statement(vars, s, sql, None).await? {
-                    QueryOutput::Rows { schema, .. } => Ok((vec![], Some(schema))),
-                    QueryOutput::Command { .. } | QueryOutput::Subscription(_) | QueryOutput::CopyIn { .. } | QueryOutput::CopyOut { .. } => Ok((vec![], None)),
-                }
-            }
-            // The rows a FETCH returns, without taking any.
-            OcStatement::Fetch { cursor, .. } => Ok((vec![], vars.cursors.get(&cursor).map(|s| s.schema()))),
-            _ => Ok((vec![], None)),
-        }
-    }
-
     /// `text`: the statement as written (kept by the durable catalog for `CREATE`s).
-    async fn execute_statement(
+    pub(crate) async fn execute_statement(
         &self,
         vars: &mut SessionVars,
         stmt: OcStatement,
@@ -811,27 +767,4 @@ fn source_row(e: &crate::catalog::Entry) -> Vec<Option<String>> {
         lag,
         watermark,
     ]
-}
-
-/// The parameters of `plan` that appear cast (`$1::interval`), with the type cast to.
-fn cast_parameters(plan: &LogicalPlan) -> Vec<(usize, DataType)> {
-    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-    use datafusion::logical_expr::{Cast, Expr, TryCast};
-    let mut found = vec![];
-    let _ = plan.apply_with_subqueries(|node| {
-        for e in node.expressions() {
-            let _ = e.apply(|e| {
-                if let Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) = e {
-                    if let Expr::Placeholder(p) = expr.as_ref() {
-                        if let Ok(i) = p.id.trim_start_matches('$').parse::<usize>() {
-                            found.push((i, field.data_type().clone()));
-                        }
-                    }
-                }
-                Ok(TreeNodeRecursion::Continue)
-            });
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    found
 }

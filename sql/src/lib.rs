@@ -8,6 +8,7 @@ pub mod checkpoint_store;
 mod checkpoints;
 pub mod copy;
 pub mod database;
+mod describe;
 mod ddl;
 mod history;
 pub mod interrupt;
