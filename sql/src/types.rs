@@ -56,3 +56,15 @@ pub fn normalize_declared_type(declared: &mut datafusion::sql::sqlparser::ast::D
         *declared = Sql::Varchar(*length);
     }
 }
+
+/// Rewrites `CAST(x AS CHARACTER VARYING)` (and `x::character varying(n)`) in `node` into
+/// `VARCHAR`, which DataFusion's planner takes.
+pub fn normalize_casts<T: datafusion::sql::sqlparser::ast::VisitMut>(node: &mut T) {
+    use datafusion::sql::sqlparser::ast::{visit_expressions_mut, Expr};
+    let _ = visit_expressions_mut(node, |e| {
+        if let Expr::Cast { data_type, .. } = e {
+            normalize_declared_type(data_type);
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
