@@ -157,12 +157,12 @@ const TYPE_OIDS: &[(&str, i32)] = &[
 /// `to_regtype(name)`: the type's OID, NULL for a name that is not a type.
 pub fn type_oid(name: &str) -> Option<i32> {
     let name = name.trim().trim_start_matches("pg_catalog.").to_ascii_lowercase();
-    let (base, array) = match name.strip_suffix("[]") {
-        Some(base) => (base.trim().to_string(), true),
-        None => (name, false),
-    };
-    let lookup = if array { format!("_{}", TYPE_OIDS.iter().find(|(n, _)| *n == base).map(|(_, oid)| *oid).and_then(|oid| TYPE_OIDS.iter().find(|(n, o)| *o == oid && !n.contains(' ') && !n.starts_with('_')).map(|(n, _)| *n)).unwrap_or(&base)) } else { base };
-    TYPE_OIDS.iter().find(|(n, _)| *n == lookup).map(|(_, oid)| *oid)
+    let oid_of = |n: &str| TYPE_OIDS.iter().find(|(t, _)| *t == n).map(|(_, oid)| *oid);
+    let Some(element) = name.strip_suffix("[]") else { return oid_of(&name) };
+    // An array type is named by its element's internal name with `_` before it (`_int4`).
+    let element_oid = oid_of(element.trim())?;
+    let internal = TYPE_OIDS.iter().find(|(t, oid)| *oid == element_oid && !t.contains(' ') && !t.starts_with('_'))?.0;
+    oid_of(&format!("_{internal}"))
 }
 
 /// Functions psql's listings call that need nothing of ours: `pg_size_pretty`,
