@@ -21,6 +21,7 @@ pub mod runtime;
 pub mod source;
 pub mod state;
 pub mod table;
+pub mod table_blocks;
 pub mod table_log;
 pub mod watermark;
 

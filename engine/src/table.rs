@@ -87,7 +87,7 @@ pub struct TableWriter {
 impl TableWriter {
     /// `idle_timeout_ms`: see [`crate::EngineConfig::idle_timeout_ms`].
     pub fn new(object: ObjectId, state: Arc<MaterializedState>, watermark: Option<WatermarkSpec>, idle_timeout_ms: u64) -> EngineResult<Self> {
-        let next_row_id = Self::last_row_id(&state)? + 1;
+        let next_row_id = if state.layout == Layout::RowId { crate::table_blocks::next_row_id(&state)? } else { 1 };
         let log = crate::table_log::TableLog::open(&state.store, &state.cf)?;
         let watermark = watermark.map(|w| WatermarkGenerator::new(w, idle_timeout_ms));
         Ok(Self { object, state, next_row_id, outputs: Outputs::default(), watermark, checkpoints: None, backfills: Default::default(), log, replays: vec![] })
@@ -97,18 +97,6 @@ impl TableWriter {
     pub fn with_checkpoints(mut self, checkpoints: crate::source::RootCheckpoints) -> Self {
         self.checkpoints = Some(checkpoints);
         self
-    }
-
-    fn last_row_id(state: &MaterializedState) -> EngineResult<u64> {
-        if state.layout != Layout::RowId {
-            return Ok(0);
-        }
-        let mut last = 0;
-        state.store.scan(&state.cf, None, |k, _| {
-            last = u64::from_be_bytes(k.try_into().expect("8-byte row id"));
-            true
-        })?;
-        Ok(last)
     }
 
     /// Serves write requests, barriers and backfill pages until the request and barrier
@@ -165,7 +153,7 @@ impl TableWriter {
             return Ok(());
         }
         for (tx, from) in std::mem::take(&mut self.replays) {
-            let chunks = self.log.read_from(&self.state.store, from, self.state.row_codec(), chunk_rows)?;
+            let chunks = self.log.read_from(&self.state, from, chunk_rows)?;
             let rows: usize = chunks.iter().map(|c| c.num_rows()).sum();
             tracing::info!(table = self.object, from, rows, "replaying the table's log to a resumed view");
             for chunk in chunks {
@@ -215,18 +203,14 @@ impl TableWriter {
 
     async fn apply(&mut self, write: TableWrite, chunk_rows: usize) -> EngineResult<usize> {
         let (chunks, n) = match write {
-            TableWrite::Upsert(batch) => self.commit(vec![Change::Upsert(batch)], StateWrite::default()).await?,
-            TableWrite::Delete(batch) => self.commit(vec![Change::Delete(batch)], StateWrite::default()).await?,
+            TableWrite::Upsert(batch) => self.commit(vec![Change::Upsert(batch)], StateWrite::default(), chunk_rows).await?,
+            TableWrite::Delete(batch) => self.commit(vec![Change::Delete(batch)], StateWrite::default(), chunk_rows).await?,
             TableWrite::Ingest(chunk, extra) => {
                 let n = chunk.num_rows();
-                (self.commit(Self::ingest_changes(&chunk), extra).await?.0, n)
+                (self.commit(Self::ingest_changes(&chunk), extra, chunk_rows).await?.0, n)
             }
             TableWrite::Prepare { changes, prepared, decision } => {
-                let planned = self.plan_changes(&changes).and_then(|(mut write, chunks, n)| {
-                    self.log.append(&mut write, &chunks, self.state.row_codec())?;
-                    Ok((write, chunks, n))
-                });
-                let (write, chunks, n) = match planned {
+                let (write, chunks, n) = match self.plan_changes(&changes, chunk_rows) {
                     Ok(p) => p,
                     Err(e) => {
                         let _ = prepared.send(Err(e));
@@ -250,10 +234,9 @@ impl TableWriter {
 
     /// Applies `changes` in order as one durable write together with `extra` (a connector's
     /// position), synced off the async workers; returns the changelog and the rows affected.
-    async fn commit(&mut self, changes: Vec<Change>, extra: StateWrite) -> EngineResult<(Vec<StreamChunk>, usize)> {
-        let (mut write, chunks, n) = self.plan_changes(&changes)?;
+    async fn commit(&mut self, changes: Vec<Change>, extra: StateWrite, chunk_rows: usize) -> EngineResult<(Vec<StreamChunk>, usize)> {
+        let (mut write, chunks, n) = self.plan_changes(&changes, chunk_rows)?;
         write.append(extra);
-        self.log.append(&mut write, &chunks, self.state.row_codec())?;
         let store = self.state.store.clone();
         tokio::task::spawn_blocking(move || store.write_durable(write))
             .await
@@ -305,34 +288,40 @@ impl TableWriter {
         Ok(())
     }
 
-    /// The write and changelog of a prepared write's changes, applied in order.
-    fn plan_changes(&mut self, changes: &[Change]) -> EngineResult<(StateWrite, Vec<StreamChunk>, usize)> {
+    /// The write (with its log entry) and changelog of a prepared write's changes, applied in
+    /// order. Appended rows go in blocks of at most `chunk_rows` rows.
+    fn plan_changes(&mut self, changes: &[Change], chunk_rows: usize) -> EngineResult<(StateWrite, Vec<StreamChunk>, usize)> {
         let mut overlay = Overlay::new();
         let mut write = StateWrite::default();
         let mut chunks = vec![];
         let mut n = 0;
+        let first_row_id = self.next_row_id;
         for change in changes {
             let (chunk, affected) = match change {
-                Change::Upsert(b) => (self.plan_upsert(b, &mut overlay, &mut write)?, b.num_rows()),
+                Change::Upsert(b) => (self.plan_upsert(b, &mut overlay, &mut write, chunk_rows)?, b.num_rows()),
                 Change::Delete(b) => self.plan_delete(b, &mut overlay, &mut write)?,
             };
             n += affected;
             chunks.extend(chunk.filter(|c| !c.is_empty()));
         }
+        if self.state.layout == Layout::RowId {
+            // The rows are in the table for good: the log names them rather than copying them.
+            self.log.append_rows(&mut write, first_row_id, self.next_row_id - first_row_id);
+        } else {
+            self.log.append(&mut write, &chunks, self.state.row_codec())?;
+        }
         Ok((write, chunks, n))
     }
 
     /// Adds an upsert of `batch` to `write` and returns its changelog. Rows see the rows
-    /// `overlay` holds (earlier in this write), and are added to it.
-    fn plan_upsert(&mut self, batch: &RecordBatch, overlay: &mut Overlay, write: &mut StateWrite) -> EngineResult<Option<StreamChunk>> {
-        let rows = self.state.row_codec().encode(batch.columns())?;
+    /// `overlay` holds (earlier in this write), and are added to it. Without a primary key,
+    /// the rows are appended in blocks of at most `block_rows`.
+    fn plan_upsert(&mut self, batch: &RecordBatch, overlay: &mut Overlay, write: &mut StateWrite, block_rows: usize) -> EngineResult<Option<StreamChunk>> {
         let Some(keys) = self.state.encode_keys(batch)? else {
-            for row in rows.iter() {
-                write.put(&self.state.cf, self.next_row_id.to_be_bytes().to_vec(), row.data().to_vec());
-                self.next_row_id += 1;
-            }
+            self.next_row_id = crate::table_blocks::append(&self.state, write, batch, self.next_row_id, block_rows)?;
             return Ok(Some(StreamChunk::inserts(batch.clone())));
         };
+        let rows = self.state.row_codec().encode(batch.columns())?;
         let existing = self.lookup(keys.iter().map(|k| k.data()))?;
         let mut ops = Vec::with_capacity(batch.num_rows());
         let mut out_rows: Vec<Vec<u8>> = Vec::with_capacity(batch.num_rows());

@@ -3,10 +3,14 @@
 //! from a checkpoint after a restart by replaying the entries after the table's position in
 //! that checkpoint, instead of being rebuilt from the whole table.
 //!
-//! An entry (format 1, ours): a version byte `1`, the row count as u32 big-endian, then per
-//! row its op (`Op as u8`: 0 insert, 1 delete, 2 update-delete, 3 update-insert), the length
-//! of its encoded row as u32 big-endian and the row in the table's row encoding
-//! (`openclaw_storage::RowCodec`).
+//! An entry is one of (ours; pinned by `tests/golden_table_log.rs`):
+//! - format 1, the changelog itself (a table with a primary key): a version byte `1`, the
+//!   row count as u32 big-endian, then per row its op (`Op as u8`: 0 insert, 1 delete, 2
+//!   update-delete, 3 update-insert), the length of its encoded row as u32 big-endian and the
+//!   row in the table's row encoding (`openclaw_storage::RowCodec`);
+//! - format 2, rows appended to a table without a primary key, which keeps them for good
+//!   ([`crate::table_blocks`]): a version byte `2`, the first row id as u64 big-endian and the
+//!   row count as u64 big-endian. Replay reads those rows from the table.
 //!
 //! Cleanup: at each checkpoint barrier the writer deletes the entries older than the position
 //! of the third-newest checkpoint barrier it has seen (two checkpoints are kept on disk, and one
@@ -16,11 +20,15 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use openclaw_storage::{CfKind, RowCodec, StateWrite, Store};
+use openclaw_storage::{CfKind, StateWrite, Store};
 
+use crate::operators::MaterializedState;
 use crate::{internal_err, EngineResult, Op, StreamChunk};
 
-const ENTRY_FORMAT: u8 = 1;
+/// An entry holding the changelog's rows.
+const CHANGES_FORMAT: u8 = 1;
+/// An entry naming rows appended to the table.
+const APPENDED_FORMAT: u8 = 2;
 
 /// Checkpoint barriers whose positions the log keeps entries for.
 const KEPT_CHECKPOINTS: usize = 3;
@@ -54,13 +62,13 @@ impl TableLog {
 
     /// Adds the entry of a write whose changelog is `chunks` to `write` (which holds the
     /// write's rows), so that both are stored atomically.
-    pub fn append(&mut self, write: &mut StateWrite, chunks: &[StreamChunk], codec: &RowCodec) -> EngineResult<()> {
+    pub fn append(&mut self, write: &mut StateWrite, chunks: &[StreamChunk], codec: &openclaw_storage::RowCodec) -> EngineResult<()> {
         let rows: usize = chunks.iter().map(|c| c.num_rows()).sum();
         if rows == 0 {
             return Ok(());
         }
         let mut entry = Vec::with_capacity(5 + rows * 32);
-        entry.push(ENTRY_FORMAT);
+        entry.push(CHANGES_FORMAT);
         entry.extend_from_slice(&(rows as u32).to_be_bytes());
         for chunk in chunks {
             let encoded = codec.encode(chunk.columns())?;
@@ -73,6 +81,16 @@ impl TableLog {
         write.put(&self.cf, self.next_seq.to_be_bytes().to_vec(), entry);
         self.next_seq += 1;
         Ok(())
+    }
+
+    /// Adds the entry of a write that appended the rows with ids `first_row_id..` (`rows` of
+    /// them) to a table without a primary key, to `write` (which holds the rows).
+    pub fn append_rows(&mut self, write: &mut StateWrite, first_row_id: u64, rows: u64) {
+        if rows == 0 {
+            return;
+        }
+        write.put(&self.cf, self.next_seq.to_be_bytes().to_vec(), appended_entry(first_row_id, rows));
+        self.next_seq += 1;
     }
 
     /// Notes a checkpoint barrier at the current position, and deletes what no kept
@@ -92,35 +110,75 @@ impl TableLog {
     }
 
     /// The changelog of every write from sequence number `from` on, in order, in chunks of
-    /// about `chunk_rows` rows.
-    pub fn read_from(&self, store: &Store, from: u64, codec: &RowCodec, chunk_rows: usize) -> EngineResult<Vec<StreamChunk>> {
+    /// about `chunk_rows` rows, for the table whose stored rows are `table`.
+    pub fn read_from(&self, table: &MaterializedState, from: u64, chunk_rows: usize) -> EngineResult<Vec<StreamChunk>> {
         let mut out = vec![];
-        let mut ops: Vec<Op> = vec![];
-        let mut rows: Vec<Vec<u8>> = vec![];
+        let mut changes = Changes::default();
         let mut failure = None;
-        store.scan_from(&self.cf, None, None, |key, value| {
+        table.store.scan_from(&self.cf, None, None, |key, value| {
             if seq_of(key) < from {
                 return true;
             }
-            if let Err(e) = decode_entry(value, &mut ops, &mut rows) {
+            let read = match value.first() {
+                Some(&APPENDED_FORMAT) => decode_appended(value).and_then(|(first, rows)| {
+                    changes.flush(table, &mut out)?;
+                    let batches = crate::table_blocks::read_appended(table, first, rows)?;
+                    out.extend(batches.into_iter().map(StreamChunk::inserts));
+                    Ok(())
+                }),
+                _ => decode_changes(value, &mut changes.ops, &mut changes.rows).and_then(|()| {
+                    if changes.rows.len() >= chunk_rows {
+                        changes.flush(table, &mut out)?;
+                    }
+                    Ok(())
+                }),
+            };
+            if let Err(e) = read {
                 failure = Some(e);
                 return false;
-            }
-            if rows.len() >= chunk_rows {
-                out.push((std::mem::take(&mut ops), std::mem::take(&mut rows)));
             }
             true
         })?;
         if let Some(e) = failure {
             return Err(e);
         }
-        if !rows.is_empty() {
-            out.push((ops, rows));
-        }
-        out.into_iter()
-            .map(|(ops, rows)| Ok(StreamChunk::new(ops, codec.decode(rows.iter().map(Vec::as_slice))?)))
-            .collect()
+        changes.flush(table, &mut out)?;
+        Ok(out)
     }
+}
+
+/// Rows of changes entries read but not yet decoded.
+#[derive(Default)]
+struct Changes {
+    ops: Vec<Op>,
+    rows: Vec<Vec<u8>>,
+}
+
+impl Changes {
+    fn flush(&mut self, table: &MaterializedState, out: &mut Vec<StreamChunk>) -> EngineResult<()> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let batch = table.row_codec().decode(self.rows.iter().map(Vec::as_slice))?;
+        out.push(StreamChunk::new(std::mem::take(&mut self.ops), batch));
+        self.rows.clear();
+        Ok(())
+    }
+}
+
+fn appended_entry(first_row_id: u64, rows: u64) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(17);
+    entry.push(APPENDED_FORMAT);
+    entry.extend_from_slice(&first_row_id.to_be_bytes());
+    entry.extend_from_slice(&rows.to_be_bytes());
+    entry
+}
+
+fn decode_appended(value: &[u8]) -> EngineResult<(u64, u64)> {
+    let (Some(first), Some(rows)) = (value.get(1..9), value.get(9..17)) else {
+        internal_err!("a table log entry of appended rows has {} bytes", value.len());
+    };
+    Ok((u64::from_be_bytes(first.try_into().expect("8 bytes")), u64::from_be_bytes(rows.try_into().expect("8 bytes"))))
 }
 
 /// Whether the log of the table in `table_cf` still holds every entry from `from` on (what a
@@ -155,9 +213,9 @@ fn last_seq(store: &Store, cf: &str) -> EngineResult<Option<u64>> {
     Ok(last)
 }
 
-fn decode_entry(value: &[u8], ops: &mut Vec<Op>, rows: &mut Vec<Vec<u8>>) -> EngineResult<()> {
+fn decode_changes(value: &[u8], ops: &mut Vec<Op>, rows: &mut Vec<Vec<u8>>) -> EngineResult<()> {
     let bad = || crate::EngineError::Execution("a table log entry does not decode".into());
-    if value.first() != Some(&ENTRY_FORMAT) || value.len() < 5 {
+    if value.first() != Some(&CHANGES_FORMAT) || value.len() < 5 {
         internal_err!("a table log entry has an unknown format");
     }
     let count = u32::from_be_bytes(value[1..5].try_into().expect("4 bytes")) as usize;

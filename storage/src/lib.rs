@@ -8,6 +8,7 @@ pub mod cf_export;
 pub mod checkpoint;
 mod codec;
 mod error;
+pub mod row_block;
 mod store;
 
 pub use budget::MemoryBudget;

@@ -15,7 +15,9 @@ type Db = DBWithThreadMode<MultiThreaded>;
 /// old data directory is refused with a message instead of being misread.
 /// 1: Arrow's row format (arrow 59), DataFusion's hash for partitions.
 /// 2: OpenClaw's own row encoding (`codec.rs`) and partition hash (xxh64 of the encoded key).
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: a table without a primary key stores its rows in blocks (`row_block.rs`), and its log
+///    names the rows a write appended instead of copying them.
+pub const FORMAT_VERSION: u32 = 3;
 const FORMAT_FILE: &str = "OPENCLAW_FORMAT";
 /// Names of the column families created as [`CfKind::Counters`], one per line (append-only;
 /// names are never reused), so that they reopen with their compaction filter.

@@ -78,3 +78,26 @@ fn encoded_rows_equal_the_checked_in_bytes_and_decode_back() {
         assert_eq!(batch.columns(), cols.as_slice(), "{name}");
     }
 }
+
+const BLOCK_FIXTURE: &str = "tests/fixtures/row_block_v1.txt";
+
+/// A table without a primary key keeps its rows in blocks (`row_block.rs`): these bytes must
+/// decode in every future build. A change needs a new block format byte and fixture.
+#[test]
+fn a_row_block_equals_the_checked_in_bytes_and_decodes_back() {
+    use openclaw_storage::row_block::{block_key, decode_block, encode_block, parse_block_key};
+    let cols = sample();
+    let schema = schema(&cols);
+    let batch = RecordBatch::try_new(schema.clone(), cols).unwrap();
+    let line = format!("{} {}", hex(&block_key(1 << 33, 4)), hex(&encode_block(&batch).unwrap()));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(BLOCK_FIXTURE);
+    if std::env::var_os("OPENCLAW_BLESS").is_some() {
+        std::fs::write(&path, format!("{line}\n")).unwrap();
+    }
+    let fixture = std::fs::read_to_string(&path).expect("the checked-in fixture");
+    let expected = fixture.trim_end();
+    assert_eq!(line, expected, "the row block encoding changed: bump its format byte and write a new fixture");
+    let (key, value) = expected.split_once(' ').unwrap();
+    assert_eq!(parse_block_key(&unhex(key)).unwrap(), (1 << 33, 4));
+    assert_eq!(decode_block(&unhex(value), &schema).unwrap(), batch);
+}

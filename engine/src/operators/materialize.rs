@@ -23,7 +23,8 @@ pub enum Layout {
     Multiset,
     /// key = the primary-key columns, value = the whole row.
     Keyed(Vec<usize>),
-    /// key = a hidden, increasing row id (u64, big endian), value = the whole row.
+    /// Rows appended under hidden, increasing row ids, in blocks of consecutive ids
+    /// ([`crate::table_blocks`]).
     RowId,
 }
 
@@ -83,6 +84,10 @@ impl MaterializedState {
         max_rows: usize,
         skip: &dyn Fn(&[u8]) -> bool,
     ) -> EngineResult<(RecordBatch, Option<Vec<u8>>)> {
+        if self.layout == Layout::RowId {
+            // Appended rows are never replaced: there is nothing to skip.
+            return crate::table_blocks::read_page(self, snapshot, after, max_rows);
+        }
         let mut encoded: Vec<Vec<u8>> = Vec::new();
         let mut counts: Vec<u32> = Vec::new();
         let mut last_key = None;
