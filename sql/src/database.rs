@@ -174,7 +174,7 @@ impl Database {
         opts.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
         // The session time zone is UTC, so TIMESTAMPTZ columns carry a zone.
         opts.execution.time_zone = Some("+00:00".to_string());
-        let ctx = SessionContext::new_with_config(session);
+        let ctx = SessionContext::new_with_state(crate::functions::session_state(session));
         let relations = crate::pg_catalog::Relations::default();
         crate::pg_catalog::register(&ctx, relations.clone())?;
         crate::functions::register(&ctx);
@@ -581,7 +581,7 @@ impl Database {
         state.config_mut().options_mut().execution.time_zone = Some(time_zone.to_string());
         let plan = self.plan(&state, stmt).await?;
         self.check_readable(&plan).await?;
-        let plan = bind(plan, params)?;
+        let plan = analyzed(&state, bind(plan, params)?)?;
         let schema = crate::naming::rename_schema(Arc::new(plan.schema().as_arrow().clone()), &names);
         let stream = DataFrame::new(state, plan).execute_stream().await?;
         Ok(crate::naming::relabel(schema, stream))
@@ -767,4 +767,11 @@ fn source_row(e: &crate::catalog::Entry) -> Vec<Option<String>> {
         lag,
         watermark,
     ]
+}
+
+/// `plan` through the analyzer (type coercion and our rules before it, such as
+/// [`crate::functions::numeric::NumericArithmetic`]): the types of its output are those of the
+/// rows it will make, which the SQL planner's alone may not be.
+pub(crate) fn analyzed(state: &SessionState, plan: LogicalPlan) -> SqlResult<LogicalPlan> {
+    Ok(state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {})?)
 }

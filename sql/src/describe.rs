@@ -21,7 +21,8 @@ impl Database {
             OcStatement::Standard(mut s) if is_query(&s) || matches!(*s, Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)) => {
                 let names = crate::naming::pg_column_names(&s);
                 crate::naming::alias_unnamed(&mut s);
-                let plan = self.plan(&self.query_state(), *s).await?;
+                let state = self.query_state();
+                let plan = self.plan(&state, *s).await?;
                 let types = plan.get_parameter_types()?;
                 let mut params: Vec<(usize, Option<DataType>)> = types
                     .into_iter()
@@ -40,7 +41,9 @@ impl Database {
                         *slot = Some(cast_to);
                     }
                 }
-                let schema = crate::naming::rename_schema(Arc::new(plan.schema().as_arrow().clone()), &names);
+                // The analyzed plan's types are the rows' (a placeholder's may not be known yet).
+                let output = crate::database::analyzed(&state, plan.clone()).map(|p| p.schema().clone()).unwrap_or_else(|_| plan.schema().clone());
+                let schema = crate::naming::rename_schema(Arc::new(output.as_arrow().clone()), &names);
                 let returns_rows = !matches!(plan, LogicalPlan::Dml(_));
                 Ok((out, returns_rows.then_some(schema)))
             }

@@ -1,10 +1,20 @@
 //! PostgreSQL-compatible functions that override DataFusion's where the two differ.
 
+pub mod numeric;
 mod session_info;
 mod to_char;
 
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::ScalarUDF;
+
+/// DataFusion's session state over `config`, with the analyzer rules of PostgreSQL's
+/// semantics ([`numeric::NumericArithmetic`]) before type coercion.
+pub fn session_state(config: datafusion::execution::context::SessionConfig) -> datafusion::execution::SessionState {
+    let mut rules = datafusion::optimizer::Analyzer::new().rules;
+    let coercion = rules.iter().position(|r| r.name() == "type_coercion").unwrap_or(0);
+    rules.insert(coercion, std::sync::Arc::new(numeric::NumericArithmetic::default()));
+    datafusion::execution::SessionStateBuilder::new().with_config(config).with_default_features().with_analyzer_rules(rules).build()
+}
 
 /// Registers every override; a UDF with a built-in's name replaces it.
 pub fn register(ctx: &SessionContext) {
