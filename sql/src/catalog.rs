@@ -108,6 +108,9 @@ pub struct Catalog {
     entries: BTreeMap<String, Entry>,
     /// What `pg_catalog` describes, kept in step with `entries`.
     relations: crate::pg_catalog::Relations,
+    /// Changes with every object added, replaced or removed: plans kept across executions
+    /// ([`crate::prepared`]) hold only while it stays.
+    version: u64,
 }
 
 impl Catalog {
@@ -127,6 +130,7 @@ impl Catalog {
     }
 
     pub fn get_mut(&mut self, name: &str) -> Option<&mut Entry> {
+        self.version += 1;
         self.entries.get_mut(name)
     }
 
@@ -146,13 +150,20 @@ impl Catalog {
         self.entries.get(name)
     }
 
+    /// See [`Self::version`]'s field.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     pub fn insert(&mut self, entry: Entry) {
+        self.version += 1;
         self.relations.insert(&entry);
         let previous = self.entries.insert(entry.name.clone(), entry);
         assert!(previous.is_none(), "catalog names are unique");
     }
 
     pub fn remove(&mut self, name: &str) -> Option<Entry> {
+        self.version += 1;
         self.relations.remove(name);
         self.entries.remove(name)
     }

@@ -23,6 +23,7 @@ pub mod lower;
 mod naming;
 pub mod parser;
 mod pg_catalog;
+pub mod prepared;
 pub mod relation;
 pub mod session;
 pub mod subscribe;

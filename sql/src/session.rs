@@ -19,6 +19,8 @@ pub struct SessionVars {
     pub(crate) cursors: std::collections::HashMap<String, crate::subscribe::Subscription>,
     /// The running statement's cancel request; the server gives each statement a new one.
     pub cancel: crate::interrupt::CancelSignal,
+    /// Plans of the queries executed with parameters, reused while they hold.
+    pub prepared: crate::prepared::PreparedPlans,
 }
 
 impl Default for SessionVars {
@@ -47,7 +49,7 @@ impl Default for SessionVars {
             ("transaction_isolation", "read committed"),
             ("transaction_read_only", "off"),
         ];
-        Self { vars: defaults.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), txn: Default::default(), cursors: Default::default(), cancel: Default::default() }
+        Self { vars: defaults.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), txn: Default::default(), cursors: Default::default(), cancel: Default::default(), prepared: Default::default() }
     }
 }
 
