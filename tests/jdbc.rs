@@ -1,6 +1,8 @@
 //! pgJDBC's `DatabaseMetaData` (`getTables`, `getColumns`, `getPrimaryKeys`, `getSchemas`),
-//! what every JDBC tool calls first, answers as `tests/jdbc/metadata.out` holds, through
-//! Debian's driver (`scripts/install-jdbc.sh`) and `tests/jdbc/Metadata.java`.
+//! what every JDBC tool calls first, and DBeaver's navigator queries (databases, schemas,
+//! a schema's relations, a table's columns; prepared, ids bound as int8), answer as
+//! `tests/jdbc/metadata.out` holds, through Debian's driver (`scripts/install-jdbc.sh`) and
+//! `tests/jdbc/Metadata.java`.
 
 mod common;
 

@@ -121,6 +121,36 @@ pub fn all(relations: &Relations) -> Vec<ScalarUDF> {
         .collect()
 }
 
+/// `pg_get_expr(expr, relation [, pretty])`: OpenClaw keeps no expression trees (no column
+/// has a default, so `pg_attrdef` is empty), so the text is the expression as given, and NULL
+/// stays NULL (the crate's version returned '' for NULL, which DBeaver shows as a default).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgGetExpr {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for PgGetExpr {
+    fn name(&self) -> &str {
+        "pg_get_expr"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let Some(expr) = args.args.first() else { return exec_err!("pg_get_expr takes an expression and a relation") };
+        Ok(match expr {
+            ColumnarValue::Scalar(v) => ColumnarValue::Scalar(v.cast_to(&DataType::Utf8)?),
+            ColumnarValue::Array(a) => ColumnarValue::Array(datafusion::arrow::compute::cast(a, &DataType::Utf8)?),
+        })
+    }
+}
+
 /// `pg_size_pretty(bigint)`, with PostgreSQL's units and rounding (bytes below 10 kB, then
 /// kB, MB, GB, TB, PB, each half-rounded).
 pub fn size_pretty(size: i64) -> String {
@@ -170,6 +200,7 @@ pub fn type_oid(name: &str) -> Option<i32> {
 /// `to_regtype` (psycopg's `TypeInfo.fetch`).
 pub fn plain() -> Vec<ScalarUDF> {
     use datafusion::logical_expr::create_udf;
+    let get_expr = ScalarUDF::new_from_impl(PgGetExpr { signature: Signature::variadic_any(Volatility::Stable) });
     let pretty = create_udf(
         "pg_size_pretty",
         vec![DataType::Int64],
@@ -217,7 +248,7 @@ pub fn plain() -> Vec<ScalarUDF> {
             Ok(ColumnarValue::Array(Arc::new(out)))
         }),
     );
-    vec![pretty, visible, table_size, to_regtype]
+    vec![pretty, visible, table_size, to_regtype, get_expr]
 }
 
 #[cfg(test)]
