@@ -11,6 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::logical_expr::LogicalPlan;
 
 /// Most plans one session keeps.
@@ -25,13 +26,16 @@ pub(crate) struct PreparedPlan {
     pub names: Option<Vec<Option<String>>>,
 }
 
-/// One session's kept plans, by query text.
+/// A statement's parameter types and result columns, as Describe answers them.
+pub(crate) type Description = (Vec<Option<DataType>>, Option<SchemaRef>);
+
+/// One session's kept plans and descriptions, by statement text. A driver describes a
+/// statement's parameters again at every Execute (to decode them), so both are kept.
 #[derive(Default)]
 pub struct PreparedPlans {
-    plans: HashMap<String, Arc<PreparedPlan>>,
-    /// Query texts, least recently used first.
-    order: VecDeque<String>,
-    /// Queries planned, and executions that used a kept plan (for tests and `SHOW`).
+    plans: KeptByText<Arc<PreparedPlan>>,
+    descriptions: KeptByText<Description>,
+    /// Queries planned, and executions that used a kept plan (for tests).
     pub planned: u64,
     pub reused: u64,
 }
@@ -39,11 +43,7 @@ pub struct PreparedPlans {
 impl PreparedPlans {
     /// The plan kept for `text`, if it was planned under `catalog_version` and `time_zone`.
     pub(crate) fn get(&mut self, text: &str, catalog_version: u64, time_zone: &str) -> Option<Arc<PreparedPlan>> {
-        let plan = self.plans.get(text)?.clone();
-        if plan.catalog_version != catalog_version || plan.time_zone != time_zone {
-            return None;
-        }
-        self.touch(text);
+        let plan = self.plans.get(text, catalog_version, time_zone)?;
         self.reused += 1;
         Some(plan)
     }
@@ -51,17 +51,56 @@ impl PreparedPlans {
     /// Keeps `plan` for `text`, letting the least recently used plan go beyond the limit.
     pub(crate) fn insert(&mut self, text: &str, plan: Arc<PreparedPlan>) {
         self.planned += 1;
-        if self.plans.insert(text.to_string(), plan).is_some() {
+        let (version, zone) = (plan.catalog_version, plan.time_zone.clone());
+        self.plans.insert(text, version, zone, plan);
+    }
+
+    pub(crate) fn described(&mut self, text: &str, catalog_version: u64, time_zone: &str) -> Option<Description> {
+        self.descriptions.get(text, catalog_version, time_zone)
+    }
+
+    pub(crate) fn keep_description(&mut self, text: &str, catalog_version: u64, time_zone: String, description: Description) {
+        self.descriptions.insert(text, catalog_version, time_zone, description);
+    }
+}
+
+/// At most [`MAX_PREPARED_PLANS`] values by text, each valid under one catalog version and
+/// time zone; the least recently used goes first.
+struct KeptByText<T> {
+    values: HashMap<String, (u64, String, T)>,
+    /// Texts, least recently used first.
+    order: VecDeque<String>,
+}
+
+impl<T> Default for KeptByText<T> {
+    fn default() -> Self {
+        Self { values: HashMap::new(), order: VecDeque::new() }
+    }
+}
+
+impl<T: Clone> KeptByText<T> {
+    fn get(&mut self, text: &str, catalog_version: u64, time_zone: &str) -> Option<T> {
+        let (version, zone, value) = self.values.get(text)?;
+        if *version != catalog_version || zone != time_zone {
+            return None;
+        }
+        let value = value.clone();
+        self.touch(text);
+        Some(value)
+    }
+
+    fn insert(&mut self, text: &str, catalog_version: u64, time_zone: String, value: T) {
+        if self.values.insert(text.to_string(), (catalog_version, time_zone, value)).is_some() {
             self.touch(text);
         } else {
             self.order.push_back(text.to_string());
         }
         while self.order.len() > MAX_PREPARED_PLANS {
             if let Some(oldest) = self.order.pop_front() {
-                self.plans.remove(&oldest);
+                self.values.remove(&oldest);
             }
         }
-        debug_assert_eq!(self.order.len(), self.plans.len());
+        debug_assert_eq!(self.order.len(), self.values.len());
     }
 
     fn touch(&mut self, text: &str) {
@@ -136,7 +175,7 @@ mod tests {
         }
         assert!(plans.get("q0", 1, "UTC").is_some()); // q0 is now the most recent
         plans.insert("new", plan(1));
-        assert_eq!(plans.plans.len(), MAX_PREPARED_PLANS);
+        assert_eq!(plans.plans.values.len(), MAX_PREPARED_PLANS);
         assert!(plans.get("q0", 1, "UTC").is_some());
         assert!(plans.get("q1", 1, "UTC").is_none());
     }
