@@ -592,43 +592,8 @@ impl Database {
         Ok(crate::naming::relabel(schema, stream))
     }
 
-    /// [`Self::select`] of a query with parameters, through the session's kept plan of `text`
-    /// when it holds ([`crate::prepared`]): the parameters are bound into the optimized plan,
-    /// which goes straight to physical planning.
-    async fn select_prepared(
-        &self,
-        vars: &mut SessionVars,
-        text: &str,
-        stmt: Statement,
-        params: Vec<ScalarValue>,
-        overlays: Option<crate::relation::TxnOverlays>,
-    ) -> SqlResult<QueryOutput> {
-        let catalog_version = self.catalog.lock().await.version();
-        let time_zone = vars.time_zone();
-        let (mut state, _) = self.query_state_with(overlays);
-        state.config_mut().options_mut().execution.time_zone = Some(time_zone.clone());
-        let prepared = match vars.prepared.get(text, catalog_version, &time_zone) {
-            Some(kept) => kept,
-            None => {
-                let names = crate::naming::pg_column_names(&stmt);
-                let mut stmt = stmt;
-                crate::naming::alias_unnamed(&mut stmt);
-                let plan = state.optimize(&self.plan(&state, stmt).await?)?;
-                let kept = Arc::new(crate::prepared::PreparedPlan { catalog_version, time_zone, plan, names });
-                vars.prepared.insert(text, kept.clone());
-                kept
-            }
-        };
-        self.check_readable(&prepared.plan).await?;
-        let plan = bind(prepared.plan.clone(), Some(cast_params(&prepared.plan, params)?))?;
-        let schema = crate::naming::rename_schema(Arc::new(plan.schema().as_arrow().clone()), &prepared.names);
-        let physical = state.query_planner().create_physical_plan(&plan, &state).await?;
-        let stream = datafusion::physical_plan::execute_stream(physical, state.task_ctx())?;
-        Ok(crate::naming::relabel(schema, stream))
-    }
-
     /// Refuses to read a view whose dataflow failed, with the failure.
-    async fn check_readable(&self, plan: &LogicalPlan) -> SqlResult<()> {
+    pub(crate) async fn check_readable(&self, plan: &LogicalPlan) -> SqlResult<()> {
         let mut names = vec![];
         plan.apply(|node| {
             if let LogicalPlan::TableScan(scan) = node {
@@ -743,25 +708,11 @@ impl Database {
 
 }
 
-fn bind(plan: LogicalPlan, params: Option<Vec<ScalarValue>>) -> SqlResult<LogicalPlan> {
+pub(crate) fn bind(plan: LogicalPlan, params: Option<Vec<ScalarValue>>) -> SqlResult<LogicalPlan> {
     Ok(match params {
         Some(p) if !p.is_empty() => plan.with_param_values(ParamValues::from(p))?,
         _ => plan,
     })
-}
-
-/// `params` cast to the types the analyzer gave their placeholders in `plan` (a parameter the
-/// client sent untyped, as text, takes the type its use implies, as in PostgreSQL).
-fn cast_params(plan: &LogicalPlan, params: Vec<ScalarValue>) -> SqlResult<Vec<ScalarValue>> {
-    let types = plan.get_parameter_types()?;
-    params
-        .into_iter()
-        .enumerate()
-        .map(|(i, value)| match types.get(&format!("${}", i + 1)) {
-            Some(Some(t)) if value.data_type() != *t => Ok(value.cast_to(t)?),
-            _ => Ok(value),
-        })
-        .collect()
 }
 
 pub(crate) fn is_query(s: &Statement) -> bool {

@@ -12,7 +12,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::sqlparser::ast::Statement;
+
+use crate::{QueryOutput, SessionVars, SqlResult};
 
 /// Most plans one session keeps.
 pub const MAX_PREPARED_PLANS: usize = 64;
@@ -109,6 +113,57 @@ impl<T: Clone> KeptByText<T> {
             self.order.push_back(t);
         }
     }
+}
+
+impl crate::Database {
+    /// [`Self::select`] of a query with parameters, through the session's kept plan of `text`
+    /// when it holds ([`crate::prepared`]): the parameters are bound into the optimized plan,
+    /// which goes straight to physical planning.
+    pub(crate) async fn select_prepared(
+        &self,
+        vars: &mut SessionVars,
+        text: &str,
+        stmt: Statement,
+        params: Vec<ScalarValue>,
+        overlays: Option<crate::relation::TxnOverlays>,
+    ) -> SqlResult<QueryOutput> {
+        let catalog_version = self.catalog.lock().await.version();
+        let time_zone = vars.time_zone();
+        let (mut state, _) = self.query_state_with(overlays);
+        state.config_mut().options_mut().execution.time_zone = Some(time_zone.clone());
+        let prepared = match vars.prepared.get(text, catalog_version, &time_zone) {
+            Some(kept) => kept,
+            None => {
+                let names = crate::naming::pg_column_names(&stmt);
+                let mut stmt = stmt;
+                crate::naming::alias_unnamed(&mut stmt);
+                let plan = state.optimize(&self.plan(&state, stmt).await?)?;
+                let kept = Arc::new(crate::prepared::PreparedPlan { catalog_version, time_zone, plan, names });
+                vars.prepared.insert(text, kept.clone());
+                kept
+            }
+        };
+        self.check_readable(&prepared.plan).await?;
+        let plan = crate::database::bind(prepared.plan.clone(), Some(cast_params(&prepared.plan, params)?))?;
+        let schema = crate::naming::rename_schema(Arc::new(plan.schema().as_arrow().clone()), &prepared.names);
+        let physical = state.query_planner().create_physical_plan(&plan, &state).await?;
+        let stream = datafusion::physical_plan::execute_stream(physical, state.task_ctx())?;
+        Ok(crate::naming::relabel(schema, stream))
+    }
+}
+
+/// `params` cast to the types the analyzer gave their placeholders in `plan` (a parameter the
+/// client sent untyped, as text, takes the type its use implies, as in PostgreSQL).
+fn cast_params(plan: &LogicalPlan, params: Vec<ScalarValue>) -> SqlResult<Vec<ScalarValue>> {
+    let types = plan.get_parameter_types()?;
+    params
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| match types.get(&format!("${}", i + 1)) {
+            Some(Some(t)) if value.data_type() != *t => Ok(value.cast_to(t)?),
+            _ => Ok(value),
+        })
+        .collect()
 }
 
 #[cfg(test)]
