@@ -1,4 +1,5 @@
-//! psql's describe commands (`\dt`, `\dv`, `\dm`, `\d`, `\d name`, `\d+ view`, `\det`) run
+//! psql's describe commands (`\dt`, `\dv`, `\dm`, `\d`, `\d name`, `\d+ view`, `\det`, `\dn`,
+//! `\du`, `\l`, `\df`, `\dT`, and `\x`) run
 //! against a table, a keyed table, a source and a materialized view print what
 //! `tests/psql/describe.out` holds: PostgreSQL's layout, sources as foreign tables. OIDs stay
 //! the same across a restart, and a dropped relation leaves the catalog.
@@ -14,7 +15,25 @@ CREATE SOURCE bids WITH (connector = 'nexmark', 'nexmark.table.type' = 'Bid', 'n
 CREATE MATERIALIZED VIEW per_customer AS SELECT customer, count(*) AS n, sum(amount) AS total FROM orders GROUP BY customer;
 ";
 
-const COMMANDS: [&str; 9] = ["\\dt", "\\dv", "\\dm", "\\d", "\\d orders", "\\d stock", "\\d bids", "\\d+ per_customer", "\\det"];
+const COMMANDS: [&str; 17] = [
+    "\\dt",
+    "\\dv",
+    "\\dm",
+    "\\d",
+    "\\d orders",
+    "\\d stock",
+    "\\d bids",
+    "\\d+ per_customer",
+    "\\det",
+    "\\dn",
+    "\\du",
+    "\\l",
+    "\\df",
+    "\\df to_char",
+    "\\dT times*",
+    "\\x",
+    "\\dt",
+];
 
 /// What psql prints for `COMMANDS`, each after a line naming it, with its messages (stderr) in
 /// place.

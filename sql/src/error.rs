@@ -18,6 +18,8 @@ pub enum SqlState {
     DivisionByZero,
     NumericValueOutOfRange,
     InvalidTextRepresentation,
+    /// 22007: a date/time template or value PostgreSQL would not take.
+    InvalidDatetimeFormat,
     DataException,
     WrongObjectType,
     StatementTooComplex,
@@ -61,6 +63,7 @@ impl SqlState {
             SqlState::DivisionByZero => "22012",
             SqlState::NumericValueOutOfRange => "22003",
             SqlState::InvalidTextRepresentation => "22P02",
+            SqlState::InvalidDatetimeFormat => "22007",
             SqlState::DataException => "22000",
             SqlState::WrongObjectType => "42809",
             SqlState::StatementTooComplex => "54001",

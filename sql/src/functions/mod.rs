@@ -3,6 +3,7 @@
 pub mod numeric;
 mod session_info;
 mod to_char;
+mod to_char_number;
 
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::ScalarUDF;

@@ -1,12 +1,17 @@
-//! `to_char(timestamp | date, text)` with PostgreSQL's template patterns (`YYYY-MM-DD
-//! HH24:MI:SS`, `FMDay`, `DDth`, `dy mon`, ...), where DataFusion's takes chrono's
-//! (`%Y-%m-%d`): the template is parsed once, then each value is written by its pieces.
+//! `to_char(timestamp | date | interval, text)` with PostgreSQL's template patterns
+//! (`YYYY-MM-DD HH24:MI:SS`, `FMDay`, `DDth`, `dy mon`, ...), where DataFusion's takes
+//! chrono's (`%Y-%m-%d`), and `to_char(number, text)` by [`super::to_char_number`]: the
+//! template is parsed once, then each value is written by its pieces.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, StringBuilder};
+use datafusion::arrow::array::timezone::Tz;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{
+    DataType, Decimal128Type, Decimal256Type, Decimal32Type, Decimal64Type, Float32Type, Float64Type, Int64Type, IntervalMonthDayNanoType, IntervalUnit, TimeUnit,
+    TimestampMicrosecondType,
+};
 use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility};
 
@@ -145,8 +150,20 @@ fn ordinal(n: i64, upper: bool) -> &'static str {
     }
 }
 
-/// `t` written by the template's pieces. `zoned`: a `timestamptz` (shown in UTC).
-fn format_time(t: chrono::NaiveDateTime, pieces: &[Piece], zoned: bool) -> String {
+/// A zone's offset as PostgreSQL's `OF` prints it: `+01`, `-05:30`.
+fn offset_text(offset_s: i32) -> String {
+    let sign = if offset_s < 0 { '-' } else { '+' };
+    let (hours, minutes) = (offset_s.abs() / 3600, offset_s.abs() / 60 % 60);
+    if minutes == 0 {
+        format!("{sign}{hours:02}")
+    } else {
+        format!("{sign}{hours:02}:{minutes:02}")
+    }
+}
+
+/// `t` (local time) written by the template's pieces. `offset_s`: a `timestamptz`'s offset
+/// from UTC in the session's time zone; `None` for a `timestamp`.
+fn format_time(t: chrono::NaiveDateTime, pieces: &[Piece], offset_s: Option<i32>) -> String {
     use chrono::{Datelike, Timelike};
     let mut out = String::with_capacity(32);
     for piece in pieces {
@@ -219,10 +236,15 @@ fn format_time(t: chrono::NaiveDateTime, pieces: &[Piece], zoned: bool) -> Strin
             "WW" => number(i64::from(t.ordinal0() / 7 + 1), 2),
             "IW" => number(i64::from(iso.week()), 2),
             "J" => number(i64::from(t.date().num_days_from_ce()) + 1_721_425, 0),
-            "TZ" => cased(if zoned { "UTC" } else { "" }, field),
-            "TZH" => (if zoned { "+00" } else { "" }).to_string(),
-            "TZM" => (if zoned { "00" } else { "" }).to_string(),
-            "OF" => (if zoned { "+00" } else { "" }).to_string(),
+            // No zone abbreviations here (CET, EST): a zone other than UTC shows its offset.
+            "TZ" => match offset_s {
+                Some(0) => cased("UTC", field),
+                Some(s) => offset_text(s),
+                None => String::new(),
+            },
+            "TZH" => offset_s.map(|s| offset_text(s - s % 3600)).unwrap_or_default(),
+            "TZM" => offset_s.map(|s| format!("{:02}", s.abs() / 60 % 60)).unwrap_or_default(),
+            "OF" => offset_s.map(offset_text).unwrap_or_default(),
             other => unreachable!("{other} is a keyword"),
         };
         out.push_str(&text);
@@ -241,7 +263,8 @@ impl ScalarUDFImpl for PgToChar {
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         match &arg_types[0] {
-            DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 | DataType::Null => Ok(DataType::Utf8),
+            DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 | DataType::Null | DataType::Interval(_) => Ok(DataType::Utf8),
+            t if t.is_numeric() => Ok(DataType::Utf8),
             other => plan_err!("function to_char({other}, text) does not exist"),
         }
     }
@@ -254,29 +277,170 @@ impl ScalarUDFImpl for PgToChar {
         let Some(template) = template else {
             return Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)));
         };
-        let pieces = parse_template(template);
-        let zoned = matches!(value.data_type(), DataType::Timestamp(_, Some(_)));
         let is_scalar = matches!(value, ColumnarValue::Scalar(_));
         let array = value.to_array(args.number_rows.max(1))?;
-        let micros = cast(&array, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-        let micros = micros.as_primitive::<TimestampMicrosecondType>();
-        let mut out = StringBuilder::with_capacity(micros.len(), micros.len() * template.len() * 2);
-        for i in 0..micros.len() {
-            if micros.is_null(i) {
-                out.append_null();
-                continue;
-            }
-            match chrono::DateTime::from_timestamp_micros(micros.value(i)) {
-                Some(t) => out.append_value(format_time(t.naive_utc(), &pieces, zoned)),
-                None => out.append_null(),
-            }
-        }
-        let result = Arc::new(out.finish());
+        let result = match array.data_type() {
+            t if t.is_numeric() => numbers(&array, template)?,
+            DataType::Interval(_) => intervals(&array, template)?,
+            _ => times(&array, template, &args.config_options.execution.time_zone)?,
+        };
         if is_scalar {
             return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(result.as_ref(), 0)?));
         }
         Ok(ColumnarValue::Array(result))
     }
+}
+
+/// Timestamps and dates; a `timestamptz` in the session's time zone (`SET TIME ZONE`).
+fn times(array: &ArrayRef, template: &str, session_zone: &Option<String>) -> Result<ArrayRef> {
+    use chrono::{Offset, TimeZone};
+    let pieces = parse_template(template);
+    let zone: Option<Tz> = match array.data_type() {
+        DataType::Timestamp(_, Some(_)) => Some(session_zone.as_deref().unwrap_or("+00:00").parse()?),
+        _ => None,
+    };
+    let micros = cast(array, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    let micros = micros.as_primitive::<TimestampMicrosecondType>();
+    let mut out = StringBuilder::with_capacity(micros.len(), micros.len() * template.len() * 2);
+    for t in micros.iter() {
+        let Some(utc) = t.and_then(chrono::DateTime::from_timestamp_micros) else {
+            out.append_null();
+            continue;
+        };
+        match &zone {
+            Some(zone) => {
+                let local = zone.from_utc_datetime(&utc.naive_utc());
+                out.append_value(format_time(local.naive_local(), &pieces, Some(local.offset().fix().local_minus_utc())));
+            }
+            None => out.append_value(format_time(utc.naive_utc(), &pieces, None)),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// Intervals, as PostgreSQL writes them: years and months from the months, the days, and
+/// hours that may pass 23 (`HH24`) from the time; day names and week fields refer to no
+/// calendar date and are refused.
+fn intervals(array: &ArrayRef, template: &str) -> Result<ArrayRef> {
+    let pieces = parse_template(template);
+    let values = cast(array, &DataType::Interval(IntervalUnit::MonthDayNano))?;
+    let mut out = StringBuilder::with_capacity(values.len(), values.len() * template.len() * 2);
+    for v in values.as_primitive::<IntervalMonthDayNanoType>().iter() {
+        match v {
+            Some(v) => out.append_value(format_interval(v.months, v.days, v.nanoseconds / 1000, &pieces)?),
+            None => out.append_null(),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+fn format_interval(months: i32, days: i32, micros: i64, pieces: &[Piece]) -> Result<String> {
+    let (year, month) = (i64::from(months / 12), i64::from(months % 12));
+    let hour = micros / 3_600_000_000;
+    let minute = micros / 60_000_000 % 60;
+    let second = micros / 1_000_000 % 60;
+    let fraction = micros % 1_000_000;
+    let mut out = String::with_capacity(32);
+    for piece in pieces {
+        let (field, fill, suffix) = match piece {
+            Piece::Text(text) => {
+                out.push_str(text);
+                continue;
+            }
+            Piece::Field { field, fill, ordinal } => (*field, *fill, *ordinal),
+        };
+        // A negative number takes one more place for its sign, as in PostgreSQL.
+        let number = |n: i64, width: usize| -> String {
+            let width = if n < 0 { width + 1 } else { width };
+            let digits = if fill { n.to_string() } else { format!("{n:0width$}") };
+            match suffix {
+                Some(upper) => format!("{digits}{}", ordinal(n.abs(), upper)),
+                None => digits,
+            }
+        };
+        let upper = field.to_uppercase();
+        let text = match upper.as_str() {
+            "HH" | "HH12" => number(if hour % 12 == 0 { 12 } else { hour % 12 }, 2),
+            "HH24" => number(hour, 2),
+            "MI" => number(minute, 2),
+            "SS" => number(second, 2),
+            "MS" => number(fraction / 1000, 3),
+            "US" => number(fraction, 6),
+            "FF1" | "FF2" | "FF3" | "FF4" | "FF5" | "FF6" => {
+                let digits = usize::from(upper.as_bytes()[2] - b'0');
+                number(fraction / 10i64.pow(6 - digits as u32), digits)
+            }
+            "SSSS" | "SSSSS" => number(hour * 3600 + minute * 60 + second, 0),
+            "AM" | "PM" => cased(if hour % 24 < 12 { "AM" } else { "PM" }, field),
+            "A.M." | "P.M." => cased(if hour % 24 < 12 { "A.M." } else { "P.M." }, field),
+            "AD" | "BC" => cased(if year >= 0 { "AD" } else { "BC" }, field),
+            "A.D." | "B.C." => cased(if year >= 0 { "A.D." } else { "B.C." }, field),
+            "Y,YYY" => format!("{},{:03}", year / 1000, (year % 1000).abs()),
+            "YYYY" => number(year, 4),
+            "YYY" => number(year % 1000, 3),
+            "YY" => number(year % 100, 2),
+            "Y" => number(year % 10, 1),
+            "CC" => number(year / 100, 2),
+            "Q" => number(month / 3 + 1, 0),
+            "MM" => number(month, 2),
+            "MONTH" | "MON" | "RM" if month <= 0 => String::new(),
+            "MONTH" => {
+                let name = cased(MONTHS[month as usize - 1], field);
+                if fill { name } else { format!("{name:<9}") }
+            }
+            "MON" => cased(&MONTHS[month as usize - 1][..3], field),
+            "RM" => {
+                let name = cased(ROMAN[month as usize - 1], field);
+                if fill { name } else { format!("{name:<4}") }
+            }
+            "DD" => number(i64::from(days), 2),
+            "DDD" => number((year * 12 + month) * 30 + i64::from(days), 3),
+            "TZ" | "TZH" | "TZM" | "OF" => String::new(),
+            _ => {
+                let error = crate::SqlError::new(crate::SqlState::InvalidDatetimeFormat, "invalid format specification for an interval value")
+                    .with_hint(format!("Intervals are not tied to specific calendar dates ({field})."));
+                return Err(datafusion::error::DataFusionError::External(Box::new(error)));
+            }
+        };
+        out.push_str(&text);
+    }
+    Ok(out)
+}
+
+/// Integers, floats and decimals: each as PostgreSQL's `int8`, `float4`/`float8` or
+/// `numeric` is written.
+fn numbers(array: &ArrayRef, template: &str) -> Result<ArrayRef> {
+    use super::to_char_number::{float, integer, numeric, NumFormat};
+    let format = NumFormat::parse(template)?;
+    let mut out = StringBuilder::with_capacity(array.len(), array.len() * (template.len() + 4));
+    let mut each = |text: Option<String>| out.append_option(text);
+    match array.data_type() {
+        DataType::Float16 | DataType::Float32 => {
+            let values = cast(array, &DataType::Float32)?;
+            values.as_primitive::<Float32Type>().iter().for_each(|v| each(v.map(|v| float(f64::from(v), 6, &format))));
+        }
+        DataType::Float64 => array.as_primitive::<Float64Type>().iter().for_each(|v| each(v.map(|v| float(v, 15, &format)))),
+        DataType::Decimal32(_, scale) | DataType::Decimal64(_, scale) | DataType::Decimal128(_, scale) | DataType::Decimal256(_, scale) => {
+            let scale = usize::try_from(*scale).unwrap_or(0);
+            decimal_digits(array)?.into_iter().for_each(|d| each(d.map(|d| numeric(&d, scale, &format))));
+        }
+        _ => {
+            let values = cast(array, &DataType::Int64)?;
+            values.as_primitive::<Int64Type>().iter().for_each(|v| each(v.map(|v| integer(v, &format))));
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// A decimal array's unscaled values as text (`-` for negative ones).
+fn decimal_digits(array: &ArrayRef) -> Result<Vec<Option<String>>> {
+    Ok(match array.data_type() {
+        DataType::Decimal128(..) => array.as_primitive::<Decimal128Type>().iter().map(|v| v.map(|v| v.to_string())).collect(),
+        DataType::Decimal256(..) => array.as_primitive::<Decimal256Type>().iter().map(|v| v.map(|v| v.to_string())).collect(),
+        DataType::Decimal64(..) => array.as_primitive::<Decimal64Type>().iter().map(|v| v.map(|v| v.to_string())).collect(),
+        DataType::Decimal32(..) => array.as_primitive::<Decimal32Type>().iter().map(|v| v.map(|v| v.to_string())).collect(),
+        other => return exec_err!("to_char: {other} is not a decimal"),
+    })
 }
 
 #[cfg(test)]
@@ -285,7 +449,7 @@ mod tests {
 
     fn to_char(t: &str, template: &str) -> String {
         let t = chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f").unwrap();
-        format_time(t, &parse_template(template), false)
+        format_time(t, &parse_template(template), None)
     }
 
     #[test]

@@ -195,6 +195,21 @@ pub fn type_oid(name: &str) -> Option<i32> {
     oid_of(&format!("_{internal}"))
 }
 
+/// The `pg_*_is_visible` functions of psql's listings (`pg_table_is_visible` is the crate's).
+const VISIBLE: [&str; 11] = [
+    "pg_function_is_visible",
+    "pg_type_is_visible",
+    "pg_operator_is_visible",
+    "pg_opclass_is_visible",
+    "pg_opfamily_is_visible",
+    "pg_collation_is_visible",
+    "pg_conversion_is_visible",
+    "pg_ts_config_is_visible",
+    "pg_ts_dict_is_visible",
+    "pg_ts_parser_is_visible",
+    "pg_ts_template_is_visible",
+];
+
 /// Functions psql's listings call that need nothing of ours: `pg_size_pretty`,
 /// `pg_function_is_visible` (every function is on the search path), `pg_table_size` and
 /// `to_regtype` (psycopg's `TypeInfo.fetch`).
@@ -213,17 +228,20 @@ pub fn plain() -> Vec<ScalarUDF> {
             Ok(ColumnarValue::Array(Arc::new(out)))
         }),
     );
-    let visible = create_udf(
-        "pg_function_is_visible",
-        vec![DataType::Int32],
-        DataType::Boolean,
-        Volatility::Stable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let oids = ColumnarValue::values_to_arrays(args)?;
-            let out: datafusion::arrow::array::BooleanArray = oids[0].as_any().downcast_ref::<Int32Array>().expect("coerced to Int32").iter().map(|o| o.map(|_| true)).collect();
-            Ok(ColumnarValue::Array(Arc::new(out)))
-        }),
-    );
+    // Every object is on the search path: `pg_catalog` and `public` are the only schemas.
+    let visible = VISIBLE.into_iter().map(|name| {
+        create_udf(
+            name,
+            vec![DataType::Int32],
+            DataType::Boolean,
+            Volatility::Stable,
+            Arc::new(|args: &[ColumnarValue]| {
+                let oids = ColumnarValue::values_to_arrays(args)?;
+                let out: datafusion::arrow::array::BooleanArray = oids[0].as_any().downcast_ref::<Int32Array>().expect("coerced to Int32").iter().map(|o| o.map(|_| true)).collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }),
+        )
+    });
     // Sizes of relations are not tracked per relation (RocksDB column families share files
     // until compaction): NULL, which psql's `\dt+` prints as an empty Size.
     let table_size = create_udf(
@@ -248,7 +266,7 @@ pub fn plain() -> Vec<ScalarUDF> {
             Ok(ColumnarValue::Array(Arc::new(out)))
         }),
     );
-    vec![pretty, visible, table_size, to_regtype, get_expr]
+    visible.chain([pretty, table_size, to_regtype, get_expr]).collect()
 }
 
 #[cfg(test)]

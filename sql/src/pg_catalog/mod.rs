@@ -10,6 +10,7 @@
 //! rewrites those forms into ones DataFusion plans. Other statements never go through it.
 
 mod functions;
+mod procs;
 mod relations;
 mod tables;
 
@@ -41,7 +42,7 @@ pub fn register(ctx: &SessionContext, relations: Relations) -> SqlResult<()> {
     let catalog = ctx.catalog(CATALOG).expect("the default catalog exists");
     let inner = catalog.schema("pg_catalog").expect("setup_pg_catalog registered pg_catalog");
     catalog.register_schema("pg_catalog", Arc::new(tables::PgCatalog { inner, relations: relations.clone() }))?;
-    for function in functions::all(&relations).into_iter().chain(functions::plain()) {
+    for function in functions::all(&relations).into_iter().chain(functions::plain()).chain(procs::describe_functions()).chain([procs::format_type_function()]) {
         ctx.register_udf(function);
     }
     Ok(())
@@ -80,15 +81,56 @@ pub fn parse(text: &str) -> SqlResult<Statement> {
     let parser = PARSER.get_or_init(PostgresCompatibilityParser::new);
     let text = rewrite_array_subqueries(&rewrite_expandarray(&system_regclass(text)));
     let mut statements = parser.parse(&text).map_err(|e| SqlError::new(SqlState::SyntaxError, e.to_string()))?;
+    aggregate_scalar_subqueries(&mut statements);
     match statements.len() {
         1 => Ok(statements.remove(0)),
         n => Err(SqlError::new(SqlState::SyntaxError, format!("expected one statement, found {n}"))),
     }
 }
 
+/// Wraps the value of each scalar subquery that is not aggregated in `max(...)`: catalog
+/// queries look one row up that way (psql's `\dT`: `(SELECT c.relkind = 'c' FROM pg_class c
+/// WHERE c.oid = t.typrelid)`), which DataFusion plans only as an aggregate. PostgreSQL would
+/// fail on a second row; over the catalog's unique OIDs there is at most one.
+fn aggregate_scalar_subqueries(statements: &mut [Statement]) {
+    use datafusion::sql::sqlparser::ast::{visit_expressions_mut, Expr, GroupByExpr, SelectItem, SetExpr};
+    use datafusion::sql::sqlparser::parser::Parser;
+    for statement in statements {
+        let _ = visit_expressions_mut(statement, |e| {
+            let Expr::Subquery(query) = e else { return std::ops::ControlFlow::<()>::Continue(()) };
+            if query.limit_clause.is_some() {
+                return std::ops::ControlFlow::Continue(());
+            }
+            let SetExpr::Select(select) = query.body.as_mut() else { return std::ops::ControlFlow::Continue(()) };
+            let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(keys, _) if keys.is_empty());
+            let [SelectItem::UnnamedExpr(value) | SelectItem::ExprWithAlias { expr: value, .. }] = select.projection.as_mut_slice() else {
+                return std::ops::ControlFlow::Continue(());
+            };
+            if grouped || select.distinct.is_some() || has_aggregate(value) {
+                return std::ops::ControlFlow::Continue(());
+            }
+            if let Ok(wrapped) = Parser::new(&PostgreSqlDialect {}).try_with_sql(&format!("max({value})")).and_then(|mut p| p.parse_expr()) {
+                *value = wrapped;
+            }
+            std::ops::ControlFlow::Continue(())
+        });
+    }
+}
+
+/// Whether `expr` calls an aggregate function (or an `ARRAY(...)` rewritten into one).
+fn has_aggregate(expr: &datafusion::sql::sqlparser::ast::Expr) -> bool {
+    use datafusion::sql::sqlparser::ast::{visit_expressions, Expr};
+    const AGGREGATES: [&str; 11] = ["count", "sum", "max", "min", "avg", "array_agg", "string_agg", "bool_and", "bool_or", "every", "json_agg"];
+    visit_expressions(expr, |e| match e {
+        Expr::Function(f) if AGGREGATES.contains(&f.name.to_string().to_ascii_lowercase().trim_start_matches("pg_catalog.")) => std::ops::ControlFlow::Break(()),
+        _ => std::ops::ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
 /// Rewrites psql's array constructors over subqueries, which DataFusion lacks:
-/// `ARRAY(SELECT x FROM ...)` becomes `(SELECT array_agg(x) FROM ...)` (NULL rather than
-/// `{}` when the subquery is empty, which psql prints the same), and one that reads an
+/// `ARRAY(SELECT x FROM ...)` becomes `coalesce((SELECT array_agg(x) FROM ...), make_array())`
+/// (`{}` when the subquery is empty, as psql's `\du` prints "Member of"), and one that reads an
 /// options column (`reloptions`, `ftoptions`, `attfdwoptions`, ...) through a set-returning
 /// function of the outer row becomes a NULL array: no relation here has options.
 fn rewrite_array_subqueries(text: &str) -> String {
@@ -101,8 +143,10 @@ fn rewrite_array_subqueries(text: &str) -> String {
                 out.extend(Tokenizer::new(&PostgreSqlDialect {}, "CAST(NULL AS TEXT[])").tokenize().expect("a fixed text tokenizes"));
                 i = found.close + 1;
             }
-            Some(ArraySubquery { select, from: Some(from), .. }) => {
-                // `ARRAY (` → `(`, `SELECT` → `SELECT array_agg(`, `FROM` → `) FROM`.
+            Some(ArraySubquery { select, from: Some(from), close: found_close, .. }) => {
+                // `ARRAY (` → `coalesce((`, `SELECT` → `SELECT array_agg(`, `FROM` → `) FROM`,
+                // and after the subquery `, make_array())`.
+                out.extend(Tokenizer::new(&PostgreSqlDialect {}, "coalesce(").tokenize().expect("a fixed text tokenizes"));
                 out.push(Token::LParen);
                 out.extend(tokens[select..from].iter().cloned().enumerate().flat_map(|(k, t)| {
                     let mut v = vec![t];
@@ -112,7 +156,9 @@ fn rewrite_array_subqueries(text: &str) -> String {
                     v
                 }));
                 out.push(Token::RParen);
-                i = from;
+                out.extend(tokens[from..=found_close].iter().cloned());
+                out.extend(Tokenizer::new(&PostgreSqlDialect {}, ", make_array())").tokenize().expect("a fixed text tokenizes"));
+                i = found_close + 1;
             }
             _ => {
                 out.push(tokens[i].clone());
@@ -291,7 +337,7 @@ mod tests {
         let du = "SELECT r.rolname, ARRAY(SELECT b.rolname FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles b ON (m.roleid = b.oid) WHERE m.member = r.oid) as memberof FROM pg_catalog.pg_roles r";
         assert_eq!(
             rewrite_array_subqueries(du),
-            "SELECT r.rolname, (SELECT array_agg( b.rolname )FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles b ON (m.roleid = b.oid) WHERE m.member = r.oid) as memberof FROM pg_catalog.pg_roles r"
+            "SELECT r.rolname, coalesce((SELECT array_agg( b.rolname )FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles b ON (m.roleid = b.oid) WHERE m.member = r.oid), make_array()) as memberof FROM pg_catalog.pg_roles r"
         );
         // psql's \d of a foreign table: its options, through a function of the outer row.
         let options = "SELECT array_to_string(ARRAY(SELECT quote_ident(option_name) FROM pg_options_to_table(ftoptions)), ', ') FROM f";

@@ -18,7 +18,7 @@ use datafusion::error::Result;
 use super::relations::{self, PgRelation, RelKind, Relations};
 
 /// The tables built here; the rest come from the crate.
-const OWN_TABLES: [&str; 11] = [
+const OWN_TABLES: [&str; 13] = [
     "pg_class",
     "pg_namespace",
     "pg_attribute",
@@ -30,6 +30,8 @@ const OWN_TABLES: [&str; 11] = [
     "pg_views",
     "pg_foreign_table",
     "pg_foreign_server",
+    "pg_roles",
+    "pg_authid",
 ];
 
 /// `pg_class`'s own OID, the `classoid` of a relation's description.
@@ -61,6 +63,9 @@ impl SchemaProvider for PgCatalog {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let lower = name.to_ascii_lowercase();
+        if lower == "pg_proc" {
+            return Ok(Some(Arc::new(super::procs::PgProc)));
+        }
         if !OWN_TABLES.contains(&lower.as_str()) {
             return self.inner.table(name).await;
         }
@@ -179,6 +184,7 @@ fn build(table: &str, schema: &SchemaRef, relations: &[PgRelation]) -> Result<Re
         "pg_views" => Columns::new(0),
         "pg_foreign_table" => pg_foreign_table(relations),
         "pg_foreign_server" => pg_foreign_server(),
+        "pg_roles" | "pg_authid" => roles(),
         other => unreachable!("{other} is not in OWN_TABLES"),
     }
     .finish(schema)
@@ -395,6 +401,18 @@ fn pg_foreign_table(relations: &[PgRelation]) -> Columns {
     let sources: Vec<_> = relations.iter().filter(|r| r.kind == RelKind::Source).collect();
     let mut c = Columns::new(sources.len());
     c.int("ftrelid", sources.iter().map(|r| r.oid)).int("ftserver", sources.iter().map(|_| SOURCE_SERVER));
+    c
+}
+
+/// The one role until roles exist: the owner of every object, a superuser that can log in.
+/// PostgreSQL's predefined `pg_*` roles are not listed (none of their privileges apply here),
+/// and no password is shown (`pg_authid.rolpassword` is NULL, as for a role without one).
+fn roles() -> Columns {
+    let mut c = Columns::new(1);
+    c.int("oid", [relations::OWNER]).text("rolname", [some(super::OWNER_NAME)]).int("rolconnlimit", [-1]);
+    for flag in ["rolsuper", "rolinherit", "rolcreaterole", "rolcreatedb", "rolcanlogin", "rolreplication", "rolbypassrls"] {
+        c.flag(flag, [true]);
+    }
     c
 }
 
