@@ -10,4 +10,6 @@ source scripts/install-browser.sh
 source scripts/install-grpc-client.sh
 # A Java runtime and pgJDBC, for the JDBC metadata test (tests/jdbc.rs).
 source scripts/install-jdbc.sh
+# Node.js and node-postgres, for its type and parameter test (tests/node_pg.rs).
+source scripts/install-node-pg.sh
 cargo test --workspace --all-targets "$@"

@@ -562,8 +562,11 @@ impl Database {
         (state, snapshot)
     }
 
+    /// The logical plan of `stmt`, its placeholders typed as PostgreSQL types them
+    /// ([`crate::parameters`]).
     pub(crate) async fn plan(&self, state: &SessionState, stmt: Statement) -> SqlResult<LogicalPlan> {
-        Ok(state.statement_to_plan(DFStatement::Statement(Box::new(stmt))).await?)
+        let plan = state.statement_to_plan(DFStatement::Statement(Box::new(stmt))).await?;
+        crate::parameters::type_array_placeholders(plan)
     }
 
     /// Executes `plan` with its parameters bound, as a stream of batches.

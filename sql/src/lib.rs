@@ -21,6 +21,7 @@ pub mod error;
 pub mod functions;
 pub mod lower;
 mod naming;
+pub mod parameters;
 pub mod parser;
 mod pg_catalog;
 pub mod prepared;

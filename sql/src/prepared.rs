@@ -160,7 +160,7 @@ fn cast_params(plan: &LogicalPlan, params: Vec<ScalarValue>) -> SqlResult<Vec<Sc
         .into_iter()
         .enumerate()
         .map(|(i, value)| match types.get(&format!("${}", i + 1)) {
-            Some(Some(t)) if value.data_type() != *t => Ok(value.cast_to(t)?),
+            Some(Some(t)) if value.data_type() != *t => crate::parameters::cast_param(value, t),
             _ => Ok(value),
         })
         .collect()

@@ -397,6 +397,9 @@ async fn parameter_types(session: &Session, stmt: &StoredStatement<String>) -> P
 }
 
 fn decode_param(portal: &Portal<String>, i: usize, ty: &Type) -> PgWireResult<ScalarValue> {
+    if ty.name().starts_with('_') {
+        return array_param(portal, i, ty);
+    }
     Ok(match *ty {
         Type::BOOL => ScalarValue::Boolean(portal.parameter::<bool>(i, ty)?),
         Type::INT2 => ScalarValue::Int16(portal.parameter::<i16>(i, ty)?),
@@ -427,6 +430,26 @@ fn decode_param(portal: &Portal<String>, i: usize, ty: &Type) -> PgWireResult<Sc
         })),
         _ => ScalarValue::Utf8(portal.parameter::<String>(i, ty)?),
     })
+}
+
+/// An array parameter (`_text`, `_int4`, ...): in text form its literal (`{a,b}`), which the
+/// binding reads as PostgreSQL's array input ([`openclaw_sql::parameters`]); in binary form
+/// the elements of a text array (other binary arrays are refused).
+fn array_param(portal: &Portal<String>, i: usize, ty: &Type) -> PgWireResult<ScalarValue> {
+    let raw = portal.parameters.get(i).ok_or(PgWireError::ParameterIndexOutOfBound(i))?;
+    let Some(raw) = raw else { return Ok(ScalarValue::Utf8(None)) };
+    if portal.parameter_format.format_for(i) == pgwire::api::results::FieldFormat::Text {
+        let text = std::str::from_utf8(raw).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        return Ok(ScalarValue::Utf8(Some(text.to_string())));
+    }
+    match portal.parameter::<Vec<Option<String>>>(i, ty) {
+        Ok(Some(items)) => {
+            let values: Vec<ScalarValue> = items.into_iter().map(ScalarValue::Utf8).collect();
+            Ok(ScalarValue::List(ScalarValue::new_list_nullable(&values, &datafusion::arrow::datatypes::DataType::Utf8)))
+        }
+        Ok(None) => Ok(ScalarValue::Utf8(None)),
+        Err(_) => Err(pg_error(SqlError::not_supported(format!("binary {} parameters", ty.name())))),
+    }
 }
 
 async fn result_fields(session: &Session, sql: &str, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
