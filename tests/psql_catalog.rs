@@ -1,8 +1,9 @@
 //! psql's describe commands (`\dt`, `\dv`, `\dm`, `\d`, `\d name`, `\d+ view`, `\det`, `\dn`,
 //! `\du`, `\l`, `\df`, `\dT`, and `\x`) run
 //! against a table, a keyed table, a source and a materialized view print what
-//! `tests/psql/describe.out` holds: PostgreSQL's layout, sources as foreign tables. OIDs stay
-//! the same across a restart, and a dropped relation leaves the catalog.
+//! `tests/psql/describe.out` holds: PostgreSQL's layout, sources as foreign tables. Tab
+//! completes their names and columns. OIDs stay the same across a restart, and a dropped
+//! relation leaves the catalog.
 
 mod common;
 
@@ -61,6 +62,28 @@ async fn psql_describes_tables_sources_and_views_as_postgresql_does() {
     }
     let expected = std::fs::read_to_string(expected_path).unwrap();
     assert_eq!(printed.0, expected, "psql's output differs from {expected_path}");
+}
+
+/// Tab in an interactive psql (on a pseudo-terminal, `tests/psql/complete.py`) completes a
+/// table, a view, a source and a column from what psql's completion queries find.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tab_completes_relation_and_column_names() {
+    let server = TestServer::start("psql-complete");
+    server.connect().await.batch_execute(SETUP).await.unwrap();
+    let port = server.pg_port.to_string();
+    let typed = ["SELECT * FROM ord", "\\d per_", "SELECT * FROM bi", "SELECT * FROM orders WHERE cust"];
+    let out = tokio::task::spawn_blocking(move || {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/psql/complete.py");
+        let out = std::process::Command::new("python3").arg(script).arg(&port).args(typed).output().expect("run python3");
+        (out, server)
+    })
+    .await
+    .unwrap()
+    .0;
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "complete.py failed: {printed}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = printed.lines().map(|l| l.trim_start_matches("openclaw=# ")).collect();
+    assert_eq!(lines, ["SELECT * FROM orders ", "\\d per_customer ", "SELECT * FROM bids ", "SELECT * FROM orders WHERE customer "]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

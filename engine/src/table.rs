@@ -61,6 +61,9 @@ impl Change {
 /// steps of the same write see earlier ones.
 type Overlay = HashMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// Keys read by one `multi_get` of a write's lookups.
+const LOOKUP_KEYS: usize = 8192;
+
 pub struct TableRequest {
     pub write: TableWrite,
     /// Answered with the number of rows affected once the change is stored and sent on.
@@ -296,9 +299,12 @@ impl TableWriter {
         let mut chunks = vec![];
         let mut n = 0;
         let first_row_id = self.next_row_id;
-        for change in changes {
+        // Keyed tables only: a keyless table appends each batch in blocks as it comes.
+        let changes = if self.state.layout == Layout::RowId { std::borrow::Cow::Borrowed(changes) } else { merge_upserts(changes)? };
+        for (i, change) in changes.iter().enumerate() {
+            let later_changes = i + 1 < changes.len();
             let (chunk, affected) = match change {
-                Change::Upsert(b) => (self.plan_upsert(b, &mut overlay, &mut write, chunk_rows)?, b.num_rows()),
+                Change::Upsert(b) => (self.plan_upsert(b, &mut overlay, &mut write, chunk_rows, later_changes)?, b.num_rows()),
                 Change::Delete(b) => self.plan_delete(b, &mut overlay, &mut write)?,
             };
             n += affected;
@@ -314,15 +320,19 @@ impl TableWriter {
     }
 
     /// Adds an upsert of `batch` to `write` and returns its changelog. Rows see the rows
-    /// `overlay` holds (earlier in this write), and are added to it. Without a primary key,
-    /// the rows are appended in blocks of at most `block_rows`.
-    fn plan_upsert(&mut self, batch: &RecordBatch, overlay: &mut Overlay, write: &mut StateWrite, block_rows: usize) -> EngineResult<Option<StreamChunk>> {
+    /// `overlay` holds (earlier in this write), and are added to it (`later_changes`: other
+    /// changes of this write follow, which must see them). Without a primary key, the rows
+    /// are appended in blocks of at most `block_rows`.
+    fn plan_upsert(&mut self, batch: &RecordBatch, overlay: &mut Overlay, write: &mut StateWrite, block_rows: usize, later_changes: bool) -> EngineResult<Option<StreamChunk>> {
         let Some(keys) = self.state.encode_keys(batch)? else {
             self.next_row_id = crate::table_blocks::append(&self.state, write, batch, self.next_row_id, block_rows)?;
             return Ok(Some(StreamChunk::inserts(batch.clone())));
         };
         let rows = self.state.row_codec().encode(batch.columns())?;
         let existing = self.lookup(keys.iter().map(|k| k.data()))?;
+        if let Some(chunk) = self.plan_distinct_upserts(batch, &keys, &rows, &existing, overlay, write, later_changes)? {
+            return Ok(Some(chunk));
+        }
         let mut ops = Vec::with_capacity(batch.num_rows());
         let mut out_rows: Vec<Vec<u8>> = Vec::with_capacity(batch.num_rows());
         for (i, (key, new_row)) in keys.iter().zip(rows.iter()).enumerate() {
@@ -342,6 +352,64 @@ impl TableWriter {
         }
         let out = self.state.row_codec().decode(out_rows.iter().map(|r| r.as_slice()))?;
         Ok(Some(StreamChunk::new(ops, out)))
+    }
+
+    /// The common case of a bulk load, planned without copying rows back through the row
+    /// codec: when no key of `batch` repeats in it or was written earlier in this write
+    /// (`overlay`), each row replaces at most its stored row (`existing`). The changelog is
+    /// the batch's own rows interleaved with the decoded replaced ones. `None` when a key
+    /// repeats; [`Self::plan_upsert`] then works row by row.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_distinct_upserts(
+        &self,
+        batch: &RecordBatch,
+        keys: &openclaw_storage::Rows,
+        rows: &openclaw_storage::Rows,
+        existing: &[Option<Vec<u8>>],
+        overlay: &mut Overlay,
+        write: &mut StateWrite,
+        later_changes: bool,
+    ) -> EngineResult<Option<StreamChunk>> {
+        // Replaced rows decode to the table's types, which the batch's must be to interleave.
+        let stored_types = self.state.row_codec().schema().fields().iter().map(|f| f.data_type());
+        if !stored_types.eq(batch.schema().fields().iter().map(|f| f.data_type())) {
+            return Ok(None);
+        }
+        let mut seen = datafusion::common::HashSet::with_capacity(keys.num_rows());
+        if !keys.iter().all(|k| seen.insert(k.data()) && !overlay.contains_key(k.data())) {
+            return Ok(None);
+        }
+        let bytes = keys.iter().chain(rows.iter()).map(|r| r.data().len()).sum();
+        write.reserve(keys.num_rows(), bytes);
+        for (key, row) in keys.iter().zip(rows.iter()) {
+            write.put_slices(&self.state.cf, key.data(), row.data());
+        }
+        // Later changes of this write see these rows: only then are they kept in the overlay.
+        if later_changes {
+            overlay.extend(keys.iter().zip(rows.iter()).map(|(k, r)| (k.data().to_vec(), Some(r.data().to_vec()))));
+        }
+        if existing.iter().all(Option::is_none) {
+            return Ok(Some(StreamChunk::inserts(batch.clone())));
+        }
+        let replaced = self.state.row_codec().decode(existing.iter().flatten().map(Vec::as_slice))?;
+        let mut ops = Vec::with_capacity(batch.num_rows() + replaced.num_rows() * 2);
+        // (0, i): the i-th replaced row; (1, i): the batch's i-th row.
+        let mut order = Vec::with_capacity(ops.capacity());
+        let mut next_replaced = 0;
+        for (i, old) in existing.iter().enumerate() {
+            if old.is_some() {
+                ops.extend([Op::UpdateDelete, Op::UpdateInsert]);
+                order.push((0, next_replaced));
+                next_replaced += 1;
+            } else {
+                ops.push(Op::Insert);
+            }
+            order.push((1, i));
+        }
+        let columns = (0..batch.num_columns())
+            .map(|c| datafusion::arrow::compute::interleave(&[replaced.column(c).as_ref(), batch.column(c).as_ref()], &order))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(StreamChunk::new(ops, RecordBatch::try_new(batch.schema(), columns)?)))
     }
 
     /// Adds the deletes of the rows with the keys of `batch` to `write`, seeing `overlay`.
@@ -370,8 +438,46 @@ impl TableWriter {
         Ok((Some(StreamChunk::new(vec![Op::Delete; n], out)), n))
     }
 
+    /// The stored rows of `keys`, read with one `multi_get` per [`LOOKUP_KEYS`] keys (a bulk
+    /// load's million keys at once would make RocksDB allocate for all of them).
     fn lookup<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) -> EngineResult<Vec<Option<Vec<u8>>>> {
         let keys: Vec<&[u8]> = keys.collect();
-        Ok(self.state.store.multi_get(&self.state.cf, &keys)?)
+        let mut found = Vec::with_capacity(keys.len());
+        for part in keys.chunks(LOOKUP_KEYS) {
+            found.extend(self.state.store.multi_get(&self.state.cf, part)?);
+        }
+        Ok(found)
     }
+}
+
+/// `changes` with each run of consecutive upserts as one upsert of their rows, in order: a
+/// bulk load (COPY, ingest) arrives as many batches, and one batch is planned in one pass
+/// without keeping every row in the overlay for the batches after it.
+fn merge_upserts(changes: &[Change]) -> EngineResult<std::borrow::Cow<'_, [Change]>> {
+    let consecutive = changes.windows(2).any(|w| matches!(w, [Change::Upsert(_), Change::Upsert(_)]));
+    if !consecutive {
+        return Ok(std::borrow::Cow::Borrowed(changes));
+    }
+    let mut merged: Vec<Change> = Vec::with_capacity(changes.len());
+    let mut run: Vec<&RecordBatch> = vec![];
+    let flush = |run: &mut Vec<&RecordBatch>, merged: &mut Vec<Change>| -> EngineResult<()> {
+        match run.as_slice() {
+            [] => {}
+            [one] => merged.push(Change::Upsert((*one).clone())),
+            many => merged.push(Change::Upsert(datafusion::arrow::compute::concat_batches(&many[0].schema(), many.iter().copied())?)),
+        }
+        run.clear();
+        Ok(())
+    };
+    for change in changes {
+        match change {
+            Change::Upsert(b) => run.push(b),
+            Change::Delete(_) => {
+                flush(&mut run, &mut merged)?;
+                merged.push(change.clone());
+            }
+        }
+    }
+    flush(&mut run, &mut merged)?;
+    Ok(std::borrow::Cow::Owned(merged))
 }

@@ -243,12 +243,19 @@ impl Store {
             return Ok(());
         }
         let mut batch = WriteBatch::default();
-        for op in write.ops {
-            let cf = self.cf(&op.cf)?;
-            match op.change {
-                Change::Put(value) => batch.put_cf(&cf, &op.key, value),
-                Change::Delete => batch.delete_cf(&cf, &op.key),
-                Change::AddCount(delta) => batch.merge_cf(&cf, &op.key, delta.to_le_bytes()),
+        let arena = write.arena.as_slice();
+        // Consecutive operations mostly share a column family: its handle is looked up once.
+        let mut handle = None;
+        for op in &write.ops {
+            let cf = match &handle {
+                Some((name, cf)) if Arc::ptr_eq(name, &op.cf) || **name == *op.cf => cf,
+                _ => &handle.insert((op.cf.clone(), self.cf(&op.cf)?)).1,
+            };
+            let key = op.key.get(arena);
+            match &op.change {
+                Change::Put(value) => batch.put_cf(cf, key, value.get(arena)),
+                Change::Delete => batch.delete_cf(cf, key),
+                Change::AddCount(delta) => batch.merge_cf(cf, key, delta.to_le_bytes()),
             }
         }
         let mut opts = rocksdb::WriteOptions::default();
@@ -437,16 +444,42 @@ pub(crate) fn check_format(dir: &Path) -> StorageResult<()> {
 #[derive(Default)]
 pub struct StateWrite {
     ops: Vec<WriteOp>,
+    /// Keys and values written with [`StateWrite::put_slices`], back to back: a bulk write
+    /// of a million rows makes one growing buffer rather than two million allocations.
+    arena: Vec<u8>,
 }
 
 struct WriteOp {
     cf: Arc<str>,
-    key: Vec<u8>,
+    key: Bytes,
     change: Change,
 }
 
+/// Bytes owned by an operation, or a range of its write's arena.
+enum Bytes {
+    Owned(Vec<u8>),
+    Arena(std::ops::Range<usize>),
+}
+
+impl Bytes {
+    fn get<'a>(&'a self, arena: &'a [u8]) -> &'a [u8] {
+        match self {
+            Bytes::Owned(v) => v,
+            Bytes::Arena(r) => &arena[r.clone()],
+        }
+    }
+
+    /// The same bytes once `offset` bytes precede the arena they point into.
+    fn shifted(self, offset: usize) -> Bytes {
+        match self {
+            Bytes::Arena(r) => Bytes::Arena(r.start + offset..r.end + offset),
+            owned => owned,
+        }
+    }
+}
+
 enum Change {
-    Put(Vec<u8>),
+    Put(Bytes),
     Delete,
     AddCount(i64),
 }
@@ -454,7 +487,16 @@ enum Change {
 impl StateWrite {
     /// Adds `other`'s writes after these (applied in the same atomic batch).
     pub fn append(&mut self, other: StateWrite) {
-        self.ops.extend(other.ops);
+        let offset = self.arena.len();
+        self.arena.extend_from_slice(&other.arena);
+        self.ops.extend(other.ops.into_iter().map(|op| WriteOp {
+            cf: op.cf,
+            key: op.key.shifted(offset),
+            change: match op.change {
+                Change::Put(value) => Change::Put(value.shifted(offset)),
+                other => other,
+            },
+        }));
     }
 
     /// Whether the write changes nothing.
@@ -462,17 +504,33 @@ impl StateWrite {
         self.ops.is_empty()
     }
 
+    /// Makes room for `ops` more operations of `bytes` bytes of keys and values written with
+    /// [`Self::put_slices`] (a bulk write knows its size).
+    pub fn reserve(&mut self, ops: usize, bytes: usize) {
+        self.ops.reserve(ops);
+        self.arena.reserve(bytes);
+    }
+
     pub fn put(&mut self, cf: &Arc<str>, key: Vec<u8>, value: Vec<u8>) {
-        self.ops.push(WriteOp { cf: Arc::clone(cf), key, change: Change::Put(value) });
+        self.ops.push(WriteOp { cf: Arc::clone(cf), key: Bytes::Owned(key), change: Change::Put(Bytes::Owned(value)) });
+    }
+
+    /// [`Self::put`] of borrowed bytes, copied into the write's arena.
+    pub fn put_slices(&mut self, cf: &Arc<str>, key: &[u8], value: &[u8]) {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(key);
+        self.arena.extend_from_slice(value);
+        let (key_end, end) = (start + key.len(), self.arena.len());
+        self.ops.push(WriteOp { cf: Arc::clone(cf), key: Bytes::Arena(start..key_end), change: Change::Put(Bytes::Arena(key_end..end)) });
     }
 
     pub fn delete(&mut self, cf: &Arc<str>, key: Vec<u8>) {
-        self.ops.push(WriteOp { cf: Arc::clone(cf), key, change: Change::Delete });
+        self.ops.push(WriteOp { cf: Arc::clone(cf), key: Bytes::Owned(key), change: Change::Delete });
     }
 
     /// Adds `delta` to the count under `key` in a [`CfKind::Counters`] column family.
     pub fn add_count(&mut self, cf: &Arc<str>, key: Vec<u8>, delta: i64) {
-        self.ops.push(WriteOp { cf: Arc::clone(cf), key, change: Change::AddCount(delta) });
+        self.ops.push(WriteOp { cf: Arc::clone(cf), key: Bytes::Owned(key), change: Change::AddCount(delta) });
     }
 }
 

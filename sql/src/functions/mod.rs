@@ -1,5 +1,6 @@
 //! PostgreSQL-compatible functions that override DataFusion's where the two differ.
 
+mod integer;
 pub mod numeric;
 mod session_info;
 mod to_char;
@@ -9,11 +10,14 @@ use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::ScalarUDF;
 
 /// DataFusion's session state over `config`, with the analyzer rules of PostgreSQL's
-/// semantics ([`numeric::NumericArithmetic`]) before type coercion.
+/// semantics: [`numeric::NumericArithmetic`] before type coercion,
+/// [`integer::CheckedIntegerArithmetic`] after it.
 pub fn session_state(config: datafusion::execution::context::SessionConfig) -> datafusion::execution::SessionState {
     let mut rules = datafusion::optimizer::Analyzer::new().rules;
     let coercion = rules.iter().position(|r| r.name() == "type_coercion").unwrap_or(0);
     rules.insert(coercion, std::sync::Arc::new(numeric::NumericArithmetic::default()));
+    // After type coercion: both operands of an integer operator have one type by then.
+    rules.insert(coercion + 2, std::sync::Arc::new(integer::CheckedIntegerArithmetic::default()));
     datafusion::execution::SessionStateBuilder::new().with_config(config).with_default_features().with_analyzer_rules(rules).build()
 }
 
