@@ -39,10 +39,15 @@ const COMMANDS: [&str; 17] = [
 /// What psql prints for `COMMANDS`, each after a line naming it, with its messages (stderr) in
 /// place.
 fn describe(server: &TestServer) -> String {
+    run_psql(server, &COMMANDS)
+}
+
+/// What psql prints for `commands` (run in one session), each after a line naming it.
+fn run_psql(server: &TestServer, commands: &[&str]) -> String {
     let url = server.conn_str();
     let mut psql = std::process::Command::new("sh");
     psql.args(["-c", "exec psql \"$@\" 2>&1", "psql", url.as_str(), "-X", "-v", "ON_ERROR_STOP=1"]);
-    for c in COMMANDS {
+    for c in commands {
         psql.args(["-c", &format!("\\echo == {}", c.trim_start_matches('\\')), "-c", c]);
     }
     let out = psql.output().expect("run psql");
@@ -113,6 +118,47 @@ async fn oids_survive_a_restart_and_dropped_relations_leave_the_catalog() {
     assert_eq!(after, [["bids"], ["stock"], ["stock_pkey"]]);
     let constraint = one(&client, "SELECT conname, pg_catalog.pg_get_constraintdef(oid, true) FROM pg_catalog.pg_constraint").await;
     assert_eq!(constraint, [["stock_pkey", "PRIMARY KEY (warehouse, item)"]]);
+}
+
+/// Schemas in psql: `\dn` lists them; `\dt` shows the tables the session's `search_path`
+/// makes visible (a table of an earlier schema hides a later one's of the same name);
+/// `\dt sales.*` and `\d sales.orders` find a schema's table. What was created under a
+/// `search_path` comes back from a restart in the same schema, with the same OIDs, and a view
+/// over an unqualified name reads the same table as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_list_in_psql_and_survive_a_restart() {
+    let server = TestServer::start("psql-schemas");
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE SCHEMA sales;
+             CREATE TABLE orders (id INT PRIMARY KEY, note TEXT);
+             SET search_path = sales, public;
+             CREATE TABLE orders (id INT PRIMARY KEY, amount BIGINT);
+             CREATE MATERIALIZED VIEW totals AS SELECT count(*) AS n, sum(amount) AS total FROM orders;
+             INSERT INTO orders VALUES (1, 10), (2, 20);
+             INSERT INTO public.orders VALUES (1, 'public');
+             FLUSH;",
+        )
+        .await
+        .unwrap();
+    let commands = ["\\dn", "\\dt", "\\dt sales.*", "\\d sales.orders", "SET search_path = sales, public", "\\dt", "\\dm"];
+    let (printed, server) = tokio::task::spawn_blocking(move || (run_psql(&server, &commands), server)).await.unwrap();
+    let expected_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/psql/schemas.out");
+    if std::env::var_os("OPENCLAW_BLESS").is_some() {
+        std::fs::write(expected_path, &printed).unwrap();
+    }
+    assert_eq!(printed, std::fs::read_to_string(expected_path).unwrap(), "psql's output differs from {expected_path}");
+    let oids = "SELECT n.nspname, n.oid::text, c.relname, c.oid::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm') ORDER BY 1, 3";
+    let before = one(&client, oids).await;
+    drop(client);
+    let server = TestServer::start_at(server.kill());
+    let client = server.connect().await;
+    assert_eq!(one(&client, oids).await, before, "schemas or OIDs changed across a restart");
+    assert_eq!(one(&client, "SELECT n::text, total::text FROM sales.totals").await, [["2", "30"]]);
+    client.batch_execute("INSERT INTO sales.orders VALUES (3, 30); INSERT INTO orders VALUES (2, 'public too'); FLUSH").await.unwrap();
+    assert_eq!(one(&client, "SELECT n::text, total::text FROM sales.totals").await, [["3", "60"]], "the view reads sales.orders, as it did before the restart");
+    assert_eq!(one(&client, "SELECT count(*)::text FROM orders").await, [["2"]]);
 }
 
 /// The schema queries of BI tools and drivers, as their sources write them, answer correctly:

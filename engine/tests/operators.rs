@@ -252,6 +252,53 @@ async fn table_writer_upserts_by_primary_key_and_emits_updates() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// One prepared write through the writer of table 1: its changes planned, the write applied
+/// to the store as a commit would, the decision sent; returns the rows it affected.
+async fn prepared_write(req_tx: &mpsc::Sender<TableRequest>, store: &Store, changes: Vec<openclaw_engine::table::Change>) -> usize {
+    let (prepared, planned) = oneshot::channel();
+    let (decide, decision) = oneshot::channel();
+    let (done, wait) = oneshot::channel();
+    req_tx.send(TableRequest { write: TableWrite::Prepare { changes, prepared, decision }, done }).await.unwrap();
+    store.write_durable(planned.await.unwrap().unwrap()).unwrap();
+    decide.send(true).unwrap();
+    wait.await.unwrap().unwrap()
+}
+
+/// A bulk write of several upserts (as COPY sends them) is planned as one: a key written by
+/// an earlier batch of the write is an update of that row, a stored key an update of the
+/// stored row, in the order of the rows; a batch of distinct keys replaces stored rows by
+/// interleaving them with its own.
+#[tokio::test]
+async fn table_writer_plans_a_bulk_write_in_row_order() {
+    use openclaw_engine::table::Change;
+    let (store, dir) = temp_store("bulk");
+    let first = fixture::parse("I T\n + 1 x");
+    let writer = keyed_table_writer(&store, first.schema());
+    let (req_tx, req_rx) = mpsc::channel(4);
+    let (barrier_tx, barrier_rx) = openclaw_engine::coordinator::barrier_channel();
+    let (sub_tx, mut sub_rx) = mpsc::channel(64);
+    let task = tokio::spawn(writer.run(req_rx, barrier_rx, 1024));
+    barrier_tx.send(subscribing(1, sub_tx, None)).unwrap();
+    assert_eq!(prepared_write(&req_tx, &store, vec![Change::Upsert(first.batch().clone())]).await, 1);
+    let a = fixture::parse("I T\n + 1 a\n + 2 b");
+    let b = fixture::parse("I T\n + 2 c\n + 3 d");
+    assert_eq!(prepared_write(&req_tx, &store, vec![Change::Upsert(a.batch().clone()), Change::Upsert(b.batch().clone())]).await, 4);
+    let distinct = fixture::parse("I T\n + 4 w\n + 1 q");
+    assert_eq!(prepared_write(&req_tx, &store, vec![Change::Upsert(distinct.batch().clone())]).await, 2);
+    drop(req_tx);
+    drop(barrier_tx);
+    task.await.unwrap().unwrap();
+    let mut seen = vec![];
+    while let Some(m) = sub_rx.recv().await {
+        seen.push(m);
+    }
+    assert_eq!(pretty(&seen), "barrier 1\n+ 1 x\nU- 1 x\nU+ 1 a\n+ 2 b\nU- 2 b\nU+ 2 c\n+ 3 d\n+ 4 w\nU- 1 a\nU+ 1 q\n");
+    let stored = StreamChunk::inserts(openclaw_engine::operators::MaterializedState::new(store.clone(), "table_1", first.schema(), Layout::Keyed(vec![0])).unwrap().read_all(None, 100).unwrap().remove(0)).to_pretty();
+    assert_eq!(stored, "+ 1 q\n+ 2 c\n+ 3 d\n+ 4 w\n");
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A stand-in reader (beside the real connectors, which have their own tests): `limit`
 /// one-row chunks, or endless ones.
 struct Counter {

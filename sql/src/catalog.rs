@@ -106,6 +106,8 @@ impl ViewRuntime {
 pub struct Catalog {
     next_id: ObjectId,
     entries: BTreeMap<String, Entry>,
+    /// Schemas other than `public` ([`crate::schemas`]), with their ids.
+    schemas: BTreeMap<String, ObjectId>,
     /// What `pg_catalog` describes, kept in step with `entries`.
     relations: crate::pg_catalog::Relations,
     /// Changes with every object added, replaced or removed: plans kept across executions
@@ -166,6 +168,35 @@ impl Catalog {
         self.version += 1;
         self.relations.remove(name);
         self.entries.remove(name)
+    }
+
+    /// The id of schema `name` (not `public`, which every database has and no record keeps).
+    pub fn schema_id(&self, name: &str) -> Option<ObjectId> {
+        self.schemas.get(name).copied()
+    }
+
+    /// Schemas other than `public`, by name.
+    pub fn schema_names(&self) -> impl Iterator<Item = String> + '_ {
+        self.schemas.keys().cloned()
+    }
+
+    pub fn add_schema(&mut self, name: &str, id: ObjectId) {
+        self.version += 1;
+        self.relations.add_schema(name, id);
+        let previous = self.schemas.insert(name.to_string(), id);
+        assert!(previous.is_none(), "schema names are unique");
+    }
+
+    pub fn remove_schema(&mut self, name: &str) {
+        assert!(self.in_schema(name).next().is_none(), "a schema is dropped empty");
+        self.version += 1;
+        self.relations.remove_schema(name);
+        self.schemas.remove(name);
+    }
+
+    /// The objects of schema `schema` (other than `public`).
+    pub fn in_schema<'a>(&'a self, schema: &'a str) -> impl Iterator<Item = &'a Entry> + 'a {
+        self.entries.values().filter(move |e| crate::schemas::split(&e.name).0 == schema)
     }
 
     pub fn of_kind(&self, kind: ObjectKind) -> impl Iterator<Item = &Entry> {

@@ -302,8 +302,26 @@ impl Database {
         let (Some(stmt), true) = (statements.pop(), statements.is_empty()) else {
             return Err(SqlError::new(SqlState::Internal, "a catalog record holds more than one statement"));
         };
-        let mut vars = SessionVars::default();
+        let vars = SessionVars::default();
+        let mut resolved = record.resolved.clone();
+        let path = resolved.remove(crate::schemas::SEARCH_PATH_KEY).map_or_else(|| vec![crate::schemas::PUBLIC.to_string()], |p| crate::schemas::parse_search_path(&p));
+        let mut stmt = stmt;
+        self.qualify(&mut stmt, &path).await?;
+        let record = &crate::durable::DdlRecord { resolved, ..record.clone() };
+        crate::schemas::with_path(path, self.restore_statement(record, stmt, vars, resume)).await
+    }
+
+    async fn restore_statement(&self, record: &crate::durable::DdlRecord, stmt: OcStatement, mut vars: SessionVars, resume: Option<&mut crate::ddl::Resume>) -> SqlResult<()> {
         match stmt {
+            OcStatement::Standard(s) if record.kind == ObjectKind::Schema => {
+                let Statement::CreateSchema { schema_name: datafusion::sql::sqlparser::ast::SchemaName::Simple(name), .. } = *s else {
+                    return Err(SqlError::new(SqlState::Internal, "a schema's record holds no CREATE SCHEMA"));
+                };
+                let schema = object_name(&name)?;
+                let mut catalog = self.catalog.lock().await;
+                self.register_schema(&mut catalog, &schema, record.id)?;
+                QueryOutput::command("CREATE SCHEMA")
+            }
             OcStatement::CreateTable(ct, watermark, _) => self.create_table(*ct, watermark, &record.sql).await?,
             OcStatement::CreateSource(mut source) if source.as_table => {
                 source.options.extend(record.resolved.clone());
@@ -397,7 +415,12 @@ impl Database {
         if let Some(done) = self.transaction_control(vars, &stmt).await {
             return done;
         }
-        let result = self.execute_in_block(vars, stmt, text, params).await;
+        let path = vars.search_path();
+        let mut stmt = stmt;
+        let result = match self.qualify(&mut stmt, &path).await {
+            Ok(()) => crate::schemas::with_path(path, self.execute_in_block(vars, stmt, text, params)).await,
+            Err(e) => Err(e),
+        };
         match (result, &vars.txn) {
             (Err(e), TxnState::Open(_)) => {
                 vars.txn = TxnState::Failed;
@@ -460,7 +483,7 @@ impl Database {
             OcStatement::Subscribe(_) => Err(SqlError::new(SqlState::FeatureNotSupported, "SUBSCRIBE is read with COPY or through a cursor")
                 .with_hint("COPY (SUBSCRIBE ...) TO STDOUT, or DECLARE c CURSOR FOR SUBSCRIBE ...; FETCH ALL c WITH (timeout = '1s')")),
             OcStatement::CopySubscribe(stmt) => Ok(QueryOutput::Subscription(Box::new(self.subscribe(vars, stmt).await?))),
-            OcStatement::CopyTo(copy) => match self.select(Statement::Query(copy.query), None, None, &vars.time_zone()).await? {
+            OcStatement::CopyTo(copy) => match self.select(Statement::Query(copy.query), None, None, vars).await? {
                 QueryOutput::Rows { schema, stream } => Ok(QueryOutput::CopyOut { schema, stream, format: copy.format, header: copy.header }),
                 other => Err(SqlError::new(SqlState::Internal, format!("a query answered {other:?}"))),
             },
@@ -492,7 +515,7 @@ impl Database {
                 let output = match params {
                     // With parameters (the extended protocol): planned once per session.
                     Some(params) if matches!(*s, Statement::Query(_)) => interrupt.until(self.select_prepared(vars, text, *s, params, overlays)).await??,
-                    params => interrupt.until(self.select(*s, params, overlays, &vars.time_zone())).await??,
+                    params => interrupt.until(self.select(*s, params, overlays, vars)).await??,
                 };
                 Ok(rows_until(interrupt.clone(), output))
             }
@@ -528,6 +551,11 @@ impl Database {
                 let text = ct.to_string();
                 self.create_table(ct, None, &text).await
             }
+            Statement::CreateSchema { schema_name: datafusion::sql::sqlparser::ast::SchemaName::Simple(name), if_not_exists, .. } => {
+                let text = format!("CREATE SCHEMA {name}");
+                self.create_schema(&name, if_not_exists, &text).await
+            }
+            Statement::Drop { object_type: datafusion::sql::sqlparser::ast::ObjectType::Schema, names, if_exists, cascade, .. } => self.drop_schemas(&names, if_exists, cascade).await,
             Statement::CreateView(v) if !v.materialized => Err(SqlError::not_supported("plain views are not supported")
                 .with_hint("use CREATE MATERIALIZED VIEW, which OpenClaw keeps up to date incrementally")),
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
@@ -536,7 +564,7 @@ impl Database {
                 crate::naming::alias_unnamed(&mut stmt);
                 self.dml(vars, stmt, params).await
             }
-            s if is_query(&s) => self.select(s, params, None, &vars.time_zone()).await,
+            s if is_query(&s) => self.select(s, params, None, vars).await,
             other => {
                 let first = other.to_string();
                 let word = first.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
@@ -580,13 +608,13 @@ impl Database {
     }
 
     /// `overlays`: the session's transaction's own changes, which it reads.
-    /// `time_zone`: the session's (`SET TIME ZONE`), in which text without an offset is read
-    /// as a `timestamptz`.
-    async fn select(&self, mut stmt: Statement, params: Option<Vec<ScalarValue>>, overlays: Option<crate::relation::TxnOverlays>, time_zone: &str) -> SqlResult<QueryOutput> {
+    /// `vars`: the session's settings ([`SessionVars::configure`]), such as the time zone in
+    /// which text without an offset is read as a `timestamptz`.
+    async fn select(&self, mut stmt: Statement, params: Option<Vec<ScalarValue>>, overlays: Option<crate::relation::TxnOverlays>, vars: &SessionVars) -> SqlResult<QueryOutput> {
         let names = crate::naming::pg_column_names(&stmt);
         crate::naming::alias_unnamed(&mut stmt);
         let (mut state, _) = self.query_state_with(overlays);
-        state.config_mut().options_mut().execution.time_zone = Some(time_zone.to_string());
+        vars.configure(&mut state);
         let plan = self.plan(&state, stmt).await?;
         self.check_readable(&plan).await?;
         let plan = analyzed(&state, bind(plan, params)?)?;
@@ -600,7 +628,7 @@ impl Database {
         let mut names = vec![];
         plan.apply(|node| {
             if let LogicalPlan::TableScan(scan) = node {
-                names.push(scan.table_name.table().to_string());
+                names.push(crate::schemas::reference_name(&scan.table_name));
             }
             Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
         })?;
@@ -624,6 +652,10 @@ impl Database {
         let entries = catalog.of_kind(kind);
         match kind {
             ObjectKind::Table => QueryOutput::text_rows(&["name"], entries.map(|e| vec![e.name.clone()]).collect()),
+            ObjectKind::Schema => {
+                let names = std::iter::once(crate::schemas::PUBLIC.to_string()).chain(catalog.schema_names());
+                QueryOutput::text_rows(&["name"], names.map(|n| vec![n]).collect())
+            }
             ObjectKind::Source => {
                 let rows = entries.map(|e| source_row(e)).collect();
                 QueryOutput::nullable_text_rows(&["name", "connector", "readers", "rows_read", "bytes_read", "dead_letters", "lag", "watermark"], rows)
@@ -726,8 +758,9 @@ pub(crate) fn undefined(name: &str) -> SqlError {
     SqlError::new(SqlState::UndefinedTable, format!("relation \"{name}\" does not exist"))
 }
 
-/// The catalog name of `name`: unquoted parts fold to lower case, as in PostgreSQL; the
-/// schema, when given, must be `public`.
+/// The catalog name of `name`: unquoted parts fold to lower case, as in PostgreSQL; an object
+/// of a schema other than `public` is `schema.name` ([`crate::schemas`]). An unqualified name
+/// is taken as written: [`Database::qualify`] has already put the schema `search_path` finds.
 pub(crate) fn object_name(name: &datafusion::sql::sqlparser::ast::ObjectName) -> SqlResult<String> {
     let parts: Vec<String> = name
         .0
@@ -739,9 +772,8 @@ pub(crate) fn object_name(name: &datafusion::sql::sqlparser::ast::ObjectName) ->
         .collect();
     match parts.as_slice() {
         [n] => Ok(n.clone()),
-        [schema, n] if schema == "public" => Ok(n.clone()),
-        _ => Err(SqlError::new(SqlState::UndefinedObject, format!("schema of \"{name}\" does not exist"))
-            .with_hint("OpenClaw has one schema, \"public\"")),
+        [schema, n] => Ok(crate::schemas::qualified(schema, n)),
+        _ => Err(SqlError::not_supported(format!("cross-database references are not implemented: {name}"))),
     }
 }
 

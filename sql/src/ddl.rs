@@ -47,6 +47,10 @@ pub(crate) const PLAN_KEY: &str = "plan";
 
 impl Database {
     fn check_new_name(&self, catalog: &Catalog, name: &str) -> SqlResult<()> {
+        let schema = crate::schemas::split(name).0;
+        if schema != crate::schemas::PUBLIC && catalog.schema_id(schema).is_none() {
+            return Err(SqlError::new(SqlState::InvalidSchemaName, format!("schema {} does not exist", quote(schema))));
+        }
         match catalog.get(name) {
             Some(e) => Err(SqlError::new(SqlState::DuplicateObject, format!("{} {} already exists", e.kind.sql_name(), quote(name)))),
             None => Ok(()),
@@ -121,7 +125,7 @@ impl Database {
             writer.run(req_rx, barrier_rx, self.config.chunk_size_rows),
             span,
         ));
-        self.ctx.register_table(name.as_str(), Arc::new(StoredRelation::new(state.clone(), constraints.clone())))?;
+        self.ctx.register_table(crate::schemas::table_reference(&name), Arc::new(StoredRelation::new(state.clone(), constraints.clone())))?;
         self.persist(id, ObjectKind::Table, &name, sql, Default::default())?;
         catalog.insert(Entry {
             id,
@@ -189,7 +193,7 @@ impl Database {
             None => connector.unique_key(&schema, &options),
         };
         let constraints = Constraints::new_unverified(key.into_iter().map(Constraint::PrimaryKey).collect());
-        self.ctx.register_table(name.as_str(), Arc::new(SourceRelation { name: name.clone(), schema: schema.clone(), constraints }))?;
+        self.ctx.register_table(crate::schemas::table_reference(&name), Arc::new(SourceRelation { name: name.clone(), schema: schema.clone(), constraints }))?;
         self.persist(id, ObjectKind::Source, &name, sql, resolved)?;
         // A stored Protobuf descriptor set is bytes in base64, a file list can be long: not
         // for reading.
@@ -266,7 +270,7 @@ impl Database {
                     .with_hint(format!("the source's dead-letter table is named {}; drop or rename the existing one", quote(&name)))),
             };
         }
-        let sql = format!("CREATE TABLE \"{name}\" ({})", openclaw_engine::dead_letters::DEAD_LETTER_COLUMNS);
+        let sql = format!("CREATE TABLE {} ({})", crate::schemas::sql_name(&name), openclaw_engine::dead_letters::DEAD_LETTER_COLUMNS);
         let Some(crate::parser::OcStatement::CreateTable(ct, _, _)) = crate::parser::parse(&sql)?.pop() else {
             return Err(SqlError::new(SqlState::Internal, "the dead-letter table's definition did not parse"));
         };
@@ -444,7 +448,7 @@ impl Database {
             Target::Sink(_, shown) => (ObjectKind::Sink, format!("{} WITH ({shown})", view.query)),
         };
         if kind == ObjectKind::MaterializedView {
-            self.ctx.register_table(name.as_str(), Arc::new(StoredRelation::new(state, Constraints::default())))?;
+            self.ctx.register_table(crate::schemas::table_reference(&name), Arc::new(StoredRelation::new(state, Constraints::default())))?;
         }
         // In the catalog from now on (SHOW lists it, reads are refused until it is filled),
         // so that the catalog lock is free while it backfills.
@@ -515,7 +519,12 @@ impl Database {
     }
 
     /// Keeps a created object in the durable catalog.
-    pub(crate) fn persist(&self, id: ObjectId, kind: ObjectKind, name: &str, sql: &str, resolved: std::collections::BTreeMap<String, String>) -> SqlResult<()> {
+    /// The `search_path` the statement ran under goes with it, so that a restart resolves
+    /// its names the same way.
+    pub(crate) fn persist(&self, id: ObjectId, kind: ObjectKind, name: &str, sql: &str, mut resolved: std::collections::BTreeMap<String, String>) -> SqlResult<()> {
+        if let Some(path) = crate::schemas::statement_path() {
+            resolved.insert(crate::schemas::SEARCH_PATH_KEY.to_string(), path);
+        }
         let record = crate::durable::DdlRecord { id, kind, name: name.to_string(), sql: sql.to_string(), resolved };
         crate::durable::save(&self.store, &record)
     }

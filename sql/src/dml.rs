@@ -42,7 +42,7 @@ impl Database {
         let LogicalPlan::Dml(dml) = plan else {
             return Err(SqlError::new(SqlState::Internal, "DML planned to something else"));
         };
-        let name = dml.table_name.table().to_string();
+        let name = crate::schemas::reference_name(&dml.table_name);
         let (target, table_schema, primary_key) = self.write_target(&name).await?;
         let (tag, is_delete) = match &dml.op {
             WriteOp::Insert(_) => ("INSERT", false),

@@ -81,7 +81,7 @@ impl Database {
         // orphans, which the next start drops, never a record without its rows.
         crate::durable::remove(&self.store, id)?;
         let Some(entry) = catalog.remove(name) else { return Ok(()) };
-        self.ctx.deregister_table(name)?;
+        self.ctx.deregister_table(crate::schemas::table_reference(name))?;
         self.parquet_sinks.remove(name);
         match &entry.detail {
             Detail::Table { root, task, state, ingest, .. } => {

@@ -45,6 +45,14 @@ pub enum SqlState {
     ConfigurationLimitExceeded,
     /// 28000: a request's credentials (a webhook's signature) do not check out.
     InvalidAuthorizationSpecification,
+    /// 3F000: no such schema (or none in `search_path` to create in).
+    InvalidSchemaName,
+    /// 42P06: a schema by that name exists.
+    DuplicateSchema,
+    /// 42939: a name reserved for the system (`pg_...` schemas).
+    ReservedName,
+    /// 42501: the statement would change what only the system may (`pg_catalog`).
+    InsufficientPrivilege,
     Internal,
 }
 
@@ -82,6 +90,10 @@ impl SqlState {
             SqlState::DuplicateCursor => "42P03",
             SqlState::ConfigurationLimitExceeded => "53400",
             SqlState::InvalidAuthorizationSpecification => "28000",
+            SqlState::InvalidSchemaName => "3F000",
+            SqlState::DuplicateSchema => "42P06",
+            SqlState::ReservedName => "42939",
+            SqlState::InsufficientPrivilege => "42501",
             SqlState::Internal => "XX000",
         }
     }

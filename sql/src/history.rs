@@ -213,7 +213,7 @@ impl Database {
         options.extend(history.retention.map(|r| format!("retention = '{}'", quote(&r))));
         options.extend(history.hot.map(|h| format!("hot = '{}'", quote(&h))));
         options.extend(history.hot_limit.map(|l| format!("hot_limit = '{}'", quote(&l))));
-        let sql = format!("CREATE SINK \"{}\" AS SELECT * FROM \"{}\" WITH ({})", sink_name(object).replace('"', "\"\""), object.replace('"', "\"\""), options.join(", "));
+        let sql = format!("CREATE SINK {} AS SELECT * FROM {} WITH ({})", crate::schemas::sql_name(&sink_name(object)), crate::schemas::sql_name(object), options.join(", "));
         let mut statements = crate::parser::parse(&sql)?;
         let Some(crate::parser::OcStatement::CreateSink(sink)) = statements.pop() else {
             return Err(SqlError::new(SqlState::Internal, "the history sink did not parse as a sink"));

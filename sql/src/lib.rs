@@ -28,6 +28,7 @@ pub mod prepared;
 pub mod relation;
 pub mod session;
 pub mod subscribe;
+pub mod schemas;
 mod subscriptions;
 mod temporal;
 pub mod transaction;

@@ -144,7 +144,7 @@ impl Lowering<'_> {
                 if scan.fetch.is_some() {
                     return Err(unsupported("Limit"));
                 }
-                let name = scan.table_name.table().to_string();
+                let name = crate::schemas::reference_name(&scan.table_name);
                 let mut node = self.resolver.resolve(&name)?;
                 let source_schema = DFSchema::try_from_qualified_schema(scan.table_name.clone(), &node.schema())?;
                 if let Some(predicate) = conjunction(scan.filters.iter().cloned()) {

@@ -38,6 +38,8 @@ pub enum ObjectKind {
     Sink,
     /// A durable subscription (`CREATE SUBSCRIPTION s FROM v`): a view's retained changelog.
     Subscription,
+    /// A schema (`CREATE SCHEMA s`): not a catalog entry, but kept by the durable catalog.
+    Schema,
 }
 
 impl ObjectKind {
@@ -48,11 +50,12 @@ impl ObjectKind {
             ObjectKind::MaterializedView => "materialized view",
             ObjectKind::Sink => "sink",
             ObjectKind::Subscription => "subscription",
+            ObjectKind::Schema => "schema",
         }
     }
 
     pub fn from_sql_name(name: &str) -> Option<Self> {
-        [ObjectKind::Table, ObjectKind::Source, ObjectKind::MaterializedView, ObjectKind::Sink, ObjectKind::Subscription].into_iter().find(|k| k.sql_name() == name)
+        [ObjectKind::Table, ObjectKind::Source, ObjectKind::MaterializedView, ObjectKind::Sink, ObjectKind::Subscription, ObjectKind::Schema].into_iter().find(|k| k.sql_name() == name)
     }
 }
 
@@ -356,6 +359,7 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError>
         ["SHOW", "MATERIALIZED", "VIEWS"] => show(&mut p, 3, ObjectKind::MaterializedView),
         ["SHOW", "SINKS"] => show(&mut p, 2, ObjectKind::Sink),
         ["SHOW", "SUBSCRIPTIONS"] => show(&mut p, 2, ObjectKind::Subscription),
+        ["SHOW", "SCHEMAS"] => show(&mut p, 2, ObjectKind::Schema),
         ["CREATE", "SUBSCRIPTION", ..] => {
             p.next_token();
             p.next_token();

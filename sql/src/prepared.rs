@@ -130,7 +130,7 @@ impl crate::Database {
         let catalog_version = self.catalog.lock().await.version();
         let time_zone = vars.time_zone();
         let (mut state, _) = self.query_state_with(overlays);
-        state.config_mut().options_mut().execution.time_zone = Some(time_zone.clone());
+        vars.configure(&mut state);
         let prepared = match vars.prepared.get(text, catalog_version, &time_zone) {
             Some(kept) => kept,
             None => {

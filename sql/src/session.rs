@@ -72,6 +72,10 @@ impl SessionVars {
         if key == "statement_timeout" {
             parse_timeout(value)?;
         }
+        if key == "search_path" {
+            // Kept plans resolved their names under the old path.
+            self.prepared = Default::default();
+        }
         if key == "timezone" {
             self.vars.insert(key, parse_time_zone(value)?.0);
             return Ok(());
@@ -109,6 +113,25 @@ impl SessionVars {
     pub fn interrupt(&self) -> Result<crate::interrupt::Interrupt, SqlError> {
         let deadline = self.statement_timeout()?.map(|t| tokio::time::Instant::now() + t);
         Ok(crate::interrupt::Interrupt { deadline, cancel: self.cancel.clone() })
+    }
+
+    /// Gives a query's state what this session's settings change in it: the time zone, in
+    /// which `timestamptz` is shown and read, and `search_path`, which says which relations
+    /// `pg_table_is_visible` finds.
+    pub fn configure(&self, state: &mut datafusion::execution::SessionState) {
+        let options = state.config_mut().options_mut();
+        options.execution.time_zone = Some(self.time_zone());
+        let mut settings = crate::schemas::SessionSettings::default();
+        settings.search_path = self.vars.get("search_path").cloned().unwrap_or_else(|| crate::schemas::PUBLIC.to_string());
+        options.extensions.insert(settings);
+        // Functions see the options of the query's start (`ExecutionProps`), taken when the
+        // state was made: take them again.
+        state.mark_start_execution();
+    }
+
+    /// `search_path`'s schemas, in order ([`crate::schemas`]).
+    pub fn search_path(&self) -> Vec<String> {
+        crate::schemas::parse_search_path(self.vars.get("search_path").map_or(crate::schemas::PUBLIC, String::as_str))
     }
 
     pub fn get(&self, name: &str) -> Result<&str, SqlError> {

@@ -282,7 +282,7 @@ impl Database {
     /// `<table>_dlq`, created with [`DEAD_LETTER_COLUMNS`] on first use.
     async fn dead_letter_target(&self, table: &str) -> SqlResult<(crate::transaction::WriteTarget, SchemaRef, Option<Vec<usize>>)> {
         let name = format!("{table}_dlq");
-        let sql = format!("CREATE TABLE IF NOT EXISTS {} ({DEAD_LETTER_COLUMNS})", quote(&name));
+        let sql = format!("CREATE TABLE IF NOT EXISTS {} ({DEAD_LETTER_COLUMNS})", crate::schemas::sql_name(&name));
         let mut parsed = crate::parser::parse(&sql)?;
         let Some(crate::parser::OcStatement::CreateTable(create, None, _)) = parsed.pop() else {
             return Err(SqlError::new(SqlState::Internal, "the dead-letter table's definition did not parse"));

@@ -61,8 +61,9 @@ fn console_file(content_type: &'static str, body: &'static str) -> Response {
 /// The HTTP status of an error, by its SQLSTATE.
 fn http_status(code: SqlState) -> StatusCode {
     match code {
-        SqlState::UndefinedTable | SqlState::UndefinedObject | SqlState::InvalidCursorName => StatusCode::NOT_FOUND,
-        SqlState::DuplicateObject | SqlState::DependentObjectsStillExist | SqlState::SerializationFailure | SqlState::DuplicateCursor => StatusCode::CONFLICT,
+        SqlState::UndefinedTable | SqlState::UndefinedObject | SqlState::InvalidCursorName | SqlState::InvalidSchemaName => StatusCode::NOT_FOUND,
+        SqlState::DuplicateObject | SqlState::DependentObjectsStillExist | SqlState::SerializationFailure | SqlState::DuplicateCursor | SqlState::DuplicateSchema => StatusCode::CONFLICT,
+        SqlState::InsufficientPrivilege => StatusCode::FORBIDDEN,
         SqlState::FeatureNotSupported => StatusCode::NOT_IMPLEMENTED,
         SqlState::ProgramLimitExceeded | SqlState::StatementTooComplex => StatusCode::PAYLOAD_TOO_LARGE,
         SqlState::QueryCanceled => StatusCode::REQUEST_TIMEOUT,

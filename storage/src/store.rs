@@ -563,6 +563,31 @@ unsafe impl Sync for ReadSnapshot {}
 mod tests {
     use super::*;
 
+    /// Writes of borrowed bytes (kept in the write's arena) and of owned ones apply in order,
+    /// also after one write is appended to another (its arena ranges moved).
+    #[test]
+    fn arena_and_owned_writes_apply_in_order_after_append() {
+        let dir = std::env::temp_dir().join(format!("openclaw-store-arena-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        store.create_cf("t", CfKind::Plain).unwrap();
+        let cf: Arc<str> = Arc::from("t");
+        let mut a = StateWrite::default();
+        a.reserve(2, 8);
+        a.put_slices(&cf, b"k1", b"v1");
+        a.put(&cf, b"k2".to_vec(), b"v2".to_vec());
+        let mut b = StateWrite::default();
+        b.put_slices(&cf, b"k3", b"v3");
+        b.put_slices(&cf, b"k1", b"v9");
+        b.delete(&cf, b"k2".to_vec());
+        a.append(b);
+        store.write_durable(a).unwrap();
+        let got = store.multi_get("t", &[b"k1", b"k2", b"k3"]).unwrap();
+        assert_eq!(got, [Some(b"v9".to_vec()), None, Some(b"v3".to_vec())]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn snapshot_hides_later_writes_and_reopen_keeps_column_families() {
         let dir = std::env::temp_dir().join(format!("openclaw-store-{}", std::process::id()));

@@ -17,7 +17,9 @@ use crate::copy::{CopyFormat, CopyFrom, CopyTo, OnError};
 
 /// Parses what follows `COPY`.
 pub(crate) fn copy_from(p: &mut Parser) -> Result<CopyFrom, ParserError> {
-    let table = p.parse_object_name(false)?.to_string();
+    // The catalog's name (`s.t`, or `t` for `public.t`); an unqualified one is resolved on
+    // the session's search_path before it runs.
+    let table = crate::database::object_name(&p.parse_object_name(false)?).map_err(|e| ParserError::ParserError(e.message))?;
     let columns = if p.consume_token(&Token::LParen) {
         let columns = p.parse_comma_separated(|p| p.parse_identifier())?;
         p.expect_token(&Token::RParen)?;

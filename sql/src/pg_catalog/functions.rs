@@ -71,7 +71,7 @@ impl ScalarUDFImpl for DescribeOid {
 fn index_def(r: &PgRelation, oid: i32) -> Option<String> {
     (r.index_oid() == Some(oid)).then(|| {
         let columns: Vec<String> = r.primary_key.iter().map(|&i| quote_ident(r.schema.field(i).name())).collect();
-        format!("CREATE UNIQUE INDEX {} ON public.{} USING btree ({})", quote_ident(&r.index_name()), quote_ident(&r.name), columns.join(", "))
+        format!("CREATE UNIQUE INDEX {} ON {}.{} USING btree ({})", quote_ident(&r.index_name()), quote_ident(&r.schema_name), quote_ident(&r.name), columns.join(", "))
     })
 }
 

@@ -13,6 +13,7 @@ mod functions;
 mod procs;
 mod relations;
 mod tables;
+mod visible;
 
 pub use relations::Relations;
 
@@ -42,7 +43,7 @@ pub fn register(ctx: &SessionContext, relations: Relations) -> SqlResult<()> {
     let catalog = ctx.catalog(CATALOG).expect("the default catalog exists");
     let inner = catalog.schema("pg_catalog").expect("setup_pg_catalog registered pg_catalog");
     catalog.register_schema("pg_catalog", Arc::new(tables::PgCatalog { inner, relations: relations.clone() }))?;
-    for function in functions::all(&relations).into_iter().chain(functions::plain()).chain(procs::describe_functions()).chain([procs::format_type_function()]) {
+    for function in functions::all(&relations).into_iter().chain(functions::plain()).chain(procs::describe_functions()).chain([procs::format_type_function(), visible::table_is_visible(&relations)]) {
         ctx.register_udf(function);
     }
     Ok(())

@@ -50,7 +50,11 @@ impl RelKind {
 #[derive(Debug, Clone)]
 pub struct PgRelation {
     pub oid: i32,
+    /// Its name in its schema (`relname`).
     pub name: String,
+    /// Its schema's OID (`relnamespace`) and name.
+    pub namespace: i32,
+    pub schema_name: String,
     pub kind: RelKind,
     pub schema: SchemaRef,
     /// Column positions (0-based) of its primary key, if it has one.
@@ -63,7 +67,8 @@ pub struct PgRelation {
 
 impl PgRelation {
     /// The relation an entry of the catalog is, if it is one.
-    pub fn of(entry: &Entry) -> Option<Self> {
+    /// `namespace`: the OID of the entry's schema.
+    pub fn of(entry: &Entry, namespace: i32) -> Option<Self> {
         let (kind, primary_key, comment) = match (&entry.kind, &entry.detail) {
             (ObjectKind::Table, Detail::Table { primary_key, .. }) => (RelKind::Table, primary_key.clone().unwrap_or_default(), None),
             // What SHOW SOURCES shows of its options (secrets left out).
@@ -71,10 +76,12 @@ impl PgRelation {
             (ObjectKind::MaterializedView, _) => (RelKind::MaterializedView, vec![], None),
             _ => return None,
         };
-        let oid = FIRST_USER_OID + OIDS_PER_OBJECT * u32::try_from(entry.id).ok()?;
+        let (schema_name, name) = crate::schemas::split(&entry.name);
         Some(Self {
-            oid: i32::try_from(oid).ok()?,
-            name: entry.name.clone(),
+            oid: object_oid(entry.id)?,
+            name: name.to_string(),
+            namespace,
+            schema_name: schema_name.to_string(),
             kind,
             schema: entry.schema.clone(),
             primary_key,
@@ -109,6 +116,11 @@ impl PgRelation {
     }
 }
 
+/// The OID of the object with catalog id `id` (a relation's, or a schema's).
+pub fn object_oid(id: openclaw_engine::ObjectId) -> Option<i32> {
+    i32::try_from(FIRST_USER_OID + OIDS_PER_OBJECT * u32::try_from(id).ok()?).ok()
+}
+
 /// A name as PostgreSQL's `quote_ident` writes it.
 pub fn quote_ident(name: &str) -> String {
     let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
@@ -123,22 +135,56 @@ pub fn quote_ident(name: &str) -> String {
 /// The relations the catalog holds now, shared between the catalog (which updates it) and
 /// the `pg_catalog` tables (which read it when a query scans them).
 #[derive(Debug, Clone, Default)]
-pub struct Relations(Arc<RwLock<BTreeMap<String, PgRelation>>>);
+pub struct Relations(Arc<RwLock<Known>>);
+
+#[derive(Debug, Default)]
+struct Known {
+    /// By catalog name (`t`, `s.t`).
+    relations: BTreeMap<String, PgRelation>,
+    /// Schemas other than `public`, with their OIDs.
+    schemas: BTreeMap<String, i32>,
+}
 
 impl Relations {
     pub fn insert(&self, entry: &Entry) {
-        if let Some(relation) = PgRelation::of(entry) {
-            self.0.write().expect("relations lock").insert(relation.name.clone(), relation);
+        let mut known = self.0.write().expect("relations lock");
+        let namespace = match crate::schemas::split(&entry.name).0 {
+            crate::schemas::PUBLIC => PUBLIC_NAMESPACE,
+            schema => *known.schemas.get(schema).expect("an object's schema is known before it"),
+        };
+        if let Some(relation) = PgRelation::of(entry, namespace) {
+            known.relations.insert(entry.name.clone(), relation);
         }
     }
 
     pub fn remove(&self, name: &str) {
-        self.0.write().expect("relations lock").remove(name);
+        self.0.write().expect("relations lock").relations.remove(name);
     }
 
-    /// Every relation, by name.
+    pub fn add_schema(&self, name: &str, id: openclaw_engine::ObjectId) {
+        let oid = object_oid(id).expect("catalog ids fit an OID");
+        self.0.write().expect("relations lock").schemas.insert(name.to_string(), oid);
+    }
+
+    pub fn remove_schema(&self, name: &str) {
+        self.0.write().expect("relations lock").schemas.remove(name);
+    }
+
+    /// Every relation, by catalog name.
     pub fn all(&self) -> Vec<PgRelation> {
-        self.0.read().expect("relations lock").values().cloned().collect()
+        self.0.read().expect("relations lock").relations.values().cloned().collect()
+    }
+
+    /// Whether a relation has catalog name `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.0.read().expect("relations lock").relations.contains_key(name)
+    }
+
+    /// Every schema as `pg_namespace` lists it: OID and name, the system's first.
+    pub fn namespaces(&self) -> Vec<(i32, String)> {
+        let system = [(PG_CATALOG_NAMESPACE, "pg_catalog"), (PUBLIC_NAMESPACE, crate::schemas::PUBLIC), (INFORMATION_SCHEMA_NAMESPACE, "information_schema")];
+        let known = self.0.read().expect("relations lock");
+        system.into_iter().map(|(oid, name)| (oid, name.to_string())).chain(known.schemas.iter().map(|(name, oid)| (*oid, name.clone()))).collect()
     }
 
     /// The relation whose OID (or whose primary key's index or constraint OID) is `oid`.
@@ -147,6 +193,6 @@ impl Relations {
             return None;
         }
         let base = oid - (oid - FIRST_USER_OID as i32) % OIDS_PER_OBJECT as i32;
-        self.0.read().expect("relations lock").values().find(|r| r.oid == base).cloned()
+        self.0.read().expect("relations lock").relations.values().find(|r| r.oid == base).cloned()
     }
 }

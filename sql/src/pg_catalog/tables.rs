@@ -71,7 +71,10 @@ impl SchemaProvider for PgCatalog {
         }
         let Some(template) = self.inner.table(&lower).await? else { return Ok(None) };
         let schema = with_missing_columns(&lower, template.schema());
-        let batch = build(&lower, &schema, &self.relations.all())?;
+        let batch = match lower.as_str() {
+            "pg_namespace" => pg_namespace(&self.relations.namespaces()).finish(&schema)?,
+            _ => build(&lower, &schema, &self.relations.all())?,
+        };
         Ok(Some(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?)))
     }
 
@@ -174,7 +177,6 @@ fn some(s: impl Into<String>) -> Option<String> {
 fn build(table: &str, schema: &SchemaRef, relations: &[PgRelation]) -> Result<RecordBatch> {
     match table {
         "pg_class" => pg_class(relations),
-        "pg_namespace" => pg_namespace(),
         "pg_attribute" => pg_attribute(relations),
         "pg_index" => pg_index(relations),
         "pg_constraint" => pg_constraint(relations),
@@ -210,7 +212,7 @@ fn pg_class(relations: &[PgRelation]) -> Columns {
     let mut c = Columns::new(rows.len());
     c.int("oid", rows.iter().map(|r| r.oid))
         .text("relname", rows.iter().map(|r| some(&r.name)))
-        .int("relnamespace", rows.iter().map(|_| relations::PUBLIC_NAMESPACE))
+        .int("relnamespace", rows.iter().map(|r| r.relation.namespace))
         .int("relowner", rows.iter().map(|_| relations::OWNER))
         .int("relam", rows.iter().map(|r| match r.kind {
             "i" => BTREE_AM,
@@ -229,10 +231,9 @@ fn pg_class(relations: &[PgRelation]) -> Columns {
     c
 }
 
-fn pg_namespace() -> Columns {
-    let spaces = [(relations::PG_CATALOG_NAMESPACE, "pg_catalog"), (relations::PUBLIC_NAMESPACE, "public"), (relations::INFORMATION_SCHEMA_NAMESPACE, "information_schema")];
+fn pg_namespace(spaces: &[(i32, String)]) -> Columns {
     let mut c = Columns::new(spaces.len());
-    c.int("oid", spaces.iter().map(|s| s.0)).text("nspname", spaces.iter().map(|s| some(s.1))).int("nspowner", spaces.iter().map(|_| relations::OWNER));
+    c.int("oid", spaces.iter().map(|s| s.0)).text("nspname", spaces.iter().map(|s| some(&s.1))).int("nspowner", spaces.iter().map(|_| relations::OWNER));
     c
 }
 
@@ -351,7 +352,7 @@ fn pg_constraint(relations: &[PgRelation]) -> Columns {
     let mut c = Columns::new(keyed.len());
     c.int("oid", keyed.iter().filter_map(|r| r.constraint_oid()))
         .text("conname", keyed.iter().map(|r| some(r.index_name())))
-        .int("connamespace", keyed.iter().map(|_| relations::PUBLIC_NAMESPACE))
+        .int("connamespace", keyed.iter().map(|r| r.namespace))
         .text("contype", keyed.iter().map(|_| some("p")))
         .flag("convalidated", keyed.iter().map(|_| true))
         .int("conrelid", keyed.iter().map(|r| r.oid))
@@ -378,7 +379,7 @@ fn pg_description(relations: &[PgRelation]) -> Columns {
 fn pg_tables(relations: &[PgRelation]) -> Columns {
     let tables: Vec<_> = relations.iter().filter(|r| r.kind == RelKind::Table).collect();
     let mut c = Columns::new(tables.len());
-    c.text("schemaname", tables.iter().map(|_| some("public")))
+    c.text("schemaname", tables.iter().map(|r| some(&r.schema_name)))
         .text("tablename", tables.iter().map(|r| some(&r.name)))
         .text("tableowner", tables.iter().map(|_| some(super::OWNER_NAME)))
         .flag("hasindexes", tables.iter().map(|r| r.index_oid().is_some()))
@@ -389,7 +390,7 @@ fn pg_tables(relations: &[PgRelation]) -> Columns {
 fn pg_matviews(relations: &[PgRelation]) -> Columns {
     let views: Vec<_> = relations.iter().filter(|r| r.kind == RelKind::MaterializedView).collect();
     let mut c = Columns::new(views.len());
-    c.text("schemaname", views.iter().map(|_| some("public")))
+    c.text("schemaname", views.iter().map(|r| some(&r.schema_name)))
         .text("matviewname", views.iter().map(|r| some(&r.name)))
         .text("matviewowner", views.iter().map(|_| some(super::OWNER_NAME)))
         .flag("ispopulated", views.iter().map(|_| true))

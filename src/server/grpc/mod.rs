@@ -57,7 +57,8 @@ pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>) -> Resu
 pub(crate) fn status(e: &SqlError) -> tonic::Status {
     use tonic::Code;
     let code = match e.code {
-        SqlState::UndefinedTable | SqlState::UndefinedObject | SqlState::UndefinedColumn => Code::NotFound,
+        SqlState::UndefinedTable | SqlState::UndefinedObject | SqlState::UndefinedColumn | SqlState::InvalidSchemaName => Code::NotFound,
+        SqlState::InsufficientPrivilege => Code::PermissionDenied,
         SqlState::InvalidAuthorizationSpecification => Code::Unauthenticated,
         SqlState::ConfigurationLimitExceeded | SqlState::ProgramLimitExceeded | SqlState::StatementTooComplex => Code::ResourceExhausted,
         SqlState::SerializationFailure => Code::Aborted,
