@@ -176,7 +176,7 @@ impl Database {
         opts.execution.time_zone = Some("+00:00".to_string());
         let ctx = SessionContext::new_with_state(crate::functions::session_state(session));
         let relations = crate::pg_catalog::Relations::default();
-        crate::pg_catalog::register(&ctx, relations.clone())?;
+        crate::pg_catalog::register(&ctx, relations.clone(), &store)?;
         crate::functions::register(&ctx);
         let parquet_sinks = crate::history::ParquetSinks::default();
         ctx.register_udtf("history", Arc::new(crate::history::HistoryFunction(parquet_sinks.clone())));

@@ -369,9 +369,16 @@ impl Store {
     /// every column family. For benchmarks, which compare it with the cache budget.
     pub fn state_bytes(&self) -> StorageResult<u64> {
         let names = Db::list_cf(&Options::default(), self.db.path())?;
+        self.bytes_in(&names)
+    }
+
+    /// Bytes the column families `cfs` hold on disk (SST files, compressed) and in memtables,
+    /// from RocksDB's in-memory properties (no I/O); a family that does not exist holds none.
+    /// What `pg_table_size` reports for a relation stored in them.
+    pub fn bytes_in(&self, cfs: &[String]) -> StorageResult<u64> {
         let mut total = 0;
-        for name in names {
-            let Some(handle) = self.db.cf_handle(&name) else { continue };
+        for name in cfs {
+            let Some(handle) = self.db.cf_handle(name) else { continue };
             for property in ["rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"] {
                 total += self.db.property_int_value_cf(&handle, property)?.unwrap_or(0);
             }

@@ -5,7 +5,7 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, Int32Array, StringArray};
+use datafusion::arrow::array::{Array, Int32Array, Int64Array, StringArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{exec_err, Result};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
@@ -121,6 +121,45 @@ pub fn all(relations: &Relations) -> Vec<ScalarUDF> {
         .collect()
 }
 
+/// `pg_table_size`, `pg_relation_size` and `pg_total_relation_size` of a relation's OID (psql's
+/// `\dt+`, BI tools' table lists): the bytes of the column families holding its rows and
+/// state, on disk and in memtables ([`openclaw_storage::Store::bytes_in`]). A primary key is
+/// the order of the table's own rows, so its index takes no bytes of its own; a source
+/// stores nothing (0); an OID that is not a relation's is NULL, as in PostgreSQL.
+pub fn sizes(relations: &Relations, store: &openclaw_storage::Store) -> Vec<ScalarUDF> {
+    use datafusion::logical_expr::expr_fn::SimpleScalarUDF;
+    ["pg_table_size", "pg_relation_size", "pg_total_relation_size"]
+        .into_iter()
+        .map(|name| {
+            let (relations, store) = (relations.clone(), store.clone());
+            // An OID column, a `::regclass` or an integer literal.
+            let signature = Signature::uniform(1, vec![DataType::Int32, DataType::Int64], Volatility::Volatile);
+            let udf = SimpleScalarUDF::new_with_signature(
+                name,
+                signature,
+                DataType::Int64,
+                Arc::new(move |args: &[ColumnarValue]| {
+                    let oids = ColumnarValue::values_to_arrays(args)?;
+                    let oids = datafusion::arrow::compute::cast(&oids[0], &DataType::Int32)?;
+                    let oids = oids.as_any().downcast_ref::<Int32Array>().expect("cast to Int32");
+                    let sizes: Result<Int64Array> = oids
+                        .iter()
+                        .map(|oid| {
+                            let Some(r) = oid.and_then(|oid| relations.by_oid(oid).filter(|r| r.oid == oid)) else {
+                                return Ok(oid.and_then(|oid| relations.by_oid(oid)).map(|_| 0));
+                            };
+                            let bytes = store.bytes_in(&r.column_families).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+                            Ok(Some(i64::try_from(bytes).unwrap_or(i64::MAX)))
+                        })
+                        .collect();
+                    Ok(ColumnarValue::Array(Arc::new(sizes?)))
+                }),
+            );
+            ScalarUDF::from(udf)
+        })
+        .collect()
+}
+
 /// `pg_get_expr(expr, relation [, pretty])`: OpenClaw keeps no expression trees (no column
 /// has a default, so `pg_attrdef` is empty), so the text is the expression as given, and NULL
 /// stays NULL (the crate's version returned '' for NULL, which DBeaver shows as a default).
@@ -211,8 +250,8 @@ const VISIBLE: [&str; 11] = [
 ];
 
 /// Functions psql's listings call that need nothing of ours: `pg_size_pretty`,
-/// `pg_function_is_visible` (every function is on the search path), `pg_table_size` and
-/// `to_regtype` (psycopg's `TypeInfo.fetch`).
+/// `pg_function_is_visible` (every function is on the search path) and `to_regtype`
+/// (psycopg's `TypeInfo.fetch`).
 pub fn plain() -> Vec<ScalarUDF> {
     use datafusion::logical_expr::create_udf;
     let get_expr = ScalarUDF::new_from_impl(PgGetExpr { signature: Signature::variadic_any(Volatility::Stable) });
@@ -242,18 +281,6 @@ pub fn plain() -> Vec<ScalarUDF> {
             }),
         )
     });
-    // Sizes of relations are not tracked per relation (RocksDB column families share files
-    // until compaction): NULL, which psql's `\dt+` prints as an empty Size.
-    let table_size = create_udf(
-        "pg_table_size",
-        vec![DataType::Int32],
-        DataType::Int64,
-        Volatility::Stable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let oids = ColumnarValue::values_to_arrays(args)?;
-            Ok(ColumnarValue::Array(datafusion::arrow::array::new_null_array(&DataType::Int64, oids[0].len())))
-        }),
-    );
     let to_regtype = create_udf(
         "to_regtype",
         vec![DataType::Utf8],
@@ -266,7 +293,7 @@ pub fn plain() -> Vec<ScalarUDF> {
             Ok(ColumnarValue::Array(Arc::new(out)))
         }),
     );
-    visible.chain([pretty, table_size, to_regtype, get_expr]).collect()
+    visible.chain([pretty, to_regtype, get_expr]).collect()
 }
 
 #[cfg(test)]

@@ -38,12 +38,13 @@ pub const OWNER_NAME: &str = "postgres";
 
 /// Registers `pg_catalog` and its functions in `ctx`; OpenClaw's relations are described
 /// from `relations`, which the catalog keeps.
-pub fn register(ctx: &SessionContext, relations: Relations) -> SqlResult<()> {
+/// `store`: where relations keep their rows, for their sizes.
+pub fn register(ctx: &SessionContext, relations: Relations, store: &openclaw_storage::Store) -> SqlResult<()> {
     datafusion_pg_catalog::setup_pg_catalog(ctx, CATALOG, EmptyContextProvider).map_err(|e| SqlError::from(*e))?;
     let catalog = ctx.catalog(CATALOG).expect("the default catalog exists");
     let inner = catalog.schema("pg_catalog").expect("setup_pg_catalog registered pg_catalog");
     catalog.register_schema("pg_catalog", Arc::new(tables::PgCatalog { inner, relations: relations.clone() }))?;
-    for function in functions::all(&relations).into_iter().chain(functions::plain()).chain(procs::describe_functions()).chain([procs::format_type_function(), visible::table_is_visible(&relations)]) {
+    for function in functions::all(&relations).into_iter().chain(functions::plain()).chain(procs::describe_functions()).chain([procs::format_type_function(), visible::table_is_visible(&relations)]).chain(functions::sizes(&relations, store)) {
         ctx.register_udf(function);
     }
     Ok(())

@@ -63,6 +63,9 @@ pub struct PgRelation {
     pub definition: String,
     /// What `obj_description` and `\d+` show.
     pub comment: Option<String>,
+    /// The column families holding its rows and state (none for a source), whose bytes are
+    /// its size (`pg_table_size`).
+    pub column_families: Vec<String>,
 }
 
 impl PgRelation {
@@ -76,6 +79,11 @@ impl PgRelation {
             (ObjectKind::MaterializedView, _) => (RelKind::MaterializedView, vec![], None),
             _ => return None,
         };
+        let column_families = match &entry.detail {
+            Detail::Table { state, .. } => vec![state.cf.to_string()],
+            Detail::View(view) => std::iter::once(view.state.cf.to_string()).chain(view.state_tables.iter().flat_map(|t| t.column_families.iter().cloned())).collect(),
+            _ => vec![],
+        };
         let (schema_name, name) = crate::schemas::split(&entry.name);
         Some(Self {
             oid: object_oid(entry.id)?,
@@ -87,6 +95,7 @@ impl PgRelation {
             primary_key,
             definition: entry.definition.clone(),
             comment,
+            column_families,
         })
     }
 
