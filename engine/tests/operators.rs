@@ -175,6 +175,39 @@ fn subscribing(epoch: u64, tx: mpsc::Sender<Message>, progress: Option<Arc<openc
     Barrier { epoch, kind: BarrierKind::Periodic, checkpoint: false, mutation: Some(Arc::new(openclaw_engine::Mutation::Subscribe(vec![sub]))) }
 }
 
+/// The keyed writer of table 1 running, with a subscriber attached at barrier 1 before any
+/// write (so it sees the barrier, then every change).
+struct RunningWriter {
+    req_tx: mpsc::Sender<TableRequest>,
+    barrier_tx: openclaw_engine::coordinator::BarrierSender,
+    task: tokio::task::JoinHandle<openclaw_engine::EngineResult<()>>,
+    sub_rx: mpsc::Receiver<Message>,
+}
+
+impl RunningWriter {
+    fn start(store: &Store, schema: datafusion::arrow::datatypes::SchemaRef) -> Self {
+        let writer = keyed_table_writer(store, schema);
+        let (req_tx, req_rx) = mpsc::channel(4);
+        let (barrier_tx, barrier_rx) = openclaw_engine::coordinator::barrier_channel();
+        let (sub_tx, sub_rx) = mpsc::channel(64);
+        let task = tokio::spawn(writer.run(req_rx, barrier_rx, 1024));
+        barrier_tx.send(subscribing(1, sub_tx, None)).unwrap();
+        Self { req_tx, barrier_tx, task, sub_rx }
+    }
+
+    /// Stops the writer and returns what its subscriber saw.
+    async fn finish(mut self) -> Vec<Message> {
+        drop(self.req_tx);
+        drop(self.barrier_tx);
+        self.task.await.unwrap().unwrap();
+        let mut seen = vec![];
+        while let Some(m) = self.sub_rx.recv().await {
+            seen.push(m);
+        }
+        seen
+    }
+}
+
 /// The rows a printed changelog adds up to, barriers skipped, with their multiplicities.
 fn net_rows(changelog: &str) -> std::collections::BTreeMap<String, i64> {
     let mut net: std::collections::BTreeMap<String, i64> = Default::default();
@@ -222,29 +255,17 @@ async fn table_writer_upserts_by_primary_key_and_emits_updates() {
          + 2 b
          + 1 z",
     );
-    let writer = keyed_table_writer(&store, rows.schema());
-    let (req_tx, req_rx) = mpsc::channel(4);
-    let (barrier_tx, barrier_rx) = openclaw_engine::coordinator::barrier_channel();
-    let (sub_tx, mut sub_rx) = mpsc::channel(16);
-    let task = tokio::spawn(writer.run(req_rx, barrier_rx, 1024));
-    // Attach a subscriber before any write: it is backfilled (page by page, between the
-    // writes), so it sees the barrier first, then rows that add up to the table.
-    barrier_tx.send(subscribing(1, sub_tx, None)).unwrap();
+    // The subscriber is attached before any write: it is backfilled (page by page, between
+    // the writes), so it sees the barrier first, then rows that add up to the table.
+    let writer = RunningWriter::start(&store, rows.schema());
     let (done, wait) = oneshot::channel();
-    req_tx.send(TableRequest { write: TableWrite::Upsert(rows.batch().clone()), done }).await.unwrap();
+    writer.req_tx.send(TableRequest { write: TableWrite::Upsert(rows.batch().clone()), done }).await.unwrap();
     assert_eq!(wait.await.unwrap().unwrap(), 3);
     let (done, wait) = oneshot::channel();
     let key = fixture::parse("I T\n - 2 .");
-    req_tx.send(TableRequest { write: TableWrite::Delete(key.batch().clone()), done }).await.unwrap();
+    writer.req_tx.send(TableRequest { write: TableWrite::Delete(key.batch().clone()), done }).await.unwrap();
     assert_eq!(wait.await.unwrap().unwrap(), 1);
-    drop(req_tx);
-    drop(barrier_tx);
-    task.await.unwrap().unwrap();
-    let mut seen = vec![];
-    while let Some(m) = sub_rx.recv().await {
-        seen.push(m);
-    }
-    let seen = pretty(&seen);
+    let seen = pretty(&writer.finish().await);
     assert!(seen.starts_with("barrier 1\n"), "{seen}");
     assert_eq!(net_rows(&seen), [("1 z".to_string(), 1)].into(), "{seen}");
     assert_eq!(store.count_keys("table_1").unwrap(), 1);
@@ -273,26 +294,15 @@ async fn table_writer_plans_a_bulk_write_in_row_order() {
     use openclaw_engine::table::Change;
     let (store, dir) = temp_store("bulk");
     let first = fixture::parse("I T\n + 1 x");
-    let writer = keyed_table_writer(&store, first.schema());
-    let (req_tx, req_rx) = mpsc::channel(4);
-    let (barrier_tx, barrier_rx) = openclaw_engine::coordinator::barrier_channel();
-    let (sub_tx, mut sub_rx) = mpsc::channel(64);
-    let task = tokio::spawn(writer.run(req_rx, barrier_rx, 1024));
-    barrier_tx.send(subscribing(1, sub_tx, None)).unwrap();
-    assert_eq!(prepared_write(&req_tx, &store, vec![Change::Upsert(first.batch().clone())]).await, 1);
+    let writer = RunningWriter::start(&store, first.schema());
+    let req_tx = &writer.req_tx;
+    assert_eq!(prepared_write(req_tx, &store, vec![Change::Upsert(first.batch().clone())]).await, 1);
     let a = fixture::parse("I T\n + 1 a\n + 2 b");
     let b = fixture::parse("I T\n + 2 c\n + 3 d");
-    assert_eq!(prepared_write(&req_tx, &store, vec![Change::Upsert(a.batch().clone()), Change::Upsert(b.batch().clone())]).await, 4);
+    assert_eq!(prepared_write(req_tx, &store, vec![Change::Upsert(a.batch().clone()), Change::Upsert(b.batch().clone())]).await, 4);
     let distinct = fixture::parse("I T\n + 4 w\n + 1 q");
-    assert_eq!(prepared_write(&req_tx, &store, vec![Change::Upsert(distinct.batch().clone())]).await, 2);
-    drop(req_tx);
-    drop(barrier_tx);
-    task.await.unwrap().unwrap();
-    let mut seen = vec![];
-    while let Some(m) = sub_rx.recv().await {
-        seen.push(m);
-    }
-    assert_eq!(pretty(&seen), "barrier 1\n+ 1 x\nU- 1 x\nU+ 1 a\n+ 2 b\nU- 2 b\nU+ 2 c\n+ 3 d\n+ 4 w\nU- 1 a\nU+ 1 q\n");
+    assert_eq!(prepared_write(req_tx, &store, vec![Change::Upsert(distinct.batch().clone())]).await, 2);
+    assert_eq!(pretty(&writer.finish().await), "barrier 1\n+ 1 x\nU- 1 x\nU+ 1 a\n+ 2 b\nU- 2 b\nU+ 2 c\n+ 3 d\n+ 4 w\nU- 1 a\nU+ 1 q\n");
     let stored = StreamChunk::inserts(openclaw_engine::operators::MaterializedState::new(store.clone(), "table_1", first.schema(), Layout::Keyed(vec![0])).unwrap().read_all(None, 100).unwrap().remove(0)).to_pretty();
     assert_eq!(stored, "+ 1 q\n+ 2 c\n+ 3 d\n+ 4 w\n");
     drop(store);
