@@ -9,7 +9,7 @@ use datafusion::common::DFSchema;
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::{Expr, FetchType, LogicalPlan, SkipType};
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use datafusion::physical_plan::expressions::Column;
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
@@ -142,7 +142,7 @@ impl Lowering<'_> {
             }
             LogicalPlan::TableScan(scan) => {
                 if scan.fetch.is_some() {
-                    return Err(unsupported("Limit"));
+                    return Err(limit_without_order());
                 }
                 let name = crate::schemas::reference_name(&scan.table_name);
                 let mut node = self.resolver.resolve(&name)?;
@@ -161,8 +161,66 @@ impl Lowering<'_> {
                 }
                 Ok(node)
             }
+            // Without LIMIT, a view's ORDER BY does not bind the order it is stored in (as in
+            // RisingWave): a query reading it orders what it reads.
+            LogicalPlan::Sort(sort) if sort.fetch.is_none() => self.lower(&sort.input, depth + 1),
+            LogicalPlan::Sort(sort) => self.order_limit(sort, 0, sort.fetch, depth),
+            LogicalPlan::Limit(limit) => {
+                let (SkipType::Literal(skip), FetchType::Literal(fetch)) = (limit.get_skip_type()?, limit.get_fetch_type()?) else {
+                    return Err(SqlError::not_supported("LIMIT and OFFSET in a materialized view must be constants"));
+                };
+                match limit.input.as_ref() {
+                    LogicalPlan::Sort(sort) => self.order_limit(sort, skip, fetch, depth),
+                    _ => Err(limit_without_order()),
+                }
+            }
             other => Err(unsupported(node_name(other))),
         }
+    }
+}
+
+/// The name of the row number a view's `ORDER BY ... LIMIT` ranks its rows with, dropped from
+/// its output.
+const ROW_NUMBER: &str = "__openclaw_row_number";
+
+impl Lowering<'_> {
+    /// `ORDER BY ... LIMIT fetch OFFSET skip`: a top-N without partition (one partition at any
+    /// parallelism) of the first `skip + fetch` rows, of which those ranked after `skip` are
+    /// kept. Its state is those rows; an update or delete among them brings the next one in.
+    fn order_limit(&mut self, sort: &datafusion::logical_expr::Sort, skip: usize, fetch: Option<usize>, depth: usize) -> SqlResult<StreamNode> {
+        let Some(fetch) = fetch.map(|f| sort.fetch.map_or(f, |s| f.min(s.saturating_sub(skip)))) else {
+            return Err(SqlError::not_supported("OFFSET without LIMIT is not supported in materialized views")
+                .with_hint("add LIMIT: the view keeps that many rows after the offset"));
+        };
+        let limit = skip.saturating_add(fetch);
+        if limit > openclaw_engine::operators::top_n::MAX_TOP_N {
+            return Err(SqlError::new(SqlState::ProgramLimitExceeded, format!("LIMIT {fetch} OFFSET {skip} keeps too many rows"))
+                .with_hint(format!("a materialized view with ORDER BY ... LIMIT may keep at most {} rows (offset included)", openclaw_engine::operators::top_n::MAX_TOP_N)));
+        }
+        let input_schema = sort.input.schema();
+        let order_by = sort
+            .expr
+            .iter()
+            .map(|s| {
+                let options = datafusion::arrow::compute::SortOptions { descending: !s.asc, nulls_first: s.nulls_first };
+                Ok((self.expr(&s.expr, input_schema)?, options))
+            })
+            .collect::<SqlResult<_>>()?;
+        let input = self.lower(&sort.input, depth + 1)?;
+        let rows = input.schema();
+        let width = rows.fields().len();
+        let mut fields = rows.fields().to_vec();
+        fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(ROW_NUMBER, datafusion::arrow::datatypes::DataType::UInt64, false)));
+        let spec = TopNSpec { partition_by: vec![], order_by, limit: limit.max(1), schema: Arc::new(Schema::new(fields)), input_schema: rows.clone(), clean_by: None };
+        let mut node = StreamNode::TopN { spec, input: Box::new(input) };
+        if skip > 0 || fetch == 0 {
+            use datafusion::physical_plan::expressions::{BinaryExpr, Literal};
+            let rank = |op, n: usize| Arc::new(BinaryExpr::new(Arc::new(Column::new(ROW_NUMBER, width)), op, Arc::new(Literal::new(datafusion::common::ScalarValue::UInt64(Some(n as u64)))))) as Arc<dyn PhysicalExpr>;
+            let predicate = Arc::new(BinaryExpr::new(rank(datafusion::logical_expr::Operator::Gt, skip), datafusion::logical_expr::Operator::And, rank(datafusion::logical_expr::Operator::LtEq, limit)));
+            node = StreamNode::Filter { predicate, input: Box::new(node) };
+        }
+        let exprs = (0..width).map(|i| Arc::new(Column::new(rows.field(i).name(), i)) as Arc<dyn PhysicalExpr>).collect();
+        Ok(project(exprs, rows, node))
     }
 }
 
@@ -466,6 +524,12 @@ fn node_name(plan: &LogicalPlan) -> &'static str {
         LogicalPlan::Repartition(_) => "Repartition",
         _ => "this plan node",
     }
+}
+
+fn limit_without_order() -> SqlError {
+    SqlError::not_supported("LIMIT without ORDER BY is not supported in materialized views")
+        .with_detail("which rows it keeps would change with every update of its input")
+        .with_hint("add ORDER BY: the view keeps the first rows in that order")
 }
 
 fn unsupported(node: &str) -> SqlError {
