@@ -11,6 +11,7 @@ pub mod database;
 mod describe;
 mod ddl;
 mod history;
+mod restore;
 pub mod interrupt;
 mod history_scan;
 mod ingest;

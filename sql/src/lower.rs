@@ -184,6 +184,17 @@ impl Lowering<'_> {
 const ROW_NUMBER: &str = "__openclaw_row_number";
 
 impl Lowering<'_> {
+    /// An `ORDER BY` list as a top-N's keys.
+    fn sort_keys(&self, order: &[datafusion::logical_expr::SortExpr], schema: &DFSchema) -> SqlResult<Vec<(Arc<dyn PhysicalExpr>, datafusion::arrow::compute::SortOptions)>> {
+        order
+            .iter()
+            .map(|s| {
+                let options = datafusion::arrow::compute::SortOptions { descending: !s.asc, nulls_first: s.nulls_first };
+                Ok((self.expr(&s.expr, schema)?, options))
+            })
+            .collect()
+    }
+
     /// `ORDER BY ... LIMIT fetch OFFSET skip`: a top-N without partition (one partition at any
     /// parallelism) of the first `skip + fetch` rows, of which those ranked after `skip` are
     /// kept. Its state is those rows; an update or delete among them brings the next one in.
@@ -198,14 +209,7 @@ impl Lowering<'_> {
                 .with_hint(format!("a materialized view with ORDER BY ... LIMIT may keep at most {} rows (offset included)", openclaw_engine::operators::top_n::MAX_TOP_N)));
         }
         let input_schema = sort.input.schema();
-        let order_by = sort
-            .expr
-            .iter()
-            .map(|s| {
-                let options = datafusion::arrow::compute::SortOptions { descending: !s.asc, nulls_first: s.nulls_first };
-                Ok((self.expr(&s.expr, input_schema)?, options))
-            })
-            .collect::<SqlResult<_>>()?;
+        let order_by = self.sort_keys(&sort.expr, input_schema)?;
         let input = self.lower(&sort.input, depth + 1)?;
         let rows = input.schema();
         let width = rows.fields().len();
@@ -357,14 +361,7 @@ impl Lowering<'_> {
         }
         let input_schema = window.input.schema();
         let partition_by: Vec<Arc<dyn PhysicalExpr>> = params.partition_by.iter().map(|e| self.expr(e, input_schema)).collect::<SqlResult<_>>()?;
-        let order_by = params
-            .order_by
-            .iter()
-            .map(|s| {
-                let options = datafusion::arrow::compute::SortOptions { descending: !s.asc, nulls_first: s.nulls_first };
-                Ok((self.expr(&s.expr, input_schema)?, options))
-            })
-            .collect::<SqlResult<_>>()?;
+        let order_by = self.sort_keys(&params.order_by, input_schema)?;
         let mut input = self.lower(&window.input, depth + 1)?;
         let mut partition_by = partition_by;
         let mut schema = Arc::new(window.schema.as_arrow().clone());

@@ -32,3 +32,25 @@ pub fn register(ctx: &SessionContext) {
     let hll = datafusion::functions_aggregate::approx_distinct::approx_distinct_udaf();
     ctx.register_udaf(hll.as_ref().clone().with_aliases(["approx_count_distinct"]));
 }
+
+/// Rewrites every expression of `plan` bottom-up with `rewrite`, against the schema its
+/// inputs give (`extra`, when a node reads more, such as a scan's filters over its source),
+/// keeping each expression's output name: the shared walk of the arithmetic rules
+/// ([`numeric::NumericArithmetic`], [`integer::CheckedIntegerArithmetic`]).
+pub(crate) fn rewrite_expressions(
+    plan: datafusion::logical_expr::LogicalPlan,
+    extra: Option<&datafusion::common::DFSchema>,
+    rewrite: impl Fn(datafusion::logical_expr::Expr, &datafusion::common::DFSchema) -> datafusion::common::Result<datafusion::common::tree_node::Transformed<datafusion::logical_expr::Expr>>,
+) -> datafusion::common::Result<datafusion::common::tree_node::Transformed<datafusion::logical_expr::LogicalPlan>> {
+    use datafusion::common::tree_node::TreeNode;
+    let mut schema = datafusion::logical_expr::utils::merge_schema(&plan.inputs());
+    if let Some(extra) = extra {
+        schema.merge(extra);
+    }
+    let names = datafusion::logical_expr::expr_rewriter::NamePreserver::new(&plan);
+    plan.map_expressions(|expr| {
+        let name = names.save(&expr);
+        let rewritten = expr.transform_up(|e| rewrite(e, &schema))?;
+        Ok(rewritten.update_data(|e| name.restore(e)))
+    })
+}

@@ -27,11 +27,9 @@ use datafusion::arrow::compute::kernels::arity::try_binary;
 use datafusion::arrow::datatypes::{i256, DataType, Decimal128Type, DECIMAL128_MAX_PRECISION};
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::Transformed;
 use datafusion::common::{exec_err, plan_err, DFSchema, Result, ScalarValue};
 use datafusion::logical_expr::expr::ScalarFunction;
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
-use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{
     BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
@@ -237,16 +235,12 @@ impl AnalyzerRule for NumericArithmetic {
 
 impl NumericArithmetic {
     fn rewrite_node(&self, plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
-        let mut schema = merge_schema(&plan.inputs());
-        if let LogicalPlan::TableScan(scan) = &plan {
-            schema.merge(&DFSchema::try_from_qualified_schema(scan.table_name.clone(), &scan.source.schema())?);
-        }
-        let names = NamePreserver::new(&plan);
-        plan.map_expressions(|expr| {
-            let name = names.save(&expr);
-            let rewritten = expr.transform_up(|e| self.rewrite_expr(e, &schema))?;
-            Ok(rewritten.update_data(|e| name.restore(e)))
-        })
+        // A scan's filters read its source's columns.
+        let source = match &plan {
+            LogicalPlan::TableScan(scan) => Some(DFSchema::try_from_qualified_schema(scan.table_name.clone(), &scan.source.schema())?),
+            _ => None,
+        };
+        super::rewrite_expressions(plan, source.as_ref(), |e, schema| self.rewrite_expr(e, schema))
     }
 
     fn rewrite_expr(&self, expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
