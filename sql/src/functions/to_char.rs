@@ -63,23 +63,7 @@ fn parse_template(template: &str) -> Vec<Piece> {
             continue;
         }
         if c == '"' {
-            let mut chars = rest[1..].char_indices();
-            let mut end = rest.len();
-            while let Some((i, q)) = chars.next() {
-                match q {
-                    '\\' => {
-                        if let Some((_, escaped)) = chars.next() {
-                            text.push(escaped);
-                        }
-                    }
-                    '"' => {
-                        end = i + 2;
-                        break;
-                    }
-                    other => text.push(other),
-                }
-            }
-            rest = &rest[end.min(rest.len())..];
+            rest = quoted_text(rest, &mut text);
             continue;
         }
         if c == '\\' {
@@ -441,6 +425,25 @@ fn decimal_digits(array: &ArrayRef) -> Result<Vec<Option<String>>> {
         DataType::Decimal32(..) => array.as_primitive::<Decimal32Type>().iter().map(|v| v.map(|v| v.to_string())).collect(),
         other => return exec_err!("to_char: {other} is not a decimal"),
     })
+}
+
+
+/// A template's `"quoted text"` at the start of `rest`: its characters (with `\\` escaping the
+/// next one) go to `text`; returns what follows the closing quote (nothing if unclosed).
+pub(super) fn quoted_text<'a>(rest: &'a str, text: &mut String) -> &'a str {
+    let mut chars = rest[1..].char_indices();
+    let mut end = rest.len();
+    while let Some((i, q)) = chars.next() {
+        match q {
+            '\\' => text.extend(chars.next().map(|(_, escaped)| escaped)),
+            '"' => {
+                end = i + 2;
+                break;
+            }
+            other => text.push(other),
+        }
+    }
+    &rest[end.min(rest.len())..]
 }
 
 #[cfg(test)]

@@ -150,19 +150,7 @@ impl NumFormat {
                 continue;
             }
             if c == '"' {
-                let mut chars = rest[1..].char_indices();
-                let mut end = rest.len();
-                while let Some((i, q)) = chars.next() {
-                    match q {
-                        '\\' => text.extend(chars.next().map(|(_, e)| e)),
-                        '"' => {
-                            end = i + 2;
-                            break;
-                        }
-                        other => text.push(other),
-                    }
-                }
-                rest = &rest[end.min(rest.len())..];
+                rest = super::to_char::quoted_text(rest, &mut text);
                 continue;
             }
             text.push(c);
