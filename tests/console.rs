@@ -38,7 +38,7 @@ async fn the_console_shows_a_view_updating_live() {
         .await
         .unwrap();
     let mut browser = std::process::Command::new("node")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/console/drive.cjs"))
+        .arg(common::repo_path("tests/console/drive.cjs"))
         .arg(format!("http://127.0.0.1:{}/", server.http_port))
         .arg("per_v")
         .env("OPENCLAW_PLAYWRIGHT_DIR", modules)

@@ -3,6 +3,8 @@
 //! is left as it was. `tests/fixtures/format1-datadir.tar.gz` was written by the release before
 //! format 2 (commit cb53ff9): a table of two rows, a view over it, a checkpoint.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,7 @@ fn a_format_1_data_dir_is_refused_clearly_and_left_untouched() {
     let dir = std::env::temp_dir().join(format!("openclaw-test-format1-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1-datadir.tar.gz");
+    let fixture = common::repo_path("tests/fixtures/format1-datadir.tar.gz");
     let status = Command::new("tar").arg("xzf").arg(&fixture).arg("-C").arg(&dir).status().expect("tar");
     assert!(status.success());
     let data = dir.join("openclaw-data");

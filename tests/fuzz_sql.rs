@@ -31,7 +31,7 @@ impl Rng {
 /// make the run depend on time), nor `generate_series` (a mutated bound could ask for
 /// billions of rows).
 fn corpus() -> Vec<String> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
+    let dir = common::repo_path("tests/slt");
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "slt")).collect();
     files.sort();
     let mut out = vec![];

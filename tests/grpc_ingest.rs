@@ -24,7 +24,7 @@ fn python() -> String {
 
 fn client(args: &[&str]) -> std::process::Child {
     Command::new(python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc/ingest_client.py"))
+        .arg(common::repo_path("tests/grpc/ingest_client.py"))
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -22,13 +22,13 @@ async fn pgjdbc_lists_tables_columns_and_primary_keys() {
     let server = TestServer::start("jdbc");
     server.connect().await.batch_execute(SETUP).await.unwrap();
     let url = format!("jdbc:postgresql://127.0.0.1:{}/openclaw", server.pg_port);
-    let program = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/jdbc/Metadata.java");
-    let out = tokio::task::spawn_blocking(move || std::process::Command::new("java").args(["-cp", &jar, program, &url]).output().expect("run java"))
+    let program = common::repo_path("tests/jdbc/Metadata.java");
+    let out = tokio::task::spawn_blocking(move || std::process::Command::new("java").args(["-cp", &jar, &program, &url]).output().expect("run java"))
         .await
         .unwrap();
     let printed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "java failed: {printed}{}", String::from_utf8_lossy(&out.stderr));
-    let expected_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/jdbc/metadata.out");
+    let expected_path = &common::repo_path("tests/jdbc/metadata.out");
     if std::env::var_os("OPENCLAW_BLESS").is_some() {
         std::fs::write(expected_path, &printed).unwrap();
     }

@@ -14,7 +14,7 @@ async fn node_postgres_reads_types_and_binds_parameters() {
     let modules = std::env::var("OPENCLAW_NODE_MODULES").expect("OPENCLAW_NODE_MODULES: run through scripts/test.sh, which installs node-postgres");
     let server = TestServer::start("node-pg");
     let url = format!("postgresql://openclaw@127.0.0.1:{}/openclaw", server.pg_port);
-    let program = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/types.js");
+    let program = common::repo_path("tests/node/types.js");
     let out = tokio::task::spawn_blocking(move || {
         let run = std::process::Command::new("node").arg(program).arg(&url).env("NODE_PATH", &modules).env("TZ", "UTC").output().expect("run node");
         (run, server)
@@ -24,7 +24,7 @@ async fn node_postgres_reads_types_and_binds_parameters() {
     .0;
     let printed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "node failed: {printed}{}", String::from_utf8_lossy(&out.stderr));
-    let expected_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/types.out");
+    let expected_path = &common::repo_path("tests/node/types.out");
     if std::env::var_os("OPENCLAW_BLESS").is_some() {
         std::fs::write(expected_path, &printed).unwrap();
     }

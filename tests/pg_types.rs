@@ -81,6 +81,11 @@ async fn errors_carry_sqlstate_and_position_and_sessions_survive() {
     // Both sessions keep working.
     assert_eq!(a.query_one("SELECT 1::BIGINT", &[]).await.unwrap().get::<_, i64>(0), 1);
     assert_eq!(b.query_one("SELECT 2::BIGINT", &[]).await.unwrap().get::<_, i64>(0), 2);
+    // A value the binary encoder cannot hold (a numeric past 28 digits) ends its rows with
+    // 22003 rather than the session.
+    let err = a.query("SELECT 99999999999999999999999999999999999999", &[]).await.unwrap_err();
+    assert_eq!(err.as_db_error().map(|d| d.code().code()), Some("22003"), "{err}");
+    assert_eq!(a.query_one("SELECT 3::BIGINT", &[]).await.unwrap().get::<_, i64>(0), 3);
     // Output columns are named as PostgreSQL names them, and equal expressions may repeat.
     let stmt = a
         .prepare("SELECT 1, 1, 2 AS two, upper('a'), count(*), extract(year FROM DATE '2024-01-01') FROM (SELECT 1) x")

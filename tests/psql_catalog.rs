@@ -61,7 +61,7 @@ async fn psql_describes_tables_sources_and_views_as_postgresql_does() {
     let server = TestServer::start("psql-describe");
     server.connect().await.batch_execute(SETUP).await.unwrap();
     let printed = tokio::task::spawn_blocking(move || (describe(&server), server)).await.unwrap();
-    let expected_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/psql/describe.out");
+    let expected_path = &common::repo_path("tests/psql/describe.out");
     if std::env::var_os("OPENCLAW_BLESS").is_some() {
         std::fs::write(expected_path, &printed.0).unwrap();
     }
@@ -78,7 +78,7 @@ async fn tab_completes_relation_and_column_names() {
     let port = server.pg_port.to_string();
     let typed = ["SELECT * FROM ord", "\\d per_", "SELECT * FROM bi", "SELECT * FROM orders WHERE cust"];
     let out = tokio::task::spawn_blocking(move || {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/psql/complete.py");
+        let script = common::repo_path("tests/psql/complete.py");
         let out = std::process::Command::new("python3").arg(script).arg(&port).args(typed).output().expect("run python3");
         (out, server)
     })
@@ -144,7 +144,7 @@ async fn schemas_list_in_psql_and_survive_a_restart() {
         .unwrap();
     let commands = ["\\dn", "\\dt", "\\dt sales.*", "\\d sales.orders", "SET search_path = sales, public", "\\dt", "\\dm"];
     let (printed, server) = tokio::task::spawn_blocking(move || (run_psql(&server, &commands), server)).await.unwrap();
-    let expected_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/psql/schemas.out");
+    let expected_path = &common::repo_path("tests/psql/schemas.out");
     if std::env::var_os("OPENCLAW_BLESS").is_some() {
         std::fs::write(expected_path, &printed).unwrap();
     }

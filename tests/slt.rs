@@ -99,10 +99,7 @@ fn runner(conn: String) -> sqllogictest::Runner<Pg, impl sqllogictest::MakeConne
 
 /// The `tests/slt` folder of this checkout.
 fn slt_dir() -> std::path::PathBuf {
-    // The manifest dir at run time: a shared target dir may hold a binary built in another
-    // checkout, whose compile-time path would point at that checkout's files.
-    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
-    Path::new(&root).join("tests/slt")
+    common::repo_path("tests/slt").into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,10 +14,13 @@ use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use datafusion::physical_plan::expressions::Column;
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use openclaw_engine::operators::aggregate::AggCall;
-use openclaw_engine::operators::{AggregateSpec, JoinKind, JoinSpec, TemporalFilterSpec, TopNSpec};
+use openclaw_engine::operators::{AggregateSpec, TemporalFilterSpec, TopNSpec};
 use openclaw_engine::plan::StreamNode;
 
 use crate::error::{SqlError, SqlResult, SqlState};
+
+mod join;
+mod scalar_subquery;
 
 /// Deepest streaming plan accepted; the lowering recurses on it.
 pub const MAX_PLAN_DEPTH: usize = 64;
@@ -28,7 +31,7 @@ pub trait ScanResolver {
 }
 
 pub fn lower(plan: &LogicalPlan, resolver: &mut dyn ScanResolver) -> SqlResult<StreamNode> {
-    Lowering { resolver, props: ExecutionProps::new() }.lower(plan, 0)
+    Lowering { resolver, props: ExecutionProps::new(), scalar_subqueries: 0 }.lower(plan, 0)
 }
 
 /// `e` with every timestamp plus or minus a constant `INTERVAL` of whole time units only (no
@@ -75,6 +78,8 @@ fn interval_as_duration(e: Expr, schema: &DFSchema) -> SqlResult<Expr> {
 struct Lowering<'a> {
     resolver: &'a mut dyn ScanResolver,
     props: ExecutionProps,
+    /// How many scalar subqueries became joins, which names the next one's alias.
+    scalar_subqueries: usize,
 }
 
 impl Lowering<'_> {
@@ -122,6 +127,14 @@ impl Lowering<'_> {
                 .with_hint(format!("a view may nest at most {MAX_PLAN_DEPTH} operators")));
         }
         match plan {
+            LogicalPlan::Projection(p) if p.expr.iter().any(scalar_subquery::holds_one) => {
+                let plan = scalar_subquery::in_projection(p, &mut self.scalar_subqueries)?;
+                self.lower(&plan, depth + 1)
+            }
+            LogicalPlan::Filter(f) if scalar_subquery::holds_one(&f.predicate) => {
+                let plan = scalar_subquery::in_filter(f, &mut self.scalar_subqueries)?;
+                self.lower(&plan, depth + 1)
+            }
             LogicalPlan::Projection(p) => {
                 let input = self.lower(&p.input, depth + 1)?;
                 let exprs = p.expr.iter().map(|e| self.projected_expr(e, p.input.schema())).collect::<SqlResult<_>>()?;
@@ -279,51 +292,6 @@ impl Lowering<'_> {
         }
         let spec = AggregateSpec { group_exprs, calls, schema, emit_on_close: None, clean_by };
         Ok(StreamNode::Aggregate { spec, input: Box::new(input) })
-    }
-}
-
-impl Lowering<'_> {
-    fn join(&mut self, join: &datafusion::logical_expr::Join, depth: usize) -> SqlResult<StreamNode> {
-        use datafusion::common::{JoinType, NullEquality};
-        let kind = match join.join_type {
-            JoinType::Inner => JoinKind::Inner,
-            JoinType::Left => JoinKind::Left,
-            JoinType::Right => JoinKind::Right,
-            JoinType::Full => JoinKind::Full,
-            JoinType::LeftSemi => JoinKind::Semi(0),
-            JoinType::RightSemi => JoinKind::Semi(1),
-            JoinType::LeftAnti if !join.null_aware => JoinKind::Anti(0),
-            JoinType::RightAnti => JoinKind::Anti(1),
-            other => {
-                return Err(SqlError::not_supported(format!("{other} joins are not supported in materialized views yet"))
-                    .with_hint("NOT IN with a subquery plans to a null-aware anti join; use NOT EXISTS"))
-            }
-        };
-        if join.on.is_empty() {
-            return Err(SqlError::not_supported("joins without an equality condition are not supported in materialized views")
-                .with_hint("join on at least one pair of equal columns (a cross join keeps every pair of rows)"));
-        }
-        if join.null_equality == NullEquality::NullEqualsNull {
-            return Err(SqlError::not_supported("joins where NULL equals NULL are not supported in materialized views yet"));
-        }
-        let left_schema = join.left.schema();
-        let right_schema = join.right.schema();
-        let left_keys = join.on.iter().map(|(l, _)| self.expr(l, left_schema)).collect::<SqlResult<Vec<_>>>()?;
-        let right_keys = join.on.iter().map(|(_, r)| self.expr(r, right_schema)).collect::<SqlResult<Vec<_>>>()?;
-        let filter = match &join.filter {
-            Some(f) => Some(self.expr(f, &left_schema.join(right_schema)?)?),
-            None => None,
-        };
-        let left = self.lower(&join.left, depth + 1)?;
-        let right = self.lower(&join.right, depth + 1)?;
-        let spec = JoinSpec {
-            kind,
-            keys: [left_keys, right_keys],
-            filter,
-            schema: Arc::new(join.schema.as_arrow().clone()),
-            input_schemas: [left.schema(), right.schema()],
-        };
-        Ok(StreamNode::Join { spec, inputs: Box::new([left, right]) })
     }
 }
 

@@ -295,7 +295,8 @@ fn to_response(output: QueryOutput, format: &Format, zone: Tz) -> PgWireResult<R
                     .map_err(|e| pg_error(SqlError::from(e)))
                     .and_then(|b| super::pg_text::apply(b, &encode_fields, &zone).map_err(|e| PgWireError::ApiError(Box::new(e))))
                 {
-                    Ok(b) => encode_recordbatch(encode_fields.clone(), b).collect(),
+                    // The encoder yields an error without moving past its row: the rows end at it.
+                    Ok(b) => encode_recordbatch(encode_fields.clone(), b).scan(false, until_error).collect(),
                     Err(e) => vec![Err(e)],
                 };
                 stream::iter(rows)
@@ -304,6 +305,15 @@ fn to_response(output: QueryOutput, format: &Format, zone: Tz) -> PgWireResult<R
         }
         QueryOutput::Subscription(_) | QueryOutput::CopyIn { .. } | QueryOutput::CopyOut { .. } => unreachable!("COPY is answered by respond"),
     }
+}
+
+/// A `scan` step that passes rows on up to and including the first error, then ends.
+fn until_error(failed: &mut bool, row: PgWireResult<DataRow>) -> Option<PgWireResult<DataRow>> {
+    if *failed {
+        return None;
+    }
+    *failed = row.is_err();
+    Some(row)
 }
 
 impl Session {

@@ -2,7 +2,9 @@
 //! seconds without trailing zeros (`07:08:09.5`, not `07:08:09.500000`), and `timestamptz`
 //! is shown in the session's time zone (`SET TIME ZONE`) with its offset (`+00`, `-05`,
 //! `+05:30`); floats print in their shortest form, switching to
-//! an exponent as PostgreSQL does (`5`, `1e+20`, `Infinity`).
+//! an exponent as PostgreSQL does (`5`, `1e+20`, `Infinity`); numerics are written by arrow's
+//! own formatter, which takes all 38 digits of a `Decimal128` (the encoder's `rust_decimal`
+//! holds only 28, and refuses a wider value).
 
 use std::sync::Arc;
 
@@ -17,7 +19,8 @@ use pgwire::api::results::{FieldFormat, FieldInfo};
 /// in `zone`.
 pub fn apply(batch: RecordBatch, fields: &[FieldInfo], zone: &Tz) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
     let needs = |i: usize, dt: &DataType| {
-        matches!(dt, DataType::Timestamp(..) | DataType::Float32 | DataType::Float64) && fields[i].format() == FieldFormat::Text
+        matches!(dt, DataType::Timestamp(..) | DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) | DataType::Decimal256(..))
+            && fields[i].format() == FieldFormat::Text
     };
     if !batch.schema().fields().iter().enumerate().any(|(i, f)| needs(i, f.data_type())) {
         return Ok(batch);
@@ -25,7 +28,10 @@ pub fn apply(batch: RecordBatch, fields: &[FieldInfo], zone: &Tz) -> Result<Reco
     let mut columns = Vec::with_capacity(batch.num_columns());
     let mut schema_fields = Vec::with_capacity(batch.num_columns());
     for (i, (col, field)) in batch.columns().iter().zip(batch.schema().fields()).enumerate() {
-        if needs(i, field.data_type()) && field.data_type().is_floating() {
+        if needs(i, field.data_type()) && matches!(field.data_type(), DataType::Decimal128(..) | DataType::Decimal256(..)) {
+            columns.push(cast(col, &DataType::Utf8)?);
+            schema_fields.push(Field::new(field.name(), DataType::Utf8, true));
+        } else if needs(i, field.data_type()) && field.data_type().is_floating() {
             columns.push(floats(col)?);
             schema_fields.push(Field::new(field.name(), DataType::Utf8, true));
         } else if needs(i, field.data_type()) {

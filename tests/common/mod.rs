@@ -305,3 +305,11 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+/// `relative` inside this checkout. The manifest dir is read at run time: a shared target dir
+/// may hold a test binary built in another checkout, whose compile-time path would point at
+/// that checkout's files (or at nothing).
+pub fn repo_path(relative: &str) -> String {
+    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    format!("{root}/{relative}")
+}
