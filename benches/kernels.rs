@@ -138,6 +138,7 @@ fn join(c: &mut Criterion) {
         filter: None,
         schema: Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
         input_schemas: [schema.clone(), schema.clone()],
+        nulls_equal: false,
     };
     let dir = std::env::temp_dir().join(format!("openclaw-bench-join-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -243,9 +243,10 @@ impl StreamNode {
                 let filter = spec.filter.as_ref().map(|f| format!(", filter {f}")).unwrap_or_default();
                 writeln!(
                     out,
-                    "{pad}StreamHashJoin: {:?}, [{}] = [{}]{filter} (state: s{t}_left, s{t}_right){parts}",
+                    "{pad}StreamHashJoin: {:?}, [{}] {} [{}]{filter} (state: s{t}_left, s{t}_right){parts}",
                     spec.kind,
                     keys(0),
+                    if spec.nulls_equal { "IS NOT DISTINCT FROM" } else { "=" },
                     keys(1)
                 )
             }

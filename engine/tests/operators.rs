@@ -461,6 +461,7 @@ async fn join_retracts_when_one_side_is_deleted_and_pads_outer_rows() {
         filter: None,
         schema,
         input_schemas: [left, right],
+        nulls_equal: false,
     };
     let op = JoinOperator::new(spec, store.clone(), ["j_l".into(), "j_r".into()]).unwrap();
     let l = vec![
@@ -509,6 +510,7 @@ async fn a_join_over_its_cache_budget_writes_back_before_any_barrier() {
         filter: None,
         schema,
         input_schemas: [side.clone(), side],
+        nulls_equal: false,
     };
     let op = JoinOperator::new(spec, store.clone(), ["jb_l".into(), "jb_r".into()]).unwrap();
     let chunks: Vec<Message> = (0..20)

@@ -83,6 +83,9 @@ pub struct JoinSpec {
     /// Left columns, then right columns.
     pub schema: SchemaRef,
     pub input_schemas: [SchemaRef; 2],
+    /// Whether a NULL in a key equals a NULL (as `EXCEPT` and `INTERSECT` compare rows);
+    /// otherwise a row with a NULL key never matches and is not stored.
+    pub nulls_equal: bool,
 }
 
 impl JoinSpec {
@@ -254,8 +257,8 @@ impl JoinOperator {
             .collect::<EngineResult<Vec<ArrayRef>>>()?;
         let nulls = cols.iter().fold(None, |acc: Option<NullBuffer>, c| NullBuffer::union(acc.as_ref(), c.logical_nulls().as_ref()));
         let has_null = match nulls {
-            Some(nulls) => nulls.iter().map(|valid| !valid).collect(),
-            None => vec![false; n],
+            Some(nulls) if !self.spec.nulls_equal => nulls.iter().map(|valid| !valid).collect(),
+            _ => vec![false; n],
         };
         Ok((self.key_codec.encode(&cols)?, has_null))
     }

@@ -1,4 +1,5 @@
-//! Joins. An equi-join is keyed by its equal columns. A join with no equality (a cross join,
+//! Joins. An equi-join is keyed by its equal columns (where NULL equals NULL for the joins
+//! `EXCEPT` and `INTERSECT` plan to). A join with no equality (a cross join,
 //! a band join such as `a.t BETWEEN b.lo AND b.hi`, and the left join DataFusion makes of an
 //! uncorrelated scalar subquery) is keyed by one constant: every row of one side meets every
 //! row of the other, and the condition decides. Each side is then one group in the join's
@@ -31,8 +32,10 @@ impl Lowering<'_> {
             return self.not_in(join, depth);
         }
         let kind = kind(join.join_type)?;
-        if join.null_equality == NullEquality::NullEqualsNull {
-            return Err(SqlError::not_supported("joins where NULL equals NULL are not supported in materialized views yet"));
+        if join.null_equality == NullEquality::NullEqualsNull && matches!(kind, JoinKind::Semi(0) | JoinKind::Anti(0)) && !distinct(&join.left) {
+            return Err(SqlError::not_supported("EXCEPT ALL and INTERSECT ALL are not supported in materialized views")
+                .with_detail("they keep a row as many times as its counts on the two sides allow, which needs an operator this engine lacks")
+                .with_hint("use EXCEPT or INTERSECT, which keep each row once"));
         }
         let left_schema = join.left.schema();
         let right_schema = join.right.schema();
@@ -55,6 +58,7 @@ impl Lowering<'_> {
             filter,
             schema: Arc::new(join.schema.as_arrow().clone()),
             input_schemas: [left.schema(), right.schema()],
+            nulls_equal: join.null_equality == NullEquality::NullEqualsNull,
         };
         Ok(StreamNode::Join { spec, inputs: Box::new([left, right]) })
     }
@@ -98,6 +102,16 @@ fn kind(join_type: JoinType) -> SqlResult<JoinKind> {
                 .with_hint("an IN or EXISTS under OR plans to a mark join: split the query with UNION"))
         }
     })
+}
+
+/// Whether `plan` holds each row once: the `GROUP BY` without aggregates that `EXCEPT` and
+/// `INTERSECT` (without `ALL`) put on their left side.
+fn distinct(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Aggregate(a) => a.aggr_expr.is_empty(),
+        LogicalPlan::SubqueryAlias(_) | LogicalPlan::Filter(_) => plan.inputs().into_iter().all(distinct),
+        _ => false,
+    }
 }
 
 /// The key of a join without an equality: the same on every row of both sides.
