@@ -19,6 +19,8 @@ use openclaw_engine::plan::StreamNode;
 
 use crate::error::{SqlError, SqlResult, SqlState};
 
+mod distinct_on;
+mod grouping_sets;
 mod join;
 mod scalar_subquery;
 
@@ -243,33 +245,15 @@ impl Lowering<'_> {
 
 impl Lowering<'_> {
     fn aggregate(&mut self, agg: &datafusion::logical_expr::Aggregate, depth: usize) -> SqlResult<StreamNode> {
-        if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
-            return Err(SqlError::not_supported("GROUPING SETS, ROLLUP and CUBE are not supported in materialized views yet")
-                .with_hint("create one view per grouping and combine them with UNION ALL"));
+        if let [Expr::GroupingSet(sets)] = agg.group_expr.as_slice() {
+            return self.grouping_sets(agg, sets, depth);
+        }
+        if let Some((args, order)) = distinct_on::first_values(agg) {
+            return self.distinct_on(agg, &args, &order, depth);
         }
         let input_schema = agg.input.schema();
-        let physical_input = input_schema.as_arrow();
         let group_exprs: Vec<Arc<dyn PhysicalExpr>> = agg.group_expr.iter().map(|e| self.expr(e, input_schema)).collect::<SqlResult<_>>()?;
-        let calls = agg
-            .aggr_expr
-            .iter()
-            .map(|e| {
-                let planning = PhysicalPlanningContext::default();
-                let lowered = LoweredAggregateBuilder::new(e, input_schema, physical_input, &self.props, &planning).build()?;
-                let (expr, filter) = (lowered.aggregate, lowered.filter);
-                if !lowered.order_bys.is_empty() {
-                    return Err(SqlError::not_supported(format!(
-                        "aggregate {}(... ORDER BY ...) is not supported in materialized views yet",
-                        expr.fun().name()
-                    )));
-                }
-                Ok(AggCall { expr, filter })
-            })
-            .collect::<SqlResult<Vec<_>>>()?;
-        if calls.len() > usize::from(u8::MAX) {
-            return Err(SqlError::new(SqlState::StatementTooComplex, "too many aggregate calls in one GROUP BY")
-                .with_hint("a materialized view may compute at most 255 aggregates per GROUP BY"));
-        }
+        let calls = self.calls(agg)?;
         let mut input = self.lower(&agg.input, depth + 1)?;
         let mut group_exprs = group_exprs;
         let schema = Arc::new(agg.schema.as_arrow().clone());
@@ -292,6 +276,33 @@ impl Lowering<'_> {
         }
         let spec = AggregateSpec { group_exprs, calls, schema, emit_on_close: None, clean_by };
         Ok(StreamNode::Aggregate { spec, input: Box::new(input) })
+    }
+
+    /// The lowered calls of `agg`.
+    fn calls(&self, agg: &datafusion::logical_expr::Aggregate) -> SqlResult<Vec<AggCall>> {
+        let input_schema = agg.input.schema();
+        let physical_input = input_schema.as_arrow();
+        let calls = agg
+            .aggr_expr
+            .iter()
+            .map(|e| {
+                let planning = PhysicalPlanningContext::default();
+                let lowered = LoweredAggregateBuilder::new(e, input_schema, physical_input, &self.props, &planning).build()?;
+                let (expr, filter) = (lowered.aggregate, lowered.filter);
+                if !lowered.order_bys.is_empty() {
+                    return Err(SqlError::not_supported(format!(
+                        "aggregate {}(... ORDER BY ...) is not supported in materialized views yet",
+                        expr.fun().name()
+                    )));
+                }
+                Ok(AggCall { expr, filter })
+            })
+            .collect::<SqlResult<Vec<_>>>()?;
+        if calls.len() > usize::from(u8::MAX) {
+            return Err(SqlError::new(SqlState::StatementTooComplex, "too many aggregate calls in one GROUP BY")
+                .with_hint("a materialized view may compute at most 255 aggregates per GROUP BY"));
+        }
+        Ok(calls)
     }
 }
 
