@@ -2,7 +2,14 @@
 import os, sys
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nexmark_queries import Q, sources_and_tables, fill_tables
+from nexmark_queries import Q as Q_STATEFUL, Q_SUBQUERIES, sources_and_tables, fill_tables
+
+Q = {**Q_STATEFUL, **Q_SUBQUERIES}
+# q102 is left out: its subquery divides COUNT(*) by COUNT(DISTINCT auction), 0 / 0 over no
+# bids, and the global aggregate's first row is that empty one, also while a view created
+# after the data backfills, so the view fails with 22012 (a view fails on an expression
+# error, 04_postgres_semantics.slt). RisingWave makes the quotient NULL instead.
+Q.pop("q102")
 
 T = dict(bid="bid", auction="auction", person="person")
 S = dict(bid="bid_s", auction="auction_s", person="person_s")
@@ -10,7 +17,8 @@ EVENTS = 60000
 BASE = 1700000000000
 out = []
 w = out.append
-w("""# Nexmark q3-q9 and q15-q20 (RisingWave's forms; q6 as top-1 per group) as materialized views:
+w("""# Nexmark q3-q9, q15-q20 and q101-q106 (RisingWave's forms; q6 as top-1 per group) as
+# materialized views:
 # over tables filled by INSERT (views created before the rows arrive, and again after), and
 # over the Nexmark source. Every view must equal the same query run ad hoc over the tables,
 # row for row in both directions, and again after deletes and updates of input rows.
@@ -26,7 +34,10 @@ for name, q in Q.items():
     w(f"statement ok\nCREATE MATERIALIZED VIEW s{name} AS {q.format(**S)}\n")
 out += fill_tables("1200 3600 55200")
 def same(view, q, label):
-    w(f"# {label}\nquery I\nSELECT count(*) FROM ((SELECT * FROM {view} EXCEPT ALL ({q})) UNION ALL (({q}) EXCEPT ALL SELECT * FROM {view})) d\n----\n0\n")
+    # EXCEPT ALL both ways compares the rows as sets (DataFusion's EXCEPT ALL drops every copy
+    # of a row the other side has once); equal counts besides make it a multiset comparison
+    # but for rows duplicated on one side exactly where others are on the other.
+    w(f"# {label}\nquery II\nSELECT (SELECT count(*) FROM ((SELECT * FROM {view} EXCEPT ALL ({q})) UNION ALL (({q}) EXCEPT ALL SELECT * FROM {view})) d), (SELECT count(*) FROM {view}) - (SELECT count(*) FROM ({q}) q)\n----\n0 0\n")
 def nonempty(view):
     w(f"query B\nSELECT count(*) > 0 FROM {view}\n----\nt\n")
 for name, q in Q.items():

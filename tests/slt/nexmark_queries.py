@@ -1,5 +1,5 @@
-"""The Nexmark queries q3-q9 and q15-q20 in RisingWave's published forms (q6 as top-1 per
-group), with `{bid}`, `{auction}` and `{person}` for the relations they read. Shared by the
+"""The Nexmark queries q3-q9, q15-q20 and q101-q106 in RisingWave's published forms (q6 as
+top-1 per group), with `{bid}`, `{auction}` and `{person}` for the relations they read. Shared by the
 generators of 07_nexmark_stateful.slt and 10_parallelism.slt."""
 Q = {
 "q3": "SELECT P.name, P.city, P.state, A.id FROM {auction} AS A INNER JOIN {person} AS P ON A.seller = P.id WHERE A.category = 10 AND (P.state = 'or' OR P.state = 'id' OR P.state = 'ca')",
@@ -15,6 +15,18 @@ Q = {
 "q18": "SELECT auction, bidder, price, channel, url, date_time, extra FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY bidder, auction ORDER BY date_time DESC, price DESC) AS rank_number FROM {bid}) t WHERE rank_number <= 1",
 "q19": "SELECT auction, bidder, price, channel, url, date_time, extra, rank_number FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC, date_time ASC, bidder ASC) AS rank_number FROM {bid}) t WHERE rank_number <= 10",
 "q20": "SELECT auction, bidder, price, channel, url, B.date_time AS date_time, B.extra AS extra, item_name, description, initial_bid, reserve, A.date_time AS auction_date_time, expires, seller, category, A.extra AS auction_extra FROM {bid} AS B INNER JOIN {auction} AS A ON B.auction = A.id WHERE A.category = 10",
+}
+
+# q101-q106, RisingWave's additions: a left join with an aggregate, a HAVING against a scalar
+# subquery, IN and NOT IN with an aggregated subquery, a top-N by a count (with the auction id
+# added as a tie-breaker) and a global aggregate over an interval join.
+Q_SUBQUERIES = {
+"q101": "SELECT a.id AS auction_id, a.item_name AS auction_item_name, b.max_price AS current_highest_bid FROM {auction} a LEFT OUTER JOIN (SELECT b1.auction, MAX(b1.price) max_price FROM {bid} b1 GROUP BY b1.auction) b ON a.id = b.auction",
+"q102": "SELECT a.id AS auction_id, a.item_name AS auction_item_name, COUNT(b.auction) AS bid_count FROM {auction} a JOIN {bid} b ON a.id = b.auction GROUP BY a.id, a.item_name HAVING COUNT(b.auction) >= (SELECT COUNT(*) / COUNT(DISTINCT auction) FROM {bid})",
+"q103": "SELECT a.id AS auction_id, a.item_name AS auction_item_name FROM {auction} a WHERE a.id IN (SELECT b.auction FROM {bid} b GROUP BY b.auction HAVING COUNT(*) >= 20)",
+"q104": "SELECT a.id AS auction_id, a.item_name AS auction_item_name FROM {auction} a WHERE a.id NOT IN (SELECT b.auction FROM {bid} b GROUP BY b.auction HAVING COUNT(*) < 20)",
+"q105": "SELECT a.id AS auction_id, a.item_name AS auction_item_name, COUNT(b.auction) AS bid_count FROM {auction} a JOIN {bid} b ON a.id = b.auction GROUP BY a.id, a.item_name ORDER BY bid_count DESC, a.id LIMIT 1000",
+"q106": "SELECT MIN(final) AS min_final FROM (SELECT {auction}.id, MAX(price) AS final FROM {auction}, {bid} WHERE {bid}.auction = {auction}.id AND {bid}.date_time BETWEEN {auction}.date_time AND {auction}.expires GROUP BY {auction}.id)",
 }
 
 
