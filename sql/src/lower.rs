@@ -228,10 +228,7 @@ impl Lowering<'_> {
         let input = self.lower(&sort.input, depth + 1)?;
         let rows = input.schema();
         let width = rows.fields().len();
-        let mut fields = rows.fields().to_vec();
-        fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(ROW_NUMBER, datafusion::arrow::datatypes::DataType::UInt64, false)));
-        let spec = TopNSpec { partition_by: vec![], order_by, limit: limit.max(1), schema: Arc::new(Schema::new(fields)), input_schema: rows.clone(), clean_by: None };
-        let mut node = StreamNode::TopN { spec, input: Box::new(input) };
+        let mut node = ranked(vec![], order_by, limit.max(1), input);
         if skip > 0 || fetch == 0 {
             use datafusion::physical_plan::expressions::{BinaryExpr, Literal};
             let rank = |op, n: usize| Arc::new(BinaryExpr::new(Arc::new(Column::new(ROW_NUMBER, width)), op, Arc::new(Literal::new(datafusion::common::ScalarValue::UInt64(Some(n as u64)))))) as Arc<dyn PhysicalExpr>;
@@ -473,6 +470,21 @@ fn row_number_bound(e: &Expr, rn: &str) -> Option<usize> {
 
 /// A projection node, or its input alone when the projection only passes every column
 /// through in order (column names do not matter inside the plan; the view's are set at its top).
+/// The first `limit` rows of `input` per partition in `order_by`, each followed by its rank in
+/// the hidden column [`ROW_NUMBER`] (which the top-N's state needs and a projection drops).
+fn ranked(
+    partition_by: Vec<Arc<dyn PhysicalExpr>>,
+    order_by: Vec<(Arc<dyn PhysicalExpr>, datafusion::arrow::compute::SortOptions)>,
+    limit: usize,
+    input: StreamNode,
+) -> StreamNode {
+    let rows = input.schema();
+    let mut fields = rows.fields().to_vec();
+    fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(ROW_NUMBER, datafusion::arrow::datatypes::DataType::UInt64, false)));
+    let spec = TopNSpec { partition_by, order_by, limit, schema: Arc::new(Schema::new(fields)), input_schema: rows, clean_by: None };
+    StreamNode::TopN { spec, input: Box::new(input) }
+}
+
 fn project(exprs: Vec<Arc<dyn PhysicalExpr>>, schema: datafusion::arrow::datatypes::SchemaRef, input: StreamNode) -> StreamNode {
     let width = input.schema().fields().len();
     let identity = exprs.len() == width

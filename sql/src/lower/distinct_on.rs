@@ -7,14 +7,12 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Aggregate, Expr, SortExpr};
 use datafusion::physical_expr::PhysicalExpr;
-use openclaw_engine::operators::TopNSpec;
 use openclaw_engine::plan::StreamNode;
 
-use super::{project, Lowering, ROW_NUMBER};
+use super::{project, ranked, Lowering};
 use crate::error::SqlResult;
 
 /// The columns and the one ordering of an aggregate made only of `first_value(column ORDER BY
@@ -47,11 +45,7 @@ impl Lowering<'_> {
         // The top-N passes its input's columns through first, so these read its output.
         let outputs = agg.group_expr.iter().chain(args).map(|e| self.expr(e, input_schema)).collect::<SqlResult<Vec<Arc<dyn PhysicalExpr>>>>()?;
         let input = self.lower(&agg.input, depth + 1)?;
-        let rows = input.schema();
-        let mut fields = rows.fields().to_vec();
-        fields.push(Arc::new(Field::new(ROW_NUMBER, DataType::UInt64, false)));
-        let spec = TopNSpec { partition_by, order_by, limit: 1, schema: Arc::new(Schema::new(fields)), input_schema: rows, clean_by: None };
-        let node = StreamNode::TopN { spec, input: Box::new(input) };
+        let node = ranked(partition_by, order_by, 1, input);
         Ok(project(outputs, Arc::new(agg.schema.as_arrow().clone()), node))
     }
 }
