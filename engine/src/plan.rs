@@ -20,7 +20,7 @@ use crate::watermark::{WatermarkGenerator, WatermarkSpec};
 use datafusion::physical_plan::expressions::Column;
 use crate::operators::exchange::{ExchangeOperator, MAX_PARALLELISM};
 use crate::operators::{
-    AggregateOperator, AggregateSpec, FilterOperator, JoinKind, JoinOperator, JoinSpec, ProjectOperator, TemporalFilterOperator, TemporalFilterSpec, TopNOperator, TopNSpec,
+    AggregateOperator, AggregateSpec, FilterOperator, JoinKind, JoinOperator, JoinSpec, ProjectOperator, TemporalFilterOperator, TemporalFilterSpec, TopNOperator, TopNSpec, OverWindowOperator, OverWindowSpec, UnnestOperator, UnnestSpec, LookupJoinOperator, LookupJoinSpec,
     UnionOperator,
 };
 use crate::source::{run_source, RootCheckpoints, SourceProgress, SourceReader};
@@ -43,6 +43,12 @@ pub enum StreamNode {
     Aggregate { spec: AggregateSpec, input: Box<StreamNode> },
     Join { spec: JoinSpec, inputs: Box<[StreamNode; 2]> },
     TopN { spec: TopNSpec, input: Box<StreamNode> },
+    /// Window functions over partitions, recomputed per partition a change touches.
+    OverWindow { spec: OverWindowSpec, input: Box<StreamNode> },
+    /// Each row once per element of its list columns.
+    Unnest { spec: UnnestSpec, input: Box<StreamNode> },
+    /// A temporal join: each row joined with a table's stored rows as they are when it arrives.
+    LookupJoin { spec: LookupJoinSpec, input: Box<StreamNode> },
 }
 
 /// Whether every input reads exactly one and the same table, view or source: the branches of
@@ -73,6 +79,9 @@ impl StreamNode {
             StreamNode::Aggregate { spec, .. } => spec.schema.clone(),
             StreamNode::Join { spec, .. } => spec.schema.clone(),
             StreamNode::TopN { spec, .. } => spec.schema.clone(),
+            StreamNode::OverWindow { spec, .. } => spec.schema.clone(),
+            StreamNode::Unnest { spec, .. } => spec.schema.clone(),
+            StreamNode::LookupJoin { spec, .. } => spec.schema.clone(),
         }
     }
 
@@ -80,9 +89,9 @@ impl StreamNode {
     /// aggregate's `min`/`max` as one value).
     pub fn append_only(&self) -> bool {
         match self {
-            StreamNode::Subscribe { .. } | StreamNode::TemporalFilter { .. } | StreamNode::TopN { .. } => false,
+            StreamNode::Subscribe { .. } | StreamNode::TemporalFilter { .. } | StreamNode::TopN { .. } | StreamNode::OverWindow { .. } => false,
             StreamNode::Source { reader, .. } => reader.is_append_only(),
-            StreamNode::Filter { input, .. } | StreamNode::Project { input, .. } => input.append_only(),
+            StreamNode::Filter { input, .. } | StreamNode::Project { input, .. } | StreamNode::Unnest { input, .. } | StreamNode::LookupJoin { input, .. } => input.append_only(),
             StreamNode::Union { inputs, .. } => inputs.iter().all(|i| i.append_only()),
             StreamNode::Aggregate { spec, .. } => spec.emit_on_close.is_some(),
             StreamNode::Join { spec, inputs } => spec.kind == JoinKind::Inner && inputs.iter().all(|i| i.append_only()),
@@ -94,7 +103,14 @@ impl StreamNode {
         match self {
             StreamNode::Subscribe { watermark_columns, .. } => watermark_columns.clone(),
             StreamNode::Source { watermark, .. } => watermark.iter().map(|w| w.column).collect(),
-            StreamNode::Filter { input, .. } | StreamNode::TemporalFilter { input, .. } | StreamNode::TopN { input, .. } => input.watermark_columns(),
+            StreamNode::Filter { input, .. }
+            | StreamNode::TemporalFilter { input, .. }
+            | StreamNode::TopN { input, .. }
+            | StreamNode::OverWindow { input, .. }
+            | StreamNode::LookupJoin { input, .. } => input.watermark_columns(),
+            StreamNode::Unnest { spec, input } => {
+                input.watermark_columns().into_iter().filter(|c| !spec.lists.iter().any(|l| l.index_in_input_schema == *c)).collect()
+            }
             StreamNode::Project { exprs, input, .. } => {
                 let inputs = input.watermark_columns();
                 (0..exprs.len()).filter(|&i| inputs.iter().any(|&c| monotone_in(&exprs[i], c))).collect()
@@ -167,6 +183,14 @@ impl StreamNode {
                 spec.calls.iter().map(|c| (c.expr.name().to_string(), c.expr.expressions().iter().map(|e| e.to_string()).collect::<Vec<_>>())).collect::<Vec<_>>()
             ),
             StreamNode::TopN { spec, .. } => writeln!(out, "topn clean {:?} input {:?}", spec.clean_by, spec.input_schema),
+            StreamNode::OverWindow { spec, .. } => writeln!(
+                out,
+                "overwindow clean {:?} input {:?} order {:?} functions {:?}",
+                spec.sort.clean_by,
+                spec.sort.input_schema,
+                spec.sort.order_by.iter().map(|(e, o)| format!("{e} {o:?}")).collect::<Vec<_>>(),
+                spec.functions.iter().map(|f| f.name().to_string()).collect::<Vec<_>>()
+            ),
             StreamNode::Join { spec, .. } => writeln!(out, "join inputs {:?}", spec.input_schemas),
             _ => Ok(()),
         };
@@ -183,6 +207,7 @@ impl StreamNode {
         let keys = match self {
             StreamNode::Aggregate { spec, .. } => vec![spec.group_exprs.clone()],
             StreamNode::TopN { spec, .. } => vec![spec.partition_by.clone()],
+            StreamNode::OverWindow { spec, .. } => vec![spec.sort.partition_by.clone()],
             StreamNode::Join { spec, .. } => spec.keys.to_vec(),
             _ => return None,
         };
@@ -210,6 +235,15 @@ impl StreamNode {
             StreamNode::Subscribe { name, .. } => writeln!(out, "{pad}StreamScan: {name} (snapshot, then changes)"),
             StreamNode::Source { name, .. } => writeln!(out, "{pad}SourceReader: {name}"),
             StreamNode::Filter { predicate, .. } => writeln!(out, "{pad}StreamFilter: {predicate}"),
+            StreamNode::LookupJoin { spec, .. } => {
+                let keys: Vec<String> = spec.keys.iter().map(|k| k.to_string()).collect();
+                let kind = if spec.left_outer { "Left" } else { "Inner" };
+                writeln!(out, "{pad}StreamLookupJoin: {kind}, [{}] looked up in {} by its primary key (temporal, no state)", keys.join(", "), spec.table.cf)
+            }
+            StreamNode::Unnest { spec, .. } => {
+                let lists: Vec<String> = spec.lists.iter().map(|l| format!("{}@{}", spec.input_schema.field(l.index_in_input_schema).name(), l.index_in_input_schema)).collect();
+                writeln!(out, "{pad}StreamUnnest: [{}]", lists.join(", "))
+            }
             StreamNode::TemporalFilter { spec, .. } => {
                 let t = next_table(tables);
                 let bound = if spec.inclusive { "<=" } else { "<" };
@@ -266,6 +300,19 @@ impl StreamNode {
                     order.join(", ")
                 )
             }
+            StreamNode::OverWindow { spec, .. } => {
+                let t = next_table(tables);
+                let part: Vec<String> = spec.sort.partition_by.iter().map(|e| e.to_string()).collect();
+                let order: Vec<String> = spec.sort.order_by.iter().map(|(e, o)| format!("{e}{}", if o.descending { " DESC" } else { "" })).collect();
+                let functions: Vec<String> = spec.functions.iter().map(|f| f.name().to_string()).collect();
+                writeln!(
+                    out,
+                    "{pad}StreamOverWindow: [{}], partition by [{}], order by [{}] (state: s{t}_rows){parts}",
+                    functions.join(", "),
+                    part.join(", "),
+                    order.join(", ")
+                )
+            }
         };
         for child in self.children() {
             child.explain_numbered(out, depth + 1, tables, parallelism);
@@ -292,8 +339,11 @@ impl StreamNode {
             StreamNode::Filter { input, .. }
             | StreamNode::TemporalFilter { input, .. }
             | StreamNode::Project { input, .. }
+            | StreamNode::Unnest { input, .. }
+            | StreamNode::LookupJoin { input, .. }
             | StreamNode::Aggregate { input, .. }
-            | StreamNode::TopN { input, .. } => {
+            | StreamNode::TopN { input, .. }
+            | StreamNode::OverWindow { input, .. } => {
                 vec![input]
             }
             StreamNode::Union { inputs, .. } => inputs.iter().collect(),
@@ -462,6 +512,14 @@ impl Builder<'_> {
                 let input = self.build(*input)?;
                 self.spawn_operator(Box::new(FilterOperator::new(predicate)), vec![input], Outputs::new(vec![tx]));
             }
+            StreamNode::LookupJoin { spec, input } => {
+                let input = self.build(*input)?;
+                self.spawn_operator(Box::new(LookupJoinOperator::new(spec)), vec![input], Outputs::new(vec![tx]));
+            }
+            StreamNode::Unnest { spec, input } => {
+                let input = self.build(*input)?;
+                self.spawn_operator(Box::new(UnnestOperator::new(spec)), vec![input], Outputs::new(vec![tx]));
+            }
             StreamNode::TemporalFilter { spec, input } => {
                 let n = next_table(&mut self.tables);
                 let rows = self.table(n, "rows", 1).remove(0);
@@ -505,6 +563,15 @@ impl Builder<'_> {
                 let rows = self.table(n, "rows", parts);
                 let operators = (0..parts)
                     .map(|k| Ok(Box::new(TopNOperator::new(spec.clone(), self.state.store.clone(), rows[k].clone(), self.df.late_rows.clone())?) as Box<dyn Operator>))
+                    .collect::<EngineResult<_>>()?;
+                let inputs = vec![self.build(*input)?];
+                self.spawn_partitioned(Partitioned { keys, inputs, operators, schema, output: tx });
+            }
+            StreamNode::OverWindow { spec, input } => {
+                let n = next_table(&mut self.tables);
+                let rows = self.table(n, "rows", parts);
+                let operators = (0..parts)
+                    .map(|k| Ok(Box::new(OverWindowOperator::new(spec.clone(), self.state.store.clone(), rows[k].clone(), self.df.late_rows.clone())?) as Box<dyn Operator>))
                     .collect::<EngineResult<_>>()?;
                 let inputs = vec![self.build(*input)?];
                 self.spawn_partitioned(Partitioned { keys, inputs, operators, schema, output: tx });

@@ -55,7 +55,7 @@ fn log_entries_equal_the_checked_in_bytes_and_replay() {
             true
         })
         .unwrap();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
+    let path = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())).join(FIXTURE);
     if std::env::var_os("OPENCLAW_BLESS").is_some() {
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     }

@@ -36,7 +36,8 @@ pub(crate) const FUNCTION: &str = "history_as_of";
 
 /// Rewrites each `name FOR SYSTEM_TIME AS OF <expr> [[AS] alias]` in `tokens` into
 /// `history_as_of('name', <expr>) [AS] alias` (aliased `name` when no alias is given, so that
-/// the query's qualified columns still resolve).
+/// the query's qualified columns still resolve); `AS OF PROCTIME()`, a temporal join's, into
+/// `temporal_lookup('name') [AS] alias` ([`crate::lookup_join`]).
 pub(crate) fn desugar(mut tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, ParserError> {
     while let Some((name_start, expr_start)) = find_clause(&tokens) {
         let name: Vec<String> = tokens[name_start..]
@@ -50,11 +51,17 @@ pub(crate) fn desugar(mut tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpa
             .collect();
         let dialect = PostgreSqlDialect {};
         let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens[expr_start..].to_vec());
-        parser.parse_expr()?;
+        let expr = parser.parse_expr()?;
         let expr_end = expr_start + parser.index();
         let aliased = matches!(significant_after(&tokens, expr_end), Some(Token::Word(w)) if w.keyword == Keyword::AS || w.keyword == Keyword::NoKeyword);
-        let mut call = vec![Token::make_word(FUNCTION, None), Token::LParen, Token::SingleQuotedString(name.join(".")), Token::Comma];
-        call.extend(tokens[expr_start..expr_end].iter().map(|t| t.token.clone()));
+        let mut call = match is_proctime(&expr) {
+            true => vec![Token::make_word(crate::lookup_join::FUNCTION, None), Token::LParen, Token::SingleQuotedString(name.join("."))],
+            false => {
+                let mut call = vec![Token::make_word(FUNCTION, None), Token::LParen, Token::SingleQuotedString(name.join(".")), Token::Comma];
+                call.extend(tokens[expr_start..expr_end].iter().map(|t| t.token.clone()));
+                call
+            }
+        };
         call.push(Token::RParen);
         if !aliased {
             let last = name.last().cloned().unwrap_or_default();
@@ -63,6 +70,18 @@ pub(crate) fn desugar(mut tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpa
         tokens.splice(name_start..expr_end, call.into_iter().map(TokenWithSpan::wrap));
     }
     Ok(tokens)
+}
+
+/// Whether `expr` is `PROCTIME()`: the processing time of each row, a temporal join's.
+fn is_proctime(expr: &datafusion::sql::sqlparser::ast::Expr) -> bool {
+    use datafusion::sql::sqlparser::ast::{Expr, FunctionArguments};
+    let Expr::Function(f) = expr else { return false };
+    let no_args = match &f.args {
+        FunctionArguments::None => true,
+        FunctionArguments::List(list) => list.args.is_empty(),
+        FunctionArguments::Subquery(_) => false,
+    };
+    no_args && f.name.to_string().eq_ignore_ascii_case("proctime")
 }
 
 /// The first `FOR SYSTEM_TIME AS OF` after a name: where the name starts and where the

@@ -57,6 +57,10 @@ pub enum Detail {
         dead_letters: Option<String>,
     },
     View(ViewRuntime),
+    /// A plain view: nothing runs for it; DataFusion expands its plan where it is read.
+    PlainView,
+    /// A function written in SQL, registered with DataFusion ([`crate::sql_functions`]).
+    Function,
     /// A durable subscription: the view it logs and its log.
     Subscription { view: String, log: Arc<openclaw_engine::operators::ChangeLog> },
 }

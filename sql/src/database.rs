@@ -181,6 +181,7 @@ impl Database {
         let parquet_sinks = crate::history::ParquetSinks::default();
         ctx.register_udtf("history", Arc::new(crate::history::HistoryFunction(parquet_sinks.clone())));
         ctx.register_udtf(crate::as_of::FUNCTION, Arc::new(crate::as_of::AsOfFunction(parquet_sinks.clone())));
+        ctx.register_udtf(crate::lookup_join::FUNCTION, Arc::new(crate::lookup_join::LookupFunction));
         if let Some(cold) = openclaw_connectors::parquet::cold_store() {
             ctx.register_object_store(&cold.root_url, cold.store.clone());
         }
@@ -451,8 +452,15 @@ impl Database {
                 self.create_schema(&name, if_not_exists, &text).await
             }
             Statement::Drop { object_type: datafusion::sql::sqlparser::ast::ObjectType::Schema, names, if_exists, cascade, .. } => self.drop_schemas(&names, if_exists, cascade).await,
-            Statement::CreateView(v) if !v.materialized => Err(SqlError::not_supported("plain views are not supported")
-                .with_hint("use CREATE MATERIALIZED VIEW, which OpenClaw keeps up to date incrementally")),
+            Statement::CreateFunction(f) => {
+                let text = f.to_string();
+                self.create_function(f, &text).await
+            }
+            Statement::DropFunction(d) => self.drop_functions(d).await,
+            Statement::CreateView(v) if !v.materialized => {
+                let text = v.to_string();
+                self.create_plain_view(v, &text).await
+            }
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
                 let mut stmt = stmt;
                 // `INSERT ... SELECT i, i`: the select list is matched by position.
@@ -547,6 +555,11 @@ impl Database {
         let entries = catalog.of_kind(kind);
         match kind {
             ObjectKind::Table => QueryOutput::text_rows(&["name"], entries.map(|e| vec![e.name.clone()]).collect()),
+            ObjectKind::View => QueryOutput::text_rows(&["name", "definition"], entries.map(|e| vec![e.name.clone(), e.definition.clone()]).collect()),
+            ObjectKind::Function => {
+                let rows = entries.map(|e| vec![e.name.trim_end_matches("()").to_string(), e.definition.clone()]).collect();
+                QueryOutput::text_rows(&["name", "definition"], rows)
+            }
             ObjectKind::Schema => {
                 let names = std::iter::once(crate::schemas::PUBLIC.to_string()).chain(catalog.schema_names());
                 QueryOutput::text_rows(&["name"], names.map(|n| vec![n]).collect())

@@ -46,7 +46,7 @@ pub(crate) struct Resume {
 pub(crate) const PLAN_KEY: &str = "plan";
 
 impl Database {
-    fn check_new_name(&self, catalog: &Catalog, name: &str) -> SqlResult<()> {
+    pub(crate) fn check_new_name(&self, catalog: &Catalog, name: &str) -> SqlResult<()> {
         let schema = crate::schemas::split(name).0;
         if schema != crate::schemas::PUBLIC && catalog.schema_id(schema).is_none() {
             return Err(SqlError::new(SqlState::InvalidSchemaName, format!("schema {} does not exist", quote(schema))));
@@ -282,6 +282,7 @@ impl Database {
     pub(crate) async fn plan_view(&self, catalog: &Catalog, view: &CreateView) -> SqlResult<(StreamNode, Vec<String>, Vec<(String, Arc<SourceProgress>)>)> {
         let state = self.ctx.state();
         let plan = self.plan(&state, Statement::Query(view.query.clone())).await?;
+        let functions = crate::sql_functions::functions_called(&plan);
         let plan = crate::temporal::mark_now(plan, state.config_options().execution.time_zone.as_deref())?;
         let plan = state.optimize(&plan)?;
         let mut resolver = CatalogResolver { catalog, deps: vec![], progress: vec![] };
@@ -291,7 +292,10 @@ impl Database {
         }
         // The view's columns carry the names of the query's output.
         let node = rename(node, Arc::new(plan.schema().as_arrow().clone()));
-        Ok((node, resolver.deps, resolver.progress))
+        let mut deps = resolver.deps;
+        deps.extend(functions);
+        deps.extend(crate::views::plain_views_read(catalog, &view.query).into_iter().filter(|v| !deps.contains(v)).collect::<Vec<_>>());
+        Ok((node, deps, resolver.progress))
     }
 
     pub(crate) async fn create_view(&self, view: CreateView, vars: &SessionVars, sql: &str) -> SqlResult<QueryOutput> {
@@ -661,6 +665,22 @@ struct CatalogResolver<'a> {
 }
 
 impl ScanResolver for CatalogResolver<'_> {
+    fn append_only(&self, name: &str) -> bool {
+        matches!(self.catalog.get(name).map(|e| &e.detail), Some(Detail::Table { primary_key: None, ingest: None, .. }))
+    }
+
+    fn lookup_table(&mut self, name: &str) -> SqlResult<(Arc<MaterializedState>, Vec<usize>)> {
+        let entry = self.catalog.get(name).ok_or_else(|| undefined(name))?;
+        let Detail::Table { state, primary_key: Some(pk), .. } = &entry.detail else {
+            return Err(SqlError::not_supported(format!("a temporal join looks up a table by its primary key; {} is not a table with one", quote(name)))
+                .with_hint("join it without FOR SYSTEM_TIME AS OF PROCTIME(), which follows its changes"));
+        };
+        if !self.deps.contains(&entry.name) {
+            self.deps.push(entry.name.clone());
+        }
+        Ok((state.clone(), pk.clone()))
+    }
+
     fn resolve(&mut self, name: &str) -> SqlResult<StreamNode> {
         let entry = self.catalog.get(name).ok_or_else(|| undefined(name))?;
         if !self.deps.contains(&entry.name) {
@@ -712,6 +732,8 @@ impl ScanResolver for CatalogResolver<'_> {
                     .map_err(|e| SqlError::new(SqlState::InvalidParameterValue, e.message))?;
                 Ok(StreamNode::Source { name: name.to_string(), reader, progress, watermark: *watermark })
             }
+            // DataFusion expands a plain view where it is planned: its scan never reaches here.
+            Detail::PlainView | Detail::Function => Err(SqlError::new(SqlState::Internal, format!("view {} was not expanded", quote(name)))),
             Detail::Subscription { .. } => Err(SqlError::new(SqlState::WrongObjectType, format!("{} is a subscription, not a relation", quote(name)))
                 .with_hint("read it with SUBSCRIBE, or query its view")),
         }

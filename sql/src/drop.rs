@@ -18,6 +18,9 @@ impl Database {
                 if if_exists {
                     continue;
                 }
+                if kind == ObjectKind::Function {
+                    return Err(SqlError::new(SqlState::UndefinedFunction, format!("function {name} does not exist")));
+                }
                 return Err(undefined(&name).with_hint(format!("no {} named {} exists", kind.sql_name(), quote(&name))));
             };
             if entry.kind != kind {
@@ -98,7 +101,10 @@ impl Database {
             }
             Detail::View(view) => self.stop_view(entry.id, view),
             Detail::Source { dead_letters: Some(dlq), .. } => self.drop_one(catalog, dlq)?,
-            Detail::Source { .. } => {}
+            Detail::Source { .. } | Detail::PlainView => {}
+            Detail::Function => {
+                self.ctx.deregister_udf(name.trim_end_matches("()"));
+            }
             Detail::Subscription { view, log } => self.drop_subscription(catalog, view, log),
         }
         tracing::info!(object = %name, kind = entry.kind.sql_name(), "dropped");

@@ -51,6 +51,12 @@ pub enum SqlState {
     DuplicateSchema,
     /// 42939: a name reserved for the system (`pg_...` schemas).
     ReservedName,
+    /// 42701: a column name given twice (a view's column list).
+    DuplicateColumn,
+    /// 42723: a function of that name and argument types exists already.
+    DuplicateFunction,
+    /// 42P13: a function's definition does not fit its declaration (`RETURNS` type, arguments).
+    InvalidFunctionDefinition,
     /// 42501: the statement would change what only the system may (`pg_catalog`).
     InsufficientPrivilege,
     Internal,
@@ -93,6 +99,9 @@ impl SqlState {
             SqlState::InvalidSchemaName => "3F000",
             SqlState::DuplicateSchema => "42P06",
             SqlState::ReservedName => "42939",
+            SqlState::DuplicateColumn => "42701",
+            SqlState::DuplicateFunction => "42723",
+            SqlState::InvalidFunctionDefinition => "42P13",
             SqlState::InsufficientPrivilege => "42501",
             SqlState::Internal => "XX000",
         }

@@ -14,6 +14,7 @@ mod history;
 mod restore;
 pub mod interrupt;
 mod history_scan;
+mod lookup_join;
 mod ingest;
 mod dml;
 mod drop;
@@ -34,6 +35,8 @@ mod subscriptions;
 mod temporal;
 pub mod transaction;
 pub mod types;
+mod views;
+mod sql_functions;
 pub mod windows;
 pub mod write_api;
 

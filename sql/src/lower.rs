@@ -22,7 +22,10 @@ use crate::error::{SqlError, SqlResult, SqlState};
 mod distinct_on;
 mod grouping_sets;
 mod join;
+mod lookup_join;
+mod over_window;
 mod scalar_subquery;
+mod unnest;
 
 /// Deepest streaming plan accepted; the lowering recurses on it.
 pub const MAX_PLAN_DEPTH: usize = 64;
@@ -30,6 +33,18 @@ pub const MAX_PLAN_DEPTH: usize = 64;
 /// Resolves a scanned relation (by its catalog name) to the node that produces its rows.
 pub trait ScanResolver {
     fn resolve(&mut self, name: &str) -> SqlResult<StreamNode>;
+
+    /// Whether relation `name` only ever gains rows (a table without a primary key, which
+    /// takes no UPDATE or DELETE).
+    fn append_only(&self, _name: &str) -> bool {
+        false
+    }
+
+    /// Table `name`'s stored rows and primary key, for a temporal join to look up; the
+    /// lowered plan then depends on it.
+    fn lookup_table(&mut self, name: &str) -> SqlResult<(Arc<openclaw_engine::operators::MaterializedState>, Vec<usize>)> {
+        Err(SqlError::not_supported(format!("temporal joins cannot look up {name} here")))
+    }
 }
 
 pub fn lower(plan: &LogicalPlan, resolver: &mut dyn ScanResolver) -> SqlResult<StreamNode> {
@@ -143,7 +158,9 @@ impl Lowering<'_> {
                 let schema = Arc::new(p.schema.as_arrow().clone());
                 Ok(project(exprs, schema, input))
             }
-            LogicalPlan::Filter(f) if window_below(&f.input).is_some() => self.top_n(f, depth),
+            LogicalPlan::Filter(f) if over_window::is_top_n(f) => self.top_n(f, depth),
+            LogicalPlan::Window(w) => self.over_window(w, depth),
+            LogicalPlan::Unnest(u) => self.unnest(u, depth),
             LogicalPlan::Filter(f) => {
                 let input = self.lower(&f.input, depth + 1)?;
                 self.filter(&f.predicate, f.input.schema(), input)
@@ -159,7 +176,8 @@ impl Lowering<'_> {
                 if scan.fetch.is_some() {
                     return Err(limit_without_order());
                 }
-                let name = crate::schemas::reference_name(&scan.table_name);
+                // A temporal join's looked-up table is read as the table itself.
+                let name = crate::lookup_join::looked_up(plan).unwrap_or_else(|| crate::schemas::reference_name(&scan.table_name));
                 let mut node = self.resolver.resolve(&name)?;
                 let source_schema = DFSchema::try_from_qualified_schema(scan.table_name.clone(), &node.schema())?;
                 if let Some(predicate) = conjunction(scan.filters.iter().cloned()) {

@@ -40,6 +40,10 @@ pub enum ObjectKind {
     Subscription,
     /// A schema (`CREATE SCHEMA s`): not a catalog entry, but kept by the durable catalog.
     Schema,
+    /// A plain view (`CREATE VIEW v AS ...`): its query, expanded where it is read.
+    View,
+    /// A function written in SQL (`CREATE FUNCTION ... LANGUAGE SQL`).
+    Function,
 }
 
 impl ObjectKind {
@@ -51,11 +55,13 @@ impl ObjectKind {
             ObjectKind::Sink => "sink",
             ObjectKind::Subscription => "subscription",
             ObjectKind::Schema => "schema",
+            ObjectKind::View => "view",
+            ObjectKind::Function => "function",
         }
     }
 
     pub fn from_sql_name(name: &str) -> Option<Self> {
-        [ObjectKind::Table, ObjectKind::Source, ObjectKind::MaterializedView, ObjectKind::Sink, ObjectKind::Subscription, ObjectKind::Schema].into_iter().find(|k| k.sql_name() == name)
+        [ObjectKind::Table, ObjectKind::Source, ObjectKind::MaterializedView, ObjectKind::Sink, ObjectKind::Subscription, ObjectKind::Schema, ObjectKind::View, ObjectKind::Function].into_iter().find(|k| k.sql_name() == name)
     }
 }
 
@@ -360,6 +366,8 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError>
         ["SHOW", "SINKS"] => show(&mut p, 2, ObjectKind::Sink),
         ["SHOW", "SUBSCRIPTIONS"] => show(&mut p, 2, ObjectKind::Subscription),
         ["SHOW", "SCHEMAS"] => show(&mut p, 2, ObjectKind::Schema),
+        ["SHOW", "VIEWS"] => show(&mut p, 2, ObjectKind::View),
+        ["SHOW", "FUNCTIONS"] => show(&mut p, 2, ObjectKind::Function),
         ["CREATE", "SUBSCRIPTION", ..] => {
             p.next_token();
             p.next_token();
@@ -455,6 +463,7 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError>
         ["DROP", "SINK", ..] => drop_stmt(&mut p, 2, ObjectKind::Sink)?,
         ["DROP", "SUBSCRIPTION", ..] => drop_stmt(&mut p, 2, ObjectKind::Subscription)?,
         ["DROP", "MATERIALIZED", "VIEW", ..] => drop_stmt(&mut p, 3, ObjectKind::MaterializedView)?,
+        ["DROP", "VIEW", ..] => drop_stmt(&mut p, 2, ObjectKind::View)?,
         _ => OcStatement::Standard(Box::new(p.parse_statement()?)),
     };
     if p.peek_token().token != Token::EOF {

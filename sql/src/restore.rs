@@ -89,6 +89,18 @@ impl Database {
                 self.register_schema(&mut catalog, &schema, record.id)?;
                 QueryOutput::command("CREATE SCHEMA")
             }
+            OcStatement::Standard(s) if record.kind == ObjectKind::Function => {
+                let Statement::CreateFunction(f) = *s else {
+                    return Err(SqlError::new(SqlState::Internal, "a function's record holds no CREATE FUNCTION"));
+                };
+                self.create_function(f, &record.sql).await?
+            }
+            OcStatement::Standard(s) if record.kind == ObjectKind::View => {
+                let Statement::CreateView(v) = *s else {
+                    return Err(SqlError::new(SqlState::Internal, "a view's record holds no CREATE VIEW"));
+                };
+                self.create_plain_view(v, &record.sql).await?
+            }
             OcStatement::CreateTable(ct, watermark, _) => self.create_table(*ct, watermark, &record.sql).await?,
             OcStatement::CreateSource(mut source) if source.as_table => {
                 source.options.extend(record.resolved.clone());

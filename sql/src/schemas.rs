@@ -116,6 +116,11 @@ pub fn split(name: &str) -> (&str, &str) {
 }
 
 /// An identifier as the catalog keeps it: folded to lower case unless quoted.
+/// `ident` as the catalog names it: folded to lower case unless quoted.
+pub(crate) fn folded_ident(ident: &Ident) -> String {
+    folded(ident)
+}
+
 fn folded(ident: &Ident) -> String {
     if ident.quote_style.is_some() {
         ident.value.clone()
@@ -217,6 +222,11 @@ impl Resolver<'_> {
     fn statement(&self, stmt: &mut Statement) -> SqlResult<()> {
         match stmt {
             Statement::CreateTable(ct) => return self.created(&mut ct.name),
+            Statement::CreateView(v) => {
+                self.created(&mut v.name)?;
+                self.query(&mut v.query);
+                return Ok(());
+            }
             Statement::Insert(insert) => {
                 if let TableObject::TableName(name) = &mut insert.table {
                     self.read(name);

@@ -626,9 +626,13 @@ mod tests {
             }],
             format: MANIFEST_FORMAT,
         };
-        let golden = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/checkpoint_manifest_v2.json"));
+        // Found at run time (cargo sets the variable for tests), not where the binary was built:
+        // a test binary shared between checkouts must read this checkout's fixture.
+        let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+        let fixture = format!("{dir}/tests/fixtures/checkpoint_manifest_v2.json");
+        let golden = std::fs::read(&fixture);
         if std::env::var_os("OPENCLAW_BLESS").is_some() {
-            std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/checkpoint_manifest_v2.json"), m.encode()).unwrap();
+            std::fs::write(&fixture, m.encode()).unwrap();
             return;
         }
         let golden = golden.expect("the fixture (OPENCLAW_BLESS=1 writes it)");

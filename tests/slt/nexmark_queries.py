@@ -1,6 +1,29 @@
-"""The Nexmark queries q3-q9, q15-q20 and q101-q106 in RisingWave's published forms (q6 as
+"""The Nexmark queries q0-q10, q13-q22 and q101-q106 in RisingWave's published forms (q6 as
 top-1 per group), with `{bid}`, `{auction}` and `{person}` for the relations they read. Shared by the
 generators of 07_nexmark_stateful.slt and 10_parallelism.slt."""
+
+# The UDF q14 calls (Flink's is written in Java; this is the same count in SQL).
+FUNCTIONS = [
+    "CREATE FUNCTION count_char(s varchar, c varchar) RETURNS int LANGUAGE SQL AS $$ SELECT length(s) - length(replace(s, c, '')) $$",
+]
+
+# q13's side input, a table looked up by a temporal join; filled before any view reads it.
+SIDE_INPUT = [
+    "CREATE TABLE side_input (key BIGINT PRIMARY KEY, value VARCHAR)",
+    "INSERT INTO side_input SELECT value, 'side_' || value FROM generate_series(0, 9999)",
+]
+
+# q0-q2, q10, q13, q14, q21 and q22: projections, filters and lookups of the bids.
+Q_STATELESS = {
+"q0": "SELECT auction, bidder, price, date_time FROM {bid}",
+"q1": "SELECT auction, bidder, 0.908 * price AS price, date_time FROM {bid}",
+"q2": "SELECT auction, price FROM {bid} WHERE auction = 1007 OR auction = 1020 OR auction = 2001 OR auction = 2019 OR auction = 2087",
+"q10": "SELECT auction, bidder, price, date_time, to_char(date_time, 'YYYY-MM-DD') AS date, to_char(date_time, 'HH:MI') AS time FROM {bid}",
+"q13": "SELECT B.auction, B.bidder, B.price, B.date_time, S.value FROM {bid} B JOIN side_input FOR SYSTEM_TIME AS OF PROCTIME() S ON mod(B.auction, 10000) = S.key",
+"q14": "SELECT auction, bidder, 0.908 * price AS price, CASE WHEN extract(hour FROM date_time) >= 8 AND extract(hour FROM date_time) <= 18 THEN 'dayTime' WHEN extract(hour FROM date_time) <= 6 OR extract(hour FROM date_time) >= 20 THEN 'nightTime' ELSE 'otherTime' END AS bidTimeType, date_time, extra, count_char(extra, 'c') AS c_counts FROM {bid} WHERE 0.908 * price > 1000000 AND 0.908 * price < 50000000",
+"q21": "SELECT auction, bidder, price, channel, CASE WHEN lower(channel) = 'apple' THEN '0' WHEN lower(channel) = 'google' THEN '1' WHEN lower(channel) = 'facebook' THEN '2' WHEN lower(channel) = 'baidu' THEN '3' ELSE (regexp_match(url, '(&|^)channel_id=([^&]*)'))[2] END AS channel_id FROM {bid} WHERE (regexp_match(url, '(&|^)channel_id=([^&]*)'))[2] IS NOT NULL OR lower(channel) IN ('apple', 'google', 'facebook', 'baidu')",
+"q22": "SELECT auction, bidder, price, channel, split_part(url, '/', 4) AS dir1, split_part(url, '/', 5) AS dir2, split_part(url, '/', 6) AS dir3 FROM {bid}",
+}
 Q = {
 "q3": "SELECT P.name, P.city, P.state, A.id FROM {auction} AS A INNER JOIN {person} AS P ON A.seller = P.id WHERE A.category = 10 AND (P.state = 'or' OR P.state = 'id' OR P.state = 'ca')",
 "q4": "SELECT Q.category, AVG(Q.final) AS avg FROM (SELECT MAX(B.price) AS final, A.category FROM {auction} A, {bid} B WHERE A.id = B.auction AND B.date_time BETWEEN A.date_time AND A.expires GROUP BY A.id, A.category) Q GROUP BY Q.category",

@@ -1,4 +1,4 @@
-with revenue0 (supplier_no, total_revenue) as (
+create view revenue0 (supplier_no, total_revenue) as
     select
         l_suppkey,
         sum(l_extendedprice * (1 - l_discount))
@@ -8,8 +8,8 @@ with revenue0 (supplier_no, total_revenue) as (
         l_shipdate >= date '1996-01-01'
         and l_shipdate < date '1996-01-01' + interval '3' month
     group by
-        l_suppkey
-)
+        l_suppkey;
+
 select
     s_suppkey,
     s_name,
@@ -28,4 +28,6 @@ where
             revenue0
     )
 order by
-    s_suppkey
+    s_suppkey;
+
+drop view revenue0;

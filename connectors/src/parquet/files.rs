@@ -309,7 +309,9 @@ pub(crate) mod tests {
         let batch = chunk(&[7], 1_700_000_000_000);
         let bytes = encode_chunk(&batch).unwrap();
         assert_eq!(bytes[0], CHUNK_FORMAT);
-        let golden = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/parquet_sink_chunk_v1.bin"));
+        // Found at run time, as the checkpoint manifest's fixture is (a shared test binary).
+        let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+        let golden = std::fs::read(format!("{dir}/tests/fixtures/parquet_sink_chunk_v1.bin"));
         match golden {
             Ok(golden) => assert_eq!(bytes, golden, "the buffered chunk encoding changed"),
             Err(_) => panic!("missing fixture; write it with: {}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()),

@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use openclaw_storage::{decode_count, CfKind, ReadSnapshot, RowCodec, StateWrite, Store};
@@ -12,7 +12,7 @@ use super::change_log::{ChangeLog, ChangeLogs};
 use super::subscribe::SubscriberQueue;
 
 use crate::{
-    internal_err, Barrier, EngineResult, Message, ObjectId, Operator, OperatorContext, StreamChunk, Watermark,
+    internal_err, Barrier, EngineError, EngineResult, Message, ObjectId, Operator, OperatorContext, StreamChunk, Watermark,
 };
 
 /// How the rows of a table or view are laid out in their column family.
@@ -58,6 +58,27 @@ impl MaterializedState {
 
     pub fn schema(&self) -> &SchemaRef {
         self.row_codec.schema()
+    }
+
+    /// The stored rows whose primary key is each row of `key_columns` (a keyed layout's key
+    /// columns, in its order and types), read with one `multi_get`: the rows found, and per key
+    /// the index of its row among them.
+    pub fn lookup(&self, key_columns: &[ArrayRef]) -> EngineResult<(RecordBatch, Vec<Option<u32>>)> {
+        let codec = self.key_codec.as_ref().ok_or_else(|| EngineError::Internal(format!("{} has no primary key to look up", self.cf)))?;
+        let keys = codec.encode(key_columns)?;
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.data()).collect();
+        let values = self.store.multi_get(&self.cf, &keys)?;
+        let mut found = vec![];
+        let positions = values
+            .iter()
+            .map(|v| {
+                v.as_deref().map(|row| {
+                    found.push(row);
+                    found.len() as u32 - 1
+                })
+            })
+            .collect();
+        Ok((self.row_codec.decode(found)?, positions))
     }
 
     pub fn row_codec(&self) -> &RowCodec {

@@ -8,6 +8,7 @@
 
 pub mod grouped;
 pub mod keyed;
+pub mod sorted;
 
 pub use grouped::{GroupedTable, StateValue};
 pub use keyed::KeyedTable;

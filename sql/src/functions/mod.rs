@@ -1,8 +1,10 @@
 //! PostgreSQL-compatible functions that override DataFusion's where the two differ.
 
 mod integer;
+mod modulo;
 pub mod numeric;
 mod session_info;
+pub mod sql_defined;
 mod to_char;
 mod to_char_number;
 
@@ -24,6 +26,7 @@ pub fn session_state(config: datafusion::execution::context::SessionConfig) -> d
 /// Registers every override; a UDF with a built-in's name replaces it.
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(to_char::PgToChar::new()));
+    ctx.register_udf(ScalarUDF::from(modulo::Mod::new()));
     let version = format!("PostgreSQL 15.0 (OpenClaw {}) on x86_64, compiled by rustc", env!("CARGO_PKG_VERSION"));
     for (name, value) in [("version", version.as_str()), ("current_database", "openclaw"), ("current_schema", "public")] {
         ctx.register_udf(ScalarUDF::from(session_info::ConstantText::new(name, value)));

@@ -28,6 +28,9 @@ const SUBQUERY_KEYS: &str = "__openclaw_not_in_keys";
 
 impl Lowering<'_> {
     pub(super) fn join(&mut self, join: &Join, depth: usize) -> SqlResult<StreamNode> {
+        if self.is_lookup(join)? {
+            return self.lookup_join(join, depth);
+        }
         if join.null_aware {
             return self.not_in(join, depth);
         }

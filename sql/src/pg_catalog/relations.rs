@@ -31,6 +31,8 @@ pub const OWNER: i32 = 10;
 pub enum RelKind {
     Table,
     MaterializedView,
+    /// A plain view.
+    View,
     /// Sources are described as foreign tables: their rows live outside OpenClaw, and are
     /// read (not stored) when a view or a query reads them.
     Source,
@@ -41,6 +43,7 @@ impl RelKind {
         match self {
             RelKind::Table => "r",
             RelKind::MaterializedView => "m",
+            RelKind::View => "v",
             RelKind::Source => "f",
         }
     }
@@ -77,6 +80,7 @@ impl PgRelation {
             // What SHOW SOURCES shows of its options (secrets left out).
             (ObjectKind::Source, Detail::Source { .. }) => (RelKind::Source, vec![], Some(format!("source {}", entry.definition))),
             (ObjectKind::MaterializedView, _) => (RelKind::MaterializedView, vec![], None),
+            (ObjectKind::View, _) => (RelKind::View, vec![], None),
             _ => return None,
         };
         let column_families = match &entry.detail {
@@ -119,9 +123,9 @@ impl PgRelation {
         format!("PRIMARY KEY ({})", names.join(", "))
     }
 
-    /// A materialized view's query, as `pg_get_viewdef` and `pg_matviews.definition` give it.
+    /// A view's query, as `pg_get_viewdef`, `pg_views.definition` and `pg_matviews.definition` give it.
     pub fn view_query(&self) -> Option<String> {
-        (self.kind == RelKind::MaterializedView).then(|| format!(" {};", self.definition))
+        matches!(self.kind, RelKind::MaterializedView | RelKind::View).then(|| format!(" {};", self.definition))
     }
 }
 

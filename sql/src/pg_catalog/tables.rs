@@ -183,7 +183,7 @@ fn build(table: &str, schema: &SchemaRef, relations: &[PgRelation]) -> Result<Re
         "pg_description" => pg_description(relations),
         "pg_tables" => pg_tables(relations),
         "pg_matviews" => pg_matviews(relations),
-        "pg_views" => Columns::new(0),
+        "pg_views" => pg_views(relations),
         "pg_foreign_table" => pg_foreign_table(relations),
         "pg_foreign_server" => pg_foreign_server(),
         "pg_roles" | "pg_authid" => roles(),
@@ -394,6 +394,16 @@ fn pg_matviews(relations: &[PgRelation]) -> Columns {
         .text("matviewname", views.iter().map(|r| some(&r.name)))
         .text("matviewowner", views.iter().map(|_| some(super::OWNER_NAME)))
         .flag("ispopulated", views.iter().map(|_| true))
+        .text("definition", views.iter().map(|r| r.view_query()));
+    c
+}
+
+fn pg_views(relations: &[PgRelation]) -> Columns {
+    let views: Vec<_> = relations.iter().filter(|r| r.kind == RelKind::View).collect();
+    let mut c = Columns::new(views.len());
+    c.text("schemaname", views.iter().map(|r| some(&r.schema_name)))
+        .text("viewname", views.iter().map(|r| some(&r.name)))
+        .text("viewowner", views.iter().map(|_| some(super::OWNER_NAME)))
         .text("definition", views.iter().map(|r| r.view_query()));
     c
 }

@@ -1,0 +1,30 @@
+//! `unnest(list)` (in the select list or in `FROM`), which DataFusion plans as an `Unnest` node
+//! under a projection: the stateless unnest operator, each output row carrying its input
+//! row's change, so deleting or updating a row retracts every row its list made.
+
+use std::sync::Arc;
+
+use datafusion::logical_expr::Unnest;
+use datafusion::physical_plan::unnest::ListUnnest;
+use openclaw_engine::operators::unnest::UnnestSpec;
+use openclaw_engine::plan::StreamNode;
+
+use super::Lowering;
+use crate::error::{SqlError, SqlResult};
+
+impl Lowering<'_> {
+    pub(super) fn unnest(&mut self, u: &Unnest, depth: usize) -> SqlResult<StreamNode> {
+        if !u.struct_type_columns.is_empty() {
+            return Err(SqlError::not_supported("unnest of a struct is not supported in materialized views").with_hint("select the struct's fields by name instead"));
+        }
+        // One output column per input column: no list unnested at two depths at once.
+        if u.schema.fields().len() != u.input.schema().fields().len() {
+            return Err(SqlError::not_supported("unnest of one list at several depths in one SELECT is not supported in materialized views")
+                .with_hint("unnest it in a subquery, then unnest the result"));
+        }
+        let lists = u.list_type_columns.iter().map(|(index, list)| ListUnnest { index_in_input_schema: *index, depth: list.depth }).collect();
+        let input = self.lower(&u.input, depth + 1)?;
+        let spec = UnnestSpec { lists, options: u.options.clone(), schema: Arc::new(u.schema.as_arrow().clone()), input_schema: input.schema() };
+        Ok(StreamNode::Unnest { spec, input: Box::new(input) })
+    }
+}
