@@ -20,7 +20,7 @@ use crate::watermark::{WatermarkGenerator, WatermarkSpec};
 use datafusion::physical_plan::expressions::Column;
 use crate::operators::exchange::{ExchangeOperator, MAX_PARALLELISM};
 use crate::operators::{
-    AggregateOperator, AggregateSpec, FilterOperator, JoinKind, JoinOperator, JoinSpec, ProjectOperator, TemporalFilterOperator, TemporalFilterSpec, TopNOperator, TopNSpec, OverWindowOperator, OverWindowSpec, UnnestOperator, UnnestSpec, LookupJoinOperator, LookupJoinSpec,
+    AggregateOperator, AggregateSpec, FilterOperator, JoinKind, JoinOperator, JoinSpec, ProjectOperator, TemporalFilterOperator, TemporalFilterSpec, TopNOperator, TopNSpec, OverWindowOperator, OverWindowSpec, SessionWindowOperator, UnnestOperator, UnnestSpec, LookupJoinOperator, LookupJoinSpec,
     UnionOperator,
 };
 use crate::source::{run_source, RootCheckpoints, SourceProgress, SourceReader};
@@ -106,8 +106,12 @@ impl StreamNode {
             StreamNode::Filter { input, .. }
             | StreamNode::TemporalFilter { input, .. }
             | StreamNode::TopN { input, .. }
-            | StreamNode::OverWindow { input, .. }
             | StreamNode::LookupJoin { input, .. } => input.watermark_columns(),
+            StreamNode::OverWindow { spec, input } => match spec.session {
+                None => input.watermark_columns(),
+                // A session window turns the time's watermark into its end's.
+                Some(s) => s.end_column.filter(|_| input.watermark_columns().contains(&s.ts_column)).into_iter().collect(),
+            },
             StreamNode::Unnest { spec, input } => {
                 input.watermark_columns().into_iter().filter(|c| !spec.lists.iter().any(|l| l.index_in_input_schema == *c)).collect()
             }
@@ -185,8 +189,9 @@ impl StreamNode {
             StreamNode::TopN { spec, .. } => writeln!(out, "topn clean {:?} input {:?}", spec.clean_by, spec.input_schema),
             StreamNode::OverWindow { spec, .. } => writeln!(
                 out,
-                "overwindow clean {:?} input {:?} order {:?} functions {:?}",
+                "overwindow clean {:?} session {:?} input {:?} order {:?} functions {:?}",
                 spec.sort.clean_by,
+                spec.session,
                 spec.sort.input_schema,
                 spec.sort.order_by.iter().map(|(e, o)| format!("{e} {o:?}")).collect::<Vec<_>>(),
                 spec.functions.iter().map(|f| f.name().to_string()).collect::<Vec<_>>()
@@ -305,13 +310,22 @@ impl StreamNode {
                 let part: Vec<String> = spec.sort.partition_by.iter().map(|e| e.to_string()).collect();
                 let order: Vec<String> = spec.sort.order_by.iter().map(|(e, o)| format!("{e}{}", if o.descending { " DESC" } else { "" })).collect();
                 let functions: Vec<String> = spec.functions.iter().map(|f| f.name().to_string()).collect();
-                writeln!(
-                    out,
-                    "{pad}StreamOverWindow: [{}], partition by [{}], order by [{}] (state: s{t}_rows){parts}",
-                    functions.join(", "),
-                    part.join(", "),
-                    order.join(", ")
-                )
+                match spec.session {
+                    Some(s) => writeln!(
+                        out,
+                        "{pad}StreamSessionWindow: gap {}, partition by [{}], order by [{}] (state: s{t}_rows, s{t}_ends){parts}",
+                        interval_text(s.gap_us),
+                        part.join(", "),
+                        order.join(", ")
+                    ),
+                    None => writeln!(
+                        out,
+                        "{pad}StreamOverWindow: [{}], partition by [{}], order by [{}] (state: s{t}_rows){parts}",
+                        functions.join(", "),
+                        part.join(", "),
+                        order.join(", ")
+                    ),
+                }
             }
         };
         for child in self.children() {
@@ -570,8 +584,19 @@ impl Builder<'_> {
             StreamNode::OverWindow { spec, input } => {
                 let n = next_table(&mut self.tables);
                 let rows = self.table(n, "rows", parts);
+                let ends = match spec.session {
+                    Some(_) => self.table(n, "ends", parts),
+                    None => vec![],
+                };
+                let store = self.state.store.clone();
+                let late = self.df.late_rows.clone();
                 let operators = (0..parts)
-                    .map(|k| Ok(Box::new(OverWindowOperator::new(spec.clone(), self.state.store.clone(), rows[k].clone(), self.df.late_rows.clone())?) as Box<dyn Operator>))
+                    .map(|k| {
+                        Ok(match spec.session {
+                            Some(_) => Box::new(SessionWindowOperator::new(spec.clone(), store.clone(), rows[k].clone(), ends[k].clone(), late.clone())?) as Box<dyn Operator>,
+                            None => Box::new(OverWindowOperator::new(spec.clone(), store.clone(), rows[k].clone(), late.clone())?) as Box<dyn Operator>,
+                        })
+                    })
                     .collect::<EngineResult<_>>()?;
                 let inputs = vec![self.build(*input)?];
                 self.spawn_partitioned(Partitioned { keys, inputs, operators, schema, output: tx });
@@ -665,3 +690,12 @@ impl Builder<'_> {
         self.df.tasks.push((name, task));
     }
 }
+
+/// A gap as EXPLAIN prints it: `INTERVAL '10 seconds'`, or in microseconds when not whole.
+fn interval_text(us: i64) -> String {
+    match us % 1_000_000 {
+        0 => format!("INTERVAL '{} seconds'", us / 1_000_000),
+        _ => format!("INTERVAL '{us} microseconds'"),
+    }
+}
+

@@ -12,7 +12,8 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    DateTimeField, Expr, FunctionArg, FunctionArgExpr, Query, TableAlias, TableFactor, Value, VisitMut, VisitorMut,
+    visit_expressions_mut, DateTimeField, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, Query, Select, SetExpr, TableAlias,
+    TableFactor, TableWithJoins, Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -40,6 +41,16 @@ struct Rewriter;
 impl VisitorMut for Rewriter {
     type Break = SqlError;
 
+    /// Flink's legacy group windows first: `GROUP BY k, SESSION(ts, gap)` becomes a group by
+    /// the window columns over `SESSION(t, ts, gap, k)`, which the table factor rewrite below
+    /// then expands.
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<SqlError> {
+        match legacy_group_windows(query.body.as_mut()) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(e),
+        }
+    }
+
     fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<SqlError> {
         let TableFactor::Table { name, args: Some(args), alias, .. } = factor else { return ControlFlow::Continue(()) };
         let func = name.to_string().to_ascii_lowercase();
@@ -56,6 +67,102 @@ impl VisitorMut for Rewriter {
     }
 }
 
+/// The window function of a legacy group window call (`SESSION(ts, gap)` in `GROUP BY`), if
+/// `e` is one.
+fn group_window_call(e: &Expr) -> Option<(String, Vec<Expr>)> {
+    let Expr::Function(f) = e else { return None };
+    let name = f.name.to_string().to_ascii_lowercase();
+    if !matches!(name.as_str(), "tumble" | "hop" | "session") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else { return None };
+    let args = list.args.iter().map(|a| match a {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+        _ => None,
+    });
+    Some((name, args.collect::<Option<Vec<_>>>()?))
+}
+
+/// A column reference without its qualifier, as the window's subquery reads the table itself.
+fn unqualified(e: &Expr, func: &str) -> SqlResult<String> {
+    match e {
+        Expr::Identifier(i) => Ok(i.to_string()),
+        Expr::CompoundIdentifier(parts) => Ok(parts.last().map(|i| i.to_string()).unwrap_or_default()),
+        _ => Err(SqlError::not_supported(format!("GROUP BY {} over an expression", func.to_ascii_uppercase()))
+            .with_hint(format!("group by columns only, or write {}(table, ...) in FROM", func.to_ascii_uppercase()))),
+    }
+}
+
+/// [`legacy_group_window`] for each `SELECT` of a query's body (the operands of its set
+/// operations; a nested query is visited on its own).
+fn legacy_group_windows(body: &mut SetExpr) -> SqlResult<()> {
+    match body {
+        SetExpr::Select(select) => legacy_group_window(select),
+        SetExpr::SetOperation { left, right, .. } => {
+            legacy_group_windows(left)?;
+            legacy_group_windows(right)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Rewrites `SELECT ..., SESSION_START(ts, gap), ... FROM t [AS a] GROUP BY k, SESSION(ts,
+/// gap)` (and TUMBLE's and HOP's, Flink's legacy group windows) into a group by the window
+/// columns of the window table function over `t`, sessions taken per the other group keys.
+fn legacy_group_window(select: &mut Select) -> SqlResult<()> {
+    let GroupByExpr::Expressions(exprs, _) = &mut select.group_by else { return Ok(()) };
+    let Some(at) = exprs.iter().position(|e| group_window_call(e).is_some()) else { return Ok(()) };
+    let (func, args) = group_window_call(&exprs[at]).expect("found above");
+    let single = match select.from.as_slice() {
+        [TableWithJoins { relation: TableFactor::Table { name, args: None, alias, .. }, joins }] if joins.is_empty() => Some((name.to_string(), alias.clone())),
+        _ => None,
+    };
+    let Some((table, alias)) = single else {
+        return Err(SqlError::not_supported(format!("GROUP BY {}(...) over anything but one table", func.to_ascii_uppercase()))
+            .with_hint(format!("write the window table function in FROM: {}", usage(&func).hint.unwrap_or_default())));
+    };
+    let [ts, params @ ..] = args.as_slice() else { return Err(usage(&func)) };
+    let mut call = vec![table.clone(), unqualified(ts, &func)?];
+    call.extend(params.iter().map(|p| p.to_string()));
+    if func == "session" {
+        for (i, e) in exprs.iter().enumerate() {
+            if i != at {
+                call.push(unqualified(e, &func)?);
+            }
+        }
+    }
+    let alias = alias_text(alias, &table);
+    select.from[0].relation = parse_query(&format!("{}({}) AS {alias}", func.to_ascii_uppercase(), call.join(", ")))?;
+    let column = |name: &str| Expr::Identifier(Ident::new(name));
+    exprs.splice(at..=at, [column("window_start"), column("window_end")]);
+    let bounds = |e: &mut Expr| {
+        if let Expr::Function(f) = e {
+            let name = f.name.to_string().to_ascii_lowercase();
+            let bound = name.strip_prefix(&func).and_then(|rest| match rest {
+                "_start" => Some("window_start"),
+                "_end" => Some("window_end"),
+                _ => None,
+            });
+            if let Some(bound) = bound {
+                *e = column(bound);
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    };
+    let _ = visit_expressions_mut(&mut select.projection, bounds);
+    let _ = visit_expressions_mut(&mut select.having, bounds);
+    Ok(())
+}
+
+/// `name [(columns)]` of a window's alias (its `AS` is the caller's), else the table's name.
+fn alias_text(alias: Option<TableAlias>, table: &str) -> String {
+    match alias {
+        Some(a) if a.columns.is_empty() => a.name.to_string(),
+        Some(a) => format!("{} ({})", a.name, a.columns.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")),
+        None => table.rsplit('.').next().unwrap_or(table).to_string(),
+    }
+}
+
 fn window_subquery(func: &str, args: &[FunctionArg], alias: Option<TableAlias>) -> SqlResult<TableFactor> {
     let args: Vec<&Expr> = args
         .iter()
@@ -68,17 +175,14 @@ fn window_subquery(func: &str, args: &[FunctionArg], alias: Option<TableAlias>) 
         [t, ts, ..] => (relation_name(t, func)?, ts.to_string()),
         _ => return Err(usage(func)),
     };
-    let alias = alias.map(|a| a.to_string()).unwrap_or_else(|| table.rsplit('.').next().unwrap_or(&table).to_string());
+    let alias = alias_text(alias, &table);
     let sql = match (func, &args[2..]) {
         ("tumble", [size]) => {
             let bin = format!("date_bin({size}, {ts}, {ORIGIN})");
             format!("SELECT *, {bin} AS window_start, {bin} + {size} AS window_end FROM {table}")
         }
         ("hop", [slide, size]) => hop_sql(&table, &ts, slide, size)?,
-        ("session", _) => {
-            return Err(SqlError::not_supported("SESSION windows are not supported yet")
-                .with_hint("use TUMBLE or HOP windows"))
-        }
+        ("session", [gap, keys @ ..]) => session_sql(&table, &ts, gap, keys)?,
         _ => return Err(usage(func)),
     };
     let query = parse_query(&format!("({sql}) AS {alias}"))?;
@@ -109,6 +213,30 @@ fn hop_sql(table: &str, ts: &str, slide: &Expr, size: &Expr) -> SqlResult<String
         })
         .collect();
     Ok(branches.join(" UNION ALL "))
+}
+
+/// `SESSION(t, ts, gap, key...)`: every row with its session's bounds, sessions taken per
+/// key (all rows one partition without keys), as the window functions of
+/// `functions/session_window.rs`.
+fn session_sql(table: &str, ts: &str, gap: &Expr, keys: &[&Expr]) -> SqlResult<String> {
+    let gap_us = interval_micros(gap).ok_or_else(|| literal_interval("SESSION"))?;
+    if gap_us <= 0 {
+        return Err(SqlError::new(SqlState::InvalidParameterValue, "SESSION window gap must be positive").with_hint(format!("got {gap}")));
+    }
+    let keys = keys
+        .iter()
+        .map(|k| match k {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => Ok(k.to_string()),
+            _ => Err(usage("session")),
+        })
+        .collect::<SqlResult<Vec<_>>>()?;
+    let partition = match keys.is_empty() {
+        true => String::new(),
+        false => format!("PARTITION BY {} ", keys.join(", ")),
+    };
+    let over = format!("OVER ({partition}ORDER BY {ts})");
+    let (start, end) = (crate::functions::session_window::START, crate::functions::session_window::END);
+    Ok(format!("SELECT *, {start}({ts}, {gap}) {over} AS window_start, {end}({ts}, {gap}) {over} AS window_end FROM {table}"))
 }
 
 fn relation_name(e: &Expr, func: &str) -> SqlResult<String> {
@@ -169,7 +297,7 @@ fn field_name(f: &DateTimeField) -> Option<&'static str> {
 fn usage(func: &str) -> SqlError {
     let form = match func {
         "hop" => "HOP(table, time_column, slide, size)",
-        "session" => "SESSION(table, time_column, gap)",
+        "session" => "SESSION(table, time_column, gap [, key_column ...]) or SESSION(TABLE t [PARTITION BY key_column, ...], DESCRIPTOR(time_column), gap)",
         _ => "TUMBLE(table, time_column, size)",
     };
     SqlError::new(SqlState::SyntaxError, format!("invalid arguments to {}", func.to_ascii_uppercase())).with_hint(format!("use {form}"))
@@ -222,7 +350,27 @@ fn flink_call(tokens: &[TokenWithSpan]) -> Option<(Vec<TokenWithSpan>, usize)> {
         return None;
     }
     let table = next(&mut pos)?;
-    if tokens[next(&mut pos)?].token != Token::Comma || !is_word(next(&mut pos)?, &["descriptor"]) || tokens[next(&mut pos)?].token != Token::LParen {
+    // Flink's `PARTITION BY k, ...` (SESSION's keys) goes last in the short form.
+    let mut keys = vec![];
+    let mut after_table = next(&mut pos)?;
+    if is_kw(after_table, Keyword::PARTITION) {
+        if !is_kw(next(&mut pos)?, Keyword::BY) {
+            return None;
+        }
+        loop {
+            let key = next(&mut pos)?;
+            if !matches!(tokens[key].token, Token::Word(_)) {
+                return None;
+            }
+            keys.push(key);
+            after_table = next(&mut pos)?;
+            let mut peek = pos;
+            if tokens[after_table].token != Token::Comma || is_word(next(&mut peek)?, &["descriptor"]) {
+                break;
+            }
+        }
+    }
+    if tokens[after_table].token != Token::Comma || !is_word(next(&mut pos)?, &["descriptor"]) || tokens[next(&mut pos)?].token != Token::LParen {
         return None;
     }
     let column = next(&mut pos)?;
@@ -251,8 +399,13 @@ fn flink_call(tokens: &[TokenWithSpan]) -> Option<(Vec<TokenWithSpan>, usize)> {
         return None;
     }
     let comma = TokenWithSpan { token: Token::Comma, span: tokens[column].span };
-    let mut out = vec![tokens[func].clone(), tokens[open].clone(), tokens[table].clone(), comma, tokens[column].clone()];
-    out.extend_from_slice(&tokens[rest_start..=close]);
+    let mut out = vec![tokens[func].clone(), tokens[open].clone(), tokens[table].clone(), comma.clone(), tokens[column].clone()];
+    out.extend_from_slice(&tokens[rest_start..close]);
+    for key in keys {
+        out.push(comma.clone());
+        out.push(tokens[key].clone());
+    }
+    out.push(tokens[close].clone());
     Some((out, pos))
 }
 
@@ -277,6 +430,36 @@ mod tests {
         );
         assert_eq!(a, b);
         assert!(a.contains("date_bin(INTERVAL '10' SECOND, date_time"), "{a}");
+    }
+
+    #[test]
+    fn session_keys_go_last_in_the_short_form() {
+        let a = rewritten("SELECT * FROM TABLE(SESSION(TABLE bid PARTITION BY bidder, auction, DESCRIPTOR(date_time), INTERVAL '10' SECOND))");
+        let b = rewritten("SELECT * FROM SESSION(bid, date_time, INTERVAL '10' SECOND, bidder, auction)");
+        assert_eq!(a, b);
+        assert!(a.contains("OVER (PARTITION BY bidder, auction ORDER BY date_time) AS window_end"), "{a}");
+    }
+
+    #[test]
+    fn legacy_group_windows_become_window_table_functions() {
+        let legacy = rewritten(
+            "SELECT B.bidder, count(*) AS bid_count, SESSION_START(B.date_time, INTERVAL '10' SECOND) AS starttime, \
+             SESSION_END(B.date_time, INTERVAL '10' SECOND) AS endtime FROM bid B GROUP BY B.bidder, SESSION(B.date_time, INTERVAL '10' SECOND)",
+        );
+        let tvf = rewritten(
+            "SELECT B.bidder, count(*) AS bid_count, window_start AS starttime, window_end AS endtime \
+             FROM SESSION(bid, date_time, INTERVAL '10' SECOND, bidder) AS B GROUP BY B.bidder, window_start, window_end",
+        );
+        assert_eq!(legacy, tvf);
+        let tumble = rewritten("SELECT TUMBLE_END(date_time, INTERVAL '10' SECOND), count(*) FROM bid GROUP BY TUMBLE(date_time, INTERVAL '10' SECOND)");
+        assert!(tumble.contains("date_bin(INTERVAL '10' SECOND, date_time"), "{tumble}");
+        assert!(tumble.contains("GROUP BY window_start, window_end"), "{tumble}");
+    }
+
+    #[test]
+    fn an_alias_names_the_window_subquery() {
+        let q = rewritten("SELECT x.k FROM TUMBLE(b, ts, INTERVAL '10' SECOND) AS x");
+        assert!(q.ends_with("FROM b) AS x"), "{q}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ EVENTS = 60000
 BASE = 1700000000000
 out = []
 w = out.append
-w("""# Nexmark q0-q10, q13-q22 and q101-q106 (RisingWave's forms; q6 as top-1 per group; q13's
+w("""# Nexmark q0-q11, q13-q22 and q101-q106 (RisingWave's forms, q11 Flink's; q6 as top-1 per group; q13's
 # temporal join against a side input filled first; q14's count_char UDF written in SQL) as
 # materialized views:
 # over tables filled by INSERT (views created before the rows arrive, and again after), and

@@ -32,6 +32,8 @@ pub struct OverWindowSpec {
     pub functions: Vec<Arc<dyn WindowExpr>>,
     /// The input's columns, then one per function.
     pub schema: SchemaRef,
+    /// When the functions are a session window's bounds: the operator frees closed sessions.
+    pub session: Option<super::session::SessionSpec>,
 }
 
 /// The over-window's logic over its [`SortedPartitions`].
@@ -48,11 +50,17 @@ pub type OverWindowOperator = PartitionedRowsOperator<OverWindow>;
 impl OverWindowOperator {
     pub fn new(spec: OverWindowSpec, store: Store, table: String, late_rows: Arc<AtomicU64>) -> EngineResult<Self> {
         let rows = SortedPartitions::new(spec.sort.clone(), store, &table, late_rows)?;
-        let nullable = |s: &Schema| Arc::new(Schema::new(s.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>()));
-        let decoded_schema = nullable(&spec.sort.input_schema);
-        let output_codec = RowCodec::new(nullable(&spec.schema))?;
-        Ok(Self { rows, logic: OverWindow { spec, decoded_schema, output_codec } })
+        Ok(Self { rows, logic: OverWindow::new(spec)? })
     }
+}
+
+/// The output rows of some partitions, as they stand.
+pub(crate) struct Evaluated {
+    pub batch: RecordBatch,
+    /// The entry of each row, in the rows' order.
+    pub entries: Vec<Vec<u8>>,
+    /// Per partition with rows: its index among those asked for, its first row and its count.
+    pub bounds: Vec<(usize, usize, usize)>,
 }
 
 impl RowsLogic for OverWindow {
@@ -71,22 +79,33 @@ impl RowsLogic for OverWindow {
 }
 
 impl OverWindow {
+    pub(crate) fn new(spec: OverWindowSpec) -> EngineResult<Self> {
+        let nullable = |s: &Schema| Arc::new(Schema::new(s.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>()));
+        let decoded_schema = nullable(&spec.sort.input_schema);
+        let output_codec = RowCodec::new(nullable(&spec.schema))?;
+        Ok(Self { spec, decoded_schema, output_codec })
+    }
+
+    fn evaluate(&self, rows: &SortedPartitions, partitions: &[Vec<u8>]) -> EngineResult<RecordBatch> {
+        Ok(self.evaluate_entries(rows, partitions)?.batch)
+    }
+
     /// The output rows of `partitions` (loaded) as they stand: their input rows in order, with
     /// each window function evaluated over each partition.
-    fn evaluate(&self, rows: &SortedPartitions, partitions: &[Vec<u8>]) -> EngineResult<RecordBatch> {
+    pub(crate) fn evaluate_entries(&self, rows: &SortedPartitions, partitions: &[Vec<u8>]) -> EngineResult<Evaluated> {
         let mut entries = vec![];
         let mut bounds = vec![];
-        for p in partitions {
+        for (i, p) in partitions.iter().enumerate() {
             let start = entries.len();
             entries.extend(rows.entries(p, usize::MAX));
             if entries.len() > start {
-                bounds.push((start, entries.len() - start));
+                bounds.push((i, start, entries.len() - start));
             }
         }
         let input = RecordBatch::try_new(self.decoded_schema.clone(), rows.rows(entries.iter().map(Vec::as_slice))?)?;
         let mut columns: Vec<ArrayRef> = input.columns().to_vec();
         for function in &self.spec.functions {
-            let parts = bounds.iter().map(|&(start, len)| function.evaluate(&input.slice(start, len))).collect::<Result<Vec<_>, _>>()?;
+            let parts = bounds.iter().map(|&(_, start, len)| function.evaluate(&input.slice(start, len))).collect::<Result<Vec<_>, _>>()?;
             let parts: Vec<&dyn datafusion::arrow::array::Array> = parts.iter().map(|a| a.as_ref()).collect();
             let column = match parts.is_empty() {
                 true => datafusion::arrow::array::new_empty_array(function.field()?.data_type()),
@@ -99,12 +118,12 @@ impl OverWindow {
             .zip(self.output_codec.schema().fields())
             .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c) } else { datafusion::arrow::compute::cast(&c, f.data_type()) })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(RecordBatch::try_new(self.output_codec.schema().clone(), columns)?)
+        Ok(Evaluated { batch: RecordBatch::try_new(self.output_codec.schema().clone(), columns)?, entries, bounds })
     }
 
     /// The rows of `before` that `after` lacks (deleted) and of `after` that `before` lacks
     /// (inserted), each as often as it differs.
-    fn difference(&self, before: &RecordBatch, after: &RecordBatch) -> EngineResult<StreamChunk> {
+    pub(crate) fn difference(&self, before: &RecordBatch, after: &RecordBatch) -> EngineResult<StreamChunk> {
         let (old, new) = (self.output_codec.encode(before.columns())?, self.output_codec.encode(after.columns())?);
         let mut net: HashMap<&[u8], i64> = HashMap::new();
         for r in old.iter() {

@@ -216,10 +216,9 @@ impl SortedPartitions {
         Ok(())
     }
 
-    /// Writes the changes since the last write-back as one batch, then evicts what the state
-    /// cache cannot hold.
-    pub fn write_back(&mut self) -> EngineResult<()> {
-        let mut write = StateWrite::default();
+    /// Writes the changes since the last write-back as one batch with `write` (the operator's
+    /// other changes), then evicts what the state cache cannot hold.
+    pub fn write_back(&mut self, mut write: StateWrite) -> EngineResult<()> {
         self.table.flush(&mut write);
         if !write.is_empty() {
             self.store.write_state(write)?;
@@ -228,13 +227,21 @@ impl SortedPartitions {
         Ok(())
     }
 
-    /// Writes back early when the changes held exceed the state cache: they cannot be evicted
-    /// before they are written (still before the next barrier, so its snapshot is exact).
-    pub fn write_back_if_full(&mut self) -> EngineResult<()> {
-        if self.table.held_bytes() > self.store.operator_cache().limit_bytes() {
-            self.write_back()?;
-        }
-        Ok(())
+    /// Whether the changes held exceed the state cache, so that they must be written back
+    /// early: they cannot be evicted before they are written (still before the next barrier,
+    /// so its snapshot is exact).
+    pub fn is_full(&self) -> bool {
+        self.table.held_bytes() > self.store.operator_cache().limit_bytes()
+    }
+
+    /// Removes every occurrence of `entry` from `partition` (loaded).
+    pub fn remove(&mut self, partition: &[u8], entry: &[u8]) {
+        self.table.update(partition, entry, |c| c.0 = 0);
+    }
+
+    /// Makes sure `partitions` are in memory.
+    pub fn load<'a>(&mut self, partitions: impl IntoIterator<Item = &'a [u8]>) -> EngineResult<()> {
+        self.table.load(partitions)
     }
 }
 

@@ -4,6 +4,7 @@ mod integer;
 mod modulo;
 pub mod numeric;
 mod session_info;
+pub mod session_window;
 pub mod sql_defined;
 mod to_char;
 mod to_char_number;
@@ -30,6 +31,9 @@ pub fn register(ctx: &SessionContext) {
     let version = format!("PostgreSQL 15.0 (OpenClaw {}) on x86_64, compiled by rustc", env!("CARGO_PKG_VERSION"));
     for (name, value) in [("version", version.as_str()), ("current_database", "openclaw"), ("current_schema", "public")] {
         ctx.register_udf(ScalarUDF::from(session_info::ConstantText::new(name, value)));
+    }
+    for bound in [session_window::Bound::Start, session_window::Bound::End] {
+        ctx.register_udwf(datafusion::logical_expr::WindowUDF::from(session_window::SessionBound::new(bound)));
     }
     // HyperLogLog distinct count under the name RisingWave and Flink use.
     let hll = datafusion::functions_aggregate::approx_distinct::approx_distinct_udaf();

@@ -12,7 +12,7 @@ use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext
 use datafusion::logical_expr::{Expr, Filter, Window};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::expressions::Column;
-use openclaw_engine::operators::OverWindowSpec;
+use openclaw_engine::operators::{OverWindowSpec, SessionSpec};
 use openclaw_engine::plan::StreamNode;
 use openclaw_engine::state::sorted::SortSpec;
 
@@ -35,18 +35,7 @@ impl Lowering<'_> {
     /// A `Window` node: its functions, all over one `PARTITION BY` and `ORDER BY`, as one
     /// over-window operator.
     pub(super) fn over_window(&mut self, window: &Window, depth: usize) -> SqlResult<StreamNode> {
-        let functions: Vec<&WindowFunction> = window
-            .window_expr
-            .iter()
-            .map(|e| match e {
-                Expr::WindowFunction(wf) => Ok(wf.as_ref()),
-                Expr::Alias(a) => match a.expr.as_ref() {
-                    Expr::WindowFunction(wf) => Ok(wf.as_ref()),
-                    _ => Err(super::unsupported("Window")),
-                },
-                _ => Err(super::unsupported("Window")),
-            })
-            .collect::<SqlResult<_>>()?;
+        let functions = functions_of(window)?;
         let first = &functions[0].params;
         if functions.iter().any(|f| f.params.partition_by != first.partition_by || f.params.order_by != first.order_by) {
             return Err(SqlError::not_supported("window functions over different PARTITION BY or ORDER BY in one SELECT are not supported in materialized views")
@@ -66,8 +55,60 @@ impl Lowering<'_> {
             .iter()
             .map(|e| Ok(datafusion::physical_planner::create_window_expr(e, input_schema, &self.props, &PhysicalPlanningContext::default())?))
             .collect::<SqlResult<_>>()?;
+        let session = session(&functions_of(window)?, input_schema)?;
+        // A session window frees its state by its own rule, not by partition.
+        let clean_by = clean_by.filter(|_| session.is_none());
         let sort = SortSpec { partition_by, order_by, input_schema: input.schema(), clean_by };
-        let spec = OverWindowSpec { sort, functions, schema: Arc::new(window.schema.as_arrow().clone()) };
+        let spec = OverWindowSpec { sort, functions, schema: Arc::new(window.schema.as_arrow().clone()), session };
         Ok(StreamNode::OverWindow { spec, input: Box::new(input) })
     }
+}
+
+fn functions_of(window: &Window) -> SqlResult<Vec<&WindowFunction>> {
+    window
+        .window_expr
+        .iter()
+        .map(|e| match e {
+            Expr::WindowFunction(wf) => Ok(wf.as_ref()),
+            Expr::Alias(a) => match a.expr.as_ref() {
+                Expr::WindowFunction(wf) => Ok(wf.as_ref()),
+                _ => Err(super::unsupported("Window")),
+            },
+            _ => Err(super::unsupported("Window")),
+        })
+        .collect()
+}
+
+/// The session window that `functions` compute, when they are the bounds `SESSION(...)` is
+/// rewritten into (`functions/session_window.rs`): each over the input's time column and one
+/// literal gap, ordered by it.
+fn session(functions: &[&WindowFunction], input_schema: &datafusion::common::DFSchema) -> SqlResult<Option<SessionSpec>> {
+    let input_width = input_schema.fields().len();
+    use crate::functions::session_window::{gap_micros, END, START};
+    let is_bound = |f: &WindowFunction| matches!(f.fun.name(), START | END);
+    if !functions.iter().any(|f| is_bound(f)) {
+        return Ok(None);
+    }
+    let mixed = || SqlError::not_supported("a SESSION window's bounds beside other window functions over the same PARTITION BY")
+        .with_hint("compute the other window functions in a query over the SESSION(...) subquery");
+    let mut spec: Option<SessionSpec> = None;
+    for (i, f) in functions.iter().enumerate() {
+        if !is_bound(f) {
+            return Err(mixed());
+        }
+        let [Expr::Column(ts), Expr::Literal(gap, _)] = f.params.args.as_slice() else { return Err(mixed()) };
+        let gap_us = gap.to_array().and_then(|a| gap_micros(a.as_ref())).map_err(SqlError::from)?;
+        let end_column = (f.fun.name() == END).then_some(input_width + i);
+        if !matches!(f.params.order_by.first().map(|s| &s.expr), Some(Expr::Column(c)) if c == ts) {
+            return Err(mixed());
+        }
+        let ts_column = input_schema.index_of_column(ts)?;
+        let next = SessionSpec { ts_column, gap_us, end_column };
+        spec = Some(match spec {
+            None => next,
+            Some(s) if s.gap_us == gap_us && s.ts_column == ts_column => SessionSpec { end_column: s.end_column.or(end_column), ..s },
+            Some(_) => return Err(mixed()),
+        });
+    }
+    Ok(spec)
 }
