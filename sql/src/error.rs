@@ -225,6 +225,10 @@ fn from_plan_message(m: &str) -> SqlError {
         let name = name.rsplit('.').next().unwrap_or(name);
         return SqlError::new(SqlState::UndefinedTable, format!("relation {} does not exist", quote(name)));
     }
+    if let Some(op) = m.strip_suffix(" queries have different number of columns") {
+        // The SQL planner's "EXCEPT queries have ...", in PostgreSQL's words.
+        return SqlError::new(SqlState::SyntaxError, format!("each {op} query must have the same number of columns"));
+    }
     if m.contains("non-boolean predicate") {
         return SqlError::new(SqlState::DatatypeMismatch, "argument of WHERE must be type boolean");
     }

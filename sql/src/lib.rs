@@ -29,6 +29,7 @@ mod pg_catalog;
 pub mod prepared;
 pub mod relation;
 pub mod session;
+mod set_operations;
 pub mod subscribe;
 pub mod schemas;
 mod subscriptions;

@@ -154,6 +154,11 @@ impl Lowering<'_> {
             }
             LogicalPlan::Projection(p) => {
                 let input = self.lower(&p.input, depth + 1)?;
+                if p.expr.iter().any(crate::functions::proctime::mentions) && !(input.append_only() || self.reads_append_only(&p.input)) {
+                    return Err(SqlError::not_supported("PROCTIME() over an input that updates or deletes rows")
+                        .with_detail("a retraction would get a different processing time than the row it retracts")
+                        .with_hint("compute PROCTIME() over a source or a table without a primary key, before any join or aggregate"));
+                }
                 let exprs = p.expr.iter().map(|e| self.projected_expr(e, p.input.schema())).collect::<SqlResult<_>>()?;
                 let schema = Arc::new(p.schema.as_arrow().clone());
                 Ok(project(exprs, schema, input))
@@ -162,6 +167,10 @@ impl Lowering<'_> {
             LogicalPlan::Window(w) => self.over_window(w, depth),
             LogicalPlan::Unnest(u) => self.unnest(u, depth),
             LogicalPlan::Filter(f) => {
+                if crate::functions::proctime::mentions(&f.predicate) {
+                    return Err(SqlError::not_supported("PROCTIME() in a view's WHERE")
+                        .with_hint("compare with now() for a temporal filter, which retracts rows as the clock passes them"));
+                }
                 let input = self.lower(&f.input, depth + 1)?;
                 self.filter(&f.predicate, f.input.schema(), input)
             }

@@ -37,9 +37,8 @@ for name, q in Q.items():
     w(f"statement ok\nCREATE MATERIALIZED VIEW s{name} AS {q.format(**S)}\n")
 out += fill_tables("1200 3600 55200")
 def same(view, q, label):
-    # EXCEPT ALL both ways compares the rows as sets (DataFusion's EXCEPT ALL drops every copy
-    # of a row the other side has once); equal counts besides make it a multiset comparison
-    # but for rows duplicated on one side exactly where others are on the other.
+    # EXCEPT ALL both ways compares the rows as multisets (PostgreSQL's EXCEPT ALL, which
+    # sql/src/set_operations.rs gives); the row counts are compared besides.
     w(f"# {label}\nquery II\nSELECT (SELECT count(*) FROM ((SELECT * FROM {view} EXCEPT ALL ({q})) UNION ALL (({q}) EXCEPT ALL SELECT * FROM {view})) d), (SELECT count(*) FROM {view}) - (SELECT count(*) FROM ({q}) q)\n----\n0 0\n")
 def nonempty(view):
     w(f"query B\nSELECT count(*) > 0 FROM {view}\n----\nt\n")

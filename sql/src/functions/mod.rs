@@ -3,6 +3,7 @@
 mod integer;
 mod modulo;
 pub mod numeric;
+pub mod proctime;
 mod session_info;
 pub mod session_window;
 pub mod sql_defined;
@@ -13,14 +14,17 @@ use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::ScalarUDF;
 
 /// DataFusion's session state over `config`, with the analyzer rules of PostgreSQL's
-/// semantics: [`numeric::NumericArithmetic`] before type coercion,
+/// semantics: [`crate::set_operations::MultisetSetOperations`] and
+/// [`numeric::NumericArithmetic`] before type coercion,
 /// [`integer::CheckedIntegerArithmetic`] after it.
 pub fn session_state(config: datafusion::execution::context::SessionConfig) -> datafusion::execution::SessionState {
     let mut rules = datafusion::optimizer::Analyzer::new().rules;
     let coercion = rules.iter().position(|r| r.name() == "type_coercion").unwrap_or(0);
-    rules.insert(coercion, std::sync::Arc::new(numeric::NumericArithmetic::default()));
+    // Before type coercion, which then unifies the types of the union it builds.
+    rules.insert(coercion, std::sync::Arc::new(crate::set_operations::MultisetSetOperations));
+    rules.insert(coercion + 1, std::sync::Arc::new(numeric::NumericArithmetic::default()));
     // After type coercion: both operands of an integer operator have one type by then.
-    rules.insert(coercion + 2, std::sync::Arc::new(integer::CheckedIntegerArithmetic::default()));
+    rules.insert(coercion + 3, std::sync::Arc::new(integer::CheckedIntegerArithmetic::default()));
     datafusion::execution::SessionStateBuilder::new().with_config(config).with_default_features().with_analyzer_rules(rules).build()
 }
 
@@ -28,6 +32,7 @@ pub fn session_state(config: datafusion::execution::context::SessionConfig) -> d
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(to_char::PgToChar::new()));
     ctx.register_udf(ScalarUDF::from(modulo::Mod::new()));
+    ctx.register_udf(ScalarUDF::from(proctime::Proctime::new()));
     let version = format!("PostgreSQL 15.0 (OpenClaw {}) on x86_64, compiled by rustc", env!("CARGO_PKG_VERSION"));
     for (name, value) in [("version", version.as_str()), ("current_database", "openclaw"), ("current_schema", "public")] {
         ctx.register_udf(ScalarUDF::from(session_info::ConstantText::new(name, value)));

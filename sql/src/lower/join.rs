@@ -35,11 +35,6 @@ impl Lowering<'_> {
             return self.not_in(join, depth);
         }
         let kind = kind(join.join_type)?;
-        if join.null_equality == NullEquality::NullEqualsNull && matches!(kind, JoinKind::Semi(0) | JoinKind::Anti(0)) && !distinct(&join.left) {
-            return Err(SqlError::not_supported("EXCEPT ALL and INTERSECT ALL are not supported in materialized views")
-                .with_detail("they keep a row as many times as its counts on the two sides allow, which needs an operator this engine lacks")
-                .with_hint("use EXCEPT or INTERSECT, which keep each row once"));
-        }
         let left_schema = join.left.schema();
         let right_schema = join.right.schema();
         let (left_keys, right_keys) = if join.on.is_empty() {
@@ -105,16 +100,6 @@ fn kind(join_type: JoinType) -> SqlResult<JoinKind> {
                 .with_hint("an IN or EXISTS under OR plans to a mark join: split the query with UNION"))
         }
     })
-}
-
-/// Whether `plan` holds each row once: the `GROUP BY` without aggregates that `EXCEPT` and
-/// `INTERSECT` (without `ALL`) put on their left side.
-fn distinct(plan: &LogicalPlan) -> bool {
-    match plan {
-        LogicalPlan::Aggregate(a) => a.aggr_expr.is_empty(),
-        LogicalPlan::SubqueryAlias(_) | LogicalPlan::Filter(_) => plan.inputs().into_iter().all(distinct),
-        _ => false,
-    }
 }
 
 /// The key of a join without an equality: the same on every row of both sides.
