@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::coordinator::RootId;
 use crate::operators::aggregate::AggregateTables;
-use crate::operators::project::monotone_in;
+use crate::operators::project::{is_processing_time, monotone_in};
 use crate::watermark::{WatermarkGenerator, WatermarkSpec};
 use datafusion::physical_plan::expressions::Column;
 use crate::operators::exchange::{ExchangeOperator, MAX_PARALLELISM};
@@ -117,7 +117,7 @@ impl StreamNode {
             }
             StreamNode::Project { exprs, input, .. } => {
                 let inputs = input.watermark_columns();
-                (0..exprs.len()).filter(|&i| inputs.iter().any(|&c| monotone_in(&exprs[i], c))).collect()
+                (0..exprs.len()).filter(|&i| inputs.iter().any(|&c| monotone_in(&exprs[i], c)) || is_processing_time(&exprs[i])).collect()
             }
             StreamNode::Union { inputs, .. } => {
                 let mut cols = inputs.first().map(|i| i.watermark_columns()).unwrap_or_default();

@@ -702,3 +702,45 @@ async fn aggregate_kernels_retract_and_resume_from_the_written_back_state() {
     assert_eq!(pretty(&out), "- 1 0 null null\nU- 2 2 12 6.0\nU+ 2 1 7 7.0\n+ 3 1 4 4.0\n- 3 1 4 4.0\n");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A stand-in for SQL's `PROCTIME()` with a fixed clock, so the test is deterministic.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct FixedProctime(datafusion::logical_expr::Signature);
+
+impl datafusion::logical_expr::ScalarUDFImpl for FixedProctime {
+    fn name(&self) -> &str {
+        "proctime"
+    }
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.0
+    }
+    fn return_type(&self, _: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, Some("+00:00".into())))
+    }
+    fn invoke_with_args(&self, _: datafusion::logical_expr::ScalarFunctionArgs) -> datafusion::common::Result<datafusion::logical_expr::ColumnarValue> {
+        Ok(datafusion::logical_expr::ColumnarValue::Scalar(datafusion::common::ScalarValue::TimestampMillisecond(Some(1_700_000_000_123), Some("+00:00".into()))))
+    }
+}
+
+#[tokio::test]
+async fn project_of_processing_time_sends_its_watermark_after_each_chunk() {
+    let chunk = fixture::parse("I\n + 1\n + 2");
+    let schema = chunk.schema();
+    let signature = datafusion::logical_expr::Signature::exact(vec![], datafusion::logical_expr::Volatility::Volatile);
+    let udf = Arc::new(datafusion::logical_expr::ScalarUDF::from(FixedProctime(signature)));
+    let proctime: Arc<dyn PhysicalExpr> =
+        Arc::new(datafusion::physical_expr::ScalarFunctionExpr::try_new(udf, vec![], &schema, Default::default()).unwrap());
+    assert!(openclaw_engine::operators::project::is_processing_time(&proctime));
+    let out_schema = Arc::new(Schema::new(vec![
+        Field::new("c0", DataType::Int64, true),
+        Field::new("p", proctime.data_type(&schema).unwrap(), false),
+    ]));
+    let exprs = vec![col("c0", &schema).unwrap(), proctime];
+    let out = run(Box::new(ProjectOperator::new(exprs, out_schema)), vec![vec![Message::Chunk(chunk), barrier(1)]]).await;
+    let watermarks: Vec<(usize, i64)> = out.iter().filter_map(|m| match m {
+        Message::Watermark(w) => Some((w.column, w.time_us)),
+        _ => None,
+    }).collect();
+    assert_eq!(watermarks, vec![(1, 1_700_000_000_123_000)], "{}", pretty(&out));
+    assert!(matches!(out.last(), Some(Message::Barrier(_))));
+}

@@ -46,6 +46,10 @@ pub enum JoinKind {
     Semi(usize),
     /// Rows of the given side that have no match.
     Anti(usize),
+    /// Every row of the given side once, with a boolean column after its own: whether it has
+    /// a match (the mark join that `IN` and `EXISTS` under `OR` plan to). A match arriving or
+    /// leaving flips the mark: the row is retracted and inserted again.
+    Mark(usize),
 }
 
 impl JoinKind {
@@ -64,12 +68,17 @@ impl JoinKind {
         }
     }
 
+    /// Whether rows of `side` are output with a mark column.
+    fn marks(self, side: usize) -> bool {
+        self == JoinKind::Mark(side)
+    }
+
     fn tracks_degree(self, side: usize) -> bool {
-        self.preserves(side) || self.filters(side).is_some()
+        self.preserves(side) || self.filters(side).is_some() || self.marks(side)
     }
 
     fn emits_joined(self) -> bool {
-        !matches!(self, JoinKind::Semi(_) | JoinKind::Anti(_))
+        !matches!(self, JoinKind::Semi(_) | JoinKind::Anti(_) | JoinKind::Mark(_))
     }
 }
 
@@ -99,8 +108,8 @@ impl JoinSpec {
     /// that is never padded with NULLs.
     pub fn watermark_outputs(&self, l: usize, r: usize, left_width: usize) -> Vec<usize> {
         match self.kind {
-            JoinKind::Semi(0) | JoinKind::Anti(0) => vec![l],
-            JoinKind::Semi(_) | JoinKind::Anti(_) => vec![r],
+            JoinKind::Semi(0) | JoinKind::Anti(0) | JoinKind::Mark(0) => vec![l],
+            JoinKind::Semi(_) | JoinKind::Anti(_) | JoinKind::Mark(_) => vec![r],
             kind => {
                 let mut out = vec![];
                 if !kind.preserves(1) {
@@ -297,6 +306,9 @@ impl JoinOperator {
             if kind.filters(side).is_some_and(|shown| shown(matched_total)) {
                 out.push_plain(i, 1, sign);
             }
+            if kind.marks(side) {
+                out.push_marked(i, 1, sign, matched_total > 0);
+            }
             if null_key[i] {
                 continue; // it can never match, so it is not stored
             }
@@ -339,6 +351,11 @@ impl JoinOperator {
                 (true, false) => out.push_plain(p, count, -1),
                 _ => {}
             }
+        }
+        if kind.marks(other) && (degree > 0) != (next > 0) {
+            // Its first match came or its last left: the row again with the other mark.
+            out.push_marked(p, count, -1, degree > 0);
+            out.push_marked(p, count, 1, next > 0);
         }
         self.sides[other].table.update(key, member, |e| e.degree = next);
     }
@@ -453,6 +470,8 @@ struct OutputRows {
     this: Vec<(usize, usize)>,
     /// (source, row) of the other side's columns: 0 a pair, 1 NULL.
     other: Vec<(usize, usize)>,
+    /// For a mark join: each output row's mark.
+    marks: Vec<bool>,
 }
 
 const FROM_PAIR: usize = 0;
@@ -466,6 +485,7 @@ impl OutputRows {
             self.ops.push(op);
             self.this.push(this);
             self.other.push(other);
+            self.marks.push(false);
         }
     }
 
@@ -489,6 +509,13 @@ impl OutputRows {
         self.push((FROM_INPUT, at), (FROM_PAIR, at), count, sign);
     }
 
+    /// For a mark join: as [`Self::push_plain`], with the row's mark.
+    fn push_marked(&mut self, at: usize, count: i64, sign: i64, mark: bool) {
+        self.push_plain(at, count, sign);
+        let n = self.marks.len();
+        self.marks[n - count as usize..].fill(mark);
+    }
+
     fn assemble(self, side: usize, spec: &JoinSpec, input: &RecordBatch, pairs: &Pairs) -> EngineResult<StreamChunk> {
         if self.ops.is_empty() {
             return Ok(StreamChunk::new(vec![], RecordBatch::new_empty(spec.schema.clone())));
@@ -509,13 +536,17 @@ impl OutputRows {
                 })
                 .collect::<EngineResult<_>>()?
         } else {
-            // Semi or anti: only one source is ever used.
-            let (source, rows): (&RecordBatch, Vec<u32>) = if spec.kind.filters(side).is_some() {
+            // Semi, anti or mark: only one source is ever used.
+            let (source, rows): (&RecordBatch, Vec<u32>) = if spec.kind.filters(side).is_some() || spec.kind.marks(side) {
                 (input, self.this.iter().map(|&(_, r)| r as u32).collect())
             } else {
                 (&pairs.others, self.other.iter().map(|&(_, r)| r as u32).collect())
             };
-            take_rows(source, &UInt32Array::from(rows))?.columns().to_vec()
+            let mut columns = take_rows(source, &UInt32Array::from(rows))?.columns().to_vec();
+            if matches!(spec.kind, JoinKind::Mark(_)) {
+                columns.push(Arc::new(BooleanArray::from(self.marks)));
+            }
+            columns
         };
         Ok(StreamChunk::new(self.ops, RecordBatch::try_new(spec.schema.clone(), columns)?))
     }

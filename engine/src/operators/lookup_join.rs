@@ -63,12 +63,11 @@ impl LookupJoinOperator {
             });
         }
         let joined = RecordBatch::try_new(self.spec.schema.clone(), columns)?;
+        // Found (and passing the table's own filter), then the join's condition: two kernels.
+        let found_row = datafusion::arrow::compute::is_not_null(&index)?;
         let matched = match &self.spec.filter {
-            Some(f) => {
-                let holds = boolean(f.evaluate(&joined)?.into_array(n)?);
-                BooleanArray::from_iter((0..n).map(|i| Some(index.is_valid(i) && holds.is_valid(i) && holds.value(i))))
-            }
-            None => BooleanArray::from_iter((0..n).map(|i| Some(index.is_valid(i)))),
+            Some(f) => datafusion::arrow::compute::and(&found_row, &boolean(f.evaluate(&joined)?.into_array(n)?))?,
+            None => found_row,
         };
         if !self.spec.left_outer {
             return chunk.with_batch(joined).filter(&matched);

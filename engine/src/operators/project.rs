@@ -64,6 +64,12 @@ pub fn monotone_in(expr: &Arc<dyn PhysicalExpr>, column: usize) -> bool {
     false
 }
 
+/// Whether `expr` is SQL's `PROCTIME()`: the wall clock as the chunk is processed, the same
+/// for its rows and never less for a later chunk's, so the column carries a watermark.
+pub fn is_processing_time(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    expr.downcast_ref::<datafusion::physical_expr::ScalarFunctionExpr>().is_some_and(|f| f.name() == "proctime" && f.args().is_empty())
+}
+
 impl ProjectOperator {
     /// The watermark of output `out` given the input column's, by evaluating the expression
     /// on a row holding just that value. The end-of-input watermark maps to itself.
@@ -106,7 +112,16 @@ impl Operator for ProjectOperator {
         // The row count is explicit: `count(*)` projects no columns at all.
         let options = RecordBatchOptions::new().with_row_count(Some(n));
         let batch = RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)?;
-        ctx.collect(chunk.with_batch(batch)).await
+        // Processing time only grows: each chunk's is a watermark of its column.
+        let processed: Vec<Watermark> = (0..self.exprs.len())
+            .filter(|&out| n > 0 && is_processing_time(&self.exprs[out]))
+            .filter_map(|out| as_micros(batch.column(out).slice(0, 1).as_ref()).map(|time_us| Watermark { column: out, time_us }))
+            .collect();
+        ctx.collect(chunk.with_batch(batch)).await?;
+        for wm in processed {
+            ctx.outputs.send(Message::Watermark(wm)).await?;
+        }
+        Ok(())
     }
 
     async fn handle_watermark(&mut self, wm: Watermark, ctx: &mut OperatorContext) -> EngineResult<()> {

@@ -2,6 +2,9 @@
 //! `timestamptz` in milliseconds (Flink's `TIMESTAMP_LTZ(3)`). Ad hoc it is the time the query
 //! runs; in a view, the time each chunk of input passes the projection that computes it, so a
 //! `TUMBLE` over it counts rows by when they arrived (Nexmark q12). Volatile: never folded.
+//! The engine's projection sends each chunk's time on as the column's watermark
+//! (`openclaw_engine::operators::project::is_processing_time`, which knows it by this name),
+//! so windows over it close.
 //! A view may compute it only over an input that never updates or deletes rows, since a
 //! retraction would get another time than the row it retracts (`lower.rs` refuses the rest).
 

@@ -95,9 +95,10 @@ fn kind(join_type: JoinType) -> SqlResult<JoinKind> {
         JoinType::RightSemi => JoinKind::Semi(1),
         JoinType::LeftAnti => JoinKind::Anti(0),
         JoinType::RightAnti => JoinKind::Anti(1),
+        JoinType::LeftMark => JoinKind::Mark(0),
         other => {
             return Err(SqlError::not_supported(format!("{other} joins are not supported in materialized views yet"))
-                .with_hint("an IN or EXISTS under OR plans to a mark join: split the query with UNION"))
+                .with_hint("split the query with UNION"))
         }
     })
 }
