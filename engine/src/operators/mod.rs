@@ -7,6 +7,7 @@ pub mod exchange;
 mod filter;
 pub mod join;
 pub mod join_expiry;
+mod join_output;
 pub mod lookup_join;
 pub mod materialize;
 pub mod over_window;
