@@ -203,9 +203,14 @@ impl SessionWindow {
     /// records where each partition's last session ends.
     fn settle(&mut self, rows: &mut SortedPartitions, partitions: &[Vec<u8>], after: &Evaluated) -> EngineResult<()> {
         let mut last_end: Vec<Option<i64>> = vec![None; partitions.len()];
+        // The evaluation computed each row's end already when the view keeps it.
+        let computed = self.spec.end_column.map(|c| after.batch.column(c));
         let times = after.batch.column(self.spec.ts_column);
         for &(p, start, len) in &after.bounds {
-            let (_, ends) = session_bounds(times.slice(start, len).as_ref(), self.spec.gap_us)?;
+            let ends = match computed {
+                Some(ends) => ends.slice(start, len),
+                None => session_bounds(times.slice(start, len).as_ref(), self.spec.gap_us)?.1,
+            };
             let ends = cast(&ends, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
             let ends = ends.as_primitive::<TimestampMicrosecondType>();
             for (i, end) in ends.iter().enumerate() {
