@@ -13,6 +13,7 @@ pub mod config;
 pub mod coordinator;
 pub mod dead_letters;
 pub mod error;
+pub mod eval_errors;
 pub mod message;
 pub mod operator;
 pub mod operators;

@@ -384,6 +384,10 @@ pub struct Dataflow {
     pub state_tables: Vec<StateTable>,
     /// Rows dropped because they arrived behind the watermark of a closed window.
     pub late_rows: Arc<AtomicU64>,
+    /// The column families that count rows whose expressions failed
+    /// ([`crate::eval_errors::ErrorTable`]), one per projection or filter; each exists only
+    /// once a row failed there. To drop with the view.
+    pub error_tables: Vec<String>,
 }
 
 /// One state table of an operator (`s<n>_<role>` in `EXPLAIN`), split over the column
@@ -411,6 +415,9 @@ pub struct StateLocation {
     /// Positions from a checkpoint when the view resumes from it: its state is already in the
     /// store, so its sources seek to where they stood and its subscriptions skip the snapshot.
     pub resume: Option<std::collections::BTreeMap<String, u64>>,
+    /// Where a view counts rows whose expressions fail ([`crate::eval_errors`]); without it
+    /// (a sink, a subscription) such a row fails the dataflow.
+    pub eval_errors: Option<Arc<crate::eval_errors::EvalErrors>>,
 }
 
 /// Spawns the tasks of `plan`, ending in `sink` (the view's materialize operator).
@@ -421,7 +428,7 @@ pub fn build_dataflow(
     config: &Arc<EngineConfig>,
     coordinator: &Arc<Coordinator>,
 ) -> EngineResult<Dataflow> {
-    let mut df = Dataflow { tasks: vec![], roots: vec![], pending_roots: vec![], subscriptions: vec![], state_tables: vec![], late_rows: Default::default() };
+    let mut df = Dataflow { tasks: vec![], roots: vec![], pending_roots: vec![], subscriptions: vec![], state_tables: vec![], late_rows: Default::default(), error_tables: vec![] };
     let source_reads = plan.source_reads();
     let mut b = Builder { config, coordinator, state, tables: 0, sources: 0, source_reads, shared: HashMap::new(), df: &mut df };
     let built = b.build(plan);
@@ -479,6 +486,14 @@ impl Builder<'_> {
         column_families
     }
 
+    /// The next evaluating operator's error table (`<prefix>_e<n>`), in a view.
+    fn error_table(&mut self) -> EngineResult<Option<crate::eval_errors::ErrorTable>> {
+        let Some(errors) = &self.state.eval_errors else { return Ok(None) };
+        let cf = format!("{}_e{}", self.state.prefix, self.df.error_tables.len() + 1);
+        self.df.error_tables.push(cf.clone());
+        Ok(Some(crate::eval_errors::ErrorTable::open(errors.clone(), self.state.store.clone(), cf)?))
+    }
+
     /// Builds `node` and returns the receiver of its output.
     fn build(&mut self, node: StreamNode) -> EngineResult<mpsc::Receiver<Message>> {
         let (tx, rx) = self.channel();
@@ -523,8 +538,12 @@ impl Builder<'_> {
                 }
             }
             StreamNode::Filter { predicate, input } => {
+                let mut op = FilterOperator::new(predicate);
+                if let Some(errors) = self.error_table()? {
+                    op = op.with_errors(errors);
+                }
                 let input = self.build(*input)?;
-                self.spawn_operator(Box::new(FilterOperator::new(predicate)), vec![input], Outputs::new(vec![tx]));
+                self.spawn_operator(Box::new(op), vec![input], Outputs::new(vec![tx]));
             }
             StreamNode::LookupJoin { spec, input } => {
                 let input = self.build(*input)?;
@@ -542,7 +561,10 @@ impl Builder<'_> {
                 self.spawn_operator(Box::new(op), vec![input], Outputs::new(vec![tx]));
             }
             StreamNode::Project { exprs, schema, input } => {
-                let op = ProjectOperator::new(exprs, schema).with_input(input.schema());
+                let mut op = ProjectOperator::new(exprs, schema).with_input(input.schema());
+                if let Some(errors) = self.error_table()? {
+                    op = op.with_errors(errors);
+                }
                 let input = self.build(*input)?;
                 self.spawn_operator(Box::new(op), vec![input], Outputs::new(vec![tx]));
             }

@@ -82,6 +82,10 @@ pub struct ViewRuntime {
     pub state_tables: Vec<openclaw_engine::plan::StateTable>,
     /// Rows dropped behind the watermark of a closed window.
     pub late_rows: Arc<std::sync::atomic::AtomicU64>,
+    /// Its rows whose expressions failed; `None` for a sink, which fails instead.
+    pub eval_errors: Option<Arc<openclaw_engine::eval_errors::EvalErrors>>,
+    /// The column families that keep those counts (some may not exist).
+    pub error_tables: Vec<String>,
     pub tasks: Vec<AbortHandle>,
     pub roots: Vec<RootId>,
     /// Set when one of its operators failed; the view then stops and reports this.

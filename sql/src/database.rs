@@ -536,18 +536,18 @@ impl Database {
             Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
         })?;
         let catalog = self.catalog.lock().await;
-        for name in names {
-            if let Some(Detail::View(v)) = catalog.get(&name).map(|e| &e.detail) {
+        for name in &names {
+            if let Some(Detail::View(v)) = catalog.get(name).map(|e| &e.detail) {
                 if let Some(failure) = v.failure.lock().expect("failure lock").clone() {
                     return Err(SqlError::new(failure.code, format!("materialized view \"{name}\" failed: {}", failure.message))
                         .with_hint("drop and re-create the view after fixing its input"));
                 }
                 if v.backfilling() {
-                    return Err(crate::ddl::backfilling(&name));
+                    return Err(crate::ddl::backfilling(name));
                 }
             }
         }
-        Ok(())
+        failed_rows(&catalog, names)
     }
 
     async fn show(&self, kind: ObjectKind) -> SqlResult<QueryOutput> {
@@ -573,8 +573,13 @@ impl Database {
                     .map(|e| {
                         let (status, late) = match &e.detail {
                             Detail::View(v) => {
+                                let failed_rows = v.eval_errors.as_ref().and_then(|e| e.first());
                                 let status = match &*v.failure.lock().expect("failure lock") {
                                     Some(f) => format!("failed: {}", f.message),
+                                    None if failed_rows.is_some() => {
+                                        let (f, rows) = failed_rows.expect("checked");
+                                        format!("running, unreadable: {rows} failed rows ({})", f.message)
+                                    }
                                     None if v.backfilling() => format!("backfilling ({} rows so far)", v.backfilled_rows().unwrap_or(0)),
                                     None if v.resumed => "running (resumed from a checkpoint)".to_string(),
                                     None => "running".to_string(),
@@ -722,4 +727,27 @@ fn source_row(e: &crate::catalog::Entry) -> Vec<Option<String>> {
 /// rows it will make, which the SQL planner's alone may not be.
 pub(crate) fn analyzed(state: &SessionState, plan: LogicalPlan) -> SqlResult<LogicalPlan> {
     Ok(state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {})?)
+}
+
+/// Refuses to read views (or what they read, transitively) that hold rows whose expressions
+/// failed: the error a query over those rows gives, as in Materialize. The view keeps running;
+/// once the failing input rows are deleted or updated it reads right again.
+fn failed_rows(catalog: &crate::catalog::Catalog, mut names: Vec<String>) -> SqlResult<()> {
+    let mut seen = std::collections::HashSet::new();
+    while let Some(name) = names.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let Some(entry) = catalog.get(&name) else { continue };
+        if let Detail::View(v) = &entry.detail {
+            if let Some((failure, rows)) = v.eval_errors.as_ref().and_then(|e| e.first()) {
+                let code = SqlState::data_exception(&failure.code).unwrap_or(SqlState::DataException);
+                let what = if rows == 1 { "1 row".to_string() } else { format!("{rows} rows") };
+                return Err(SqlError::new(code, format!("materialized view \"{name}\" has {what} whose expression failed: {}", failure.message))
+                    .with_hint("the view reads again once the input rows that fail are deleted or updated; it keeps running meanwhile"));
+            }
+        }
+        names.extend(entry.depends_on.iter().cloned());
+    }
+    Ok(())
 }

@@ -418,7 +418,12 @@ impl Database {
                 (state, op)
             }
         };
-        let location = StateLocation { store: self.store.clone(), owner: id, prefix: format!("mv_{id}"), parallelism, resume: positions };
+        // A view counts rows whose expressions fail and refuses readers while any does; a
+        // sink cannot take rows back from its destination, so such a row stops it.
+        let eval_errors = matches!(target, Target::View).then(|| {
+            openclaw_engine::eval_errors::EvalErrors::new(Arc::new(|e: &openclaw_engine::EngineError| crate::error::eval_failure(e)))
+        });
+        let location = StateLocation { store: self.store.clone(), owner: id, prefix: format!("mv_{id}"), parallelism, resume: positions, eval_errors: eval_errors.clone() };
         let dataflow = match build_dataflow(node, sink, &location, &self.config, &self.coordinator) {
             Ok(df) => df,
             Err(e) => {
@@ -433,6 +438,8 @@ impl Database {
             state: state.clone(),
             state_tables: dataflow.state_tables.clone(),
             late_rows: dataflow.late_rows.clone(),
+            eval_errors,
+            error_tables: dataflow.error_tables.clone(),
             tasks: dataflow.tasks.iter().map(|(_, t)| t.abort_handle()).collect(),
             roots: dataflow.roots.clone(),
             failure: failure.clone(),
@@ -574,7 +581,7 @@ impl Database {
         for log in view.logs.lock().expect("change logs lock").drain(..) {
             let _ = self.store.drop_cf(&log.cf);
         }
-        for cf in view.state_tables.iter().flat_map(|t| &t.column_families) {
+        for cf in view.state_tables.iter().flat_map(|t| &t.column_families).chain(&view.error_tables) {
             let _ = self.store.drop_cf(cf);
         }
     }

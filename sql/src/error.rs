@@ -63,6 +63,21 @@ pub enum SqlState {
 }
 
 impl SqlState {
+    /// PostgreSQL's class 22: the data made an expression fail.
+    const DATA_EXCEPTIONS: [SqlState; 6] = [
+        SqlState::DivisionByZero,
+        SqlState::NumericValueOutOfRange,
+        SqlState::InvalidTextRepresentation,
+        SqlState::InvalidDatetimeFormat,
+        SqlState::InvalidParameterValue,
+        SqlState::DataException,
+    ];
+
+    /// The data exception whose SQLSTATE is `code` (a view's failed rows keep theirs).
+    pub fn data_exception(code: &str) -> Option<SqlState> {
+        Self::DATA_EXCEPTIONS.into_iter().find(|s| s.code() == code)
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             SqlState::SyntaxError => "42601",
@@ -180,6 +195,28 @@ impl From<openclaw_storage::StorageError> for SqlError {
             e => SqlError::new(SqlState::Internal, e.to_string()),
         }
     }
+}
+
+/// What a view's row whose expression failed with `e` reads as, when the data is at fault
+/// (a data exception, class 22); `None` for errors of any other kind.
+pub(crate) fn eval_failure(e: &EngineError) -> Option<openclaw_engine::eval_errors::EvalFailure> {
+    let err = match e {
+        EngineError::Execution(m) => from_message(m),
+        EngineError::Arrow(e) => from_message(&e.to_string()),
+        EngineError::DataFusion(e) => match e.find_root() {
+            DataFusionError::ArrowError(e, _) => from_message(&e.to_string()),
+            DataFusionError::Execution(m) => from_message(m),
+            DataFusionError::External(e) => match (e.downcast_ref::<EngineError>(), e.downcast_ref::<SqlError>()) {
+                (Some(EngineError::Execution(m)), _) => from_message(m),
+                (_, Some(e)) => e.clone(),
+                _ => return None,
+            },
+            _ => return None,
+        },
+        _ => return None,
+    };
+    SqlState::data_exception(err.code.code())?;
+    Some(openclaw_engine::eval_errors::EvalFailure { code: err.code.code().to_string(), message: err.message })
 }
 
 fn from_datafusion(e: DataFusionError) -> SqlError {

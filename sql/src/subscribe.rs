@@ -243,7 +243,7 @@ impl Database {
         let parallelism = vars.streaming_parallelism()?.unwrap_or(self.config.parallelism);
         let queue = self.config.subscriber_queue();
         let sink = Box::new(SubscribeOperator::new(id, queue.clone()));
-        let location = StateLocation { store: self.store.clone(), owner: id, prefix: format!("sub_{id}"), parallelism, resume: None };
+        let location = StateLocation { store: self.store.clone(), owner: id, prefix: format!("sub_{id}"), parallelism, resume: None, eval_errors: None };
         let dataflow = build_dataflow(node, sink, &location, &self.config, &self.coordinator)?;
         drop(catalog);
         let failure = Arc::new(std::sync::Mutex::new(None));

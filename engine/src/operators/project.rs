@@ -6,6 +6,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::chunk::nullable_schema;
+use crate::eval_errors::ErrorTable;
 use crate::watermark::{as_micros, watermark_value};
 use crate::{EngineResult, Message, Operator, OperatorContext, StreamChunk, Watermark};
 
@@ -15,12 +16,30 @@ pub struct ProjectOperator {
     schema: SchemaRef,
     /// Known once the plan is built ([`Self::with_input`]) or the first chunk arrives.
     input_schema: Option<SchemaRef>,
+    /// Where rows whose expressions fail go, in a view; without one, a failure fails the
+    /// dataflow.
+    errors: Option<ErrorTable>,
 }
 
 impl ProjectOperator {
     pub fn new(exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef) -> Self {
         assert_eq!(exprs.len(), schema.fields().len());
-        Self { exprs, schema, input_schema: None }
+        Self { exprs, schema, input_schema: None, errors: None }
+    }
+
+    /// Counts rows whose expressions fail in `errors` instead of failing.
+    pub fn with_errors(mut self, errors: ErrorTable) -> Self {
+        self.errors = Some(errors);
+        self
+    }
+
+    /// The new columns of `batch`, in a batch of the output schema.
+    fn evaluate(&self, batch: &RecordBatch) -> EngineResult<RecordBatch> {
+        let n = batch.num_rows();
+        let columns = self.exprs.iter().map(|e| e.evaluate(batch)?.into_array(n)).collect::<Result<Vec<_>, _>>()?;
+        // The row count is explicit: `count(*)` projects no columns at all.
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        Ok(RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)?)
     }
 
     /// The input's schema, which mapping watermarks needs.
@@ -103,15 +122,18 @@ impl Operator for ProjectOperator {
     }
 
     async fn process_batch(&mut self, _input: usize, chunk: StreamChunk, ctx: &mut OperatorContext) -> EngineResult<()> {
-        let n = chunk.num_rows();
-        let columns = self
-            .exprs
-            .iter()
-            .map(|e| e.evaluate(chunk.batch())?.into_array(n))
-            .collect::<Result<Vec<_>, _>>()?;
-        // The row count is explicit: `count(*)` projects no columns at all.
-        let options = RecordBatchOptions::new().with_row_count(Some(n));
-        let batch = RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)?;
+        let (chunk, batch) = match self.errors.take() {
+            None => {
+                let batch = self.evaluate(chunk.batch())?;
+                (chunk, batch)
+            }
+            Some(mut errors) => {
+                let result = errors.evaluate(chunk, |b| self.evaluate(b));
+                self.errors = Some(errors);
+                result?
+            }
+        };
+        let n = batch.num_rows();
         // Processing time only grows: each chunk's is a watermark of its column.
         let processed: Vec<Watermark> = (0..self.exprs.len())
             .filter(|&out| n > 0 && is_processing_time(&self.exprs[out]))
@@ -122,6 +144,10 @@ impl Operator for ProjectOperator {
             ctx.outputs.send(Message::Watermark(wm)).await?;
         }
         Ok(())
+    }
+
+    fn state_tables(&self) -> Vec<(Arc<str>, openclaw_storage::CfKind)> {
+        self.errors.as_ref().map(ErrorTable::state_tables).unwrap_or_default()
     }
 
     async fn handle_watermark(&mut self, wm: Watermark, ctx: &mut OperatorContext) -> EngineResult<()> {
