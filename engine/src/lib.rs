@@ -19,6 +19,7 @@ pub mod operator;
 pub mod operators;
 pub mod plan;
 pub mod runtime;
+pub mod sketch;
 pub mod source;
 pub mod state;
 pub mod table;

@@ -313,7 +313,9 @@ impl Lowering<'_> {
                 let planning = PhysicalPlanningContext::default();
                 let lowered = LoweredAggregateBuilder::new(e, input_schema, physical_input, &self.props, &planning).build()?;
                 let (expr, filter) = (lowered.aggregate, lowered.filter);
-                if !lowered.order_bys.is_empty() {
+                // An ordered-set aggregate's WITHIN GROUP ordering is its accumulator's own
+                // (the operator recomputes it, or counts `approx_percentile`'s buckets).
+                if !lowered.order_bys.is_empty() && !expr.fun().inner().supports_within_group_clause() {
                     return Err(SqlError::not_supported(format!(
                         "aggregate {}(... ORDER BY ...) is not supported in materialized views yet",
                         expr.fun().name()

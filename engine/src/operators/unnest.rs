@@ -2,7 +2,7 @@
 //! row's change op. DataFusion's own `UnnestExec` does the work, over one chunk at a time, with
 //! the row's position carried through as an extra column, so each output row gets its input
 //! row's op. It keeps no state; the other columns keep their places, so their watermarks
-//! pass through.
+//! pass through. A struct column's fields take its place as columns.
 
 use std::sync::Arc;
 
@@ -23,10 +23,22 @@ const POSITION: &str = "__openclaw_unnest_position";
 pub struct UnnestSpec {
     /// The input columns to unnest (each once, one level deep or more).
     pub lists: Vec<ListUnnest>,
+    /// The input struct columns whose fields become columns in their place.
+    pub structs: Vec<usize>,
     pub options: UnnestOptions,
     /// The input's columns, each list column as its elements' type.
     pub schema: SchemaRef,
     pub input_schema: SchemaRef,
+}
+
+impl UnnestSpec {
+    /// How many output columns input column `i` becomes: a struct's fields, else one.
+    fn output_width(&self, i: usize) -> usize {
+        match (self.structs.contains(&i), self.input_schema.field(i).data_type()) {
+            (true, DataType::Struct(fields)) => fields.len(),
+            _ => 1,
+        }
+    }
 }
 
 pub struct UnnestOperator {
@@ -40,7 +52,8 @@ pub struct UnnestOperator {
 
 impl UnnestOperator {
     pub fn new(spec: UnnestSpec) -> Self {
-        assert_eq!(spec.schema.fields().len(), spec.input_schema.fields().len(), "one output column per input column");
+        let widths: usize = (0..spec.input_schema.fields().len()).map(|i| spec.output_width(i)).sum();
+        assert_eq!(spec.schema.fields().len(), widths, "one output column per input column or struct field");
         let position = Arc::new(Field::new(POSITION, DataType::UInt32, false));
         let with_position = |s: &SchemaRef| {
             let mut fields = nullable_schema(s).fields().to_vec();
@@ -57,7 +70,7 @@ impl UnnestOperator {
         columns.push(Arc::new(UInt32Array::from_iter_values(0..n as u32)));
         let input = RecordBatch::try_new(self.positioned_input.clone(), columns)?;
         let source = datafusion::datasource::memory::MemorySourceConfig::try_new_exec(&[vec![input]], self.positioned_input.clone(), None)?;
-        let exec = UnnestExec::new(source, self.spec.lists.clone(), vec![], self.positioned_output.clone(), self.spec.options.clone())?;
+        let exec = UnnestExec::new(source, self.spec.lists.clone(), self.spec.structs.clone(), self.positioned_output.clone(), self.spec.options.clone())?;
         let batches = datafusion::physical_plan::collect(Arc::new(exec), self.task.clone()).await?;
         let out = datafusion::arrow::compute::concat_batches(&self.positioned_output, &batches)?;
         let width = out.num_columns() - 1;
@@ -83,12 +96,14 @@ impl Operator for UnnestOperator {
         ctx.collect(out).await
     }
 
-    /// A watermark of a column that is not unnested goes on as it came (columns keep their
-    /// places); one of a list column means nothing for its elements.
+    /// A watermark of a column that is not unnested goes on, to where the column is now
+    /// (after a struct spread before it); one of a list or struct column means nothing for
+    /// its elements or fields.
     async fn handle_watermark(&mut self, wm: Watermark, ctx: &mut OperatorContext) -> EngineResult<()> {
-        if self.spec.lists.iter().any(|l| l.index_in_input_schema == wm.column) {
+        if self.spec.lists.iter().any(|l| l.index_in_input_schema == wm.column) || self.spec.structs.contains(&wm.column) {
             return Ok(());
         }
-        ctx.outputs.send(Message::Watermark(wm)).await
+        let column = (0..wm.column).map(|i| self.spec.output_width(i)).sum();
+        ctx.outputs.send(Message::Watermark(Watermark { column, ..wm })).await
     }
 }

@@ -1,5 +1,6 @@
 //! PostgreSQL-compatible functions that override DataFusion's where the two differ.
 
+mod approx_percentile;
 mod integer;
 mod modulo;
 pub mod numeric;
@@ -43,6 +44,8 @@ pub fn register(ctx: &SessionContext) {
     // HyperLogLog distinct count under the name RisingWave and Flink use.
     let hll = datafusion::functions_aggregate::approx_distinct::approx_distinct_udaf();
     ctx.register_udaf(hll.as_ref().clone().with_aliases(["approx_count_distinct"]));
+    // RisingWave's retractable quantile sketch.
+    ctx.register_udaf(datafusion::logical_expr::AggregateUDF::from(approx_percentile::ApproxPercentile::new()));
 }
 
 /// Rewrites every expression of `plan` bottom-up with `rewrite`, against the schema its

@@ -10,7 +10,8 @@
 //!   multiplicity, for the aggregates that cannot retract: `min`/`max` read the first or last
 //!   live value of the group (the row encoding sorts like the values), and every other
 //!   aggregate (`count(DISTINCT)`, `string_agg`, `array_agg`, `approx_count_distinct`, …) is
-//!   recomputed from the group's values with a fresh DataFusion accumulator.
+//!   recomputed from the group's values with a fresh DataFusion accumulator; the quantile
+//!   sketch (`approx_percentile`) keeps bucket ‖ count instead of values ([`crate::sketch`]).
 //!
 //! A chunk is applied to all its groups at once: `count`, `sum` and append-only `min`/`max`
 //! by the vectorized [`kernels`]; the other calls group by group.
@@ -37,6 +38,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use openclaw_storage::{CfKind, RowCodec, StateWrite, Store};
 
 use crate::chunk::nullable_schema;
+use crate::sketch::{LogBuckets, SketchCall};
 use crate::state::{Count, GroupedTable, KeyedTable};
 use kernels::Kernel;
 use rows::{changelog, columns_of, encode_state, retract_rows, split_state, cast_to, CallInput, ChunkGroups, OldGroups};
@@ -50,7 +52,7 @@ pub struct AggCall {
 }
 
 /// How the state of one call is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Strategy {
     /// A sliding DataFusion accumulator whose `state()` is stored in the group's row.
     Retract,
@@ -62,17 +64,33 @@ enum Strategy {
     MaxAppend,
     /// Recomputed from the group's stored values.
     Recompute,
+    /// `approx_percentile`: the group's values counted by bucket ([`crate::sketch`]) in the
+    /// `values` table, so that its state per group is bounded by the buckets, not the rows.
+    Sketch { fraction: f64, buckets: LogBuckets },
 }
 
 impl Strategy {
     fn of(call: &AggCall, append_only: bool) -> EngineResult<Self> {
-        if !call.expr.order_bys().is_empty() {
+        let name = call.expr.fun().name();
+        if name == SketchCall::FUNCTION {
+            // The accumulator checks the arguments, with the errors a query gets.
+            call.expr.create_accumulator()?;
+            let descending = call.expr.order_bys().first().is_some_and(|s| s.options.descending);
+            let sketch = SketchCall::of(&call.expr.expressions(), descending);
+            let Some((fraction, Some(buckets))) = sketch.map(|s| (s.fraction, LogBuckets::new(s.relative_accuracy))) else {
+                internal_err!("approx_percentile's arguments passed its accumulator's checks but are not constants");
+            };
+            return Ok(Strategy::Sketch { fraction, buckets });
+        }
+        // An ordered-set aggregate's WITHIN GROUP ordering is its accumulator's to apply,
+        // which recomputing from the values does.
+        let ordered_set = call.expr.fun().inner().supports_within_group_clause();
+        if !call.expr.order_bys().is_empty() && !ordered_set {
             return Err(EngineError::NotSupported(format!(
                 "aggregate {}(... ORDER BY ...) is not supported in materialized views yet",
                 call.expr.fun().name()
             )));
         }
-        let name = call.expr.fun().name();
         Ok(match name {
             "min" if call.expr.expressions().len() == 1 && append_only => Strategy::MinAppend,
             "max" if call.expr.expressions().len() == 1 && append_only => Strategy::MaxAppend,
@@ -163,6 +181,7 @@ impl AggregateOperator {
                 };
                 let arg_codec = match strategy {
                     Strategy::Retract | Strategy::MinAppend | Strategy::MaxAppend => None,
+                    Strategy::Sketch { .. } => Some(RowCodec::new(Arc::new(Schema::new(vec![Field::new("bucket", DataType::Int32, true)])))?),
                     _ => {
                         let fields: Vec<Field> = c
                             .expr
@@ -307,6 +326,18 @@ impl AggregateOperator {
         Ok(acc.evaluate()?)
     }
 
+    /// The quantile of a group's bucket counts (NULL and NaN values have no bucket).
+    fn sketch_quantile(&self, codec: &RowCodec, prefix: &[u8], fraction: f64, buckets: LogBuckets) -> EngineResult<ScalarValue> {
+        let (rows, counts): (Vec<&[u8]>, Vec<i64>) = self.values.members(prefix).filter(|(_, c)| c.0 > 0).map(|(v, c)| (v, c.0)).unzip();
+        if rows.is_empty() {
+            return Ok(ScalarValue::Float64(None));
+        }
+        let keys = codec.decode(rows)?;
+        let keys = keys.column(0).as_primitive::<datafusion::arrow::datatypes::Int32Type>();
+        let occupied: Vec<(i32, i64)> = keys.iter().zip(counts).filter_map(|(k, c)| Some((k?, c))).collect();
+        Ok(ScalarValue::Float64(buckets.quantile(occupied, fraction)))
+    }
+
     /// Applies a chunk and returns the changed output rows.
     fn apply(&mut self, chunk: StreamChunk) -> EngineResult<StreamChunk> {
         let n = chunk.num_rows();
@@ -378,8 +409,14 @@ impl AggregateOperator {
         self.spec
             .calls
             .iter()
-            .map(|c| {
-                let args = c.expr.expressions().iter().map(|e| e.evaluate(chunk.batch())?.into_array(n)).collect::<Result<Vec<_>, _>>()?;
+            .zip(&self.calls)
+            .map(|(c, p)| {
+                let mut args = c.expr.expressions().iter().map(|e| e.evaluate(chunk.batch())?.into_array(n)).collect::<Result<Vec<_>, _>>()?;
+                if let Strategy::Sketch { buckets, .. } = p.strategy {
+                    // The sketch keeps buckets, not values: the argument becomes its bucket.
+                    let values = datafusion::arrow::compute::cast(&args[0], &DataType::Float64)?;
+                    args = vec![Arc::new(buckets.keys(values.as_primitive()))];
+                }
                 let mask = match &c.filter {
                     Some(f) => Some(f.evaluate(chunk.batch())?.into_array(n)?.as_boolean().clone()),
                     None => None,
@@ -499,6 +536,7 @@ impl AggregateOperator {
             Strategy::Max => (vec![], self.extreme(p.arg_codec.as_ref().expect("max keeps values"), &prefix, true)?),
             Strategy::Recompute if p.distinct_null.is_some() => (vec![], ScalarValue::Int64(Some(self.distinct_counts.get(prefix.as_slice()).copied().unwrap_or(0)))),
             Strategy::Recompute => (vec![], self.recompute(call, p.arg_codec.as_ref().expect("kept values"), &prefix)?),
+            Strategy::Sketch { fraction, buckets } => (vec![], self.sketch_quantile(p.arg_codec.as_ref().expect("kept buckets"), &prefix, fraction, buckets)?),
         })
     }
 
