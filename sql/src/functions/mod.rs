@@ -1,6 +1,7 @@
 //! PostgreSQL-compatible functions that override DataFusion's where the two differ.
 
 mod approx_percentile;
+mod count_min;
 mod integer;
 mod modulo;
 pub mod numeric;
@@ -46,6 +47,9 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udaf(hll.as_ref().clone().with_aliases(["approx_count_distinct"]));
     // RisingWave's retractable quantile sketch.
     ctx.register_udaf(datafusion::logical_expr::AggregateUDF::from(approx_percentile::ApproxPercentile::new()));
+    // Frequencies in a Count-Min sketch, and their estimates.
+    ctx.register_udaf(datafusion::logical_expr::AggregateUDF::from(count_min::CountMinSketch::new()));
+    ctx.register_udf(ScalarUDF::from(count_min::CountMinEstimate::new()));
 }
 
 /// Rewrites every expression of `plan` bottom-up with `rewrite`, against the schema its

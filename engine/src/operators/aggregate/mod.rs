@@ -38,6 +38,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use openclaw_storage::{CfKind, RowCodec, StateWrite, Store};
 
 use crate::chunk::nullable_schema;
+use crate::sketch::count_min::CountMin;
 use crate::sketch::{LogBuckets, SketchCall};
 use crate::state::{Count, GroupedTable, KeyedTable};
 use kernels::Kernel;
@@ -67,6 +68,9 @@ enum Strategy {
     /// `approx_percentile`: the group's values counted by bucket ([`crate::sketch`]) in the
     /// `values` table, so that its state per group is bounded by the buckets, not the rows.
     Sketch { fraction: f64, buckets: LogBuckets },
+    /// `count_min_sketch`: the sketch's counters (cell → count) in the `values` table,
+    /// bounded by its cells whatever the distinct values.
+    CountMin(CountMin),
 }
 
 impl Strategy {
@@ -81,6 +85,13 @@ impl Strategy {
                 internal_err!("approx_percentile's arguments passed its accumulator's checks but are not constants");
             };
             return Ok(Strategy::Sketch { fraction, buckets });
+        }
+        if name == CountMin::FUNCTION {
+            call.expr.create_accumulator()?;
+            let Some(shape) = CountMin::call_bounds(&call.expr.expressions()).and_then(|(e, c)| CountMin::for_bounds(e, c)) else {
+                internal_err!("count_min_sketch's arguments passed its accumulator's checks but give no sketch");
+            };
+            return Ok(Strategy::CountMin(shape));
         }
         // An ordered-set aggregate's WITHIN GROUP ordering is its accumulator's to apply,
         // which recomputing from the values does.
@@ -182,6 +193,7 @@ impl AggregateOperator {
                 let arg_codec = match strategy {
                     Strategy::Retract | Strategy::MinAppend | Strategy::MaxAppend => None,
                     Strategy::Sketch { .. } => Some(RowCodec::new(Arc::new(Schema::new(vec![Field::new("bucket", DataType::Int32, true)])))?),
+                    Strategy::CountMin(_) => Some(RowCodec::new(Arc::new(Schema::new(vec![Field::new("cell", DataType::UInt32, true)])))?),
                     _ => {
                         let fields: Vec<Field> = c
                             .expr
@@ -338,6 +350,23 @@ impl AggregateOperator {
         Ok(ScalarValue::Float64(buckets.quantile(occupied, fraction)))
     }
 
+    /// The group's Count-Min sketch, from its counters.
+    fn count_min(&self, codec: &RowCodec, prefix: &[u8], shape: CountMin) -> EngineResult<ScalarValue> {
+        let mut counters = vec![0i64; shape.cells()];
+        let (rows, counts): (Vec<&[u8]>, Vec<i64>) = self.values.members(prefix).filter(|(_, c)| c.0 != 0).map(|(v, c)| (v, c.0)).unzip();
+        if !rows.is_empty() {
+            let cells = codec.decode(rows)?;
+            let cells = cells.column(0).as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+            for (cell, count) in cells.iter().zip(counts) {
+                match cell.and_then(|c| counters.get_mut(c as usize)) {
+                    Some(counter) => *counter = count,
+                    None => internal_err!("a count_min_sketch cell out of its {} cells", shape.cells()),
+                }
+            }
+        }
+        Ok(ScalarValue::Binary(Some(shape.encode(&counters))))
+    }
+
     /// Applies a chunk and returns the changed output rows.
     fn apply(&mut self, chunk: StreamChunk) -> EngineResult<StreamChunk> {
         let n = chunk.num_rows();
@@ -417,6 +446,10 @@ impl AggregateOperator {
                     let values = datafusion::arrow::compute::cast(&args[0], &DataType::Float64)?;
                     args = vec![Arc::new(buckets.keys(values.as_primitive()))];
                 }
+                if let Strategy::CountMin(shape) = p.strategy {
+                    // The sketch keeps counters: the argument becomes its cell in each row.
+                    args = count_min_cells(&args[0], shape)?;
+                }
                 let mask = match &c.filter {
                     Some(f) => Some(f.evaluate(chunk.batch())?.into_array(n)?.as_boolean().clone()),
                     None => None,
@@ -434,6 +467,18 @@ impl AggregateOperator {
             let Some(codec) = &p.arg_codec else { continue };
             let prefixes: Vec<Vec<u8>> = groups.keys.iter().map(|k| Self::values_prefix(k, ci)).collect();
             self.values.load(prefixes.iter().map(Vec::as_slice))?;
+            if let Strategy::CountMin(_) = p.strategy {
+                // One cell per sketch row: each column is a row's cells.
+                for cells in &input.args {
+                    let rows = codec.encode(std::slice::from_ref(cells))?;
+                    for (row, &g) in groups.group_of_row.iter().enumerate() {
+                        if input.passes(row) && cells.is_valid(row) {
+                            self.values.update(&prefixes[g], rows.row(row).data(), |c| c.0 += groups.signs[row]);
+                        }
+                    }
+                }
+                continue;
+            }
             let rows = codec.encode(&input.args)?;
             // Per group: the change in its number of distinct non-null values.
             let mut distinct_delta = vec![0i64; groups.len()];
@@ -537,6 +582,7 @@ impl AggregateOperator {
             Strategy::Recompute if p.distinct_null.is_some() => (vec![], ScalarValue::Int64(Some(self.distinct_counts.get(prefix.as_slice()).copied().unwrap_or(0)))),
             Strategy::Recompute => (vec![], self.recompute(call, p.arg_codec.as_ref().expect("kept values"), &prefix)?),
             Strategy::Sketch { fraction, buckets } => (vec![], self.sketch_quantile(p.arg_codec.as_ref().expect("kept buckets"), &prefix, fraction, buckets)?),
+            Strategy::CountMin(shape) => (vec![], self.count_min(p.arg_codec.as_ref().expect("kept cells"), &prefix, shape)?),
         })
     }
 
@@ -717,4 +763,19 @@ impl Operator for AggregateOperator {
         }
         ctx.outputs.send(Message::Watermark(Watermark { column: out_col, time_us: wm.time_us })).await
     }
+}
+
+/// Each value's cell in each row of a Count-Min sketch: one column per sketch row, NULL for a
+/// NULL value. Values are hashed by their text form, as `count_min_sketch` ad hoc does.
+fn count_min_cells(values: &ArrayRef, shape: CountMin) -> EngineResult<Vec<ArrayRef>> {
+    let text = datafusion::arrow::compute::cast(values, &DataType::Utf8)?;
+    let text = text.as_string::<i32>();
+    let mut rows: Vec<Vec<Option<u32>>> = vec![Vec::with_capacity(text.len()); shape.depth as usize];
+    for value in text.iter() {
+        match value {
+            Some(v) => shape.cells_of(v.as_bytes()).zip(rows.iter_mut()).for_each(|(cell, row)| row.push(Some(cell))),
+            None => rows.iter_mut().for_each(|row| row.push(None)),
+        }
+    }
+    Ok(rows.into_iter().map(|r| Arc::new(UInt32Array::from(r)) as ArrayRef).collect())
 }

@@ -1,4 +1,4 @@
-//! A retractable quantile sketch: values counted in logarithmic buckets, so that a quantile
+//! The quantile sketch: values counted in logarithmic buckets, so that a quantile
 //! is known within a relative error (DDSketch's mapping, as RisingWave's `approx_percentile`).
 //!
 //! Unlike a t-digest, a bucket's count goes down as well as up, so a view keeps the sketch
@@ -117,13 +117,7 @@ impl SketchCall {
     pub const FUNCTION: &'static str = "approx_percentile";
 
     pub fn of(args: &[std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>], descending: bool) -> Option<Self> {
-        let constant = |i: usize| -> Option<f64> {
-            let literal = args.get(i)?.downcast_ref::<datafusion::physical_expr::expressions::Literal>()?;
-            match literal.value().cast_to(&datafusion::arrow::datatypes::DataType::Float64).ok()? {
-                datafusion::common::ScalarValue::Float64(Some(v)) => Some(v),
-                _ => None,
-            }
-        };
+        let constant = |i: usize| super::constant_f64(args.get(i)?);
         let fraction = constant(1)?;
         let relative_accuracy = if args.len() > 2 { constant(2)? } else { DEFAULT_RELATIVE_ACCURACY };
         Some(Self { fraction: if descending { 1.0 - fraction } else { fraction }, relative_accuracy })
