@@ -11,7 +11,8 @@
 //!   live value of the group (the row encoding sorts like the values), and every other
 //!   aggregate (`count(DISTINCT)`, `string_agg`, `array_agg`, `approx_count_distinct`, …) is
 //!   recomputed from the group's values with a fresh DataFusion accumulator; the quantile
-//!   sketch (`approx_percentile`) keeps bucket ‖ count instead of values ([`crate::sketch`]).
+//!   sketch (`approx_percentile`) and `count_min_sketch` keep their counters (bucket or cell ‖
+//!   count) instead of values ([`sketches`]).
 //!
 //! A chunk is applied to all its groups at once: `count`, `sum` and append-only `min`/`max`
 //! by the vectorized [`kernels`]; the other calls group by group.
@@ -23,6 +24,7 @@
 
 mod kernels;
 mod rows;
+mod sketches;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +42,7 @@ use openclaw_storage::{CfKind, RowCodec, StateWrite, Store};
 use crate::chunk::nullable_schema;
 use crate::sketch::count_min::CountMin;
 use crate::sketch::{LogBuckets, SketchCall};
+use sketches::count_min_cells;
 use crate::state::{Count, GroupedTable, KeyedTable};
 use kernels::Kernel;
 use rows::{changelog, columns_of, encode_state, retract_rows, split_state, cast_to, CallInput, ChunkGroups, OldGroups};
@@ -336,35 +339,6 @@ impl AggregateOperator {
             acc.update_batch(&cols)?;
         }
         Ok(acc.evaluate()?)
-    }
-
-    /// The quantile of a group's bucket counts (NULL and NaN values have no bucket).
-    fn sketch_quantile(&self, codec: &RowCodec, prefix: &[u8], fraction: f64, buckets: LogBuckets) -> EngineResult<ScalarValue> {
-        let (rows, counts): (Vec<&[u8]>, Vec<i64>) = self.values.members(prefix).filter(|(_, c)| c.0 > 0).map(|(v, c)| (v, c.0)).unzip();
-        if rows.is_empty() {
-            return Ok(ScalarValue::Float64(None));
-        }
-        let keys = codec.decode(rows)?;
-        let keys = keys.column(0).as_primitive::<datafusion::arrow::datatypes::Int32Type>();
-        let occupied: Vec<(i32, i64)> = keys.iter().zip(counts).filter_map(|(k, c)| Some((k?, c))).collect();
-        Ok(ScalarValue::Float64(buckets.quantile(occupied, fraction)))
-    }
-
-    /// The group's Count-Min sketch, from its counters.
-    fn count_min(&self, codec: &RowCodec, prefix: &[u8], shape: CountMin) -> EngineResult<ScalarValue> {
-        let mut counters = vec![0i64; shape.cells()];
-        let (rows, counts): (Vec<&[u8]>, Vec<i64>) = self.values.members(prefix).filter(|(_, c)| c.0 != 0).map(|(v, c)| (v, c.0)).unzip();
-        if !rows.is_empty() {
-            let cells = codec.decode(rows)?;
-            let cells = cells.column(0).as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
-            for (cell, count) in cells.iter().zip(counts) {
-                match cell.and_then(|c| counters.get_mut(c as usize)) {
-                    Some(counter) => *counter = count,
-                    None => internal_err!("a count_min_sketch cell out of its {} cells", shape.cells()),
-                }
-            }
-        }
-        Ok(ScalarValue::Binary(Some(shape.encode(&counters))))
     }
 
     /// Applies a chunk and returns the changed output rows.
@@ -765,17 +739,3 @@ impl Operator for AggregateOperator {
     }
 }
 
-/// Each value's cell in each row of a Count-Min sketch: one column per sketch row, NULL for a
-/// NULL value. Values are hashed by their text form, as `count_min_sketch` ad hoc does.
-fn count_min_cells(values: &ArrayRef, shape: CountMin) -> EngineResult<Vec<ArrayRef>> {
-    let text = datafusion::arrow::compute::cast(values, &DataType::Utf8)?;
-    let text = text.as_string::<i32>();
-    let mut rows: Vec<Vec<Option<u32>>> = vec![Vec::with_capacity(text.len()); shape.depth as usize];
-    for value in text.iter() {
-        match value {
-            Some(v) => shape.cells_of(v.as_bytes()).zip(rows.iter_mut()).for_each(|(cell, row)| row.push(Some(cell))),
-            None => rows.iter_mut().for_each(|row| row.push(None)),
-        }
-    }
-    Ok(rows.into_iter().map(|r| Arc::new(UInt32Array::from(r)) as ArrayRef).collect())
-}
