@@ -30,6 +30,7 @@ pub mod prepared;
 pub mod relation;
 pub mod session;
 mod set_operations;
+mod set_returning;
 pub mod subscribe;
 pub mod schemas;
 mod subscriptions;

@@ -209,7 +209,8 @@ impl Lowering<'_> {
             LogicalPlan::Sort(sort) => self.order_limit(sort, 0, sort.fetch, depth),
             LogicalPlan::Limit(limit) => {
                 let (SkipType::Literal(skip), FetchType::Literal(fetch)) = (limit.get_skip_type()?, limit.get_fetch_type()?) else {
-                    return Err(SqlError::not_supported("LIMIT and OFFSET in a materialized view must be constants"));
+                    return Err(SqlError::not_supported("LIMIT and OFFSET in a materialized view must be constants")
+                        .with_hint("write the number itself, as in LIMIT 10"));
                 };
                 match limit.input.as_ref() {
                     LogicalPlan::Sort(sort) => self.order_limit(sort, skip, fetch, depth),
@@ -319,7 +320,8 @@ impl Lowering<'_> {
                     return Err(SqlError::not_supported(format!(
                         "aggregate {}(... ORDER BY ...) is not supported in materialized views yet",
                         expr.fun().name()
-                    )));
+                    ))
+                    .with_hint("drop the ORDER BY inside the aggregate (its order is then unspecified), or keep the rows in the view and aggregate them ad hoc"));
                 }
                 Ok(AggCall { expr, filter })
             })

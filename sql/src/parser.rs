@@ -208,19 +208,23 @@ pub fn parse_with_text(sql: &str) -> Result<Vec<(OcStatement, String)>, SqlError
         match &mut stmt {
             OcStatement::Standard(s) => {
                 crate::types::normalize_casts(s.as_mut());
-                crate::windows::rewrite(s.as_mut())?
+                crate::windows::rewrite(s.as_mut())?;
+                crate::set_returning::rewrite(s.as_mut())
             }
             OcStatement::CopyTo(c) => {
                 crate::types::normalize_casts(c.query.as_mut());
-                crate::windows::rewrite(c.query.as_mut())?
+                crate::windows::rewrite(c.query.as_mut())?;
+                crate::set_returning::rewrite(c.query.as_mut())
             }
             OcStatement::CreateView(v) | OcStatement::ExplainCreateView(v) => {
                 crate::types::normalize_casts(v.query.as_mut());
-                crate::windows::rewrite(v.query.as_mut())?
+                crate::windows::rewrite(v.query.as_mut())?;
+                crate::set_returning::rewrite(v.query.as_mut())
             }
             OcStatement::CreateSink(s) => {
                 crate::types::normalize_casts(s.view.query.as_mut());
-                crate::windows::rewrite(s.view.query.as_mut())?
+                crate::windows::rewrite(s.view.query.as_mut())?;
+                crate::set_returning::rewrite(s.view.query.as_mut())
             }
             _ => {}
         }
