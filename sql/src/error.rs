@@ -151,6 +151,12 @@ impl SqlError {
     pub fn not_supported(what: impl Into<String>) -> Self {
         Self::new(SqlState::FeatureNotSupported, what)
     }
+
+    /// The error as DataFusion carries it out of a function it calls, typed, so that it
+    /// reaches the client as it is ([`from_datafusion`] unwraps it).
+    pub fn into_datafusion(self) -> DataFusionError {
+        DataFusionError::External(Box::new(self))
+    }
 }
 
 impl std::fmt::Display for SqlError {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, AsArray, BinaryArray};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
 use datafusion::common::types::{logical_float64, NativeType};
-use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Coercion, Signature, TypeSignature, TypeSignatureClass, Volatility};
@@ -36,25 +36,20 @@ impl ApproxPercentile {
     }
 }
 
-fn refuse(code: SqlState, message: String) -> DataFusionError {
-    DataFusionError::External(Box::new(SqlError::new(code, message)))
-}
-
 /// The call's quantile and bucket mapping, or PostgreSQL's error for arguments it refuses.
 pub(crate) fn checked(args: &AccumulatorArgs) -> Result<(f64, LogBuckets)> {
     let descending = args.order_bys.first().is_some_and(|s| s.options.descending);
     let Some(call) = SketchCall::of(args.exprs, descending) else {
-        return Err(refuse(SqlState::FeatureNotSupported, "approx_percentile takes a constant fraction and accuracy".into()));
+        return Err(SqlError::new(SqlState::FeatureNotSupported, "approx_percentile takes a constant fraction and accuracy").into_datafusion());
     };
     let given = if descending { 1.0 - call.fraction } else { call.fraction };
     if !valid_fraction(given) {
-        return Err(refuse(SqlState::NumericValueOutOfRange, format!("percentile value {given} is not between 0 and 1")));
+        return Err(SqlError::new(SqlState::NumericValueOutOfRange, format!("percentile value {given} is not between 0 and 1")).into_datafusion());
     }
     let Some(buckets) = LogBuckets::new(call.relative_accuracy) else {
-        return Err(refuse(
-            SqlState::InvalidParameterValue,
+        return Err(SqlError::new(SqlState::InvalidParameterValue,
             format!("relative accuracy {} is not between {MIN_RELATIVE_ACCURACY} and {MAX_RELATIVE_ACCURACY}", call.relative_accuracy),
-        ));
+        ).into_datafusion());
     };
     Ok((call.fraction, buckets))
 }
@@ -82,7 +77,7 @@ impl AggregateUDFImpl for ApproxPercentile {
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         if args.is_distinct {
-            return Err(refuse(SqlState::FeatureNotSupported, "approx_percentile(DISTINCT ...) is not supported".into()));
+            return Err(SqlError::new(SqlState::FeatureNotSupported, "approx_percentile(DISTINCT ...) is not supported").into_datafusion());
         }
         let (fraction, buckets) = checked(&args)?;
         Ok(Box::new(SketchAccumulator { fraction, buckets, counts: BTreeMap::new() }))

@@ -18,10 +18,6 @@ use openclaw_engine::sketch::count_min::{CountMin, MAX_CELLS};
 
 use crate::error::{SqlError, SqlState};
 
-fn refuse(code: SqlState, message: impl Into<String>) -> DataFusionError {
-    DataFusionError::External(Box::new(SqlError::new(code, message)))
-}
-
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct CountMinSketch {
     signature: Signature,
@@ -52,16 +48,15 @@ impl AggregateUDFImpl for CountMinSketch {
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         if args.is_distinct {
-            return Err(refuse(SqlState::FeatureNotSupported, "count_min_sketch(DISTINCT ...) is not supported"));
+            return Err(SqlError::new(SqlState::FeatureNotSupported, "count_min_sketch(DISTINCT ...) is not supported").into_datafusion());
         }
         let Some(bounds) = CountMin::call_bounds(args.exprs) else {
-            return Err(refuse(SqlState::FeatureNotSupported, "count_min_sketch takes a constant epsilon and confidence"));
+            return Err(SqlError::new(SqlState::FeatureNotSupported, "count_min_sketch takes a constant epsilon and confidence").into_datafusion());
         };
         let Some(shape) = CountMin::for_bounds(bounds.0, bounds.1) else {
-            return Err(refuse(
-                SqlState::InvalidParameterValue,
+            return Err(SqlError::new(SqlState::InvalidParameterValue,
                 format!("count_min_sketch needs epsilon and confidence between 0 and 1, for at most {MAX_CELLS} counters (epsilon {}, confidence {})", bounds.0, bounds.1),
-            ));
+            ).into_datafusion());
         };
         Ok(Box::new(SketchAccumulator { shape, counters: vec![0; shape.cells()] }))
     }
@@ -166,7 +161,7 @@ impl ScalarUDFImpl for CountMinEstimate {
             let bytes = sketches.value(row);
             if decoded.as_ref().is_none_or(|(b, _, _)| *b != bytes) {
                 let Some((shape, counters)) = CountMin::decode(bytes) else {
-                    return Err(refuse(SqlState::InvalidParameterValue, "count_min_estimate's first argument is not a count_min_sketch"));
+                    return Err(SqlError::new(SqlState::InvalidParameterValue, "count_min_estimate's first argument is not a count_min_sketch").into_datafusion());
                 };
                 decoded = Some((bytes, shape, counters));
             }

@@ -13,7 +13,7 @@ use datafusion::arrow::compute::kernels::numeric;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::Transformed;
-use datafusion::common::{exec_err, DFSchema, DataFusionError, Result};
+use datafusion::common::{exec_err, DFSchema, Result};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 use datafusion::optimizer::AnalyzerRule;
@@ -65,7 +65,7 @@ impl ScalarUDFImpl for CheckedOp {
                 DataType::Int32 => "integer",
                 _ => "bigint",
             };
-            DataFusionError::External(Box::new(SqlError::new(SqlState::NumericValueOutOfRange, format!("{name} out of range"))))
+            SqlError::new(SqlState::NumericValueOutOfRange, format!("{name} out of range")).into_datafusion()
         };
         Ok(ColumnarValue::Array(result.map_err(out_of_range)?))
     }

@@ -56,7 +56,7 @@ impl WindowUDFImpl for SessionBound {
     /// The time's own type, nullable (a row without a time is in no session).
     fn field(&self, args: WindowUDFFieldArgs) -> Result<FieldRef> {
         let [ts, gap] = args.input_fields() else { return plan_err!("{} takes a time and a gap", self.name()) };
-        let mismatch = |m: String| datafusion::common::DataFusionError::External(Box::new(SqlError::new(SqlState::DatatypeMismatch, m)));
+        let mismatch = |m: String| SqlError::new(SqlState::DatatypeMismatch, m).into_datafusion();
         if !matches!(ts.data_type(), DataType::Timestamp(..)) {
             let pg = crate::types::pg_type_name(ts.data_type());
             return Err(mismatch(format!("the time column of a SESSION window must be a timestamp, not {pg}")));

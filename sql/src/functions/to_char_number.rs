@@ -9,13 +9,13 @@
 //! its digits (rounded to the template's decimals, as `numeric`, `float8` or `int8` would be)
 //! and written by [`write`].
 
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::Result;
 
 use crate::{SqlError, SqlState};
 
 /// A template PostgreSQL refuses: 42601, with its message.
 fn refused<T>(message: impl Into<String>) -> Result<T> {
-    Err(DataFusionError::External(Box::new(SqlError::new(SqlState::SyntaxError, message))))
+    Err(SqlError::new(SqlState::SyntaxError, message).into_datafusion())
 }
 
 /// One element of a numeric template.
