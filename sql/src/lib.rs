@@ -30,6 +30,7 @@ pub mod prepared;
 pub mod relation;
 pub mod session;
 mod set_operations;
+mod three_valued_in;
 mod set_returning;
 pub mod subscribe;
 pub mod schemas;

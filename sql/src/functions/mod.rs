@@ -18,7 +18,7 @@ use datafusion::logical_expr::ScalarUDF;
 /// DataFusion's session state over `config`, with the analyzer rules of PostgreSQL's
 /// semantics: [`crate::set_operations::MultisetSetOperations`] and
 /// [`numeric::NumericArithmetic`] before type coercion,
-/// [`integer::CheckedIntegerArithmetic`] after it.
+/// [`integer::CheckedIntegerArithmetic`] and [`crate::three_valued_in::ThreeValuedIn`] after it.
 pub fn session_state(config: datafusion::execution::context::SessionConfig) -> datafusion::execution::SessionState {
     let mut rules = datafusion::optimizer::Analyzer::new().rules;
     let coercion = rules.iter().position(|r| r.name() == "type_coercion").unwrap_or(0);
@@ -27,6 +27,8 @@ pub fn session_state(config: datafusion::execution::context::SessionConfig) -> d
     rules.insert(coercion + 1, std::sync::Arc::new(numeric::NumericArithmetic::default()));
     // After type coercion: both operands of an integer operator have one type by then.
     rules.insert(coercion + 3, std::sync::Arc::new(integer::CheckedIntegerArithmetic::default()));
+    // After type coercion, which has given an `IN`'s value and its subquery one type.
+    rules.insert(coercion + 4, std::sync::Arc::new(crate::three_valued_in::ThreeValuedIn));
     datafusion::execution::SessionStateBuilder::new().with_config(config).with_default_features().with_analyzer_rules(rules).build()
 }
 
