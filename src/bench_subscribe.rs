@@ -78,7 +78,7 @@ pub(crate) async fn start_server(engine: &EngineArgs, dataflow: &tokio::runtime:
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let (pg_port, http_port, grpc_port) = (pg.local_addr()?.port(), http.local_addr()?.port(), grpc.local_addr()?.port());
     let tasks = vec![
-        tokio::spawn(crate::server::pg::serve(pg, db.clone(), max_connections)),
+        tokio::spawn(crate::server::pg::serve(pg, db.clone(), max_connections, crate::server::pg::PgFront::trust())),
         tokio::spawn(crate::server::http::serve(http, db.clone(), crate::server::http_ingest::DEFAULT_MAX_INGEST_REQUESTS)),
         tokio::spawn({
             let db = db.clone();

@@ -18,8 +18,28 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "openclaw", version, about = "OpenClaw: a streaming SQL engine that speaks the Postgres wire protocol")]
 struct Cli {
+    /// How log lines (stderr) are written: `text` for people, `json` (one object per line)
+    /// for log shippers.
+    #[arg(long, global = true, env = "OPENCLAW_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr at `OPENCLAW_LOG`'s levels (default `info`), in `format`.
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OPENCLAW_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -162,6 +182,23 @@ struct ServeArgs {
     /// A data directory that has a database starts from it instead.
     #[arg(long, env = "OPENCLAW_RESTORE_FROM")]
     restore_from: Option<String>,
+    /// How Postgres clients authenticate: `trust` (any user, no password; only while every
+    /// listener is on loopback) or `scram-sha-256` (the superuser's password). Default:
+    /// scram-sha-256 when a password is set or --pg-listen is not loopback, else trust.
+    #[arg(long, env = "OPENCLAW_AUTH", value_enum)]
+    auth: Option<server::auth::AuthMethod>,
+    /// The bootstrap superuser's name.
+    #[arg(long, env = "OPENCLAW_SUPERUSER", default_value = "openclaw")]
+    superuser: String,
+    /// A file whose first line is the superuser's password (instead of OPENCLAW_PASSWORD).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// PEM certificate chain for TLS on the Postgres front (with --tls-key).
+    #[arg(long, env = "OPENCLAW_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "OPENCLAW_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -184,13 +221,8 @@ fn lower_cpu_priority() {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OPENCLAW_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logs(cli.log_format);
     let workers = match &cli.command {
         Command::Serve(args) => args.engine.worker_threads(),
         Command::Bench { bench: BenchCommand::Nexmark(args) } => args.engine.worker_threads(),
@@ -242,6 +274,13 @@ fn main() -> std::process::ExitCode {
                 restore_from: args.restore_from,
                 state_cache_bytes: args.engine.state_cache_mb.max(8) << 20,
                 engine: args.engine.engine_config(&handle),
+                security: server::SecurityConfig {
+                    auth: args.auth,
+                    superuser: args.superuser,
+                    password_file: args.password_file,
+                    tls_cert: args.tls_cert,
+                    tls_key: args.tls_key,
+                },
                 })
                 .await,
             },

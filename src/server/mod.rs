@@ -1,11 +1,13 @@
 //! The server: one database, a Postgres wire protocol front, an HTTP front and a gRPC front.
 
+pub(crate) mod auth;
 pub(crate) mod grpc;
 pub(crate) mod http;
 pub(crate) mod http_ingest;
 pub(crate) mod pg;
 mod pg_copy;
 mod pg_text;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,11 +30,40 @@ pub struct ServeConfig {
     pub restore_from: Option<String>,
     pub state_cache_bytes: usize,
     pub engine: EngineConfig,
+    pub security: SecurityConfig,
+}
+
+/// `--auth`, `--superuser`, `--password-file` (or `OPENCLAW_PASSWORD`), `--tls-cert`,
+/// `--tls-key`: see [`auth::resolve`] and [`tls::acceptor`].
+pub struct SecurityConfig {
+    pub auth: Option<auth::AuthMethod>,
+    pub superuser: String,
+    pub password_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The Postgres front's authentication and TLS, checked before anything opens.
+fn pg_front(config: &ServeConfig) -> Result<pg::PgFront, BoxError> {
+    let security = &config.security;
+    let listeners = auth::Listeners { pg: config.pg_listen, http: config.http_listen, grpc: config.grpc_listen };
+    let password = auth::read_password(security.password_file.as_deref())?;
+    let auth = auth::resolve(security.auth, &security.superuser, password, &listeners)?;
+    let tls = match (&security.tls_cert, &security.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    if tls.is_none() && !config.pg_listen.ip().is_loopback() {
+        tracing::warn!(pg = %config.pg_listen, "no --tls-cert: passwords are safe with SCRAM, but queries and rows travel unencrypted");
+    }
+    Ok(pg::PgFront { auth, tls })
 }
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub async fn serve(config: ServeConfig) -> Result<(), BoxError> {
+    let front = pg_front(&config)?;
     if let Some(url) = &config.restore_from {
         let started = std::time::Instant::now();
         let restored = openclaw_sql::checkpoint_store::restore_from(url, &config.data_dir, config.state_cache_bytes).await.map_err(|e| format!("--restore-from {url}: {e}"))?;
@@ -56,14 +87,17 @@ pub async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         pg = %pg.local_addr()?,
         http = %http.local_addr()?,
         grpc = %grpc.local_addr()?,
-        "openclaw is serving; connect with: psql -h {} -p {} -U openclaw",
+        auth = if matches!(front.auth, auth::Auth::Trust) { "trust" } else { "scram-sha-256" },
+        tls = front.tls.is_some(),
+        "openclaw is serving; connect with: psql -h {} -p {} -U {}",
         config.pg_listen.ip(),
-        pg.local_addr()?.port()
+        pg.local_addr()?.port(),
+        config.security.superuser
     );
     if let Some(path) = &config.ports_file {
         write_ports_file(path, pg.local_addr()?.port(), http.local_addr()?.port(), grpc.local_addr()?.port())?;
     }
-    let pg_task = tokio::spawn(pg::serve(pg, db.clone(), config.max_connections));
+    let pg_task = tokio::spawn(pg::serve(pg, db.clone(), config.max_connections, front));
     let http_task = tokio::spawn(http::serve(http, db.clone(), config.max_ingest_requests));
     let grpc_task = tokio::spawn(async move {
         if let Err(e) = grpc::serve(grpc, db).await {

@@ -11,6 +11,12 @@ use datafusion::common::ScalarValue;
 use futures::{stream, Sink, SinkExt, StreamExt};
 use pgwire::messages::data::DataRow;
 use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::sasl::scram::ScramAuth;
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::{DefaultServerParameterProvider, StartupHandler};
+use pgwire::api::{PgWireConnectionState, METADATA_USER};
+use pgwire::tokio::TlsAcceptor;
+use super::auth::Auth;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag};
@@ -32,7 +38,21 @@ use openclaw_sql::interrupt::CancelSignal;
 use openclaw_sql::{Database, QueryOutput, SessionVars, SqlError};
 use tokio::sync::{Mutex, Semaphore};
 
-pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>, max_connections: usize) {
+/// How the Postgres front admits a connection: its authentication and its TLS.
+#[derive(Clone)]
+pub struct PgFront {
+    pub auth: Auth,
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl PgFront {
+    /// No password, no TLS: for a front on loopback (`bench subscribe`'s).
+    pub fn trust() -> Self {
+        Self { auth: Auth::Trust, tls: None }
+    }
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>, max_connections: usize, front: PgFront) {
     let slots = Arc::new(Semaphore::new(max_connections));
     // Which connection a CancelRequest (psql's Ctrl-C) names, by process id and secret key.
     let connections = Arc::new(Cancels::default());
@@ -49,10 +69,11 @@ pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>, max_con
             drop(socket);
             continue;
         };
-        let handlers = Arc::new(Session::new(db.clone(), connections.clone()));
+        let handlers = Arc::new(Session::new(db.clone(), connections.clone(), front.auth.clone()));
+        let tls = front.tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+            if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -68,11 +89,12 @@ pub struct Session {
     parser: Arc<SqlText>,
     connections: Arc<Cancels>,
     copy_in: Arc<Mutex<Option<CopyInProgress>>>,
+    auth: Auth,
 }
 
 impl Session {
-    fn new(db: Arc<Database>, connections: Arc<Cancels>) -> Self {
-        Self { db, vars: Arc::new(Mutex::new(SessionVars::default())), parser: Arc::new(SqlText), connections, copy_in: Default::default() }
+    fn new(db: Arc<Database>, connections: Arc<Cancels>, auth: Auth) -> Self {
+        Self { db, vars: Arc::new(Mutex::new(SessionVars::default())), parser: Arc::new(SqlText), connections, copy_in: Default::default(), auth }
     }
 }
 
@@ -193,7 +215,14 @@ impl PgWireServerHandlers for Session {
     }
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
-        Arc::new(Startup(self.connections.clone()))
+        let scram = match &self.auth {
+            Auth::Trust => None,
+            Auth::Scram(superuser) => {
+                let scram = ScramAuth::new(superuser.clone());
+                Some(SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default())).with_scram(scram))
+            }
+        };
+        Arc::new(Login { cancels: self.connections.clone(), scram })
     }
 
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
@@ -205,24 +234,72 @@ impl PgWireServerHandlers for Session {
     }
 }
 
-/// Registers each connection in [`Cancels`] once it has its process id and secret key.
-struct Startup(Arc<Cancels>);
+/// A connection's startup: authentication (none under `trust`, SCRAM-SHA-256 otherwise),
+/// then its registration in [`Cancels`] once it has its process id and secret key.
+struct Login {
+    cancels: Arc<Cancels>,
+    scram: Option<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
+}
 
 #[async_trait]
-impl NoopStartupHandler for Startup {
+impl StartupHandler for Login {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(scram) = &self.scram else {
+            return Trusted(self.cancels.clone()).on_startup(client, message).await;
+        };
+        if let Err(e) = scram.on_startup(client, message).await {
+            return Err(refuse_login(client, e));
+        }
+        if matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            register(&self.cancels, client);
+        }
+        Ok(())
+    }
+}
+
+/// Any error during authentication ends the connection (pgwire would answer a non-FATAL one
+/// with ReadyForQuery, letting the client on without a password): a wrong password as
+/// PostgreSQL words it (28P01), anything else as a protocol violation. The failure is logged
+/// with the user name and address; the exchange never carries the password itself.
+fn refuse_login<C: ClientInfo>(client: &C, error: PgWireError) -> PgWireError {
+    let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_default();
+    let peer = client.socket_addr();
+    let (code, message) = match error {
+        PgWireError::InvalidPassword(_) => ("28P01", format!("password authentication failed for user \"{user}\"")),
+        other => ("08P01", format!("authentication failed for user \"{user}\": {other}")),
+    };
+    tracing::warn!(%user, %peer, tls = client.is_secure(), sqlstate = code, "password authentication failed");
+    PgWireError::UserError(Box::new(ErrorInfo::new("FATAL".to_string(), code.to_string(), message)))
+}
+
+/// Startup without authentication (`--auth trust`).
+struct Trusted(Arc<Cancels>);
+
+#[async_trait]
+impl NoopStartupHandler for Trusted {
     async fn post_startup<C>(&self, client: &mut C, _message: PgWireFrontendMessage) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let (pid, secret) = client.pid_and_secret_key();
-        let key = (pid, secret.to_bytes().to_vec());
-        let current = Arc::new(std::sync::Mutex::new(CancelSignal::default()));
-        self.0 .0.lock().expect("cancels lock").insert(key.clone(), current.clone());
-        client.session_extensions().insert(Registered { cancels: self.0.clone(), key, current });
+        register(&self.0, client);
         Ok(())
     }
+}
+
+/// Registers the connection in [`Cancels`] by its process id and secret key.
+fn register<C: ClientInfo>(cancels: &Arc<Cancels>, client: &mut C) {
+    let (pid, secret) = client.pid_and_secret_key();
+    let key = (pid, secret.to_bytes().to_vec());
+    let current = Arc::new(std::sync::Mutex::new(CancelSignal::default()));
+    cancels.0.lock().expect("cancels lock").insert(key.clone(), current.clone());
+    client.session_extensions().insert(Registered { cancels: cancels.clone(), key, current });
 }
 
 /// The extended protocol stores statements as SQL text; planning happens at describe and

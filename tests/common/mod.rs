@@ -71,7 +71,9 @@ impl TestServer {
         Self::start_full(data_dir, flags, None, env)
     }
 
-    fn start_full(data_dir: PathBuf, flags: &[&str], log: Option<PathBuf>, env: &[(&str, &str)]) -> Self {
+    /// A server with extra `serve` flags, its log (stderr) written to `log`, and extra
+    /// environment variables.
+    pub fn start_full(data_dir: PathBuf, flags: &[&str], log: Option<PathBuf>, env: &[(&str, &str)]) -> Self {
         // Port 0, and the server reports what it bound: a port chosen here and bound later
         // could be taken in between, by another test or by any outgoing connection's
         // ephemeral port (CI once failed that way on a restart).
