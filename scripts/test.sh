@@ -12,4 +12,6 @@ source scripts/install-grpc-client.sh
 source scripts/install-jdbc.sh
 # Node.js and node-postgres, for its type and parameter test (tests/node_pg.rs).
 source scripts/install-node-pg.sh
+# Prometheus' promtool, which checks GET /metrics (tests/metrics.rs).
+source scripts/install-promtool.sh
 cargo test --workspace --all-targets "$@"

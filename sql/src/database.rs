@@ -690,34 +690,20 @@ pub(crate) fn object_name(name: &datafusion::sql::sqlparser::ast::ObjectName) ->
     }
 }
 
-/// A row of `SHOW SOURCES`. Each view reading a source has its own reader, which reads the
-/// whole stream: counts are the furthest reader's (not a sum, which would count a record once
-/// per view); lag and watermark are the slowest one's.
+/// A row of `SHOW SOURCES` (see [`crate::metrics::SourceMetrics`]).
 fn source_row(e: &crate::catalog::Entry) -> Vec<Option<String>> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let Detail::Source { connector, readers, .. } = &e.detail else {
+    let Some(m) = crate::metrics::source_metrics(e) else {
         return vec![Some(e.name.clone()); 8];
     };
-    let readers = readers.lock().expect("readers lock");
-    let furthest = |f: &dyn Fn(&openclaw_engine::source::SourceProgress) -> u64| readers.iter().map(|r| f(r)).max().unwrap_or(0).to_string();
-    let lags: Vec<i64> = readers.iter().map(|r| r.lag.load(Relaxed)).filter(|l| *l >= 0).collect();
-    // The slowest reader's lag and watermark: what holds the source back.
-    let lag = lags.iter().max().map(|l| l.to_string());
-    let watermark = readers
-        .iter()
-        .map(|r| r.watermark_us.load(Relaxed))
-        .filter(|w| *w != 0)
-        .min()
-        .and_then(chrono::DateTime::from_timestamp_micros)
-        .map(|t| t.naive_utc().to_string());
+    let watermark = m.watermark_us.and_then(chrono::DateTime::from_timestamp_micros).map(|t| t.naive_utc().to_string());
     vec![
-        Some(e.name.clone()),
-        Some(connector.name().to_string()),
-        Some(readers.len().to_string()),
-        Some(furthest(&|r| r.rows.load(Relaxed))),
-        Some(furthest(&|r| r.bytes.load(Relaxed))),
-        Some(furthest(&|r| r.dead_letters.load(Relaxed))),
-        lag,
+        Some(m.name),
+        Some(m.connector),
+        Some(m.readers.to_string()),
+        Some(m.rows_read.to_string()),
+        Some(m.bytes_read.to_string()),
+        Some(m.dead_letters.to_string()),
+        m.lag.map(|l| l.to_string()),
         watermark,
     ]
 }

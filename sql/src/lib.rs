@@ -22,6 +22,7 @@ pub mod durable;
 pub mod error;
 pub mod functions;
 pub mod lower;
+pub mod metrics;
 mod naming;
 pub mod parameters;
 pub mod parser;

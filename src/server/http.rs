@@ -1,4 +1,4 @@
-//! The HTTP front: `GET /health`, `POST /v1/sql` (statements, answered as JSON),
+//! The HTTP front: `GET /health`, `GET /metrics` (`metrics.rs`), `POST /v1/sql` (statements, answered as JSON),
 //! `GET /v1/subscribe/<name>` (a subscription as Server-Sent Events) and
 //! `GET /v1/ws/subscribe/<name>` (the same messages over a WebSocket); `POST /v1/ingest/<table>`
 //! is `http_ingest.rs`.
@@ -37,6 +37,7 @@ pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>, max_ing
         .route("/console.js", get(|| async { console_file("text/javascript; charset=utf-8", CONSOLE_JS) }))
         .route("/console.css", get(|| async { console_file("text/css; charset=utf-8", CONSOLE_CSS) }))
         .route("/health", get(|| async { "ok\n" }))
+        .route("/metrics", get(super::metrics::metrics))
         .route("/v1/sql", post(sql))
         .route("/v1/subscribe/{name}", get(subscribe))
         .route("/v1/ws/subscribe/{name}", get(subscribe_ws))

@@ -4,6 +4,7 @@ pub(crate) mod auth;
 pub(crate) mod grpc;
 pub(crate) mod http;
 pub(crate) mod http_ingest;
+mod metrics;
 pub(crate) mod pg;
 mod pg_copy;
 mod pg_text;

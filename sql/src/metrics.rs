@@ -1,0 +1,88 @@
+//! What the server's `/metrics` reports, read from the running objects: the counters behind
+//! `SHOW SOURCES` and `SHOW MATERIALIZED VIEWS`, as numbers. The server turns them into
+//! Prometheus' format; this crate knows nothing of it.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::catalog::{Detail, Entry};
+use crate::parser::ObjectKind;
+use crate::database::Database;
+
+/// One source, as `SHOW SOURCES` counts it: each view reading it has its own reader, which
+/// reads the whole stream, so counts are the furthest reader's and lag and watermark the
+/// slowest one's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceMetrics {
+    pub name: String,
+    pub connector: String,
+    pub readers: usize,
+    pub rows_read: u64,
+    pub bytes_read: u64,
+    pub dead_letters: u64,
+    /// Records not read yet, where the connector knows (Kafka).
+    pub lag: Option<i64>,
+    /// Microseconds since the epoch.
+    pub watermark_us: Option<i64>,
+}
+
+/// One materialized view, sink or subscription.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViewMetrics {
+    pub name: String,
+    /// `materialized_view`, `sink` or `subscription`.
+    pub kind: &'static str,
+    /// Rows dropped behind the watermark of a closed window.
+    pub late_rows: u64,
+    /// Whether an operator failed and stopped it.
+    pub failed: bool,
+    /// Input rows whose expressions fail now (the view is unreadable while there are any).
+    pub failed_rows: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Metrics {
+    pub sources: Vec<SourceMetrics>,
+    pub views: Vec<ViewMetrics>,
+    pub subscriptions_open: usize,
+}
+
+impl Database {
+    /// The metrics of every source and view now.
+    pub async fn metrics(&self) -> Metrics {
+        let catalog = self.catalog.lock().await;
+        let sources = catalog.of_kind(ObjectKind::Source).filter_map(source_metrics).collect();
+        let views = [(ObjectKind::MaterializedView, "materialized_view"), (ObjectKind::Sink, "sink"), (ObjectKind::Subscription, "subscription")]
+            .into_iter()
+            .flat_map(|(kind, label)| catalog.of_kind(kind).filter_map(move |e| view_metrics(e, label)))
+            .collect();
+        Metrics { sources, views, subscriptions_open: self.subscribers.open() }
+    }
+}
+
+pub(crate) fn source_metrics(e: &Entry) -> Option<SourceMetrics> {
+    let Detail::Source { connector, readers, .. } = &e.detail else { return None };
+    let readers = readers.lock().expect("readers lock");
+    let furthest = |f: &dyn Fn(&openclaw_engine::source::SourceProgress) -> u64| readers.iter().map(|r| f(r)).max().unwrap_or(0);
+    Some(SourceMetrics {
+        name: e.name.clone(),
+        connector: connector.name().to_string(),
+        readers: readers.len(),
+        rows_read: furthest(&|r| r.rows.load(Relaxed)),
+        bytes_read: furthest(&|r| r.bytes.load(Relaxed)),
+        dead_letters: furthest(&|r| r.dead_letters.load(Relaxed)),
+        // The slowest reader's: what holds the source back.
+        lag: readers.iter().map(|r| r.lag.load(Relaxed)).filter(|l| *l >= 0).max(),
+        watermark_us: readers.iter().map(|r| r.watermark_us.load(Relaxed)).filter(|w| *w != 0).min(),
+    })
+}
+
+fn view_metrics(e: &Entry, kind: &'static str) -> Option<ViewMetrics> {
+    let Detail::View(v) = &e.detail else { return None };
+    Some(ViewMetrics {
+        name: e.name.clone(),
+        kind,
+        late_rows: v.late_rows.load(Relaxed),
+        failed: v.failure.lock().expect("failure lock").is_some(),
+        failed_rows: v.eval_errors.as_ref().and_then(|e| e.first()).map_or(0, |(_, rows)| rows),
+    })
+}

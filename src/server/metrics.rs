@@ -1,0 +1,137 @@
+//! `GET /metrics`: the server's counters in Prometheus' text format (the `prometheus` crate's
+//! encoder), read from the running objects at each scrape ([`Database::metrics`]), so they
+//! equal what `SHOW SOURCES` and `SHOW MATERIALIZED VIEWS` say at that moment.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use openclaw_sql::metrics::Metrics;
+use openclaw_sql::Database;
+use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+pub async fn metrics(State(db): State<Arc<Database>>) -> Response {
+    match render(&db.metrics().await) {
+        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode the metrics");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the metrics: {e}\n")).into_response()
+        }
+    }
+}
+
+/// The metrics as Prometheus' text exposition format (version 0.0.4).
+pub fn render(m: &Metrics) -> prometheus::Result<String> {
+    let registry = Registry::new_custom(Some("openclaw".to_string()), None)?;
+    let source = ["source", "connector"];
+    let rows = counter(&registry, "source_rows_read_total", "Records a source has read (its furthest reader's count).", &source)?;
+    let bytes = counter(&registry, "source_bytes_read_total", "Bytes a source has read.", &source)?;
+    let dead = counter(&registry, "source_dead_letters_total", "Records of a source that did not decode, sent to its dead-letter table.", &source)?;
+    let readers = gauge(&registry, "source_readers", "Views reading a source, each with its own reader.", &source)?;
+    let lag = gauge(&registry, "source_lag_records", "Records not read yet by a source's slowest reader, where the connector knows (Kafka).", &source)?;
+    let watermark = GaugeVec::new(Opts::new("source_watermark_seconds", "A source's event-time watermark (its slowest reader's), in seconds since the epoch."), &source)?;
+    registry.register(Box::new(watermark.clone()))?;
+    for s in &m.sources {
+        let labels = [s.name.as_str(), s.connector.as_str()];
+        rows.with_label_values(&labels).inc_by(s.rows_read);
+        bytes.with_label_values(&labels).inc_by(s.bytes_read);
+        dead.with_label_values(&labels).inc_by(s.dead_letters);
+        readers.with_label_values(&labels).set(s.readers as i64);
+        if let Some(l) = s.lag {
+            lag.with_label_values(&labels).set(l);
+        }
+        if let Some(w) = s.watermark_us {
+            watermark.with_label_values(&labels).set(w as f64 / 1e6);
+        }
+    }
+    let view = ["view", "kind"];
+    let late = counter(&registry, "view_late_rows_dropped_total", "Rows a view dropped behind the watermark of a closed window.", &view)?;
+    let failed_rows = gauge(&registry, "view_failed_rows", "Input rows whose expressions fail in a view now (it is unreadable while any do).", &view)?;
+    let up = gauge(&registry, "view_up", "1 while a view, sink or subscription runs, 0 once an operator failed and stopped it.", &view)?;
+    for v in &m.views {
+        let labels = [v.name.as_str(), v.kind];
+        late.with_label_values(&labels).inc_by(v.late_rows);
+        failed_rows.with_label_values(&labels).set(v.failed_rows);
+        up.with_label_values(&labels).set(i64::from(!v.failed));
+    }
+    let subscriptions = IntGauge::new("subscriptions_open", "Subscriptions open now (SUBSCRIBE, event streams, WebSockets).")?;
+    subscriptions.set(m.subscriptions_open as i64);
+    registry.register(Box::new(subscriptions))?;
+    let mut text = vec![];
+    TextEncoder::new().encode(&registry.gather(), &mut text)?;
+    String::from_utf8(text).map_err(|e| prometheus::Error::Msg(e.to_string()))
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use openclaw_sql::metrics::{SourceMetrics, ViewMetrics};
+
+    use super::*;
+
+    /// A snapshot with every metric present.
+    fn full_snapshot() -> Metrics {
+        Metrics {
+            sources: vec![SourceMetrics {
+                name: "bids".into(),
+                connector: "kafka".into(),
+                readers: 2,
+                rows_read: 1000,
+                bytes_read: 64_000,
+                dead_letters: 3,
+                lag: Some(7),
+                watermark_us: Some(1_500_000),
+            }],
+            views: vec![ViewMetrics { name: "q5".into(), kind: "materialized_view", late_rows: 4, failed: false, failed_rows: 0 }],
+            subscriptions_open: 1,
+        }
+    }
+
+    /// The exposition of a known snapshot, pinned: names, labels, types and values.
+    #[test]
+    fn renders_prometheus_text() {
+        let text = render(&full_snapshot()).unwrap();
+        for line in [
+            "# TYPE openclaw_source_rows_read_total counter",
+            "openclaw_source_rows_read_total{connector=\"kafka\",source=\"bids\"} 1000",
+            "openclaw_source_dead_letters_total{connector=\"kafka\",source=\"bids\"} 3",
+            "openclaw_source_lag_records{connector=\"kafka\",source=\"bids\"} 7",
+            "openclaw_source_watermark_seconds{connector=\"kafka\",source=\"bids\"} 1.5",
+            "openclaw_view_late_rows_dropped_total{kind=\"materialized_view\",view=\"q5\"} 4",
+            "openclaw_view_up{kind=\"materialized_view\",view=\"q5\"} 1",
+            "openclaw_subscriptions_open 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
+
+    /// Every series the Grafana dashboard (`deploy/grafana/openclaw.json`) plots is one the
+    /// server exports.
+    #[test]
+    fn the_dashboard_reads_exported_metrics() {
+        let text = render(&full_snapshot()).unwrap();
+        let dashboard: serde_json::Value = serde_json::from_str(include_str!("../../deploy/grafana/openclaw.json")).expect("the dashboard is JSON");
+        let panels = dashboard["panels"].as_array().expect("panels");
+        let exprs: Vec<&str> = panels.iter().flat_map(|p| p["targets"].as_array().expect("targets")).filter_map(|t| t["expr"].as_str()).collect();
+        assert_eq!(exprs.len(), panels.len());
+        for expr in exprs {
+            let names: Vec<&str> = expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("openclaw_")).collect();
+            assert!(!names.is_empty(), "{expr}");
+            for name in names {
+                assert!(text.lines().any(|l| l.starts_with(&format!("# TYPE {name} "))), "the dashboard reads {name}, which /metrics lacks");
+            }
+        }
+    }
+}
