@@ -199,6 +199,11 @@ struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "OPENCLAW_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// A file holding the 32-byte key (64 hex digits or base64; `openssl rand -hex 32`) that
+    /// CREATE SECRET seals values with (instead of OPENCLAW_SECRET_KEY). Without a key,
+    /// CREATE SECRET is refused.
+    #[arg(long)]
+    secret_key_file: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -280,6 +285,7 @@ fn main() -> std::process::ExitCode {
                     password_file: args.password_file,
                     tls_cert: args.tls_cert,
                     tls_key: args.tls_key,
+                    secret_key_file: args.secret_key_file,
                 },
                 })
                 .await,

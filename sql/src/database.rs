@@ -116,6 +116,8 @@ pub struct Database {
     pub(crate) parquet_sinks: crate::history::ParquetSinks,
     /// Where checkpoints are uploaded (the cold store), if anywhere.
     pub(crate) checkpoint_store: Option<Arc<crate::checkpoint_store::CheckpointStore>>,
+    /// `CREATE SECRET`'s sealed values and who uses them (`crate::secrets`).
+    pub(crate) secrets: crate::secrets::Secrets,
 }
 
 /// A query's rows, cut off with PostgreSQL's 57014 error by `interrupt`: rows are computed as
@@ -164,6 +166,18 @@ impl Database {
     /// (`openclaw_storage::checkpoint::restore`); views that read only sources and other such
     /// views resume from it, the rest are rebuilt from their inputs.
     pub async fn open(store: Store, config: EngineConfig, restored: Option<openclaw_storage::checkpoint::Manifest>) -> SqlResult<Arc<Self>> {
+        Self::open_with_secrets(store, config, restored, None).await
+    }
+
+    /// [`Self::open`], with the key that seals and opens secrets (`CREATE SECRET` is refused
+    /// without one, and a catalog holding secrets does not open without the key they were
+    /// sealed under).
+    pub async fn open_with_secrets(
+        store: Store,
+        config: EngineConfig,
+        restored: Option<openclaw_storage::checkpoint::Manifest>,
+        secret_key: Option<crate::secrets::SecretKey>,
+    ) -> SqlResult<Arc<Self>> {
         let mut session = SessionConfig::new()
             .with_default_catalog_and_schema("openclaw", "public")
             .with_information_schema(true)
@@ -200,6 +214,7 @@ impl Database {
             write_keys: Default::default(),
             parquet_sinks,
             checkpoint_store: crate::checkpoint_store::CheckpointStore::from_cold_store(),
+            secrets: crate::secrets::Secrets::new(secret_key),
         };
         let db = Arc::new(db);
         db.report_checkpoints(restored.as_ref()).await?;
@@ -372,6 +387,9 @@ impl Database {
             OcStatement::ShowHistory => self.show_history().await,
             OcStatement::AlterHistory { kind, name, if_exists, options, reset } => self.alter_history(kind, &name, if_exists, options, reset, vars).await,
             OcStatement::Show(ObjectKind::Subscription) => self.show_subscriptions().await,
+            OcStatement::Show(ObjectKind::Secret) => self.show_secrets(),
+            OcStatement::CreateSecret { name, if_not_exists, value } => self.create_secret(&name, if_not_exists, &value, text).await,
+            OcStatement::Drop { kind: ObjectKind::Secret, names, if_exists, .. } => self.drop_secrets(&names, if_exists).await,
             OcStatement::Show(kind) => self.show(kind).await,
             OcStatement::CreateSubscription { name, view, options } => self.create_subscription(&name, &view, &options, text).await,
             OcStatement::Describe(name) => self.describe_object(&name).await,
@@ -593,6 +611,7 @@ impl Database {
                     .collect();
                 QueryOutput::text_rows(&["name", "status", "late_rows_dropped", "definition"], rows)
             }
+            ObjectKind::Secret => self.show_secrets(),
         }
     }
 

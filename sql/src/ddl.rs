@@ -52,7 +52,7 @@ impl Database {
             return Err(SqlError::new(SqlState::InvalidSchemaName, format!("schema {} does not exist", quote(schema))));
         }
         match catalog.get(name) {
-            Some(e) => Err(SqlError::new(SqlState::DuplicateObject, format!("{} {} already exists", e.kind.sql_name(), quote(name)))),
+            Some(e) => Err(SqlError::new(SqlState::DuplicateTable, format!("{} {} already exists", e.kind.sql_name(), quote(name)))),
             None => Ok(()),
         }
     }
@@ -143,12 +143,22 @@ impl Database {
 
     pub(crate) async fn create_source(&self, create: CreateSource, sql: &str) -> SqlResult<QueryOutput> {
         let name = object_name(&create.name)?;
+        let typed = create.options.clone();
+        let created = self.create_source_revealed(create, sql, &name).await.map_err(|e| self.secrets.scrub(e, &typed))?;
+        self.secrets.record_uses(&name, &typed);
+        Ok(created)
+    }
+
+    /// [`Self::create_source`]: its connector is handed the values of the secrets its options
+    /// refer to; what is shown keeps `SECRET name`.
+    async fn create_source_revealed(&self, create: CreateSource, sql: &str, name: &str) -> SqlResult<QueryOutput> {
+        let name = name.to_string();
         let mut catalog = self.catalog.lock().await;
         if create.if_not_exists && catalog.get(&name).is_some() {
             return Ok(QueryOutput::command("CREATE SOURCE"));
         }
         self.check_new_name(&catalog, &name)?;
-        let mut options = create.options.clone();
+        let mut options = self.secrets.reveal(&create.options)?;
         // The history's own sink is created beside the source (`crate::history`).
         crate::history::HistoryOptions::take(&mut options)?;
         if options.get("format").is_some_and(|f| f.eq_ignore_ascii_case("upsert")) {
@@ -197,7 +207,10 @@ impl Database {
         self.persist(id, ObjectKind::Source, &name, sql, resolved)?;
         // A stored Protobuf descriptor set is bytes in base64, a file list can be long: not
         // for reading.
-        let mut shown: Vec<String> = options.iter().filter(|(k, _)| !["encode.descriptor", "file.list"].contains(&k.as_str())).map(|(k, v)| format!("'{k}' = '{v}'")).collect();
+        let mut shown: Vec<String> = crate::secrets::display_options(&options, &create.options)
+            .filter(|(k, _)| !["encode.descriptor", "file.list"].contains(&k.as_str()))
+            .map(|(_, shown)| shown)
+            .collect();
         shown.sort();
         catalog.insert(Entry {
             id,
@@ -266,7 +279,7 @@ impl Database {
         if let Some(e) = self.catalog.lock().await.get(&name) {
             return match &e.detail {
                 Detail::Table { state, .. } if openclaw_engine::dead_letters::DeadLetterTable::new(state.clone()).is_ok() => Ok(name),
-                _ => Err(SqlError::new(SqlState::DuplicateObject, format!("{} {} already exists", e.kind.sql_name(), quote(&name)))
+                _ => Err(SqlError::new(SqlState::DuplicateTable, format!("{} {} already exists", e.kind.sql_name(), quote(&name)))
                     .with_hint(format!("the source's dead-letter table is named {}; drop or rename the existing one", quote(&name)))),
             };
         }
@@ -361,12 +374,15 @@ impl Database {
             SqlError::new(SqlState::InvalidParameterValue, format!("a sink needs connector = one of {}", openclaw_connectors::SINK_CONNECTORS.join(", ")))
                 .with_hint("e.g. WITH (connector = 'kafka', topic = '...', 'properties.bootstrap.server' = '...'), or connector = 'blackhole' to discard the rows")
         })?;
-        let resolved = under_data_dir(&sink.options, self.store.dir());
-        let options = tokio::task::block_in_place(|| connector.prepare(&resolved)).map_err(connector_error)?;
-        let mut shown: Vec<String> = sink.options.iter().map(|(k, v)| format!("'{k}' = '{v}'")).collect();
+        let typed = sink.options.clone();
+        let scrub = |e| self.secrets.scrub(e, &typed);
+        let resolved = under_data_dir(&self.secrets.reveal(&sink.options)?, self.store.dir());
+        let options = tokio::task::block_in_place(|| connector.prepare(&resolved)).map_err(connector_error).map_err(scrub)?;
+        let mut shown: Vec<String> = crate::secrets::display_options(&typed, &typed).map(|(_, shown)| shown).collect();
         shown.sort();
         let name = object_name(&sink.view.name)?;
-        let output = self.create_dataflow(sink.view, Target::Sink(options, shown.join(", ")), vars, sql, resume).await?;
+        let output = self.create_dataflow(sink.view, Target::Sink(options, shown.join(", ")), vars, sql, resume).await.map_err(scrub)?;
+        self.secrets.record_uses(&name, &typed);
         if let Some(schema) = self.catalog.lock().await.get(&name).map(|e| e.schema.clone()) {
             self.parquet_sinks.register(&name, &resolved, &schema);
         }

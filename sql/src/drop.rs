@@ -86,6 +86,7 @@ impl Database {
         let Some(entry) = catalog.remove(name) else { return Ok(()) };
         self.ctx.deregister_table(crate::schemas::table_reference(name))?;
         self.parquet_sinks.remove(name);
+        self.secrets.forget_uses(name);
         match &entry.detail {
             Detail::Table { root, task, state, ingest, .. } => {
                 if let Some(ingest) = ingest {

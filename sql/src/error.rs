@@ -11,6 +11,9 @@ pub enum SqlState {
     UndefinedColumn,
     UndefinedFunction,
     DatatypeMismatch,
+    /// 42P07: a relation (table, source, view, sink) of that name exists.
+    DuplicateTable,
+    /// 42710: another kind of object of that name exists (a secret).
     DuplicateObject,
     DependentObjectsStillExist,
     FeatureNotSupported,
@@ -85,7 +88,8 @@ impl SqlState {
             SqlState::UndefinedColumn => "42703",
             SqlState::UndefinedFunction => "42883",
             SqlState::DatatypeMismatch => "42804",
-            SqlState::DuplicateObject => "42P07",
+            SqlState::DuplicateTable => "42P07",
+            SqlState::DuplicateObject => "42710",
             SqlState::DependentObjectsStillExist => "2BP01",
             SqlState::FeatureNotSupported => "0A000",
             SqlState::InvalidParameterValue => "22023",
@@ -241,7 +245,7 @@ fn from_datafusion(e: DataFusionError) -> SqlError {
             datafusion::common::SchemaError::AmbiguousReference { field } => {
                 SqlError::new(SqlState::AmbiguousColumn, format!("column reference {} is ambiguous", quote(field.name())))
             }
-            other => SqlError::new(SqlState::DuplicateObject, lower_first(&other.to_string())),
+            other => SqlError::new(SqlState::DuplicateTable, lower_first(&other.to_string())),
         },
         DataFusionError::NotImplemented(m) => SqlError::not_supported(lower_first(m)),
         DataFusionError::Plan(m) => from_plan_message(m),

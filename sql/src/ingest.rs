@@ -35,7 +35,16 @@ impl Database {
         if create.if_not_exists && self.catalog.lock().await.get(&name).is_some() {
             return Ok(QueryOutput::command("CREATE TABLE"));
         }
-        let mut options = create.options.clone();
+        let typed = create.options.clone();
+        let created = self.connector_table(create, sql, &name).await.map_err(|e| self.secrets.scrub(e, &typed))?;
+        self.secrets.record_uses(&name, &typed);
+        Ok(created)
+    }
+
+    /// [`Self::create_connector_table`] with the secrets its options refer to opened.
+    async fn connector_table(&self, create: CreateSource, sql: &str, name: &str) -> SqlResult<QueryOutput> {
+        let name = name.to_string();
+        let mut options = self.secrets.reveal(&create.options)?;
         // The history's own sink is created beside the table (`crate::history`).
         crate::history::HistoryOptions::take(&mut options)?;
         let connector_name = options.get("connector").cloned().unwrap_or_default();

@@ -40,6 +40,7 @@ mod temporal;
 pub mod transaction;
 pub mod types;
 mod views;
+pub mod secrets;
 mod sql_functions;
 pub mod windows;
 pub mod write_api;

@@ -14,6 +14,7 @@ use crate::Options;
 mod copy;
 mod intervals;
 mod options;
+mod secret;
 pub(crate) use options::with_options;
 use options::{alter_options, alters_options, format_clause, include_clauses, sink_options_start};
 
@@ -44,6 +45,8 @@ pub enum ObjectKind {
     View,
     /// A function written in SQL (`CREATE FUNCTION ... LANGUAGE SQL`).
     Function,
+    /// A secret (`CREATE SECRET`): kept sealed beside the catalog, not a catalog entry.
+    Secret,
 }
 
 impl ObjectKind {
@@ -57,11 +60,12 @@ impl ObjectKind {
             ObjectKind::Schema => "schema",
             ObjectKind::View => "view",
             ObjectKind::Function => "function",
+            ObjectKind::Secret => "secret",
         }
     }
 
     pub fn from_sql_name(name: &str) -> Option<Self> {
-        [ObjectKind::Table, ObjectKind::Source, ObjectKind::MaterializedView, ObjectKind::Sink, ObjectKind::Subscription, ObjectKind::Schema, ObjectKind::View, ObjectKind::Function].into_iter().find(|k| k.sql_name() == name)
+        [ObjectKind::Table, ObjectKind::Source, ObjectKind::MaterializedView, ObjectKind::Sink, ObjectKind::Subscription, ObjectKind::Schema, ObjectKind::View, ObjectKind::Function, ObjectKind::Secret].into_iter().find(|k| k.sql_name() == name)
     }
 }
 
@@ -143,6 +147,9 @@ pub enum OcStatement {
     Fetch { cursor: String, count: Option<u64>, options: Options },
     /// `CLOSE name | ALL` (`None`: all).
     Close(Option<String>),
+    /// `CREATE SECRET [IF NOT EXISTS] name WITH (backend = 'meta') AS 'value'`. Its text, as
+    /// [`parse_with_text`] returns it, leaves the value out.
+    CreateSecret { name: String, if_not_exists: bool, value: String },
     /// Anything else, parsed by sqlparser.
     Standard(Box<Statement>),
 }
@@ -175,6 +182,11 @@ pub fn parse_with_text(sql: &str) -> Result<Vec<(OcStatement, String)>, SqlError
     let mut out = vec![];
     for group in tokens.split(|t| t.token == Token::SemiColon) {
         if group.iter().all(|t| matches!(t.token, Token::Whitespace(_) | Token::EOF)) {
+            continue;
+        }
+        if secret::is_create_secret(group) {
+            // Neither its text nor its errors may carry the value.
+            out.push(secret::create_secret(group)?);
             continue;
         }
         let text: String = group.iter().map(|t| t.token.to_string()).collect::<String>().trim().to_string();
@@ -372,6 +384,7 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError>
         ["SHOW", "SCHEMAS"] => show(&mut p, 2, ObjectKind::Schema),
         ["SHOW", "VIEWS"] => show(&mut p, 2, ObjectKind::View),
         ["SHOW", "FUNCTIONS"] => show(&mut p, 2, ObjectKind::Function),
+        ["SHOW", "SECRETS"] => show(&mut p, 2, ObjectKind::Secret),
         ["CREATE", "SUBSCRIPTION", ..] => {
             p.next_token();
             p.next_token();
@@ -468,6 +481,7 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError>
         ["DROP", "SUBSCRIPTION", ..] => drop_stmt(&mut p, 2, ObjectKind::Subscription)?,
         ["DROP", "MATERIALIZED", "VIEW", ..] => drop_stmt(&mut p, 3, ObjectKind::MaterializedView)?,
         ["DROP", "VIEW", ..] => drop_stmt(&mut p, 2, ObjectKind::View)?,
+        ["DROP", "SECRET", ..] => drop_stmt(&mut p, 2, ObjectKind::Secret)?,
         _ => OcStatement::Standard(Box::new(p.parse_statement()?)),
     };
     if p.peek_token().token != Token::EOF {

@@ -52,6 +52,8 @@ impl Database {
             self.catalog.lock().await.resume_ids_at(record.id);
             match self.restore_one(record, resume.as_mut()).await {
                 Ok(()) => restored_count += 1,
+                // Without its secrets, a connector would run without its credentials.
+                Err(e) if record.kind == ObjectKind::Secret => return Err(e),
                 Err(e) => tracing::error!(object = %record.name, id = record.id, error = %e.message, "cannot restore; skipped"),
             }
         }
@@ -65,6 +67,9 @@ impl Database {
     }
 
     async fn restore_one(&self, record: &crate::durable::DdlRecord, resume: Option<&mut crate::ddl::Resume>) -> SqlResult<()> {
+        if record.kind == ObjectKind::Secret {
+            return self.restore_secret(record);
+        }
         let mut statements = parser::parse(&record.sql)?;
         let (Some(stmt), true) = (statements.pop(), statements.is_empty()) else {
             return Err(SqlError::new(SqlState::Internal, "a catalog record holds more than one statement"));

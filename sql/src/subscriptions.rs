@@ -81,7 +81,7 @@ impl Database {
         let (name, view_name) = (object_name(name)?, object_name(view)?);
         let mut catalog = self.catalog.lock().await;
         if let Some(e) = catalog.get(&name) {
-            return Err(SqlError::new(SqlState::DuplicateObject, format!("{} {} already exists", e.kind.sql_name(), quote(&name))));
+            return Err(SqlError::new(SqlState::DuplicateTable, format!("{} {} already exists", e.kind.sql_name(), quote(&name))));
         }
         let Some(view) = catalog.get(&view_name) else { return Err(crate::database::undefined(&view_name)) };
         let (Detail::View(runtime), ObjectKind::MaterializedView) = (&view.detail, view.kind) else {

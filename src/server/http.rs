@@ -63,7 +63,7 @@ fn console_file(content_type: &'static str, body: &'static str) -> Response {
 fn http_status(code: SqlState) -> StatusCode {
     match code {
         SqlState::UndefinedTable | SqlState::UndefinedObject | SqlState::InvalidCursorName | SqlState::InvalidSchemaName => StatusCode::NOT_FOUND,
-        SqlState::DuplicateObject | SqlState::DependentObjectsStillExist | SqlState::SerializationFailure | SqlState::DuplicateCursor | SqlState::DuplicateSchema => StatusCode::CONFLICT,
+        SqlState::DuplicateTable | SqlState::DuplicateObject | SqlState::DependentObjectsStillExist | SqlState::SerializationFailure | SqlState::DuplicateCursor | SqlState::DuplicateSchema => StatusCode::CONFLICT,
         SqlState::InsufficientPrivilege => StatusCode::FORBIDDEN,
         SqlState::FeatureNotSupported => StatusCode::NOT_IMPLEMENTED,
         SqlState::ProgramLimitExceeded | SqlState::StatementTooComplex => StatusCode::PAYLOAD_TOO_LARGE,

@@ -42,6 +42,35 @@ pub struct SecurityConfig {
     pub password_file: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// `--secret-key-file` (or `OPENCLAW_SECRET_KEY`): see [`secret_key`].
+    pub secret_key_file: Option<PathBuf>,
+}
+
+/// The environment variable that may hold the key secrets are sealed with.
+pub const SECRET_KEY_ENV: &str = "OPENCLAW_SECRET_KEY";
+
+/// Longest `--secret-key-file` read (a key is 64 hex digits).
+const MAX_SECRET_KEY_FILE_BYTES: u64 = 4096;
+
+/// The key `CREATE SECRET` seals values with: from `--secret-key-file`, else from
+/// `OPENCLAW_SECRET_KEY`, else none (then `CREATE SECRET` is refused). An error names where the
+/// key came from, never the key.
+fn secret_key(file: Option<&std::path::Path>) -> Result<Option<openclaw_sql::secrets::SecretKey>, String> {
+    let (text, from) = match file {
+        Some(path) => {
+            let len = std::fs::metadata(path).map_err(|e| format!("cannot read --secret-key-file {}: {e}", path.display()))?.len();
+            if len > MAX_SECRET_KEY_FILE_BYTES {
+                return Err(format!("--secret-key-file {} is larger than {MAX_SECRET_KEY_FILE_BYTES} bytes", path.display()));
+            }
+            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read --secret-key-file {}: {e}", path.display()))?;
+            (text, format!("--secret-key-file {}", path.display()))
+        }
+        None => match std::env::var(SECRET_KEY_ENV) {
+            Ok(text) => (text, SECRET_KEY_ENV.to_string()),
+            Err(_) => return Ok(None),
+        },
+    };
+    openclaw_sql::secrets::SecretKey::parse(&text).map(Some).map_err(|e| format!("{from}: {e}"))
 }
 
 /// The Postgres front's authentication and TLS, checked before anything opens.
@@ -65,6 +94,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     let front = pg_front(&config)?;
+    let secret_key = secret_key(config.security.secret_key_file.as_deref())?;
     if let Some(url) = &config.restore_from {
         let started = std::time::Instant::now();
         let restored = openclaw_sql::checkpoint_store::restore_from(url, &config.data_dir, config.state_cache_bytes).await.map_err(|e| format!("--restore-from {url}: {e}"))?;
@@ -79,7 +109,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         tracing::info!(checkpoint = r.manifest.id, kept = r.carried.len(), imported = r.imported, elapsed_ms = r.elapsed_ms, "state rolled back to a checkpoint");
     }
     let store = Store::open_with_cache(&config.data_dir, config.state_cache_bytes)?;
-    let db: Arc<Database> = Database::open(store, config.engine.clone(), restored.map(|r| r.manifest)).await?;
+    let db: Arc<Database> = Database::open_with_secrets(store, config.engine.clone(), restored.map(|r| r.manifest), secret_key).await?;
     let pg = tokio::net::TcpListener::bind(config.pg_listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.pg_listen))?;
     let http = tokio::net::TcpListener::bind(config.http_listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.http_listen))?;
     let grpc = tokio::net::TcpListener::bind(config.grpc_listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.grpc_listen))?;

@@ -65,9 +65,20 @@ pub(crate) fn with_options(p: &mut Parser) -> Result<Options, ParserError> {
             _ => return p.expected("an option name", p.peek_token()),
         };
         p.expect_token(&Token::Eq)?;
+        let nul = || ParserError::ParserError("an option's value cannot hold a NUL character".into());
+        // NUL starts a secret reference (`crate::secrets`), so no literal may hold one.
         let value = match p.next_token().token {
-            Token::SingleQuotedString(s) | Token::Number(s, _) => s,
-            Token::Word(w) => w.value,
+            Token::SingleQuotedString(s) | Token::Number(s, _) if !s.contains('\0') => s,
+            // `key = SECRET name`: a reference, opened only when a connector is handed it.
+            Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("secret") && matches!(p.peek_token().token, Token::Word(_)) => {
+                let name = super::secret::identifier(p)?;
+                if name.contains('\0') {
+                    return Err(nul());
+                }
+                crate::secrets::reference(&name)
+            }
+            Token::Word(w) if !w.value.contains('\0') => w.value,
+            Token::SingleQuotedString(_) | Token::Number(..) | Token::Word(_) => return Err(nul()),
             _ => return p.expected("an option value", p.peek_token()),
         };
         options.insert(key.to_ascii_lowercase(), value);
