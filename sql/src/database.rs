@@ -118,6 +118,10 @@ pub struct Database {
     pub(crate) checkpoint_store: Option<Arc<crate::checkpoint_store::CheckpointStore>>,
     /// `CREATE SECRET`'s sealed values and who uses them (`crate::secrets`).
     pub(crate) secrets: crate::secrets::Secrets,
+    /// Roles, their grants, and the owners of objects (`crate::roles`).
+    pub(crate) roles: crate::roles::Roles,
+    /// Bearer tokens of the HTTP and gRPC fronts (`crate::roles::api_keys`).
+    pub(crate) api_keys: crate::roles::api_keys::ApiKeys,
 }
 
 /// A query's rows, cut off with PostgreSQL's 57014 error by `interrupt`: rows are computed as
@@ -215,6 +219,8 @@ impl Database {
             parquet_sinks,
             checkpoint_store: crate::checkpoint_store::CheckpointStore::from_cold_store(),
             secrets: crate::secrets::Secrets::new(secret_key),
+            roles: Default::default(),
+            api_keys: Default::default(),
         };
         let db = Arc::new(db);
         db.report_checkpoints(restored.as_ref()).await?;
@@ -329,7 +335,13 @@ impl Database {
         let path = vars.search_path();
         let mut stmt = stmt;
         let result = match self.qualify(&mut stmt, &path).await {
-            Ok(()) => crate::schemas::with_path(path, self.execute_in_block(vars, stmt, text, params)).await,
+            Ok(()) => match self.authorize(vars, &stmt).await {
+                Ok(()) => {
+                    let role = vars.current_role().filter(|r| self.roles.exists(r));
+                    crate::roles::with_role(role, crate::schemas::with_path(path, self.execute_in_block(vars, stmt, text, params))).await
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match (result, &vars.txn) {
@@ -388,6 +400,15 @@ impl Database {
             OcStatement::AlterHistory { kind, name, if_exists, options, reset } => self.alter_history(kind, &name, if_exists, options, reset, vars).await,
             OcStatement::Show(ObjectKind::Subscription) => self.show_subscriptions().await,
             OcStatement::Show(ObjectKind::Secret) => self.show_secrets(),
+            OcStatement::Show(ObjectKind::Role) => self.show_roles(),
+            OcStatement::Show(ObjectKind::ApiKey) => self.show_api_keys(),
+            OcStatement::CreateApiKey { role } => self.create_api_key(vars, &role).await,
+            OcStatement::DropApiKey { id, if_exists } => self.drop_api_key(vars, &id, if_exists).await,
+            OcStatement::SetVar { name, value } if name == "role" => {
+                self.check_set_role(vars, &value)?;
+                vars.set(&name, &value)?;
+                Ok(QueryOutput::command("SET"))
+            }
             OcStatement::CreateSecret { name, if_not_exists, value } => self.create_secret(&name, if_not_exists, &value, text).await,
             OcStatement::Drop { kind: ObjectKind::Secret, names, if_exists, .. } => self.drop_secrets(&names, if_exists).await,
             OcStatement::Show(kind) => self.show(kind).await,
@@ -401,7 +422,7 @@ impl Database {
                 QueryOutput::Rows { schema, stream } => Ok(QueryOutput::CopyOut { schema, stream, format: copy.format, header: copy.header }),
                 other => Err(SqlError::new(SqlState::Internal, format!("a query answered {other:?}"))),
             },
-            OcStatement::CopyFrom(copy) => match self.copy_target(&copy).await {
+            OcStatement::CopyFrom(copy) => match self.copy_from_allowed(vars, &copy.table).await.and(self.copy_target(&copy).await) {
                 Ok(columns) => Ok(QueryOutput::CopyIn { copy, columns, refused: None }),
                 Err(e) => Ok(QueryOutput::CopyIn { columns: copy.columns.len(), copy, refused: Some(e) }),
             },
@@ -475,6 +496,11 @@ impl Database {
                 self.create_function(f, &text).await
             }
             Statement::DropFunction(d) => self.drop_functions(d).await,
+            Statement::CreateRole(create) => self.create_role(vars, &create).await,
+            Statement::AlterRole { name, operation } => self.alter_role(vars, &name, &operation).await,
+            Statement::Drop { object_type: datafusion::sql::sqlparser::ast::ObjectType::Role, names, if_exists, .. } => self.drop_roles(vars, &names, if_exists).await,
+            Statement::Grant(grant) => self.grant(vars, &grant).await,
+            Statement::Revoke(revoke) => self.revoke(vars, &revoke).await,
             Statement::CreateView(v) if !v.materialized => {
                 let text = v.to_string();
                 self.create_plain_view(v, &text).await
@@ -491,6 +517,26 @@ impl Database {
                 let word = first.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
                 Err(SqlError::not_supported(format!("statement {word} is not supported")))
             }
+        }
+    }
+
+    /// The roles of this database (for the server's logins).
+    pub fn roles(&self) -> &crate::roles::Roles {
+        &self.roles
+    }
+
+    /// `SET ROLE name`: to any role for a superuser, else only to the session's own.
+    fn check_set_role(&self, vars: &SessionVars, role: &str) -> SqlResult<()> {
+        if role == "none" {
+            return Ok(());
+        }
+        if !self.roles.exists(role) {
+            return Err(SqlError::new(SqlState::UndefinedObject, format!("role {} does not exist", crate::error::quote(role))));
+        }
+        let session = vars.session_user.as_deref();
+        match self.roles.is_superuser(session) || session == Some(role) {
+            true => Ok(()),
+            false => Err(SqlError::new(SqlState::InsufficientPrivilege, format!("permission denied to set role {}", crate::error::quote(role)))),
         }
     }
 
@@ -612,6 +658,8 @@ impl Database {
                 QueryOutput::text_rows(&["name", "status", "late_rows_dropped", "definition"], rows)
             }
             ObjectKind::Secret => self.show_secrets(),
+            ObjectKind::Role => self.show_roles(),
+            ObjectKind::ApiKey => self.show_api_keys(),
         }
     }
 

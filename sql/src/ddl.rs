@@ -552,6 +552,11 @@ impl Database {
         if let Some(path) = crate::schemas::statement_path() {
             resolved.insert(crate::schemas::SEARCH_PATH_KEY.to_string(), path);
         }
+        // What a role creates, it owns (a restart keeps the owner from the record).
+        if let Some(owner) = crate::roles::statement_role().or_else(|| self.roles.owner(name)) {
+            self.roles.set_owner(name, &owner);
+            resolved.insert(crate::roles::OWNER_KEY.to_string(), owner);
+        }
         let record = crate::durable::DdlRecord { id, kind, name: name.to_string(), sql: sql.to_string(), resolved };
         crate::durable::save(&self.store, &record)
     }

@@ -35,6 +35,11 @@ impl Database {
                     QueryOutput::Command { .. } | QueryOutput::Subscription(_) | QueryOutput::CopyIn { .. } | QueryOutput::CopyOut { .. } => Ok((vec![], None)),
                 }
             }
+            // Its one row, without making a key.
+            OcStatement::CreateApiKey { .. } => {
+                let fields: Vec<datafusion::arrow::datatypes::Field> = ["id", "role", "key"].iter().map(|c| datafusion::arrow::datatypes::Field::new(*c, DataType::Utf8, true)).collect();
+                Ok((vec![], Some(std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(fields)))))
+            }
             // The rows a FETCH returns, without taking any.
             OcStatement::Fetch { cursor, .. } => Ok((vec![], vars.cursors.get(&cursor).map(|s| s.schema()))),
             _ => Ok((vec![], None)),

@@ -87,6 +87,9 @@ impl Database {
         self.ctx.deregister_table(crate::schemas::table_reference(name))?;
         self.parquet_sinks.remove(name);
         self.secrets.forget_uses(name);
+        for role in self.roles.forget_object(name) {
+            self.save_role(&role)?;
+        }
         match &entry.detail {
             Detail::Table { root, task, state, ingest, .. } => {
                 if let Some(ingest) = ingest {

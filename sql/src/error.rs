@@ -62,6 +62,8 @@ pub enum SqlState {
     InvalidFunctionDefinition,
     /// 42501: the statement would change what only the system may (`pg_catalog`).
     InsufficientPrivilege,
+    /// 0LP01: a privilege that does not apply to the object (`GRANT CREATE ON TABLE`).
+    InvalidGrantOperation,
     Internal,
 }
 
@@ -122,6 +124,7 @@ impl SqlState {
             SqlState::DuplicateFunction => "42723",
             SqlState::InvalidFunctionDefinition => "42P13",
             SqlState::InsufficientPrivilege => "42501",
+            SqlState::InvalidGrantOperation => "0LP01",
             SqlState::Internal => "XX000",
         }
     }

@@ -40,6 +40,7 @@ mod temporal;
 pub mod transaction;
 pub mod types;
 mod views;
+pub mod roles;
 pub mod secrets;
 mod sql_functions;
 pub mod windows;

@@ -14,6 +14,7 @@ use crate::Options;
 mod copy;
 mod intervals;
 mod options;
+mod role;
 mod secret;
 pub(crate) use options::with_options;
 use options::{alter_options, alters_options, format_clause, include_clauses, sink_options_start};
@@ -47,6 +48,10 @@ pub enum ObjectKind {
     Function,
     /// A secret (`CREATE SECRET`): kept sealed beside the catalog, not a catalog entry.
     Secret,
+    /// A role (`CREATE ROLE`) with its grants: beside the catalog, not a catalog entry.
+    Role,
+    /// An API key (`CREATE API KEY FOR ROLE r`): a bearer token's hash and its role.
+    ApiKey,
 }
 
 impl ObjectKind {
@@ -61,11 +66,13 @@ impl ObjectKind {
             ObjectKind::View => "view",
             ObjectKind::Function => "function",
             ObjectKind::Secret => "secret",
+            ObjectKind::Role => "role",
+            ObjectKind::ApiKey => "api key",
         }
     }
 
     pub fn from_sql_name(name: &str) -> Option<Self> {
-        [ObjectKind::Table, ObjectKind::Source, ObjectKind::MaterializedView, ObjectKind::Sink, ObjectKind::Subscription, ObjectKind::Schema, ObjectKind::View, ObjectKind::Function, ObjectKind::Secret].into_iter().find(|k| k.sql_name() == name)
+        [ObjectKind::Table, ObjectKind::Source, ObjectKind::MaterializedView, ObjectKind::Sink, ObjectKind::Subscription, ObjectKind::Schema, ObjectKind::View, ObjectKind::Function, ObjectKind::Secret, ObjectKind::Role, ObjectKind::ApiKey].into_iter().find(|k| k.sql_name() == name)
     }
 }
 
@@ -150,6 +157,10 @@ pub enum OcStatement {
     /// `CREATE SECRET [IF NOT EXISTS] name WITH (backend = 'meta') AS 'value'`. Its text, as
     /// [`parse_with_text`] returns it, leaves the value out.
     CreateSecret { name: String, if_not_exists: bool, value: String },
+    /// `CREATE API KEY FOR ROLE name`.
+    CreateApiKey { role: String },
+    /// `DROP API KEY [IF EXISTS] id`.
+    DropApiKey { id: String, if_exists: bool },
     /// Anything else, parsed by sqlparser.
     Standard(Box<Statement>),
 }
@@ -187,6 +198,11 @@ pub fn parse_with_text(sql: &str) -> Result<Vec<(OcStatement, String)>, SqlError
         if secret::is_create_secret(group) {
             // Neither its text nor its errors may carry the value.
             out.push(secret::create_secret(group)?);
+            continue;
+        }
+        if let Some(stmt) = role::role_statement(group)? {
+            // A role's password is in it: its text is not kept, its errors not repeated.
+            out.push(stmt);
             continue;
         }
         let text: String = group.iter().map(|t| t.token.to_string()).collect::<String>().trim().to_string();
@@ -385,6 +401,34 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError>
         ["SHOW", "VIEWS"] => show(&mut p, 2, ObjectKind::View),
         ["SHOW", "FUNCTIONS"] => show(&mut p, 2, ObjectKind::Function),
         ["SHOW", "SECRETS"] => show(&mut p, 2, ObjectKind::Secret),
+        ["SHOW", "ROLES"] | ["SHOW", "USERS"] => show(&mut p, 2, ObjectKind::Role),
+        ["SHOW", "API", "KEYS"] => show(&mut p, 3, ObjectKind::ApiKey),
+        ["CREATE", "API", "KEY", ..] => {
+            for _ in 0..3 {
+                p.next_token();
+            }
+            p.expect_keyword(Keyword::FOR)?;
+            p.expect_keyword(Keyword::ROLE)?;
+            OcStatement::CreateApiKey { role: secret::identifier(&mut p)? }
+        }
+        ["DROP", "API", "KEY", ..] => {
+            for _ in 0..3 {
+                p.next_token();
+            }
+            let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            let id = match p.next_token().token {
+                Token::SingleQuotedString(s) => s,
+                Token::Word(w) => w.value,
+                Token::Number(n, _) => n,
+                _ => return p.expected("an API key's id", p.peek_token()),
+            };
+            OcStatement::DropApiKey { id, if_exists }
+        }
+        ["RESET", "ROLE"] => {
+            p.next_token();
+            p.next_token();
+            OcStatement::SetVar { name: "role".into(), value: "none".into() }
+        }
         ["CREATE", "SUBSCRIPTION", ..] => {
             p.next_token();
             p.next_token();
@@ -552,6 +596,12 @@ fn set_var(p: &mut Parser) -> Result<OcStatement, ParserError> {
         return Ok(OcStatement::SetVar { name: "timezone".into(), value: rest_text(p) });
     }
     let mut name = p.parse_identifier()?.value;
+    // `SET ROLE name | NONE`, as PostgreSQL writes it (no `=`).
+    if name.eq_ignore_ascii_case("role") && !matches!(p.peek_token().token, Token::Eq) && !p.peek_keyword(Keyword::TO) {
+        let role = p.parse_identifier()?;
+        let value = if role.quote_style.is_some() { role.value } else { role.value.to_ascii_lowercase() };
+        return Ok(OcStatement::SetVar { name: "role".into(), value });
+    }
     while p.consume_token(&Token::Period) {
         name.push('.');
         name.push_str(&p.parse_identifier()?.value);

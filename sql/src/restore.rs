@@ -53,7 +53,7 @@ impl Database {
             match self.restore_one(record, resume.as_mut()).await {
                 Ok(()) => restored_count += 1,
                 // Without its secrets, a connector would run without its credentials.
-                Err(e) if record.kind == ObjectKind::Secret => return Err(e),
+                Err(e) if matches!(record.kind, ObjectKind::Secret | ObjectKind::Role | ObjectKind::ApiKey) => return Err(e),
                 Err(e) => tracing::error!(object = %record.name, id = record.id, error = %e.message, "cannot restore; skipped"),
             }
         }
@@ -69,6 +69,15 @@ impl Database {
     async fn restore_one(&self, record: &crate::durable::DdlRecord, resume: Option<&mut crate::ddl::Resume>) -> SqlResult<()> {
         if record.kind == ObjectKind::Secret {
             return self.restore_secret(record);
+        }
+        if record.kind == ObjectKind::Role {
+            return self.restore_role(record);
+        }
+        if record.kind == ObjectKind::ApiKey {
+            return self.restore_api_key(record);
+        }
+        if let Some(owner) = record.resolved.get(crate::roles::OWNER_KEY) {
+            self.roles.set_owner(&record.name, owner);
         }
         let mut statements = parser::parse(&record.sql)?;
         let (Some(stmt), true) = (statements.pop(), statements.is_empty()) else {

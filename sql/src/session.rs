@@ -21,6 +21,9 @@ pub struct SessionVars {
     pub cancel: crate::interrupt::CancelSignal,
     /// Plans of the queries executed with parameters, reused while they hold.
     pub prepared: crate::prepared::PreparedPlans,
+    /// The role the session logged in as; `None`: the bootstrap superuser (and, under `--auth
+    /// trust`, a user name that is no role). `SET ROLE` changes the `role` variable instead.
+    pub session_user: Option<String>,
 }
 
 impl Default for SessionVars {
@@ -36,6 +39,7 @@ impl Default for SessionVars {
             ("integer_datetimes", "on"),
             ("intervalstyle", "postgres"),
             ("is_superuser", "on"),
+            ("role", "none"),
             ("lc_messages", "C"),
             ("max_identifier_length", "63"),
             ("search_path", "public"),
@@ -49,7 +53,7 @@ impl Default for SessionVars {
             ("transaction_isolation", "read committed"),
             ("transaction_read_only", "off"),
         ];
-        Self { vars: defaults.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), txn: Default::default(), cursors: Default::default(), cancel: Default::default(), prepared: Default::default() }
+        Self { vars: defaults.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), txn: Default::default(), cursors: Default::default(), cancel: Default::default(), prepared: Default::default(), session_user: None }
     }
 }
 

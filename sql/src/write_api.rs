@@ -467,6 +467,21 @@ pub(crate) fn decode_limited(format: BodyFormat, body: &[u8], table: &SchemaRef,
     finish(decoded, table, max_rows)
 }
 
+/// A request body as the HTTP and gRPC fronts decode it, before anything is written: its
+/// rows and its records that did not decode. The fuzz targets (`fuzz/`) feed it any bytes;
+/// it must answer with rows or an error, never panic.
+pub fn decode_request_body(format: BodyFormat, body: &[u8], table: &SchemaRef) -> SqlResult<(usize, usize)> {
+    let decoded = decode(format, body, table)?;
+    Ok((decoded.batches.iter().map(|b| b.num_rows()).sum(), decoded.bad.len()))
+}
+
+/// [`decode_request_body`] for records already parsed as JSON (gRPC's Protobuf rows, as
+/// `ProtobufMessage::to_json` gives them).
+pub fn decode_json_records(records: Vec<Value>, table: &SchemaRef) -> SqlResult<(usize, usize)> {
+    let decoded = finish(decode_json_values(records, &nullable(table))?, table, MAX_INGEST_ROWS)?;
+    Ok((decoded.batches.iter().map(|b| b.num_rows()).sum(), decoded.bad.len()))
+}
+
 /// The table's columns, all nullable: records are decoded so, and `conform` then names the
 /// NOT NULL column a record left empty.
 fn nullable(table: &SchemaRef) -> SchemaRef {

@@ -12,6 +12,7 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use pgwire::api::auth::sasl::scram::{gen_salted_password, random_nonce, SCRAM_ITERATIONS};
@@ -53,18 +54,20 @@ pub struct Listeners {
 /// do instead) `scram-sha-256` without a password, `trust` on a non-loopback Postgres
 /// listener, and the HTTP and gRPC fronts off loopback (they have no authentication yet).
 pub fn resolve(method: Option<AuthMethod>, superuser: &str, password: Option<String>, listeners: &Listeners) -> Result<Auth, String> {
-    for (front, addr) in [("HTTP", listeners.http), ("gRPC", listeners.grpc)] {
-        if !addr.ip().is_loopback() {
-            return Err(format!(
-                "refusing to listen on {addr} for {front} without authentication: the HTTP and gRPC fronts do not authenticate \
-                 yet; keep them on loopback (127.0.0.1 or ::1) behind a proxy that does"
-            ));
-        }
-    }
     if password.is_none() && !listeners.pg.ip().is_loopback() {
         return Err(refuse_open_listener(listeners.pg));
     }
     let method = method.unwrap_or(if password.is_some() || !listeners.pg.ip().is_loopback() { AuthMethod::ScramSha256 } else { AuthMethod::Trust });
+    // Under scram-sha-256 the HTTP and gRPC fronts take API keys (`bearer_role`); under trust
+    // they would let anyone in, so they stay on loopback.
+    for (front, addr) in [("HTTP", listeners.http), ("gRPC", listeners.grpc)] {
+        if method == AuthMethod::Trust && !addr.ip().is_loopback() {
+            return Err(format!(
+                "refusing to listen on {addr} for {front} without authentication: set the superuser's password in {PASSWORD_ENV} \
+                 (or --password-file FILE) and use --auth scram-sha-256, so that requests need API keys, or listen on loopback"
+            ));
+        }
+    }
     match (method, password) {
         (AuthMethod::Trust, _) if !listeners.pg.ip().is_loopback() => Err(refuse_open_listener(listeners.pg)),
         (AuthMethod::Trust, _) => Ok(Auth::Trust),
@@ -140,6 +143,57 @@ impl AuthSource for Superuser {
     }
 }
 
+/// Who an HTTP or gRPC request runs as: `None` is the superuser.
+#[derive(Debug, Clone, Default)]
+pub struct Caller(pub Option<String>);
+
+/// The role of a request's `Authorization: Bearer <API key>` header. Under `--auth
+/// scram-sha-256` a request needs a key; under `trust` (loopback only) a request without one
+/// runs as the superuser. A wrong key is 28000 (HTTP 401, gRPC UNAUTHENTICATED), never a
+/// fallback.
+pub fn bearer_role(db: &openclaw_sql::Database, auth: &Auth, header: Option<&str>) -> Result<Caller, openclaw_sql::SqlError> {
+    use openclaw_sql::{SqlError, SqlState};
+    let unauthorized = |message: &str| {
+        SqlError::new(SqlState::InvalidAuthorizationSpecification, message).with_hint("send Authorization: Bearer <key>; a superuser makes one with CREATE API KEY FOR ROLE name")
+    };
+    match header {
+        Some(value) => {
+            let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or_else(|| unauthorized("the Authorization header takes Bearer <API key>"))?;
+            db.api_key_role(token.trim()).map(|role| Caller(Some(role))).ok_or_else(|| unauthorized("invalid API key"))
+        }
+        None if matches!(auth, Auth::Scram(_)) => Err(unauthorized("an API key is required")),
+        None => Ok(Caller(None)),
+    }
+}
+
+/// Who may log in with a password: the bootstrap superuser, and the roles with `LOGIN` and a
+/// password (`CREATE ROLE ... LOGIN PASSWORD '...'`), whose salted passwords the database
+/// keeps. Anyone else gets a decoy, as an unknown user does.
+pub struct Logins {
+    pub superuser: Arc<Superuser>,
+    pub db: Arc<openclaw_sql::Database>,
+}
+
+impl fmt::Debug for Logins {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Logins").field("superuser", &self.superuser).finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl AuthSource for Logins {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        let user = login.user().unwrap_or_default();
+        if user == self.superuser.name {
+            return self.superuser.get_password(login).await;
+        }
+        match self.db.roles().login_verifier(user) {
+            Some(v) => Ok(Password::new(Some(v.salt), v.salted_password)),
+            None => Ok(self.superuser.decoy(user)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,7 +212,9 @@ mod tests {
         assert!(refused.contains(PASSWORD_ENV), "{refused}");
         assert!(resolve(Some(AuthMethod::Trust), "openclaw", Some("pw".into()), &open).is_err());
         assert!(matches!(resolve(None, "openclaw", Some("pw".into()), &open), Ok(Auth::Scram(_))));
-        assert!(resolve(None, "openclaw", Some("pw".into()), &listeners("127.0.0.1:5433", "0.0.0.0:8080")).is_err());
+        // HTTP and gRPC off loopback: only where requests need API keys.
+        assert!(matches!(resolve(None, "openclaw", Some("pw".into()), &listeners("127.0.0.1:5433", "0.0.0.0:8080")), Ok(Auth::Scram(_))));
+        assert!(resolve(None, "openclaw", None, &listeners("127.0.0.1:5433", "0.0.0.0:8080")).is_err());
         assert!(resolve(Some(AuthMethod::ScramSha256), "openclaw", Some(String::new()), &local).is_err());
     }
 

@@ -30,20 +30,24 @@ pub const MAX_SQL_RESULT_ROWS: usize = 100_000;
 /// Least time between two heartbeats of a subscription's event stream.
 pub const SSE_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Serves the HTTP front; at most `max_ingest_requests` ingest requests at once.
-pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>, max_ingest_requests: usize) {
-    let app = Router::new()
-        .route("/", get(|| async { console_file("text/html; charset=utf-8", CONSOLE_HTML) }))
-        .route("/console.js", get(|| async { console_file("text/javascript; charset=utf-8", CONSOLE_JS) }))
-        .route("/console.css", get(|| async { console_file("text/css; charset=utf-8", CONSOLE_CSS) }))
-        .route("/health", get(|| async { "ok\n" }))
+/// Serves the HTTP front; at most `max_ingest_requests` ingest requests at once. Everything
+/// but `/health` and the console's files goes through [`guard`].
+pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>, max_ingest_requests: usize, auth: super::auth::Auth) {
+    let api = Router::new()
         .route("/metrics", get(super::metrics::metrics))
         .route("/v1/sql", post(sql))
         .route("/v1/subscribe/{name}", get(subscribe))
         .route("/v1/ws/subscribe/{name}", get(subscribe_ws))
         .layer(DefaultBodyLimit::max(MAX_SQL_BODY_BYTES))
         .with_state(db.clone())
-        .merge(super::http_ingest::routes(db, max_ingest_requests));
+        .merge(super::http_ingest::routes(db.clone(), max_ingest_requests))
+        .layer(axum::middleware::from_fn_with_state((db, auth), guard));
+    let app = Router::new()
+        .route("/", get(|| async { console_file("text/html; charset=utf-8", CONSOLE_HTML) }))
+        .route("/console.js", get(|| async { console_file("text/javascript; charset=utf-8", CONSOLE_JS) }))
+        .route("/console.css", get(|| async { console_file("text/css; charset=utf-8", CONSOLE_CSS) }))
+        .route("/health", get(|| async { "ok\n" }))
+        .merge(api);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "http server stopped");
     }
@@ -84,9 +88,54 @@ pub(super) fn error_response(e: SqlError, results: Vec<Value>) -> Response {
     (http_status(e.code), Json(json!({"results": results, "error": error_json(&e)}))).into_response()
 }
 
+/// Who the request runs as (its API key's role; [`super::auth::bearer_role`]), and what its
+/// path needs: `INSERT` on an ingest or webhook table, `SELECT` on what a subscription reads.
+/// `/v1/sql` checks each statement as the role. A refusal is 401 or 403 with the SQLSTATE.
+async fn guard(State((db, auth)): State<(Arc<Database>, super::auth::Auth)>, mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use openclaw_sql::roles::Privilege;
+    let header = request.headers().get(axum::http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("?"));
+    let caller = match super::auth::bearer_role(&db, &auth, header) {
+        Ok(caller) => caller,
+        Err(e) => return error_response(e, vec![]),
+    };
+    let path = request.uri().path();
+    let needs = [("/v1/ingest/", Privilege::Insert), ("/v1/webhook/", Privilege::Insert), ("/v1/subscribe/", Privilege::Select), ("/v1/ws/subscribe/", Privilege::Select)]
+        .into_iter()
+        .find_map(|(prefix, privilege)| path.strip_prefix(prefix).map(|object| (object.to_string(), privilege)));
+    if let Some((object, privilege)) = needs {
+        let object = percent_decoded(&object);
+        if let Err(e) = db.check_privilege(caller.0.as_deref(), &object, privilege).await {
+            return error_response(e, vec![]);
+        }
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// A path segment with its `%XX` escapes decoded (as axum's `Path` gives it to the handler).
+fn percent_decoded(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `POST /v1/sql`: the body is the SQL text, or `{"sql": "..."}`. Runs its statements in order
-/// in a session of its own, up to the first error, and answers each one's rows or command tag.
-async fn sql(State(db): State<Arc<Database>>, body: Bytes) -> Response {
+/// in a session of its own, as the request's role, up to the first error, and answers each
+/// one's rows or command tag.
+async fn sql(State(db): State<Arc<Database>>, caller: Option<axum::Extension<super::auth::Caller>>, body: Bytes) -> Response {
     let text = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(o)) => match o.get("sql") {
             Some(Value::String(s)) => s.clone(),
@@ -98,6 +147,7 @@ async fn sql(State(db): State<Arc<Database>>, body: Bytes) -> Response {
         },
     };
     let mut vars = SessionVars::default();
+    vars.session_user = caller.and_then(|c| c.0 .0);
     let mut results = vec![];
     for result in db.execute(&mut vars, &text).await {
         let output = match result {

@@ -128,10 +128,11 @@ pub async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     if let Some(path) = &config.ports_file {
         write_ports_file(path, pg.local_addr()?.port(), http.local_addr()?.port(), grpc.local_addr()?.port())?;
     }
+    let auth = front.auth.clone();
     let pg_task = tokio::spawn(pg::serve(pg, db.clone(), config.max_connections, front));
-    let http_task = tokio::spawn(http::serve(http, db.clone(), config.max_ingest_requests));
+    let http_task = tokio::spawn(http::serve(http, db.clone(), config.max_ingest_requests, auth.clone()));
     let grpc_task = tokio::spawn(async move {
-        if let Err(e) = grpc::serve(grpc, db).await {
+        if let Err(e) = grpc::serve(grpc, db, auth).await {
             tracing::error!(error = %e, "the gRPC listener stopped");
         }
     });

@@ -90,11 +90,29 @@ pub struct Session {
     connections: Arc<Cancels>,
     copy_in: Arc<Mutex<Option<CopyInProgress>>>,
     auth: Auth,
+    /// The role the connection logged in as, found at its first statement
+    /// ([`Session::identify`]).
+    role: Arc<std::sync::OnceLock<Option<String>>>,
 }
 
 impl Session {
     fn new(db: Arc<Database>, connections: Arc<Cancels>, auth: Auth) -> Self {
-        Self { db, vars: Arc::new(Mutex::new(SessionVars::default())), parser: Arc::new(SqlText), connections, copy_in: Default::default(), auth }
+        Self { db, vars: Arc::new(Mutex::new(SessionVars::default())), parser: Arc::new(SqlText), connections, copy_in: Default::default(), auth, role: Default::default() }
+    }
+
+    /// Which role the session runs as: none (the bootstrap superuser) for `--superuser`'s
+    /// name, the role of the user name otherwise. Under `--auth trust` a name that is no role
+    /// is the bootstrap superuser, as any name was before roles.
+    fn identify<C: ClientInfo>(&self, client: &C, vars: &mut SessionVars) {
+        let role = self.role.get_or_init(|| {
+            let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_default();
+            match &self.auth {
+                Auth::Scram(superuser) if user == superuser.name => None,
+                Auth::Scram(_) => Some(user),
+                Auth::Trust => self.db.roles().exists(&user).then_some(user),
+            }
+        });
+        vars.session_user = role.clone();
     }
 }
 
@@ -218,7 +236,8 @@ impl PgWireServerHandlers for Session {
         let scram = match &self.auth {
             Auth::Trust => None,
             Auth::Scram(superuser) => {
-                let scram = ScramAuth::new(superuser.clone());
+                let logins = super::auth::Logins { superuser: superuser.clone(), db: self.db.clone() };
+                let scram = ScramAuth::new(Arc::new(logins));
                 Some(SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default())).with_scram(scram))
             }
         };
@@ -426,6 +445,7 @@ impl SimpleQueryHandler for Session {
     {
         let cancel = arm_cancel(client);
         let mut vars = self.vars.lock().await;
+        self.identify(client, &mut vars);
         vars.cancel = cancel.clone();
         let results = self.db.execute(&mut vars, query).await;
         let mut out = Vec::with_capacity(results.len());
@@ -592,6 +612,7 @@ impl ExtendedQueryHandler for Session {
         };
         let cancel = arm_cancel(client);
         let mut vars = self.vars.lock().await;
+        self.identify(client, &mut vars);
         vars.cancel = cancel.clone();
         let output = self.db.execute_one(&mut vars, &typed_sql(&portal.statement), params).await;
         match output {

@@ -65,3 +65,4 @@ pub(crate) fn identifier(p: &mut Parser) -> Result<String, ParserError> {
         None => ident.value.to_ascii_lowercase(),
     })
 }
+

@@ -52,13 +52,19 @@ fn batch_key(app_metadata: &[u8]) -> Result<(Option<String>, u64), Status> {
 }
 
 /// Writes every batch of a DoPut, in order, sending one ack each.
-async fn put(db: Arc<Database>, mut input: Streaming<FlightData>, acks: tokio::sync::mpsc::Sender<Result<PutResult, Status>>) {
+async fn put(db: Arc<Database>, role: Option<String>, mut input: Streaming<FlightData>, acks: tokio::sync::mpsc::Sender<Result<PutResult, Status>>) {
     let first = match input.message().await {
         Ok(Some(first)) => first,
         _ => return,
     };
     let table = match table_of(first.flight_descriptor.as_ref()) {
-        Ok(table) => table,
+        Ok(table) => match db.check_privilege(role.as_deref(), &table, openclaw_sql::roles::Privilege::Insert).await {
+            Ok(()) => table,
+            Err(e) => {
+                let _ = acks.send(Err(super::status(&e))).await;
+                return;
+            }
+        },
         Err(status) => {
             let _ = acks.send(Err(status)).await;
             return;
@@ -104,10 +110,11 @@ impl FlightService for FlightIngest {
         let slot = super::take_stream_slot(&self.streams)?;
         let (acks, rx) = tokio::sync::mpsc::channel(super::MAX_UNACKED_PER_STREAM);
         let db = self.db.clone();
+        let role = super::caller(&request);
         let input = request.into_inner();
         tokio::spawn(async move {
             let _slot = slot;
-            put(db, input, acks).await;
+            put(db, role, input, acks).await;
         });
         let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|ack| (ack, rx)) });
         Ok(Response::new(stream.boxed()))

@@ -36,7 +36,8 @@ impl IngestService {
 
 /// Writes one request; its ack, or the error that ends the call. `message`: the Protobuf
 /// message type of the stream's last descriptor set.
-async fn write_one(db: &Database, request: WriteRequest, message: &mut Option<ProtobufMessage>) -> Result<WriteAck, Status> {
+async fn write_one(db: &Database, role: Option<&str>, request: WriteRequest, message: &mut Option<ProtobufMessage>) -> Result<WriteAck, Status> {
+    db.check_privilege(role, &request.table, openclaw_sql::roles::Privilege::Insert).await.map_err(|e| super::status(&e))?;
     let key = super::producer_key(&request.producer_id, request.sequence)?;
     let (format, body) = match request.rows {
         Some(Rows::ArrowIpc(bytes)) => (BodyFormat::ArrowStream, bytes),
@@ -87,6 +88,7 @@ impl super::proto::ingest_server::Ingest for IngestService {
 
     async fn write(&self, request: Request<Streaming<WriteRequest>>) -> Result<Response<Self::WriteStream>, Status> {
         let slot = super::take_stream_slot(&self.streams)?;
+        let role = super::caller(&request);
         let mut input = request.into_inner();
         let (acks, rx) = tokio::sync::mpsc::channel(super::MAX_UNACKED_PER_STREAM);
         let db = self.db.clone();
@@ -106,7 +108,7 @@ impl super::proto::ingest_server::Ingest for IngestService {
                     }
                 };
                 let result = match check_order(&mut last, &request) {
-                    Ok(()) => write_one(&db, request, &mut message).await,
+                    Ok(()) => write_one(&db, role.as_deref(), request, &mut message).await,
                     Err(status) => Err(status),
                 };
                 if let Ok(ack) = &result {
@@ -129,7 +131,8 @@ impl super::proto::ingest_server::Ingest for IngestService {
 
     async fn write_batch(&self, request: Request<WriteRequest>) -> Result<Response<WriteAck>, Status> {
         let _slot = super::take_stream_slot(&self.streams)?;
-        write_one(&self.db, request.into_inner(), &mut None).await.map(Response::new)
+        let role = super::caller(&request);
+        write_one(&self.db, role.as_deref(), request.into_inner(), &mut None).await.map(Response::new)
     }
 }
 

@@ -29,12 +29,14 @@ pub const MAX_UNACKED_PER_STREAM: usize = 4;
 const MAX_CONCURRENT_CALLS_PER_CONNECTION: u32 = 64;
 
 /// Serves the gRPC front on `listener` until the task is aborted.
-pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>) -> Result<(), super::BoxError> {
+pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>, auth: super::auth::Auth) -> Result<(), super::BoxError> {
     let streams = Arc::new(tokio::sync::Semaphore::new(MAX_GRPC_STREAMS));
     let ingest = proto::ingest_server::IngestServer::new(ingest::IngestService::new(db.clone(), streams.clone()))
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
-    let flight = arrow_flight::flight_service_server::FlightServiceServer::new(flight::FlightIngest::new(db, streams))
+    let ingest = tonic::service::interceptor::InterceptedService::new(ingest, api_key(db.clone(), auth.clone()));
+    let flight = arrow_flight::flight_service_server::FlightServiceServer::new(flight::FlightIngest::new(db.clone(), streams))
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+    let flight = tonic::service::interceptor::InterceptedService::new(flight, api_key(db, auth));
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<proto::ingest_server::IngestServer<ingest::IngestService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -54,6 +56,23 @@ pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>) -> Resu
 
 /// A gRPC status for an error, by its SQLSTATE (as the HTTP front maps it to a status), with
 /// the SQLSTATE itself in the `x-sqlstate` metadata and the hint in `x-hint`.
+/// The interceptor of the ingest and Flight services: the `authorization: Bearer <API key>`
+/// metadata's role, as a [`super::auth::Caller`] in the request's extensions (each request's
+/// table is checked for `INSERT` where it is known). Health and reflection need no key.
+fn api_key(db: Arc<Database>, auth: super::auth::Auth) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    move |mut request: tonic::Request<()>| {
+        let header = request.metadata().get("authorization").map(|v| v.to_str().unwrap_or("?"));
+        let caller = super::auth::bearer_role(&db, &auth, header).map_err(|e| status(&e))?;
+        request.extensions_mut().insert(caller);
+        Ok(request)
+    }
+}
+
+/// The role a request runs as (`None`: the superuser).
+pub(crate) fn caller<T>(request: &tonic::Request<T>) -> Option<String> {
+    request.extensions().get::<super::auth::Caller>().and_then(|c| c.0.clone())
+}
+
 pub(crate) fn status(e: &SqlError) -> tonic::Status {
     use tonic::Code;
     let code = match e.code {
