@@ -79,11 +79,11 @@ pub(crate) async fn start_server(engine: &EngineArgs, dataflow: &tokio::runtime:
     let (pg_port, http_port, grpc_port) = (pg.local_addr()?.port(), http.local_addr()?.port(), grpc.local_addr()?.port());
     let tasks = vec![
         tokio::spawn(crate::server::pg::serve(pg, db.clone(), max_connections, crate::server::pg::PgFront::trust())),
-        tokio::spawn(crate::server::http::serve(http, db.clone(), crate::server::http_ingest::DEFAULT_MAX_INGEST_REQUESTS, crate::server::auth::Auth::Trust)),
+        tokio::spawn(crate::server::http::serve(http, db.clone(), crate::server::http_ingest::DEFAULT_MAX_INGEST_REQUESTS, crate::server::auth::Auth::Trust, None)),
         tokio::spawn({
             let db = db.clone();
             async move {
-                if let Err(e) = crate::server::grpc::serve(grpc, db, crate::server::auth::Auth::Trust).await {
+                if let Err(e) = crate::server::grpc::serve(grpc, db, crate::server::auth::Auth::Trust, None).await {
                     tracing::error!(error = %e, "the gRPC listener stopped");
                 }
             }

@@ -93,6 +93,35 @@ async fn scram_over_tls_with_psql_and_tokio_postgres() {
         assert_eq!(error.code(), Some(&SqlState::INVALID_PASSWORD), "{user}: {error}");
     }
 
+    // The HTTP and gRPC fronts take TLS with the same certificate: curl and Python's grpcio
+    // verify it against the CA; plain HTTP on the port gets no answer; without an API key the
+    // API is 401 (keys are required under SCRAM).
+    let https = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "--cacert"])
+            .arg(&certs.ca)
+            .args(["-w", "\n%{http_code}", &format!("https://localhost:{}{path}", server.http_port)])
+            .output()
+            .expect("run curl");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    };
+    assert_eq!(https("/health"), (true, "ok\n\n200".to_string()));
+    let (_, unauthorized) = https("/metrics");
+    assert!(unauthorized.ends_with("401") && unauthorized.contains("28000"), "{unauthorized}");
+    let plain = Command::new("curl").args(["-sS", "-m", "5", &format!("http://localhost:{}/health", server.http_port)]).output().expect("run curl");
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("ok"), "plain HTTP answered on the TLS port");
+    let grpc_health = format!(
+        "import grpc, sys\n\
+         creds = grpc.ssl_channel_credentials(open(sys.argv[1], 'rb').read())\n\
+         channel = grpc.secure_channel('localhost:{}', creds)\n\
+         check = channel.unary_unary('/grpc.health.v1.Health/Check', request_serializer=lambda x: x, response_deserializer=lambda x: x)\n\
+         print(check(b'', timeout=20).hex())",
+        server.grpc_port
+    );
+    let python = std::env::var("OPENCLAW_GRPC_PYTHON").expect("OPENCLAW_GRPC_PYTHON: run through scripts/test.sh, which installs grpcio");
+    let out = Command::new(python).args(["-c", &grpc_health]).arg(&certs.ca).output().expect("run python");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0801", "SERVING over TLS: {}", String::from_utf8_lossy(&out.stderr));
+
     // The failures are logged with the user, never with a password; every line is a JSON
     // object (`--log-format json`).
     drop(client);

@@ -57,6 +57,15 @@ async fn metrics_pass_promtool_and_match_show() {
     assert_eq!(sample(body, "openclaw_view_late_rows_dropped_total{kind=\"materialized_view\",view=\"tags\"}"), tags[2]);
     assert_eq!(sample(body, "openclaw_subscriptions_open"), "0");
 
+    // The FLUSH took a checkpoint: /metrics reports SHOW CHECKPOINTS' newest; the views' state
+    // and RocksDB's own statistics are there.
+    let checkpoints = one(&client, "SHOW CHECKPOINTS").await;
+    let newest = checkpoints.iter().map(|r| r[0].parse::<u64>().unwrap()).max().expect("a checkpoint");
+    assert_eq!(sample(body, "openclaw_checkpoint_last_id").parse::<u64>().unwrap(), newest, "{checkpoints:?}");
+    assert!(sample(body, "openclaw_checkpoint_last_bytes").parse::<u64>().unwrap() > 0);
+    assert!(sample(body, "openclaw_checkpoint_last_duration_seconds").parse::<f64>().unwrap() >= 0.0);
+    assert!(body.lines().any(|l| l.starts_with("openclaw_state_bytes{table=\"rows\",view=\"tags\"}")), "{body}");
+    assert!(sample(body, "openclaw_rocksdb_property{property=\"estimate-num-keys\"}").parse::<u64>().unwrap() > 0);
 }
 
 /// The value of the sample named (with its labels) `series`.

@@ -39,11 +39,39 @@ pub struct ViewMetrics {
     pub failed_rows: i64,
 }
 
+/// One state table of a view (a join side, an aggregate's groups, ...), or the view's own
+/// rows (`table` = `rows`): bytes on disk and in memtables, from RocksDB's estimates.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateMetrics {
+    pub view: String,
+    pub table: String,
+    pub bytes: u64,
+}
+
+/// The last committed checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckpointMetrics {
+    pub id: u64,
+    pub created_at_ms: u64,
+    /// From the barrier's injection to the manifest's commit.
+    pub duration_ms: u64,
+    /// Of which writing it, after every sink passed the barrier.
+    pub write_ms: u64,
+    /// The longest any operator paused at the barrier.
+    pub snapshot_ms: u64,
+    pub bytes: u64,
+    pub files: usize,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Metrics {
     pub sources: Vec<SourceMetrics>,
     pub views: Vec<ViewMetrics>,
     pub subscriptions_open: usize,
+    pub state: Vec<StateMetrics>,
+    pub checkpoint: Option<CheckpointMetrics>,
+    /// RocksDB's statistics over every column family, by property name.
+    pub rocksdb: Vec<(&'static str, u64)>,
 }
 
 impl Database {
@@ -55,7 +83,40 @@ impl Database {
             .into_iter()
             .flat_map(|(kind, label)| catalog.of_kind(kind).filter_map(move |e| view_metrics(e, label)))
             .collect();
-        Metrics { sources, views, subscriptions_open: self.subscribers.open() }
+        // Column families listed under the lock, sized without it (RocksDB properties).
+        let tables: Vec<(String, String, Vec<String>)> = catalog
+            .of_kind(ObjectKind::MaterializedView)
+            .filter_map(|e| match &e.detail {
+                Detail::View(v) => Some(
+                    std::iter::once((e.name.clone(), "rows".to_string(), vec![v.state.cf.to_string()]))
+                        .chain(v.state_tables.iter().map(|t| (e.name.clone(), t.name.clone(), t.column_families.clone())))
+                        .collect::<Vec<_>>(),
+                ),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        drop(catalog);
+        // RocksDB's properties are in memory, but listing the families reads its MANIFEST:
+        // off the async workers.
+        let store = self.store.clone();
+        let (state, rocksdb) = tokio::task::spawn_blocking(move || {
+            let state = tables.into_iter().map(|(view, table, cfs)| StateMetrics { view, table, bytes: store.bytes_in(&cfs).unwrap_or(0) }).collect();
+            let families: Vec<String> = store.families().map(|f| f.into_iter().map(|(name, _)| name).collect()).unwrap_or_default();
+            (state, store.rocksdb_statistics(&families).unwrap_or_default())
+        })
+        .await
+        .unwrap_or_default();
+        let checkpoint = self.last_checkpoint.lock().await.as_ref().map(|m| CheckpointMetrics {
+            id: m.id,
+            created_at_ms: m.created_at_ms,
+            duration_ms: m.duration_ms,
+            write_ms: m.write_ms,
+            snapshot_ms: m.snapshot_ms,
+            bytes: m.files.iter().map(|f| f.bytes).sum(),
+            files: m.files.len(),
+        });
+        Metrics { sources, views, subscriptions_open: self.subscribers.open(), state, checkpoint, rocksdb }
     }
 }
 

@@ -32,7 +32,7 @@ pub const SSE_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Serves the HTTP front; at most `max_ingest_requests` ingest requests at once. Everything
 /// but `/health` and the console's files goes through [`guard`].
-pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>, max_ingest_requests: usize, auth: super::auth::Auth) {
+pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>, max_ingest_requests: usize, auth: super::auth::Auth, tls: Option<pgwire::tokio::TlsAcceptor>) {
     let api = Router::new()
         .route("/metrics", get(super::metrics::metrics))
         .route("/v1/sql", post(sql))
@@ -48,8 +48,26 @@ pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>, max_ing
         .route("/console.css", get(|| async { console_file("text/css; charset=utf-8", CONSOLE_CSS) }))
         .route("/health", get(|| async { "ok\n" }))
         .merge(api);
+    if let Some(acceptor) = tls {
+        return serve_tls(listener, acceptor, app).await;
+    }
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "http server stopped");
+    }
+}
+
+/// [`serve`] over TLS: each connection after its handshake is served by hyper (HTTP/1.1 with
+/// upgrades, for WebSockets) in a task of its own.
+async fn serve_tls(listener: tokio::net::TcpListener, acceptor: pgwire::tokio::TlsAcceptor, app: Router) {
+    let mut connections = super::tls::accept_tls(listener, acceptor, "http");
+    while let Some(connection) = connections.recv().await {
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            if let Err(e) = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(connection), service).await {
+                tracing::debug!(error = %e, "an HTTPS connection ended with an error");
+            }
+        });
     }
 }
 

@@ -55,6 +55,34 @@ pub fn render(m: &Metrics) -> prometheus::Result<String> {
         failed_rows.with_label_values(&labels).set(v.failed_rows);
         up.with_label_values(&labels).set(i64::from(!v.failed));
     }
+    let state = gauge(&registry, "state_bytes", "Bytes of a view's state table (or its rows, table=\"rows\") on disk and in memtables, RocksDB's estimate.", &["view", "table"])?;
+    for s in &m.state {
+        state.with_label_values(&[s.view.as_str(), s.table.as_str()]).set(s.bytes as i64);
+    }
+    if let Some(c) = &m.checkpoint {
+        let seconds = |name: &str, help: &str, ms: u64| -> prometheus::Result<()> {
+            let g = prometheus::Gauge::new(name, help)?;
+            g.set(ms as f64 / 1e3);
+            registry.register(Box::new(g))
+        };
+        seconds("checkpoint_last_duration_seconds", "The last checkpoint, from its barrier's injection to its commit.", c.duration_ms)?;
+        seconds("checkpoint_last_write_seconds", "Of which writing it, after every sink passed the barrier.", c.write_ms)?;
+        seconds("checkpoint_last_snapshot_seconds", "The longest any operator paused at the last checkpoint's barrier.", c.snapshot_ms)?;
+        seconds("checkpoint_last_timestamp_seconds", "When the last checkpoint was taken, in seconds since the epoch.", c.created_at_ms)?;
+        for (name, help, value) in [
+            ("checkpoint_last_id", "The last committed checkpoint's id (its barrier epoch).", c.id as i64),
+            ("checkpoint_last_bytes", "Bytes of the files the last checkpoint holds.", c.bytes as i64),
+            ("checkpoint_last_files", "Files the last checkpoint holds.", c.files as i64),
+        ] {
+            let g = IntGauge::new(name, help)?;
+            g.set(value);
+            registry.register(Box::new(g))?;
+        }
+    }
+    let rocksdb = gauge(&registry, "rocksdb_property", "RocksDB's statistics (its rocksdb.<property> values), summed over every column family.", &["property"])?;
+    for (property, value) in &m.rocksdb {
+        rocksdb.with_label_values(&[*property]).set(*value as i64);
+    }
     let subscriptions = IntGauge::new("subscriptions_open", "Subscriptions open now (SUBSCRIBE, event streams, WebSockets).")?;
     subscriptions.set(m.subscriptions_open as i64);
     registry.register(Box::new(subscriptions))?;
@@ -77,7 +105,7 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> promet
 
 #[cfg(test)]
 mod tests {
-    use openclaw_sql::metrics::{SourceMetrics, ViewMetrics};
+    use openclaw_sql::metrics::{CheckpointMetrics, SourceMetrics, StateMetrics, ViewMetrics};
 
     use super::*;
 
@@ -96,6 +124,9 @@ mod tests {
             }],
             views: vec![ViewMetrics { name: "q5".into(), kind: "materialized_view", late_rows: 4, failed: false, failed_rows: 0 }],
             subscriptions_open: 1,
+            state: vec![StateMetrics { view: "q5".into(), table: "join_left".into(), bytes: 4096 }],
+            checkpoint: Some(CheckpointMetrics { id: 42, created_at_ms: 1_700_000_000_000, duration_ms: 250, write_ms: 40, snapshot_ms: 2, bytes: 1_000_000, files: 12 }),
+            rocksdb: vec![("block-cache-usage", 8192), ("estimate-num-keys", 77)],
         }
     }
 
@@ -112,6 +143,11 @@ mod tests {
             "openclaw_view_late_rows_dropped_total{kind=\"materialized_view\",view=\"q5\"} 4",
             "openclaw_view_up{kind=\"materialized_view\",view=\"q5\"} 1",
             "openclaw_subscriptions_open 1",
+            "openclaw_state_bytes{table=\"join_left\",view=\"q5\"} 4096",
+            "openclaw_checkpoint_last_duration_seconds 0.25",
+            "openclaw_checkpoint_last_bytes 1000000",
+            "openclaw_checkpoint_last_id 42",
+            "openclaw_rocksdb_property{property=\"block-cache-usage\"} 8192",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

@@ -129,10 +129,14 @@ pub async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         write_ports_file(path, pg.local_addr()?.port(), http.local_addr()?.port(), grpc.local_addr()?.port())?;
     }
     let auth = front.auth.clone();
+    let (http_tls, grpc_tls) = match (&config.security.tls_cert, &config.security.tls_key) {
+        (Some(cert), Some(key)) => (Some(tls::acceptor_with_alpn(cert, key, &[tls::HTTP_ALPN])?), Some(tls::acceptor_with_alpn(cert, key, &[tls::GRPC_ALPN])?)),
+        _ => (None, None),
+    };
     let pg_task = tokio::spawn(pg::serve(pg, db.clone(), config.max_connections, front));
-    let http_task = tokio::spawn(http::serve(http, db.clone(), config.max_ingest_requests, auth.clone()));
+    let http_task = tokio::spawn(http::serve(http, db.clone(), config.max_ingest_requests, auth.clone(), http_tls));
     let grpc_task = tokio::spawn(async move {
-        if let Err(e) = grpc::serve(grpc, db, auth).await {
+        if let Err(e) = grpc::serve(grpc, db, auth, grpc_tls).await {
             tracing::error!(error = %e, "the gRPC listener stopped");
         }
     });

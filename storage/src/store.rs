@@ -386,6 +386,31 @@ impl Store {
         Ok(total)
     }
 
+    /// RocksDB's own statistics for `/metrics`, summed over the column families `cfs`: its
+    /// in-memory properties (no I/O), by the property's name without the `rocksdb.` prefix.
+    pub fn rocksdb_statistics(&self, cfs: &[String]) -> StorageResult<Vec<(&'static str, u64)>> {
+        const SUMMED: [&str; 7] = [
+            "estimate-num-keys",
+            "total-sst-files-size",
+            "cur-size-all-mem-tables",
+            "estimate-pending-compaction-bytes",
+            "num-running-compactions",
+            "num-running-flushes",
+            "estimate-table-readers-mem",
+        ];
+        let mut totals: Vec<(&'static str, u64)> = SUMMED.iter().map(|p| (*p, 0)).collect();
+        for name in cfs {
+            let Some(handle) = self.db.cf_handle(name) else { continue };
+            for (property, total) in totals.iter_mut() {
+                *total += self.db.property_int_value_cf(&handle, &format!("rocksdb.{property}"))?.unwrap_or(0);
+            }
+        }
+        // The block cache is shared by every family: counted once.
+        let cache = self.db.cf_handle(cfs.first().map(String::as_str).unwrap_or("default")).map(|h| self.db.property_int_value_cf(&h, "rocksdb.block-cache-usage")).transpose()?.flatten();
+        totals.push(("block-cache-usage", cache.unwrap_or(0)));
+        Ok(totals)
+    }
+
     /// Number of keys in `cf`, counted by a full scan (for tests and `SHOW`).
     pub fn count_keys(&self, cf: &str) -> StorageResult<u64> {
         let mut n = 0;

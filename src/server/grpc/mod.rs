@@ -29,7 +29,7 @@ pub const MAX_UNACKED_PER_STREAM: usize = 4;
 const MAX_CONCURRENT_CALLS_PER_CONNECTION: u32 = 64;
 
 /// Serves the gRPC front on `listener` until the task is aborted.
-pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>, auth: super::auth::Auth) -> Result<(), super::BoxError> {
+pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>, auth: super::auth::Auth, tls: Option<pgwire::tokio::TlsAcceptor>) -> Result<(), super::BoxError> {
     let streams = Arc::new(tokio::sync::Semaphore::new(MAX_GRPC_STREAMS));
     let ingest = proto::ingest_server::IngestServer::new(ingest::IngestService::new(db.clone(), streams.clone()))
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
@@ -43,14 +43,20 @@ pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>, auth: s
         .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(MAX_CONCURRENT_CALLS_PER_CONNECTION))
         .add_service(health)
         .add_service(reflection)
         .add_service(ingest)
-        .add_service(flight)
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-        .await?;
+        .add_service(flight);
+    match tls {
+        Some(acceptor) => {
+            let connections = super::tls::accept_tls(listener, acceptor, "grpc");
+            let incoming = futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(connections), Ok::<_, std::io::Error>);
+            router.serve_with_incoming(incoming).await?
+        }
+        None => router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)).await?,
+    }
     Ok(())
 }
 
