@@ -139,6 +139,13 @@ async fn a_pathological_statement_is_refused_at_once_while_others_run() {
     assert!(took < Duration::from_secs(1), "refused after {took:?}");
     let other_took = other.await.unwrap();
     assert!(other_took < Duration::from_secs(1), "another session waited {other_took:?}");
+    // So is a chain of `INTERVAL <expression>`s (the `sql_parse` fuzz target's find: ten
+    // levels took sqlparser 68 s).
+    let intervals = format!("SELECT {}'1'{}", "length(generate_series(1, interval ".repeat(12), ")".repeat(24));
+    let started = Instant::now();
+    let err = slow.batch_execute(&intervals).await.unwrap_err();
+    assert_eq!(err.as_db_error().map(|d| d.code().code()), Some("54001"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(1), "refused after {:?}", started.elapsed());
     // Too long a statement is refused too, with 54000.
     let huge = format!("SELECT '{}'", "x".repeat(17 << 20));
     let err = slow.batch_execute(&huge).await.unwrap_err();
@@ -184,4 +191,32 @@ async fn mutated_statements_leave_the_server_answering_without_a_panic() {
     assert!(!text.contains("panicked"), "the server panicked:\n{}", text.lines().filter(|l| l.contains("panicked")).take(5).collect::<Vec<_>>().join("\n"));
     assert!(slow <= 5, "{slow} statements ran for over 20 s");
     let _ = std::fs::remove_file(&log);
+}
+
+/// A password message whose length field is below its own four bytes, or a Parse with an empty
+/// body, makes pgwire 0.41.1 panic while decoding it (the `pgwire_messages` fuzz target's
+/// finds): the panic must end that connection only, and the server go on serving the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_protocol_message_ends_only_its_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = common::TestServer::start("fuzz-pgwire");
+    let client = server.connect().await;
+    for malformed in [&b"p\0\0\0\0\xff\n"[..], &b"P\0\0\0\x04"[..], &b"p\0\0\0\0\xff\n"[..]] {
+        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", server.pg_port)).await.unwrap();
+        let params = b"user\0x\0database\0x\0\0";
+        let mut startup = ((8 + params.len()) as u32).to_be_bytes().to_vec();
+        startup.extend_from_slice(&196608u32.to_be_bytes());
+        startup.extend_from_slice(params);
+        socket.write_all(&startup).await.unwrap();
+        let mut answer = [0u8; 1024];
+        assert!(socket.read(&mut answer).await.unwrap() > 0, "no answer to the startup");
+        socket.write_all(malformed).await.unwrap();
+        // The connection ends (closed, or reset), without a reply.
+        let mut rest = vec![];
+        let _ = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut rest)).await.expect("the connection ends");
+        assert!(rest.is_empty(), "an answer to a malformed message: {rest:?}");
+    }
+    assert_eq!(common::one(&client, "SELECT 41 + 1").await, vec![vec!["42".to_string()]]);
+    let other = server.connect().await;
+    assert_eq!(common::one(&other, "SELECT 1").await, vec![vec!["1".to_string()]]);
 }

@@ -32,6 +32,12 @@ pub const MAX_STATEMENT_BYTES: usize = 16 << 20;
 /// derived tables a few deep.
 pub const MAX_TABLE_NESTING: usize = 16;
 
+/// Deepest chain of `INTERVAL <expression>` (an `INTERVAL` not followed by a string literal)
+/// nested in another's expression. sqlparser tries each such operand more than one way, so its
+/// time grows about thirty-fold with each two levels (found by the `sql_parse` fuzz target: 10
+/// levels took 68 s); PostgreSQL's own intervals are `INTERVAL 'text'`, which nest nothing.
+pub const MAX_INTERVAL_NESTING: usize = 4;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectKind {
     Table,
@@ -210,6 +216,10 @@ pub fn parse_with_text(sql: &str) -> Result<Vec<(OcStatement, String)>, SqlError
             return Err(SqlError::new(SqlState::StatementTooComplex, format!("statement too complex: more than {MAX_TABLE_NESTING} nested parenthesized tables in FROM"))
                 .with_hint("use fewer nested parentheses or derived tables, or name parts with WITH"));
         }
+        if interval_nesting(group) > MAX_INTERVAL_NESTING {
+            return Err(SqlError::new(SqlState::StatementTooComplex, format!("statement too complex: more than {MAX_INTERVAL_NESTING} nested INTERVAL expressions"))
+                .with_hint("write intervals as INTERVAL '1 day', or compute the expression in a subquery"));
+        }
         if crate::pg_catalog::reads_catalog(group) {
             let stmt = crate::pg_catalog::parse(&text).map_err(|e| syntax_error(sql, &e.message))?;
             out.push((OcStatement::Standard(Box::new(stmt)), text));
@@ -316,6 +326,33 @@ fn table_nesting(tokens: &[TokenWithSpan]) -> usize {
             _ => {}
         }
         previous = Some(&t.token);
+    }
+    deepest
+}
+
+/// The deepest chain of `INTERVAL <expression>`s each within the one before (see
+/// [`MAX_INTERVAL_NESTING`]): an `INTERVAL` not followed by a string literal opens a level
+/// that lasts until the parenthesis it stands in closes. Linear in the tokens.
+fn interval_nesting(tokens: &[TokenWithSpan]) -> usize {
+    let significant: Vec<&Token> = tokens.iter().map(|t| &t.token).filter(|t| !matches!(t, Token::Whitespace(_))).collect();
+    // The parenthesis depth at which each open level started.
+    let mut open: Vec<usize> = vec![];
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for (i, t) in significant.iter().enumerate() {
+        match t {
+            Token::LParen => depth += 1,
+            Token::RParen => {
+                depth = depth.saturating_sub(1);
+                while open.last().is_some_and(|d| *d > depth) {
+                    open.pop();
+                }
+            }
+            Token::Word(w) if w.keyword == Keyword::INTERVAL && !matches!(significant.get(i + 1), Some(Token::SingleQuotedString(_))) => {
+                open.push(depth);
+                deepest = deepest.max(open.len());
+            }
+            _ => {}
+        }
     }
     deepest
 }
@@ -840,6 +877,22 @@ mod tests {
         // Derived tables nested a few deep, and deep expressions, are fine.
         parse("SELECT * FROM (SELECT * FROM (SELECT * FROM (SELECT 1) a) b) c JOIN (SELECT 2) d ON true").unwrap();
         parse(&format!("SELECT {}1{}", "(".repeat(40), ")".repeat(40))).unwrap();
+    }
+
+    /// Found by the `sql_parse` fuzz target: ten nested `INTERVAL <expression>`s took 68 s.
+    #[test]
+    fn nested_interval_expressions_are_refused_at_once() {
+        let nested = |n: usize| format!("SELECT {}'1'{}", "length(generate_series(1, interval ".repeat(n), ")".repeat(2 * n));
+        let started = std::time::Instant::now();
+        let err = parse(&nested(12)).unwrap_err();
+        assert_eq!(err.code, SqlState::StatementTooComplex);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert!(!matches!(parse(&nested(MAX_INTERVAL_NESTING)), Err(e) if e.code == SqlState::StatementTooComplex));
+        // Intervals as PostgreSQL writes them, however many, pass; levels close with their
+        // parentheses (`interval 1 + interval 2` may nest: sqlparser may read the second in the
+        // first's operand).
+        assert!(parse(&format!("SELECT {}", vec!["INTERVAL '1 day'"; 50].join(" + "))).is_ok());
+        assert_eq!(interval_nesting(&Tokenizer::new(&PostgreSqlDialect {}, &format!("SELECT {}", vec!["(interval 1 + interval 2)"; 9].join(" + "))).tokenize_with_location().unwrap()), 2);
     }
 
     #[test]
