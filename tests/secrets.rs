@@ -37,6 +37,7 @@ fn produce(bootstrap: &str, n: usize) {
         let payload = format!("{{\"auction\": {}, \"price\": {}}}", i % 7, i);
         let mut record = BaseRecord::<(), str>::to(TOPIC).payload(payload.as_str());
         while let Err((_, back)) = producer.send(record) {
+            // librdkafka's queue is full: it drains as the broker acknowledges.
             record = back;
             std::thread::sleep(Duration::from_millis(5));
         }

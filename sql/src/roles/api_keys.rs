@@ -71,7 +71,7 @@ impl Database {
     /// `CREATE API KEY FOR ROLE name`: a superuser's; answers `id` and `key` (shown this once).
     pub(crate) async fn create_api_key(&self, vars: &SessionVars, role: &str) -> SqlResult<QueryOutput> {
         if !self.roles.is_superuser(vars.current_role().as_deref()) {
-            return Err(SqlError::new(SqlState::InsufficientPrivilege, "permission denied to create API keys").with_detail("only a superuser may create API keys"));
+            return Err(super::superuser_only("create API keys"));
         }
         let mut catalog = self.catalog.lock().await;
         if !self.roles.exists(role) {
@@ -113,7 +113,7 @@ impl Database {
     /// `DROP API KEY [IF EXISTS] id`: the key stops working for the next request.
     pub(crate) async fn drop_api_key(&self, vars: &SessionVars, key_id: &str, if_exists: bool) -> SqlResult<QueryOutput> {
         if !self.roles.is_superuser(vars.current_role().as_deref()) {
-            return Err(SqlError::new(SqlState::InsufficientPrivilege, "permission denied to drop API keys").with_detail("only a superuser may drop API keys"));
+            return Err(super::superuser_only("drop API keys"));
         }
         let _catalog = self.catalog.lock().await;
         let removed = self.api_keys.0.lock().expect("api keys lock").remove(key_id);

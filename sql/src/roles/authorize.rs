@@ -9,7 +9,7 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{Expr, FromTable, FunctionArg, FunctionArgExpr, ObjectName, Query, Statement, TableFactor, TableObject, Value, Visit, Visitor};
 
-use super::{denied, Grantable, Privilege};
+use super::{denied, superuser_only, Grantable, Privilege};
 use crate::database::{object_name, Database};
 use crate::error::{SqlError, SqlResult, SqlState};
 use crate::parser::{ObjectKind, OcStatement};
@@ -109,7 +109,6 @@ impl Database {
                     .with_hint("only its owner or a superuser may drop or alter it")),
             }
         };
-        let superuser_only = |what: &str| Err(SqlError::new(SqlState::InsufficientPrivilege, format!("permission denied to {what}")).with_detail(format!("only a superuser may {what}; role {} is not one", crate::error::quote(&role))));
         match stmt {
             OcStatement::CreateSource(s) => create_in(&s.name),
             OcStatement::CreateTable(ct, ..) => create_in(&ct.name),
@@ -126,7 +125,7 @@ impl Database {
                 create_in(name)?;
                 need(&object_name(view)?, Privilege::Select)
             }
-            OcStatement::CreateSecret { .. } | OcStatement::Drop { kind: ObjectKind::Secret, .. } => superuser_only("manage secrets"),
+            OcStatement::CreateSecret { .. } | OcStatement::Drop { kind: ObjectKind::Secret, .. } => Err(superuser_only("manage secrets")),
             OcStatement::Drop { names, .. } => names.iter().try_for_each(own),
             OcStatement::AlterHistory { name, .. } => own(name),
             OcStatement::Subscribe(s) | OcStatement::CopySubscribe(s) | OcStatement::DeclareSubscribe { stmt: s, .. } => match &s.object {
@@ -137,7 +136,7 @@ impl Database {
             // expect the data to be taken first.
             OcStatement::CopyFrom(_) => Ok(()),
             OcStatement::CopyTo(copy) => select_all(reads(&copy.query)),
-            OcStatement::Standard(s) => self.authorize_standard(s, &role, &need, &select_all, &create_in, &own),
+            OcStatement::Standard(s) => self.authorize_standard(s, &need, &select_all, &create_in, &own),
             // They check for themselves.
             OcStatement::CreateApiKey { .. } | OcStatement::DropApiKey { .. } => Ok(()),
             OcStatement::Flush
@@ -155,29 +154,18 @@ impl Database {
 
     /// `COPY t FROM STDIN` needs INSERT on `t`.
     pub(crate) async fn copy_from_allowed(&self, vars: &SessionVars, table: &str) -> SqlResult<()> {
-        let role = vars.current_role();
-        if self.roles.is_superuser(role.as_deref()) {
-            return Ok(());
-        }
-        let role = role.expect("only the bootstrap superuser has no name");
-        let kind = self.catalog.lock().await.get(table).map(|e| e.kind);
-        match kind {
-            Some(kind) if !self.roles.holds(Some(&role), &Grantable::Relation(table.to_string()), Privilege::Insert) => Err(denied(&role, kind.sql_name(), table, "INSERT")),
-            _ => Ok(()),
-        }
+        self.check_privilege(vars.current_role().as_deref(), table, Privilege::Insert).await
     }
 
     #[allow(clippy::too_many_arguments)]
     fn authorize_standard(
         &self,
         stmt: &Statement,
-        role: &str,
         need: &dyn Fn(&str, Privilege) -> SqlResult<()>,
         select_all: &dyn Fn(BTreeSet<String>) -> SqlResult<()>,
         create_in: &dyn Fn(&ObjectName) -> SqlResult<()>,
         own: &dyn Fn(&ObjectName) -> SqlResult<()>,
     ) -> SqlResult<()> {
-        let superuser_only = |what: &str| Err(SqlError::new(SqlState::InsufficientPrivilege, format!("permission denied to {what}")).with_detail(format!("only a superuser may {what}; role {} is not one", crate::error::quote(role))));
         // What a write reads besides its target needs SELECT.
         let write = |target: Option<&ObjectName>, privilege: Privilege| -> SqlResult<()> {
             let mut read = reads(stmt);
@@ -215,8 +203,8 @@ impl Database {
             }
             Statement::CreateFunction(f) => create_in(&f.name),
             Statement::Drop { names, .. } => names.iter().try_for_each(own),
-            Statement::CreateSchema { .. } => superuser_only("create schemas"),
-            Statement::CreateRole(_) | Statement::AlterRole { .. } => superuser_only("manage roles"),
+            Statement::CreateSchema { .. } => Err(superuser_only("create schemas")),
+            Statement::CreateRole(_) | Statement::AlterRole { .. } => Err(superuser_only("manage roles")),
             // GRANT, REVOKE and DROP ROLE check for themselves (an owner may grant).
             _ => Ok(()),
         }

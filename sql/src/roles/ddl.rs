@@ -7,16 +7,12 @@ use datafusion::sql::sqlparser::ast::{
     Action, AlterRoleOperation, CreateRole, Expr, Grant, GrantObjects, Grantee, GranteeName, GranteesType, ObjectName, Password, Privileges, Revoke, RoleOption, Value,
 };
 
-use super::{Grantable, Privilege, Role, ScramVerifier, MAX_ROLES, PUBLIC_ROLE};
+use super::{superuser_only, Grantable, Privilege, Role, ScramVerifier, MAX_ROLES, PUBLIC_ROLE};
 use crate::database::{object_name, Database, QueryOutput};
 use crate::durable::DdlRecord;
 use crate::error::{quote, SqlError, SqlResult, SqlState};
 use crate::parser::ObjectKind;
 use crate::session::SessionVars;
-
-fn superuser_only(what: &str) -> SqlError {
-    SqlError::new(SqlState::InsufficientPrivilege, format!("permission denied to {what}")).with_detail(format!("only a superuser may {what}"))
-}
 
 fn undefined_role(name: &str) -> SqlError {
     SqlError::new(SqlState::UndefinedObject, format!("role {} does not exist", quote(name)))

@@ -259,6 +259,11 @@ impl Roles {
     }
 }
 
+/// `42501 permission denied to <what>`: what only a superuser may do.
+pub(crate) fn superuser_only(what: &str) -> SqlError {
+    SqlError::new(SqlState::InsufficientPrivilege, format!("permission denied to {what}")).with_detail(format!("only a superuser may {what}"))
+}
+
 /// `42501 permission denied for <kind> <name>`, naming the privilege that is missing.
 pub(crate) fn denied(role: &str, kind: &str, object: &str, privilege: &str) -> SqlError {
     SqlError::new(SqlState::InsufficientPrivilege, format!("permission denied for {kind} {}", quote(object)))
