@@ -1,6 +1,7 @@
 //! The console (`GET /`) in headless Chromium, driven by Playwright (`tests/console/drive.cjs`;
 //! `scripts/test.sh` installs Debian's Chromium and playwright-core): the page loads, lists a
-//! view, runs SQL, and the view's row count on screen changes after an INSERT over pgwire.
+//! view, runs SQL, and the view's row count on screen changes after an INSERT over pgwire; under
+//! SCRAM, the same with a role's API key typed into the page.
 
 mod common;
 
@@ -25,9 +26,31 @@ fn browser_env() -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_a_view_updating_live() {
-    let (modules, chromium) = browser_env();
     let server = common::TestServer::start_with(std::env::temp_dir().join(format!("openclaw-test-console-{}", std::process::id())), &["--flush-interval", "50ms"]);
     let client = server.connect().await;
+    drive(&server, &client, None).await;
+}
+
+/// Under SCRAM the console needs a role's API key: without it the page says it is refused
+/// (28000); with it typed in, SQL and the live view (whose WebSocket carries the key as a
+/// subprotocol) work as they do on a trusted server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_with_an_api_key_under_scram() {
+    const PASSWORD: &str = "console-superuser-pw";
+    let data_dir = std::env::temp_dir().join(format!("openclaw-test-console-scram-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let server = common::TestServer::start_with_env(data_dir, &["--flush-interval", "50ms", "--auth", "scram-sha-256"], &[("OPENCLAW_PASSWORD", PASSWORD)]);
+    let conninfo = format!("host=127.0.0.1 port={} user=openclaw dbname=openclaw password='{PASSWORD}'", server.pg_port);
+    let (client, connection) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await.expect("the superuser logs in");
+    tokio::spawn(connection);
+    client.batch_execute("CREATE ROLE viewer").await.unwrap();
+    drive(&server, &client, Some("viewer")).await;
+}
+
+/// Creates a view, runs `tests/console/drive.cjs` on it (with an API key of `role`'s, if
+/// given), and checks what the browser reports before and after an INSERT.
+async fn drive(server: &common::TestServer, client: &tokio_postgres::Client, role: Option<&str>) {
+    let (modules, chromium) = browser_env();
     client
         .batch_execute(
             "CREATE TABLE t (k INT PRIMARY KEY, v TEXT);
@@ -37,10 +60,15 @@ async fn the_console_shows_a_view_updating_live() {
         )
         .await
         .unwrap();
+    let mut args = vec![common::repo_path("tests/console/drive.cjs"), format!("http://127.0.0.1:{}/", server.http_port), "per_v".into()];
+    if let Some(role) = role {
+        // GRANT ... ON ALL TABLES covers what exists when it runs: the view too, now.
+        client.batch_execute(&format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")).await.unwrap();
+        let key = client.query_one(&format!("CREATE API KEY FOR ROLE {role}"), &[]).await.unwrap().get::<_, String>("key");
+        args.push(key);
+    }
     let mut browser = std::process::Command::new("node")
-        .arg(common::repo_path("tests/console/drive.cjs"))
-        .arg(format!("http://127.0.0.1:{}/", server.http_port))
-        .arg("per_v")
+        .args(&args)
         .env("OPENCLAW_PLAYWRIGHT_DIR", modules)
         .env("OPENCLAW_CHROMIUM", chromium)
         .stdout(Stdio::piped())

@@ -15,6 +15,7 @@ pub mod dead_letters;
 pub mod error;
 pub mod eval_errors;
 pub mod message;
+pub mod metrics;
 pub mod operator;
 pub mod operators;
 pub mod plan;

@@ -5,6 +5,7 @@ use tokio::sync::mpsc;
 
 use openclaw_storage::CfKind;
 
+use crate::metrics::OperatorMetrics;
 use crate::{Barrier, Coordinator, EngineConfig, EngineError, EngineResult, Message, StreamChunk, Watermark};
 
 /// One step of the dataflow. The runtime loop ([`crate::runtime::run_operator`]) calls these
@@ -106,6 +107,9 @@ pub struct OperatorContext {
     pub coordinator: Arc<Coordinator>,
     /// The view whose dataflow the operator belongs to, if any.
     pub owner: Option<crate::ObjectId>,
+    /// The task's counters (rows in, time processing; its outputs count rows out and time
+    /// blocked).
+    pub metrics: Arc<OperatorMetrics>,
     /// When the operator last flushed its state while its view was being filled.
     filling_flushed_at: Option<std::time::Instant>,
 }
@@ -118,7 +122,14 @@ pub const FILLING_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::fro
 
 impl OperatorContext {
     pub fn new(outputs: Outputs, config: Arc<EngineConfig>, coordinator: Arc<Coordinator>) -> Self {
-        Self { outputs, config, coordinator, owner: None, filling_flushed_at: None }
+        Self { outputs, config, coordinator, owner: None, metrics: Arc::new(OperatorMetrics::detached(String::new())), filling_flushed_at: None }
+    }
+
+    /// Counts this task's work into `metrics` (its outputs' too).
+    pub fn with_metrics(mut self, metrics: Arc<OperatorMetrics>) -> Self {
+        self.outputs.metrics = Some(metrics.clone());
+        self.metrics = metrics;
+        self
     }
 
     /// The context of an operator of view `owner`'s dataflow.
@@ -172,11 +183,19 @@ impl OperatorContext {
 #[derive(Default)]
 pub struct Outputs {
     senders: Vec<Option<mpsc::Sender<Message>>>,
+    /// Where rows sent and time blocked on a full edge are counted, if anywhere.
+    metrics: Option<Arc<OperatorMetrics>>,
 }
 
 impl Outputs {
     pub fn new(senders: Vec<mpsc::Sender<Message>>) -> Self {
-        Self { senders: senders.into_iter().map(Some).collect() }
+        Self { senders: senders.into_iter().map(Some).collect(), metrics: None }
+    }
+
+    /// Counts what is sent, and the time blocked sending, into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<OperatorMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Adds an edge, in the slot of a closed one if there is one, so that a table whose
@@ -200,6 +219,7 @@ impl Outputs {
 
     /// Sends `msg` to every edge, waiting while a receiver is full (backpressure).
     pub async fn send(&mut self, msg: Message) -> EngineResult<()> {
+        self.count(&msg);
         let last = self.senders.iter().rposition(Option::is_some);
         let mut msg = Some(msg);
         for i in 0..self.senders.len() {
@@ -207,17 +227,87 @@ impl Outputs {
                 continue;
             }
             let m = if Some(i) == last { msg.take().expect("sent once") } else { msg.clone().expect("kept") };
-            self.send_to(i, m).await?;
+            self.send_edge(i, m).await;
         }
         Ok(())
     }
 
     /// Sends `msg` to edge `index` only; a closed edge drops it.
     pub async fn send_to(&mut self, index: usize, msg: Message) -> EngineResult<()> {
-        let Some(tx) = &self.senders[index] else { return Ok(()) };
-        if tx.send(msg).await.is_err() {
+        self.count(&msg);
+        self.send_edge(index, msg).await;
+        Ok(())
+    }
+
+    fn count(&self, msg: &Message) {
+        if let (Some(m), Message::Chunk(chunk)) = (&self.metrics, msg) {
+            m.sent(chunk.num_rows());
+        }
+    }
+
+    /// Sends without waiting when the edge has room; otherwise waits, and counts the wait as
+    /// time blocked. An edge whose receiver is gone is closed.
+    async fn send_edge(&mut self, index: usize, msg: Message) {
+        let Some(tx) = &self.senders[index] else { return };
+        let sent = match tx.try_send(msg) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                let started = std::time::Instant::now();
+                let sent = tx.send(msg).await.is_ok();
+                if let Some(m) = &self.metrics {
+                    m.blocked(started.elapsed());
+                }
+                sent
+            }
+        };
+        if !sent {
             self.senders[index] = None;
         }
-        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    use super::*;
+
+    fn chunk(rows: i64) -> Message {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        Message::Chunk(StreamChunk::inserts(RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..rows))]).unwrap()))
+    }
+
+    /// Rows sent count once however many edges take them; only a send that waits on a full
+    /// edge counts as blocked, for as long as it waited.
+    #[tokio::test]
+    async fn outputs_count_rows_sent_and_time_blocked_on_a_full_edge() {
+        let metrics = Arc::new(OperatorMetrics::detached("test".into()));
+        let (tx, mut rx) = mpsc::channel(1);
+        let (tx2, mut rx2) = mpsc::channel(8);
+        let mut outputs = Outputs::new(vec![tx, tx2]).with_metrics(metrics.clone());
+        outputs.send(chunk(3)).await.unwrap();
+        assert_eq!(metrics.counts().rows_out, 3);
+        assert_eq!(metrics.counts().blocked_ns, 0, "room on every edge: no wait");
+        let reader = tokio::spawn(async move {
+            // The test's subject is the wait itself, so it is made to last.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut got = 0;
+            while let Some(_msg) = rx.recv().await {
+                got += 1;
+            }
+            got
+        });
+        outputs.send(chunk(2)).await.unwrap();
+        let c = metrics.counts();
+        assert_eq!((c.rows_out, c.chunks_out), (5, 2));
+        assert!(c.blocked_ns >= 40_000_000, "blocked {} ns", c.blocked_ns);
+        drop(outputs);
+        assert_eq!(reader.await.unwrap(), 2);
+        assert!(rx2.recv().await.is_some() && rx2.recv().await.is_some());
     }
 }

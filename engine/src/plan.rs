@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::coordinator::RootId;
+use crate::metrics::{OperatorMetrics, TaskRole};
 use crate::operators::aggregate::AggregateTables;
 use crate::operators::project::{is_processing_time, monotone_in};
 use crate::watermark::{WatermarkGenerator, WatermarkSpec};
@@ -388,6 +389,9 @@ pub struct Dataflow {
     /// ([`crate::eval_errors::ErrorTable`]), one per projection or filter; each exists only
     /// once a row failed there. To drop with the view.
     pub error_tables: Vec<String>,
+    /// Every task's counters, in the order the tasks were spawned (`EXPLAIN ANALYZE`,
+    /// `/metrics`).
+    pub operators: Vec<Arc<OperatorMetrics>>,
 }
 
 /// One state table of an operator (`s<n>_<role>` in `EXPLAIN`), split over the column
@@ -428,9 +432,9 @@ pub fn build_dataflow(
     config: &Arc<EngineConfig>,
     coordinator: &Arc<Coordinator>,
 ) -> EngineResult<Dataflow> {
-    let mut df = Dataflow { tasks: vec![], roots: vec![], pending_roots: vec![], subscriptions: vec![], state_tables: vec![], late_rows: Default::default(), error_tables: vec![] };
+    let mut df = Dataflow { tasks: vec![], roots: vec![], pending_roots: vec![], subscriptions: vec![], state_tables: vec![], late_rows: Default::default(), error_tables: vec![], operators: vec![] };
     let source_reads = plan.source_reads();
-    let mut b = Builder { config, coordinator, state, tables: 0, sources: 0, source_reads, shared: HashMap::new(), df: &mut df };
+    let mut b = Builder { config, coordinator, state, tables: 0, sources: 0, source_reads, shared: HashMap::new(), node: None, nodes: 0, df: &mut df };
     let built = b.build(plan);
     let input = match built {
         Ok(input) => input,
@@ -456,6 +460,11 @@ struct Builder<'a> {
     /// Outputs of sources already built, waiting for the other nodes that read them: one
     /// reader feeds every branch of a source read several times (HOP's windows, self-joins).
     shared: HashMap<String, Vec<mpsc::Receiver<Message>>>,
+    /// The plan node being built: its line in `EXPLAIN` (pre-order, as
+    /// [`StreamNode::explain`] prints), which its tasks' counters name.
+    node: Option<usize>,
+    /// Nodes entered so far.
+    nodes: usize,
     df: &'a mut Dataflow,
 }
 
@@ -494,8 +503,17 @@ impl Builder<'_> {
         Ok(Some(crate::eval_errors::ErrorTable::open(errors.clone(), self.state.store.clone(), cf)?))
     }
 
-    /// Builds `node` and returns the receiver of its output.
+    /// Builds `node` and its inputs; returns its output. Numbers the nodes in the order
+    /// `EXPLAIN` prints them, so that each task's counters name their node's line.
     fn build(&mut self, node: StreamNode) -> EngineResult<mpsc::Receiver<Message>> {
+        let outer = self.node.replace(self.nodes);
+        self.nodes += 1;
+        let built = self.build_node(node);
+        self.node = outer;
+        built
+    }
+
+    fn build_node(&mut self, node: StreamNode) -> EngineResult<mpsc::Receiver<Message>> {
         let (tx, rx) = self.channel();
         let parts = node.partitions(self.state.parallelism);
         let keys = node.partition_keys();
@@ -524,17 +542,17 @@ impl Builder<'_> {
                 let readers: Vec<Box<dyn SourceReader>> = std::iter::once(reader).chain(others).collect();
                 if readers.len() == 1 {
                     let reader = readers.into_iter().next().expect("one reader");
-                    self.spawn_source(&name, &key, reader, progress, watermark, Outputs::new(tx))?;
+                    self.spawn_source(&name, &key, reader, progress, watermark, Outputs::new(tx), 0)?;
                 } else {
                     // Each reader reads its share of the partitions; a union merges them (and
                     // their watermarks: the minimum over readers not idle).
                     let mut inputs = vec![];
-                    for reader in readers {
+                    for (k, reader) in readers.into_iter().enumerate() {
                         let (rtx, rrx) = self.channel();
-                        self.spawn_source(&name, &key, reader, progress.clone(), watermark, Outputs::new(vec![rtx]))?;
+                        self.spawn_source(&name, &key, reader, progress.clone(), watermark, Outputs::new(vec![rtx]), k)?;
                         inputs.push(rrx);
                     }
-                    self.spawn_operator(Box::new(UnionOperator::new(schema)), inputs, Outputs::new(tx));
+                    self.spawn_task(Box::new(UnionOperator::new(schema)), inputs, Outputs::new(tx), TaskRole::Helper, 0);
                 }
             }
             StreamNode::Filter { predicate, input } => {
@@ -657,21 +675,23 @@ impl Builder<'_> {
         let mut routed: Vec<Vec<mpsc::Receiver<Message>>> = (0..parts).map(|_| vec![]).collect();
         for (input, keys) in inputs.into_iter().zip(keys) {
             let (senders, receivers): (Vec<_>, Vec<_>) = (0..parts).map(|_| self.channel()).unzip();
-            self.spawn_operator(Box::new(ExchangeOperator::new(keys, parts)), vec![input], Outputs::new(senders));
+            self.spawn_task(Box::new(ExchangeOperator::new(keys, parts)), vec![input], Outputs::new(senders), TaskRole::Helper, 0);
             for (k, rx) in receivers.into_iter().enumerate() {
                 routed[k].push(rx);
             }
         }
         let mut merged = vec![];
-        for (op, inputs) in operators.into_iter().zip(routed) {
+        for (k, (op, inputs)) in operators.into_iter().zip(routed).enumerate() {
             let (tx, rx) = self.channel();
-            self.spawn_operator(op, inputs, Outputs::new(vec![tx]));
+            self.spawn_task(op, inputs, Outputs::new(vec![tx]), TaskRole::Operator, k);
             merged.push(rx);
         }
-        self.spawn_operator(Box::new(UnionOperator::of_partitions(schema)), merged, Outputs::new(vec![output]));
+        self.spawn_task(Box::new(UnionOperator::of_partitions(schema)), merged, Outputs::new(vec![output]), TaskRole::Helper, 0);
     }
 
-    /// Runs one source reader as a root whose position is stored under `key`.
+    /// Runs one source reader as a root whose position is stored under `key`; `partition`:
+    /// which of the source's readers it is.
+    #[allow(clippy::too_many_arguments)]
     fn spawn_source(
         &mut self,
         name: &str,
@@ -680,6 +700,7 @@ impl Builder<'_> {
         progress: Arc<SourceProgress>,
         watermark: Option<WatermarkSpec>,
         outputs: Outputs,
+        partition: usize,
     ) -> EngineResult<()> {
         let (btx, brx) = crate::coordinator::barrier_channel();
         let id = self.coordinator.reserve_root();
@@ -698,15 +719,25 @@ impl Builder<'_> {
                 w.resume_at(time_us as i64);
             }
         }
+        let metrics = Arc::new(OperatorMetrics::new(format!("Source({name})"), self.node, TaskRole::Source, partition));
+        self.df.operators.push(metrics.clone());
+        let outputs = outputs.with_metrics(metrics);
         let task = run_source(reader, brx, outputs, chunk_rows, progress, watermark, Some(checkpoints));
         let span = tracing::info_span!("source", name = %name);
         self.df.tasks.push((format!("source {name}"), self.config.spawn_dataflow(task.instrument(span))));
         Ok(())
     }
 
+    /// Spawns the task of a node's own operator, run as one partition.
     fn spawn_operator(&mut self, op: Box<dyn Operator>, inputs: Vec<mpsc::Receiver<Message>>, outputs: Outputs) {
+        self.spawn_task(op, inputs, outputs, TaskRole::Operator, 0);
+    }
+
+    fn spawn_task(&mut self, op: Box<dyn Operator>, inputs: Vec<mpsc::Receiver<Message>>, outputs: Outputs, role: TaskRole, partition: usize) {
         let name = op.name();
-        let ctx = OperatorContext::new(outputs, self.config.clone(), self.coordinator.clone()).owned_by(self.state.owner);
+        let metrics = Arc::new(OperatorMetrics::new(name.clone(), self.node, role, partition));
+        self.df.operators.push(metrics.clone());
+        let ctx = OperatorContext::new(outputs, self.config.clone(), self.coordinator.clone()).owned_by(self.state.owner).with_metrics(metrics);
         let span = tracing::info_span!("operator", name = %name);
         let task = self.config.spawn_dataflow(crate::runtime::run_operator(op, inputs, ctx).instrument(span));
         self.df.tasks.push((name, task));

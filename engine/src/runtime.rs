@@ -20,18 +20,18 @@ pub async fn run_operator(
     let mut aligning: Option<Barrier> = None;
     op.on_start(&mut ctx).await?;
     while let Some(next) = merge.next().await {
+        // Time handling this message, less what sending blocked (counted apart).
+        let (started, blocked_before) = (std::time::Instant::now(), ctx.metrics.blocked_so_far());
+        let mut yield_after = false;
         match next {
             // An input closed while the others waited on a barrier: re-check the alignment.
             None => {}
             Some((input, msg)) => match msg {
             Message::Chunk(chunk) => {
                 watermarks.activate(input);
+                ctx.metrics.received(chunk.num_rows());
                 op.process_batch(input, chunk, &mut ctx).await?;
-                // Back of the worker's queue after each chunk: with input always ready, tokio
-                // would let this task run up to its budget of 128 receives, and a busy view
-                // (a backfill) would hold a worker for hundreds of milliseconds while sessions
-                // and other views wait.
-                tokio::task::yield_now().await;
+                yield_after = true;
             }
             Message::Watermark(wm) if !op.merges_input_watermarks() => {
                 watermarks.activate(input);
@@ -72,6 +72,15 @@ pub async fn run_operator(
             op.barrier_passed(&barrier, &mut ctx).await?;
             ctx.outputs.send(Message::Barrier(barrier)).await?;
             merge.unblock_all();
+        }
+        let blocked = ctx.metrics.blocked_so_far().saturating_sub(blocked_before);
+        ctx.metrics.processed(started.elapsed().saturating_sub(blocked));
+        if yield_after {
+            // Back of the worker's queue after each chunk: with input always ready, tokio
+            // would let this task run up to its budget of 128 receives, and a busy view (a
+            // backfill) would hold a worker for hundreds of milliseconds while sessions and
+            // other views wait.
+            tokio::task::yield_now().await;
         }
     }
     op.on_close(&mut ctx).await

@@ -22,12 +22,12 @@ use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{DFSchema, DataFusionError, ScalarValue};
 use datafusion::datasource::{provider_as_source, ViewTable};
 use datafusion::logical_expr::{col, lit, Expr, LogicalPlanBuilder};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Whitespace};
 use openclaw_connectors::parquet::{COMMIT_TIME_COLUMN, DIFF_COLUMN};
 
+use crate::parser::OpenClawDialect;
 use crate::error::{SqlError, SqlState};
 use crate::history::ParquetSinks;
 
@@ -49,7 +49,7 @@ pub(crate) fn desugar(mut tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpa
                 _ => None,
             })
             .collect();
-        let dialect = PostgreSqlDialect {};
+        let dialect = OpenClawDialect;
         let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens[expr_start..].to_vec());
         let expr = parser.parse_expr()?;
         let expr_end = expr_start + parser.index();
@@ -199,7 +199,7 @@ mod tests {
     use super::*;
 
     fn rewritten(sql: &str) -> String {
-        let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location().unwrap();
+        let tokens = Tokenizer::new(&OpenClawDialect, sql).tokenize_with_location().unwrap();
         desugar(tokens).unwrap().iter().map(|t| t.token.to_string()).collect()
     }
 

@@ -96,6 +96,11 @@ pub struct ViewRuntime {
     pub logs: openclaw_engine::operators::ChangeLogs,
     /// While its CREATE fills it: how each input's backfill goes.
     pub backfill: Mutex<Option<Vec<Arc<openclaw_engine::backfill::BackfillProgress>>>>,
+    /// Its plan as `EXPLAIN` printed it when it started, one node per line.
+    pub plan: String,
+    /// Each task's counters (rows in and out, processing and blocked time), naming the line
+    /// of `plan` its node is on: what `EXPLAIN ANALYZE` and `/metrics` show.
+    pub operators: Vec<Arc<openclaw_engine::metrics::OperatorMetrics>>,
 }
 
 impl ViewRuntime {

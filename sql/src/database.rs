@@ -210,7 +210,7 @@ impl Database {
             store,
             config: Arc::new(config),
             coordinator,
-            catalog: tokio::sync::Mutex::new(Catalog::with_relations(relations)),
+            catalog: tokio::sync::Mutex::new(Catalog::with_relations(relations.clone())),
             last_checkpoint: Default::default(),
             pending_flushes: Default::default(),
             subscribers: Default::default(),
@@ -219,7 +219,11 @@ impl Database {
             parquet_sinks,
             checkpoint_store: crate::checkpoint_store::CheckpointStore::from_cold_store(),
             secrets: crate::secrets::Secrets::new(secret_key),
-            roles: Default::default(),
+            roles: {
+                let roles = crate::roles::Roles::default();
+                roles.describe_in(relations);
+                roles
+            },
             api_keys: Default::default(),
         };
         let db = Arc::new(db);
@@ -394,6 +398,7 @@ impl Database {
             OcStatement::ShowStateTables => self.show_state_tables().await,
             OcStatement::CreateSink(s) => self.create_sink_resuming(s, vars, text, None).await,
             OcStatement::ExplainCreateView(v) => self.explain_create_view(v, vars).await,
+            OcStatement::ExplainAnalyze { kind, name } => self.explain_analyze(kind, &name).await,
             OcStatement::Flush => self.flush(vars.interrupt()?).await,
             OcStatement::ShowCheckpoints => self.show_checkpoints().await,
             OcStatement::ShowHistory => self.show_history().await,
@@ -403,6 +408,7 @@ impl Database {
             OcStatement::Show(ObjectKind::Role) => self.show_roles(),
             OcStatement::Show(ObjectKind::ApiKey) => self.show_api_keys(),
             OcStatement::CreateApiKey { role } => self.create_api_key(vars, &role).await,
+            OcStatement::GrantRole { groups, members, grant } => self.change_membership(vars, &groups, &members, grant).await,
             OcStatement::DropApiKey { id, if_exists } => self.drop_api_key(vars, &id, if_exists).await,
             OcStatement::SetVar { name, value } if name == "role" => {
                 self.check_set_role(vars, &value)?;
@@ -534,7 +540,8 @@ impl Database {
             return Err(SqlError::new(SqlState::UndefinedObject, format!("role {} does not exist", crate::error::quote(role))));
         }
         let session = vars.session_user.as_deref();
-        match self.roles.is_superuser(session) || session == Some(role) {
+        // A role may become any role it is a member of, as in PostgreSQL.
+        match self.roles.is_superuser(session) || session.is_some_and(|s| self.roles.memberships(s).contains(role)) {
             true => Ok(()),
             false => Err(SqlError::new(SqlState::InsufficientPrivilege, format!("permission denied to set role {}", crate::error::quote(role)))),
         }

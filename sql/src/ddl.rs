@@ -31,6 +31,23 @@ enum Target {
     Sink(Arc<dyn openclaw_connectors::PreparedSink>, String),
 }
 
+impl Target {
+    /// The first line of the dataflow's `EXPLAIN`: the step that keeps or sends its rows.
+    fn header(&self, name: &str) -> String {
+        match self {
+            Target::View => format!("Materialize: {name} (state: multiset of rows in RocksDB)"),
+            Target::Sink(_, shown) => format!("Sink: {name} ({shown})"),
+        }
+    }
+}
+
+/// A dataflow's plan as `EXPLAIN` prints it: `header`, then the nodes indented under it.
+fn explained(header: &str, node: &StreamNode, parallelism: usize) -> String {
+    let mut text = format!("{header}\n");
+    node.explain(&mut text, 1, parallelism);
+    text
+}
+
 /// What a restart resumes views from.
 pub(crate) struct Resume {
     /// The restored checkpoint's positions.
@@ -440,6 +457,7 @@ impl Database {
             openclaw_engine::eval_errors::EvalErrors::new(Arc::new(|e: &openclaw_engine::EngineError| crate::error::eval_failure(e)))
         });
         let location = StateLocation { store: self.store.clone(), owner: id, prefix: format!("mv_{id}"), parallelism, resume: positions, eval_errors: eval_errors.clone() };
+        let plan_text = explained(&target.header(&name), &node, parallelism);
         let dataflow = match build_dataflow(node, sink, &location, &self.config, &self.coordinator) {
             Ok(df) => df,
             Err(e) => {
@@ -462,6 +480,8 @@ impl Database {
             resumed: resuming,
             logs,
             backfill: Mutex::new((!backfills.is_empty()).then(|| backfills.clone())),
+            plan: plan_text,
+            operators: dataflow.operators.clone(),
         };
         self.supervise(&name, id, dataflow.tasks, dataflow.roots.clone(), failure.clone());
         for (source, p) in &progress {
@@ -611,8 +631,7 @@ impl Database {
         let parallelism = vars.streaming_parallelism()?.unwrap_or(self.config.parallelism);
         let catalog = self.catalog.lock().await;
         let (node, _, _) = self.plan_view(&catalog, &view).await?;
-        let mut text = format!("Materialize: {} (state: multiset of rows in RocksDB)\n", view.name);
-        node.explain(&mut text, 1, parallelism);
+        let text = explained(&Target::View.header(&view.name.to_string()), &node, parallelism);
         let rows = text.lines().map(|l| vec![l.to_string()]).collect();
         QueryOutput::text_rows(&["QUERY PLAN"], rows)
     }

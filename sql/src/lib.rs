@@ -18,6 +18,7 @@ mod lookup_join;
 mod ingest;
 mod dml;
 mod drop;
+mod explain_analyze;
 pub mod durable;
 pub mod error;
 pub mod functions;

@@ -37,6 +37,19 @@ pub struct ViewMetrics {
     pub failed: bool,
     /// Input rows whose expressions fail now (the view is unreadable while there are any).
     pub failed_rows: i64,
+    /// Each of its tasks' counters, since the view started.
+    pub operators: Vec<OperatorSample>,
+}
+
+/// One task of a view's dataflow ([`openclaw_engine::metrics::OperatorMetrics`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OperatorSample {
+    /// The plan node's line in `EXPLAIN ANALYZE` (0: the view's own sink).
+    pub node: usize,
+    /// The operator's kind (`Aggregate`, `Join`, `Exchange`, `Source`, ...).
+    pub operator: String,
+    pub partition: usize,
+    pub counts: openclaw_engine::metrics::OperatorCounts,
 }
 
 /// One state table of a view (a join side, an aggregate's groups, ...), or the view's own
@@ -145,5 +158,10 @@ fn view_metrics(e: &Entry, kind: &'static str) -> Option<ViewMetrics> {
         late_rows: v.late_rows.load(Relaxed),
         failed: v.failure.lock().expect("failure lock").is_some(),
         failed_rows: v.eval_errors.as_ref().and_then(|e| e.first()).map_or(0, |(_, rows)| rows),
+        operators: v
+            .operators
+            .iter()
+            .map(|m| OperatorSample { node: m.node.map_or(0, |n| n + 1), operator: m.kind().to_string(), partition: m.partition, counts: m.counts() })
+            .collect(),
     })
 }

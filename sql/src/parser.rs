@@ -3,7 +3,6 @@
 //! own building blocks; every other statement goes to sqlparser whole.
 
 use datafusion::sql::sqlparser::ast::{ColumnDef, ObjectName, Query, Statement, TableConstraint};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
@@ -12,31 +11,17 @@ use crate::error::{SqlError, SqlState};
 use crate::Options;
 
 mod copy;
+mod dialect;
 mod intervals;
+mod limits;
 mod options;
 mod role;
 mod secret;
+pub use dialect::OpenClawDialect;
+pub use limits::{MAX_INTERVAL_NESTING, MAX_STATEMENT_BYTES, MAX_TABLE_NESTING};
+use limits::MAX_PARSE_DEPTH;
 pub(crate) use options::with_options;
 use options::{alter_options, alters_options, format_clause, include_clauses, sink_options_start};
-
-/// Deepest nesting of parentheses the parser accepts (sqlparser recurses on it).
-const MAX_PARSE_DEPTH: usize = 128;
-
-/// Longest SQL text one query message may carry.
-pub const MAX_STATEMENT_BYTES: usize = 16 << 20;
-
-/// Deepest chain of parentheses opened where a table may stand (after `FROM`, `JOIN` or such
-/// a parenthesis). sqlparser 0.62 tries each as a derived table, then again as a nested join,
-/// so its time doubles with each level (fixed upstream after 0.62, which DataFusion 55 pins:
-/// apache/datafusion-sqlparser-rs#2372). 16 levels parse in milliseconds; real queries nest
-/// derived tables a few deep.
-pub const MAX_TABLE_NESTING: usize = 16;
-
-/// Deepest chain of `INTERVAL <expression>` (an `INTERVAL` not followed by a string literal)
-/// nested in another's expression. sqlparser tries each such operand more than one way, so its
-/// time grows about thirty-fold with each two levels (found by the `sql_parse` fuzz target: 10
-/// levels took 68 s); PostgreSQL's own intervals are `INTERVAL 'text'`, which nest nothing.
-pub const MAX_INTERVAL_NESTING: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectKind {
@@ -129,6 +114,9 @@ pub enum OcStatement {
     /// `CREATE SUBSCRIPTION name FROM view [WITH (retention = ...)]`.
     CreateSubscription { name: ObjectName, view: ObjectName, options: Options },
     ExplainCreateView(CreateView),
+    /// `EXPLAIN ANALYZE MATERIALIZED VIEW | SINK name` (RisingWave's form): the running
+    /// dataflow's plan with each node's counters.
+    ExplainAnalyze { kind: ObjectKind, name: ObjectName },
     Flush,
     Show(ObjectKind),
     /// `SHOW STATE TABLES`: the operators' state tables and their key counts.
@@ -163,6 +151,9 @@ pub enum OcStatement {
     /// `CREATE SECRET [IF NOT EXISTS] name WITH (backend = 'meta') AS 'value'`. Its text, as
     /// [`parse_with_text`] returns it, leaves the value out.
     CreateSecret { name: String, if_not_exists: bool, value: String },
+    /// `GRANT group, ... TO role, ...` (`grant`) or `REVOKE group, ... FROM role, ...`: role
+    /// membership.
+    GrantRole { groups: Vec<String>, members: Vec<String>, grant: bool },
     /// `CREATE API KEY FOR ROLE name`.
     CreateApiKey { role: String },
     /// `DROP API KEY [IF EXISTS] id`.
@@ -188,11 +179,8 @@ pub fn parse(sql: &str) -> Result<Vec<OcStatement>, SqlError> {
 /// Like [`parse`], with the text of each statement as written (what the durable catalog
 /// keeps, so that a restart replays exactly what the user typed).
 pub fn parse_with_text(sql: &str) -> Result<Vec<(OcStatement, String)>, SqlError> {
-    if sql.len() > MAX_STATEMENT_BYTES {
-        return Err(SqlError::new(SqlState::ProgramLimitExceeded, format!("statement too long: {} bytes, more than {} MiB", sql.len(), MAX_STATEMENT_BYTES >> 20))
-            .with_hint("split it, or load rows with several INSERTs"));
-    }
-    let dialect = PostgreSqlDialect {};
+    limits::check_length(sql)?;
+    let dialect = OpenClawDialect;
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
         .map_err(|e| syntax_error(sql, &e.to_string()))?;
@@ -206,20 +194,17 @@ pub fn parse_with_text(sql: &str) -> Result<Vec<(OcStatement, String)>, SqlError
             out.push(secret::create_secret(group)?);
             continue;
         }
+        if let Some(stmt) = role::membership_statement(group)? {
+            out.push(stmt);
+            continue;
+        }
         if let Some(stmt) = role::role_statement(group)? {
             // A role's password is in it: its text is not kept, its errors not repeated.
             out.push(stmt);
             continue;
         }
         let text: String = group.iter().map(|t| t.token.to_string()).collect::<String>().trim().to_string();
-        if table_nesting(group) > MAX_TABLE_NESTING {
-            return Err(SqlError::new(SqlState::StatementTooComplex, format!("statement too complex: more than {MAX_TABLE_NESTING} nested parenthesized tables in FROM"))
-                .with_hint("use fewer nested parentheses or derived tables, or name parts with WITH"));
-        }
-        if interval_nesting(group) > MAX_INTERVAL_NESTING {
-            return Err(SqlError::new(SqlState::StatementTooComplex, format!("statement too complex: more than {MAX_INTERVAL_NESTING} nested INTERVAL expressions"))
-                .with_hint("write intervals as INTERVAL '1 day', or compute the expression in a subquery"));
-        }
+        limits::check_nesting(group)?;
         if crate::pg_catalog::reads_catalog(group) {
             let stmt = crate::pg_catalog::parse(&text).map_err(|e| syntax_error(sql, &e.message))?;
             out.push((OcStatement::Standard(Box::new(stmt)), text));
@@ -297,70 +282,10 @@ fn words(tokens: &[TokenWithSpan], n: usize) -> Vec<String> {
         .collect()
 }
 
-/// The deepest chain of open parentheses that each stand where a table may (see
-/// [`MAX_TABLE_NESTING`]): one opened right after `FROM`, `JOIN`, `LATERAL` or another such
-/// parenthesis. Linear in the tokens.
-fn table_nesting(tokens: &[TokenWithSpan]) -> usize {
-    let mut open: Vec<bool> = vec![];
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let mut previous: Option<&Token> = None;
-    for t in tokens.iter().filter(|t| !matches!(t.token, Token::Whitespace(_))) {
-        match &t.token {
-            Token::LParen => {
-                let table_position = match previous {
-                    Some(Token::Word(w)) => matches!(w.keyword, Keyword::FROM | Keyword::JOIN | Keyword::LATERAL),
-                    Some(Token::LParen) => open.last().copied().unwrap_or(false),
-                    _ => false,
-                };
-                open.push(table_position);
-                if table_position {
-                    depth += 1;
-                    deepest = deepest.max(depth);
-                }
-            }
-            Token::RParen => {
-                if open.pop() == Some(true) {
-                    depth -= 1;
-                }
-            }
-            _ => {}
-        }
-        previous = Some(&t.token);
-    }
-    deepest
-}
-
-/// The deepest chain of `INTERVAL <expression>`s each within the one before (see
-/// [`MAX_INTERVAL_NESTING`]): an `INTERVAL` not followed by a string literal opens a level
-/// that lasts until the parenthesis it stands in closes. Linear in the tokens.
-fn interval_nesting(tokens: &[TokenWithSpan]) -> usize {
-    let significant: Vec<&Token> = tokens.iter().map(|t| &t.token).filter(|t| !matches!(t, Token::Whitespace(_))).collect();
-    // The parenthesis depth at which each open level started.
-    let mut open: Vec<usize> = vec![];
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    for (i, t) in significant.iter().enumerate() {
-        match t {
-            Token::LParen => depth += 1,
-            Token::RParen => {
-                depth = depth.saturating_sub(1);
-                while open.last().is_some_and(|d| *d > depth) {
-                    open.pop();
-                }
-            }
-            Token::Word(w) if w.keyword == Keyword::INTERVAL && !matches!(significant.get(i + 1), Some(Token::SingleQuotedString(_))) => {
-                open.push(depth);
-                deepest = deepest.max(open.len());
-            }
-            _ => {}
-        }
-    }
-    deepest
-}
-
 fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError> {
     let w = words(&tokens, 4);
     let w: Vec<&str> = w.iter().map(String::as_str).collect();
-    let dialect = PostgreSqlDialect {};
+    let dialect = OpenClawDialect;
     if let ["CREATE", "SINK", ..] = w.as_slice() {
         // `AS SELECT ... FROM t WITH (...)`: sqlparser would take the WITH for table hints of
         // `t`, so the sink's options are cut off first (the last top-level `WITH (`).
@@ -424,6 +349,16 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<OcStatement, ParserError>
         ["EXPLAIN", "CREATE", "MATERIALIZED", "VIEW"] => {
             let _ = p.parse_keywords(&[Keyword::EXPLAIN, Keyword::CREATE, Keyword::MATERIALIZED, Keyword::VIEW]);
             OcStatement::ExplainCreateView(create_view(&mut p)?)
+        }
+        ["EXPLAIN", "ANALYZE", "MATERIALIZED", "VIEW"] => {
+            let _ = p.parse_keywords(&[Keyword::EXPLAIN, Keyword::ANALYZE, Keyword::MATERIALIZED, Keyword::VIEW]);
+            OcStatement::ExplainAnalyze { kind: ObjectKind::MaterializedView, name: p.parse_object_name(false)? }
+        }
+        ["EXPLAIN", "ANALYZE", "SINK", ..] => {
+            (0..3).for_each(|_| {
+                p.next_token();
+            });
+            OcStatement::ExplainAnalyze { kind: ObjectKind::Sink, name: p.parse_object_name(false)? }
         }
         ["FLUSH"] => {
             p.next_token();
@@ -582,7 +517,7 @@ fn subscribe(p: &mut Parser) -> Result<crate::subscribe::SubscribeStmt, ParserEr
         }
         false => {
             let name = p.parse_object_name(false)?;
-            let dialect = PostgreSqlDialect {};
+            let dialect = OpenClawDialect;
             let mut q = Parser::new(&dialect).try_with_sql(&format!("SELECT * FROM {name}"))?;
             (q.parse_query()?, Some(name))
         }
@@ -733,7 +668,7 @@ fn extract_watermark(tokens: Vec<TokenWithSpan>) -> Result<(Vec<TokenWithSpan>, 
     };
     let mut rest = tokens[..cut_from].to_vec();
     rest.extend_from_slice(&tokens[cut_to..]);
-    let dialect = PostgreSqlDialect {};
+    let dialect = OpenClawDialect;
     let mut p = Parser::new(&dialect).with_tokens_with_locations(clause);
     p.next_token(); // WATERMARK
     p.expect_keyword(Keyword::FOR)?;
@@ -762,7 +697,7 @@ fn create_sink(p: &mut Parser, options_p: &mut Parser) -> Result<CreateSink, Par
     let name = p.parse_object_name(false)?;
     let query = if p.parse_keyword(Keyword::FROM) {
         let from = p.parse_object_name(false)?;
-        let dialect = PostgreSqlDialect {};
+        let dialect = OpenClawDialect;
         Parser::new(&dialect).try_with_sql(&format!("SELECT * FROM {from}"))?.parse_query()?
     } else {
         p.expect_keyword(Keyword::AS)?;
@@ -861,38 +796,6 @@ mod tests {
         assert!(matches!(stmts[1], OcStatement::Flush));
         assert!(matches!(stmts[3], OcStatement::Drop { kind: ObjectKind::Source, if_exists: true, cascade: true, .. }));
         assert!(matches!(stmts[4], OcStatement::Standard(_)));
-    }
-
-    #[test]
-    fn nested_tables_in_from_are_refused_before_parsing() {
-        let nested = |levels: usize| format!("SELECT count(*) FROM {}(SELECT 1)) d", "(FROM ".repeat(levels));
-        let started = std::time::Instant::now();
-        let err = parse(&nested(30)).unwrap_err();
-        assert_eq!(err.code, SqlState::StatementTooComplex, "{}", err.message);
-        assert!(started.elapsed() < std::time::Duration::from_secs(1));
-        // At the limit the parser still answers (with its own error), quickly.
-        let started = std::time::Instant::now();
-        assert_eq!(parse(&nested(MAX_TABLE_NESTING - 1)).unwrap_err().code, SqlState::SyntaxError);
-        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
-        // Derived tables nested a few deep, and deep expressions, are fine.
-        parse("SELECT * FROM (SELECT * FROM (SELECT * FROM (SELECT 1) a) b) c JOIN (SELECT 2) d ON true").unwrap();
-        parse(&format!("SELECT {}1{}", "(".repeat(40), ")".repeat(40))).unwrap();
-    }
-
-    /// Found by the `sql_parse` fuzz target: ten nested `INTERVAL <expression>`s took 68 s.
-    #[test]
-    fn nested_interval_expressions_are_refused_at_once() {
-        let nested = |n: usize| format!("SELECT {}'1'{}", "length(generate_series(1, interval ".repeat(n), ")".repeat(2 * n));
-        let started = std::time::Instant::now();
-        let err = parse(&nested(12)).unwrap_err();
-        assert_eq!(err.code, SqlState::StatementTooComplex);
-        assert!(started.elapsed() < std::time::Duration::from_secs(1));
-        assert!(!matches!(parse(&nested(MAX_INTERVAL_NESTING)), Err(e) if e.code == SqlState::StatementTooComplex));
-        // Intervals as PostgreSQL writes them, however many, pass; levels close with their
-        // parentheses (`interval 1 + interval 2` may nest: sqlparser may read the second in the
-        // first's operand).
-        assert!(parse(&format!("SELECT {}", vec!["INTERVAL '1 day'"; 50].join(" + "))).is_ok());
-        assert_eq!(interval_nesting(&Tokenizer::new(&PostgreSqlDialect {}, &format!("SELECT {}", vec!["(interval 1 + interval 2)"; 9].join(" + "))).tokenize_with_location().unwrap()), 2);
     }
 
     #[test]

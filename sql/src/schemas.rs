@@ -292,7 +292,7 @@ impl Database {
                 r.created(name)?;
                 r.read(view);
             }
-            OcStatement::Describe(name) | OcStatement::AlterHistory { name, .. } => r.read(name),
+            OcStatement::Describe(name) | OcStatement::AlterHistory { name, .. } | OcStatement::ExplainAnalyze { name, .. } => r.read(name),
             OcStatement::Drop { names, .. } => names.iter_mut().for_each(|n| r.read(n)),
             OcStatement::Subscribe(s) | OcStatement::CopySubscribe(s) | OcStatement::DeclareSubscribe { stmt: s, .. } => {
                 if let Some(object) = &mut s.object {

@@ -8,8 +8,9 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{Expr, Ident, Query, SelectItem, SetExpr, VisitMut, VisitorMut};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+
+use crate::parser::OpenClawDialect;
 
 /// The functions PostgreSQL returns a set from that DataFusion returns a list from.
 const LIST_RETURNING: [&str; 1] = ["generate_series"];
@@ -63,7 +64,7 @@ fn unnested(e: &Expr) -> Option<(String, Expr)> {
     if !LIST_RETURNING.contains(&name.as_str()) || f.over.is_some() {
         return None;
     }
-    let wrapped = Parser::new(&PostgreSqlDialect {}).try_with_sql(&format!("unnest({e})")).ok()?.parse_expr().ok()?;
+    let wrapped = Parser::new(&OpenClawDialect).try_with_sql(&format!("unnest({e})")).ok()?.parse_expr().ok()?;
     Some((name, wrapped))
 }
 
@@ -74,7 +75,7 @@ mod tests {
     #[test]
     fn select_items_are_unnested() {
         let sql = "SELECT x, generate_series(1, x), generate_series(1, 2) AS g, generate_series(1, 3) + 1 FROM t WHERE x IN (SELECT generate_series(1, 9))";
-        let mut stmt = Parser::new(&PostgreSqlDialect {}).try_with_sql(sql).unwrap().parse_statement().unwrap();
+        let mut stmt = Parser::new(&OpenClawDialect).try_with_sql(sql).unwrap().parse_statement().unwrap();
         rewrite(&mut stmt);
         assert_eq!(
             stmt.to_string(),

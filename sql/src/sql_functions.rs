@@ -10,9 +10,9 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, ScalarUDF, Volatility};
 use datafusion::sql::sqlparser::ast::{self, CreateFunctionBody, FunctionBehavior, SelectItem, SetExpr, Statement, Value, VisitMut};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
+use crate::parser::OpenClawDialect;
 use crate::catalog::{Detail, Entry};
 use crate::database::{Database, QueryOutput};
 use crate::error::{quote, SqlError, SqlResult, SqlState};
@@ -189,7 +189,7 @@ fn body_expr(body: Option<&CreateFunctionBody>) -> SqlResult<ast::Expr> {
         },
         _ => return Err(refused()),
     };
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, &text).map_err(|e| SqlError::new(SqlState::SyntaxError, format!("in the function's body: {e}")))?;
+    let mut statements = Parser::parse_sql(&OpenClawDialect, &text).map_err(|e| SqlError::new(SqlState::SyntaxError, format!("in the function's body: {e}")))?;
     let (Some(Statement::Query(q)), true) = (statements.pop(), statements.is_empty()) else { return Err(refused()) };
     let SetExpr::Select(select) = *q.body else { return Err(refused()) };
     let plain = select.from.is_empty() && select.selection.is_none() && select.having.is_none() && q.order_by.is_none() && q.limit_clause.is_none();

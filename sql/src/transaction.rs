@@ -302,5 +302,6 @@ fn runs_in_a_block(stmt: &crate::parser::OcStatement) -> bool {
             | OcStatement::ShowStateTables
             | OcStatement::ShowCheckpoints
             | OcStatement::ExplainCreateView(_)
+            | OcStatement::ExplainAnalyze { .. }
     )
 }

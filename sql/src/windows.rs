@@ -15,11 +15,11 @@ use datafusion::sql::sqlparser::ast::{
     visit_expressions_mut, DateTimeField, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, Query, Select, SetExpr, TableAlias,
     TableFactor, TableWithJoins, Value, VisitMut, VisitorMut,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 
+use crate::parser::OpenClawDialect;
 use crate::error::{SqlError, SqlResult, SqlState};
 
 /// Most windows one row may fall in under `HOP` (`size / slide`).
@@ -247,7 +247,7 @@ fn relation_name(e: &Expr, func: &str) -> SqlResult<String> {
 }
 
 fn parse_query(sql: &str) -> SqlResult<TableFactor> {
-    let q: Box<Query> = Parser::new(&PostgreSqlDialect {})
+    let q: Box<Query> = Parser::new(&OpenClawDialect)
         .try_with_sql(&format!("SELECT * FROM {sql}"))
         .and_then(|mut p| p.parse_query())
         .map_err(|e| SqlError::new(SqlState::Internal, format!("window rewrite did not parse: {e}")))?;
@@ -415,9 +415,9 @@ mod tests {
     use datafusion::sql::sqlparser::tokenizer::Tokenizer;
 
     fn rewritten(sql: &str) -> String {
-        let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location().unwrap();
+        let tokens = Tokenizer::new(&OpenClawDialect, sql).tokenize_with_location().unwrap();
         let tokens = desugar_flink_windows(tokens);
-        let mut q = Parser::new(&PostgreSqlDialect {}).with_tokens_with_locations(tokens).parse_query().unwrap();
+        let mut q = Parser::new(&OpenClawDialect).with_tokens_with_locations(tokens).parse_query().unwrap();
         rewrite(&mut q).unwrap();
         q.to_string()
     }
@@ -467,6 +467,6 @@ mod tests {
         let q = rewritten("SELECT * FROM HOP(bid, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND)");
         assert_eq!(q.matches("UNION ALL").count(), 4, "{q}");
         assert!(q.contains("INTERVAL '8000000 microseconds' AS window_start"), "{q}");
-        assert_eq!(interval_micros(&Parser::new(&PostgreSqlDialect {}).try_with_sql("INTERVAL '1 minute'").unwrap().parse_expr().unwrap()), Some(60_000_000));
+        assert_eq!(interval_micros(&Parser::new(&OpenClawDialect).try_with_sql("INTERVAL '1 minute'").unwrap().parse_expr().unwrap()), Some(60_000_000));
     }
 }

@@ -111,7 +111,9 @@ pub(super) fn error_response(e: SqlError, results: Vec<Value>) -> Response {
 /// `/v1/sql` checks each statement as the role. A refusal is 401 or 403 with the SQLSTATE.
 async fn guard(State((db, auth)): State<(Arc<Database>, super::auth::Auth)>, mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     use openclaw_sql::roles::Privilege;
-    let header = request.headers().get(axum::http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("?"));
+    // A browser's WebSocket cannot send Authorization: its key comes as a subprotocol.
+    let from_protocol = websocket_key(request.headers()).map(|key| format!("Bearer {key}"));
+    let header = request.headers().get(axum::http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("?")).or(from_protocol.as_deref());
     let caller = match super::auth::bearer_role(&db, &auth, header) {
         Ok(caller) => caller,
         Err(e) => return error_response(e, vec![]),
@@ -128,6 +130,16 @@ async fn guard(State((db, auth)): State<(Arc<Database>, super::auth::Auth)>, mut
     }
     request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+/// The subprotocol a browser's WebSocket carries its API key in (`new WebSocket(url,
+/// ["openclaw.bearer.<key>"])`; Kubernetes does the same), since it cannot set headers.
+const WEBSOCKET_KEY_PROTOCOL: &str = "openclaw.bearer.";
+
+/// The API key a WebSocket request offers as a subprotocol, if it does.
+fn websocket_key(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let offered = headers.get(axum::http::header::SEC_WEBSOCKET_PROTOCOL)?.to_str().ok()?;
+    offered.split(',').find_map(|p| p.trim().strip_prefix(WEBSOCKET_KEY_PROTOCOL))
 }
 
 /// A path segment with its `%XX` escapes decoded (as axum's `Path` gives it to the handler).
@@ -254,10 +266,15 @@ async fn subscribe(State(db): State<Arc<Database>>, Path(name): Path<String>, Ra
 /// each message one JSON object: `{"type": "change", "token", "diff", "row", "id"}`, `{"type":
 /// "heartbeat" | "progress", "token"}`, or `{"type": "error", "error": {...}}` before the
 /// server closes it. The subscription stops as soon as the client closes or goes.
-async fn subscribe_ws(State(db): State<Arc<Database>>, Path(name): Path<String>, RawQuery(query): RawQuery, ws: WebSocketUpgrade) -> Response {
+async fn subscribe_ws(State(db): State<Arc<Database>>, Path(name): Path<String>, RawQuery(query): RawQuery, headers: axum::http::HeaderMap, ws: WebSocketUpgrade) -> Response {
     let (subscription, progress, cursor) = match start_subscription(&db, &name, query.as_deref(), None).await {
         Ok(s) => s,
         Err(e) => return error_response(e, vec![]),
+    };
+    // A browser refuses the connection unless the server picks the subprotocol it offered.
+    let ws = match websocket_key(&headers) {
+        Some(key) => ws.protocols([format!("{WEBSOCKET_KEY_PROTOCOL}{key}")]),
+        None => ws,
     };
     ws.on_upgrade(move |socket| ws_stream(socket, subscription, progress, cursor))
 }

@@ -51,7 +51,16 @@ pub(crate) fn routes(db: Arc<Database>, max_requests: usize) -> Router {
         .route("/v1/webhook/{table}", post(webhook))
         // The body is read by `read_body`, under its own limit, once the request has a slot.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(timed))
         .with_state(Ingest { db, slots: Arc::new(Semaphore::new(max_requests)), max_requests })
+}
+
+/// Counts each ingest request by its answer's status class, with its latency.
+async fn timed(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    super::request_metrics::ingest_answered("http", super::request_metrics::status_class(response.status().as_u16()), started.elapsed());
+    response
 }
 
 /// `POST /v1/webhook/<table>`: one delivery to a webhook table, checked (its signature) by the

@@ -9,7 +9,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use openclaw_sql::metrics::Metrics;
 use openclaw_sql::Database;
-use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{CounterVec, Encoder, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub async fn metrics(State(db): State<Arc<Database>>) -> Response {
     match render(&db.metrics().await) {
@@ -55,6 +55,7 @@ pub fn render(m: &Metrics) -> prometheus::Result<String> {
         failed_rows.with_label_values(&labels).set(v.failed_rows);
         up.with_label_values(&labels).set(i64::from(!v.failed));
     }
+    render_operators(&registry, m)?;
     let state = gauge(&registry, "state_bytes", "Bytes of a view's state table (or its rows, table=\"rows\") on disk and in memtables, RocksDB's estimate.", &["view", "table"])?;
     for s in &m.state {
         state.with_label_values(&[s.view.as_str(), s.table.as_str()]).set(s.bytes as i64);
@@ -86,9 +87,36 @@ pub fn render(m: &Metrics) -> prometheus::Result<String> {
     let subscriptions = IntGauge::new("subscriptions_open", "Subscriptions open now (SUBSCRIBE, event streams, WebSockets).")?;
     subscriptions.set(m.subscriptions_open as i64);
     registry.register(Box::new(subscriptions))?;
+    super::request_metrics::register(&registry)?;
     let mut text = vec![];
     TextEncoder::new().encode(&registry.gather(), &mut text)?;
     String::from_utf8(text).map_err(|e| prometheus::Error::Msg(e.to_string()))
+}
+
+/// Each view's tasks, labelled with their node's line in `EXPLAIN ANALYZE` (0: the view's own
+/// sink), the operator's kind and the partition.
+fn render_operators(registry: &Registry, m: &Metrics) -> prometheus::Result<()> {
+    let labels = ["view", "kind", "node", "operator", "partition"];
+    let rows_in = counter(registry, "operator_rows_in_total", "Rows an operator task received.", &labels)?;
+    let rows_out = counter(registry, "operator_rows_out_total", "Rows an operator task sent downstream.", &labels)?;
+    let seconds = |name: &str, help: &str| -> prometheus::Result<CounterVec> {
+        let c = CounterVec::new(Opts::new(name, help), &labels)?;
+        registry.register(Box::new(c.clone()))?;
+        Ok(c)
+    };
+    let processing = seconds("operator_processing_seconds_total", "Time an operator task spent handling its input, less the time it was blocked sending.")?;
+    let blocked = seconds("operator_backpressure_seconds_total", "Time an operator task was blocked on a full output channel (backpressure from downstream).")?;
+    for v in &m.views {
+        for o in &v.operators {
+            let (node, partition) = (o.node.to_string(), o.partition.to_string());
+            let values = [v.name.as_str(), v.kind, node.as_str(), o.operator.as_str(), partition.as_str()];
+            rows_in.with_label_values(&values).inc_by(o.counts.rows_in);
+            rows_out.with_label_values(&values).inc_by(o.counts.rows_out);
+            processing.with_label_values(&values).inc_by(o.counts.processing_ns as f64 / 1e9);
+            blocked.with_label_values(&values).inc_by(o.counts.blocked_ns as f64 / 1e9);
+        }
+    }
+    Ok(())
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -105,7 +133,8 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> promet
 
 #[cfg(test)]
 mod tests {
-    use openclaw_sql::metrics::{CheckpointMetrics, SourceMetrics, StateMetrics, ViewMetrics};
+    use openclaw_engine::metrics::OperatorCounts;
+    use openclaw_sql::metrics::{CheckpointMetrics, OperatorSample, SourceMetrics, StateMetrics, ViewMetrics};
 
     use super::*;
 
@@ -122,7 +151,19 @@ mod tests {
                 lag: Some(7),
                 watermark_us: Some(1_500_000),
             }],
-            views: vec![ViewMetrics { name: "q5".into(), kind: "materialized_view", late_rows: 4, failed: false, failed_rows: 0 }],
+            views: vec![ViewMetrics {
+                name: "q5".into(),
+                kind: "materialized_view",
+                late_rows: 4,
+                failed: false,
+                failed_rows: 0,
+                operators: vec![OperatorSample {
+                    node: 1,
+                    operator: "Aggregate".into(),
+                    partition: 0,
+                    counts: OperatorCounts { rows_in: 100, chunks_in: 2, rows_out: 10, chunks_out: 1, processing_ns: 2_500_000, blocked_ns: 0 },
+                }],
+            }],
             subscriptions_open: 1,
             state: vec![StateMetrics { view: "q5".into(), table: "join_left".into(), bytes: 4096 }],
             checkpoint: Some(CheckpointMetrics { id: 42, created_at_ms: 1_700_000_000_000, duration_ms: 250, write_ms: 40, snapshot_ms: 2, bytes: 1_000_000, files: 12 }),
@@ -148,6 +189,11 @@ mod tests {
             "openclaw_checkpoint_last_bytes 1000000",
             "openclaw_checkpoint_last_id 42",
             "openclaw_rocksdb_property{property=\"block-cache-usage\"} 8192",
+            "# TYPE openclaw_operator_rows_in_total counter",
+            "openclaw_operator_rows_in_total{kind=\"materialized_view\",node=\"1\",operator=\"Aggregate\",partition=\"0\",view=\"q5\"} 100",
+            "openclaw_operator_rows_out_total{kind=\"materialized_view\",node=\"1\",operator=\"Aggregate\",partition=\"0\",view=\"q5\"} 10",
+            "openclaw_operator_processing_seconds_total{kind=\"materialized_view\",node=\"1\",operator=\"Aggregate\",partition=\"0\",view=\"q5\"} 0.0025",
+            "openclaw_operator_backpressure_seconds_total{kind=\"materialized_view\",node=\"1\",operator=\"Aggregate\",partition=\"0\",view=\"q5\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

@@ -8,6 +8,7 @@ mod metrics;
 pub(crate) mod pg;
 mod pg_copy;
 mod pg_text;
+mod request_metrics;
 mod tls;
 
 use std::net::SocketAddr;

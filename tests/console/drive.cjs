@@ -1,13 +1,15 @@
 // Drives the console in headless Chromium for tests/console.rs: loads the page, checks that it
 // lists the view and runs SQL, opens the view live, prints "READY <row count>", then waits for
 // the row count on screen to change (the test inserts over pgwire meanwhile) and prints
-// "UPDATED <row count>". Any failure prints "FAILED <why>" and exits non-zero.
-// usage: node drive.cjs <console url> <view name>
+// "UPDATED <row count>". Any failure prints "FAILED <why>" and exits non-zero. With an API key
+// (a server under SCRAM), it first checks that the page says it is refused without one, then
+// types the key into the page's field.
+// usage: node drive.cjs <console url> <view name> [api key]
 "use strict";
 const path = require("path");
 const { chromium } = require(path.join(process.env.OPENCLAW_PLAYWRIGHT_DIR, "playwright-core"));
 
-const [url, view] = process.argv.slice(2);
+const [url, view, key] = process.argv.slice(2);
 const WAIT_MS = 30000;
 
 (async () => {
@@ -23,6 +25,11 @@ const WAIT_MS = 30000;
     const errors = [];
     page.on("pageerror", (e) => errors.push(e.message));
     await page.goto(url);
+    if (key) {
+      await page.waitForFunction(() => document.getElementById("status").textContent.includes("28000"), null, { timeout: WAIT_MS });
+      await page.fill("#api-key", key);
+      await page.dispatchEvent("#api-key", "change");
+    }
     const item = page.locator(`#views li[data-name="${view}"]`);
     await item.waitFor({ timeout: WAIT_MS });
     // Ad-hoc SQL through the page.

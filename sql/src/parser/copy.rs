@@ -11,8 +11,8 @@ use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use datafusion::sql::sqlparser::ast::Query;
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
+use crate::parser::OpenClawDialect;
 use crate::copy::{CopyFormat, CopyFrom, CopyTo, OnError};
 
 /// Parses what follows `COPY`.
@@ -139,7 +139,7 @@ pub(crate) fn copy_to(p: &mut Parser) -> Result<CopyTo, ParserError> {
         } else {
             "*".to_string()
         };
-        Parser::new(&PostgreSqlDialect {}).try_with_sql(&format!("SELECT {columns} FROM {table}"))?.parse_query()?
+        Parser::new(&OpenClawDialect).try_with_sql(&format!("SELECT {columns} FROM {table}"))?.parse_query()?
     };
     p.expect_keyword(Keyword::TO)?;
     p.expect_keyword(Keyword::STDOUT)?;

@@ -2,11 +2,11 @@
 //! every other statement: its text as kept and its syntax errors leave the value out (a
 //! sqlparser error would quote the token it found, which may be the value).
 
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 
+use crate::parser::OpenClawDialect;
 use super::{with_options, OcStatement};
 use crate::error::{SqlError, SqlState};
 use crate::secrets::BACKEND_META;
@@ -19,7 +19,7 @@ pub(super) fn is_create_secret(tokens: &[TokenWithSpan]) -> bool {
 
 /// The statement, and the text the catalog keeps: `CREATE SECRET name WITH (backend = 'meta')`.
 pub(super) fn create_secret(tokens: &[TokenWithSpan]) -> Result<(OcStatement, String), SqlError> {
-    let dialect = PostgreSqlDialect {};
+    let dialect = OpenClawDialect;
     let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens.to_vec());
     let (name, if_not_exists, value) = parse(&mut p).map_err(|_| {
         SqlError::new(SqlState::SyntaxError, "syntax error in CREATE SECRET (the statement is not repeated: it holds a secret)")

@@ -15,19 +15,19 @@ mod relations;
 mod tables;
 mod visible;
 
-pub use relations::Relations;
+pub use relations::{object_oid, PgRole, Relations};
 
 use std::sync::Arc;
 
 use datafusion::execution::context::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use std::sync::OnceLock;
 
+use crate::parser::OpenClawDialect;
 use crate::{SqlError, SqlResult, SqlState};
 
 /// The catalog (database) name OpenClaw's relations live in.
@@ -111,7 +111,7 @@ fn aggregate_scalar_subqueries(statements: &mut [Statement]) {
             if grouped || select.distinct.is_some() || has_aggregate(value) {
                 return std::ops::ControlFlow::Continue(());
             }
-            if let Ok(wrapped) = Parser::new(&PostgreSqlDialect {}).try_with_sql(&format!("max({value})")).and_then(|mut p| p.parse_expr()) {
+            if let Ok(wrapped) = Parser::new(&OpenClawDialect).try_with_sql(&format!("max({value})")).and_then(|mut p| p.parse_expr()) {
                 *value = wrapped;
             }
             std::ops::ControlFlow::Continue(())
@@ -136,30 +136,30 @@ fn has_aggregate(expr: &datafusion::sql::sqlparser::ast::Expr) -> bool {
 /// options column (`reloptions`, `ftoptions`, `attfdwoptions`, ...) through a set-returning
 /// function of the outer row becomes a NULL array: no relation here has options.
 fn rewrite_array_subqueries(text: &str) -> String {
-    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, text).tokenize() else { return text.to_string() };
+    let Ok(tokens) = Tokenizer::new(&OpenClawDialect, text).tokenize() else { return text.to_string() };
     let mut out: Vec<Token> = Vec::with_capacity(tokens.len());
     let mut i = 0;
     while i < tokens.len() {
         match array_subquery(&tokens, i) {
             Some(found) if found.reads_options => {
-                out.extend(Tokenizer::new(&PostgreSqlDialect {}, "CAST(NULL AS TEXT[])").tokenize().expect("a fixed text tokenizes"));
+                out.extend(Tokenizer::new(&OpenClawDialect, "CAST(NULL AS TEXT[])").tokenize().expect("a fixed text tokenizes"));
                 i = found.close + 1;
             }
             Some(ArraySubquery { select, from: Some(from), close: found_close, .. }) => {
                 // `ARRAY (` → `coalesce((`, `SELECT` → `SELECT array_agg(`, `FROM` → `) FROM`,
                 // and after the subquery `, make_array())`.
-                out.extend(Tokenizer::new(&PostgreSqlDialect {}, "coalesce(").tokenize().expect("a fixed text tokenizes"));
+                out.extend(Tokenizer::new(&OpenClawDialect, "coalesce(").tokenize().expect("a fixed text tokenizes"));
                 out.push(Token::LParen);
                 out.extend(tokens[select..from].iter().cloned().enumerate().flat_map(|(k, t)| {
                     let mut v = vec![t];
                     if k == 0 {
-                        v.extend(Tokenizer::new(&PostgreSqlDialect {}, " array_agg(").tokenize().expect("a fixed text tokenizes"));
+                        v.extend(Tokenizer::new(&OpenClawDialect, " array_agg(").tokenize().expect("a fixed text tokenizes"));
                     }
                     v
                 }));
                 out.push(Token::RParen);
                 out.extend(tokens[from..=found_close].iter().cloned());
-                out.extend(Tokenizer::new(&PostgreSqlDialect {}, ", make_array())").tokenize().expect("a fixed text tokenizes"));
+                out.extend(Tokenizer::new(&OpenClawDialect, ", make_array())").tokenize().expect("a fixed text tokenizes"));
                 i = found_close + 1;
             }
             _ => {
@@ -195,7 +195,7 @@ fn system_regclass(text: &str) -> String {
     if !text.to_ascii_lowercase().contains("regclass") {
         return text.to_string();
     }
-    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, text).tokenize() else { return text.to_string() };
+    let Ok(tokens) = Tokenizer::new(&OpenClawDialect, text).tokenize() else { return text.to_string() };
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < tokens.len() {
@@ -225,7 +225,7 @@ fn rewrite_expandarray(text: &str) -> String {
     if !text.to_ascii_lowercase().contains("_pg_expandarray") {
         return text.to_string();
     }
-    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, text).tokenize() else { return text.to_string() };
+    let Ok(tokens) = Tokenizer::new(&OpenClawDialect, text).tokenize() else { return text.to_string() };
     let position = |key: &str| format!("array_position(CAST(string_to_array({key}, ' ') AS INT[]), CAST(a.attnum AS INT))");
     let mut out = String::with_capacity(text.len());
     let mut i = 0;

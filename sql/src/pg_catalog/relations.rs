@@ -156,6 +156,19 @@ struct Known {
     relations: BTreeMap<String, PgRelation>,
     /// Schemas other than `public`, with their OIDs.
     schemas: BTreeMap<String, i32>,
+    /// The roles of `CREATE ROLE`, by name (the bootstrap superuser is not among them).
+    roles: BTreeMap<String, PgRole>,
+}
+
+/// A role as `pg_roles` and `pg_auth_members` describe it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgRole {
+    pub oid: i32,
+    pub name: String,
+    pub superuser: bool,
+    pub login: bool,
+    /// The roles it is a member of, by name.
+    pub member_of: Vec<String>,
 }
 
 impl Relations {
@@ -177,6 +190,16 @@ impl Relations {
     pub fn add_schema(&self, name: &str, id: openclaw_engine::ObjectId) {
         let oid = object_oid(id).expect("catalog ids fit an OID");
         self.0.write().expect("relations lock").schemas.insert(name.to_string(), oid);
+    }
+
+    /// Replaces the roles described (kept in step by [`crate::roles::Roles`]).
+    pub fn set_roles(&self, roles: Vec<PgRole>) {
+        self.0.write().expect("relations lock").roles = roles.into_iter().map(|r| (r.name.clone(), r)).collect();
+    }
+
+    /// Every role of `CREATE ROLE`, by name.
+    pub fn roles(&self) -> Vec<PgRole> {
+        self.0.read().expect("relations lock").roles.values().cloned().collect()
     }
 
     pub fn remove_schema(&self, name: &str) {

@@ -15,10 +15,10 @@ use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
 use datafusion::error::Result;
 
-use super::relations::{self, PgRelation, RelKind, Relations};
+use super::relations::{self, PgRelation, PgRole, RelKind, Relations};
 
 /// The tables built here; the rest come from the crate.
-const OWN_TABLES: [&str; 13] = [
+const OWN_TABLES: [&str; 14] = [
     "pg_class",
     "pg_namespace",
     "pg_attribute",
@@ -32,6 +32,7 @@ const OWN_TABLES: [&str; 13] = [
     "pg_foreign_server",
     "pg_roles",
     "pg_authid",
+    "pg_auth_members",
 ];
 
 /// `pg_class`'s own OID, the `classoid` of a relation's description.
@@ -73,6 +74,8 @@ impl SchemaProvider for PgCatalog {
         let schema = with_missing_columns(&lower, template.schema());
         let batch = match lower.as_str() {
             "pg_namespace" => pg_namespace(&self.relations.namespaces()).finish(&schema)?,
+            "pg_roles" | "pg_authid" => roles(&self.relations.roles()).finish(&schema)?,
+            "pg_auth_members" => auth_members(&self.relations.roles()).finish(&schema)?,
             _ => build(&lower, &schema, &self.relations.all())?,
         };
         Ok(Some(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?)))
@@ -186,7 +189,6 @@ fn build(table: &str, schema: &SchemaRef, relations: &[PgRelation]) -> Result<Re
         "pg_views" => pg_views(relations),
         "pg_foreign_table" => pg_foreign_table(relations),
         "pg_foreign_server" => pg_foreign_server(),
-        "pg_roles" | "pg_authid" => roles(),
         other => unreachable!("{other} is not in OWN_TABLES"),
     }
     .finish(schema)
@@ -415,15 +417,36 @@ fn pg_foreign_table(relations: &[PgRelation]) -> Columns {
     c
 }
 
-/// The one role until roles exist: the owner of every object, a superuser that can log in.
-/// PostgreSQL's predefined `pg_*` roles are not listed (none of their privileges apply here),
-/// and no password is shown (`pg_authid.rolpassword` is NULL, as for a role without one).
-fn roles() -> Columns {
-    let mut c = Columns::new(1);
-    c.int("oid", [relations::OWNER]).text("rolname", [some(super::OWNER_NAME)]).int("rolconnlimit", [-1]);
-    for flag in ["rolsuper", "rolinherit", "rolcreaterole", "rolcreatedb", "rolcanlogin", "rolreplication", "rolbypassrls"] {
-        c.flag(flag, [true]);
+/// The bootstrap superuser (the owner of every object it created, a superuser that can log
+/// in), then every role of `CREATE ROLE`. PostgreSQL's predefined `pg_*` roles are not listed
+/// (none of their privileges apply here), and no password is shown (`pg_authid.rolpassword`
+/// is NULL, as for a role without one).
+fn roles(roles: &[PgRole]) -> Columns {
+    let mut c = Columns::new(1 + roles.len());
+    c.int("oid", std::iter::once(relations::OWNER).chain(roles.iter().map(|r| r.oid)))
+        .text("rolname", std::iter::once(some(super::OWNER_NAME)).chain(roles.iter().map(|r| some(r.name.clone()))))
+        .int("rolconnlimit", std::iter::repeat_n(-1, 1 + roles.len()))
+        .flag("rolsuper", std::iter::once(true).chain(roles.iter().map(|r| r.superuser)))
+        .flag("rolcanlogin", std::iter::once(true).chain(roles.iter().map(|r| r.login)))
+        // Members hold their groups' privileges (PostgreSQL's INHERIT).
+        .flag("rolinherit", std::iter::repeat_n(true, 1 + roles.len()));
+    for flag in ["rolcreaterole", "rolcreatedb", "rolreplication", "rolbypassrls"] {
+        c.flag(flag, std::iter::once(true).chain(roles.iter().map(|r| r.superuser)));
     }
+    c
+}
+
+/// One row per membership (`GRANT group TO member`), granted by the bootstrap superuser.
+fn auth_members(roles: &[PgRole]) -> Columns {
+    let oid_of: HashMap<&str, i32> = roles.iter().map(|r| (r.name.as_str(), r.oid)).collect();
+    let pairs: Vec<(i32, i32)> = roles.iter().flat_map(|r| r.member_of.iter().filter_map(|g| oid_of.get(g.as_str())).map(move |g| (*g, r.oid))).collect();
+    let mut c = Columns::new(pairs.len());
+    c.int("roleid", pairs.iter().map(|p| p.0))
+        .int("member", pairs.iter().map(|p| p.1))
+        .int("grantor", pairs.iter().map(|_| relations::OWNER))
+        .flag("admin_option", pairs.iter().map(|_| false))
+        .flag("inherit_option", pairs.iter().map(|_| true))
+        .flag("set_option", pairs.iter().map(|_| true));
     c
 }
 

@@ -117,6 +117,9 @@ impl Database {
                 select_all(reads(&v.query))
             }
             OcStatement::ExplainCreateView(v) => select_all(reads(&v.query)),
+            // A view's counters, to whoever may read it; a sink's, to its owner.
+            OcStatement::ExplainAnalyze { kind: ObjectKind::Sink, name } => own(name),
+            OcStatement::ExplainAnalyze { name, .. } => need(&object_name(name)?, Privilege::Select),
             OcStatement::CreateSink(s) => {
                 create_in(&s.view.name)?;
                 select_all(reads(&s.view.query))
@@ -138,7 +141,7 @@ impl Database {
             OcStatement::CopyTo(copy) => select_all(reads(&copy.query)),
             OcStatement::Standard(s) => self.authorize_standard(s, &need, &select_all, &create_in, &own),
             // They check for themselves.
-            OcStatement::CreateApiKey { .. } | OcStatement::DropApiKey { .. } => Ok(()),
+            OcStatement::CreateApiKey { .. } | OcStatement::DropApiKey { .. } | OcStatement::GrantRole { .. } => Ok(()),
             OcStatement::Flush
             | OcStatement::Show(_)
             | OcStatement::ShowStateTables
@@ -166,33 +169,40 @@ impl Database {
         create_in: &dyn Fn(&ObjectName) -> SqlResult<()>,
         own: &dyn Fn(&ObjectName) -> SqlResult<()>,
     ) -> SqlResult<()> {
-        // What a write reads besides its target needs SELECT.
-        let write = |target: Option<&ObjectName>, privilege: Privilege| -> SqlResult<()> {
+        // What a write reads besides its target needs SELECT; so does its target when the
+        // write reads the target's columns (in WHERE, SET or RETURNING), as in PostgreSQL.
+        let write = |target: Option<&ObjectName>, privilege: Privilege, reads_target: bool| -> SqlResult<()> {
             let mut read = reads(stmt);
             if let Some(target) = target {
                 let target = object_name(target)?;
                 need(&target, privilege)?;
-                read.remove(&target);
+                if !reads_target {
+                    read.remove(&target);
+                }
             }
             select_all(read)
         };
         match stmt {
             Statement::Query(_) | Statement::Explain { .. } => select_all(reads(stmt)),
             Statement::Insert(insert) => match &insert.table {
-                TableObject::TableName(name) => write(Some(name), Privilege::Insert),
-                _ => write(None, Privilege::Insert),
+                TableObject::TableName(name) => write(Some(name), Privilege::Insert, insert.returning.is_some()),
+                _ => write(None, Privilege::Insert, false),
             },
-            Statement::Update(update) => match &update.table.relation {
-                TableFactor::Table { name, .. } => write(Some(name), Privilege::Update),
-                _ => write(None, Privilege::Update),
-            },
+            Statement::Update(update) => {
+                let reads_target = update.returning.is_some() || names_columns(update.selection.iter().chain(update.assignments.iter().map(|a| &a.value)));
+                match &update.table.relation {
+                    TableFactor::Table { name, .. } => write(Some(name), Privilege::Update, reads_target),
+                    _ => write(None, Privilege::Update, false),
+                }
+            }
             Statement::Delete(delete) => {
                 let from = match &delete.from {
                     FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t.first(),
                 };
+                let reads_target = delete.returning.is_some() || names_columns(delete.selection.iter());
                 match from.map(|t| &t.relation) {
-                    Some(TableFactor::Table { name, .. }) => write(Some(name), Privilege::Delete),
-                    _ => write(None, Privilege::Delete),
+                    Some(TableFactor::Table { name, .. }) => write(Some(name), Privilege::Delete, reads_target),
+                    _ => write(None, Privilege::Delete, false),
                 }
             }
             Statement::Truncate(truncate) => truncate.table_names.iter().try_for_each(|t| need(&object_name(&t.name)?, Privilege::Delete)),
@@ -209,4 +219,16 @@ impl Database {
             _ => Ok(()),
         }
     }
+}
+
+/// Whether any of `exprs` names a column (an identifier, plain or qualified): what makes a
+/// write read its target.
+fn names_columns<'a>(mut exprs: impl Iterator<Item = &'a Expr>) -> bool {
+    exprs.any(|e| {
+        datafusion::sql::sqlparser::ast::visit_expressions(e, |x| match x {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        })
+        .is_break()
+    })
 }

@@ -1,7 +1,7 @@
 //! `CREATE ROLE | USER`, `ALTER ROLE`, `DROP ROLE`, `GRANT`, `REVOKE`, `SHOW ROLES` and a
 //! role's record replayed at start.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use datafusion::sql::sqlparser::ast::{
     Action, AlterRoleOperation, CreateRole, Expr, Grant, GrantObjects, Grantee, GranteeName, GranteesType, ObjectName, Password, Privileges, Revoke, RoleOption, Value,
@@ -14,7 +14,7 @@ use crate::error::{quote, SqlError, SqlResult, SqlState};
 use crate::parser::ObjectKind;
 use crate::session::SessionVars;
 
-fn undefined_role(name: &str) -> SqlError {
+pub(super) fn undefined_role(name: &str) -> SqlError {
     SqlError::new(SqlState::UndefinedObject, format!("role {} does not exist", quote(name)))
 }
 
@@ -88,14 +88,22 @@ impl Database {
             if self.roles.len() >= MAX_ROLES {
                 return Err(SqlError::new(SqlState::ProgramLimitExceeded, format!("a database has at most {MAX_ROLES} roles")));
             }
-            let mut role = Role { id: catalog.next_id(), name: name.clone(), login: false, superuser: false, password: None, grants: BTreeMap::new() };
+            let mut role = Role::named(catalog.next_id(), &name);
             let mut options = vec![];
             options.extend(create.login.map(RoleOption::Login));
             options.extend(create.superuser.map(RoleOption::SuperUser));
             options.extend(create.password.clone().map(RoleOption::Password));
             apply(&mut role, &options)?;
-            if create.inherit == Some(false) || create.create_db == Some(true) || create.create_role == Some(true) || create.connection_limit.is_some() || create.valid_until.is_some() || !create.in_role.is_empty() || !create.role.is_empty() {
-                return Err(SqlError::not_supported("only LOGIN, SUPERUSER and PASSWORD are supported on roles"));
+            if create.inherit == Some(false) || create.create_db == Some(true) || create.create_role == Some(true) || create.connection_limit.is_some() || create.valid_until.is_some() || !create.role.is_empty() {
+                return Err(SqlError::not_supported("only LOGIN, SUPERUSER, PASSWORD and IN ROLE are supported on roles"));
+            }
+            // `IN ROLE group, ...`: a member of each from the start.
+            for group in &create.in_role {
+                let group = if group.quote_style.is_some() { group.value.clone() } else { group.value.to_ascii_lowercase() };
+                if group == PUBLIC_ROLE || !self.roles.exists(&group) {
+                    return Err(undefined_role(&group));
+                }
+                role.member_of.insert(group);
             }
             self.save_role(&role)?;
             self.roles.put(role);
@@ -145,6 +153,7 @@ impl Database {
             self.drop_api_keys_of(&name)?;
             crate::durable::remove(&self.store, role.id)?;
             self.roles.remove(&name);
+            self.forget_memberships_of(&name)?;
             tracing::info!(role = %name, "dropped role");
         }
         Ok(QueryOutput::command("DROP ROLE"))
@@ -200,7 +209,7 @@ impl Database {
             let mut role = match (self.roles.get(&name), name == PUBLIC_ROLE) {
                 (Some(role), _) => role,
                 // PUBLIC's grants are kept as a role's that no one can log in as.
-                (None, true) => Role { id: catalog.next_id(), name: PUBLIC_ROLE.into(), login: false, superuser: false, password: None, grants: BTreeMap::new() },
+                (None, true) => Role::named(catalog.next_id(), PUBLIC_ROLE),
                 (None, false) => return Err(undefined_role(&name)),
             };
             for target in &targets {
@@ -248,7 +257,7 @@ impl Database {
                     .collect())
             }
             _ => Err(SqlError::not_supported("GRANT and REVOKE take ON [TABLE] name, ON ALL TABLES IN SCHEMA s, or ON SCHEMA s")
-                .with_hint("role membership (GRANT role TO role) is not supported yet")),
+                .with_hint("role membership is GRANT role TO role")),
         }
     }
 
@@ -259,9 +268,13 @@ impl Database {
             .names()
             .into_iter()
             .filter(|r| r.name != PUBLIC_ROLE)
-            .map(|r| vec![r.name.clone(), r.login.to_string(), r.superuser.to_string(), r.password.is_some().to_string()])
+            .map(|r| {
+                let member_of = (!r.member_of.is_empty()).then(|| r.member_of.iter().cloned().collect::<Vec<_>>().join(","));
+                vec![Some(r.name.clone()), Some(r.login.to_string()), Some(r.superuser.to_string()), Some(r.password.is_some().to_string()), member_of]
+            })
             .collect();
-        QueryOutput::text_rows(&["name", "login", "superuser", "has_password"], rows)
+        // `member_of`: the groups it is in, comma-separated; NULL for none.
+        QueryOutput::nullable_text_rows(&["name", "login", "superuser", "has_password", "member_of"], rows)
     }
 }
 

@@ -20,6 +20,7 @@ use crate::error::{quote, SqlError, SqlResult, SqlState};
 pub(crate) mod api_keys;
 pub(crate) mod authorize;
 mod ddl;
+mod membership;
 
 /// SCRAM-SHA-256's iteration count for role passwords (PostgreSQL's default).
 pub const SCRAM_ITERATIONS: u32 = 4096;
@@ -118,6 +119,9 @@ pub(crate) struct Role {
     pub superuser: bool,
     pub password: Option<ScramVerifier>,
     pub grants: BTreeMap<Grantable, BTreeSet<Privilege>>,
+    /// The roles it is a member of (`GRANT group TO role`): it holds their privileges, and
+    /// may `SET ROLE` to them.
+    pub member_of: BTreeSet<String>,
 }
 
 const LOGIN_KEY: &str = "role.login";
@@ -125,6 +129,8 @@ const SUPERUSER_KEY: &str = "role.superuser";
 const SALT_KEY: &str = "role.scram.salt";
 const SALTED_PASSWORD_KEY: &str = "role.scram.salted_password";
 const GRANTS_KEY: &str = "role.grants";
+/// A JSON array of role names; absent when the role is a member of none.
+const MEMBER_OF_KEY: &str = "role.member_of";
 /// The key under which an object's record names its owner (absent: the bootstrap superuser).
 pub(crate) const OWNER_KEY: &str = "owner";
 
@@ -147,7 +153,15 @@ impl Role {
         let grants: serde_json::Map<String, serde_json::Value> =
             self.grants.iter().map(|(on, privileges)| (on.key(), privileges.iter().map(|p| serde_json::Value::from(p.sql_name())).collect())).collect();
         out.insert(GRANTS_KEY.into(), serde_json::Value::Object(grants).to_string());
+        if !self.member_of.is_empty() {
+            out.insert(MEMBER_OF_KEY.into(), serde_json::Value::from(self.member_of.iter().cloned().collect::<Vec<_>>()).to_string());
+        }
         out
+    }
+
+    /// A role without attributes, grants or memberships.
+    pub(crate) fn named(id: ObjectId, name: &str) -> Self {
+        Self { id, name: name.to_string(), login: false, superuser: false, password: None, grants: BTreeMap::new(), member_of: BTreeSet::new() }
     }
 
     pub(crate) fn from_record(record: &crate::durable::DdlRecord) -> SqlResult<Self> {
@@ -168,7 +182,11 @@ impl Role {
                 grants.insert(on, privileges);
             }
         }
-        Ok(Self { id: record.id, name: record.name.clone(), login: flag(LOGIN_KEY), superuser: flag(SUPERUSER_KEY), password, grants })
+        let member_of = match record.resolved.get(MEMBER_OF_KEY) {
+            Some(text) => serde_json::from_str::<BTreeSet<String>>(text).map_err(|_| corrupt("memberships"))?,
+            None => BTreeSet::new(),
+        };
+        Ok(Self { id: record.id, name: record.name.clone(), login: flag(LOGIN_KEY), superuser: flag(SUPERUSER_KEY), password, grants, member_of })
     }
 }
 
@@ -178,6 +196,8 @@ pub struct Roles {
     roles: Mutex<BTreeMap<String, Role>>,
     /// Object → the role that created it; objects the bootstrap superuser created are absent.
     owners: Mutex<BTreeMap<String, String>>,
+    /// Where `pg_roles` and `pg_auth_members` read the roles, kept in step by every change.
+    described: std::sync::OnceLock<crate::pg_catalog::Relations>,
 }
 
 impl Roles {
@@ -191,10 +211,33 @@ impl Roles {
 
     pub(crate) fn put(&self, role: Role) {
         self.roles.lock().expect("roles lock").insert(role.name.clone(), role);
+        self.describe();
     }
 
     pub(crate) fn remove(&self, name: &str) -> Option<Role> {
-        self.roles.lock().expect("roles lock").remove(name)
+        let removed = self.roles.lock().expect("roles lock").remove(name);
+        self.describe();
+        removed
+    }
+
+    /// Describes the roles in `relations` (`pg_roles`, `pg_auth_members`) from now on.
+    pub(crate) fn describe_in(&self, relations: crate::pg_catalog::Relations) {
+        let _ = self.described.set(relations);
+        self.describe();
+    }
+
+    fn describe(&self) {
+        let Some(relations) = self.described.get() else { return };
+        let roles = self.roles.lock().expect("roles lock");
+        let described = roles
+            .values()
+            .filter(|r| r.name != PUBLIC_ROLE)
+            .filter_map(|r| {
+                let oid = crate::pg_catalog::object_oid(r.id)?;
+                Some(crate::pg_catalog::PgRole { oid, name: r.name.clone(), superuser: r.superuser, login: r.login, member_of: r.member_of.iter().cloned().collect() })
+            })
+            .collect();
+        relations.set_roles(described);
     }
 
     pub(crate) fn names(&self) -> Vec<Role> {
@@ -243,19 +286,42 @@ impl Roles {
     }
 
     /// Whether `role` holds `privilege` on `on`: as a superuser, as the owner of a relation,
-    /// by a grant to it or to PUBLIC.
+    /// by a grant to it, to a role it is a member of (directly or through others, as
+    /// PostgreSQL's `INHERIT`) or to PUBLIC. A superuser's attribute is not inherited.
     pub(crate) fn holds(&self, role: Option<&str>, on: &Grantable, privilege: Privilege) -> bool {
         let Some(name) = role else { return true };
         if self.is_superuser(role) {
             return true;
         }
+        let mut holders = self.memberships(name);
         if let Grantable::Relation(object) = on {
-            if self.owner(object).as_deref() == Some(name) {
+            if self.owner(object).is_some_and(|owner| holders.contains(&owner)) {
                 return true;
             }
         }
+        holders.insert(PUBLIC_ROLE.to_string());
         let roles = self.roles.lock().expect("roles lock");
-        [name, PUBLIC_ROLE].iter().filter_map(|r| roles.get(*r)).any(|r| r.grants.get(on).is_some_and(|p| p.contains(&privilege)))
+        holders.iter().filter_map(|r| roles.get(r)).any(|r| r.grants.get(on).is_some_and(|p| p.contains(&privilege)))
+    }
+
+    /// `name` and every role it is a member of, directly or through others.
+    pub(crate) fn memberships(&self, name: &str) -> BTreeSet<String> {
+        let roles = self.roles.lock().expect("roles lock");
+        let mut seen = BTreeSet::from([name.to_string()]);
+        let mut next = vec![name.to_string()];
+        while let Some(r) = next.pop() {
+            for group in roles.get(&r).map(|r| r.member_of.clone()).unwrap_or_default() {
+                if seen.insert(group.clone()) {
+                    next.push(group);
+                }
+            }
+        }
+        seen
+    }
+
+    /// Roles that are members of `group`, directly.
+    pub(crate) fn members_of(&self, group: &str) -> Vec<Role> {
+        self.roles.lock().expect("roles lock").values().filter(|r| r.member_of.contains(group)).cloned().collect()
     }
 }
 
@@ -299,12 +365,17 @@ mod tests {
         let mut grants = BTreeMap::new();
         grants.insert(Grantable::Relation("public.t".into()), BTreeSet::from([Privilege::Select, Privilege::Delete]));
         grants.insert(Grantable::Schema("public".into()), BTreeSet::from([Privilege::Create]));
-        let role = Role { id: 7, name: "alice".into(), login: true, superuser: false, password: Some(ScramVerifier::new("pw-Secret-1").unwrap()), grants };
+        let role = Role { id: 7, name: "alice".into(), login: true, superuser: false, password: Some(ScramVerifier::new("pw-Secret-1").unwrap()), grants, member_of: BTreeSet::from(["readers".to_string()]) };
         let record = crate::durable::DdlRecord { id: 7, kind: crate::parser::ObjectKind::Role, name: "alice".into(), sql: role.sql(), resolved: role.resolved() };
         assert_eq!(Role::from_record(&record).unwrap(), role);
         let stored = format!("{record:?}");
         assert!(!stored.contains("pw-Secret-1"));
         assert_eq!(record.resolved[GRANTS_KEY], r#"{"relation:public.t":["SELECT","DELETE"],"schema:public":["CREATE"]}"#);
+        assert_eq!(record.resolved[MEMBER_OF_KEY], r#"["readers"]"#);
+        // A record from before memberships reads as a member of none.
+        let mut older = record.clone();
+        older.resolved.remove(MEMBER_OF_KEY);
+        assert!(Role::from_record(&older).unwrap().member_of.is_empty());
     }
 
     /// RFC 7677's test vector: the salted password for "pencil" with its salt and 4096
@@ -322,15 +393,35 @@ mod tests {
     fn grants_owners_and_public() {
         let roles = Roles::default();
         let t = Grantable::Relation("public.t".into());
-        roles.put(Role { id: 1, name: "a".into(), login: true, superuser: false, password: None, grants: BTreeMap::new() });
-        roles.put(Role { id: 2, name: "boss".into(), login: true, superuser: true, password: None, grants: BTreeMap::new() });
+        roles.put(Role { login: true, ..Role::named(1, "a") });
+        roles.put(Role { login: true, superuser: true, ..Role::named(2, "boss") });
         assert!(!roles.holds(Some("a"), &t, Privilege::Select));
         assert!(roles.holds(Some("boss"), &t, Privilege::Select) && roles.holds(None, &t, Privilege::Select));
         roles.set_owner("public.t", "a");
         assert!(roles.holds(Some("a"), &t, Privilege::Delete));
         roles.forget_object("public.t");
         assert!(!roles.holds(Some("a"), &t, Privilege::Delete));
-        roles.put(Role { id: 3, name: PUBLIC_ROLE.into(), login: false, superuser: false, password: None, grants: BTreeMap::from([(t.clone(), BTreeSet::from([Privilege::Select]))]) });
+        roles.put(Role { grants: BTreeMap::from([(t.clone(), BTreeSet::from([Privilege::Select]))]), ..Role::named(3, PUBLIC_ROLE) });
         assert!(roles.holds(Some("a"), &t, Privilege::Select) && !roles.holds(Some("a"), &t, Privilege::Insert));
+    }
+
+    /// A member holds its groups' grants, through groups of groups, and what they own; not
+    /// their superuser attribute.
+    #[test]
+    fn members_hold_what_their_groups_hold() {
+        let roles = Roles::default();
+        let t = Grantable::Relation("public.t".into());
+        roles.put(Role { grants: BTreeMap::from([(t.clone(), BTreeSet::from([Privilege::Insert]))]), ..Role::named(1, "writers") });
+        roles.put(Role { member_of: BTreeSet::from(["writers".to_string()]), ..Role::named(2, "team") });
+        roles.put(Role { member_of: BTreeSet::from(["team".to_string()]), ..Role::named(3, "a") });
+        roles.put(Role { superuser: true, ..Role::named(4, "admins") });
+        assert!(roles.holds(Some("a"), &t, Privilege::Insert));
+        assert!(!roles.holds(Some("a"), &t, Privilege::Delete));
+        assert_eq!(roles.memberships("a"), BTreeSet::from(["a".to_string(), "team".to_string(), "writers".to_string()]));
+        roles.set_owner("public.u", "team");
+        assert!(roles.holds(Some("a"), &Grantable::Relation("public.u".into()), Privilege::Delete));
+        roles.put(Role { member_of: BTreeSet::from(["admins".to_string()]), ..Role::named(5, "b") });
+        assert!(!roles.is_superuser(Some("b")) && !roles.holds(Some("b"), &t, Privilege::Select));
+        assert_eq!(roles.members_of("team").iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["a"]);
     }
 }

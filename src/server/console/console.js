@@ -10,8 +10,15 @@ const MAX_ROWS_SHOWN = 200;
 /** Most bars the chart draws (the largest values). */
 const MAX_BARS = 40;
 
+/** The API key the console sends (needed under --auth scram-sha-256), kept for this tab only. */
+function apiKey() {
+  return sessionStorage.getItem("openclaw.apiKey") || "";
+}
+
 async function sql(text) {
-  const response = await fetch("/v1/sql", { method: "POST", body: text });
+  const key = apiKey();
+  const headers = key ? { Authorization: `Bearer ${key}` } : {};
+  const response = await fetch("/v1/sql", { method: "POST", body: text, headers });
   const body = await response.json();
   if (body.error) {
     const e = body.error;
@@ -78,7 +85,10 @@ let live = null;
 function watch(name) {
   if (live) live.socket.close();
   const protocol = location.protocol === "https:" ? "wss:" : "ws:";
-  const socket = new WebSocket(`${protocol}//${location.host}/v1/ws/subscribe/${encodeURIComponent(name)}`);
+  // A WebSocket cannot send headers: the key goes as a subprotocol the server echoes.
+  const key = apiKey();
+  const url = `${protocol}//${location.host}/v1/ws/subscribe/${encodeURIComponent(name)}`;
+  const socket = key ? new WebSocket(url, [`openclaw.bearer.${key}`]) : new WebSocket(url);
   live = { name, socket, rows: new Map(), columns: [] };
   // The view's columns in their order (a change's JSON object has its keys sorted).
   const state = live;
@@ -176,5 +186,11 @@ async function run() {
 $("run").onclick = run;
 $("sql").onkeydown = (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) run(); };
 $("chart-column").onchange = draw;
+$("api-key").value = apiKey();
+$("api-key").onchange = (e) => {
+  sessionStorage.setItem("openclaw.apiKey", e.target.value.trim());
+  refreshCatalog();
+  if (live) watch(live.name);
+};
 refreshCatalog();
 setInterval(refreshCatalog, 2000);

@@ -73,6 +73,7 @@ async fn put(db: Arc<Database>, role: Option<String>, mut input: Streaming<Fligh
     let data = futures::stream::once(async { Ok(first) }).chain(input).map_err(|status| FlightError::Tonic(Box::new(status)));
     let mut decoder = FlightDataDecoder::new(data);
     while let Some(decoded) = decoder.next().await {
+        let started = std::time::Instant::now();
         let result = match decoded {
             Err(e) => Err(super::status(&SqlError::new(SqlState::InvalidTextRepresentation, format!("Flight data: {e}")))),
             Ok(decoded) => match decoded.payload {
@@ -89,6 +90,7 @@ async fn put(db: Arc<Database>, role: Option<String>, mut input: Streaming<Fligh
                 DecodedPayload::Schema(_) | DecodedPayload::None => continue,
             },
         };
+        super::ingest::answered("flight", &result, started);
         let failed = result.is_err();
         if acks.send(result).await.is_err() || failed {
             return;

@@ -107,10 +107,12 @@ impl super::proto::ingest_server::Ingest for IngestService {
                         return;
                     }
                 };
+                let started = std::time::Instant::now();
                 let result = match check_order(&mut last, &request) {
                     Ok(()) => write_one(&db, role.as_deref(), request, &mut message).await,
                     Err(status) => Err(status),
                 };
+                answered("grpc", &result, started);
                 if let Ok(ack) = &result {
                     written += u64::from(!ack.replayed);
                     if crash_after == Some(written) {
@@ -132,8 +134,20 @@ impl super::proto::ingest_server::Ingest for IngestService {
     async fn write_batch(&self, request: Request<WriteRequest>) -> Result<Response<WriteAck>, Status> {
         let _slot = super::take_stream_slot(&self.streams)?;
         let role = super::caller(&request);
-        write_one(&self.db, role.as_deref(), request.into_inner(), &mut None).await.map(Response::new)
+        let started = std::time::Instant::now();
+        let result = write_one(&self.db, role.as_deref(), request.into_inner(), &mut None).await;
+        answered("grpc", &result, started);
+        result.map(Response::new)
     }
+}
+
+/// Counts an answered write, by its gRPC code ([`crate::server::request_metrics`]).
+pub(super) fn answered<T>(front: &str, result: &Result<T, Status>, started: std::time::Instant) {
+    let code = match result {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    };
+    crate::server::request_metrics::ingest_answered(front, &format!("{code:?}"), started.elapsed());
 }
 
 /// A producer's sequence numbers must increase along a stream: one that does not is a client's
