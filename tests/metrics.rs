@@ -64,6 +64,10 @@ async fn metrics_pass_promtool_and_match_show() {
     assert_eq!(sample(body, "openclaw_checkpoint_last_id").parse::<u64>().unwrap(), newest, "{checkpoints:?}");
     assert!(sample(body, "openclaw_checkpoint_last_bytes").parse::<u64>().unwrap() > 0);
     assert!(sample(body, "openclaw_checkpoint_last_duration_seconds").parse::<f64>().unwrap() >= 0.0);
+    // Each commit is observed too: a histogram of durations, and the bytes written.
+    let committed: u64 = sample(body, "openclaw_checkpoint_duration_seconds_count").parse().unwrap();
+    assert!(committed >= 1 && committed as usize <= checkpoints.len() + 8, "{committed} vs {checkpoints:?}");
+    assert!(sample(body, "openclaw_checkpoint_bytes_total").parse::<u64>().unwrap() > 0);
     assert!(body.lines().any(|l| l.starts_with("openclaw_state_bytes{table=\"rows\",view=\"tags\"}")), "{body}");
     assert!(sample(body, "openclaw_rocksdb_property{property=\"estimate-num-keys\"}").parse::<u64>().unwrap() > 0);
 }

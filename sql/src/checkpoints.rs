@@ -68,6 +68,9 @@ impl Database {
                 remote.upload_in_background(self.store.dir(), manifest);
             }
             tracing::debug!(id = manifest.id, bytes = manifest.bytes(), files = manifest.files.len(), duration_ms = manifest.duration_ms, snapshot_ms = manifest.snapshot_ms, "checkpoint committed");
+            if let Some(observe) = self.checkpoint_observer.get() {
+                observe(&crate::metrics::CheckpointMetrics::of(manifest));
+            }
         }
         Ok(written)
     }

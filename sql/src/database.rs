@@ -102,6 +102,8 @@ pub struct Database {
     pub(crate) catalog: tokio::sync::Mutex<Catalog>,
     /// The last committed checkpoint; its lock serialises checkpoints.
     pub(crate) last_checkpoint: tokio::sync::Mutex<Option<openclaw_storage::checkpoint::Manifest>>,
+    /// Told of each checkpoint as it commits (`crate::metrics`).
+    pub(crate) checkpoint_observer: std::sync::OnceLock<crate::metrics::CheckpointObserver>,
     /// `FLUSH`es waiting for bounded sources. Their barriers hold back every later barrier at
     /// those sources, so a periodic checkpoint now would wait (holding the checkpoint lock)
     /// until the sources end; it is skipped instead.
@@ -212,6 +214,7 @@ impl Database {
             coordinator,
             catalog: tokio::sync::Mutex::new(Catalog::with_relations(relations.clone())),
             last_checkpoint: Default::default(),
+            checkpoint_observer: Default::default(),
             pending_flushes: Default::default(),
             subscribers: Default::default(),
             keys_in_flight: Default::default(),
@@ -529,22 +532,6 @@ impl Database {
     /// The roles of this database (for the server's logins).
     pub fn roles(&self) -> &crate::roles::Roles {
         &self.roles
-    }
-
-    /// `SET ROLE name`: to any role for a superuser, else only to the session's own.
-    fn check_set_role(&self, vars: &SessionVars, role: &str) -> SqlResult<()> {
-        if role == "none" {
-            return Ok(());
-        }
-        if !self.roles.exists(role) {
-            return Err(SqlError::new(SqlState::UndefinedObject, format!("role {} does not exist", crate::error::quote(role))));
-        }
-        let session = vars.session_user.as_deref();
-        // A role may become any role it is a member of, as in PostgreSQL.
-        match self.roles.is_superuser(session) || session.is_some_and(|s| self.roles.memberships(s).contains(role)) {
-            true => Ok(()),
-            false => Err(SqlError::new(SqlState::InsufficientPrivilege, format!("permission denied to set role {}", crate::error::quote(role)))),
-        }
     }
 
     /// A session state for one ad-hoc query: every relation it reads sees one snapshot.

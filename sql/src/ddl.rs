@@ -35,17 +35,10 @@ impl Target {
     /// The first line of the dataflow's `EXPLAIN`: the step that keeps or sends its rows.
     fn header(&self, name: &str) -> String {
         match self {
-            Target::View => format!("Materialize: {name} (state: multiset of rows in RocksDB)"),
+            Target::View => crate::explain::view_header(name),
             Target::Sink(_, shown) => format!("Sink: {name} ({shown})"),
         }
     }
-}
-
-/// A dataflow's plan as `EXPLAIN` prints it: `header`, then the nodes indented under it.
-fn explained(header: &str, node: &StreamNode, parallelism: usize) -> String {
-    let mut text = format!("{header}\n");
-    node.explain(&mut text, 1, parallelism);
-    text
 }
 
 /// What a restart resumes views from.
@@ -457,7 +450,7 @@ impl Database {
             openclaw_engine::eval_errors::EvalErrors::new(Arc::new(|e: &openclaw_engine::EngineError| crate::error::eval_failure(e)))
         });
         let location = StateLocation { store: self.store.clone(), owner: id, prefix: format!("mv_{id}"), parallelism, resume: positions, eval_errors: eval_errors.clone() };
-        let plan_text = explained(&target.header(&name), &node, parallelism);
+        let plan_text = crate::explain::explained(&target.header(&name), &node, parallelism);
         let dataflow = match build_dataflow(node, sink, &location, &self.config, &self.coordinator) {
             Ok(df) => df,
             Err(e) => {
@@ -625,15 +618,6 @@ impl Database {
         for cf in view.state_tables.iter().flat_map(|t| &t.column_families).chain(&view.error_tables) {
             let _ = self.store.drop_cf(cf);
         }
-    }
-
-    pub(crate) async fn explain_create_view(&self, view: CreateView, vars: &SessionVars) -> SqlResult<QueryOutput> {
-        let parallelism = vars.streaming_parallelism()?.unwrap_or(self.config.parallelism);
-        let catalog = self.catalog.lock().await;
-        let (node, _, _) = self.plan_view(&catalog, &view).await?;
-        let text = explained(&Target::View.header(&view.name.to_string()), &node, parallelism);
-        let rows = text.lines().map(|l| vec![l.to_string()]).collect();
-        QueryOutput::text_rows(&["QUERY PLAN"], rows)
     }
 }
 

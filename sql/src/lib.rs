@@ -18,7 +18,7 @@ mod lookup_join;
 mod ingest;
 mod dml;
 mod drop;
-mod explain_analyze;
+mod explain;
 pub mod durable;
 pub mod error;
 pub mod functions;

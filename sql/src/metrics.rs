@@ -76,6 +76,31 @@ pub struct CheckpointMetrics {
     pub files: usize,
 }
 
+impl CheckpointMetrics {
+    pub(crate) fn of(m: &openclaw_storage::checkpoint::Manifest) -> Self {
+        Self {
+            id: m.id,
+            created_at_ms: m.created_at_ms,
+            duration_ms: m.duration_ms,
+            write_ms: m.write_ms,
+            snapshot_ms: m.snapshot_ms,
+            bytes: m.files.iter().map(|f| f.bytes).sum(),
+            files: m.files.len(),
+        }
+    }
+}
+
+/// Called with each checkpoint as it commits ([`Database::observe_checkpoints`]).
+pub type CheckpointObserver = Box<dyn Fn(&CheckpointMetrics) + Send + Sync>;
+
+impl Database {
+    /// Calls `observer` with every checkpoint committed from now on (the server keeps a
+    /// histogram of their durations). One observer; a second call is ignored.
+    pub fn observe_checkpoints(&self, observer: CheckpointObserver) {
+        let _ = self.checkpoint_observer.set(observer);
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Metrics {
     pub sources: Vec<SourceMetrics>,
@@ -120,15 +145,7 @@ impl Database {
         })
         .await
         .unwrap_or_default();
-        let checkpoint = self.last_checkpoint.lock().await.as_ref().map(|m| CheckpointMetrics {
-            id: m.id,
-            created_at_ms: m.created_at_ms,
-            duration_ms: m.duration_ms,
-            write_ms: m.write_ms,
-            snapshot_ms: m.snapshot_ms,
-            bytes: m.files.iter().map(|f| f.bytes).sum(),
-            files: m.files.len(),
-        });
+        let checkpoint = self.last_checkpoint.lock().await.as_ref().map(CheckpointMetrics::of);
         Metrics { sources, views, subscriptions_open: self.subscribers.open(), state, checkpoint, rocksdb }
     }
 }

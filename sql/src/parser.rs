@@ -17,6 +17,7 @@ mod limits;
 mod options;
 mod role;
 mod secret;
+mod watermark;
 pub use dialect::OpenClawDialect;
 pub use limits::{MAX_INTERVAL_NESTING, MAX_STATEMENT_BYTES, MAX_TABLE_NESTING};
 use limits::MAX_PARSE_DEPTH;
@@ -213,7 +214,7 @@ pub fn parse_with_text(sql: &str) -> Result<Vec<(OcStatement, String)>, SqlError
         let tokens = crate::windows::desugar_flink_windows(group.to_vec());
         let tokens = crate::as_of::desugar(tokens).map_err(|e| syntax_error(sql, &e.to_string()))?;
         let tokens = intervals::normalize(tokens);
-        let (tokens, watermark) = extract_watermark(tokens).map_err(|e| syntax_error(sql, &e.to_string()))?;
+        let (tokens, watermark) = watermark::extract_watermark(tokens).map_err(|e| syntax_error(sql, &e.to_string()))?;
         let mut stmt = parse_one(tokens).map_err(|e| syntax_error(sql, &e.to_string()))?;
         stmt = match (stmt, watermark) {
             (OcStatement::Standard(s), wm) if matches!(*s, Statement::CreateTable(_)) => {
@@ -626,70 +627,6 @@ fn create_source(p: &mut Parser) -> Result<CreateSource, ParserError> {
     }
     format_clause(p, &mut options)?;
     Ok(CreateSource { as_table: false, name, if_not_exists, columns, constraints, options, watermark: None })
-}
-
-/// Cuts `, WATERMARK FOR col AS expr` out of a column list (sqlparser does not know it).
-fn extract_watermark(tokens: Vec<TokenWithSpan>) -> Result<(Vec<TokenWithSpan>, Option<WatermarkDecl>), ParserError> {
-    let w = words(&tokens, 2);
-    if !(w.len() == 2 && w[0] == "CREATE" && (w[1] == "TABLE" || w[1] == "SOURCE")) {
-        return Ok((tokens, None));
-    }
-    let next_word = |i: usize| tokens[i + 1..].iter().find(|t| !matches!(t.token, Token::Whitespace(_)));
-    let is_watermark = |(i, t): &(usize, &TokenWithSpan)| {
-        matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("watermark"))
-            && matches!(next_word(*i).map(|t| &t.token), Some(Token::Word(w)) if w.keyword == Keyword::FOR)
-    };
-    let Some((start, _)) = tokens.iter().enumerate().find(is_watermark) else { return Ok((tokens, None)) };
-    // The clause runs to the next comma or closing parenthesis at its own depth.
-    let mut depth = 0i32;
-    let mut end = tokens.len();
-    for (i, t) in tokens.iter().enumerate().skip(start) {
-        match t.token {
-            Token::LParen => depth += 1,
-            Token::RParen if depth == 0 => {
-                end = i;
-                break;
-            }
-            Token::RParen => depth -= 1,
-            Token::Comma if depth == 0 => {
-                end = i;
-                break;
-            }
-            _ => {}
-        }
-    }
-    let clause: Vec<TokenWithSpan> = tokens[start..end].to_vec();
-    // Drop the comma before the clause (or after it, when the clause comes first).
-    let before = tokens[..start].iter().rposition(|t| !matches!(t.token, Token::Whitespace(_)));
-    let (cut_from, cut_to) = match before {
-        Some(b) if tokens[b].token == Token::Comma => (b, end),
-        _ if end < tokens.len() && tokens[end].token == Token::Comma => (start, end + 1),
-        _ => (start, end),
-    };
-    let mut rest = tokens[..cut_from].to_vec();
-    rest.extend_from_slice(&tokens[cut_to..]);
-    let dialect = OpenClawDialect;
-    let mut p = Parser::new(&dialect).with_tokens_with_locations(clause);
-    p.next_token(); // WATERMARK
-    p.expect_keyword(Keyword::FOR)?;
-    let column = p.parse_identifier()?.value;
-    p.expect_keyword(Keyword::AS)?;
-    let expr = p.parse_expr()?;
-    use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr};
-    let delay_us = match &expr {
-        Expr::Identifier(id) if id.value == column => 0,
-        Expr::BinaryOp { left, op: BinaryOperator::Minus, right } if matches!(left.as_ref(), Expr::Identifier(id) if id.value == column) => {
-            crate::windows::interval_micros(right)
-                .filter(|d| *d >= 0)
-                .ok_or_else(|| ParserError::ParserError(format!("watermark delay must be a literal interval, found {right}")))?
-        }
-        _ => {
-            return Err(ParserError::ParserError(format!(
-                "watermark must be \"{column}\" or \"{column}\" - INTERVAL '...', found {expr}"
-            )))
-        }
-    };
-    Ok((rest, Some(WatermarkDecl { column, delay_us })))
 }
 
 fn create_sink(p: &mut Parser, options_p: &mut Parser) -> Result<CreateSink, ParserError> {

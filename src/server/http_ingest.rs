@@ -59,7 +59,7 @@ pub(crate) fn routes(db: Arc<Database>, max_requests: usize) -> Router {
 async fn timed(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let started = std::time::Instant::now();
     let response = next.run(request).await;
-    super::request_metrics::ingest_answered("http", super::request_metrics::status_class(response.status().as_u16()), started.elapsed());
+    super::lifetime_metrics::ingest_answered("http", super::lifetime_metrics::status_class(response.status().as_u16()), started.elapsed());
     response
 }
 

@@ -8,7 +8,7 @@ mod metrics;
 pub(crate) mod pg;
 mod pg_copy;
 mod pg_text;
-mod request_metrics;
+mod lifetime_metrics;
 mod tls;
 
 use std::net::SocketAddr;
@@ -111,6 +111,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     }
     let store = Store::open_with_cache(&config.data_dir, config.state_cache_bytes)?;
     let db: Arc<Database> = Database::open_with_secrets(store, config.engine.clone(), restored.map(|r| r.manifest), secret_key).await?;
+    db.observe_checkpoints(Box::new(lifetime_metrics::checkpoint_committed));
     let pg = tokio::net::TcpListener::bind(config.pg_listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.pg_listen))?;
     let http = tokio::net::TcpListener::bind(config.http_listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.http_listen))?;
     let grpc = tokio::net::TcpListener::bind(config.grpc_listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.grpc_listen))?;

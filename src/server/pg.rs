@@ -66,7 +66,7 @@ pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>, max_con
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, max_connections, "refusing connection: too many connections");
-            super::request_metrics::session_refused();
+            super::lifetime_metrics::session_refused();
             drop(socket);
             continue;
         };
@@ -74,7 +74,7 @@ pub async fn serve(listener: tokio::net::TcpListener, db: Arc<Database>, max_con
         let tls = front.tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let _session = super::request_metrics::SessionGuard::open();
+            let _session = super::lifetime_metrics::SessionGuard::open();
             if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

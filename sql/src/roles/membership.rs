@@ -9,6 +9,22 @@ use crate::error::{quote, SqlError, SqlResult, SqlState};
 use crate::session::SessionVars;
 
 impl Database {
+    /// `SET ROLE name`: to any role for a superuser, else to the session's own login role or
+    /// a role it is a member of (directly or through others), as in PostgreSQL.
+    pub(crate) fn check_set_role(&self, vars: &SessionVars, role: &str) -> SqlResult<()> {
+        if role == "none" {
+            return Ok(());
+        }
+        if !self.roles.exists(role) {
+            return Err(SqlError::new(SqlState::UndefinedObject, format!("role {} does not exist", quote(role))));
+        }
+        let session = vars.session_user.as_deref();
+        match self.roles.is_superuser(session) || session.is_some_and(|s| self.roles.memberships(s).contains(role)) {
+            true => Ok(()),
+            false => Err(SqlError::new(SqlState::InsufficientPrivilege, format!("permission denied to set role {}", quote(role)))),
+        }
+    }
+
     /// Adds (`grant`) or removes `members`' memberships of `groups`. Only a superuser may (no
     /// role holds ADMIN OPTION here). Refuses a membership that would make a cycle, as
     /// PostgreSQL does (0LP01).

@@ -141,13 +141,13 @@ impl super::proto::ingest_server::Ingest for IngestService {
     }
 }
 
-/// Counts an answered write, by its gRPC code ([`crate::server::request_metrics`]).
+/// Counts an answered write, by its gRPC code ([`crate::server::lifetime_metrics`]).
 pub(super) fn answered<T>(front: &str, result: &Result<T, Status>, started: std::time::Instant) {
     let code = match result {
         Ok(_) => tonic::Code::Ok,
         Err(status) => status.code(),
     };
-    crate::server::request_metrics::ingest_answered(front, &format!("{code:?}"), started.elapsed());
+    crate::server::lifetime_metrics::ingest_answered(front, &format!("{code:?}"), started.elapsed());
 }
 
 /// A producer's sequence numbers must increase along a stream: one that does not is a client's

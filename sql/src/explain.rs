@@ -1,3 +1,5 @@
+//! `EXPLAIN CREATE MATERIALIZED VIEW`: the streaming plan a view would run, one node a line.
+//!
 //! `EXPLAIN ANALYZE MATERIALIZED VIEW | SINK name`: the running dataflow's plan, as `EXPLAIN`
 //! printed it when the view started, with each node's counters since then: rows in and out,
 //! time processing and time blocked on a full output channel (backpressure). RisingWave's
@@ -12,12 +14,36 @@ use std::fmt::Write;
 use datafusion::sql::sqlparser::ast::ObjectName;
 use openclaw_engine::metrics::{OperatorCounts, OperatorMetrics, TaskRole};
 
+use openclaw_engine::plan::StreamNode;
+
 use crate::catalog::Detail;
 use crate::database::{object_name, undefined, Database, QueryOutput};
 use crate::error::{quote, SqlError, SqlResult, SqlState};
-use crate::parser::ObjectKind;
+use crate::parser::{CreateView, ObjectKind};
+use crate::session::SessionVars;
+
+/// The first line of a view's `EXPLAIN`: the step that keeps its rows.
+pub(crate) fn view_header(name: &str) -> String {
+    format!("Materialize: {name} (state: multiset of rows in RocksDB)")
+}
+
+/// A dataflow's plan as `EXPLAIN` prints it: `header`, then the nodes indented under it.
+pub(crate) fn explained(header: &str, node: &StreamNode, parallelism: usize) -> String {
+    let mut text = format!("{header}\n");
+    node.explain(&mut text, 1, parallelism);
+    text
+}
 
 impl Database {
+    pub(crate) async fn explain_create_view(&self, view: CreateView, vars: &SessionVars) -> SqlResult<QueryOutput> {
+        let parallelism = vars.streaming_parallelism()?.unwrap_or(self.config.parallelism);
+        let catalog = self.catalog.lock().await;
+        let (node, _, _) = self.plan_view(&catalog, &view).await?;
+        let text = explained(&view_header(&view.name.to_string()), &node, parallelism);
+        let rows = text.lines().map(|l| vec![l.to_string()]).collect();
+        QueryOutput::text_rows(&["QUERY PLAN"], rows)
+    }
+
     pub(crate) async fn explain_analyze(&self, kind: ObjectKind, name: &ObjectName) -> SqlResult<QueryOutput> {
         let name = object_name(name)?;
         let (plan, operators) = {
@@ -58,14 +84,7 @@ fn node_counts(tasks: &[&OperatorMetrics]) -> Option<OperatorCounts> {
     let mut total = OperatorCounts::default();
     for t in tasks {
         let c = t.counts();
-        if t.role != TaskRole::Helper {
-            total.rows_in += c.rows_in;
-            total.chunks_in += c.chunks_in;
-            total.rows_out += c.rows_out;
-            total.chunks_out += c.chunks_out;
-        }
-        total.processing_ns += c.processing_ns;
-        total.blocked_ns += c.blocked_ns;
+        total.add(&if t.role == TaskRole::Helper { c.time_only() } else { c });
     }
     Some(total)
 }
