@@ -133,6 +133,7 @@ async fn operator_counters_in_explain_analyze_and_metrics() {
     assert!((8..=80).contains(&agg_out), "{text}");
     assert!(text.contains("[2 partitions by hash]") && text.contains("tasks=4"), "two partitions, an exchange and their union:\n{text}");
     assert!(plan.last().is_some_and(|l| l.trim_start().starts_with("StreamScan") && counted(l).is_none()), "{text}");
+    assert_eq!(counted(&plan[0]).map(|(_, out)| out), Some(0), "the view keeps its rows, sends none: {text}");
     // A chain: each node takes in what the node under it sent.
     let rows: Vec<Option<(u64, u64)>> = plan.iter().map(|l| counted(l)).collect();
     for pair in rows.windows(2) {

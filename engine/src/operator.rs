@@ -239,9 +239,13 @@ impl Outputs {
         Ok(())
     }
 
+    /// Counts a chunk as sent when some edge is open to take it (a view's last step, which
+    /// keeps its rows, sends none).
     fn count(&self, msg: &Message) {
         if let (Some(m), Message::Chunk(chunk)) = (&self.metrics, msg) {
-            m.sent(chunk.num_rows());
+            if !self.is_empty() {
+                m.sent(chunk.num_rows());
+            }
         }
     }
 
@@ -309,5 +313,9 @@ mod tests {
         drop(outputs);
         assert_eq!(reader.await.unwrap(), 2);
         assert!(rx2.recv().await.is_some() && rx2.recv().await.is_some());
+        // With no edge (a view's last step) nothing is sent, so nothing is counted.
+        let last_step = Arc::new(OperatorMetrics::detached("sink".into()));
+        Outputs::default().with_metrics(last_step.clone()).send(chunk(4)).await.unwrap();
+        assert_eq!(last_step.counts().rows_out, 0);
     }
 }
