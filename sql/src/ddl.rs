@@ -16,9 +16,10 @@ use openclaw_engine::{BarrierKind, Mutation, ObjectId};
 use tokio::sync::mpsc;
 
 use crate::catalog::{Catalog, Detail, Entry, ViewRuntime};
-use crate::database::{object_name, undefined, Database, QueryOutput};
+use crate::database::{object_name, Database, QueryOutput};
 use crate::error::{quote, SqlError, SqlResult, SqlState};
-use crate::lower::{lower, ScanResolver};
+use crate::catalog_resolver::CatalogResolver;
+use crate::lower::lower;
 use crate::parser::{CreateSource, CreateView, ObjectKind, WatermarkDecl};
 use crate::relation::{SourceRelation, StoredRelation};
 use crate::session::SessionVars;
@@ -308,7 +309,7 @@ impl Database {
         let functions = crate::sql_functions::functions_called(&plan);
         let plan = crate::temporal::mark_now(plan, state.config_options().execution.time_zone.as_deref())?;
         let plan = state.optimize(&plan)?;
-        let mut resolver = CatalogResolver { catalog, deps: vec![], progress: vec![] };
+        let mut resolver = CatalogResolver::new(catalog);
         let mut node = lower(&plan, &mut resolver)?;
         if view.emit_on_window_close {
             emit_on_window_close(&mut node)?;
@@ -686,89 +687,6 @@ fn rename(node: StreamNode, schema: SchemaRef) -> StreamNode {
         .map(|(b, s)| b.as_ref().clone().with_name(s.name()))
         .collect();
     StreamNode::Project { exprs, schema: Arc::new(Schema::new(fields)), input: Box::new(node) }
-}
-
-struct CatalogResolver<'a> {
-    catalog: &'a Catalog,
-    deps: Vec<String>,
-    /// Each source reader's progress, by the source it reads.
-    progress: Vec<(String, Arc<SourceProgress>)>,
-}
-
-impl ScanResolver for CatalogResolver<'_> {
-    fn append_only(&self, name: &str) -> bool {
-        matches!(self.catalog.get(name).map(|e| &e.detail), Some(Detail::Table { primary_key: None, ingest: None, .. }))
-    }
-
-    fn lookup_table(&mut self, name: &str) -> SqlResult<(Arc<MaterializedState>, Vec<usize>)> {
-        let entry = self.catalog.get(name).ok_or_else(|| undefined(name))?;
-        let Detail::Table { state, primary_key: Some(pk), .. } = &entry.detail else {
-            return Err(SqlError::not_supported(format!("a temporal join looks up a table by its primary key; {} is not a table with one", quote(name)))
-                .with_hint("join it without FOR SYSTEM_TIME AS OF PROCTIME(), which follows its changes"));
-        };
-        if !self.deps.contains(&entry.name) {
-            self.deps.push(entry.name.clone());
-        }
-        Ok((state.clone(), pk.clone()))
-    }
-
-    fn resolve(&mut self, name: &str) -> SqlResult<StreamNode> {
-        let entry = self.catalog.get(name).ok_or_else(|| undefined(name))?;
-        if !self.deps.contains(&entry.name) {
-            self.deps.push(entry.name.clone());
-        }
-        match &entry.detail {
-            Detail::Table { .. } if self.catalog.is_dead_letter_table(name) => {
-                Err(SqlError::not_supported(format!("materialized views over the dead-letter table {} are not supported", quote(name)))
-                    .with_hint("query it with SELECT; its rows are written by the source, not through the changelog"))
-            }
-            Detail::Table { .. } => Ok(StreamNode::Subscribe {
-                    object: entry.id,
-                    name: name.to_string(),
-                    schema: entry.schema.clone(),
-                    watermark_columns: entry.watermark_columns.clone(),
-                }),
-            Detail::View(v) => {
-                if let Some(f) = v.failure.lock().expect("failure lock").clone() {
-                    return Err(SqlError::new(SqlState::ObjectNotInPrerequisiteState, format!("materialized view {} failed: {}", quote(name), f.message)));
-                }
-                if v.backfilling() {
-                    return Err(backfilling(name));
-                }
-                Ok(StreamNode::Subscribe {
-                    object: entry.id,
-                    name: name.to_string(),
-                    schema: entry.schema.clone(),
-                    watermark_columns: entry.watermark_columns.clone(),
-                })
-            }
-            Detail::Source { connector, options, watermark, dead_letters, .. } => {
-                let dead_letters = match dead_letters.as_deref().and_then(|d| self.catalog.get(d)).map(|e| &e.detail) {
-                    Some(Detail::Table { state, .. }) => Some(Arc::new(openclaw_engine::dead_letters::DeadLetterTable::new(state.clone())?)),
-                    _ => None,
-                };
-                // A source read twice in one plan is read by one reader (the engine shares it),
-                // so it counts once in SHOW SOURCES.
-                let progress = match self.progress.iter().find(|(n, _)| *n == entry.name) {
-                    Some((_, p)) => p.clone(),
-                    None => {
-                        let p = Arc::new(SourceProgress::default());
-                        self.progress.push((entry.name.clone(), p.clone()));
-                        p
-                    }
-                };
-                let context = openclaw_connectors::ReaderContext { source: name.to_string(), progress: progress.clone(), dead_letters };
-                let reader = connector
-                    .reader(&entry.schema, options, context)
-                    .map_err(|e| SqlError::new(SqlState::InvalidParameterValue, e.message))?;
-                Ok(StreamNode::Source { name: name.to_string(), reader, progress, watermark: *watermark })
-            }
-            // DataFusion expands a plain view where it is planned: its scan never reaches here.
-            Detail::PlainView | Detail::Function => Err(SqlError::new(SqlState::Internal, format!("view {} was not expanded", quote(name)))),
-            Detail::Subscription { .. } => Err(SqlError::new(SqlState::WrongObjectType, format!("{} is a subscription, not a relation", quote(name)))
-                .with_hint("read it with SUBSCRIBE, or query its view")),
-        }
-    }
 }
 
 /// A connector's complaint about its options, as a 22023 error with its hint.

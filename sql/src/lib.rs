@@ -3,6 +3,7 @@
 //! into the engine's streaming plan. [`Database`] executes statements for the server.
 
 pub mod catalog;
+mod catalog_resolver;
 mod as_of;
 pub mod checkpoint_store;
 mod checkpoints;
